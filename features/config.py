@@ -1,0 +1,82 @@
+"""Config sections owned by the features package: windows, moments sampling, ICP, title rules, rule score."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FeaturesConfig(_Strict):
+    """Interest-signal windows: what "recent" means, in days."""
+
+    windows_days: list[int] = Field(default_factory=lambda: [1, 7, 30, 90])
+    half_lives_days: list[float] = Field(default_factory=lambda: [3.0, 14.0, 60.0])
+    velocity_recent_days: int = 7
+    velocity_base_days: int = 28
+
+    @field_validator("windows_days", "half_lives_days")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if not v or any(x <= 0 for x in v):
+            raise ValueError("must be a non-empty list of positive numbers")
+        return v
+
+
+class MomentsConfig(_Strict):
+    """Which scoring moments become training rows.
+
+    Every activity of a not-yet-SQL lead is a moment the CRM would have called us; very active leads
+    would dominate the training set, so we keep at most ``max_per_lead`` moments per lead, at least
+    ``min_gap_hours`` apart, chosen reproducibly from ``seed``.
+    """
+
+    max_per_lead: int = Field(default=12, ge=1)
+    min_gap_hours: float = Field(default=24.0, ge=0)
+    seed: int = 0
+
+
+class ICPConfig(_Strict):
+    """The ideal customer profile that marketing and sales agreed on."""
+
+    industries: list[str] = Field(default_factory=list)
+    employees_min: int = 0
+    employees_max: int = 10**9
+    countries: list[str] = Field(default_factory=list)
+
+
+class TitleRule(_Strict):
+    """A case-insensitive regular expression on the free-text job title and what it implies."""
+
+    pattern: str
+    value: str
+
+
+class TitlesConfig(_Strict):
+    """Job title → seniority and department, first matching rule wins; several languages."""
+
+    seniority: list[TitleRule] = Field(default_factory=list)
+    department: list[TitleRule] = Field(default_factory=list)
+    free_mail_domains: list[str] = Field(default_factory=list)
+
+
+class AttributePoints(_Strict):
+    """Points for a lead or account attribute (fit), e.g. seniority in [vp, c_level] → +10."""
+
+    field: str
+    values: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+    points: float
+
+
+class RulesConfig(_Strict):
+    """The hand-written points rule (HubSpot/Mautic style) that the models are compared with."""
+
+    activity_points: dict[str, float] = Field(default_factory=dict)
+    half_life_days: float | None = 30.0
+    window_days: int | None = None
+    attribute_points: list[AttributePoints] = Field(default_factory=list)
+    mql_threshold: float = 50.0

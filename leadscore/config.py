@@ -1,0 +1,210 @@
+"""One typed configuration tree, loaded from ``configs/*.yaml`` and passed explicitly.
+
+Every YAML file in the config directory contributes top-level sections (``activities``, ``rules``,
+``sla``, ...). A section may be defined in one file only, so an error can always name the file it came
+from. Command-line overrides (``--set training.trials=5``) are applied on top, before validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from features.config import FeaturesConfig, ICPConfig, MomentsConfig, RulesConfig, TitlesConfig
+from serving.config import ServingConfig
+from training.config import SLAConfig, TrainingConfig
+
+CONFIG_DIR_ENV = "LEADSCORE_CONFIG_DIR"
+
+FUNNEL_STAGES = ("subscriber", "lead", "mql", "sql", "opportunity", "customer")
+SIDE_STAGES = ("recycled", "disqualified")
+SET_BY = ("rule", "model", "sales", "import")
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the person who edits the YAML."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ActivityType(_Strict):
+    """One entry of the activity catalogue.
+
+    ``label`` is the plain-language noun used in explanations ("pricing page views");
+    ``high_intent`` types feed "days since last high-intent activity"; ``negative`` types are
+    signals against buying (unsubscribe, bounce).
+    """
+
+    name: str
+    label: str
+    high_intent: bool = False
+    negative: bool = False
+
+
+class StagesConfig(_Strict):
+    funnel: list[str] = Field(default_factory=lambda: list(FUNNEL_STAGES))
+    side: list[str] = Field(default_factory=lambda: list(SIDE_STAGES))
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.funnel, *self.side]
+
+    def rank(self, stage: str) -> int:
+        """Position in the funnel; side stages rank below ``lead`` so they never count as progress."""
+        return self.funnel.index(stage) if stage in self.funnel else -1
+
+
+class HorizonsConfig(_Strict):
+    sql_days: int = Field(default=30, ge=1)
+    opp_days: int = Field(default=90, ge=1)
+
+
+class PathsConfig(_Strict):
+    """Where local state lives. Relative paths are relative to the working directory."""
+
+    mlflow_tracking_uri: str = "sqlite:///mlruns.db"
+    mlflow_artifacts: str = "mlartifacts"
+    event_store_url: str = "sqlite:///leadscore-events.db"
+    reports_dir: str = "reports"
+
+
+class GeneratorConfig(_Strict):
+    """Funnel rates the generated CRM is calibrated to (share of the previous stage)."""
+
+    lead_to_mql: float = Field(default=0.25, gt=0, lt=1)
+    mql_to_sql: float = Field(default=0.25, gt=0, lt=1)
+    sql_to_opportunity: float = Field(default=0.5, gt=0, lt=1)
+    opportunity_to_won: float = Field(default=0.25, gt=0, lt=1)
+    activities_per_lead: float = Field(default=100.0, gt=0)
+    accounts_per_lead: float = Field(default=0.35, gt=0, le=1)
+    subscriber_share: float = Field(default=0.2, ge=0, le=1)
+    recycle_after_days: int = 45
+    disqualify_share_of_mqls: float = Field(default=0.15, ge=0, lt=1)
+
+
+class Settings(_Strict):
+    activities: list[ActivityType]
+    stages: StagesConfig = Field(default_factory=StagesConfig)
+    horizons: HorizonsConfig = Field(default_factory=HorizonsConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    moments: MomentsConfig = Field(default_factory=MomentsConfig)
+    icp: ICPConfig = Field(default_factory=ICPConfig)
+    titles: TitlesConfig = Field(default_factory=TitlesConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    sla: SLAConfig = Field(default_factory=SLAConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+
+    @field_validator("activities")
+    @classmethod
+    def _unique_types(cls, v: list[ActivityType]) -> list[ActivityType]:
+        names = [a.name for a in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate activity types: {dupes}")
+        if "other" not in names:
+            raise ValueError("the catalogue must contain 'other' (unknown types are mapped to it)")
+        return v
+
+    @model_validator(mode="after")
+    def _rules_use_known_types(self) -> Settings:
+        unknown = sorted(set(self.rules.activity_points) - set(self.activity_names))
+        if unknown:
+            raise ValueError(f"rules.activity_points names unknown activity types {unknown}")
+        return self
+
+    @property
+    def activity_names(self) -> list[str]:
+        return [a.name for a in self.activities]
+
+    def activity(self, name: str) -> ActivityType:
+        for a in self.activities:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def config_hash(self) -> str:
+        """A short stable digest of the whole tree, stored with every model and report."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def default_config_dir() -> Path:
+    """``$LEADSCORE_CONFIG_DIR``, else ``./configs`` if present, else the repository's ``configs/``."""
+    env = os.environ.get(CONFIG_DIR_ENV)
+    if env:
+        return Path(env)
+    local = Path.cwd() / "configs"
+    if (local / "activities.yaml").exists():
+        return local
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {item!r} names no key")
+    return path, yaml.safe_load(raw)
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def load_settings(config_dir: Path | str | None = None, overrides: list[str] | None = None) -> Settings:
+    """Read every ``*.yaml`` in ``config_dir``, apply ``overrides``, validate.
+
+    Raises :class:`ConfigError` naming the key and the file on any problem, so a typo in a YAML file
+    stops the command with one readable line instead of a traceback.
+    """
+    directory = Path(config_dir) if config_dir is not None else default_config_dir()
+    if not directory.is_dir():
+        raise ConfigError(f"config directory {directory} does not exist")
+    tree: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        for section, value in data.items():
+            if section in tree:
+                raise ConfigError(f"section {section!r} is defined in both {origin[section]} and {path}")
+            tree[section] = value
+            origin[section] = str(path)
+    for item in overrides or []:
+        key_path, value = _parse_override(item)
+        _set_path(tree, key_path, value)
+        origin.setdefault(key_path[0], "--set")
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            section = str(err["loc"][0]) if err["loc"] else ""
+            where = origin.get(section, f"{directory}/*.yaml")
+            lines.append(f"{where}: {loc}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc

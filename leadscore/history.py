@@ -1,0 +1,350 @@
+"""Read and validate CRM history: five tables from a directory of Parquet or CSV files.
+
+Validation is declared as pandera schemas and run lazily, so every failing row is collected with
+the check it failed. Rows that fail are written aside to ``<dir>/_rejected/<table>.parquet`` with a
+``reason`` column and reported; valid + rejected always equals the input. A table is *unusable*
+(the command exits non-zero) only when a required column is missing or no row survives.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from leadscore.config import SET_BY, Settings
+from leadscore.tables import ESSENTIAL_TABLES, TABLES, TableSpec
+
+REJECTED_DIR = "_rejected"
+MANIFEST = "manifest.json"
+TS_DTYPE = "datetime64[us, UTC]"
+_RAW = "__raw__"
+_TRUE = {"true", "1", "yes", "y", "t", "won"}
+_FALSE = {"false", "0", "no", "n", "f", "lost"}
+
+
+@dataclass
+class CRMHistory:
+    """The validated CRM tables, with the moment the data was cut off (nothing after it exists)."""
+
+    accounts: pd.DataFrame
+    leads: pd.DataFrame
+    activities: pd.DataFrame
+    stage_changes: pd.DataFrame
+    opportunities: pd.DataFrame
+    cutoff: pd.Timestamp
+
+    def table(self, name: str) -> pd.DataFrame:
+        frame: pd.DataFrame = getattr(self, name)
+        return frame
+
+
+@dataclass
+class TableReport:
+    name: str
+    input_rows: int = 0
+    valid_rows: int = 0
+    rejected_rows: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    unusable: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "input_rows": self.input_rows,
+            "valid_rows": self.valid_rows,
+            "rejected_rows": self.rejected_rows,
+            "reasons": self.reasons,
+            "examples": self.examples,
+            "notes": self.notes,
+            "unusable": self.unusable,
+        }
+
+
+@dataclass
+class ValidationReport:
+    tables: dict[str, TableReport]
+    cutoff: pd.Timestamp
+
+    @property
+    def usable(self) -> bool:
+        return all(t.unusable is None for t in self.tables.values())
+
+    def to_dict(self) -> dict[str, object]:
+        return {"cutoff": self.cutoff.isoformat(), "tables": {k: v.to_dict() for k, v in self.tables.items()}}
+
+
+class HistoryError(Exception):
+    """The history cannot be used at all; the message says which table and why."""
+
+
+def empty_table(spec: TableSpec) -> pd.DataFrame:
+    """A zero-row frame with the canonical columns and dtypes of ``spec``."""
+    return _canonical(pd.DataFrame({c: pd.Series([], dtype="str") for c in spec.columns}), spec)
+
+
+def _read_raw(directory: Path, name: str) -> pd.DataFrame | None:
+    parquet, csv = directory / f"{name}.parquet", directory / f"{name}.csv"
+    if parquet.exists():
+        return pd.read_parquet(parquet)
+    if csv.exists():
+        # Everything as text: a bad cell must become a rejected row, not a failed read.
+        return pd.read_csv(csv, dtype=str, keep_default_na=False, na_values=[""])
+    return None
+
+
+def _blank_to_na(s: pd.Series) -> pd.Series:
+    if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
+        s = s.astype("str")
+        return s.where(s.str.strip().str.len() > 0)
+    return s
+
+
+def _parse_ts(s: pd.Series) -> pd.Series:
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        return s.dt.tz_convert("UTC").dt.as_unit("us")
+    if pd.api.types.is_datetime64_dtype(s.dtype):
+        return s.dt.tz_localize("UTC").dt.as_unit("us")
+    parsed = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
+    return parsed.dt.as_unit("us")
+
+
+def _parse_bool(s: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return s.astype("boolean")
+    text = s.astype("str").str.strip().str.lower()
+    out = pd.Series(pd.NA, index=s.index, dtype="boolean")
+    out[text.isin(_TRUE)] = True
+    out[text.isin(_FALSE)] = False
+    out[s.isna()] = pd.NA
+    return out
+
+
+def _canonical(df: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    """Parse every column to its kind; unparseable cells become missing (the raw value is kept)."""
+    out = pd.DataFrame(index=df.index)
+    for col, kind in spec.columns.items():
+        raw = _blank_to_na(df[col]) if col in df.columns else pd.Series(pd.NA, index=df.index, dtype="str")
+        if kind in ("id", "str", "json"):
+            if kind == "id" and pd.api.types.is_float_dtype(raw.dtype):
+                # Ids read from Parquet may be floats; "12.0" must not differ from "12".
+                raw = raw.astype("Int64") if (raw.dropna() % 1 == 0).all() else raw
+            out[col] = raw.astype("str")
+        elif kind == "ts":
+            out[col] = _parse_ts(raw)
+        elif kind in ("float", "int"):
+            num = pd.to_numeric(raw, errors="coerce")
+            out[col] = num.astype("float64") if kind == "float" else num.astype("Float64").round().astype("Int64")
+        elif kind == "bool":
+            out[col] = _parse_bool(raw)
+        if kind in ("ts", "float", "int", "bool"):
+            out[_RAW + col] = raw.notna()
+    return out
+
+
+def _not_parsed(col: str) -> pa.Check:
+    kind_word = "timestamp" if col.endswith("_at") else "value"
+    return pa.Check(
+        lambda df: df[col].notna() | ~df[_RAW + col],
+        error=f"unparseable {kind_word} in {col}",
+    )
+
+
+def _schema(spec: TableSpec, settings: Settings, cutoff: pd.Timestamp, refs: dict[str, set[str]]) -> pa.DataFrameSchema:
+    """The pandera schema of one table, with the cross-table references known so far."""
+    cols: dict[str, pa.Column] = {}
+    for col, kind in spec.columns.items():
+        checks: list[pa.Check] = []
+        nullable = col in spec.nullable
+        if kind == "ts":
+            checks.append(pa.Check.le(cutoff, error=f"{col} after the data cut-off {cutoff.isoformat()}"))
+        if kind in ("float", "int") and col in ("amount", "employees", "annual_revenue"):
+            checks.append(pa.Check.ge(0, error=f"negative {col}"))
+        if kind == "json":
+            checks.append(
+                pa.Check(lambda s: s.str.startswith("{") & s.str.endswith("}"), element_wise=False,
+                         error=f"{col} is not a JSON object", ignore_na=True)
+            )
+        if col == "lead_id" and spec.name != "leads":
+            checks.append(pa.Check.isin(refs.get("lead_id", set()), error="unknown lead_id"))
+        if col == "account_id" and spec.name != "accounts":
+            checks.append(pa.Check.isin(refs.get("account_id", set()), error="unknown account_id"))
+        if col == "stage" and spec.name == "stage_changes":
+            checks.append(pa.Check.isin(settings.stages.all, error="unknown stage"))
+        if col == "set_by":
+            checks.append(pa.Check.isin(SET_BY, error="unknown set_by"))
+        unique = len(spec.key) == 1 and spec.key[0] == col
+        cols[col] = pa.Column(
+            nullable=nullable,
+            checks=checks,
+            unique=unique,
+            report_duplicates="exclude_first",
+            required=True,
+        )
+    frame_checks = [_not_parsed(c) for c, k in spec.columns.items() if k in ("ts", "float", "int", "bool")]
+    if spec.name == "opportunities":
+        frame_checks.append(
+            pa.Check(lambda df: df["closed_at"].isna() | (df["closed_at"] >= df["created_at"]),
+                     error="closed_at before created_at")
+        )
+    return pa.DataFrameSchema(
+        cols,
+        checks=frame_checks,
+        unique=list(spec.key) if len(spec.key) > 1 else None,
+        report_duplicates="exclude_first",
+    )
+
+
+def _reason_for(check: str, column: object) -> str:
+    col = "" if column is None or (isinstance(column, float) and np.isnan(column)) else str(column)
+    if check == "not_nullable":
+        return f"empty required field {col}"
+    if check == "field_uniqueness":
+        return f"duplicate {col}"
+    if check == "multiple_fields_uniqueness":
+        return "duplicate key"
+    return check
+
+
+def _validate_table(
+    raw: pd.DataFrame, spec: TableSpec, settings: Settings, cutoff: pd.Timestamp, refs: dict[str, set[str]]
+) -> tuple[pd.DataFrame, pd.DataFrame, TableReport]:
+    report = TableReport(name=spec.name, input_rows=len(raw))
+    raw = raw.reset_index(drop=True)
+    missing = [c for c in spec.required if c not in raw.columns]
+    if missing:
+        report.unusable = f"required column(s) missing: {', '.join(missing)}"
+        report.rejected_rows = len(raw)
+        report.reasons = {report.unusable: len(raw)} if len(raw) else {}
+        rejected = raw.astype("str").assign(reason=report.unusable)
+        return empty_table(spec), rejected, report
+    absent = [c for c in spec.columns if c not in raw.columns]
+    if absent:
+        report.notes.append(f"optional column(s) absent, left empty: {', '.join(absent)}")
+    extra = [c for c in raw.columns if c not in spec.columns]
+    if extra:
+        report.notes.append(f"column(s) not in the contract, ignored: {', '.join(map(str, extra))}")
+    if spec.name == "stage_changes" and "set_by" in absent:
+        raw = raw.assign(set_by="import")
+    df = _canonical(raw, spec)
+    if spec.name == "activities":
+        known = set(settings.activity_names)
+        typ = df["type"].str.strip().str.lower()
+        unknown = typ.notna() & ~typ.isin(known)
+        if unknown.any():
+            counts = typ[unknown].value_counts().head(5).to_dict()
+            report.notes.append(f"{int(unknown.sum())} activities of unknown type stored as 'other' (top: {counts})")
+        df["type"] = typ.where(~unknown, "other")
+    if spec.name == "stage_changes":
+        df["stage"] = df["stage"].str.strip().str.lower()
+    schema = _schema(spec, settings, cutoff, refs)
+    bad: dict[int, list[str]] = {}
+    try:
+        schema.validate(df, lazy=True)
+    except SchemaErrors as exc:
+        fc = exc.failure_cases
+        row_level = fc[fc["index"].notna()]
+        for idx, check, column in zip(row_level["index"], row_level["check"], row_level["column"], strict=True):
+            reason = _reason_for(str(check), column)
+            lst = bad.setdefault(int(idx), [])
+            if reason not in lst:
+                lst.append(reason)
+    mask = np.zeros(len(df), dtype=bool)
+    if bad:
+        mask[list(bad)] = True
+    valid = df.loc[~mask, list(spec.columns)].reset_index(drop=True)
+    rejected = raw.loc[mask].copy()
+    if bad:
+        rejected = rejected.astype("str")
+        rejected["reason"] = ["; ".join(bad[i]) for i in rejected.index]
+        for i in sorted(bad):
+            for reason in bad[i]:
+                report.reasons[reason] = report.reasons.get(reason, 0) + 1
+                examples = report.examples.setdefault(reason, [])
+                if len(examples) < 3:
+                    key = ", ".join(f"{k}={raw.at[i, k]}" for k in spec.key if k in raw.columns)
+                    examples.append(f"row {i}: {key}")
+    report.valid_rows, report.rejected_rows = len(valid), int(mask.sum())
+    if report.valid_rows == 0 and (report.input_rows > 0 or spec.name in ESSENTIAL_TABLES):
+        report.unusable = "no valid row"
+    return valid, rejected, report
+
+
+def read_manifest(directory: Path) -> dict[str, object]:
+    path = directory / MANIFEST
+    if path.exists():
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    return {}
+
+
+def resolve_cutoff(directory: Path, cutoff: str | datetime | pd.Timestamp | None) -> pd.Timestamp:
+    """Explicit cut-off, else the one in ``manifest.json``, else now (UTC)."""
+    if cutoff is None:
+        cutoff = read_manifest(directory).get("cutoff")  # type: ignore[assignment]
+    if cutoff is None:
+        return pd.Timestamp(datetime.now(UTC)).as_unit("us")
+    ts = pd.Timestamp(cutoff)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).as_unit("us")
+
+
+def load_history(
+    directory: Path | str,
+    settings: Settings,
+    cutoff: str | datetime | pd.Timestamp | None = None,
+    write_rejected: bool = True,
+) -> tuple[CRMHistory, ValidationReport]:
+    """Load and validate the five tables; write rejected rows aside; never drop a row silently.
+
+    Parents are validated before children so that a child pointing at a rejected parent is rejected
+    too, with reason ``unknown lead_id`` / ``unknown account_id``.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise HistoryError(f"{directory} is not a directory")
+    cut = resolve_cutoff(directory, cutoff)
+    refs: dict[str, set[str]] = {}
+    valid_tables: dict[str, pd.DataFrame] = {}
+    reports: dict[str, TableReport] = {}
+    rejected_dir = directory / REJECTED_DIR
+    for name, spec in TABLES.items():
+        raw = _read_raw(directory, name)
+        if raw is None:
+            report = TableReport(name=name)
+            if name in ESSENTIAL_TABLES:
+                report.unusable = f"no {name}.parquet or {name}.csv in {directory}"
+            else:
+                report.notes.append(f"no {name} file: treated as empty")
+            valid_tables[name], reports[name] = empty_table(spec), report
+        else:
+            valid, rejected, report = _validate_table(raw, spec, settings, cut, refs)
+            valid_tables[name], reports[name] = valid, report
+            target = rejected_dir / f"{name}.parquet"
+            if write_rejected and len(rejected):
+                rejected_dir.mkdir(exist_ok=True)
+                rejected.to_parquet(target, index=False)
+            elif write_rejected and target.exists():
+                target.unlink()
+        if name == "accounts":
+            refs["account_id"] = set(valid_tables[name]["account_id"].dropna())
+        if name == "leads":
+            refs["lead_id"] = set(valid_tables[name]["lead_id"].dropna())
+    history = CRMHistory(cutoff=cut, **valid_tables)
+    return history, ValidationReport(tables=reports, cutoff=cut)
+
+
+def save_history(history: CRMHistory, directory: Path | str, extra_manifest: dict[str, object] | None = None) -> None:
+    """Write the five tables as Parquet plus a manifest with the cut-off (what importers produce)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        history.table(name).to_parquet(directory / f"{name}.parquet", index=False)
+    manifest = {"cutoff": history.cutoff.isoformat(), **(extra_manifest or {})}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))

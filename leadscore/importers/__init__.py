@@ -1,0 +1,1 @@
+"""Importers: map CRM exports (HubSpot, Salesforce) onto the five CRM tables."""
