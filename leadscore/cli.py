@@ -147,10 +147,14 @@ def _register_subcommands() -> None:
     from leadscore.importers.cli import app as import_app
     from serving.cli import register as register_serving
     from training.cli import register as register_training
+    from training.eval_cli import register as register_evaluation
+    from training.sla_cli import register as register_sla
 
     app.add_typer(features_app, name="features", help="Point-in-time features, rule score and labels.")
     app.add_typer(import_app, name="import", help="Import CRM exports (HubSpot, Salesforce) as CRM tables.")
     register_training(app)
+    register_sla(app)
+    register_evaluation(app)
     register_serving(app)
 
 
