@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -28,8 +28,22 @@ class MinimumsConfig(_Strict):
 
 
 class PromotionConfig(_Strict):
+    """The gate a challenger must pass on a month neither model was fitted on."""
+
     auc_tolerance: float = 0.005
     max_ece: float = 0.03
+
+
+class LightGBMConfig(_Strict):
+    """Boosting settings that are not tuned: rounds, early stopping, threads, pruning."""
+
+    max_rounds: int = Field(default=2000, ge=10)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    num_threads: int = Field(default=2, ge=1)
+    #: Optuna pruning: a trial is compared with the others every ``report_every`` rounds,
+    #: after ``pruning_warmup_rounds`` rounds.
+    report_every: int = Field(default=10, ge=1)
+    pruning_warmup_rounds: int = Field(default=50, ge=0)
 
 
 class TrainingConfig(_Strict):
@@ -38,27 +52,70 @@ class TrainingConfig(_Strict):
     timeout_seconds: float | None = None
     tune_sample_rows: int = 200_000
     registered_model_name: str = "leadscore"
+    experiment_name: str = "leadscore"
+    promotion_experiment_name: str = "leadscore-promotion"
     bootstrap_samples: int = 200
+    ece_bins: int = Field(default=10, ge=2)
+    min_isotonic_rows: int = 1000
+    #: share of moments sales can follow up ("MQL capacity") for recall@capacity; None: the share the
+    #: rule-based score flags as MQL on the same rows, so model and rule are compared at equal volume.
+    capacity_share: float | None = Field(default=None, gt=0, le=1)
+    logreg_max_rows: int = 300_000
+    lightgbm: LightGBMConfig = Field(default_factory=LightGBMConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     minimums: MinimumsConfig = Field(default_factory=MinimumsConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
 
 
 class MQLPolicy(_Strict):
-    """How the MQL threshold on calibrated P(SQL) is chosen."""
+    """How the MQL threshold on calibrated P(SQL) is chosen.
+
+    Only the fields of the chosen ``kind`` are used; the others stay in the YAML so a reviewer can
+    switch policy by changing one word.
+    """
 
     kind: Literal["capacity", "target_rate", "expected_value"] = "capacity"
-    capacity_per_month: int | None = 300
-    target_rate: float | None = 0.3
-    value_of_sql: float | None = 1000.0
-    cost_of_follow_up: float | None = 150.0
+    capacity_per_month: int | None = Field(default=300, ge=1)
+    target_rate: float | None = Field(default=0.3, gt=0, lt=1)
+    value_of_sql: float | None = Field(default=1000.0, gt=0)
+    cost_of_follow_up: float | None = Field(default=150.0, ge=0)
+    # A rate measured on fewer MQLs than this is noise; thresholds this high are not considered
+    # when looking for a target MQL->SQL rate.
+    min_labelled_mqls: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _kind_has_its_fields(self) -> MQLPolicy:
+        needed = {
+            "capacity": ["capacity_per_month"],
+            "target_rate": ["target_rate"],
+            "expected_value": ["value_of_sql", "cost_of_follow_up"],
+        }[self.kind]
+        missing = [f for f in needed if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"mql_policy.kind={self.kind!r} needs {', '.join(missing)}")
+        return self
+
+
+class SLAReportConfig(_Strict):
+    """Knobs of the SLA review report."""
+
+    calibration_bins: int = Field(default=10, ge=2)
+    listed_leads: int = Field(default=50, ge=0)  # gained/lost leads shown by name (all are counted)
+    min_segment_leads: int = Field(default=1, ge=1)  # smaller segments are folded into "(other)"
 
 
 class SLAConfig(_Strict):
     """The agreement between marketing and sales (configs/sla.yaml)."""
 
+    recommended_stages: list[str] = Field(default_factory=lambda: ["lead", "mql", "sql"])
+    sales_owned_stages: list[str] = Field(default_factory=lambda: ["opportunity", "customer", "disqualified"])
     mql_policy: MQLPolicy = Field(default_factory=MQLPolicy)
-    sql_recommend_p_opportunity: float = 0.35
-    hysteresis: float = 0.1
-    recycle_after_days: int = 45
-    follow_up_hours: int = 24
+    # probability: recommend SQL when calibrated P(opportunity) reaches sql_recommend_p_opportunity;
+    # target_rate: the lowest P(opportunity) threshold whose SQL recommendations become opportunities
+    # (within the opportunity horizon) at least at that rate on the calibration months.
+    sql_policy_kind: Literal["probability", "target_rate"] = "target_rate"
+    sql_recommend_p_opportunity: float = Field(default=0.35, gt=0, lt=1)
+    hysteresis: float = Field(default=0.1, ge=0, lt=1)
+    recycle_after_days: int = Field(default=45, ge=1)
+    follow_up_hours: int = Field(default=24, ge=1)
+    report: SLAReportConfig = Field(default_factory=SLAReportConfig)

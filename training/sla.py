@@ -1,0 +1,521 @@
+"""SLA lifecycle stages: thresholds on calibrated probabilities, fitted from the SLA policy.
+
+The SLA reviewers sign a policy in words ("sales follows up at most 300 MQLs a month", "an MQL should
+become a SQL three times in ten", "a follow-up costs 150, a SQL is worth 1000"). This module turns that
+policy into numbers on calibrated probabilities, fitted on the calibration/validation months, and keeps
+the expected outcomes next to the thresholds so a reviewer can check them later against reality.
+
+Replay semantics (shared with :mod:`training.report`): scoring moments of a lead are replayed in time
+order and the lead becomes an MQL at its FIRST moment whose score reaches the threshold; later moments
+of the same lead do not count again. That first crossing is exactly the moment where the running maximum
+of the lead's score sets a new record, so for every lead we keep its record moments once, and the MQL
+moment at any threshold ``t`` is the record with ``previous record < t <= record``. Every
+volume/rate curve over thresholds is then a difference of two sorted cumulative sums, which is exact
+and fast enough to sweep every distinct score.
+
+Outcomes: a moment's MQL converted if ``y_sql == 1`` (``y_opp`` for opportunities); censored moments
+(``NaN``: the horizon ran past the data cut-off) count in the volume but are excluded from rates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.config import MQLPolicy
+
+if TYPE_CHECKING:
+    from leadscore.config import Settings
+
+SCORED_COLUMNS = ("lead_id", "as_of", "p_sql", "p_opportunity", "rule_score", "y_sql", "y_opp")
+SEGMENT_COLUMNS = ("source", "industry", "employee_band")
+_FUNNEL_RANK = {"subscriber": 0, "lead": 1, "recycled": 1, "mql": 2, "sql": 3}
+
+
+class ScoredFrameError(ValueError):
+    """The scored frame handed to the SLA code is not usable; the message names the column."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The policy object that ships inside the scoring bundle
+# --------------------------------------------------------------------------------------------------
+
+
+class StagePolicy(BaseModel):
+    """Stage thresholds on calibrated probabilities, the SLA policy that set them, what they promise.
+
+    Stored in the scoring bundle as ``model_dump()`` JSON and evaluated by the service on every score,
+    so :meth:`stage` is a handful of float comparisons with no allocation.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mql_threshold: float = Field(description="MQL when calibrated P(SQL within H days) reaches this.")
+    sql_threshold: float = Field(description="SQL recommended when calibrated P(opportunity) reaches this.")
+    hysteresis: float = Field(ge=0, lt=1, description="Share below a threshold a score must fall to leave.")
+    policy: dict[str, Any] = Field(default_factory=dict, description="The SLA policy that set the thresholds.")
+    expected: dict[str, Any] = Field(default_factory=dict, description="Outcomes on the months fitted on.")
+    rule_mql_threshold: float = Field(description="The rule-based points score's MQL threshold compared with.")
+    recycle_after_days: int | None = 45
+    sales_owned_stages: list[str] = Field(default_factory=lambda: ["opportunity", "customer", "disqualified"])
+
+    def stage(
+        self,
+        p_sql: float,
+        p_opportunity: float,
+        previous_stage: str | None,
+        *,
+        days_in_stage: float | None = None,
+    ) -> str:
+        """Recommended lifecycle stage (``lead``, ``mql``, ``sql``; or the unchanged previous stage).
+
+        Why the rules are shaped like this:
+        - entering a stage needs the score to reach its threshold (the same crossing the thresholds were
+          fitted on); leaving it needs the score to fall ``hysteresis`` (a share) below it, so a lead
+          whose score wobbles around the threshold changes stage once, not on every activity;
+        - stages set by sales (opportunity, customer, disqualified) are never overridden by a model;
+        - ``subscriber`` and ``recycled`` leads stay what they are until they qualify;
+        - with ``days_in_stage`` given, an MQL/SQL that made no progress for ``recycle_after_days``
+          returns to marketing as ``recycled``; a recycled lead re-qualifies only when it clears the
+          threshold by the hysteresis band, i.e. on new evidence, not on the score that was recycled.
+        """
+        prev = previous_stage or "lead"
+        if prev in self.sales_owned_stages:
+            return prev
+        keep = 1.0 - self.hysteresis
+        lift = 1.0 + self.hysteresis
+        if prev == "sql":
+            sql_bar, mql_bar = self.sql_threshold * keep, self.mql_threshold * keep
+        elif prev == "mql":
+            sql_bar, mql_bar = self.sql_threshold, self.mql_threshold * keep
+        elif prev == "recycled":
+            sql_bar, mql_bar = self.sql_threshold * lift, self.mql_threshold * lift
+        else:
+            sql_bar, mql_bar = self.sql_threshold, self.mql_threshold
+        if p_opportunity >= sql_bar:
+            new = "sql"
+        elif p_sql >= mql_bar:
+            new = "mql"
+        else:
+            new = prev if prev in ("subscriber", "recycled") else "lead"
+        if (
+            days_in_stage is not None
+            and self.recycle_after_days is not None
+            and prev in ("mql", "sql")
+            and days_in_stage >= self.recycle_after_days
+            and _FUNNEL_RANK[new] <= _FUNNEL_RANK[prev]
+        ):
+            return "recycled"
+        return new
+
+
+# --------------------------------------------------------------------------------------------------
+# Replay machinery
+# --------------------------------------------------------------------------------------------------
+
+
+def check_scored(scored: pd.DataFrame, score_columns: tuple[str, ...] = ("p_sql", "p_opportunity", "rule_score")) -> None:
+    """Raise :class:`ScoredFrameError` naming the column if ``scored`` cannot be replayed."""
+    missing = [c for c in SCORED_COLUMNS if c not in scored.columns]
+    if missing:
+        raise ScoredFrameError(f"scored frame lacks column(s) {missing}; it has {list(scored.columns)}")
+    if scored.empty:
+        raise ScoredFrameError("scored frame has no rows: nothing to fit or replay")
+    if scored["lead_id"].isna().any():
+        raise ScoredFrameError(f"column 'lead_id' has {int(scored['lead_id'].isna().sum())} missing value(s)")
+    as_of = pd.to_datetime(scored["as_of"], utc=True, errors="coerce")
+    if as_of.isna().any():
+        raise ScoredFrameError(f"column 'as_of' has {int(as_of.isna().sum())} missing or unparsable timestamp(s)")
+    for col in score_columns:
+        values = pd.to_numeric(scored[col], errors="coerce").astype("float64")
+        bad = int(values.isna().sum())
+        if bad:
+            raise ScoredFrameError(f"column {col!r} has {bad} missing or non-numeric value(s)")
+        if col.startswith("p_") and ((values < 0) | (values > 1)).any():
+            raise ScoredFrameError(f"column {col!r} must hold probabilities in [0, 1]")
+    for col in ("y_sql", "y_opp"):
+        values = pd.to_numeric(scored[col], errors="coerce").astype("float64")
+        raw_missing = scored[col].isna()
+        if (values.isna() & ~raw_missing).any():
+            raise ScoredFrameError(f"column {col!r} must hold 1, 0 or NaN (censored)")
+        if not values.dropna().isin([0.0, 1.0]).all():
+            raise ScoredFrameError(f"column {col!r} must hold 1, 0 or NaN (censored)")
+
+
+@dataclass(frozen=True)
+class Records:
+    """For one score column: each lead's moments where its running maximum sets a new record.
+
+    ``rows`` index the replay frame, ``value`` is the record, ``prev`` the lead's previous record
+    (``-inf`` for its first moment). At threshold ``t`` the lead's MQL moment is the record with
+    ``prev < t <= value`` (at most one per lead).
+    """
+
+    rows: np.ndarray
+    value: np.ndarray
+    prev: np.ndarray
+    _value_order: np.ndarray = field(repr=False)
+    _prev_order: np.ndarray = field(repr=False)
+
+    @classmethod
+    def build(cls, lead_code: np.ndarray, score: np.ndarray) -> Records:
+        """``lead_code``/``score`` are per row, already sorted by (lead, time)."""
+        running = pd.Series(score).groupby(lead_code, sort=False).cummax().to_numpy()
+        prev = pd.Series(running).groupby(lead_code, sort=False).shift(1).to_numpy(dtype="float64")
+        prev = np.where(np.isnan(prev), -np.inf, prev)
+        is_record = score > prev
+        rows = np.flatnonzero(is_record)
+        value = score[rows]
+        prev_r = prev[rows]
+        return cls(rows, value, prev_r, np.argsort(value, kind="stable"), np.argsort(prev_r, kind="stable"))
+
+    def at(self, threshold: float) -> np.ndarray:
+        """Rows of the replay frame where a lead becomes MQL at ``threshold`` (one per lead at most)."""
+        return self.rows[(self.prev < threshold) & (self.value >= threshold)]
+
+    def curve(self, thresholds: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Sum of per-row ``weights`` over the MQL moments, for every threshold at once.
+
+        ``weights`` has shape (k, n_rows); returns (k, len(thresholds)). Uses
+        ``{prev < t <= value} = {value >= t} minus {prev >= t}`` (prev < value always).
+        """
+        w = np.atleast_2d(weights)[:, self.rows]
+        out = np.empty((w.shape[0], len(thresholds)))
+        for order, keys, sign in ((self._value_order, self.value, 1.0), (self._prev_order, self.prev, -1.0)):
+            sorted_keys = keys[order]
+            suffix = np.concatenate([np.cumsum(w[:, order][:, ::-1], axis=1)[:, ::-1], np.zeros((w.shape[0], 1))], axis=1)
+            idx = np.searchsorted(sorted_keys, thresholds, side="left")
+            if sign > 0:
+                out[:] = suffix[:, idx]
+            else:
+                out -= suffix[:, idx]
+        return out
+
+    def candidates(self) -> np.ndarray:
+        """Every threshold at which some volume changes, plus one above all scores (zero MQLs)."""
+        distinct = np.unique(self.value)
+        return np.append(distinct, np.nextafter(distinct[-1], np.inf) if len(distinct) else 1.0)
+
+
+class Replay:
+    """A scored frame prepared for replaying MQL policies: sorted, coded, with per-lead outcomes."""
+
+    def __init__(self, scored: pd.DataFrame, score_columns: tuple[str, ...] = ("p_sql", "p_opportunity", "rule_score")):
+        check_scored(scored, score_columns)
+        frame = scored.copy()
+        frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
+        frame = frame.sort_values(["lead_id", "as_of"], kind="stable").reset_index(drop=True)
+        for col in (*score_columns, "y_sql", "y_opp"):
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+        self.frame = frame
+        month = frame["as_of"].dt.strftime("%Y-%m")
+        self.months: list[str] = sorted(month.unique().tolist())
+        self.month_code = month.map({m: i for i, m in enumerate(self.months)}).to_numpy(dtype="int64")
+        codes, leads = pd.factorize(frame["lead_id"], sort=False)
+        self.lead_code = codes.astype("int64")
+        self.lead_ids = np.asarray(leads, dtype=object)
+        self.n_leads = len(leads)
+        self.n_months = len(self.months)
+        self.y_sql = frame["y_sql"].to_numpy()
+        self.y_opp = frame["y_opp"].to_numpy()
+        self.ever_sql = _lead_any(self.lead_code, self.y_sql, self.n_leads)
+        self.ever_opp = _lead_any(self.lead_code, self.y_opp, self.n_leads)
+        days = frame["days_since_created"] if "days_since_created" in frame else pd.Series(np.nan, index=frame.index)
+        self.days = pd.to_numeric(days, errors="coerce").to_numpy(dtype="float64")
+        self._records: dict[str, Records] = {}
+
+    def records(self, column: str) -> Records:
+        if column not in self._records:
+            self._records[column] = Records.build(self.lead_code, self.frame[column].to_numpy())
+        return self._records[column]
+
+    # ---- per-row weights for the curves --------------------------------------------------------
+    def row_weights(self) -> dict[str, np.ndarray]:
+        """Per-row quantities whose sums over MQL moments give the volume and rate curves."""
+        lab_sql = ~np.isnan(self.y_sql)
+        lab_opp = ~np.isnan(self.y_opp)
+        return {
+            "mqls": np.ones(len(self.frame)),
+            "lab_sql": lab_sql.astype(float),
+            "pos_sql": np.nan_to_num(self.y_sql),
+            "lab_opp": lab_opp.astype(float),
+            "pos_opp": np.nan_to_num(self.y_opp),
+            "ever_sql": self.ever_sql[self.lead_code].astype(float),
+            "ever_opp": self.ever_opp[self.lead_code].astype(float),
+        }
+
+    def curves(self, column: str, thresholds: np.ndarray) -> dict[str, np.ndarray]:
+        """Volume, rates and recalls of the first-crossing policy on ``column`` at each threshold."""
+        rec = self.records(column)
+        weights = self.row_weights()
+        names = list(weights)
+        sums = dict(zip(names, rec.curve(thresholds, np.vstack([weights[n] for n in names])), strict=True))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {
+                "threshold": thresholds,
+                "mqls": sums["mqls"],
+                "mqls_per_month": sums["mqls"] / max(self.n_months, 1),
+                "labelled_sql": sums["lab_sql"],
+                "mql_to_sql_rate": sums["pos_sql"] / sums["lab_sql"],
+                "labelled_opp": sums["lab_opp"],
+                "mql_to_opp_rate": sums["pos_opp"] / sums["lab_opp"],
+                "sql_recall": sums["ever_sql"] / max(self.ever_sql.sum(), 1),
+                "opp_recall": sums["ever_opp"] / max(self.ever_opp.sum(), 1),
+            }
+
+    def monthly_counts(self, column: str, thresholds: np.ndarray) -> np.ndarray:
+        """MQLs per month (rows) at each threshold (columns)."""
+        onehot = np.zeros((self.n_months, len(self.frame)))
+        onehot[self.month_code, np.arange(len(self.frame))] = 1.0
+        return self.records(column).curve(thresholds, onehot)
+
+    def volume_threshold(self, column: str, volume: float) -> float:
+        """The threshold on ``column`` whose replay gives ``volume`` MQLs in total (closest, not above).
+
+        Total MQLs = leads whose maximum score reaches the threshold, so the k-th largest lead maximum
+        is the threshold that MQLs exactly the top k leads (ties can add a few).
+        """
+        maxima = np.sort(pd.Series(self.frame[column].to_numpy()).groupby(self.lead_code).max().to_numpy())[::-1]
+        k = round(volume)
+        if k <= 0:
+            return float(np.nextafter(maxima[0], np.inf))
+        if k >= len(maxima):
+            return float(maxima[-1])
+        # Not above the target volume: if the k-th maximum ties with the (k+1)-th, step just above it.
+        t = float(maxima[k - 1])
+        if maxima[k] == t:
+            t = float(np.nextafter(t, np.inf))
+        return t
+
+    # ---- outcomes of one operating point -------------------------------------------------------
+    def outcomes(self, rows: np.ndarray, lead_weight: np.ndarray | None = None) -> dict[str, float]:
+        """Outcomes of the MQL moments ``rows`` (one per lead), optionally with bootstrap lead weights."""
+        w_lead = np.ones(self.n_leads) if lead_weight is None else lead_weight
+        leads = self.lead_code[rows]
+        w = w_lead[leads]
+        y_sql, y_opp = self.y_sql[rows], self.y_opp[rows]
+        lab_sql, lab_opp = ~np.isnan(y_sql), ~np.isnan(y_opp)
+        total = float(w.sum())
+        out: dict[str, float] = {
+            "mqls": total,
+            "mqls_per_month": total / max(self.n_months, 1),
+            "mql_to_sql_rate": _ratio(float((w * np.nan_to_num(y_sql)).sum()), float(w[lab_sql].sum())),
+            "mql_to_opp_rate": _ratio(float((w * np.nan_to_num(y_opp)).sum()), float(w[lab_opp].sum())),
+            "sql_recall": _ratio(float(w[self.ever_sql[leads]].sum()), float(w_lead[self.ever_sql].sum())),
+            "opp_recall": _ratio(float(w[self.ever_opp[leads]].sum()), float(w_lead[self.ever_opp].sum())),
+            "median_days_to_mql": _weighted_median(self.days[rows], w),
+            "censored_share": _ratio(float(w[~lab_sql].sum()), total),
+        }
+        by_month = np.bincount(self.month_code[rows], weights=w, minlength=self.n_months)
+        for month, count in zip(self.months, by_month, strict=True):
+            out[f"month:{month}"] = float(count)
+        return out
+
+    def bootstrap(
+        self, stat: Callable[[np.ndarray], dict[str, float]], samples: int, seed: int
+    ) -> dict[str, tuple[float, float]]:
+        """95% percentile CIs of every statistic, resampling leads (all of a lead's moments together)."""
+        rng = np.random.default_rng(seed)
+        draws: dict[str, list[float]] = {}
+        for _ in range(samples):
+            weight = np.bincount(rng.integers(0, self.n_leads, self.n_leads), minlength=self.n_leads).astype(float)
+            for key, value in stat(weight).items():
+                draws.setdefault(key, []).append(value)
+        cis: dict[str, tuple[float, float]] = {}
+        for key, values in draws.items():
+            arr = np.asarray(values, dtype=float)
+            arr = arr[~np.isnan(arr)]
+            cis[key] = (float(np.percentile(arr, 2.5)), float(np.percentile(arr, 97.5))) if len(arr) else (np.nan, np.nan)
+        return cis
+
+
+def _lead_any(lead_code: np.ndarray, y: np.ndarray, n_leads: int) -> np.ndarray:
+    """Per lead: did any of its moments convert (``y == 1``)? Censored moments count as no."""
+    return np.bincount(lead_code, weights=(y == 1).astype(float), minlength=n_leads) > 0
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else float("nan")
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    keep = ~np.isnan(values) & (weights > 0)
+    if not keep.any():
+        return float("nan")
+    v, w = values[keep], weights[keep]
+    order = np.argsort(v, kind="stable")
+    v, cw = v[order], np.cumsum(w[order])
+    half = cw[-1] / 2.0
+    i = int(np.searchsorted(cw, half, side="left"))
+    if np.isclose(cw[i], half) and i + 1 < len(v):
+        return float((v[i] + v[i + 1]) / 2.0)
+    return float(v[i])
+
+
+def with_ci(point: dict[str, float], cis: dict[str, tuple[float, float]], digits: int = 4) -> dict[str, Any]:
+    """``{stat: {value, ci_low, ci_high}}`` rounded for JSON (NaN becomes ``None``).
+
+    Per-month volumes (``month:YYYY-MM`` keys of :meth:`Replay.outcomes`) go under ``by_month``.
+    """
+    out: dict[str, Any] = {}
+    by_month: dict[str, Any] = {}
+    for key, value in point.items():
+        low, high = cis.get(key, (np.nan, np.nan))
+        cell = {"value": _round(value, digits), "ci_low": _round(low, digits), "ci_high": _round(high, digits)}
+        if key.startswith("month:"):
+            by_month[key.removeprefix("month:")] = cell
+        else:
+            out[key] = cell
+    out["by_month"] = by_month
+    return out
+
+
+def _round(value: float, digits: int) -> float | None:
+    if value is None or not np.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fitting the thresholds
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fitted:
+    threshold: float
+    met: bool
+    note: str
+
+
+def _fit_mql(replay: Replay, policy: MQLPolicy) -> Fitted:
+    """The MQL threshold on P(SQL) that the policy asks for, on the months of ``replay``."""
+    rec = replay.records("p_sql")
+    cands = rec.candidates()
+    if policy.kind == "capacity":
+        assert policy.capacity_per_month is not None
+        monthly = replay.monthly_counts("p_sql", cands)
+        ok = np.flatnonzero(monthly.max(axis=0) <= policy.capacity_per_month + 1e-9)
+        t = float(cands[ok[0]])  # the highest candidate always gives zero MQLs, so ok is non-empty
+        binding = ok[0] > 0
+        note = (
+            f"lowest threshold with at most {policy.capacity_per_month} MQLs in every month"
+            if binding
+            else f"capacity {policy.capacity_per_month}/month is not binding: every lead fits"
+        )
+        return Fitted(t, True, note)
+    curves = replay.curves("p_sql", cands)
+    trusted = curves["labelled_sql"] >= policy.min_labelled_mqls
+    if policy.kind == "target_rate":
+        assert policy.target_rate is not None
+        ok = np.flatnonzero(trusted & (curves["mql_to_sql_rate"] >= policy.target_rate))
+        if len(ok):
+            return Fitted(float(cands[ok[0]]), True, f"lowest threshold whose MQL->SQL rate reaches {policy.target_rate}")
+        return _best_rate(cands, curves["mql_to_sql_rate"], trusted, f"target MQL->SQL rate {policy.target_rate}")
+    assert policy.value_of_sql is not None and policy.cost_of_follow_up is not None
+    net = curves["mqls_per_month"] * (policy.value_of_sql * curves["mql_to_sql_rate"] - policy.cost_of_follow_up)
+    net = np.where(trusted, net, -np.inf)
+    if not np.isfinite(net).any():
+        return Fitted(float(cands[-1]), False, f"fewer than {policy.min_labelled_mqls} labelled MQLs at any threshold")
+    i = int(np.argmax(net))
+    if net[i] <= 0:
+        return Fitted(float(cands[-1]), False, "no threshold has a positive expected net value: no MQLs")
+    return Fitted(float(cands[i]), True, "threshold with the highest expected net value per month")
+
+
+def _best_rate(cands: np.ndarray, rate: np.ndarray, trusted: np.ndarray, what: str) -> Fitted:
+    if not trusted.any():
+        return Fitted(float(cands[-1]), False, f"{what} not reachable: too few labelled moments")
+    masked = np.where(trusted, rate, -np.inf)
+    i = int(np.argmax(masked))
+    return Fitted(float(cands[i]), False, f"{what} not reachable; best is {masked[i]:.3f} at this threshold")
+
+
+def _fit_sql(replay: Replay, settings: Settings, min_labelled: int) -> Fitted:
+    """The SQL-recommended threshold on P(opportunity)."""
+    level = settings.sla.sql_recommend_p_opportunity
+    if settings.sla.sql_policy_kind == "probability":
+        return Fitted(level, True, f"recommend SQL when calibrated P(opportunity) >= {level}")
+    rec = replay.records("p_opportunity")
+    cands = rec.candidates()
+    curves = replay.curves("p_opportunity", cands)
+    trusted = curves["labelled_opp"] >= min_labelled
+    ok = np.flatnonzero(trusted & (curves["mql_to_opp_rate"] >= level))
+    if len(ok):
+        return Fitted(float(cands[ok[0]]), True, f"lowest threshold whose SQL recommendations reach opportunity rate {level}")
+    return _best_rate(cands, curves["mql_to_opp_rate"], trusted, f"target SQL->opportunity rate {level}")
+
+
+def expected_outcomes(replay: Replay, column: str, threshold: float, samples: int, seed: int) -> dict[str, Any]:
+    """Outcomes of the first-crossing policy ``column >= threshold`` on the replay, with 95% CIs."""
+    rows = replay.records(column).at(threshold)
+    point = replay.outcomes(rows)
+    cis = replay.bootstrap(lambda w: replay.outcomes(rows, w), samples, seed)
+    return with_ci(point, cis)
+
+
+def fit_stage_policy(scored: pd.DataFrame, settings: Settings, override: MQLPolicy | None = None) -> StagePolicy:
+    """Fit the stage thresholds on the calibration/validation months' scoring moments.
+
+    ``scored`` has ``lead_id, as_of, p_sql, p_opportunity, rule_score, y_sql, y_opp`` (labels 1/0, NaN
+    censored) and optionally ``days_since_created`` and the segment columns. ``override`` replaces the
+    configured MQL policy (the reviewers' what-if). The returned policy carries the expected outcomes at
+    both the model's and the rule's threshold on these months, so the bundle documents its promise.
+    """
+    mql_policy = override or settings.sla.mql_policy
+    replay = Replay(scored)
+    mql = _fit_mql(replay, mql_policy)
+    sql = _fit_sql(replay, settings, mql_policy.min_labelled_mqls)
+    samples, seed = settings.training.bootstrap_samples, settings.training.seed
+    model = expected_outcomes(replay, "p_sql", mql.threshold, samples, seed)
+    sql_rec = expected_outcomes(replay, "p_opportunity", sql.threshold, samples, seed)
+    rule = expected_outcomes(replay, "rule_score", settings.rules.mql_threshold, samples, seed)
+    expected: dict[str, Any] = {
+        "months": replay.months,
+        "leads": replay.n_leads,
+        "moments": len(replay.frame),
+        "mql": model,
+        "sql_recommended": {
+            "sqls": sql_rec["mqls"],
+            "sqls_per_month": sql_rec["mqls_per_month"],
+            "by_month": sql_rec["by_month"],
+            "sql_to_opp_rate": sql_rec["mql_to_opp_rate"],
+            "opp_recall": sql_rec["opp_recall"],
+        },
+        "rule_mql": rule,
+    }
+    if mql_policy.value_of_sql is not None and mql_policy.cost_of_follow_up is not None:
+        rate = model["mql_to_sql_rate"]["value"]
+        per_month = model["mqls_per_month"]["value"]
+        if rate is not None and per_month is not None:
+            expected["net_value_per_month"] = round(
+                per_month * (mql_policy.value_of_sql * rate - mql_policy.cost_of_follow_up), 2
+            )
+    return StagePolicy(
+        mql_threshold=mql.threshold,
+        sql_threshold=sql.threshold,
+        hysteresis=settings.sla.hysteresis,
+        policy={
+            "mql": {**mql_policy.model_dump(mode="json"), "met": mql.met, "note": mql.note},
+            "sql": {
+                "kind": settings.sla.sql_policy_kind,
+                "level": settings.sla.sql_recommend_p_opportunity,
+                "met": sql.met,
+                "note": sql.note,
+            },
+            "hysteresis": settings.sla.hysteresis,
+            "recycle_after_days": settings.sla.recycle_after_days,
+            "follow_up_hours": settings.sla.follow_up_hours,
+            "horizons": settings.horizons.model_dump(mode="json"),
+            "config_hash": settings.config_hash(),
+        },
+        expected=expected,
+        rule_mql_threshold=settings.rules.mql_threshold,
+        recycle_after_days=settings.sla.recycle_after_days,
+        sales_owned_stages=list(settings.sla.sales_owned_stages),
+    )
