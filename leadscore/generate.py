@@ -1,0 +1,598 @@
+"""A generated B2B CRM history whose ground truth is known.
+
+Why generate at all: real CRM exports never tell you how good a score *could* be. Here every lead has
+a latent fit (a function of its firmographics and job title plus a little noise) and a latent
+interest state that moves day by day through a Markov chain (cold → aware → engaged → buying).
+Activities are emitted from the state (buying leads view the pricing page and ask for demos);
+the lead becomes SQL through a daily hazard driven by state and fit. Because the process is a
+Markov chain, the true probability of becoming SQL within 30 days (and an opportunity within 90)
+given the latent state on a day is computed exactly, and written beside the tables
+(``ground_truth.parquet``): the ceiling any model can be compared with.
+
+On top of that latent process the generator plays the company's real history: a points rule sets
+MQLs, sales accepts SQLs (passing them through MQL when the rule missed them), disqualifies some
+MQLs, recycles stale MQLs back to marketing, and turns SQLs into opportunities, won or lost.
+Funnel rates are calibrated to ``settings.generator``. Everything is vectorised over leads
+(dense lead × day matrices), so 100k leads and ~10M activities take well under two minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from leadscore.config import Settings
+
+SECONDS_PER_DAY = 86_400
+
+STATES = ("cold", "aware", "engaged", "buying")
+#: daily transition matrix of the latent interest state (rows: from, columns: to)
+TRANSITIONS = np.array(
+    [
+        [0.985, 0.012, 0.003, 0.000],
+        [0.040, 0.920, 0.038, 0.002],
+        [0.020, 0.060, 0.880, 0.040],
+        [0.010, 0.020, 0.120, 0.850],
+    ]
+)
+INITIAL_STATE = np.array([0.10, 0.55, 0.28, 0.07])
+#: relative daily activity rate per state (scaled to hit ``activities_per_lead``)
+EMISSION_RATE = np.array([0.03, 0.35, 1.2, 3.0])
+#: SQL hazard log-odds per state, relative to the calibrated intercept
+STATE_LOGIT = np.array([-5.0, -3.5, -1.0, 2.0])
+FIT_LOGIT = 1.5
+
+#: activity mix per state (types not listed have probability 0)
+TYPE_MIX: dict[str, dict[str, float]] = {
+    "cold": {"email_open": 0.55, "page_view": 0.25, "email_bounce": 0.08, "unsubscribe": 0.07, "other": 0.05},
+    "aware": {"page_view": 0.42, "email_open": 0.33, "email_click": 0.10, "content_download": 0.06,
+              "unsubscribe": 0.01, "other": 0.08},
+    "engaged": {"page_view": 0.33, "email_open": 0.18, "email_click": 0.14, "content_download": 0.10,
+                "webinar_attended": 0.07, "form_submit": 0.06, "pricing_page_view": 0.08, "other": 0.04},
+    "buying": {"pricing_page_view": 0.20, "page_view": 0.22, "demo_request": 0.08, "trial_signup": 0.06,
+               "meeting_booked": 0.05, "form_submit": 0.08, "email_click": 0.12, "email_open": 0.10,
+               "content_download": 0.04, "webinar_attended": 0.03, "other": 0.02},
+}
+PROPERTIES = {
+    "page_view": '{"url": "/blog"}',
+    "pricing_page_view": '{"url": "/pricing"}',
+    "email_open": '{"campaign": "newsletter"}',
+    "email_click": '{"campaign": "nurture"}',
+    "form_submit": '{"form": "contact"}',
+    "content_download": '{"asset": "whitepaper"}',
+    "webinar_attended": '{"webinar": "product-tour"}',
+    "demo_request": '{"form": "demo"}',
+    "trial_signup": '{"plan": "trial"}',
+    "meeting_booked": '{"calendar": "sales"}',
+}
+
+INDUSTRIES = {
+    "software": (0.16, 0.6), "financial_services": (0.12, 0.5), "manufacturing": (0.14, 0.3),
+    "healthcare": (0.10, 0.3), "retail": (0.12, 0.0), "education": (0.08, -0.4), "government": (0.05, -0.6),
+    "media": (0.08, 0.0), "logistics": (0.09, 0.1), "nonprofit": (0.06, -0.7),
+}
+COUNTRIES = {
+    "US": (0.30, "en"), "GB": (0.10, "en"), "DE": (0.12, "de"), "FR": (0.09, "fr"), "IT": (0.08, "it"),
+    "ES": (0.07, "es"), "NL": (0.05, "en"), "CA": (0.05, "en"), "MX": (0.05, "es"), "BR": (0.04, "en"),
+    "IN": (0.03, "en"), "AU": (0.02, "en"),
+}
+SOURCES = {
+    "organic_search": (0.22, 0.1), "paid_search": (0.16, 0.0), "social": (0.10, -0.2), "referral": (0.08, 0.4),
+    "event": (0.07, 0.3), "webinar": (0.07, 0.2), "content_syndication": (0.08, -0.3), "direct": (0.07, 0.1),
+    "partner": (0.05, 0.4), "newsletter": (0.10, -0.4),
+}
+SENIORITY = {
+    "c_level": (0.06, 0.9), "vp": (0.06, 0.8), "head": (0.10, 0.6), "director": (0.12, 0.6),
+    "manager": (0.25, 0.2), "individual": (0.33, -0.3), "intern": (0.08, -1.2),
+}
+DEPARTMENTS = {
+    "marketing": (0.20, 0.5), "sales": (0.15, 0.3), "it": (0.12, 0.4), "engineering": (0.12, 0.1),
+    "procurement": (0.06, 0.2), "finance": (0.08, 0.0), "hr": (0.05, -0.5), "operations": (0.08, 0.0),
+    "product": (0.07, 0.2), "executive": (0.07, 0.5),
+}
+FREE_MAIL = ["gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "icloud.com", "gmx.de", "libero.it", "orange.fr"]
+TLD = {"DE": "de", "FR": "fr", "IT": "it", "ES": "es", "NL": "nl", "GB": "co.uk", "MX": "mx", "BR": "com.br"}
+
+DEPT_WORDS = {
+    "en": {"marketing": "Marketing", "sales": "Sales", "it": "IT", "engineering": "Engineering",
+           "procurement": "Purchasing", "finance": "Finance", "hr": "HR", "operations": "Operations",
+           "product": "Product", "executive": "Strategy"},
+    "de": {"marketing": "Marketing", "sales": "Vertrieb", "it": "IT", "engineering": "Engineering",
+           "procurement": "Einkauf", "finance": "Finanzen", "hr": "Personal", "operations": "Logistik",
+           "product": "Produkt", "executive": "Strategie"},
+    "fr": {"marketing": "Marketing", "sales": "Commercial", "it": "Informatique", "engineering": "Ingénierie",
+           "procurement": "Achats", "finance": "Finances", "hr": "Ressources Humaines", "operations": "Opérations",
+           "product": "Produit", "executive": "Stratégie"},
+    "it": {"marketing": "Marketing", "sales": "Vendite", "it": "Sistemi Informativi", "engineering": "Ingegneria",
+           "procurement": "Acquisti", "finance": "Finanza", "hr": "Risorse Umane", "operations": "Logistica",
+           "product": "Prodotto", "executive": "Strategia"},
+    "es": {"marketing": "Marketing", "sales": "Ventas", "it": "Informática", "engineering": "Ingeniería",
+           "procurement": "Compras", "finance": "Finanzas", "hr": "Recursos Humanos", "operations": "Operaciones",
+           "product": "Producto", "executive": "Estrategia"},
+}
+TITLE_TEMPLATES = {
+    "en": {"c_level": ["Chief {D} Officer", "CEO", "Founder & CEO", "Co-Founder"], "vp": ["VP {D}", "Vice President of {D}", "SVP {D}"],
+           "head": ["Head of {D}", "Head of {D} EMEA"], "director": ["{D} Director", "Director of {D}"],
+           "manager": ["{D} Manager", "Senior {D} Manager", "{D} Team Lead"],
+           "individual": ["{D} Specialist", "{D} Analyst", "{D} Associate", "Senior {D} Specialist"],
+           "intern": ["{D} Intern", "Working Student {D}"]},
+    "de": {"c_level": ["Geschäftsführer", "Geschäftsführerin", "Inhaber"], "vp": ["Vice President {D}"],
+           "head": ["Leiter {D}", "Leiterin {D}"], "director": ["Direktor {D}", "Direktorin {D}"],
+           "manager": ["Teamleiter {D}", "Teamleiterin {D}", "{D} Manager"],
+           "individual": ["Referent {D}", "Sachbearbeiterin {D}", "Spezialist {D}"],
+           "intern": ["Praktikant {D}", "Werkstudentin {D}"]},
+    "fr": {"c_level": ["PDG", "Directeur Général", "Directrice Générale"], "vp": ["Vice-Président {D}"],
+           "head": ["Responsable {D}", "Responsable {D} France"], "director": ["Directeur {D}", "Directrice {D}"],
+           "manager": ["Manager {D}", "Chef d'équipe {D}"], "individual": ["Chargé de {D}", "Chargée de {D}", "Analyste {D}"],
+           "intern": ["Stagiaire {D}"]},
+    "it": {"c_level": ["Amministratore Delegato", "Presidente", "Fondatore"], "vp": ["Vicepresidente {D}"],
+           "head": ["Responsabile {D}", "Responsabile Ufficio {D}"], "director": ["Direttore {D}", "Direttrice {D}"],
+           "manager": ["Coordinatore {D}", "Coordinatrice {D}", "{D} Manager"],
+           "individual": ["Specialista {D}", "Addetto {D}", "Impiegata {D}"], "intern": ["Tirocinante {D}"]},
+    "es": {"c_level": ["Director General", "Directora General", "Fundador"], "vp": ["Vicepresidente de {D}"],
+           "head": ["Jefe de {D}", "Jefa de {D}"], "director": ["Director de {D}", "Directora de {D}"],
+           "manager": ["Gerente de {D}", "Coordinadora de {D}"], "individual": ["Analista de {D}", "Especialista en {D}"],
+           "intern": ["Becario de {D}", "Becaria de {D}"]},
+}
+SYLLABLES = ["ac", "me", "no", "va", "tek", "lum", "ar", "is", "quo", "zen", "pra", "ly", "cor", "dex", "fi", "ra", "on", "ex"]
+
+
+def _pick(rng: np.random.Generator, table: dict[str, tuple[float, object]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    names = np.array(list(table))
+    weights = np.array([v[0] for v in table.values()], dtype=float)
+    idx = rng.choice(len(names), size=n, p=weights / weights.sum())
+    return names[idx], idx
+
+
+def _blocks(n: int, size: int = 8192) -> list[slice]:
+    """Lead blocks, so that lead × day temporaries stay small (memory, not speed)."""
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _solve_offset(target: float, fn: object, lo: float = -30.0, hi: float = 30.0) -> float:
+    """Bisection for the intercept that makes a monotone increasing rate hit ``target``."""
+    assert callable(fn)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if fn(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _company_names(rng: np.random.Generator, n: int) -> np.ndarray:
+    parts = rng.integers(0, len(SYLLABLES), size=(n, 3))
+    syl = np.array(SYLLABLES)
+    base = np.char.add(np.char.add(syl[parts[:, 0]], syl[parts[:, 1]]), syl[parts[:, 2]])
+    return np.char.add(np.char.capitalize(base), np.char.mod(" %d", np.arange(n)))
+
+
+def _job_titles(rng: np.random.Generator, seniority: np.ndarray, department: np.ndarray, lang: np.ndarray) -> np.ndarray:
+    titles = np.empty(len(seniority), dtype=object)
+    noise = rng.random(len(seniority))
+    choice = rng.random(len(seniority))
+    for lg in TITLE_TEMPLATES:
+        for sen, templates in TITLE_TEMPLATES[lg].items():
+            mask = (lang == lg) & (seniority == sen)
+            if not mask.any():
+                continue
+            idx = np.flatnonzero(mask)
+            pick = (choice[idx] * len(templates)).astype(int)
+            words = DEPT_WORDS[lg]
+            titles[idx] = [templates[p].format(D=words[d]) for p, d in zip(pick, department[idx], strict=True)]
+    titles = titles.astype(str)
+    lower = noise < 0.08
+    upper = (noise >= 0.08) & (noise < 0.12)
+    titles[lower] = np.char.lower(titles[lower])
+    titles[upper] = np.char.upper(titles[upper])
+    out = titles.astype(object)
+    out[(noise >= 0.12) & (noise < 0.15)] = None
+    return out
+
+
+def _utc(day0: pd.Timestamp, seconds: np.ndarray) -> pd.Series:
+    return pd.Series(
+        pd.to_datetime(day0.value // 1000 + seconds.astype(np.int64) * 1_000_000, unit="us", utc=True)
+    )
+
+
+def _str_ids(prefix: str, idx: np.ndarray, width: int) -> np.ndarray:
+    return np.char.add(prefix, np.char.zfill(idx.astype(str), width))
+
+
+def _write_truth(
+    path: Path,
+    start_ts: pd.Timestamp,
+    lead_ids: np.ndarray,
+    state: np.ndarray,
+    created_day: np.ndarray,
+    truth_len: np.ndarray,
+    p_sql: np.ndarray,
+    p_opp: np.ndarray,
+) -> None:
+    """One row per lead and open day, written block by block so memory stays flat."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("lead_id", pa.string()), ("day", pa.timestamp("us", tz="UTC")),
+                        ("p_sql_30d", pa.float32()), ("p_opp_90d", pa.float32())])
+    day0_us = start_ts.value // 1000
+    with pq.ParquetWriter(path, schema) as writer:
+        for b in _blocks(len(lead_ids), 16384):
+            lens = truth_len[b]
+            if lens.sum() == 0:
+                continue
+            lead = np.repeat(np.arange(b.start, b.stop), lens)
+            day = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(created_day[b], lens)
+            st = state[lead, day].astype(np.intp)
+            writer.write_table(pa.table({
+                "lead_id": pa.array(lead_ids[lead]),
+                "day": pa.array(day0_us + day.astype(np.int64) * SECONDS_PER_DAY * 1_000_000, pa.timestamp("us", tz="UTC")),
+                "p_sql_30d": pa.array(p_sql[lead, st].astype(np.float32)),
+                "p_opp_90d": pa.array(p_opp[lead, st].astype(np.float32)),
+            }, schema=schema))
+
+
+def generate_crm(
+    out_dir: Path | str,
+    n_leads: int,
+    months: int,
+    seed: int,
+    settings: Settings,
+    end: str = "2026-11-01",
+) -> dict[str, object]:
+    """Write the five CRM tables, ``ground_truth.parquet`` and ``manifest.json`` to ``out_dir``.
+
+    Deterministic per ``seed``. Returns a summary (counts, realised funnel rates, seconds).
+    """
+    started = time.perf_counter()
+    g = settings.generator
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    end_ts = pd.Timestamp(end, tz="UTC").normalize()
+    start_ts = end_ts - pd.DateOffset(months=months)
+    n_days = int((end_ts - start_ts).days)
+    n = int(n_leads)
+
+    # --- accounts -------------------------------------------------------------------------------
+    n_acc = max(1, round(g.accounts_per_lead * n))
+    acc_industry, acc_ind_idx = _pick(rng, INDUSTRIES, n_acc)  # type: ignore[arg-type]
+    acc_country, acc_cty_idx = _pick(rng, COUNTRIES, n_acc)  # type: ignore[arg-type]
+    employees = np.clip(np.round(np.exp(rng.normal(np.log(200), 1.6, n_acc))), 1, 250_000).astype(np.int64)
+    revenue = np.round(employees * np.exp(rng.normal(np.log(150_000), 0.5, n_acc)), -3)
+    names = _company_names(rng, n_acc)
+    slug = np.char.replace(np.char.lower(names), " ", "")
+    tld = np.array([TLD.get(c, "com") for c in acc_country])
+    domains = np.char.add(np.char.add(slug, "."), tld)
+    acc_created = rng.integers(-720 * SECONDS_PER_DAY, 0, n_acc)
+
+    # --- leads ------------------------------------------------------------------------------------
+    corporate = rng.random(n) < 0.75
+    popularity = rng.pareto(1.2, n_acc) + 1
+    lead_acc = rng.choice(n_acc, size=n, p=popularity / popularity.sum())
+    lead_acc = np.where(corporate, lead_acc, -1)
+    free_country, _ = _pick(rng, COUNTRIES, n)  # type: ignore[arg-type]
+    country = np.where(corporate, acc_country[np.maximum(lead_acc, 0)], free_country)
+    lang = np.array([COUNTRIES[c][1] for c in country])
+    seniority, sen_idx = _pick(rng, SENIORITY, n)  # type: ignore[arg-type]
+    department, dep_idx = _pick(rng, DEPARTMENTS, n)  # type: ignore[arg-type]
+    exec_mask = (seniority == "c_level") & (rng.random(n) < 0.5)
+    department = np.where(exec_mask, "executive", department)
+    dep_idx = np.where(exec_mask, list(DEPARTMENTS).index("executive"), dep_idx)
+    source, src_idx = _pick(rng, SOURCES, n)  # type: ignore[arg-type]
+    titles = _job_titles(rng, seniority, department, lang)
+    free_domain = np.array(FREE_MAIL)[rng.integers(0, len(FREE_MAIL), n)]
+    email_domain = np.where(corporate, domains[np.maximum(lead_acc, 0)], free_domain)
+    growth = rng.random(n) ** 0.8  # a little more leads recently
+    created_day = np.minimum((growth * n_days).astype(np.int64), n_days - 1)
+    created_sec = created_day * SECONDS_PER_DAY + rng.integers(6 * 3600, 18 * 3600, n)
+    crm_seniority = np.where(rng.random(n) < 0.5, seniority, None)
+    crm_department = np.where(rng.random(n) < 0.5, department, None)
+    subscriber = (source == "newsletter") | (rng.random(n) < g.subscriber_share * 0.5)
+
+    # --- latent fit -------------------------------------------------------------------------------
+    emp = employees[np.maximum(lead_acc, 0)]
+    size_w = np.where((emp >= 50) & (emp <= 5000), 0.5, np.where(emp < 10, -0.4, 0.0))
+    icp_country = np.isin(country, settings.icp.countries)
+    ind_w = np.array([v[1] for v in INDUSTRIES.values()])[acc_ind_idx[np.maximum(lead_acc, 0)]]
+    fit = (
+        np.where(corporate, ind_w + size_w, -0.8)
+        + np.array([v[1] for v in SENIORITY.values()])[sen_idx]
+        + np.array([v[1] for v in DEPARTMENTS.values()])[dep_idx]
+        + np.array([v[1] for v in SOURCES.values()])[src_idx]
+        + 0.2 * icp_country
+        + rng.normal(0, 0.25, n)
+    )
+    fit = (fit - fit.mean()) / (fit.std() + 1e-9)
+
+    # --- latent interest chain (dense lead × day) -------------------------------------------------
+    cum_t = np.cumsum(TRANSITIONS, axis=1)
+    init = np.tile(INITIAL_STATE, (n, 1))
+    warm_src = np.isin(source, ["event", "webinar", "referral", "partner"])
+    init[warm_src] = [0.05, 0.45, 0.38, 0.12]
+    cum_init = np.cumsum(init, axis=1)
+    state = np.full((n, n_days), -1, dtype=np.int8)
+    current = np.zeros(n, dtype=np.int64)
+    for d in range(n_days):
+        u = rng.random(n)
+        nxt = (u[:, None] > cum_t[current][:, :-1]).sum(axis=1)
+        born = created_day == d
+        nxt[born] = (u[born, None] > cum_init[born][:, :-1]).sum(axis=1)
+        alive = created_day <= d
+        current = np.where(alive, nxt, current)
+        state[:, d] = np.where(alive, current, -1)
+    alive = state >= 0
+
+    # --- SQL hazard, calibrated to lead→MQL × MQL→SQL ---------------------------------------------
+    target_sql = g.lead_to_mql * g.mql_to_sql
+    state_days = np.stack([(state == k).sum(axis=1) for k in range(4)], axis=1)  # lead × state day counts
+
+    def sql_share(offset: float) -> float:
+        h = _sigmoid(offset + STATE_LOGIT[None, :] + FIT_LOGIT * fit[:, None])
+        log_surv = (state_days * np.log1p(-h)).sum(axis=1)
+        return float(np.mean(1 - np.exp(log_surv)))
+
+    offset = _solve_offset(target_sql, sql_share)
+    hazard = _sigmoid(offset + STATE_LOGIT[None, :] + FIT_LOGIT * fit[:, None])  # lead × state
+    # a Bernoulli(h) draw per day is the same as an Exp(1) threshold on the cumulative hazard
+    neg_log = np.concatenate([-np.log1p(-hazard), np.zeros((n, 1))], axis=1).astype(np.float32)
+    threshold = rng.exponential(1.0, n).astype(np.float32)
+    sql_day = np.full(n, -1, dtype=np.int64)
+    for b in _blocks(n):
+        cum_haz = np.cumsum(np.take_along_axis(neg_log[b], state[b].astype(np.intp) % 5, axis=1), axis=1)
+        crossed = cum_haz >= threshold[b, None]
+        sql_day[b] = np.where(crossed.any(axis=1), crossed.argmax(axis=1), -1)
+    is_sql = sql_day >= 0
+    sql_sec = np.where(is_sql, sql_day * SECONDS_PER_DAY + rng.integers(20 * 3600 + 1800, 23 * 3600 + 3500, n), -1)
+
+    # --- activities ----------------------------------------------------------------------------------
+    multiplier = np.exp(rng.normal(0, 0.3, n))
+    kappa = g.activities_per_lead * n / max(float((multiplier * (state_days @ EMISSION_RATE)).sum()), 1e-9)
+    rate = np.append(EMISSION_RATE, 0.0).astype(np.float32)  # index -1 (not yet created) → 0
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for b in _blocks(n):
+        counts = rng.poisson(rate[state[b]] * (multiplier[b] * kappa).astype(np.float32)[:, None])
+        flat = np.flatnonzero(counts)
+        reps = counts.ravel()[flat]
+        parts.append((
+            np.repeat(flat // n_days + b.start, reps).astype(np.int32),
+            np.repeat(flat % n_days, reps).astype(np.int32),
+            np.repeat(state[b].ravel()[flat], reps),
+        ))
+    act_lead = np.concatenate([p[0] for p in parts])
+    act_day = np.concatenate([p[1] for p in parts])
+    act_state = np.concatenate([p[2] for p in parts])
+    del parts, counts
+    type_names = settings.activity_names
+    act_type = np.zeros(len(act_lead), dtype=np.int16)
+    for k, st in enumerate(STATES):
+        idx = np.flatnonzero(act_state == k)
+        mix = TYPE_MIX[st]
+        probs = np.array([mix.get(t, 0.0) for t in type_names])
+        act_type[idx] = rng.choice(len(type_names), size=len(idx), p=probs / probs.sum())
+    act_sec = act_day.astype(np.int64) * SECONDS_PER_DAY + rng.integers(7 * 3600, 20 * 3600, len(act_lead))
+    order = np.lexsort((act_sec, act_lead))
+    act_lead, act_sec, act_type, act_day = act_lead[order], act_sec[order], act_type[order], act_day[order]
+    del order, act_state
+
+    # --- the points rule that set MQLs in this company ---------------------------------------------
+    pts_by_type = np.array([settings.rules.activity_points.get(t, 0.0) for t in type_names], dtype=np.float32)
+    # activities are sorted by lead and time, so each (lead, day) is one contiguous run
+    key = act_lead.astype(np.int64) * n_days + act_day
+    run_start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.array([], dtype=np.intp)
+    daily_pts = np.zeros((n, n_days), dtype=np.float32)
+    if len(key):
+        daily_pts.ravel()[key[run_start]] = np.add.reduceat(pts_by_type[act_type], run_start)
+    del key, run_start
+    half_life = settings.rules.half_life_days or 30.0
+    decay = np.float32(0.5 ** (1.0 / half_life))
+    score = np.zeros((n, n_days), dtype=np.float32)
+    running = np.zeros(n, dtype=np.float32)
+    for d in range(n_days):
+        running = running * decay + daily_pts[:, d]
+        score[:, d] = running
+    del daily_pts
+    open_until = np.where(is_sql, sql_day, n_days)
+    peak = np.full(n, -np.inf, dtype=np.float32)
+    for b in _blocks(n):
+        before_sql = np.arange(n_days)[None, :] < open_until[b, None]
+        peak[b] = np.where(before_sql & alive[b], score[b], -np.inf).max(axis=1)
+    extra_mqls = round(g.lead_to_mql * n) - int(is_sql.sum())
+    candidates = np.sort(peak[~is_sql])[::-1]
+    mql_threshold = float(candidates[extra_mqls - 1]) if 0 < extra_mqls <= len(candidates) else np.inf
+    mql_threshold = max(mql_threshold, 1.0)
+
+    # --- the lifecycle process, day by day ---------------------------------------------------------
+    LEAD, MQL, SQL_, RECYCLED, DISQ = 1, 2, 3, 6, 7
+    stage = np.where(subscriber, 0, LEAD)
+    armed = np.ones(n, dtype=bool)
+    mql_since = np.full(n, -1)
+    dq_at = np.full(n, -1)
+    dq_prob = np.clip(g.disqualify_share_of_mqls * np.exp(-0.8 * fit) / np.mean(np.exp(-0.8 * fit)), 0, 0.9)
+    dq_draw = rng.random(n)
+    dq_delay = rng.integers(1, 6, n)
+    changes_lead: list[np.ndarray] = []
+    changes_sec: list[np.ndarray] = []
+    changes_stage: list[np.ndarray] = []
+    changes_by: list[np.ndarray] = []
+
+    def record(idx: np.ndarray, sec: np.ndarray, code: int, by: str) -> None:
+        changes_lead.append(idx)
+        changes_sec.append(sec)
+        changes_stage.append(np.full(len(idx), code, dtype=np.int8))
+        changes_by.append(np.full(len(idx), by, dtype=object))
+
+    record(np.arange(n), created_sec, 0, "rule")
+    changes_stage[-1] = np.where(subscriber, 0, LEAD).astype(np.int8)
+    for d in range(n_days):
+        s_d = score[:, d]
+        open_ = alive[:, d] & ((sql_day < 0) | (d < sql_day))
+        armed |= s_d < 0.8 * mql_threshold
+        to_mql = open_ & np.isin(stage, (0, LEAD, RECYCLED)) & armed & (s_d >= mql_threshold)
+        if to_mql.any():
+            idx = np.flatnonzero(to_mql)
+            record(idx, d * SECONDS_PER_DAY + 20 * 3600 + rng.integers(0, 1800, len(idx)), MQL, "rule")
+            stage[idx], mql_since[idx], armed[idx] = MQL, d, False
+            dq = idx[dq_draw[idx] < dq_prob[idx]]
+            dq_at[dq] = d + dq_delay[dq]
+        to_dq = open_ & (stage == MQL) & (dq_at == d)
+        if to_dq.any():
+            idx = np.flatnonzero(to_dq)
+            record(idx, d * SECONDS_PER_DAY + 15 * 3600 + rng.integers(0, 3600, len(idx)), DISQ, "sales")
+            stage[idx] = DISQ
+        to_rec = open_ & (stage == MQL) & (d - mql_since >= g.recycle_after_days)
+        if to_rec.any():
+            idx = np.flatnonzero(to_rec)
+            record(idx, d * SECONDS_PER_DAY + 16 * 3600 + rng.integers(0, 3600, len(idx)), RECYCLED, "sales")
+            stage[idx] = RECYCLED
+        becomes_sql = sql_day == d
+        if becomes_sql.any():
+            idx = np.flatnonzero(becomes_sql)
+            skip = idx[stage[idx] != MQL]
+            record(skip, sql_sec[skip] - 60, MQL, "sales")
+            record(idx, sql_sec[idx], SQL_, "sales")
+            stage[idx] = SQL_
+    del score
+    # subscribers become leads at their first conversion activity (a form, a download, ...)
+    conversion = np.isin(np.array(type_names)[act_type], ["form_submit", "content_download", "webinar_attended",
+                                                          "demo_request", "trial_signup"])
+    first_conv = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first_conv, act_lead[conversion], act_sec[conversion])
+    promoted_at = np.concatenate([changes_sec[i] for i in range(1, len(changes_sec))]) if len(changes_sec) > 1 else np.array([], dtype=np.int64)
+    promoted_lead = np.concatenate(changes_lead[1:]) if len(changes_lead) > 1 else np.array([], dtype=np.int64)
+    first_promo = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first_promo, promoted_lead, promoted_at)
+    to_lead = np.flatnonzero(subscriber & (first_conv < first_promo))
+    record(to_lead, first_conv[to_lead] + 1, LEAD, "rule")
+
+    # --- opportunities -------------------------------------------------------------------------------
+    sql_idx = np.flatnonzero(is_sql)
+    opp_offset = _solve_offset(g.sql_to_opportunity, lambda o: float(np.mean(_sigmoid(o + 0.8 * fit[sql_idx]))) if len(sql_idx) else 0.5)
+    q_opp = _sigmoid(opp_offset + 0.8 * fit)
+    opp_delay_p = 0.1  # geometric delay from SQL to opportunity, mean 10 days
+    makes_opp = is_sql & (rng.random(n) < q_opp)
+    opp_fit = fit[makes_opp]
+    won_offset = _solve_offset(g.opportunity_to_won, lambda o: float(np.mean(_sigmoid(o + 0.8 * opp_fit))) if len(opp_fit) else 0.5)
+    q_won = _sigmoid(won_offset + 0.8 * fit)
+    opp_delay = rng.geometric(opp_delay_p, n)
+    opp_sec = sql_sec + opp_delay * SECONDS_PER_DAY + rng.integers(-4 * 3600, 4 * 3600, n)
+    close_days = 14 + rng.geometric(1 / 40, n)
+    close_sec = opp_sec + close_days * SECONDS_PER_DAY
+    won_draw = rng.random(n) < q_won
+    amounts = np.round(5000 * np.sqrt(emp) * np.exp(rng.normal(0, 0.4, n)), -2)
+    horizon = n_days * SECONDS_PER_DAY
+    opp_idx = np.flatnonzero(makes_opp & (opp_sec < horizon))
+    closed = close_sec[opp_idx] < horizon
+    won = closed & won_draw[opp_idx]
+    record(opp_idx, opp_sec[opp_idx], 4, "sales")
+    record(opp_idx[won], close_sec[opp_idx][won], 5, "sales")
+
+    # --- ground truth: exact P(SQL ≤ 30 d), P(opportunity ≤ 90 d) given the latent state ------------
+    v30 = np.zeros((n, 4))
+    for _ in range(settings.horizons.sql_days):
+        v30 = hazard + (1 - hazard) * (v30 @ TRANSITIONS.T)
+    h_opp = settings.horizons.opp_days
+    delay_cdf = 1 - (1 - opp_delay_p) ** np.arange(h_opp + 1)  # P(delay <= m days)
+    reach = np.tile(np.eye(4)[None], (n, 1, 1))  # P(state at day k, no SQL yet | start state)
+    p_opp_truth = np.zeros((n, 4))
+    for k in range(h_opp):
+        first_sql = (reach * hazard[:, None, :]).sum(axis=2)
+        p_opp_truth += first_sql * delay_cdf[max(h_opp - 1 - k, 0)]
+        reach = (reach * (1 - hazard[:, None, :])) @ TRANSITIONS
+    p_opp_truth *= q_opp[:, None]
+    last_open = np.where(is_sql, sql_day, n_days - 1)
+    truth_len = np.maximum(last_open - created_day + 1, 0)
+    truth_rows = int(truth_len.sum())
+
+    # --- write ---------------------------------------------------------------------------------------
+    lead_ids = _str_ids("L", np.arange(n), 7)
+    acc_ids = _str_ids("C", np.arange(n_acc), 6)
+    accounts = pd.DataFrame({
+        "account_id": acc_ids, "name": names, "domain": domains, "industry": acc_industry,
+        "employees": employees, "annual_revenue": revenue, "country": acc_country,
+        "created_at": _utc(start_ts, acc_created),
+    })
+    leads = pd.DataFrame({
+        "lead_id": lead_ids,
+        "account_id": np.where(lead_acc >= 0, acc_ids[np.maximum(lead_acc, 0)], None),
+        "email_domain": email_domain, "job_title": titles, "seniority": crm_seniority,
+        "department": crm_department, "country": country, "source": source,
+        "created_at": _utc(start_ts, created_sec),
+    })
+    accounts.to_parquet(out / "accounts.parquet", index=False)
+    leads.to_parquet(out / "leads.parquet", index=False)
+    del alive
+    props = np.array([PROPERTIES.get(t, "{}") for t in type_names])
+    activities = pd.DataFrame({
+        "activity_id": pd.Series(np.arange(len(act_lead))).astype("str").radd("A"),
+        "lead_id": pd.Categorical.from_codes(act_lead, categories=lead_ids),
+        "occurred_at": _utc(start_ts, act_sec),
+        "type": pd.Categorical.from_codes(act_type, categories=type_names),
+        "properties": pd.Categorical.from_codes(act_type, categories=props) if len(set(props)) == len(props)
+        else props[act_type],
+    })
+    n_activities = len(activities)
+    activities.to_parquet(out / "activities.parquet", index=False)
+    del activities, act_lead, act_sec, act_type, act_day
+    stage_names = ["subscriber", "lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified"]
+    ch_lead = np.concatenate(changes_lead)
+    ch_sec = np.concatenate(changes_sec)
+    ch_stage = np.concatenate(changes_stage)
+    ch_by = np.concatenate(changes_by)
+    ch_order = np.lexsort((ch_sec, ch_lead))
+    stage_changes = pd.DataFrame({
+        "lead_id": lead_ids[ch_lead[ch_order]],
+        "stage": np.array(stage_names)[ch_stage[ch_order]],
+        "changed_at": _utc(start_ts, ch_sec[ch_order]),
+        "set_by": ch_by[ch_order],
+    }).drop_duplicates(["lead_id", "changed_at", "stage"])
+    opportunities = pd.DataFrame({
+        "opportunity_id": _str_ids("O", np.arange(len(opp_idx)), 6),
+        "lead_id": lead_ids[opp_idx],
+        "account_id": np.where(lead_acc[opp_idx] >= 0, acc_ids[np.maximum(lead_acc[opp_idx], 0)], None),
+        "created_at": _utc(start_ts, opp_sec[opp_idx]),
+        "stage": np.where(closed, np.where(won, "closed_won", "closed_lost"), "open"),
+        "amount": amounts[opp_idx],
+        "closed_at": _utc(start_ts, np.where(closed, close_sec[opp_idx], 0)).where(closed),
+        "is_won": pd.array(np.where(closed, won, False), dtype="boolean"),
+    })
+    opportunities.loc[~closed, "is_won"] = pd.NA
+    for name, frame in (("stage_changes", stage_changes), ("opportunities", opportunities)):
+        frame.to_parquet(out / f"{name}.parquet", index=False)
+    _write_truth(out / "ground_truth.parquet", start_ts, lead_ids, state, created_day, truth_len, v30, p_opp_truth)
+
+    mql_leads = set(ch_lead[ch_stage == MQL])
+    n_opps, n_closed = len(opp_idx), int(closed.sum())
+    summary: dict[str, object] = {
+        "leads": n,
+        "accounts": n_acc,
+        "activities": n_activities,
+        "stage_changes": len(stage_changes),
+        "opportunities": n_opps,
+        "won": int(won.sum()),
+        "lead_to_mql": len(mql_leads) / n,
+        "mql_to_sql": int(is_sql.sum()) / max(len(mql_leads), 1),
+        "sql_to_opportunity": n_opps / max(int(is_sql.sum()), 1),
+        "opportunity_to_won": int(won.sum()) / max(n_closed, 1),
+        "rule_mql_threshold": mql_threshold,
+        "ground_truth_rows": truth_rows,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    manifest = {
+        "cutoff": end_ts.isoformat(),
+        "start": start_ts.isoformat(),
+        "generator": {"seed": seed, "leads": n, "months": months, **g.model_dump()},
+        "realised": {k: v for k, v in summary.items() if k != "seconds"},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=float))
+    return summary
