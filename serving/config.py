@@ -1,4 +1,7 @@
-"""Config section owned by the serving package."""
+"""Config section owned by the serving package (``serving:`` in configs/training.yaml).
+
+Secrets are never in YAML: the section names the environment variables that hold them.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,23 @@ from pydantic import BaseModel, ConfigDict, Field
 class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    #: registry URI (an alias is resolved to a pinned version at start); ``LEADSCORE_MODEL_URI`` overrides,
+    #: ``LEADSCORE_BUNDLE`` (a bundle directory) replaces it
     model_uri: str = "models:/leadscore@champion"
+    #: comma-separated API keys for ``Authorization: Bearer <key>``
     api_keys_env: str = "LEADSCORE_API_KEYS"
+    #: comma-separated Segment/RudderStack write keys accepted on /v1/batch (HTTP basic user name)
     segment_write_keys_env: str = "LEADSCORE_SEGMENT_WRITE_KEYS"
+    #: the HubSpot app's client secret, which signs webhook v3 requests
     hubspot_client_secret_env: str = "LEADSCORE_HUBSPOT_CLIENT_SECRET"
-    max_event_bytes: int = 32 * 1024
-    max_batch_bytes: int = 500 * 1024
+    #: public base URL (scheme://host[:port]) HubSpot calls, when a proxy rewrites the Host we see
+    public_base_url_env: str = "LEADSCORE_PUBLIC_BASE_URL"
+    #: event store URL (SQLAlchemy); ``LEADSCORE_EVENT_STORE`` overrides; null → ``paths.event_store_url``
+    event_store_url: str | None = None
+    max_event_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_batch_bytes: int = Field(default=500 * 1024, ge=1024)
+    hubspot_max_age_seconds: float = Field(default=300.0, gt=0)
+    #: extra Segment event name → activity type mappings (names are lower-cased, non-alphanumerics → "_")
+    event_aliases: dict[str, str] = Field(default_factory=dict)
     port: int = Field(default=3000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)

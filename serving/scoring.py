@@ -1,0 +1,121 @@
+"""Online scoring: one lead's history → the same features as training → calibrated score, stage, reasons.
+
+The features come from the feature package's single-lead entry point, which runs the very kernel
+the batch pipeline uses, so a lead scored online at ``t`` gets exactly the features training
+computed for ``(lead, t)``. The model is the registry's scoring bundle; we refuse a bundle whose
+feature-schema hash differs from the running feature code (it would be fed columns that mean
+something else).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from leadscore.config import Settings
+from leadscore.history import CRMHistory
+
+BUNDLE_ENV = "LEADSCORE_BUNDLE"
+MODEL_URI_ENV = "LEADSCORE_MODEL_URI"
+
+
+class ModelLoadError(Exception):
+    """The configured model cannot be served; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    lead_id: str
+    scored_at: pd.Timestamp
+    p_sql: float
+    p_opportunity: float
+    stage: str
+    previous_stage: str | None
+    reasons: dict[str, list[str]]
+    model_version: str
+
+
+def _online_features(history: CRMHistory, lead_id: str, as_of: pd.Timestamp, settings: Settings) -> dict[str, Any]:
+    """Features of one moment as a name → value mapping (what the bundle's fast path reads)."""
+    from features.online import compute_one
+
+    return dict(compute_one(history, lead_id, as_of, settings))
+
+
+class Scorer:
+    """A loaded bundle bound to the settings whose feature code it must match."""
+
+    def __init__(self, bundle: Any, settings: Settings, source: str) -> None:
+        from features.schema import schema_hash
+
+        expected = schema_hash(settings)
+        if bundle.schema_hash != expected:
+            raise ModelLoadError(
+                f"{source}: the model was trained on feature schema {bundle.schema_hash}, but this feature code "
+                f"produces {expected}; retrain (leadscore train) or serve the matching code"
+            )
+        if bundle.stage_policy is None:
+            raise ModelLoadError(f"{source}: the bundle has no stage policy (train with the SLA module)")
+        self.bundle = bundle
+        self.settings = settings
+        self.source = source
+        self.version = str(bundle.version) if bundle.version is not None else f"path:{Path(source).name}"
+        self.schema_hash = str(bundle.schema_hash)
+
+    @classmethod
+    def load(cls, settings: Settings, model_uri: str | None = None, bundle_dir: str | Path | None = None) -> Scorer:
+        """From a bundle directory if given (or ``$LEADSCORE_BUNDLE``), else from the MLflow registry.
+
+        A registry alias (``models:/leadscore@champion``) is resolved once, here, to a pinned version:
+        the whole life of the process serves that version and reports it, even if the alias moves.
+        """
+        bundle_dir = bundle_dir or os.environ.get(BUNDLE_ENV) or None
+        if bundle_dir:
+            from training.bundle import ScoringBundle
+
+            try:
+                bundle = ScoringBundle.load(bundle_dir)
+            except (FileNotFoundError, ValueError) as exc:
+                raise ModelLoadError(f"cannot load bundle {bundle_dir}: {exc}") from exc
+            return cls(bundle, settings, str(bundle_dir))
+        uri = model_uri or os.environ.get(MODEL_URI_ENV) or settings.serving.model_uri
+        from training.registry import load_bundle
+        from training.tracking import configure_mlflow
+
+        configure_mlflow(settings)
+        try:
+            bundle = load_bundle(uri, settings)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load model {uri}: {exc}") from exc
+        return cls(bundle, settings, uri)
+
+    def features(self, history: CRMHistory, lead_id: str, as_of: pd.Timestamp) -> dict[str, Any]:
+        return _online_features(history, lead_id, as_of, self.settings)
+
+    def score(
+        self,
+        history: CRMHistory,
+        lead_id: str,
+        as_of: pd.Timestamp,
+        previous_stage: str | None,
+        days_in_stage: float | None = None,
+    ) -> ScoreResult:
+        row = self.features(history, lead_id, as_of)
+        probs = self.bundle.predict_row(row)
+        p_sql, p_opp = float(probs["p_sql"]), float(probs["p_opportunity"])
+        stage = self.bundle.stage_policy.stage(p_sql, p_opp, previous_stage, days_in_stage=days_in_stage)
+        reasons = self.bundle.reasons(row, k=3)
+        return ScoreResult(
+            lead_id=lead_id,
+            scored_at=pd.Timestamp(as_of),
+            p_sql=p_sql,
+            p_opportunity=p_opp,
+            stage=str(stage),
+            previous_stage=previous_stage,
+            reasons={"positive": list(reasons["positive"]), "negative": list(reasons["negative"])},
+            model_version=self.version,
+        )

@@ -1,0 +1,65 @@
+"""The BentoML service: ``bentoml serve serving.service:LeadScoreService``.
+
+Configured from the environment, so the same class runs under ``leadscore serve``, a plain
+``bentoml serve`` and a built bento:
+
+- ``LEADSCORE_CONFIG_DIR``: config directory (default ``./configs``);
+- ``LEADSCORE_BUNDLE``: serve this bundle directory, else ``LEADSCORE_MODEL_URI`` / ``serving.model_uri``
+  from the MLflow registry (``MLFLOW_TRACKING_URI`` / ``paths.mlflow_tracking_uri``);
+- ``LEADSCORE_EVENT_STORE``: SQLAlchemy URL of the event store (default ``paths.event_store_url``);
+- ``LEADSCORE_API_KEYS``, ``LEADSCORE_SEGMENT_WRITE_KEYS``, ``LEADSCORE_HUBSPOT_CLIENT_SECRET``: secrets.
+
+The model is loaded once per worker in ``__init__``; BentoML's ``/readyz`` turns ready only after
+that, and our ``/ready`` also reports the pinned model version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from leadscore.env import set_offline_env
+
+set_offline_env()
+
+import bentoml  # noqa: E402  (telemetry opt-outs must be set before BentoML is imported)
+
+from serving.app import ServingState, app  # noqa: E402
+
+log = logging.getLogger("leadscore.serving")
+
+def build_state() -> ServingState:
+    """Load settings, model and event store from the environment (what every worker does at start)."""
+    from serving.runtime import event_store_url, settings_from_env
+    from serving.scoring import Scorer
+    from serving.store import EventStore
+
+    settings = settings_from_env()
+    scorer = Scorer.load(settings)
+    store = EventStore(event_store_url(settings))
+    state = ServingState.from_env(settings, scorer, store)
+    if not state.api_keys:
+        log.warning("no API key configured (%s): every authenticated endpoint answers 401",
+                    settings.serving.api_keys_env)
+    log.info("serving model %s (%s), event store %s", scorer.version, scorer.source,
+             store.engine.url.render_as_string(hide_password=True))
+    return state
+
+
+@bentoml.service(
+    name="leadscore",
+    traffic={"timeout": 30},
+    workers=int(os.environ.get("LEADSCORE_WORKERS", "1")),
+    envs=[{"name": k, "value": "true"} for k in ("BENTOML_DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")],
+)
+@bentoml.asgi_app(app, path="/")
+class LeadScoreService:
+    """Lead scores on every CRM activity: event store, online features, calibrated model, SLA stages."""
+
+    def __init__(self) -> None:
+        self.state = build_state()
+        app.state.leadscore = self.state
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        self.state.store.close()
