@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
@@ -16,12 +18,23 @@ class FeaturesConfig(_Strict):
     half_lives_days: list[float] = Field(default_factory=lambda: [3.0, 14.0, 60.0])
     velocity_recent_days: int = 7
     velocity_base_days: int = 28
+    #: upper-exclusive edges of the company size bands ("1-9", "10-49", ..., "5000+")
+    employee_band_edges: list[int] = Field(default_factory=lambda: [10, 50, 250, 1000, 5000])
+    #: upper-exclusive edges of the annual revenue bands, in the CRM's currency
+    revenue_band_edges: list[float] = Field(default_factory=lambda: [1e6, 1e7, 5e7, 2.5e8, 1e9])
 
     @field_validator("windows_days", "half_lives_days")
     @classmethod
     def _positive(cls, v: list[float]) -> list[float]:
         if not v or any(x <= 0 for x in v):
             raise ValueError("must be a non-empty list of positive numbers")
+        return v
+
+    @field_validator("employee_band_edges", "revenue_band_edges")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if any(b <= a for a, b in itertools.pairwise(v)) or any(x <= 0 for x in v):
+            raise ValueError("band edges must be positive and strictly increasing")
         return v
 
 

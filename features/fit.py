@@ -1,0 +1,238 @@
+"""Fit features: who the lead is (firmographics, ICP match, seniority/department from free-text titles).
+
+One scalar function, :func:`fit_row`, computes them for one lead; the batch path calls it once per
+lead (with a cache per distinct input) and the online path calls it for the one lead it scores, so the
+two can never disagree. Title rules are regular expressions from ``configs/icp.yaml`` evaluated first
+match wins, compiled once per settings object.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from features.schema import FIT_CATEGORICAL, FIT_NUMERIC
+
+if TYPE_CHECKING:
+    from leadscore.config import Settings
+
+FitRow = tuple[object, ...]
+NAN = float("nan")
+
+
+def _missing(x: object) -> bool:
+    """True for None, NaN, pd.NA and blank strings (all the ways a CRM says "unknown")."""
+    if x is None:
+        return True
+    if isinstance(x, float):
+        return math.isnan(x)
+    if isinstance(x, str):
+        return not x.strip()
+    try:
+        return bool(x != x)  # pd.NA / NaT: comparisons are NA, bool() raises
+    except TypeError:
+        return True
+
+
+def _token(x: object) -> str | float:
+    """Normalise a category: lower case, words joined by ``_``; NaN when missing."""
+    if _missing(x):
+        return NAN
+    return "_".join(str(x).strip().lower().split())
+
+
+def _number(x: object) -> float:
+    if _missing(x):
+        return NAN
+    try:
+        v = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return NAN
+    return v if math.isfinite(v) else NAN
+
+
+def _short(x: float) -> str:
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if x >= div:
+            v = x / div
+            return f"{v:g}{suffix}"
+    return f"{x:g}"
+
+
+def band_labels(edges: list[float], money: bool) -> list[str]:
+    """Human labels of the bands cut by ``edges``: ``<10``, ``10-49``, ... ``5000+`` (money: ``1M-10M``)."""
+    fmt = _short if money else (lambda v: f"{v:g}")
+    labels = [f"<{fmt(edges[0])}"]
+    for lo, hi in itertools.pairwise(edges):
+        labels.append(f"{fmt(lo)}-{fmt(hi)}" if money else f"{fmt(lo)}-{fmt(hi - 1)}")
+    labels.append(f"{fmt(edges[-1])}+")
+    return labels
+
+
+def _band(value: float, edges: list[float], labels: list[str]) -> str | float:
+    if math.isnan(value):
+        return NAN
+    for edge, label in zip(edges, labels, strict=False):
+        if value < edge:
+            return label
+    return labels[-1]
+
+
+@dataclass
+class FitRules:
+    """Everything :func:`fit_row` needs, compiled once per settings object."""
+
+    seniority: list[tuple[re.Pattern[str], str]]
+    department: list[tuple[re.Pattern[str], str]]
+    seniority_values: frozenset[str]
+    department_values: frozenset[str]
+    free_mail: frozenset[str]
+    icp_industries: frozenset[str]
+    icp_countries: frozenset[str]
+    icp_min: float
+    icp_max: float
+    emp_edges: list[float]
+    emp_labels: list[str]
+    rev_edges: list[float]
+    rev_labels: list[str]
+    cache: dict[tuple[object, ...], FitRow]
+    title_cache: dict[str, tuple[str | float, str | float]]
+
+
+_RULES: dict[int, tuple[Settings, FitRules]] = {}
+
+
+def fit_rules(settings: Settings) -> FitRules:
+    """Compiled title rules and ICP sets for ``settings`` (cached on the object's identity)."""
+    hit = _RULES.get(id(settings))
+    if hit is not None and hit[0] is settings:
+        return hit[1]
+    t, icp, fc = settings.titles, settings.icp, settings.features
+    try:
+        sen = [(re.compile(r.pattern, re.IGNORECASE), r.value) for r in t.seniority]
+        dep = [(re.compile(r.pattern, re.IGNORECASE), r.value) for r in t.department]
+    except re.error as exc:
+        raise ValueError(f"titles: invalid regular expression {exc.pattern!r}: {exc}") from exc
+    rules = FitRules(
+        seniority=sen,
+        department=dep,
+        seniority_values=frozenset(r.value for r in t.seniority),
+        department_values=frozenset(r.value for r in t.department),
+        free_mail=frozenset(d.strip().lower() for d in t.free_mail_domains),
+        icp_industries=frozenset(str(_token(i)) for i in icp.industries),
+        icp_countries=frozenset(c.strip().upper() for c in icp.countries),
+        icp_min=float(icp.employees_min),
+        icp_max=float(icp.employees_max),
+        emp_edges=[float(e) for e in fc.employee_band_edges],
+        emp_labels=band_labels([float(e) for e in fc.employee_band_edges], money=False),
+        rev_edges=[float(e) for e in fc.revenue_band_edges],
+        rev_labels=band_labels([float(e) for e in fc.revenue_band_edges], money=True),
+        cache={},
+        title_cache={},
+    )
+    if len(_RULES) > 16:
+        _RULES.clear()
+    _RULES[id(settings)] = (settings, rules)
+    return rules
+
+
+def _first_match(text: str, rules: list[tuple[re.Pattern[str], str]]) -> str | float:
+    for pattern, value in rules:
+        if pattern.search(text):
+            return value
+    return NAN
+
+
+def title_to_roles(title: object, rules: FitRules) -> tuple[str | float, str | float]:
+    """(seniority, department) implied by a free-text job title in any configured language."""
+    if _missing(title):
+        return NAN, NAN
+    key = str(title)
+    hit = rules.title_cache.get(key)
+    if hit is None:
+        text = " ".join(key.strip().split())
+        hit = (_first_match(text, rules.seniority), _first_match(text, rules.department))
+        if len(rules.title_cache) < 200_000:
+            rules.title_cache[key] = hit
+    return hit
+
+
+def _role(crm_value: object, from_title: str | float, known: frozenset[str],
+          rules: list[tuple[re.Pattern[str], str]]) -> str | float:
+    """The CRM's own field wins when it holds a known value; else the title; else rules on the field."""
+    tok = _token(crm_value)
+    if isinstance(tok, str) and tok in known:
+        return tok
+    if isinstance(from_title, str):
+        return from_title
+    if isinstance(tok, str):
+        return _first_match(str(crm_value), rules)
+    return NAN
+
+
+def fit_row(
+    source: object,
+    job_title: object,
+    seniority: object,
+    department: object,
+    email_domain: object,
+    lead_country: object,
+    industry: object,
+    employees: object,
+    annual_revenue: object,
+    account_country: object,
+    rules: FitRules,
+) -> FitRow:
+    """The fit features of one lead, in ``FIT_CATEGORICAL + FIT_NUMERIC`` order.
+
+    Strings for categories (NaN when unknown), floats for numbers. Pure: same inputs, same output,
+    whichever path calls it.
+    """
+    key = (source, job_title, seniority, department, email_domain, lead_country, industry, employees,
+           annual_revenue, account_country)
+    try:
+        hit = rules.cache.get(key)
+    except TypeError:  # an unhashable cell: compute without the cache
+        hit, key = None, ()
+    if hit is not None:
+        return hit
+    t_sen, t_dep = title_to_roles(job_title, rules)
+    sen = _role(seniority, t_sen, rules.seniority_values, rules.seniority)
+    dep = _role(department, t_dep, rules.department_values, rules.department)
+    if _missing(email_domain):
+        mail: str = "unknown"
+    else:
+        domain = str(email_domain).strip().lower().rsplit("@", 1)[-1]
+        mail = "free_mail" if domain in rules.free_mail else "corporate"
+    lc = NAN if _missing(lead_country) else str(lead_country).strip().upper()
+    ac = NAN if _missing(account_country) else str(account_country).strip().upper()
+    country = lc if isinstance(lc, str) else ac
+    ind = _token(industry)
+    emp = _number(employees)
+    rev = _number(annual_revenue)
+    icp_country = ac if isinstance(ac, str) else country
+    icp = (
+        (not rules.icp_industries or (isinstance(ind, str) and ind in rules.icp_industries))
+        and (not rules.icp_countries or (isinstance(icp_country, str) and icp_country in rules.icp_countries))
+        and (not math.isnan(emp) and rules.icp_min <= emp <= rules.icp_max)
+    )
+    row: FitRow = (
+        _token(source),
+        ind,
+        _band(emp, rules.emp_edges, rules.emp_labels),
+        _band(rev, rules.rev_edges, rules.rev_labels),
+        country,
+        "true" if icp else "false",
+        sen,
+        dep,
+        mail,
+        emp,
+        rev,
+    )
+    assert len(row) == len(FIT_CATEGORICAL) + len(FIT_NUMERIC)
+    if key and len(rules.cache) < 500_000:
+        rules.cache[key] = row
+    return row
