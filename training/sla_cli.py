@@ -124,15 +124,11 @@ def print_policy(policy: Any, current: Any | None, title: str) -> None:
 
 def log_report_to_run(model_uri: str, files: list[Path], data: dict[str, Any], settings: Settings) -> str:
     """Attach the report files and its headline numbers to the MLflow run that produced ``model_uri``."""
-    import mlflow
     from mlflow import MlflowClient
 
-    from training.tracking import configure_mlflow
+    from training.registry import run_id_of
 
-    configure_mlflow(settings)
-    run_id = mlflow.models.get_model_info(model_uri).run_id
-    if not run_id:
-        raise RuntimeError(f"{model_uri} has no MLflow run to attach the report to")
+    run_id = run_id_of(model_uri, settings)
     client = MlflowClient()
     for path in files:
         client.log_artifact(run_id, str(path), artifact_path="sla_review")
@@ -165,11 +161,8 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(ctx)
         policy_override = what_if_policy(settings, capacity, target_rate, value_of_sql, cost)
         uri = _model_uri(model, settings)
-        from training.registry import load_bundle, load_scored
+        from training.registry import ModelNotFoundError, load_bundle, load_scored
         from training.sla import ScoredFrameError, fit_stage_policy
-        from training.tracking import configure_mlflow
-
-        configure_mlflow(settings)
         try:
             bundle = load_bundle(uri, settings)
             calibration, _ = load_scored(uri, settings)
@@ -177,11 +170,9 @@ def register(app: typer.Typer) -> None:
         except ScoredFrameError as exc:
             err_console.print(f"[red]error:[/red] scored calibration moments of {uri}: {exc}")
             raise typer.Exit(2) from exc
-        except Exception as exc:
-            if type(exc).__name__ in ("MlflowException", "RestException", "FileNotFoundError"):
-                err_console.print(f"[red]error:[/red] cannot load {uri}: {exc}")
-                raise typer.Exit(2) from exc
-            raise
+        except (ModelNotFoundError, ValueError, FileNotFoundError) as exc:
+            err_console.print(f"[red]error:[/red] cannot load {uri}: {exc}")
+            raise typer.Exit(2) from exc
         print_policy(policy, bundle.stage_policy, f"MQL threshold what-if for {uri} (version {bundle.version})")
         if json_out:
             json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -199,20 +190,15 @@ def register(app: typer.Typer) -> None:
         """SLA review: the model's MQL threshold vs the rule score's, replayed on the test months."""
         settings = settings_from(ctx)
         uri = _model_uri(model, settings)
-        from training.registry import load_bundle, load_scored
+        from training.registry import ModelNotFoundError, load_bundle, load_scored
         from training.report import build_sla_report
         from training.sla import ScoredFrameError, StagePolicy
-        from training.tracking import configure_mlflow
-
-        configure_mlflow(settings)
         try:
             bundle = load_bundle(uri, settings)
             _, test = load_scored(uri, settings)
-        except Exception as exc:
-            if type(exc).__name__ in ("MlflowException", "RestException", "FileNotFoundError"):
-                err_console.print(f"[red]error:[/red] cannot load {uri}: {exc}")
-                raise typer.Exit(2) from exc
-            raise
+        except (ModelNotFoundError, ValueError, FileNotFoundError) as exc:
+            err_console.print(f"[red]error:[/red] cannot load {uri}: {exc}")
+            raise typer.Exit(2) from exc
         policy = bundle.stage_policy
         if policy is None:
             err_console.print(f"[red]error:[/red] {uri} was trained without a stage policy; retrain it")
