@@ -153,6 +153,13 @@ def _blocks(n: int, size: int = 8192) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def _some_missing(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``values`` where ``keep``, else None (a CRM field nobody filled in)."""
+    out = values.astype(object)
+    out[~keep] = None
+    return out
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -267,7 +274,7 @@ def generate_crm(
     # --- accounts -------------------------------------------------------------------------------
     n_acc = max(1, round(g.accounts_per_lead * n))
     acc_industry, acc_ind_idx = _pick(rng, INDUSTRIES, n_acc)  # type: ignore[arg-type]
-    acc_country, acc_cty_idx = _pick(rng, COUNTRIES, n_acc)  # type: ignore[arg-type]
+    acc_country, _ = _pick(rng, COUNTRIES, n_acc)  # type: ignore[arg-type]
     employees = np.clip(np.round(np.exp(rng.normal(np.log(200), 1.6, n_acc))), 1, 250_000).astype(np.int64)
     revenue = np.round(employees * np.exp(rng.normal(np.log(150_000), 0.5, n_acc)), -3)
     names = _company_names(rng, n_acc)
@@ -296,8 +303,8 @@ def generate_crm(
     growth = rng.random(n) ** 0.8  # a little more leads recently
     created_day = np.minimum((growth * n_days).astype(np.int64), n_days - 1)
     created_sec = created_day * SECONDS_PER_DAY + rng.integers(6 * 3600, 18 * 3600, n)
-    crm_seniority = np.where(rng.random(n) < 0.5, seniority, None)
-    crm_department = np.where(rng.random(n) < 0.5, department, None)
+    crm_seniority = _some_missing(seniority, rng.random(n) < 0.5)
+    crm_department = _some_missing(department, rng.random(n) < 0.5)
     subscriber = (source == "newsletter") | (rng.random(n) < g.subscriber_share * 0.5)
 
     # --- latent fit -------------------------------------------------------------------------------
@@ -524,7 +531,7 @@ def generate_crm(
     })
     leads = pd.DataFrame({
         "lead_id": lead_ids,
-        "account_id": np.where(lead_acc >= 0, acc_ids[np.maximum(lead_acc, 0)], None),
+        "account_id": _some_missing(acc_ids[np.maximum(lead_acc, 0)], lead_acc >= 0),
         "email_domain": email_domain, "job_title": titles, "seniority": crm_seniority,
         "department": crm_department, "country": country, "source": source,
         "created_at": _utc(start_ts, created_sec),
@@ -559,7 +566,7 @@ def generate_crm(
     opportunities = pd.DataFrame({
         "opportunity_id": _str_ids("O", np.arange(len(opp_idx)), 6),
         "lead_id": lead_ids[opp_idx],
-        "account_id": np.where(lead_acc[opp_idx] >= 0, acc_ids[np.maximum(lead_acc[opp_idx], 0)], None),
+        "account_id": _some_missing(acc_ids[np.maximum(lead_acc[opp_idx], 0)], lead_acc[opp_idx] >= 0),
         "created_at": _utc(start_ts, opp_sec[opp_idx]),
         "stage": np.where(closed, np.where(won, "closed_won", "closed_lost"), "open"),
         "amount": amounts[opp_idx],

@@ -1,0 +1,36 @@
+# Two commands on a fresh machine (only Python 3.11+ and make needed):
+#   make demo   sets up .venv and runs the whole job end to end on a generated CRM
+#   make test   sets up .venv and runs the test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO ?= demo
+export BENTOML_DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	DEMO=$(DEMO) BIN=$(BIN) bash scripts/demo.sh
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy leadscore features training serving
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/generate.py
+
+clean:
+	rm -rf $(DEMO) reports mlruns.db mlartifacts leadscore-events.db
