@@ -1,7 +1,100 @@
-"""``leadscore features ...`` commands."""
+"""``leadscore features ...`` commands: list the schema, build the training dataset.
+
+Heavy imports (pandas, numba) happen inside the commands so that ``leadscore --help`` stays fast.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("list")
+def list_features(
+    ctx: typer.Context,
+    group: Annotated[str | None, typer.Option(help="Only this group: fit or interest.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the schema as JSON instead of a table.")] = False,
+) -> None:
+    """Print the feature schema: name, dtype, group, description, explanation template."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from features.rules import describe_rules
+    from features.schema import feature_schema, schema_hash
+    from leadscore.cli import settings_from
+
+    settings = settings_from(ctx)
+    if group not in (None, "fit", "interest"):
+        raise typer.BadParameter("must be 'fit' or 'interest'", param_hint="--group")
+    specs = [s for s in feature_schema(settings) if group is None or s.group == group]
+    if json_out:
+        typer.echo(json.dumps({"schema_hash": schema_hash(settings),
+                               "features": [s.__dict__ for s in specs]}, indent=2))
+        return
+    console = Console()
+    table = Table(title=f"{len(specs)} features (schema hash {schema_hash(settings)})")
+    for col in ("name", "dtype", "group", "description", "template"):
+        table.add_column(col, overflow="fold")
+    for s in specs:
+        table.add_row(s.name, s.dtype, s.group, s.description, s.template)
+    console.print(table)
+    console.print("[bold]rule_score[/bold] (float64, the baseline points rule):")
+    for line in describe_rules(settings):
+        console.print(f"  {line}")
+
+
+@app.command("build")
+def build(
+    ctx: typer.Context,
+    crm: Annotated[Path, typer.Option(help="Directory with the CRM tables (Parquet or CSV).")],
+    out: Annotated[Path, typer.Option(help="Output Parquet file (features, rule_score, y_sql, y_opp).")],
+    cutoff: Annotated[str | None, typer.Option(help="Data cut-off (UTC); default: manifest.json, else now.")] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the build summary as JSON here.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress display.")] = True,
+) -> None:
+    """Build the training dataset: sampled moments, point-in-time features, rule score, censored labels."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from features.build import build_dataset
+    from features.engine import FeatureInputError
+    from leadscore.cli import print_validation_report, settings_from
+    from leadscore.history import HistoryError, load_history
+
+    settings = settings_from(ctx)
+    console, err = Console(), Console(stderr=True)
+    try:
+        history, report = load_history(crm, settings, cutoff=cutoff)
+    except HistoryError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if not report.usable:
+        print_validation_report(report)
+        err.print("[red]error:[/red] the CRM history is not usable (see above)")
+        raise typer.Exit(1)
+    rejected = sum(t.rejected_rows for t in report.tables.values())
+    if rejected:
+        console.print(f"[yellow]{rejected} invalid rows were set aside in {crm}/_rejected/ "
+                      f"(run `leadscore validate {crm}` for details)[/yellow]")
+    try:
+        frame, summary = build_dataset(history, settings, progress=progress)
+    except FeatureInputError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
+    table = Table(title=f"Features written to {out}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key, value in summary.to_dict().items():
+        if key == "step_seconds":
+            value = ", ".join(f"{k} {v:.2f}s" for k, v in value.items())  # type: ignore[attr-defined]
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary.to_dict(), indent=2))

@@ -137,9 +137,10 @@ class Keys:
         return cls(vals, None, index)
 
     def codes(self, values: Any) -> np.ndarray:
-        if self.lookup is not None:
+        if self.lookup is not None and len(values) < _SMALL:
             return _codes(values, None, self.lookup)
-        assert self.index is not None
+        if self.index is None:
+            self.index = pd.Index(self.values)
         return np.asarray(self.index.get_indexer(values), dtype=np.int64)
 
     def __len__(self) -> int:
@@ -162,6 +163,27 @@ class Prepared:
     scalars: tuple[int, float, int, int, int, int]
     offsets: np.ndarray
     width: int
+
+    # named views of the kernel arrays, for moments and labels
+    @property
+    def act_ptr(self) -> np.ndarray:
+        return self.arrays[0]
+
+    @property
+    def act_t(self) -> np.ndarray:
+        return self.arrays[1]
+
+    @property
+    def stg_ptr(self) -> np.ndarray:
+        return self.arrays[3]
+
+    @property
+    def stg_t(self) -> np.ndarray:
+        return self.arrays[4]
+
+    @property
+    def stg_code(self) -> np.ndarray:
+        return self.arrays[5]
 
 
 def _need(frame: pd.DataFrame, table: str, columns: list[str]) -> None:
