@@ -64,9 +64,31 @@ def synthetic_scored(
 
 
 def naive_first_crossings(frame: pd.DataFrame, column: str, threshold: float) -> pd.DataFrame:
-    """The obvious implementation the replay machinery must agree with: each lead's first moment >= t."""
+    """The obvious implementation the replay machinery must agree with: each lead's first moment >= t.
+
+    Labels come back as used for rates: after the last observable negative, even positives are censored.
+    """
+    frame = frame.copy()
+    for label in ("y_sql", "y_opp"):
+        last_negative = frame.loc[frame[label] == 0, "as_of"].max()
+        frame.loc[frame["as_of"] > last_negative, label] = np.nan
     hit = frame[frame[column] >= threshold].sort_values(["lead_id", "as_of"], kind="stable")
     return hit.groupby("lead_id", sort=False).head(1)
+
+
+def for_synthetic(settings: Settings, bootstrap_samples: int = 100) -> Settings:
+    """The repository settings with the rule threshold on the synthetic rule score's scale (0-100)."""
+    return settings.model_copy(
+        update={
+            "rules": settings.rules.model_copy(update={"mql_threshold": 50.0}),
+            "training": settings.training.model_copy(update={"bootstrap_samples": bootstrap_samples}),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def sla_settings(settings: Settings) -> Settings:
+    return for_synthetic(settings)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +122,7 @@ def test_records_agree_with_naive_first_crossing(moments: list[tuple[int, int, f
             "p_opportunity": frame["p_sql"] / 2,
             "rule_score": frame["p_sql"] * 100,
             "y_sql": (frame["p_sql"] > 0.5).astype(float),
-            "y_opp": np.nan,
+            "y_opp": 0.0,
         }
     )
     replay = Replay(frame)
@@ -136,7 +158,8 @@ def test_volume_threshold_gives_the_volume(calibration_frame: pd.DataFrame) -> N
 # ------------------------------------------------------------------ policies
 
 
-def test_capacity_is_respected_and_binding(settings: Settings, calibration_frame: pd.DataFrame) -> None:
+def test_capacity_is_respected_and_binding(sla_settings: Settings, calibration_frame: pd.DataFrame) -> None:
+    settings = sla_settings
     policy = fit_stage_policy(calibration_frame, settings, override=MQLPolicy(kind="capacity", capacity_per_month=250))
     monthly = _monthly(calibration_frame, "p_sql", policy.mql_threshold)
     assert monthly.max() <= 250
@@ -151,7 +174,8 @@ def test_capacity_is_respected_and_binding(settings: Settings, calibration_frame
     assert exp["mqls_per_month"]["ci_low"] <= exp["mqls_per_month"]["value"] <= exp["mqls_per_month"]["ci_high"]
 
 
-def test_target_rate_is_met_within_its_ci(settings: Settings, calibration_frame: pd.DataFrame) -> None:
+def test_target_rate_is_met_within_its_ci(sla_settings: Settings, calibration_frame: pd.DataFrame) -> None:
+    settings = sla_settings
     target = 0.3
     policy = fit_stage_policy(calibration_frame, settings, override=MQLPolicy(kind="target_rate", target_rate=target))
     first = naive_first_crossings(calibration_frame, "p_sql", policy.mql_threshold)
@@ -163,13 +187,15 @@ def test_target_rate_is_met_within_its_ci(settings: Settings, calibration_frame:
     assert policy.policy["mql"]["met"]
 
 
-def test_unreachable_target_rate_is_reported_not_met(settings: Settings, calibration_frame: pd.DataFrame) -> None:
+def test_unreachable_target_rate_is_reported_not_met(sla_settings: Settings, calibration_frame: pd.DataFrame) -> None:
+    settings = sla_settings
     policy = fit_stage_policy(calibration_frame, settings, override=MQLPolicy(kind="target_rate", target_rate=0.99))
     assert not policy.policy["mql"]["met"]
     assert "not reachable" in policy.policy["mql"]["note"]
 
 
-def test_expected_value_threshold_maximises_net_value(settings: Settings, calibration_frame: pd.DataFrame) -> None:
+def test_expected_value_threshold_maximises_net_value(sla_settings: Settings, calibration_frame: pd.DataFrame) -> None:
+    settings = sla_settings
     value, cost = 1000.0, 150.0
     policy = fit_stage_policy(
         calibration_frame, settings, override=MQLPolicy(kind="expected_value", value_of_sql=value, cost_of_follow_up=cost)
@@ -186,7 +212,8 @@ def test_expected_value_threshold_maximises_net_value(settings: Settings, calibr
     assert policy.expected["net_value_per_month"] == pytest.approx(best / 3, rel=1e-3)
 
 
-def test_sql_threshold_meets_its_opportunity_rate(settings: Settings, calibration_frame: pd.DataFrame) -> None:
+def test_sql_threshold_meets_its_opportunity_rate(sla_settings: Settings, calibration_frame: pd.DataFrame) -> None:
+    settings = sla_settings
     policy = fit_stage_policy(calibration_frame, settings)
     first = naive_first_crossings(calibration_frame, "p_opportunity", policy.sql_threshold)
     assert first["y_opp"].dropna().mean() >= settings.sla.sql_recommend_p_opportunity
@@ -194,7 +221,8 @@ def test_sql_threshold_meets_its_opportunity_rate(settings: Settings, calibratio
     assert fit_stage_policy(calibration_frame, fixed).sql_threshold == settings.sla.sql_recommend_p_opportunity
 
 
-def test_policy_round_trips_as_json(settings: Settings, calibration_frame: pd.DataFrame) -> None:
+def test_policy_round_trips_as_json(sla_settings: Settings, calibration_frame: pd.DataFrame) -> None:
+    settings = sla_settings
     policy = fit_stage_policy(calibration_frame, settings)
     again = StagePolicy.model_validate_json(policy.model_dump_json())
     assert again == policy

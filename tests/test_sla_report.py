@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from leadscore.config import Settings
-from tests.test_sla import naive_first_crossings, synthetic_scored
+from tests.test_sla import for_synthetic, naive_first_crossings, synthetic_scored
 from training.config import MQLPolicy
 from training.report import SECTIONS, build_sla_report, format_value
 from training.sla import fit_stage_policy
@@ -73,7 +73,7 @@ def _lookup(data: dict[str, Any], path: str) -> Any:
 def report(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> tuple[dict[str, Any], Path]:
     calibration = synthetic_scored(n_leads=2500, seed=10)
     test = synthetic_scored(n_leads=2000, seed=11, start="2026-08-01", months=2)
-    small = settings.model_copy(update={"training": settings.training.model_copy(update={"bootstrap_samples": 60})})
+    small = for_synthetic(settings, bootstrap_samples=60)
     policy = fit_stage_policy(calibration, small, override=MQLPolicy(kind="capacity", capacity_per_month=200))
     out = tmp_path_factory.mktemp("sla") / "review" / "sla-review.html"
     data = build_sla_report(test, policy, small, out)
@@ -133,7 +133,7 @@ def test_replay_numbers_are_consistent(report: tuple[dict[str, Any], Path], sett
     test = data["_test"]
     pol = data["policies"]
     model_first = naive_first_crossings(test, "p_sql", data["thresholds"]["model"])
-    rule_first = naive_first_crossings(test, "rule_score", settings.rules.mql_threshold)
+    rule_first = naive_first_crossings(test, "rule_score", data["thresholds"]["rule"])
     assert pol["model"]["mqls"]["value"] == len(model_first) == sum(data["funnel"]["model"]["mqls"])
     assert pol["rule"]["mqls"]["value"] == len(rule_first) == sum(data["funnel"]["rule"]["mqls"])
     assert pol["model"]["mql_to_sql_rate"]["value"] == pytest.approx(model_first["y_sql"].dropna().mean(), abs=1e-4)

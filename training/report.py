@@ -55,7 +55,9 @@ NOTES = (
     "of the same lead do not count again.",
     "An MQL converted if the lead became SQL within the SQL horizon (opportunity within the opportunity "
     "horizon) after its MQL moment. MQLs whose horizon runs past the data cut-off are censored: they "
-    "count in the volume but are excluded from the rates.",
+    "count in the volume but are excluded from the rates. Because a lead that converted is labelled even "
+    "when its horizon has not elapsed, moments after the last one with an observable non-conversion are "
+    "also excluded from the rates (see matured_until); otherwise rates near the cut-off would be inflated.",
     "Recall: share of the leads that became SQL (opportunity) after some test-month moment that the "
     "policy flagged as MQL before that.",
     "95% confidence intervals: percentile bootstrap resampling leads (all moments of a lead together).",
@@ -299,6 +301,7 @@ def sla_numbers(test_scored: pd.DataFrame, policy: StagePolicy, settings: Settin
         "eventual_sqls": int(replay.ever_sql.sum()),
         "eventual_opportunities": int(replay.ever_opp.sum()),
         "horizons": settings.horizons.model_dump(mode="json"),
+        "matured_until": replay.matured_until,
         "policy": policy.policy,
         "sql_threshold": _round(policy.sql_threshold, 6),
         "notes": list(NOTES),

@@ -14,7 +14,10 @@ volume/rate curve over thresholds is then a difference of two sorted cumulative 
 and fast enough to sweep every distinct score.
 
 Outcomes: a moment's MQL converted if ``y_sql == 1`` (``y_opp`` for opportunities); censored moments
-(``NaN``: the horizon ran past the data cut-off) count in the volume but are excluded from rates.
+(``NaN``: the horizon ran past the data cut-off) count in the volume but are excluded from rates, and so
+are positives later than the last observable negative (see :func:`matured_labels`), which would
+otherwise inflate rates near the cut-off. Recall ("did the policy flag the eventual SQLs") uses every
+observed conversion.
 """
 
 from __future__ import annotations
@@ -221,10 +224,13 @@ class Replay:
         self.lead_ids = np.asarray(leads, dtype=object)
         self.n_leads = len(leads)
         self.n_months = len(self.months)
-        self.y_sql = frame["y_sql"].to_numpy()
-        self.y_opp = frame["y_opp"].to_numpy()
-        self.ever_sql = _lead_any(self.lead_code, self.y_sql, self.n_leads)
-        self.ever_opp = _lead_any(self.lead_code, self.y_opp, self.n_leads)
+        raw_sql, raw_opp = frame["y_sql"].to_numpy(), frame["y_opp"].to_numpy()
+        self.ever_sql = _lead_any(self.lead_code, raw_sql, self.n_leads)
+        self.ever_opp = _lead_any(self.lead_code, raw_opp, self.n_leads)
+        as_of_us = frame["as_of"].to_numpy(dtype="datetime64[us]")
+        self.y_sql, sql_until = matured_labels(raw_sql, as_of_us)
+        self.y_opp, opp_until = matured_labels(raw_opp, as_of_us)
+        self.matured_until = {"y_sql": sql_until, "y_opp": opp_until}
         days = frame["days_since_created"] if "days_since_created" in frame else pd.Series(np.nan, index=frame.index)
         self.days = pd.to_numeric(days, errors="coerce").to_numpy(dtype="float64")
         self._records: dict[str, Records] = {}
@@ -332,6 +338,23 @@ class Replay:
             arr = arr[~np.isnan(arr)]
             cis[key] = (float(np.percentile(arr, 2.5)), float(np.percentile(arr, 97.5))) if len(arr) else (np.nan, np.nan)
         return cis
+
+
+def matured_labels(y: np.ndarray, as_of: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Labels usable for rates: moments after the last observable negative are censored, even positives.
+
+    Labels are censored when their horizon runs past the cut-off *unless the lead converted*, so near
+    the cut-off only positives are labelled; counting them would inflate every rate. The latest moment
+    with a 0 label marks how far the horizon had fully elapsed; later moments are treated as censored.
+    Returns the masked labels and that moment (ISO, None if there is no negative at all).
+    """
+    zero = y == 0
+    if not zero.any():
+        return np.full_like(y, np.nan, dtype="float64"), None
+    until = as_of[zero].max()
+    out = y.astype("float64", copy=True)
+    out[as_of > until] = np.nan
+    return out, str(pd.Timestamp(until, tz="UTC").isoformat())
 
 
 def _lead_any(lead_code: np.ndarray, y: np.ndarray, n_leads: int) -> np.ndarray:
@@ -479,6 +502,7 @@ def fit_stage_policy(scored: pd.DataFrame, settings: Settings, override: MQLPoli
         "months": replay.months,
         "leads": replay.n_leads,
         "moments": len(replay.frame),
+        "matured_until": replay.matured_until,
         "mql": model,
         "sql_recommended": {
             "sqls": sql_rec["mqls"],

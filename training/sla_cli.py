@@ -81,6 +81,11 @@ def _ci(cell: dict[str, Any] | None, pct: bool = False) -> str:
     return text
 
 
+def _value(cell: dict[str, Any] | None, pct: bool = False) -> str:
+    """Point estimate only: the terminal summary stays narrow; the CIs are in the report."""
+    return _ci({"value": (cell or {}).get("value")}, pct)
+
+
 def print_policy(policy: Any, current: Any | None, title: str) -> None:
     """A reviewer-facing table: the what-if threshold and its expected outcomes, beside the shipped ones."""
     table = Table(title=title)
@@ -219,13 +224,13 @@ def register(app: typer.Typer) -> None:
             table.add_row(
                 name,
                 f"{pol['threshold']['value']:g}",
-                _ci(pol["mqls_per_month"]),
-                _ci(pol["mql_to_sql_rate"], True),
-                _ci(pol["mql_to_opp_rate"], True),
-                _ci(pol["sql_recall"], True),
-                _ci(pol["opp_recall"], True),
+                *(_value(pol[k], pct) for k, pct in (
+                    ("mqls_per_month", False), ("mql_to_sql_rate", True), ("mql_to_opp_rate", True),
+                    ("sql_recall", True), ("opp_recall", True),
+                )),
             )
         console.print(table)
+        console.print("95% CIs, segments, curves and the gained/lost leads are in the report.")
         verdict = "[green]meets[/green]" if acc["met"] else "[yellow]does not meet[/yellow]"
         console.print(
             f"At the rule's volume ({acc['rule_volume']:g} MQLs) the model's MQL→SQL rate is "
