@@ -1,9 +1,185 @@
-"""Training commands: train, promote, rollback, thresholds, report, evaluate."""
+"""Training commands: ``leadscore train``, ``leadscore promote``, ``leadscore rollback``.
+
+Heavy libraries (pandas, LightGBM, MLflow) are imported inside the command bodies so ``leadscore
+--help`` stays fast.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from training.promote import PromotionDecision
+    from training.train import TrainResult
+
+_SHOWN = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top_decile_lift", "recall_at_capacity")
+_MODELS = ("lightgbm", "lightgbm_uncalibrated", "logistic", "rule", "ground_truth")
+
+
+def _consoles() -> tuple[Console, Console]:
+    from leadscore.cli import console, err_console
+
+    return console, err_console
+
+
+def print_results(result: TrainResult, console: Console) -> None:
+    """The results table: every model on every metric of the test months, with 95% CIs."""
+    from rich.table import Table
+
+    for target, tr in result.targets.items():
+        table = Table(title=f"{target}: test months {', '.join(tr.split.months('test'))} "
+                            f"({tr.rows['test']:,} moments, {tr.positives['test']:,} positives; "
+                            f"calibration: {tr.model.calibrator.method})")
+        table.add_column("model")
+        for m in _SHOWN:
+            table.add_column(m, justify="right")
+        for model in _MODELS:
+            if model not in tr.metrics:
+                continue
+            ms = tr.metrics[model]
+            table.add_row(model, *[f"{ms[m].value:.3f}\n[dim][{ms[m].lo:.3f}, {ms[m].hi:.3f}][/dim]" for m in _SHOWN])
+        console.print(table)
+        lift = tr.metrics["lightgbm"]["roc_auc"].value - tr.metrics["rule"]["roc_auc"].value
+        line = f"  AUC gain over the rule score: {lift:+.3f}"
+        if tr.share_of_ceiling_lift is not None:
+            line += f"; share of ceiling lift: {tr.share_of_ceiling_lift:.3f}"
+        console.print(line)
+    if result.model_version:
+        console.print(f"[green]registered[/green] model version {result.model_version} as 'challenger' "
+                      f"(run {result.run_id}); next: leadscore promote --crm DIR")
+
+
+def print_decision(decision: PromotionDecision, console: Console) -> None:
+    from rich.table import Table
+
+    colour = "green" if decision.promoted or decision.action == "rollback" else "yellow"
+    console.print(f"[{colour}]{decision.reason}[/{colour}]")
+    if decision.numbers:
+        table = Table(title=f"evaluation month {decision.month}")
+        table.add_column("number")
+        table.add_column("value", justify="right")
+        for k, v in decision.numbers.items():
+            table.add_row(k, f"{v:.4f}" if abs(v) < 1000 else f"{v:,.0f}")
+        console.print(table)
+
+
+def _progress_display(console: Console, trials: int) -> tuple[Any, Any]:
+    """A rich progress display fed by the training pipeline's progress events."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=False)
+    phase = progress.add_task("starting", total=None)
+    tasks: dict[str, Any] = {}
+    best: dict[str, float] = {}
+
+    def on_event(event: str, payload: Any) -> None:
+        if event == "phase":
+            progress.update(phase, description=str(payload))
+        elif event == "trial":
+            target, rec = payload
+            if target not in tasks:
+                tasks[target] = progress.add_task(f"{target} trials", total=trials)
+            if rec["value"] is not None and rec["state"] == "complete":
+                best[target] = min(best.get(target, float("inf")), rec["value"])
+            desc = f"{target} trials (best val log loss {best[target]:.4f})" if target in best else f"{target} trials"
+            progress.update(tasks[target], advance=1, description=desc)
+
+    return progress, on_event
 
 
 def register(app: typer.Typer) -> None:
     """Add the training commands to the main app."""
+
+    @app.command()
+    def train(
+        ctx: typer.Context,
+        crm: Annotated[Path | None, typer.Option(help="CRM history directory (five tables, Parquet or CSV).")] = None,
+        cutoff: Annotated[str | None, typer.Option(help="Data cut-off (UTC); default: manifest.json, else now.")] = None,
+        trials: Annotated[int | None, typer.Option(min=1, help="Optuna trials per target (default: config).")] = None,
+        timeout: Annotated[float | None, typer.Option(help="Optuna time budget per target, seconds.")] = None,
+        out: Annotated[Path | None, typer.Option(help="Also keep the bundle and artifacts in this directory.")] = None,
+        flat: Annotated[Path | None, typer.Option(help="Train from a flat one-row-per-lead file instead.")] = None,
+        mapping: Annotated[Path | None, typer.Option(help="Column mapping (YAML) for --flat.")] = None,
+    ) -> None:
+        """Monthly retrain: tune, calibrate, backtest against baselines, log to MLflow, register a challenger."""
+        from leadscore.cli import settings_from
+
+        console, err = _consoles()
+        settings = settings_from(ctx)
+        if flat is not None or mapping is not None:
+            if flat is None or mapping is None:
+                err.print("[red]error:[/red] --flat and --mapping go together")
+                raise typer.Exit(2)
+            from training.flat import train_flat
+
+            train_flat(flat, mapping, settings, trials, timeout)
+            return
+        if crm is None:
+            err.print("[red]error:[/red] give --crm DIR (or --flat FILE --mapping FILE)")
+            raise typer.Exit(2)
+        from leadscore.history import HistoryError
+        from training.split import InsufficientDataError
+        from training.train import train as run_train
+
+        n_trials = trials or settings.training.trials
+        progress, on_event = _progress_display(console, n_trials)
+        try:
+            with progress:
+                result = run_train(crm, settings, cutoff, trials=trials, timeout=timeout, progress=on_event,
+                                   out_dir=out)
+        except InsufficientDataError as exc:
+            err.print(f"[yellow]not trained:[/yellow] {exc}")
+            raise typer.Exit(3) from exc
+        except (HistoryError, ValueError) as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+        print_results(result, console)
+
+    @app.command()
+    def promote(
+        ctx: typer.Context,
+        crm: Annotated[Path, typer.Option(help="CRM history with the months after the models' fitting periods.")],
+        cutoff: Annotated[str | None, typer.Option(help="Data cut-off (UTC); default: manifest.json, else now.")] = None,
+    ) -> None:
+        """Promote the challenger to champion if it passes the gate on the latest matured unseen month."""
+        from leadscore.cli import settings_from
+        from training.promote import promote as run_promote
+        from training.registry import ModelNotFoundError
+
+        console, err = _consoles()
+        try:
+            decision = run_promote(settings_from(ctx), crm, cutoff=cutoff)
+        except (ModelNotFoundError, ValueError) as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+        print_decision(decision, console)
+        if not decision.promoted:
+            raise typer.Exit(1)
+
+    @app.command()
+    def rollback(ctx: typer.Context) -> None:
+        """Restore the previous champion."""
+        from leadscore.cli import settings_from
+        from training.promote import rollback as run_rollback
+        from training.registry import ModelNotFoundError
+
+        console, err = _consoles()
+        try:
+            decision = run_rollback(settings_from(ctx))
+        except (ModelNotFoundError, ValueError) as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+        print_decision(decision, console)

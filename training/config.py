@@ -39,7 +39,10 @@ class LightGBMConfig(_Strict):
 
     max_rounds: int = Field(default=2000, ge=10)
     early_stopping_rounds: int = Field(default=50, ge=1)
-    num_threads: int = Field(default=2, ge=1)
+    #: 0 = automatic: one thread below ``parallel_min_rows`` training rows (on small data OpenMP
+    #: synchronisation costs more than it saves, badly so on a shared machine), else up to 2.
+    num_threads: int = Field(default=0, ge=0)
+    parallel_min_rows: int = Field(default=50_000, ge=0)
     #: Optuna pruning: a trial is compared with the others every ``report_every`` rounds,
     #: after ``pruning_warmup_rounds`` rounds.
     report_every: int = Field(default=10, ge=1)

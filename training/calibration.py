@@ -1,0 +1,102 @@
+"""Probability calibration fitted on a later, disjoint period and shipped as interpolation arrays.
+
+The boosted model is tuned on older months; lead behaviour drifts, so its raw probabilities are
+re-mapped on the calibration months. Both Platt (sigmoid) and isotonic mappings are reduced to a
+monotone piecewise-linear curve ``(x, y)`` so that applying one is ``np.interp`` — microseconds in
+the serving path, no scikit-learn object to unpickle, and exactly the same in training and serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+Method = Literal["sigmoid", "isotonic", "identity"]
+_CLIP = 1e-6
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """A monotone map from raw to calibrated probability, ``np.interp(p, x, y)``."""
+
+    method: Method
+    x: np.ndarray
+    y: np.ndarray
+
+    def __call__(self, p: np.ndarray | float) -> np.ndarray:
+        return np.interp(p, self.x, self.y)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "x": self.x.tolist(), "y": self.y.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibrator:
+        return cls(d["method"], np.asarray(d["x"], dtype=np.float64), np.asarray(d["y"], dtype=np.float64))
+
+    @classmethod
+    def identity(cls) -> Calibrator:
+        return cls("identity", np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, _CLIP, 1 - _CLIP)
+    return np.log(p / (1 - p))
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, _CLIP, 1 - _CLIP)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def fit_sigmoid(p: np.ndarray, y: np.ndarray) -> Calibrator:
+    """Platt scaling on the logit of the raw probability, tabulated on a logit-spaced grid."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1e6, max_iter=1000)
+    lr.fit(_logit(p).reshape(-1, 1), y.astype(int))
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    grid = 1.0 / (1.0 + np.exp(-np.linspace(-14.0, 14.0, 1401)))
+    x = np.concatenate([[0.0], grid, [1.0]])
+    yy = 1.0 / (1.0 + np.exp(-(a * _logit(x) + b)))
+    return Calibrator("sigmoid", x, np.clip(yy, _CLIP, 1 - _CLIP))
+
+
+def fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibrator:
+    """Isotonic regression; its prediction already is linear interpolation between thresholds."""
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=_CLIP, y_max=1 - _CLIP)
+    iso.fit(p, y)
+    x = np.asarray(iso.X_thresholds_, dtype=np.float64)
+    yy = np.asarray(iso.y_thresholds_, dtype=np.float64)
+    return Calibrator("isotonic", x, yy)
+
+
+def fit_calibrator(
+    p_cal: np.ndarray,
+    y_cal: np.ndarray,
+    p_val: np.ndarray,
+    y_val: np.ndarray,
+    min_isotonic_rows: int = 1000,
+) -> tuple[Calibrator, dict[str, float]]:
+    """Fit sigmoid and (with enough rows) isotonic on the calibration months; keep the one with the
+    lower log loss on the validation months.
+
+    Returns the chosen calibrator and the validation log loss of every candidate (including the
+    uncalibrated ``identity``, reported but never chosen: a later period is assumed to drift).
+    Isotonic needs ``min_isotonic_rows`` calibration rows, below that it overfits the steps.
+    """
+    p_cal, y_cal = np.asarray(p_cal, np.float64), np.asarray(y_cal, np.float64)
+    p_val, y_val = np.asarray(p_val, np.float64), np.asarray(y_val, np.float64)
+    if len(np.unique(y_cal)) < 2:
+        raise ValueError("the calibration months contain only one class; calibration needs both")
+    candidates = [fit_sigmoid(p_cal, y_cal)]
+    if len(p_cal) >= min_isotonic_rows:
+        candidates.append(fit_isotonic(p_cal, y_cal))
+    scores = {"identity": _log_loss(y_val, p_val)}
+    for c in candidates:
+        scores[c.method] = _log_loss(y_val, c(p_val))
+    best = min(candidates, key=lambda c: scores[c.method])
+    return best, scores

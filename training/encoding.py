@@ -1,0 +1,75 @@
+"""Feature frames → float64 matrices, with the category codes fitted at training time.
+
+LightGBM wants numbers; string features (source, industry, ...) become integer codes whose table is
+learned on the training months and shipped in the bundle, so serving encodes a value exactly as
+training did. Values never seen in training (or too rare to learn from) become NaN, which LightGBM
+routes like a missing value instead of guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MAX_CATEGORIES = 200
+MIN_CATEGORY_COUNT = 5
+
+
+def spec_to_dict(spec: Any) -> dict[str, Any]:
+    """A FeatureSpec (dataclass, pydantic model or dict) as a plain JSON-able dict."""
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    if hasattr(spec, "model_dump"):
+        return dict(spec.model_dump(mode="json"))
+    if is_dataclass(spec) and not isinstance(spec, type):
+        return asdict(spec)
+    return {k: getattr(spec, k) for k in ("name", "dtype", "group", "description", "template")}
+
+
+def fit_encodings(
+    frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]], min_count: int = MIN_CATEGORY_COUNT
+) -> dict[str, list[str]]:
+    """Per string feature: its categories, most frequent first (ties by value), code = position."""
+    out: dict[str, list[str]] = {}
+    for spec in schema:
+        if spec["dtype"] != "str":
+            continue
+        counts = frame[spec["name"]].dropna().astype(str).value_counts()
+        counts = counts[counts >= min_count]
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_CATEGORIES]
+        out[spec["name"]] = [k for k, _ in ordered]
+    return out
+
+
+def check_columns(frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]]) -> None:
+    """Raise naming every schema column the frame lacks."""
+    missing = [s["name"] for s in schema if s["name"] not in frame.columns]
+    if missing:
+        raise ValueError(f"feature frame is missing column(s) required by the model: {', '.join(missing)}")
+
+
+def encode_frame(
+    frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]], encodings: Mapping[str, Sequence[str]]
+) -> np.ndarray:
+    """A C-contiguous float64 matrix in schema order (what ``Booster.predict`` consumes fastest)."""
+    check_columns(frame, schema)
+    X = np.empty((len(frame), len(schema)), dtype=np.float64)
+    for j, spec in enumerate(schema):
+        col = frame[spec["name"]]
+        if spec["dtype"] == "str":
+            codes = {v: float(i) for i, v in enumerate(encodings.get(spec["name"], []))}
+            X[:, j] = col.astype(object).map(lambda v, c=codes: c.get(str(v), np.nan) if pd.notna(v) else np.nan)
+        else:
+            try:
+                X[:, j] = pd.to_numeric(col, errors="raise").astype("float64").to_numpy(na_value=np.nan)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"feature {spec['name']!r} must be numeric: {exc}") from exc
+    return X
+
+
+def categorical_indices(schema: Sequence[Mapping[str, Any]]) -> list[int]:
+    return [j for j, s in enumerate(schema) if s["dtype"] == "str"]
