@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -354,7 +355,9 @@ class EventStore:
             lead_rows, account_rows = [dict(lead)], []
         ids = [r["lead_id"] for r in lead_rows]
         acts = conn.execute(
-            sa.select(activities_t).where(activities_t.c.lead_id.in_(ids), activities_t.c.occurred_at <= cut)
+            sa.select(activities_t)
+            .where(activities_t.c.lead_id.in_(ids), activities_t.c.occurred_at <= cut)
+            .order_by(activities_t.c.occurred_at, activities_t.c.activity_id)
         ).mappings()
         stages = conn.execute(
             sa.select(stage_changes_t).where(
@@ -370,9 +373,7 @@ class EventStore:
         return CRMHistory(
             accounts=_rows_frame(account_rows, ACCOUNTS),
             leads=_rows_frame(lead_rows, LEADS),
-            activities=_rows_frame([dict(r) for r in acts], ACTIVITIES).sort_values(
-                ["occurred_at", "activity_id"], ignore_index=True
-            ),
+            activities=_rows_frame([dict(r) for r in acts], ACTIVITIES),
             stage_changes=_rows_frame([dict(r) for r in stages], STAGE_CHANGES),
             opportunities=_rows_frame([dict(r) for r in opps], OPPORTUNITIES),
             cutoff=from_micros(cut),
@@ -478,28 +479,40 @@ def _frame_rows(frame: pd.DataFrame, spec: TableSpec) -> Iterable[dict[str, Any]
         yield {c: data[c][i] for c in cols}
 
 
+_EMPTY: dict[str, pd.DataFrame] = {}
+
+
 def empty_frame(spec: TableSpec) -> pd.DataFrame:
-    """A zero-row canonical frame with exactly the contract's columns."""
-    return empty_table(spec)[list(spec.columns)]
+    """A zero-row canonical frame with exactly the contract's columns (built once per table)."""
+    if spec.name not in _EMPTY:
+        _EMPTY[spec.name] = empty_table(spec)[list(spec.columns)]
+    return _EMPTY[spec.name].copy(deep=False)
+
+
+_NAT = np.iinfo(np.int64).min
 
 
 def _rows_frame(rows: list[dict[str, Any]], spec: TableSpec) -> pd.DataFrame:
-    """Stored rows → a frame with the canonical dtypes of ``leadscore.history``."""
+    """Stored rows → a frame with the canonical dtypes of ``leadscore.history``.
+
+    Built from extension arrays directly: this runs on every scored activity, and going through
+    ``pd.Series(...)`` per column costs several times more than the feature computation itself.
+    """
     if not rows:
         return empty_frame(spec)
-    out: dict[str, pd.Series] = {}
+    n = len(rows)
+    data: dict[str, Any] = {}
     for col, kind in spec.columns.items():
         values = [r.get(col) for r in rows]
         if kind in ("id", "str", "json"):
-            out[col] = pd.Series(values, dtype="str")
+            data[col] = pd.array(values, dtype="str")
         elif kind == "ts":
-            out[col] = pd.to_datetime(
-                pd.Series([pd.NA if v is None else v for v in values], dtype="Int64"), unit="us", utc=True
-            ).dt.as_unit("us")
+            ints = np.fromiter((_NAT if v is None else v for v in values), dtype=np.int64, count=n)
+            data[col] = pd.DatetimeIndex(ints.view("datetime64[us]")).tz_localize("UTC").array
         elif kind == "int":
-            out[col] = pd.Series(values, dtype="Int64")
+            data[col] = pd.array(values, dtype="Int64")
         elif kind == "float":
-            out[col] = pd.Series([float("nan") if v is None else v for v in values], dtype="float64")
+            data[col] = np.fromiter((np.nan if v is None else v for v in values), dtype=np.float64, count=n)
         elif kind == "bool":
-            out[col] = pd.Series(values, dtype="boolean")
-    return pd.DataFrame(out)
+            data[col] = pd.array(values, dtype="boolean")
+    return pd.DataFrame(data, copy=False)
