@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 #: below this many rows, plain-Python lookups beat pandas' hashing setup (same results either way)
 _SMALL = 4096
+#: below this many values a dict lookup per value beats factorizing
+_DICT_MAX = 512
 NAT = np.iinfo(np.int64).min
 
 
@@ -77,13 +79,26 @@ def objects(values: Any) -> np.ndarray:
 
 
 def _codes(values: Any, keys: pd.Index | None, lookup: dict[Any, int] | None) -> np.ndarray:
-    """Position of each value among the keys (-1 when absent or missing); small inputs use the dict."""
-    if lookup is not None and len(values) < _SMALL:
+    """Position of each value among the keys (-1 when absent or missing).
+
+    Small inputs go through the dict; larger ones are factorized first (hashing each distinct value
+    once, which is what pyarrow-backed strings do fastest) and only the distinct values are looked up.
+    """
+    n = len(values)
+    if lookup is not None and n < _DICT_MAX:
         vals = objects(values)
-        return np.fromiter((lookup.get(v, -1) if isinstance(v, str) else -1 for v in vals),
-                           dtype=np.int64, count=len(vals))
-    assert keys is not None
-    return np.asarray(keys.get_indexer(values), dtype=np.int64)
+        return np.fromiter((lookup.get(v, -1) if isinstance(v, str) else -1 for v in vals), dtype=np.int64, count=n)
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    if lookup is not None and len(uniques) < _SMALL:
+        mapped = np.fromiter((lookup.get(u, -1) for u in objects(uniques)), dtype=np.int64, count=len(uniques))
+    else:
+        if keys is None:
+            keys = pd.Index(list(lookup or {}))
+        mapped = np.asarray(keys.get_indexer(uniques), dtype=np.int64)
+    out = np.full(n, -1, dtype=np.int64)
+    ok = codes >= 0
+    out[ok] = mapped[codes[ok]]
+    return out
 
 
 def _csr(sorted_codes: np.ndarray, n: int) -> np.ndarray:
@@ -97,7 +112,7 @@ def _csr(sorted_codes: np.ndarray, n: int) -> np.ndarray:
 def _first_occurrence(ids: Any) -> np.ndarray:
     """Mask keeping the first row of each id (ids in the order that defines "first")."""
     n = len(ids)
-    if n < _SMALL:
+    if n < _DICT_MAX:
         seen: set[object] = set()
         keep = np.ones(n, dtype=bool)
         for i, v in enumerate(objects(ids)):
@@ -106,7 +121,12 @@ def _first_occurrence(ids: Any) -> np.ndarray:
             else:
                 seen.add(v)
         return keep
-    return ~pd.Series(ids).duplicated(keep="first").to_numpy()
+    codes, uniques = pd.factorize(ids, use_na_sentinel=False)
+    if len(uniques) == n:
+        return np.ones(n, dtype=bool)
+    keep = np.zeros(n, dtype=bool)
+    keep[np.unique(codes, return_index=True)[1]] = True
+    return keep
 
 
 @dataclass
@@ -137,11 +157,7 @@ class Keys:
         return cls(vals, None, index)
 
     def codes(self, values: Any) -> np.ndarray:
-        if self.lookup is not None and len(values) < _SMALL:
-            return _codes(values, None, self.lookup)
-        if self.index is None:
-            self.index = pd.Index(self.values)
-        return np.asarray(self.index.get_indexer(values), dtype=np.int64)
+        return _codes(values, self.index, self.lookup)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -348,13 +364,14 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     if (a_t == NAT).any():
         raise FeatureInputError(f"activities.occurred_at: {int((a_t == NAT).sum())} missing timestamps")
     a_ids = column(acts, "activity_id")
-    if len(a_ids) < _SMALL:
+    if len(a_ids) < _DICT_MAX:
         a_ids = objects(a_ids)
     known = a_lead >= 0  # activities of leads not in this history cannot be attributed to anyone
     if not known.all():
         idx = np.flatnonzero(known)
         a_lead, a_type, a_t, a_ids = a_lead[idx], a_type[idx], a_t[idx], a_ids[idx]
-    order = np.lexsort((a_type, a_t, a_lead))
+    # (lead, time, type) order; time*K + type is exact in int64 for any real date
+    order = np.lexsort((a_t * len(type_lookup) + a_type, a_lead))
     a_lead, a_type, a_t = a_lead[order], a_type[order], a_t[order]
     keep = _first_occurrence(a_ids[order])
     if not keep.all():
