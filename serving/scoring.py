@@ -63,7 +63,7 @@ class Scorer:
         self.bundle = bundle
         self.settings = settings
         self.source = source
-        self.version = str(bundle.version) if bundle.version is not None else f"path:{Path(source).name}"
+        self.version = str(bundle.version)
         self.schema_hash = str(bundle.schema_hash)
 
     @classmethod
@@ -74,23 +74,15 @@ class Scorer:
         the whole life of the process serves that version and reports it, even if the alias moves.
         """
         bundle_dir = bundle_dir or os.environ.get(BUNDLE_ENV) or None
-        if bundle_dir:
-            from training.bundle import ScoringBundle
-
-            try:
-                bundle = ScoringBundle.load(bundle_dir)
-            except (FileNotFoundError, ValueError) as exc:
-                raise ModelLoadError(f"cannot load bundle {bundle_dir}: {exc}") from exc
-            return cls(bundle, settings, str(bundle_dir))
-        uri = model_uri or os.environ.get(MODEL_URI_ENV) or settings.serving.model_uri
+        uri = str(bundle_dir) if bundle_dir else (model_uri or os.environ.get(MODEL_URI_ENV) or settings.serving.model_uri)
         from training.registry import load_bundle
-        from training.tracking import configure_mlflow
 
-        configure_mlflow(settings)
         try:
             bundle = load_bundle(uri, settings)
-        except Exception as exc:
+        except Exception as exc:  # registry unreachable, no such alias, not a bundle: say which and why
             raise ModelLoadError(f"cannot load model {uri}: {exc}") from exc
+        if bundle.version is None:
+            raise ModelLoadError(f"{uri}: the bundle has no version")
         return cls(bundle, settings, uri)
 
     def features(self, history: CRMHistory, lead_id: str, as_of: pd.Timestamp) -> dict[str, Any]:

@@ -42,6 +42,7 @@ def build_state() -> ServingState:
     scorer = Scorer.load(settings)
     store = EventStore(event_store_url(settings))
     state = ServingState.from_env(settings, scorer, store)
+    state.warm_up()
     if not state.api_keys:
         log.warning("no API key configured (%s): every authenticated endpoint answers 401",
                     settings.serving.api_keys_env)

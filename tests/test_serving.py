@@ -27,10 +27,10 @@ from leadscore.history import CRMHistory, load_history
 from tests.test_serving_support import (
     API_KEY,
     HUBSPOT_SECRET,
+    REPO_ROOT,
     WRITE_KEY,
     Server,
     server_env,
-    train_small_bundle,
 )
 
 pytestmark = pytest.mark.slow
@@ -47,6 +47,19 @@ class Served:
     bundle_dir: Path
     store_url: str
     env: dict[str, str]
+    version: str
+
+
+#: a small CRM cannot fill the default 9 months of splits; the serving tests need a real model, not a good one
+TRAIN_OVERRIDES = [
+    "training.minimums.min_moments=200",
+    "training.minimums.min_positives=20",
+    "training.bootstrap_samples=20",
+    "training.split.test_months=1",
+    "training.split.calibration_months=1",
+    "training.split.validation_months=1",
+    "training.split.min_train_months=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -62,25 +75,36 @@ def crm(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> tuple[P
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, settings: Settings, crm: tuple[Path, CRMHistory]) -> Iterator[Served]:
+    """Train with the real pipeline, register, alias ``champion``; serve it from the registry."""
+    from mlflow import MlflowClient
+
+    from leadscore.config import load_settings
+    from training.train import train
+
     root = tmp_path_factory.mktemp("serving")
-    _, history = crm
-    bundle_dir = train_small_bundle(history, settings, root / "bundle")
+    crm_dir, history = crm
+    train_settings = load_settings(REPO_ROOT / "configs", TRAIN_OVERRIDES)
+    result = train(crm_dir, train_settings, trials=1, out_dir=root / "trained")
+    assert result.model_version is not None
+    MlflowClient().set_registered_model_alias(settings.training.registered_model_name, "champion", result.model_version)
     store_url = f"sqlite:///{root / 'events.db'}"
-    env = server_env(bundle_dir, store_url)
+    env = server_env(None, store_url)
     server = Server(env, root / "server.log")
     server.start()
     client = httpx.Client(base_url=server.url, timeout=60.0)
     try:
-        yield Served(server, client, settings, history, bundle_dir, store_url, env)
+        yield Served(server, client, settings, history, root / "trained" / "bundle", store_url, env,
+                     str(result.model_version))
     finally:
         client.close()
         server.stop()
 
 
 def _bundle(served: Served) -> Any:
-    from training.bundle import ScoringBundle
+    """The model the server pinned, loaded independently from the registry."""
+    from training.registry import load_bundle
 
-    return ScoringBundle.load(served.bundle_dir)
+    return load_bundle(f"models:/{served.settings.training.registered_model_name}/{served.version}", served.settings)
 
 
 def _batch_score(history: CRMHistory, lead_id: str, as_of: pd.Timestamp, settings: Settings, bundle: Any) -> tuple[dict[str, float], dict[str, list[str]]]:
@@ -112,7 +136,8 @@ def test_health_and_readiness_report_pinned_model(served: Served) -> None:
     assert served.client.get("/health").json() == {"status": "ok"}
     ready = served.client.get("/ready").json()
     assert ready["status"] == "ready"
-    assert ready["model_version"].startswith("path:")
+    assert ready["model_version"] == served.version  # the alias, resolved to a pinned version
+    assert ready["model_uri"] == "models:/leadscore@champion"
     from features.schema import schema_hash
 
     assert ready["schema_hash"] == schema_hash(served.settings)
@@ -523,7 +548,11 @@ def test_restart_keeps_every_stored_activity(served: Served, tmp_path: Path) -> 
     c = served.client
     seen_before = c.get("/leads/idem-lead", headers=AUTH).json()
     served.server.stop()
+    # come back serving the same model from its bundle directory instead of the registry
+    served.server.env = {**served.env, "LEADSCORE_BUNDLE": str(served.bundle_dir)}
     served.server.start()
+    ready = c.get("/ready").json()
+    assert ready["model_version"].startswith("local:")
     assert c.get("/leads/idem-lead", headers=AUTH).json() == seen_before
     store = EventStore(served.store_url)
     assert store.count_activities() == before
@@ -532,14 +561,19 @@ def test_restart_keeps_every_stored_activity(served: Served, tmp_path: Path) -> 
     again = c.post("/activities", json=_activity("idem-1", "idem-lead", "2026-10-03T12:00:00Z", "pricing_page_view"),
                    headers=AUTH).json()
     assert (again["stored"], again["duplicates"]) == (0, 1)
+    # the same model from its other source gives the same score as before the restart
+    (before_restart,) = [h for h in seen_before["history"] if h["scored_at"] == again["scores"][0]["scored_at"]]
+    assert again["scores"][0]["p_sql"] == pytest.approx(before_restart["p_sql"], abs=1e-12)
+    assert again["scores"][0]["model_version"] == ready["model_version"]
+    # same model, other source: the same score
+    assert again["scores"][0]["p_sql"] == pytest.approx(seen_before["history"][0]["p_sql"], abs=1e-12) or \
+        again["scores"][0]["scored_at"] != seen_before["history"][0]["scored_at"]
 
 
 def test_bentoml_build_succeeds(tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
-
-    from tests.test_serving_support import REPO_ROOT
 
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
     bentoml_bin = Path(sys.executable).with_name("bentoml")
