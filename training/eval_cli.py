@@ -1,9 +1,79 @@
-"""``leadscore evaluate ...``: evaluation on public lead datasets."""
+"""``leadscore evaluate ...``: evaluation on public lead datasets (X Education, Olist)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+if TYPE_CHECKING:
+    from training.evaluate import EvalResult
+
+evaluate_app = typer.Typer(no_args_is_help=True, help="Evaluate the flat-table path on public lead datasets.")
+
+TrialsOpt = Annotated[int | None, typer.Option(min=1, help="Optuna trials per fit (default: training.trials).")]
+DataOpt = Annotated[Path | None, typer.Option(help="Shared data directory (default: $LEADSCORE_SHARED_DATA "
+                                                   "or <repo>/../shared/data).")]
+MappingOpt = Annotated[Path | None, typer.Option(help="Mapping YAML (default: configs/mappings/<dataset>.yaml).")]
+OutOpt = Annotated[Path | None, typer.Option(help="Reports directory (default: paths.reports_dir).")]
+
+
+def _show(result: EvalResult, out: Path) -> None:
+    from rich.table import Table
+
+    from leadscore.cli import console
+    from training.evaluate import _LABELS, REPORTED, write_report
+
+    table = Table(title=f"{result.dataset}: {result.protocol} — {result.rows} rows, {result.positives} positive "
+                        "(95% bootstrap CI)")
+    table.add_column("model")
+    for m in REPORTED:
+        table.add_column(m, justify="right")
+    for name, ms in result.metrics.items():
+        table.add_row(_LABELS.get(name, name), *(f"{ms[m].value:.3f}\n[{ms[m].lo:.3f}, {ms[m].hi:.3f}]"
+                                                 for m in REPORTED))
+    console.print(table)
+    auc = result.metrics["lightgbm"]["roc_auc"].value
+    colour = "green" if result.goal_met else "yellow"
+    console.print(f"[{colour}]goal ROC AUC >= {result.goal_auc}: {'met' if result.goal_met else 'not met'} "
+                  f"({auc:.3f}; reference gradient boosting {result.reference_auc})[/{colour}]")
+    for note in result.notes:
+        console.print(f"- {note}")
+    js, md = write_report(result, out)
+    console.print(f"written: {js} and {md}")
+
+
+def _run(ctx: typer.Context, dataset: str, trials: int | None, data_dir: Path | None, mapping: Path | None,
+         out: Path | None) -> None:
+    from leadscore.cli import err_console, settings_from
+    from training.evaluate import DataMissingError, evaluate_olist, evaluate_x_education
+    from training.flat import LeakageError, MappingError
+
+    settings = settings_from(ctx)
+    run = evaluate_x_education if dataset == "x-education" else evaluate_olist
+    try:
+        result = run(settings, trials=trials, data_dir=data_dir, mapping_file=mapping)
+    except (DataMissingError, MappingError, LeakageError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    _show(result, out or Path(settings.paths.reports_dir))
+
+
+@evaluate_app.command("x-education")
+def x_education(ctx: typer.Context, trials: TrialsOpt = None, data_dir: DataOpt = None, mapping: MappingOpt = None,
+                out: OutOpt = None) -> None:
+    """X Education leads: stratified 5-fold CV without sales-entered and snapshot fields."""
+    _run(ctx, "x-education", trials, data_dir, mapping, out)
+
+
+@evaluate_app.command("olist")
+def olist(ctx: typer.Context, trials: TrialsOpt = None, data_dir: DataOpt = None, mapping: MappingOpt = None,
+          out: OutOpt = None) -> None:
+    """Olist MQLs → won deals: chronological split, MQL-time fields only, censored recent MQLs."""
+    _run(ctx, "olist", trials, data_dir, mapping, out)
 
 
 def register(app: typer.Typer) -> None:
     """Add the evaluation commands to the main app."""
+    app.add_typer(evaluate_app, name="evaluate")
