@@ -124,8 +124,17 @@ def register(app: typer.Typer) -> None:
                 err.print("[red]error:[/red] --flat and --mapping go together")
                 raise typer.Exit(2)
             from training.flat import train_flat
+            from training.split import InsufficientDataError as NotEnough
 
-            train_flat(flat, mapping, settings, trials, timeout)
+            try:
+                flat_result = train_flat(flat, mapping, settings, trials, timeout, out_dir=out)
+            except NotEnough as exc:
+                err.print(f"[yellow]not trained:[/yellow] {exc}")
+                raise typer.Exit(3) from exc
+            except ValueError as exc:  # MappingError, LeakageError: the message names the columns
+                err.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(2) from exc
+            print_results(flat_result, console)
             return
         if crm is None:
             err.print("[red]error:[/red] give --crm DIR (or --flat FILE --mapping FILE)")
