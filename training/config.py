@@ -121,4 +121,7 @@ class SLAConfig(_Strict):
     hysteresis: float = Field(default=0.1, ge=0, lt=1)
     recycle_after_days: int = Field(default=45, ge=1)
     follow_up_hours: int = Field(default=24, ge=1)
+    # Replays need to know which leads had already crossed before the window; without earlier scored
+    # moments, the first months of the window only serve that purpose (see training.sla.Replay).
+    warmup_months: int = Field(default=1, ge=0)
     report: SLAReportConfig = Field(default_factory=SLAReportConfig)

@@ -88,7 +88,9 @@ def _segment_codes(replay: Replay, column: str, min_leads: int) -> tuple[np.ndar
 def _segment_stats(
     replay: Replay, rows: np.ndarray, w_lead: np.ndarray, seg: np.ndarray, n_seg: int
 ) -> dict[str, np.ndarray]:
-    """Per segment: leads, MQLs, MQL->SQL rate and SQL recall of the MQL moments ``rows``."""
+    """Per segment: leads, new MQLs, MQL->SQL rate and SQL recall of the first crossings ``rows``."""
+    flagged = replay.lead_code[rows]
+    rows = replay.window(rows)
     leads = replay.lead_code[rows]
     w = w_lead[leads]
     s = seg[leads]
@@ -100,7 +102,7 @@ def _segment_stats(
             "mqls": np.bincount(s, weights=w, minlength=n_seg),
             "mql_to_sql_rate": np.bincount(s, weights=w * np.nan_to_num(y), minlength=n_seg)
             / np.bincount(s, weights=w * lab, minlength=n_seg),
-            "sql_recall": np.bincount(s, weights=w * replay.ever_sql[leads], minlength=n_seg)
+            "sql_recall": np.bincount(seg[flagged], weights=w_lead[flagged] * replay.ever_sql[flagged], minlength=n_seg)
             / np.bincount(seg, weights=w_lead * replay.ever_sql, minlength=n_seg),
         }
 
@@ -135,7 +137,8 @@ def _calibration(y: np.ndarray, p: np.ndarray, bins: int) -> dict[str, list[floa
 
 def _gains(replay: Replay, column: str) -> dict[str, list[float | None]]:
     """Leads ranked by their highest score: share of leads contacted vs share of eventual SQLs found."""
-    maxima = pd.Series(replay.frame[column].to_numpy()).groupby(replay.lead_code).max().to_numpy()
+    win = replay.in_window
+    maxima = pd.Series(replay.frame[column].to_numpy()[win]).groupby(replay.lead_code[win]).max().to_numpy()
     order = np.argsort(-maxima, kind="stable")
     hits = np.cumsum(replay.ever_sql[order])
     total = max(int(replay.ever_sql.sum()), 1)
@@ -194,24 +197,28 @@ def _listed(replay: Replay, rows: np.ndarray, column: str, limit: int) -> list[d
     return out
 
 
-def sla_numbers(test_scored: pd.DataFrame, policy: StagePolicy, settings: Settings) -> dict[str, Any]:
+def sla_numbers(
+    test_scored: pd.DataFrame, policy: StagePolicy, settings: Settings, warmup: pd.DataFrame | None = None
+) -> dict[str, Any]:
     """Every number of the SLA review, as a JSON-ready dict (see the module docstring)."""
-    replay = Replay(test_scored)
+    replay = Replay(test_scored, warmup=warmup, warmup_months=settings.sla.warmup_months)
     model_t = float(policy.mql_threshold)
     rule_t = float(settings.rules.mql_threshold)
-    model_rows = replay.records("p_sql").at(model_t)
-    rule_rows = replay.records("rule_score").at(rule_t)
+    model_new = replay.window(replay.at("p_sql", model_t))
+    rule_new = replay.window(replay.at("rule_score", rule_t))
     thresholds = {
         "model": model_t,
         "rule": rule_t,
-        "model_at_rule_volume": replay.volume_threshold("p_sql", len(rule_rows)),
-        "rule_at_model_volume": replay.volume_threshold("rule_score", len(model_rows)),
+        "model_at_rule_volume": replay.volume_threshold("p_sql", len(rule_new)),
+        "rule_at_model_volume": replay.volume_threshold("rule_score", len(model_new)),
     }
-    rows = {name: replay.records(POLICY_COLUMN[name]).at(t) for name, t in thresholds.items()}
+    # First crossings (warm-up included, for recall and for who sales already had) and the new MQLs.
+    rows = {name: replay.at(POLICY_COLUMN[name], t) for name, t in thresholds.items()}
+    new = {name: replay.window(r) for name, r in rows.items()}
     model_leads = set(replay.lead_code[rows["model"]].tolist())
     rule_leads = set(replay.lead_code[rows["rule"]].tolist())
-    gained = np.array([r for r in rows["model"] if replay.lead_code[r] not in rule_leads], dtype="int64")
-    lost = np.array([r for r in rows["rule"] if replay.lead_code[r] not in model_leads], dtype="int64")
+    gained = np.array([r for r in new["model"] if replay.lead_code[r] not in rule_leads], dtype="int64")
+    lost = np.array([r for r in new["rule"] if replay.lead_code[r] not in model_leads], dtype="int64")
 
     min_leads = settings.sla.report.min_segment_leads
     segs = {c: _segment_codes(replay, c, min_leads) for c in SEGMENT_COLUMNS}
@@ -240,7 +247,7 @@ def sla_numbers(test_scored: pd.DataFrame, policy: StagePolicy, settings: Settin
         flat = {k.removeprefix(prefix): v for k, v in point.items() if k.startswith(prefix)}
         flat_ci = {k.removeprefix(prefix): cis.get(k, (np.nan, np.nan)) for k in point if k.startswith(prefix)}
         entry = with_ci(flat, flat_ci)
-        entry["threshold"] = {"value": _round(thresholds[name], 6), "ci_low": None, "ci_high": None}
+        entry["threshold"] = {"value": _round(thresholds[name], 17), "ci_low": None, "ci_high": None}
         policies[name] = entry
 
     segments: dict[str, list[dict[str, Any]]] = {}
@@ -297,15 +304,16 @@ def sla_numbers(test_scored: pd.DataFrame, policy: StagePolicy, settings: Settin
         "config_hash": settings.config_hash(),
         "months": replay.months,
         "leads": replay.n_leads,
-        "moments": len(replay.frame),
+        "moments": replay.n_moments,
+        "warmup": replay.warmup_note,
         "eventual_sqls": int(replay.ever_sql.sum()),
         "eventual_opportunities": int(replay.ever_opp.sum()),
         "horizons": settings.horizons.model_dump(mode="json"),
         "matured_until": replay.matured_until,
         "policy": policy.policy,
-        "sql_threshold": _round(policy.sql_threshold, 6),
-        "notes": list(NOTES),
-        "thresholds": {k: _round(v, 6) for k, v in thresholds.items()},
+        "sql_threshold": _round(policy.sql_threshold, 17),
+        "notes": [*NOTES, f"Replay {replay.warmup_note}."],
+        "thresholds": {k: _round(v, 17) for k, v in thresholds.items()},  # exact: replayable
         "policies": policies,
         "acceptance": acceptance,
         "expected_vs_realised": expected_vs_realised,
@@ -320,7 +328,7 @@ def sla_numbers(test_scored: pd.DataFrame, policy: StagePolicy, settings: Settin
             ),
         },
         "gains": {"model": _gains(replay, "p_sql"), "rule": _gains(replay, "rule_score")},
-        "funnel": {"months": replay.months, "model": _funnel(replay, rows["model"]), "rule": _funnel(replay, rows["rule"])},
+        "funnel": {"months": replay.months, "model": _funnel(replay, new["model"]), "rule": _funnel(replay, new["rule"])},
         "segments": segments,
         "switch": switch,
     }
@@ -581,13 +589,22 @@ def render_html(data: dict[str, Any]) -> str:
     )
 
 
-def build_sla_report(test_scored: pd.DataFrame, policy: StagePolicy, settings: Settings, out_html: Path) -> dict[str, Any]:
+def build_sla_report(
+    test_scored: pd.DataFrame,
+    policy: StagePolicy,
+    settings: Settings,
+    out_html: Path,
+    *,
+    warmup: pd.DataFrame | None = None,
+) -> dict[str, Any]:
     """Replay the model's and the rule's MQL thresholds on the test months; write HTML + JSON; return the JSON.
 
     ``test_scored`` has the columns of :func:`training.sla.fit_stage_policy`'s ``scored`` (test months).
-    The JSON goes to ``out_html.with_suffix('.json')``.
+    ``warmup``: the scored moments before them (the calibration frame), so leads that were already MQL
+    before the test months are not counted again; without it the first ``sla.warmup_months`` of the
+    test months play that part. The JSON goes to ``out_html.with_suffix('.json')``.
     """
-    data = sla_numbers(test_scored, policy, settings)
+    data = sla_numbers(test_scored, policy, settings, warmup)
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
     out_html.write_text(render_html(data), encoding="utf-8")

@@ -206,25 +206,68 @@ class Records:
 
 
 class Replay:
-    """A scored frame prepared for replaying MQL policies: sorted, coded, with per-lead outcomes."""
+    """A scored frame prepared for replaying MQL policies: sorted, coded, with per-lead outcomes.
 
-    def __init__(self, scored: pd.DataFrame, score_columns: tuple[str, ...] = ("p_sql", "p_opportunity", "rule_score")):
+    Why a warm-up: a lead already hot before the replay window would cross the threshold at its first
+    moment in the window and be counted as a new MQL there, inflating the window's first month (by 2x on
+    the generated CRM). So moments before the window are replayed too, only to learn who had already
+    crossed; they add no volume. The warm-up is ``warmup`` (earlier scored moments, e.g. the calibration
+    months before the test months) or else the first ``warmup_months`` calendar months of ``scored``.
+    A lead flagged during the warm-up still counts as flagged for recall: sales had it.
+    """
+
+    def __init__(
+        self,
+        scored: pd.DataFrame,
+        score_columns: tuple[str, ...] = ("p_sql", "p_opportunity", "rule_score"),
+        *,
+        warmup: pd.DataFrame | None = None,
+        warmup_months: int = 0,
+    ):
         check_scored(scored, score_columns)
         frame = scored.copy()
         frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
-        frame = frame.sort_values(["lead_id", "as_of"], kind="stable").reset_index(drop=True)
+        frame["_window"] = True
+        if warmup is not None and len(warmup):
+            check_scored(warmup, score_columns)
+            early = warmup.copy()
+            early["as_of"] = pd.to_datetime(early["as_of"], utc=True)
+            early = early[early["as_of"] < frame["as_of"].min()]
+            early["_window"] = False
+            frame = pd.concat([early, frame], ignore_index=True, sort=False)
+            self.warmup_note = f"warm-up: {len(early)} earlier scored moments (before the window) mark leads already MQL"
+        else:
+            month = frame["as_of"].dt.strftime("%Y-%m")
+            months = sorted(month.unique().tolist())
+            if warmup_months > 0 and len(months) > warmup_months:
+                frame["_window"] = (month >= months[warmup_months]).to_numpy()
+                self.warmup_note = (
+                    f"warm-up: the first {warmup_months} month(s) ({', '.join(months[:warmup_months])}) "
+                    "only mark leads already MQL"
+                )
+            else:
+                self.warmup_note = (
+                    "no warm-up: leads that crossed before the first month count again there (its volume is overstated)"
+                )
+        frame = frame.sort_values(["lead_id", "as_of"], kind="stable")
+        in_window_lead = frame.groupby("lead_id", sort=False)["_window"].transform("any").to_numpy(dtype=bool)
+        frame = frame[in_window_lead].reset_index(drop=True)
         for col in (*score_columns, "y_sql", "y_opp"):
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
         self.frame = frame
+        self.in_window = frame["_window"].to_numpy(dtype=bool)
         month = frame["as_of"].dt.strftime("%Y-%m")
-        self.months: list[str] = sorted(month.unique().tolist())
-        self.month_code = month.map({m: i for i, m in enumerate(self.months)}).to_numpy(dtype="int64")
+        self.months: list[str] = sorted(month[self.in_window].unique().tolist())
+        self.month_code = month.map({m: i for i, m in enumerate(self.months)}).fillna(-1).to_numpy(dtype="int64")
         codes, leads = pd.factorize(frame["lead_id"], sort=False)
         self.lead_code = codes.astype("int64")
         self.lead_ids = np.asarray(leads, dtype=object)
         self.n_leads = len(leads)
         self.n_months = len(self.months)
-        raw_sql, raw_opp = frame["y_sql"].to_numpy(), frame["y_opp"].to_numpy()
+        self.n_moments = int(self.in_window.sum())
+        window_nan = np.where(self.in_window, 0.0, np.nan)
+        raw_sql = frame["y_sql"].to_numpy() + window_nan  # warm-up labels are not this window's outcomes
+        raw_opp = frame["y_opp"].to_numpy() + window_nan
         self.ever_sql = _lead_any(self.lead_code, raw_sql, self.n_leads)
         self.ever_opp = _lead_any(self.lead_code, raw_opp, self.n_leads)
         as_of_us = frame["as_of"].to_numpy(dtype="datetime64[us]")
@@ -240,17 +283,28 @@ class Replay:
             self._records[column] = Records.build(self.lead_code, self.frame[column].to_numpy())
         return self._records[column]
 
+    def at(self, column: str, threshold: float) -> np.ndarray:
+        """Each lead's first crossing of ``threshold`` on ``column`` (warm-up crossings included)."""
+        return self.records(column).at(threshold)
+
+    def window(self, rows: np.ndarray) -> np.ndarray:
+        """The rows that fall in the replay window (new MQLs there), dropping warm-up crossings."""
+        return rows[self.in_window[rows]]
+
+    def window_values(self, column: str) -> np.ndarray:
+        return self.frame[column].to_numpy()[self.in_window]
+
     # ---- per-row weights for the curves --------------------------------------------------------
     def row_weights(self) -> dict[str, np.ndarray]:
-        """Per-row quantities whose sums over MQL moments give the volume and rate curves."""
-        lab_sql = ~np.isnan(self.y_sql)
-        lab_opp = ~np.isnan(self.y_opp)
+        """Per-row quantities whose sums over first crossings give the volume, rate and recall curves."""
+        win = self.in_window.astype(float)
         return {
-            "mqls": np.ones(len(self.frame)),
-            "lab_sql": lab_sql.astype(float),
+            "mqls": win,
+            "lab_sql": (~np.isnan(self.y_sql)).astype(float),
             "pos_sql": np.nan_to_num(self.y_sql),
-            "lab_opp": lab_opp.astype(float),
+            "lab_opp": (~np.isnan(self.y_opp)).astype(float),
             "pos_opp": np.nan_to_num(self.y_opp),
+            # Recall counts crossings at any time, warm-up included: the lead was handed over.
             "ever_sql": self.ever_sql[self.lead_code].astype(float),
             "ever_opp": self.ever_opp[self.lead_code].astype(float),
         }
@@ -275,33 +329,38 @@ class Replay:
             }
 
     def monthly_counts(self, column: str, thresholds: np.ndarray) -> np.ndarray:
-        """MQLs per month (rows) at each threshold (columns)."""
+        """New MQLs per window month (rows) at each threshold (columns)."""
         onehot = np.zeros((self.n_months, len(self.frame)))
-        onehot[self.month_code, np.arange(len(self.frame))] = 1.0
+        rows = np.flatnonzero(self.in_window)
+        onehot[self.month_code[rows], rows] = 1.0
         return self.records(column).curve(thresholds, onehot)
 
     def volume_threshold(self, column: str, volume: float) -> float:
-        """The threshold on ``column`` whose replay gives ``volume`` MQLs in total (closest, not above).
+        """The threshold on ``column`` that hands sales ``volume`` new MQLs (as close as possible).
 
-        Total MQLs = leads whose maximum score reaches the threshold, so the k-th largest lead maximum
-        is the threshold that MQLs exactly the top k leads (ties can add a few).
+        Without a warm-up volume only grows as the bar goes down, and this is the k-th largest lead
+        maximum. With one it is not monotone: far down, most leads' first crossing moves into the
+        warm-up and the volume falls again to "every lead new in the window". Only the selective branch
+        (from the top down to the peak volume) is a meaningful operating point, so we walk down from the
+        top and stop at the first threshold that reaches ``volume`` (or at the peak if none does).
         """
-        maxima = np.sort(pd.Series(self.frame[column].to_numpy()).groupby(self.lead_code).max().to_numpy())[::-1]
-        k = round(volume)
-        if k <= 0:
-            return float(np.nextafter(maxima[0], np.inf))
-        if k >= len(maxima):
-            return float(maxima[-1])
-        # Not above the target volume: if the k-th maximum ties with the (k+1)-th, step just above it.
-        t = float(maxima[k - 1])
-        if maxima[k] == t:
-            t = float(np.nextafter(t, np.inf))
-        return t
+        cands = self.records(column).candidates()[::-1]  # highest first
+        vol = self.curves(column, cands)["mqls"]
+        reached = np.flatnonzero(vol >= volume)
+        if len(reached) == 0:
+            return float(cands[int(np.argmax(vol))])
+        i = int(reached[0])
+        if i > 0 and abs(vol[i - 1] - volume) < abs(vol[i] - volume):
+            i -= 1
+        return float(cands[i])
 
     # ---- outcomes of one operating point -------------------------------------------------------
     def outcomes(self, rows: np.ndarray, lead_weight: np.ndarray | None = None) -> dict[str, float]:
-        """Outcomes of the MQL moments ``rows`` (one per lead), optionally with bootstrap lead weights."""
+        """Outcomes of the first crossings ``rows`` (from :meth:`at`), optionally with bootstrap weights."""
         w_lead = np.ones(self.n_leads) if lead_weight is None else lead_weight
+        flagged = self.lead_code[rows]
+        w_flagged = w_lead[flagged]
+        rows = self.window(rows)
         leads = self.lead_code[rows]
         w = w_lead[leads]
         y_sql, y_opp = self.y_sql[rows], self.y_opp[rows]
@@ -312,8 +371,8 @@ class Replay:
             "mqls_per_month": total / max(self.n_months, 1),
             "mql_to_sql_rate": _ratio(float((w * np.nan_to_num(y_sql)).sum()), float(w[lab_sql].sum())),
             "mql_to_opp_rate": _ratio(float((w * np.nan_to_num(y_opp)).sum()), float(w[lab_opp].sum())),
-            "sql_recall": _ratio(float(w[self.ever_sql[leads]].sum()), float(w_lead[self.ever_sql].sum())),
-            "opp_recall": _ratio(float(w[self.ever_opp[leads]].sum()), float(w_lead[self.ever_opp].sum())),
+            "sql_recall": _ratio(float(w_flagged[self.ever_sql[flagged]].sum()), float(w_lead[self.ever_sql].sum())),
+            "opp_recall": _ratio(float(w_flagged[self.ever_opp[flagged]].sum()), float(w_lead[self.ever_opp].sum())),
             "median_days_to_mql": _weighted_median(self.days[rows], w),
             "censored_share": _ratio(float(w[~lab_sql].sum()), total),
         }
@@ -476,22 +535,30 @@ def _fit_sql(replay: Replay, settings: Settings, min_labelled: int) -> Fitted:
 
 def expected_outcomes(replay: Replay, column: str, threshold: float, samples: int, seed: int) -> dict[str, Any]:
     """Outcomes of the first-crossing policy ``column >= threshold`` on the replay, with 95% CIs."""
-    rows = replay.records(column).at(threshold)
+    rows = replay.at(column, threshold)
     point = replay.outcomes(rows)
     cis = replay.bootstrap(lambda w: replay.outcomes(rows, w), samples, seed)
     return with_ci(point, cis)
 
 
-def fit_stage_policy(scored: pd.DataFrame, settings: Settings, override: MQLPolicy | None = None) -> StagePolicy:
+def fit_stage_policy(
+    scored: pd.DataFrame,
+    settings: Settings,
+    override: MQLPolicy | None = None,
+    *,
+    warmup: pd.DataFrame | None = None,
+) -> StagePolicy:
     """Fit the stage thresholds on the calibration/validation months' scoring moments.
 
     ``scored`` has ``lead_id, as_of, p_sql, p_opportunity, rule_score, y_sql, y_opp`` (labels 1/0, NaN
     censored) and optionally ``days_since_created`` and the segment columns. ``override`` replaces the
-    configured MQL policy (the reviewers' what-if). The returned policy carries the expected outcomes at
-    both the model's and the rule's threshold on these months, so the bundle documents its promise.
+    configured MQL policy (the reviewers' what-if). ``warmup``: earlier scored moments that only mark
+    leads already MQL (without it the first ``sla.warmup_months`` of ``scored`` play that part, see
+    :class:`Replay`). The returned policy carries the expected outcomes at both the model's and the
+    rule's threshold on these months, so the bundle documents its promise.
     """
     mql_policy = override or settings.sla.mql_policy
-    replay = Replay(scored)
+    replay = Replay(scored, warmup=warmup, warmup_months=settings.sla.warmup_months)
     mql = _fit_mql(replay, mql_policy)
     sql = _fit_sql(replay, settings, mql_policy.min_labelled_mqls)
     samples, seed = settings.training.bootstrap_samples, settings.training.seed
@@ -501,7 +568,8 @@ def fit_stage_policy(scored: pd.DataFrame, settings: Settings, override: MQLPoli
     expected: dict[str, Any] = {
         "months": replay.months,
         "leads": replay.n_leads,
-        "moments": len(replay.frame),
+        "moments": replay.n_moments,
+        "warmup": replay.warmup_note,
         "matured_until": replay.matured_until,
         "mql": model,
         "sql_recommended": {

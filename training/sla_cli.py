@@ -200,7 +200,7 @@ def register(app: typer.Typer) -> None:
         from training.sla import ScoredFrameError, StagePolicy
         try:
             bundle = load_bundle(uri, settings)
-            _, test = load_scored(uri, settings)
+            calibration, test = load_scored(uri, settings)
         except (ModelNotFoundError, ValueError, FileNotFoundError) as exc:
             err_console.print(f"[red]error:[/red] cannot load {uri}: {exc}")
             raise typer.Exit(2) from exc
@@ -211,7 +211,7 @@ def register(app: typer.Typer) -> None:
         if not isinstance(policy, StagePolicy):
             policy = StagePolicy.model_validate(policy)
         try:
-            data = build_sla_report(test, policy, settings, out)
+            data = build_sla_report(test, policy, settings, out, warmup=calibration)
         except ScoredFrameError as exc:
             err_console.print(f"[red]error:[/red] scored test moments of {uri}: {exc}")
             raise typer.Exit(2) from exc
