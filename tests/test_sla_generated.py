@@ -119,7 +119,7 @@ def test_report_sla_cli_writes_and_logs(trained: Trained, cli_report: tuple[dict
     from mlflow import MlflowClient
 
     data, out = cli_report
-    assert data["policies"]["model"]["threshold"]["value"] == trained.policy.mql_threshold
+    assert data["thresholds"]["model"] == trained.policy.mql_threshold
     # The test months replayed after the calibration months (warm-up): a lead counts once, when it is new.
     full = pd.concat([trained.calibration, trained.test], ignore_index=True)
     start = trained.test["as_of"].min()
@@ -127,7 +127,7 @@ def test_report_sla_cli_writes_and_logs(trained: Trained, cli_report: tuple[dict
         first = naive_first_crossings(full, column, data["thresholds"][name], start)
         assert data["policies"][name]["mqls"]["value"] == len(first)
     assert '<section id="segments">' in out.read_text()
-    assert trained.report["policies"]["model"]["threshold"]["value"] == trained.policy.mql_threshold  # train's own
+    assert trained.report["thresholds"]["model"] == trained.policy.mql_threshold  # train's own report
     logged = {a.path for a in MlflowClient().list_artifacts(trained.run_id, "sla_review")}
     assert logged == {"sla_review/sla-review.html", "sla_review/sla-review.json"}
 

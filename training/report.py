@@ -46,7 +46,8 @@ HEADLINE_STATS: tuple[tuple[str, str, str], ...] = (
     ("sql_recall", "recall of eventual SQLs", "pct"),
     ("opp_recall", "recall of eventual opportunities", "pct"),
     ("median_days_to_mql", "median days from creation to MQL", "num"),
-    ("censored_share", "MQLs with censored SQL label", "pct"),
+    ("labelled_sql", "MQLs with a matured SQL label (rate denominator)", "num"),
+    ("labelled_opp", "MQLs with a matured opportunity label (rate denominator)", "num"),
 )
 SECTIONS = ("headline", "tradeoff", "calibration", "gains", "funnel", "segments", "switch")
 ACCEPTANCE_RATIO = 1.5
@@ -170,7 +171,8 @@ def _funnel(replay: Replay, rows: np.ndarray) -> dict[str, list[int]]:
         "mqls": count(np.ones(len(rows), dtype=bool)),
         "sql_within_horizon": count(y_sql == 1),
         "opportunity_within_horizon": count(y_opp == 1),
-        "censored": count(np.isnan(y_sql)),
+        "sql_label_censored": count(np.isnan(y_sql)),
+        "opportunity_label_censored": count(np.isnan(y_opp)),
     }
 
 
@@ -247,7 +249,8 @@ def sla_numbers(
         flat = {k.removeprefix(prefix): v for k, v in point.items() if k.startswith(prefix)}
         flat_ci = {k.removeprefix(prefix): cis.get(k, (np.nan, np.nan)) for k in point if k.startswith(prefix)}
         entry = with_ci(flat, flat_ci)
-        entry["threshold"] = {"value": _round(thresholds[name], 17), "ci_low": None, "ci_high": None}
+        # Shown rounded; the exact, replayable value is under "thresholds".
+        entry["threshold"] = {"value": _round(thresholds[name], 4), "ci_low": None, "ci_high": None}
         policies[name] = entry
 
     segments: dict[str, list[dict[str, Any]]] = {}
@@ -478,8 +481,8 @@ def _funnel_html(d: dict[str, Any]) -> str:
 
     months = d["funnel"]["months"]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("model", "rule"), shared_yaxes=True)
-    stages = ("mqls", "sql_within_horizon", "opportunity_within_horizon", "censored")
-    colors = dict(zip(stages, ("#9ecae1", "#3182bd", "#08519c", "#bdbdbd"), strict=True))
+    stages = ("mqls", "sql_within_horizon", "opportunity_within_horizon")
+    colors = dict(zip(stages, ("#9ecae1", "#3182bd", "#08519c"), strict=True))
     for col, name in ((1, "model"), (2, "rule")):
         for stage in stages:
             fig.add_trace(
@@ -489,7 +492,7 @@ def _funnel_html(d: dict[str, Any]) -> str:
     fig.update_layout(barmode="group")
     body = []
     for name in ("model", "rule"):
-        for stage in stages:
+        for stage in d["funnel"][name]:
             cells = "".join(_cell(d, f"funnel.{name}.{stage}.{i}") for i in range(len(months)))
             body.append(f"<tr><th>{name}</th><th>{stage}</th>{cells}</tr>")
     return _figure(fig) + _table(["policy", "stage", *months], body)

@@ -374,7 +374,8 @@ class Replay:
             "sql_recall": _ratio(float(w_flagged[self.ever_sql[flagged]].sum()), float(w_lead[self.ever_sql].sum())),
             "opp_recall": _ratio(float(w_flagged[self.ever_opp[flagged]].sum()), float(w_lead[self.ever_opp].sum())),
             "median_days_to_mql": _weighted_median(self.days[rows], w),
-            "censored_share": _ratio(float(w[~lab_sql].sum()), total),
+            "labelled_sql": float(w[lab_sql].sum()),
+            "labelled_opp": float(w[lab_opp].sum()),
         }
         by_month = np.bincount(self.month_code[rows], weights=w, minlength=self.n_months)
         for month, count in zip(self.months, by_month, strict=True):
@@ -395,7 +396,9 @@ class Replay:
         for key, values in draws.items():
             arr = np.asarray(values, dtype=float)
             arr = arr[~np.isnan(arr)]
-            cis[key] = (float(np.percentile(arr, 2.5)), float(np.percentile(arr, 97.5))) if len(arr) else (np.nan, np.nan)
+            # Nearest-rank percentiles: a CI of a count is a count a reviewer could have seen.
+            lo, hi = np.percentile(arr, [2.5, 97.5], method="nearest") if len(arr) else (np.nan, np.nan)
+            cis[key] = (float(lo), float(hi))
         return cis
 
 
@@ -439,16 +442,21 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(v[i])
 
 
+DIGITS = {"median_days_to_mql": 1, "mqls_per_month": 2}
+
+
 def with_ci(point: dict[str, float], cis: dict[str, tuple[float, float]], digits: int = 4) -> dict[str, Any]:
     """``{stat: {value, ci_low, ci_high}}`` rounded for JSON (NaN becomes ``None``).
 
-    Per-month volumes (``month:YYYY-MM`` keys of :meth:`Replay.outcomes`) go under ``by_month``.
+    Rates keep 4 decimals (shown as percentages with 2), days 1, volumes per month 2. Per-month
+    volumes (``month:YYYY-MM`` keys of :meth:`Replay.outcomes`) go under ``by_month``.
     """
     out: dict[str, Any] = {}
     by_month: dict[str, Any] = {}
     for key, value in point.items():
+        digits_ = DIGITS.get(key.rsplit("|", 1)[-1], digits)
         low, high = cis.get(key, (np.nan, np.nan))
-        cell = {"value": _round(value, digits), "ci_low": _round(low, digits), "ci_high": _round(high, digits)}
+        cell = {"value": _round(value, digits_), "ci_low": _round(low, digits_), "ci_high": _round(high, digits_)}
         if key.startswith("month:"):
             by_month[key.removeprefix("month:")] = cell
         else:
