@@ -375,3 +375,11 @@ def test_records_ignore_non_records() -> None:
     rec = Records.build(lead, score)
     assert rec.rows.tolist() == [0, 2, 3]
     assert rec.at(0.25).tolist() == [0] and rec.at(0.4).tolist() == [2] and rec.at(0.05).tolist() == [0, 3]
+
+
+def test_single_month_has_no_warmup_and_says_so(sla_settings: Settings) -> None:
+    one = synthetic_scored(n_leads=400, seed=5, months=1)
+    policy = fit_stage_policy(one, sla_settings, override=MQLPolicy(kind="capacity", capacity_per_month=50))
+    assert policy.expected["months"] == ["2026-05"]
+    assert policy.expected["warmup"].startswith("no warm-up")
+    assert policy.expected["mql"]["mqls"]["value"] == len(naive_first_crossings(one, "p_sql", policy.mql_threshold))
