@@ -34,7 +34,14 @@ from training.bundle import OUTPUT_COLUMNS, ScoringBundle, TargetModel, schema_d
 from training.calibration import fit_calibrator
 from training.encoding import categorical_indices, encode_frame, fit_encodings
 from training.metrics import METRICS, MetricCI, evaluate_metrics
-from training.split import TARGETS, TimeSplit, check_minimums, stratified_time_sample, time_split
+from training.split import (
+    TARGETS,
+    InsufficientDataError,
+    TimeSplit,
+    check_minimums,
+    stratified_time_sample,
+    time_split,
+)
 from training.tune import TuneResult, fit_lightgbm, make_dataset, threads_for, tune_lightgbm
 
 SCORED_COLUMNS = ["lead_id", "as_of", "p_sql", "p_opportunity", "rule_score", "y_sql", "y_opp",
@@ -114,6 +121,43 @@ def _capacity_share(settings: Settings, rule: np.ndarray) -> float:
     return share if 0.0 < share < 1.0 else 0.1
 
 
+def split_target(
+    dataset: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp, target: str
+) -> tuple[TimeSplit, dict[str, pd.DataFrame]]:
+    """The target's time split and its matured, labelled moments per period, minimums checked.
+
+    Raises :class:`~training.split.InsufficientDataError` naming what is missing.
+    """
+    label = TARGETS[target]
+    horizon = settings.horizons.sql_days if target == "sql" else settings.horizons.opp_days
+    labelled = dataset[dataset[label].notna()]
+    split = time_split(labelled["as_of"], cutoff, horizon, settings.training.split, target)
+    parts = {p: labelled[split.mask(labelled["as_of"], p)] for p in ("train", "validation", "calibration", "test")}
+    check_minimums(parts["train"][label].to_numpy(dtype=np.float64), split, settings.training.minimums)
+    for p in ("validation", "calibration", "test"):
+        yp = parts[p][label].to_numpy(dtype=np.float64)
+        if len(np.unique(yp)) < 2:
+            raise InsufficientDataError(
+                f"the {p} months {', '.join(split.months(p))} of the {target} model contain "
+                f"{len(yp)} matured moments and {int(yp.sum())} positives; both outcomes are needed. "
+                "The rule-based score stays in force."
+            )
+    return split, parts
+
+
+def check_data(dataset: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp) -> dict[str, TimeSplit]:
+    """Check every target's minimums before any work, so a shortfall is reported at once, in full."""
+    problems, splits = [], {}
+    for target in TARGETS:
+        try:
+            splits[target] = split_target(dataset, settings, cutoff, target)[0]
+        except InsufficientDataError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise InsufficientDataError("\n".join(problems))
+    return splits
+
+
 def train_target(
     dataset: pd.DataFrame,
     schema: list[dict[str, Any]],
@@ -132,21 +176,8 @@ def train_target(
 
     cfg = settings.training
     label = TARGETS[target]
-    horizon = settings.horizons.sql_days if target == "sql" else settings.horizons.opp_days
-    labelled = dataset[dataset[label].notna()]
-    split = time_split(labelled["as_of"], cutoff, horizon, cfg.split, target)
-    parts = {p: labelled[split.mask(labelled["as_of"], p)] for p in ("train", "validation", "calibration", "test")}
+    split, parts = split_target(dataset, settings, cutoff, target)
     y = {p: parts[p][label].to_numpy(dtype=np.float64) for p in parts}
-    check_minimums(y["train"], split, cfg.minimums)
-    for p in ("validation", "calibration", "test"):
-        if len(np.unique(y[p])) < 2:
-            from training.split import InsufficientDataError
-
-            raise InsufficientDataError(
-                f"the {p} months {split.months(p)} of the {target} model contain "
-                f"{len(y[p])} moments and {int(y[p].sum())} positives; both outcomes are needed. "
-                "The rule-based score stays in force."
-            )
     encodings = fit_encodings(parts["train"], schema)
     X = {p: encode_frame(parts[p], schema, encodings) for p in parts}
     cat = categorical_indices(schema)
@@ -260,6 +291,7 @@ def train_from_dataset(
         raise ValueError(f"the moments dataset lacks column(s): {', '.join(missing)}")
     dataset = dataset.reset_index(drop=True)
     cutoff = pd.Timestamp(cutoff)
+    check_data(dataset, settings, cutoff)
     truth_cols = attach_truth(dataset, truth) if truth is not None else None
 
     run = None
@@ -329,7 +361,9 @@ def _trial_logger(target: str, progress: ProgressFn | None, log: bool, run: Any)
         if log and run is not None:
             import mlflow
 
-            with mlflow.start_run(run_name=f"{target} trial {rec['number']}", nested=True):
+            # the experiment must be named: a nested run otherwise lands in the default experiment
+            with mlflow.start_run(run_name=f"{target} trial {rec['number']}", nested=True,
+                                  experiment_id=run.info.experiment_id):
                 mlflow.set_tags({"leadscore.kind": "trial", "target": target, "state": rec["state"]})
                 mlflow.log_params(rec["params"])
                 if rec["value"] is not None:
@@ -393,7 +427,9 @@ def _build_report(result: TrainResult, settings: Settings, work: Path) -> dict[s
         return None
     out = work / "sla_report" / "sla_report.html"
     out.parent.mkdir(exist_ok=True)
-    report: dict[str, Any] = build_sla_report(result.scored_test, result.bundle.stage_policy, settings, out)
+    # the calibration months' scored moments tell the replay which leads were already MQL
+    report: dict[str, Any] = build_sla_report(result.scored_test, result.bundle.stage_policy, settings, out,
+                                              warmup=result.scored_calibration)
     return report
 
 
