@@ -108,6 +108,23 @@ def test_hubspot_missing_id_column(tmp_path: Path, settings: Settings) -> None:
         import_hubspot(tmp_path / "nope.csv", tmp_path / "o", settings)
 
 
+def test_hubspot_missing_columns(tmp_path: Path, settings: Settings) -> None:
+    no_date = tmp_path / "c.csv"
+    no_date.write_text("Record ID,Email\n1,a@b.com\n")
+    with pytest.raises(ImportFailed, match="create-date"):
+        import_hubspot(no_date, tmp_path / "o", settings)
+    # a deals export without association or amount columns: deals are kept as far as they go,
+    # and the missing link is reported and rejected, not guessed
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("Record ID,Create Date,First Conversion Date\n1,2026-01-01,2026-01-02\n")
+    deals = tmp_path / "deals.csv"
+    deals.write_text("deal id,dealstage,createdate\nD1,closedwon,2026-01-05\n")
+    report = import_hubspot(contacts, tmp_path / "o", settings, deals=deals)
+    assert "amount" in report.files[1].missing and "lead_id" in report.files[1].missing
+    assert report.validation.tables["opportunities"].reasons == {"empty required field lead_id": 1}
+    assert report.validation.tables["leads"].valid_rows == 1
+
+
 def test_salesforce_full(tmp_path: Path, settings: Settings) -> None:
     out = tmp_path / "sf"
     report = import_salesforce(
