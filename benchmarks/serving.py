@@ -64,10 +64,12 @@ def _fastapi_echo() -> Any:
 
     app = FastAPI()
 
-    @app.post("/echo")
     async def echo(request: Request) -> JSONResponse:
         return JSONResponse(await request.json())
 
+    # the annotations are strings (``from __future__ import annotations``) naming function locals
+    echo.__annotations__ = {"request": Request, "return": JSONResponse}
+    app.post("/echo")(echo)
     return app
 
 

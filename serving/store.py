@@ -123,6 +123,12 @@ _TABLE_SPECS: dict[str, tuple[sa.Table, TableSpec]] = {
 }
 
 
+#: How far back the colleagues' activities are loaded for a lead's account roll-ups. The feature kernel
+#: counts them over the last 30 days (``account_other_leads_*_30d``); one day of margin, since extra
+#: rows never change a feature and missing ones would.
+ACCOUNT_WINDOW_DAYS = 31
+
+
 def to_micros(ts: pd.Timestamp) -> int:
     """UTC timestamp → integer microseconds since the epoch (the stored form)."""
     t = pd.Timestamp(ts)
@@ -354,11 +360,32 @@ class EventStore:
         else:
             lead_rows, account_rows = [dict(lead)], []
         ids = [r["lead_id"] for r in lead_rows]
-        acts = conn.execute(
-            sa.select(activities_t)
-            .where(activities_t.c.lead_id.in_(ids), activities_t.c.occurred_at <= cut)
-            .order_by(activities_t.c.occurred_at, activities_t.c.activity_id)
-        ).mappings()
+        # The lead's own activities: all of them. The colleagues' only matter through the account
+        # roll-ups, which count the last ACCOUNT_WINDOW_DAYS; loading their whole history would make
+        # a lead of a 500-person account cost seconds instead of milliseconds. ``properties`` is not a
+        # feature input, so it is not read back on this path.
+        cols = [activities_t.c.activity_id, activities_t.c.lead_id, activities_t.c.occurred_at, activities_t.c.type]
+        names = [c.name for c in cols]
+        own = _raw_rows(
+            conn,
+            sa.select(*cols)
+            .where(activities_t.c.lead_id == lead_id, activities_t.c.occurred_at <= cut)
+            .order_by(activities_t.c.occurred_at, activities_t.c.activity_id),
+        )
+        act_rows = own
+        if account_id is not None and len(ids) > 1:
+            since = cut - ACCOUNT_WINDOW_DAYS * 86_400_000_000
+            act_rows = act_rows + _raw_rows(
+                conn,
+                sa.select(*cols)
+                .select_from(activities_t.join(leads_t, leads_t.c.lead_id == activities_t.c.lead_id))
+                .where(
+                    leads_t.c.account_id == account_id,
+                    activities_t.c.lead_id != lead_id,
+                    activities_t.c.occurred_at > since,
+                    activities_t.c.occurred_at <= cut,
+                ),
+            )
         stages = conn.execute(
             sa.select(stage_changes_t).where(
                 stage_changes_t.c.lead_id.in_(ids), stage_changes_t.c.changed_at <= cut
@@ -373,7 +400,7 @@ class EventStore:
         return CRMHistory(
             accounts=_rows_frame(account_rows, ACCOUNTS),
             leads=_rows_frame(lead_rows, LEADS),
-            activities=_rows_frame([dict(r) for r in acts], ACTIVITIES),
+            activities=_columns_frame(names, act_rows, ACTIVITIES),
             stage_changes=_rows_frame([dict(r) for r in stages], STAGE_CHANGES),
             opportunities=_rows_frame([dict(r) for r in opps], OPPORTUNITIES),
             cutoff=from_micros(cut),
@@ -490,6 +517,45 @@ def empty_frame(spec: TableSpec) -> pd.DataFrame:
 
 
 _NAT = np.iinfo(np.int64).min
+
+
+def _raw_rows(conn: Connection, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
+    """Plain DBAPI tuples for a SELECT, inside ``conn``'s transaction.
+
+    SQLAlchemy's Row objects cost ~10 µs each; a lead of a big account reads ~10k activity rows per
+    score, so the hot path skips them (about 4x faster). Compiled for the connection's dialect, so it
+    works on SQLite and PostgreSQL alike.
+    """
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.params
+    args: Any = tuple(params[k] for k in compiled.positiontup or ()) if compiled.positional else params
+    cur = conn.connection.cursor()
+    try:
+        cur.execute(str(compiled), args)
+        return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
+def _columns_frame(names: list[str], rows: list[tuple[Any, ...]], spec: TableSpec) -> pd.DataFrame:
+    """Like :func:`_rows_frame` for tuples in ``names`` order; absent contract columns are left empty."""
+    if not rows:
+        return empty_frame(spec)
+    table = np.array(rows, dtype=object)
+    columns = {name: table[:, j] for j, name in enumerate(names)}
+    n = len(rows)
+    data: dict[str, Any] = {}
+    for col, kind in spec.columns.items():
+        values = columns.get(col)
+        if kind in ("id", "str", "json"):
+            data[col] = pd.array(values if values is not None else [None] * n, dtype="str")
+        elif kind == "ts":
+            ints = np.array([_NAT if v is None else v for v in (values if values is not None else [None] * n)],
+                            dtype=np.int64)
+            data[col] = pd.DatetimeIndex(ints.view("datetime64[us]")).tz_localize("UTC").array
+        else:
+            raise ValueError(f"{spec.name}.{col}: kind {kind} is not read on the fast path")
+    return pd.DataFrame(data, copy=False)
 
 
 def _rows_frame(rows: list[dict[str, Any]], spec: TableSpec) -> pd.DataFrame:
