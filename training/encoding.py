@@ -55,19 +55,30 @@ def check_columns(frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]]) -> N
 def encode_frame(
     frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]], encodings: Mapping[str, Sequence[str]]
 ) -> np.ndarray:
-    """A C-contiguous float64 matrix in schema order (what ``Booster.predict`` consumes fastest)."""
+    """A C-contiguous float64 matrix in schema order (what ``Booster.predict`` consumes fastest).
+
+    Numeric columns are converted as one block; string columns through ``pd.Categorical`` against
+    the fitted categories (unknown and missing → NaN), both vectorised.
+    """
     check_columns(frame, schema)
     X = np.empty((len(frame), len(schema)), dtype=np.float64)
+    num = [j for j, s in enumerate(schema) if s["dtype"] != "str"]
+    if num:
+        names = [schema[j]["name"] for j in num]
+        try:
+            X[:, num] = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (ValueError, TypeError):
+            for j, name in zip(num, names, strict=True):
+                try:
+                    X[:, j] = pd.to_numeric(frame[name], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"feature {name!r} must be numeric: {exc}") from exc
     for j, spec in enumerate(schema):
-        col = frame[spec["name"]]
         if spec["dtype"] == "str":
-            codes = {v: float(i) for i, v in enumerate(encodings.get(spec["name"], []))}
-            X[:, j] = col.astype(object).map(lambda v, c=codes: c.get(str(v), np.nan) if pd.notna(v) else np.nan)
-        else:
-            try:
-                X[:, j] = pd.to_numeric(col, errors="raise").astype("float64").to_numpy(na_value=np.nan)
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"feature {spec['name']!r} must be numeric: {exc}") from exc
+            col = frame[spec["name"]]
+            values = col.astype(object).where(col.notna(), None).map(lambda v: v if v is None else str(v))
+            codes = pd.Categorical(values, categories=list(encodings.get(spec["name"], []))).codes
+            X[:, j] = np.where(codes < 0, np.nan, codes)
     return X
 
 
