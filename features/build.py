@@ -52,7 +52,7 @@ def build_dataset(
     ``progress`` shows a console progress display (the CLI); ``on_step`` is called with each step's
     name as it starts (for callers with their own display).
     """
-    from features.engine import compute_features, prepare
+    from features.engine import columns_frame, feature_columns, moment_codes, plan, prepare
     from features.labels import make_labels
     from features.moments import training_moments
     from features.rules import rule_is_mql
@@ -70,7 +70,9 @@ def build_dataset(
         state["moments"] = training_moments(history, settings, state["prep"])  # type: ignore[arg-type]
 
     def s_features() -> None:
-        state["features"] = compute_features(history, state["moments"], settings, state["prep"])  # type: ignore[arg-type]
+        prep = state["prep"]
+        m_lead, m_t = moment_codes(prep, state["moments"])  # type: ignore[arg-type]
+        state["features"] = feature_columns(prep, plan(settings), m_lead, m_t)  # type: ignore[arg-type]
 
     def s_labels() -> None:
         state["labels"] = make_labels(history, state["moments"], settings, state["prep"])  # type: ignore[arg-type]
@@ -92,10 +94,11 @@ def build_dataset(
     else:
         for name, fn in steps:
             _timed(summary, name, fn, on_step)
-    feats: pd.DataFrame = state["features"]  # type: ignore[assignment]
+    columns: dict[str, object] = state["features"]  # type: ignore[assignment]
     labels: pd.DataFrame = state["labels"]  # type: ignore[assignment]
-    feats["y_sql"] = labels["y_sql"].to_numpy()
-    feats["y_opp"] = labels["y_opp"].to_numpy()
+    columns["y_sql"] = labels["y_sql"].to_numpy()
+    columns["y_opp"] = labels["y_opp"].to_numpy()
+    feats = columns_frame(columns)
     summary.seconds = round(time.perf_counter() - t0, 3)
     summary.moments = len(feats)
     summary.features = len(feature_schema(settings))

@@ -191,8 +191,8 @@ def fit_row(
     Strings for categories (NaN when unknown), floats for numbers. Pure: same inputs, same output,
     whichever path calls it.
     """
-    key = (source, job_title, seniority, department, email_domain, lead_country, industry, employees,
-           annual_revenue, account_country)
+    key: tuple[object, ...] = (source, job_title, seniority, department, email_domain, lead_country, industry,
+                               employees, annual_revenue, account_country)
     try:
         hit = rules.cache.get(key)
     except TypeError:  # an unhashable cell: compute without the cache

@@ -20,6 +20,8 @@ DAY_US = 86_400_000_000
 LN2 = 0.6931471805599453
 #: "never closed" / "no window" sentinel for int64 microsecond times
 FAR = np.iinfo(np.int64).max
+#: moments per tile in the parallel runner (see ``run_parallel``)
+_TILE = 256
 
 
 def layout(n_types: int, n_windows: int, n_half_lives: int) -> dict[str, int | tuple[int, ...]]:
@@ -54,7 +56,7 @@ def _upper(a: np.ndarray, lo: int, hi: int, v: int) -> int:
 
 @njit(cache=True)
 def _one(
-    out: np.ndarray, m: int, lead: int, t: int,
+    row: np.ndarray, lead: int, t: int,
     act_ptr: np.ndarray, act_t: np.ndarray, act_k: np.ndarray,
     stg_ptr: np.ndarray, stg_t: np.ndarray, stg_k: np.ndarray,
     lead_created: np.ndarray, lead_acc: np.ndarray,
@@ -65,10 +67,9 @@ def _one(
     rule_win_us: int, rule_hl_inv: float, vel_recent_us: int, vel_base_us: int,
     recycled_code: int, n_types: int, o: np.ndarray,
 ) -> None:
-    """Fill row ``m`` of ``out`` for lead ``lead`` at time ``t`` (µs). ``o`` holds the block offsets."""
+    """Fill ``row`` with the features of lead ``lead`` at time ``t`` (µs). ``o`` holds the block offsets."""
     nw = win_us.shape[0]
     nh = hl_inv.shape[0]
-    row = out[m]
     o_cnt, o_tot, o_hi, o_dec, o_tdec, o_all, o_totk = o[0], o[1], o[2], o[3], o[4], o[5], o[6]
     o_last, o_lasthi, o_first, o_active, o_vel, o_rec, o_stage = o[7], o[8], o[9], o[10], o[11], o[12], o[13]
     o_dis, o_dcr, o_nl, o_open, o_had, o_oth, o_othhi, o_rule = (
@@ -193,12 +194,28 @@ def run_parallel(
     rule_win_us: int, rule_hl_inv: float, vel_recent_us: int, vel_base_us: int,
     recycled_code: int, n_types: int, o: np.ndarray,
 ) -> None:
-    """All moments, in parallel over moments (each row is independent: no reduction, no order effect)."""
-    for m in prange(m_lead.shape[0]):
-        _one(out, m, m_lead[m], m_t[m], act_ptr, act_t, act_k, stg_ptr, stg_t, stg_k, lead_created, lead_acc,
-             accl_ptr, accl_t, acco_ptr, acco_created, acco_closed, acca_ptr, acca_t, acch_ptr, acch_t,
-             high, points, win_us, hl_inv, rule_win_us, rule_hl_inv, vel_recent_us, vel_base_us,
-             recycled_code, n_types, o)
+    """All moments, in parallel over moments (each row is independent: no reduction, no order effect).
+
+    ``out`` is (width, n_moments): one contiguous array per feature, ready to become a column.
+    """
+    n = m_lead.shape[0]
+    width = out.shape[0]
+    n_tiles = (n + _TILE - 1) // _TILE
+    for b in prange(n_tiles):
+        # compute a tile of moments row-wise, then write it out column-wise: each feature column gets
+        # _TILE contiguous values instead of one scattered write per moment and feature
+        m0 = b * _TILE
+        m1 = min(m0 + _TILE, n)
+        tile = np.empty((_TILE, width), dtype=np.float64)
+        for i in range(m1 - m0):
+            m = m0 + i
+            _one(tile[i], m_lead[m], m_t[m], act_ptr, act_t, act_k, stg_ptr, stg_t, stg_k, lead_created,
+                 lead_acc, accl_ptr, accl_t, acco_ptr, acco_created, acco_closed, acca_ptr, acca_t, acch_ptr,
+                 acch_t, high, points, win_us, hl_inv, rule_win_us, rule_hl_inv, vel_recent_us, vel_base_us,
+                 recycled_code, n_types, o)
+        for j in range(width):
+            for i in range(m1 - m0):
+                out[j, m0 + i] = tile[i, j]
 
 
 @njit(cache=True)
@@ -215,8 +232,61 @@ def run_serial(
     recycled_code: int, n_types: int, o: np.ndarray,
 ) -> None:
     """Same as :func:`run_parallel` without the thread pool: the online path (a handful of moments)."""
+    row = np.empty(out.shape[0], dtype=np.float64)
     for m in range(m_lead.shape[0]):
-        _one(out, m, m_lead[m], m_t[m], act_ptr, act_t, act_k, stg_ptr, stg_t, stg_k, lead_created, lead_acc,
+        _one(row, m_lead[m], m_t[m], act_ptr, act_t, act_k, stg_ptr, stg_t, stg_k, lead_created, lead_acc,
              accl_ptr, accl_t, acco_ptr, acco_created, acco_closed, acca_ptr, acca_t, acch_ptr, acch_t,
              high, points, win_us, hl_inv, rule_win_us, rule_hl_inv, vel_recent_us, vel_base_us,
              recycled_code, n_types, o)
+        out[:, m] = row
+
+
+@njit(cache=True)
+def hash_strings(offsets: np.ndarray, data: np.ndarray, out: np.ndarray) -> None:
+    """64-bit FNV-1a of each string of an Arrow string buffer (``offsets`` has len(out) + 1 entries).
+
+    Used to prove that activity ids are distinct without building a hash table of Python strings;
+    equal hashes are re-checked exactly by the caller.
+    """
+    for i in range(out.shape[0]):
+        h = np.uint64(0xCBF29CE484222325)
+        for j in range(offsets[i], offsets[i + 1]):
+            h = (h ^ np.uint64(data[j])) * np.uint64(0x100000001B3)
+        out[i] = h
+
+
+@njit(cache=True)
+def group_sort(group: np.ndarray, key: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Order rows by (group, key), stable; returns (order, CSR pointers over groups).
+
+    A counting sort by group (O(n)) then a merge sort of each group's slice by key, skipped when the
+    slice is already sorted — CRM exports usually are, so this is near-linear where ``np.lexsort``
+    pays a full 10M-row comparison sort twice. ``group`` values must be in ``0..n_groups-1``.
+    """
+    n = group.shape[0]
+    ptr = np.zeros(n_groups + 1, dtype=np.int64)
+    for i in range(n):
+        ptr[group[i] + 1] += 1
+    for g in range(n_groups):
+        ptr[g + 1] += ptr[g]
+    fill = ptr[:-1].copy()
+    order = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        g = group[i]
+        order[fill[g]] = i
+        fill[g] += 1
+    for g in range(n_groups):
+        lo, hi = ptr[g], ptr[g + 1]
+        if hi - lo < 2:
+            continue
+        ordered = True
+        for j in range(lo + 1, hi):
+            if key[order[j]] < key[order[j - 1]]:
+                ordered = False
+                break
+        if not ordered:
+            idx = order[lo:hi].copy()
+            sub = np.argsort(key[idx], kind="mergesort")
+            for j in range(hi - lo):
+                order[lo + j] = idx[sub[j]]
+    return order, ptr

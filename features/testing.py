@@ -63,9 +63,9 @@ def generated_history(settings: Settings, n_leads: int = 2000, months: int = 12,
     if _GENERATED[key][1] is None:
         hist, _ = load_history(directory, settings)
         _GENERATED[key] = (directory, hist)
-    hist = _GENERATED[key][1]
-    assert hist is not None
-    return hist
+    loaded = _GENERATED[key][1]
+    assert loaded is not None
+    return loaded
 
 
 def generated_crm_dir(settings: Settings, n_leads: int = 2000, months: int = 12, seed: int = 1) -> str:

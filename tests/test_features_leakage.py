@@ -8,6 +8,8 @@ and duplicated activities give the features of the sorted, de-duplicated input.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 from features import compute
 from features import testing as T
 from leadscore.config import Settings
+from leadscore.history import CRMHistory
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 CUTOFF = "2026-12-31"
@@ -37,8 +40,8 @@ stage_change = st.tuples(st.sampled_from(LEADS), minutes, st.sampled_from(STAGES
 opportunity = st.tuples(st.sampled_from(LEADS), minutes, st.one_of(st.none(), st.integers(0, 60 * 24 * 60)))
 
 
-def _history(acts: list, stages: list, opps: list, extra_acts: list = (), extra_stages: list = (),
-             extra_opps: list = ()) -> object:
+def _history(acts: list, stages: list, opps: list, extra_acts: Sequence = (), extra_stages: Sequence = (),
+             extra_opps: Sequence = ()) -> CRMHistory:
     leads = [
         {"lead_id": "L0", "account_id": "A", "email_domain": "acme.com", "job_title": "Head of Marketing",
          "source": "webinar", "created_at": T0},
@@ -95,7 +98,7 @@ def test_rows_after_as_of_never_change_features(settings: Settings, seed: int, a
     pd.testing.assert_frame_equal(full, other_future, check_exact=True)
 
 
-def _acts_frame(settings: Settings) -> object:
+def _acts_frame(settings: Settings) -> list:
     rows = [("L0", m, t) for m, t in [(10, "page_view"), (500, "pricing_page_view"), (500, "page_view"),
                                       (3000, "demo_request"), (9000, "email_open"), (9000, "email_open"),
                                       (20000, "unsubscribe")]]
@@ -107,10 +110,10 @@ def test_out_of_order_and_duplicated_activities(settings: Settings) -> None:
     rows = _acts_frame(settings)
     clean = _history(rows, [("L0", 100, "lead")], [])
     shuffled = _history(rows, [("L0", 100, "lead")], [])
-    acts = shuffled.activities  # type: ignore[attr-defined]
+    acts = shuffled.activities
     # replay half of the activities (same activity_id, i.e. the CRM sent them twice) and shuffle
     dup = pd.concat([acts, acts.iloc[::2]], ignore_index=True).sample(frac=1.0, random_state=3).reset_index(drop=True)
-    shuffled.activities = dup  # type: ignore[attr-defined]
+    shuffled.activities = dup
     moments = pd.DataFrame({"lead_id": ["L0", "L0", "L1", "L0"],
                             "as_of": [_ts(500), _ts(9000), _ts(9000), _ts(30000)]})
     a = compute(clean, moments, settings)
@@ -127,3 +130,19 @@ def test_moment_order_does_not_matter(settings: Settings) -> None:
     fwd = compute(h, moments, settings)
     rev = compute(h, moments.iloc[::-1].reset_index(drop=True), settings)
     pd.testing.assert_frame_equal(fwd, rev.iloc[::-1].reset_index(drop=True), check_exact=True)
+
+
+def test_many_shuffled_duplicates_take_the_large_input_path(settings: Settings) -> None:
+    """Above a few hundred rows de-duplication switches to hashing; same answer as clean input."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = [(LEADS[int(rng.integers(0, 3))], int(m), TYPES[int(rng.integers(0, len(TYPES)))])
+            for m in rng.integers(0, 150 * 24 * 60, 900)]
+    clean = _history(rows, [("L0", 5, "lead")], [("L1", 90 * 24 * 60, None)])
+    messy = _history(rows, [("L0", 5, "lead")], [("L1", 90 * 24 * 60, None)])
+    acts = messy.activities
+    replay = acts.sample(n=300, random_state=1)
+    messy.activities = pd.concat([acts, replay], ignore_index=True).sample(frac=1.0, random_state=2).reset_index(drop=True)
+    moments = pd.DataFrame({"lead_id": LEADS * 4, "as_of": [_ts(int(m)) for m in rng.integers(0, 160 * 24 * 60, 12)]})
+    pd.testing.assert_frame_equal(compute(clean, moments, settings), compute(messy, moments, settings), check_exact=True)
