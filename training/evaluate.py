@@ -13,7 +13,7 @@ Two datasets (read from the shared data directory, never copied into the package
   chronological — the latest 20% of matured MQLs are the test set.
 
 Every model is fitted inside its training part only: category codes, Optuna tuning (on an inner
-validation part, the later 20% in time where there is time), early stopping, Platt calibration (on the
+validation part: the later 30% of the pre-test rows where there is time, a stratified 20% otherwise), early stopping, Platt calibration (on the
 same inner validation part), the logistic baseline and the Platt map of the rule score. Three
 scores are compared on the same rows: the calibrated LightGBM model, a logistic regression on the
 same features, and the mapping's points rule.
@@ -169,8 +169,12 @@ def cross_validate(data: FlatData, settings: Settings, trials: int, folds: int =
 
 
 def chronological(data: FlatData, settings: Settings, trials: int, test_share: float = 0.2,
-                  valid_share: float = 0.2) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
-    """Latest ``test_share`` of rows (by time) is the test set; of the rest, the latest ``valid_share`` validates."""
+                  valid_share: float = 0.3) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Latest ``test_share`` of rows (by time) is the test set; of the rest, the latest ``valid_share`` validates.
+
+    The validation part both steers Optuna and fits the calibration, so it must hold enough positives:
+    on Olist, 20% (~170 wins) made the tuned model swing by ±0.02 AUC with the trial count; 30% is steadier.
+    """
     order = np.argsort(data.as_of.to_numpy(), kind="stable")
     n_test = round(len(order) * test_share)
     pre, test = order[: len(order) - n_test], order[len(order) - n_test:]
