@@ -245,7 +245,9 @@ def _time(frame: pd.DataFrame, mapping: FlatMapping, notes: list[str]) -> tuple[
     period = (rank * spec.periods // max(len(frame), 1)).astype(int)
     notes.append(f"no dates: time is {what}, cut into {spec.periods} equal ordinal periods stamped as months "
                  f"from {ORDINAL_EPOCH:%Y-%m} (not real dates)")
-    stamps = pd.Series([ORDINAL_EPOCH + pd.DateOffset(months=int(p)) for p in period]).dt.as_unit("us")
+    months = {int(p): ORDINAL_EPOCH + pd.DateOffset(months=int(p)) for p in np.unique(period)}
+    stamps = pd.Series(pd.DatetimeIndex([months[int(p)] for p in np.unique(period)]).take(
+        np.searchsorted(np.unique(period), period))).dt.as_unit("us")
     return stamps, False
 
 
