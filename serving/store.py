@@ -336,44 +336,45 @@ class EventStore:
             return int(conn.execute(q).scalar_one())
 
     def load_lead_history(self, conn: Connection, lead_id: str, as_of: pd.Timestamp) -> CRMHistory:
-        """The lead, its account and the account's other leads, with everything up to ``as_of``.
+        """The slice of CRM history that the features of ``(lead_id, as_of)`` read, up to ``as_of``.
 
-        This is exactly the slice of CRM history that the features of ``(lead_id, as_of)`` may read
-        (account roll-ups need the colleagues); every query hits an index on lead or account id.
+        The lead with all its activities and stage changes; its account and the account's
+        opportunities; the account's other leads only as far as the account roll-ups look at them
+        (who exists since when, and their last ACCOUNT_WINDOW_DAYS of activity). Loading colleagues
+        in full would make a lead of a 500-person account cost seconds instead of milliseconds.
+        Activity ``properties`` are not a feature input and are not read back. Every query hits an
+        index on lead or account id. ``tests/test_serving.py`` checks the result against the batch
+        features computed on the full history.
         """
         cut = to_micros(as_of)
         lead = conn.execute(sa.select(leads_t).where(leads_t.c.lead_id == lead_id)).mappings().first()
         if lead is None:
             raise KeyError(lead_id)
         account_id = lead["account_id"]
+        lead_frame = _rows_frame([dict(lead)], LEADS)
+        account_rows: list[dict[str, Any]] = []
         if account_id is not None:
-            lead_rows = [
-                dict(r)
-                for r in conn.execute(sa.select(leads_t).where(leads_t.c.account_id == account_id)).mappings()
-            ]
             account_rows = [
                 dict(r)
-                for r in conn.execute(
-                    sa.select(accounts_t).where(accounts_t.c.account_id == account_id)
-                ).mappings()
+                for r in conn.execute(sa.select(accounts_t).where(accounts_t.c.account_id == account_id)).mappings()
             ]
-        else:
-            lead_rows, account_rows = [dict(lead)], []
-        ids = [r["lead_id"] for r in lead_rows]
-        # The lead's own activities: all of them. The colleagues' only matter through the account
-        # roll-ups, which count the last ACCOUNT_WINDOW_DAYS; loading their whole history would make
-        # a lead of a 500-person account cost seconds instead of milliseconds. ``properties`` is not a
-        # feature input, so it is not read back on this path.
+            lead_cols = [leads_t.c.lead_id, leads_t.c.account_id, leads_t.c.created_at]
+            colleagues = _raw_rows(
+                conn, sa.select(*lead_cols).where(leads_t.c.account_id == account_id, leads_t.c.lead_id != lead_id)
+            )
+            if colleagues:
+                lead_frame = pd.concat(
+                    [lead_frame, _columns_frame([c.name for c in lead_cols], colleagues, LEADS)], ignore_index=True
+                )
         cols = [activities_t.c.activity_id, activities_t.c.lead_id, activities_t.c.occurred_at, activities_t.c.type]
         names = [c.name for c in cols]
-        own = _raw_rows(
+        act_rows = _raw_rows(
             conn,
             sa.select(*cols)
             .where(activities_t.c.lead_id == lead_id, activities_t.c.occurred_at <= cut)
             .order_by(activities_t.c.occurred_at, activities_t.c.activity_id),
         )
-        act_rows = own
-        if account_id is not None and len(ids) > 1:
+        if account_id is not None and len(lead_frame) > 1:
             since = cut - ACCOUNT_WINDOW_DAYS * 86_400_000_000
             act_rows = act_rows + _raw_rows(
                 conn,
@@ -387,11 +388,9 @@ class EventStore:
                 ),
             )
         stages = conn.execute(
-            sa.select(stage_changes_t).where(
-                stage_changes_t.c.lead_id.in_(ids), stage_changes_t.c.changed_at <= cut
-            )
+            sa.select(stage_changes_t).where(stage_changes_t.c.lead_id == lead_id, stage_changes_t.c.changed_at <= cut)
         ).mappings()
-        owner: sa.ColumnElement[bool] = opportunities_t.c.lead_id.in_(ids)
+        owner: sa.ColumnElement[bool] = opportunities_t.c.lead_id == lead_id
         if account_id is not None:
             owner = sa.or_(owner, opportunities_t.c.account_id == account_id)
         opps = conn.execute(
@@ -399,7 +398,7 @@ class EventStore:
         ).mappings()
         return CRMHistory(
             accounts=_rows_frame(account_rows, ACCOUNTS),
-            leads=_rows_frame(lead_rows, LEADS),
+            leads=lead_frame,
             activities=_columns_frame(names, act_rows, ACTIVITIES),
             stage_changes=_rows_frame([dict(r) for r in stages], STAGE_CHANGES),
             opportunities=_rows_frame([dict(r) for r in opps], OPPORTUNITIES),
