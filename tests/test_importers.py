@@ -125,6 +125,20 @@ def test_hubspot_missing_columns(tmp_path: Path, settings: Settings) -> None:
     assert report.validation.tables["leads"].valid_rows == 1
 
 
+def test_hubspot_undated_lifecycle_stage_is_not_invented(tmp_path: Path, settings: Settings) -> None:
+    contacts = tmp_path / "c.csv"
+    contacts.write_text(
+        "Record ID,Create Date,Lifecycle Stage,Became a Lead Date,Time First Seen\n"
+        "1,2026-01-01,Customer,2026-01-01,2026-01-01\n"
+        "2,2026-01-02,lead,2026-01-02,2026-01-02\n"
+    )
+    report = import_hubspot(contacts, tmp_path / "o", settings)
+    assert any(n.startswith("1 contacts have a current Lifecycle Stage") for n in report.notes)
+    history, _ = load_history(tmp_path / "o", settings)
+    assert "customer" not in set(history.stage_changes["stage"])
+    assert set(history.activities["type"]) == {"page_view"}
+
+
 def test_salesforce_full(tmp_path: Path, settings: Settings) -> None:
     out = tmp_path / "sf"
     report = import_salesforce(

@@ -127,7 +127,12 @@ def parse_ts_lenient(values: pd.Series) -> pd.Series:
     """
     import pandas as pd
 
-    return pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
+    # ISO 8601 parses vectorised; only what it cannot read goes through the (per-value) mixed parser.
+    parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+    retry = parsed.isna() & values.notna()
+    if retry.any():
+        parsed[retry] = pd.to_datetime(values[retry], utc=True, errors="coerce", format="mixed")
+    return parsed
 
 
 @dataclass

@@ -241,14 +241,14 @@ def _contacts_to_tables(
             f"they cannot be placed before a scoring moment): {', '.join(cm.mapping[f] for f in present)}"
         )
     if cm.source("lifecycle_stage"):
-        dated = set(zip(stages["lead_id"], stages["stage"], strict=True))
+        import pandas as pd
+
         current = column(contacts, cm, "lifecycle_stage").str.lower().str.replace(r"[^a-z]", "", regex=True)
-        names = {"marketingqualifiedlead": "mql", "salesqualifiedlead": "sql"}
-        current = current.map(lambda v: names.get(v, v) if isinstance(v, str) else v)
-        undated = sum(
-            1 for lid, st in zip(lead_id, current, strict=True)
-            if isinstance(st, str) and st in STAGE_COLUMNS.values() and (lid, st) not in dated
-        )
+        current = current.replace({"marketingqualifiedlead": "mql", "salesqualifiedlead": "sql"})
+        dated = pd.MultiIndex.from_arrays([stages["lead_id"].astype(str), stages["stage"].astype(str)])
+        pairs = pd.MultiIndex.from_arrays([lead_id.astype(str), current.astype(str)])
+        known_stage = current.isin(list(STAGE_COLUMNS.values())).to_numpy()
+        undated = int((known_stage & ~pairs.isin(dated)).sum())
         if undated:
             notes.append(f"{undated} contacts have a current Lifecycle Stage with no matching 'Became ...' date "
                          "(kept in lead_properties; no stage change invented)")
