@@ -11,3 +11,7 @@ echo "== 1. generate a CRM history (20k leads, 18 months) =="
 "$BIN/leadscore" generate --out "$DEMO/crm" --leads 20000 --months 18 --seed 3
 echo "== 2. validate it =="
 "$BIN/leadscore" validate "$DEMO/crm"
+echo "== 3. train: tune, calibrate, backtest vs the rule score, register the challenger in MLflow =="
+"$BIN/leadscore" train --crm "$DEMO/crm"
+echo "== 4. promote the challenger if it passes the gate (first model: must beat the rule score) =="
+"$BIN/leadscore" promote --crm "$DEMO/crm"

@@ -207,14 +207,16 @@ class ScoringBundle:
         """Calibrated probabilities for one moment: ``{"p_sql": ..., "p_opportunity": ...}``."""
         out = {}
         for target, model in self.models.items():
-            raw = model.booster.predict(self.encode_row(row, target))
+            # one row: a single thread (waking an OpenMP team costs more than the prediction)
+            raw = model.booster.predict(self.encode_row(row, target), num_threads=1)
             out[OUTPUT_COLUMNS[target]] = float(np.interp(raw[0], model.calibrator.x, model.calibrator.y))
         return out
 
     def reason_details(self, features_row: Any, k: int = 3, target: str = "sql") -> dict[str, list[dict[str, Any]]]:
         """Top ``k`` positive and negative contributions with feature, value, contribution and text."""
         row = _as_mapping(features_row)
-        contrib = self.models[target].booster.predict(self.encode_row(row, target), pred_contrib=True)[0]
+        contrib = self.models[target].booster.predict(self.encode_row(row, target), pred_contrib=True,
+                                                      num_threads=1)[0]
         items = []
         for j, spec in enumerate(self.schema):
             c = float(contrib[j])

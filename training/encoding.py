@@ -76,8 +76,7 @@ def encode_frame(
     for j, spec in enumerate(schema):
         if spec["dtype"] == "str":
             col = frame[spec["name"]]
-            values = col.astype(object).where(col.notna(), None).map(lambda v: v if v is None else str(v))
-            codes = pd.Categorical(values, categories=list(encodings.get(spec["name"], []))).codes
+            codes = pd.Categorical(col.astype("str"), categories=list(encodings.get(spec["name"], []))).codes
             X[:, j] = np.where(codes < 0, np.nan, codes)
     return X
 

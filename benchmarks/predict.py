@@ -1,0 +1,117 @@
+"""Benchmark the bundle's one-lead fast path (what serving calls per request).
+
+Usage: python benchmarks/predict.py [--bundle DIR | --model-uri models:/leadscore@champion] [--reps 5000]
+
+Without a bundle, trains a small one (generated CRM of 2,000 leads, 2 trials, nothing logged) first.
+Prints, in-process:
+  * ``predict_row`` (encode a feature mapping, ``Booster.predict`` on a float64 row for both targets,
+    calibration by ``np.interp``): p50/p95/p99 — goal (issue 4 §7): p50 <= 300 µs for both targets;
+  * ``reasons`` (LightGBM pred_contrib for one row + templates): p50/p95/p99;
+  * batch ``predict`` throughput in rows/s;
+  * peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Running this file puts benchmarks/ first on sys.path; benchmarks/training.py would shadow the package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+
+def _percentiles(samples: list[float]) -> str:
+    us = np.array(samples) * 1e6
+    return (f"p50={np.percentile(us, 50):.0f}µs p95={np.percentile(us, 95):.0f}µs "
+            f"p99={np.percentile(us, 99):.0f}µs (n={len(us)})")
+
+
+def _small_bundle(settings: object, tmp: Path) -> Path:
+    import pandas as pd
+
+    from features.build import build_dataset
+    from features.schema import feature_schema, schema_hash
+    from leadscore.generate import generate_crm
+    from leadscore.history import load_history
+    from training.train import train_from_dataset
+
+    generate_crm(tmp / "crm", n_leads=2000, months=12, seed=1, settings=settings)  # type: ignore[arg-type]
+    history, _ = load_history(tmp / "crm", settings)  # type: ignore[arg-type]
+    dataset, _ = build_dataset(history, settings)  # type: ignore[arg-type]
+    result = train_from_dataset(dataset, feature_schema(settings), settings, history.cutoff,  # type: ignore[arg-type]
+                                schema_hash=schema_hash(settings), log_to_mlflow=False, out_dir=tmp / "out",  # type: ignore[arg-type]
+                                trials=2)
+    dataset.to_parquet(tmp / "moments.parquet")
+    del pd
+    return result.bundle.save(tmp / "bundle")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path)
+    ap.add_argument("--model-uri")
+    ap.add_argument("--reps", type=int, default=5000)
+    args = ap.parse_args()
+
+    import pandas as pd
+
+    from leadscore.config import load_settings
+    from leadscore.env import set_offline_env
+    from training.bundle import ScoringBundle
+    from training.registry import load_bundle
+
+    set_offline_env()
+    settings = load_settings(None, ["training.minimums.min_moments=500", "training.minimums.min_positives=30"])
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        if args.model_uri:
+            bundle = load_bundle(args.model_uri, settings)
+            rows = None
+        else:
+            bundle_dir = args.bundle or _small_bundle(settings, tmp)
+            bundle = ScoringBundle.load(bundle_dir)
+            rows = pd.read_parquet(tmp / "moments.parquet") if (tmp / "moments.parquet").exists() else None
+        if rows is None:
+            rng = np.random.default_rng(0)
+            rows = pd.DataFrame({s["name"]: (rng.choice(["a", "b"], 2000) if s["dtype"] == "str"
+                                             else rng.exponential(2.0, 2000)) for s in bundle.schema})
+        rows = rows[bundle.feature_names].head(2000)
+        records = rows.to_dict("records")
+        print(f"bundle: {len(bundle.schema)} features, targets {list(bundle.models)}, "
+              f"trees {[m.booster.num_trees() for m in bundle.models.values()]}")
+
+        for r in records[:200]:  # warm-up
+            bundle.predict_row(r)
+        lat = []
+        for i in range(args.reps):
+            r = records[i % len(records)]
+            t = time.perf_counter()
+            bundle.predict_row(r)
+            lat.append(time.perf_counter() - t)
+        print(f"predict_row (both targets, calibrated): {_percentiles(lat)}  goal p50 <= 300µs")
+
+        lat = []
+        for i in range(min(args.reps, 2000)):
+            r = records[i % len(records)]
+            t = time.perf_counter()
+            bundle.reasons(r)
+            lat.append(time.perf_counter() - t)
+        print(f"reasons (pred_contrib, top 3 each side): {_percentiles(lat)}")
+
+        big = pd.concat([rows] * 50, ignore_index=True)
+        t = time.perf_counter()
+        bundle.predict(big)
+        dt = time.perf_counter() - t
+        print(f"batch predict: {len(big):,} rows in {dt:.2f}s = {len(big) / dt:,.0f} rows/s")
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
