@@ -1,0 +1,154 @@
+"""Fast checks of the training building blocks: metrics, calibration, time splits, encoding, bundle I/O."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from training.calibration import Calibrator, fit_calibrator
+from training.config import MinimumsConfig, SplitConfig
+from training.encoding import encode_frame, fit_encodings
+from training.metrics import evaluate_metrics
+from training.split import InsufficientDataError, check_minimums, stratified_time_sample, time_split
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=0, max_value=10_000), st.integers(min_value=5, max_value=60))
+def test_metrics_match_scikit_learn_with_ties(seed: int, levels: int) -> None:
+    rng = np.random.default_rng(seed)
+    p = np.round(rng.beta(1, 8, 500) * levels) / levels  # many ties, like a points score
+    p = np.clip(p, 0.001, 0.999)
+    y = (rng.random(500) < p).astype(float)
+    y[:2] = [0, 1]
+    m = evaluate_metrics(y, p, n_boot=0)
+    assert m["roc_auc"].value == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert m["pr_auc"].value == pytest.approx(average_precision_score(y, p), abs=1e-12)
+    assert m["log_loss"].value == pytest.approx(log_loss(y, p), abs=1e-9)
+    assert m["brier"].value == pytest.approx(brier_score_loss(y, p), abs=1e-12)
+
+
+def test_bootstrap_interval_covers_point_and_lift_and_recall_make_sense() -> None:
+    rng = np.random.default_rng(1)
+    p = rng.beta(1, 10, 20_000)
+    y = (rng.random(20_000) < p).astype(float)
+    m = evaluate_metrics(y, p, capacity_share=0.2, n_boot=100)
+    for ci in m.values():
+        assert ci.lo <= ci.value <= ci.hi
+    assert m["top_decile_lift"].value > 2
+    assert 0.2 < m["recall_at_capacity"].value < 1
+    assert m["ece"].value < 0.01  # p is the true probability
+    shuffled = evaluate_metrics(y, rng.permutation(p), n_boot=0)
+    assert abs(shuffled["roc_auc"].value - 0.5) < 0.03
+
+
+def test_calibrator_fixes_overconfident_scores_and_roundtrips() -> None:
+    rng = np.random.default_rng(2)
+    true = rng.beta(1, 12, 6000)
+    raw = np.clip(true * 3, 0, 0.99)  # 3x overconfident
+    y = (rng.random(6000) < true).astype(float)
+    cal, scores = fit_calibrator(raw[:3000], y[:3000], raw[3000:], y[3000:], min_isotonic_rows=1000)
+    assert cal.method in ("sigmoid", "isotonic")
+    assert scores[cal.method] < scores["identity"]
+    assert abs(cal(raw[3000:]).mean() - y[3000:].mean()) < 0.01
+    assert np.all(np.diff(cal(np.linspace(0, 1, 101))) >= 0)  # monotone
+    again = Calibrator.from_dict(cal.to_dict())
+    np.testing.assert_array_equal(again(raw), cal(raw))
+    small, _ = fit_calibrator(raw[:500], y[:500], raw[3000:], y[3000:], min_isotonic_rows=1000)
+    assert small.method == "sigmoid"  # isotonic needs >= 1000 rows
+
+
+def _as_of(months: int, per_month: int = 50) -> pd.Series:
+    start = pd.Timestamp("2025-01-01", tz="UTC")
+    days = np.repeat(np.arange(months) * 30.4, per_month) + np.tile(np.linspace(0, 29, per_month), months)
+    return pd.Series(start + pd.to_timedelta(days, unit="D"))
+
+
+def test_time_split_uses_matured_months_only_and_in_order() -> None:
+    as_of = _as_of(14)
+    cutoff = pd.Timestamp("2026-03-01", tz="UTC")
+    s = time_split(as_of, cutoff, 30, SplitConfig(), "sql")
+    assert s.test_end == pd.Timestamp("2026-01-01", tz="UTC")  # Jan's horizon ends after the cut-off
+    assert s.months("test") == ["2025-11", "2025-12"]
+    assert s.months("calibration") == ["2025-09", "2025-10"]
+    assert s.months("validation") == ["2025-07", "2025-08"]
+    assert s.months("train")[0] == "2025-01" and s.months("train")[-1] == "2025-06"
+    masks = [s.mask(as_of, p) for p in ("train", "validation", "calibration", "test")]
+    assert not np.any(np.sum(masks, axis=0) > 1)  # disjoint
+    roundtrip = type(s).from_dict(s.to_dict())
+    assert roundtrip == s
+
+
+def test_too_short_history_and_minimums_name_what_is_missing() -> None:
+    with pytest.raises(InsufficientDataError, match=r"rule-based score stays in force"):
+        time_split(_as_of(6), pd.Timestamp("2025-07-15", tz="UTC"), 90, SplitConfig(), "opportunity")
+    s = time_split(_as_of(14), pd.Timestamp("2026-03-01", tz="UTC"), 30, SplitConfig(), "sql")
+    with pytest.raises(InsufficientDataError) as info:
+        check_minimums(np.array([0.0] * 900 + [1.0] * 20), s, MinimumsConfig())
+    msg = str(info.value)
+    assert "920 matured moments (need at least 1000)" in msg and "20 positives (need at least 120)" in msg
+
+
+def test_stratified_sample_keeps_month_shares() -> None:
+    as_of = pd.concat([_as_of(3, 100), _as_of(3, 900).iloc[::3]]).reset_index(drop=True)
+    idx = stratified_time_sample(as_of, 200, seed=0)
+    assert len(idx) == pytest.approx(200, abs=5)
+    full = as_of.dt.month.value_counts(normalize=True).sort_index()
+    sample = as_of.iloc[idx].dt.month.value_counts(normalize=True).sort_index()
+    np.testing.assert_allclose(sample.to_numpy(), full.to_numpy(), atol=0.02)
+    np.testing.assert_array_equal(idx, stratified_time_sample(as_of, 200, seed=0))
+
+
+def test_encoding_unknown_and_missing_become_nan_and_bad_numbers_are_named() -> None:
+    schema = [{"name": "source", "dtype": "str"}, {"name": "n", "dtype": "float64"}]
+    train = pd.DataFrame({"source": ["web"] * 10 + ["ads"] * 6 + ["rare"], "n": np.arange(17.0)})
+    enc = fit_encodings(train, schema)
+    assert enc["source"] == ["web", "ads"]  # most frequent first, rare values dropped
+    X = encode_frame(pd.DataFrame({"source": ["ads", "new", None], "n": [1.0, None, 3.0]}), schema, enc)
+    np.testing.assert_array_equal(np.isnan(X), [[False, False], [True, True], [True, False]])
+    with pytest.raises(ValueError, match="'n' must be numeric"):
+        encode_frame(pd.DataFrame({"source": ["web"], "n": ["lots"]}), schema, enc)
+    with pytest.raises(ValueError, match="missing column"):
+        encode_frame(pd.DataFrame({"n": [1.0]}), schema, enc)
+
+
+def test_bundle_roundtrip_fast_path_and_reasons(tmp_path: Path) -> None:
+    import lightgbm as lgb
+
+    from training.bundle import ScoringBundle, TargetModel
+
+    rng = np.random.default_rng(3)
+    schema = [
+        {"name": "source", "dtype": "str", "group": "fit", "description": "", "template": "Came from {value}"},
+        {"name": "n_demo", "dtype": "float64", "group": "interest", "description": "",
+         "template": "{value} demo requests"},
+    ]
+    frame = pd.DataFrame({"source": rng.choice(["web", "ads", "event"], 3000), "n_demo": rng.poisson(1, 3000) * 1.0})
+    y = (rng.random(3000) < 0.05 + 0.1 * frame["n_demo"].clip(0, 3) / 3 + 0.1 * (frame["source"] == "event")).astype(int)
+    enc = fit_encodings(frame, schema)
+    X = encode_frame(frame, schema, enc)
+    models = {}
+    for t in ("sql", "opportunity"):
+        b = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1, "seed": 0},
+                      lgb.Dataset(X, y, categorical_feature=[0]), 30)
+        models[t] = TargetModel(b.model_to_string(), enc, Calibrator("sigmoid", np.array([0, 0.5, 1.0]),
+                                                                     np.array([0.0, 0.4, 1.0])))
+    bundle = ScoringBundle(schema=schema, schema_hash="h", config_hash="c", models=models)
+    bundle.save(tmp_path / "b")
+    loaded = ScoringBundle.load(tmp_path / "b")
+    pd.testing.assert_frame_equal(loaded.predict(frame), bundle.predict(frame))
+    row = {"source": "event", "n_demo": 3.0}
+    fast = loaded.predict_row(row)
+    batch = loaded.predict(pd.DataFrame([row])).iloc[0]
+    assert fast["p_sql"] == pytest.approx(batch["p_sql"], abs=1e-12)
+    contrib = loaded.contributions(pd.DataFrame([row]))
+    assert list(contrib.columns) == ["source", "n_demo", "bias"]
+    reasons = loaded.reasons(row, k=2)
+    assert "3 demo requests" in reasons["positive"] or "Came from event" in reasons["positive"]
+    with pytest.raises(Exception, match="feature schema"):
+        loaded.check_schema("other")
