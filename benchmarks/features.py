@@ -110,6 +110,7 @@ def main() -> None:
     t = time.perf_counter()
     acts.groupby(["lead_id", "type"], observed=True).size()
     pandas_floor = time.perf_counter() - t
+    con.close()
     print(f"floor: duckdb group-by count per lead and type {floor:.2f}s wall / {floor_cpu:.2f}s CPU "
           f"(pandas {pandas_floor:.2f}s wall); ours / duckdb floor = {build_s / floor:.1f}x wall, "
           f"{build_cpu / floor_cpu:.1f}x CPU (goal <= 5x)")
@@ -124,6 +125,12 @@ def main() -> None:
     big_account = acc_size.idxmax()
     big_lead = history.leads.loc[history.leads["account_id"] == big_account, "lead_id"].iloc[0]
     make = sub_histories(history)
+    # This process holds a 10M-row history; a scoring server does not. Move what exists now out of the
+    # cyclic GC's reach so its full collections don't bill the online timings for the batch heap.
+    import gc
+
+    gc.collect()
+    gc.freeze()
     for label, lead in (("~200 activities", target), ("largest account", big_lead)):
         sub = make(lead)
         as_of = history.cutoff

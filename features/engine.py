@@ -219,15 +219,15 @@ class Prepared:
 
     @property
     def stg_ptr(self) -> np.ndarray:
-        return self.arrays[3]
-
-    @property
-    def stg_t(self) -> np.ndarray:
         return self.arrays[4]
 
     @property
-    def stg_code(self) -> np.ndarray:
+    def stg_t(self) -> np.ndarray:
         return self.arrays[5]
+
+    @property
+    def stg_code(self) -> np.ndarray:
+        return self.arrays[6]
 
 
 def _need(frame: pd.DataFrame, table: str, columns: list[str]) -> None:
@@ -457,7 +457,7 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     acch_ptr, acch_t = _csr(x_acc[hi_idx], n_acc), x_t[hi_idx]
 
     arrays = (
-        act_ptr, a_t, act_k, stg_ptr, s_t, s_code.astype(np.int32), lead_created, lead_acc,
+        act_ptr, a_t, act_k, a_t // DAY_US, stg_ptr, s_t, s_code.astype(np.int32), lead_created, lead_acc,
         accl_ptr, accl_t, acco_ptr, acco_created, acco_closed, acca_ptr, acca_t, acch_ptr, acch_t,
         *st.params,
     )

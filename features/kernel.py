@@ -57,7 +57,7 @@ def _upper(a: np.ndarray, lo: int, hi: int, v: int) -> int:
 @njit(cache=True)
 def _one(
     row: np.ndarray, lead: int, t: int,
-    act_ptr: np.ndarray, act_t: np.ndarray, act_k: np.ndarray,
+    act_ptr: np.ndarray, act_t: np.ndarray, act_k: np.ndarray, act_day: np.ndarray,
     stg_ptr: np.ndarray, stg_t: np.ndarray, stg_k: np.ndarray,
     lead_created: np.ndarray, lead_acc: np.ndarray,
     accl_ptr: np.ndarray, accl_t: np.ndarray,
@@ -90,7 +90,7 @@ def _one(
         k = act_k[j]
         dtd = dt / DAY_US
         is_hi = high[k]
-        day = act_t[j] // DAY_US
+        day = act_day[j]
         new_day = day != last_day
         last_day = day
         for w in range(nw):
@@ -184,7 +184,7 @@ def _one(
 @njit(cache=True, parallel=True)
 def run_parallel(
     out: np.ndarray, m_lead: np.ndarray, m_t: np.ndarray,
-    act_ptr: np.ndarray, act_t: np.ndarray, act_k: np.ndarray,
+    act_ptr: np.ndarray, act_t: np.ndarray, act_k: np.ndarray, act_day: np.ndarray,
     stg_ptr: np.ndarray, stg_t: np.ndarray, stg_k: np.ndarray,
     lead_created: np.ndarray, lead_acc: np.ndarray,
     accl_ptr: np.ndarray, accl_t: np.ndarray,
@@ -209,7 +209,7 @@ def run_parallel(
         tile = np.empty((_TILE, width), dtype=np.float64)
         for i in range(m1 - m0):
             m = m0 + i
-            _one(tile[i], m_lead[m], m_t[m], act_ptr, act_t, act_k, stg_ptr, stg_t, stg_k, lead_created,
+            _one(tile[i], m_lead[m], m_t[m], act_ptr, act_t, act_k, act_day, stg_ptr, stg_t, stg_k, lead_created,
                  lead_acc, accl_ptr, accl_t, acco_ptr, acco_created, acco_closed, acca_ptr, acca_t, acch_ptr,
                  acch_t, high, points, win_us, hl_inv, rule_win_us, rule_hl_inv, vel_recent_us, vel_base_us,
                  recycled_code, n_types, o)
@@ -221,7 +221,7 @@ def run_parallel(
 @njit(cache=True)
 def run_serial(
     out: np.ndarray, m_lead: np.ndarray, m_t: np.ndarray,
-    act_ptr: np.ndarray, act_t: np.ndarray, act_k: np.ndarray,
+    act_ptr: np.ndarray, act_t: np.ndarray, act_k: np.ndarray, act_day: np.ndarray,
     stg_ptr: np.ndarray, stg_t: np.ndarray, stg_k: np.ndarray,
     lead_created: np.ndarray, lead_acc: np.ndarray,
     accl_ptr: np.ndarray, accl_t: np.ndarray,
@@ -234,7 +234,7 @@ def run_serial(
     """Same as :func:`run_parallel` without the thread pool: the online path (a handful of moments)."""
     row = np.empty(out.shape[0], dtype=np.float64)
     for m in range(m_lead.shape[0]):
-        _one(row, m_lead[m], m_t[m], act_ptr, act_t, act_k, stg_ptr, stg_t, stg_k, lead_created, lead_acc,
+        _one(row, m_lead[m], m_t[m], act_ptr, act_t, act_k, act_day, stg_ptr, stg_t, stg_k, lead_created, lead_acc,
              accl_ptr, accl_t, acco_ptr, acco_created, acco_closed, acca_ptr, acca_t, acch_ptr, acch_t,
              high, points, win_us, hl_inv, rule_win_us, rule_hl_inv, vel_recent_us, vel_base_us,
              recycled_code, n_types, o)
