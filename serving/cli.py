@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,26 @@ def bentoml_command(host: str, port: int) -> list[str]:
     bentoml_bin = Path(sys.executable).with_name("bentoml")
     exe = [str(bentoml_bin)] if bentoml_bin.exists() else [sys.executable, "-m", "bentoml"]
     return [*exe, "serve", "serving.service:LeadScoreService", "--host", host, "--port", str(port)]
+
+
+def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
+    """Run the server; SIGTERM/SIGINT sent to ``leadscore serve`` stop it too (no orphaned server)."""
+    proc = subprocess.Popen(cmd, env=env)
+
+    def forward(signum: int, _frame: object) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:  # Ctrl-C reached us and (same terminal) the server: wait for it
+                continue
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def register(app: typer.Typer) -> None:
@@ -109,8 +130,4 @@ def register(app: typer.Typer) -> None:
         )
         cmd = bentoml_command(host, port or settings.serving.port)
         err_console.print(f"starting: {' '.join(cmd)}")
-        try:
-            code = subprocess.call(cmd, env=env)
-        except KeyboardInterrupt:
-            code = 0
-        raise typer.Exit(code)
+        raise typer.Exit(run_forwarding_signals(cmd, env))

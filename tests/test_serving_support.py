@@ -35,15 +35,16 @@ class Server:
         self.log_path = log_path
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        #: the command line; ``{port}`` is filled in. Default: ``bentoml serve`` on the service class.
+        self.cmd = [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:LeadScoreService",
+                    "--host", "127.0.0.1", "--port", "{port}"]
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 180.0) -> None:
-        bentoml_bin = Path(sys.executable).with_name("bentoml")
-        cmd = [str(bentoml_bin), "serve", "serving.service:LeadScoreService", "--host", "127.0.0.1",
-               "--port", str(self.port)]
+        cmd = [c.replace("{port}", str(self.port)) for c in self.cmd]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
                                      start_new_session=True)
