@@ -38,7 +38,8 @@ class LightGBMConfig(_Strict):
     """Boosting settings that are not tuned: rounds, early stopping, threads, pruning."""
 
     max_rounds: int = Field(default=2000, ge=10)
-    early_stopping_rounds: int = Field(default=50, ge=1)
+    early_stopping_rounds: int = Field(default=30, ge=1)
+    max_bin: int = Field(default=127, ge=3)
     #: 0 = automatic: one thread below ``parallel_min_rows`` training rows (on small data OpenMP
     #: synchronisation costs more than it saves, badly so on a shared machine), else up to 2.
     num_threads: int = Field(default=0, ge=0)
@@ -53,7 +54,7 @@ class TrainingConfig(_Strict):
     seed: int = 42
     trials: int = 30
     timeout_seconds: float | None = None
-    tune_sample_rows: int = 200_000
+    tune_sample_rows: int = 60_000
     registered_model_name: str = "leadscore"
     experiment_name: str = "leadscore"
     promotion_experiment_name: str = "leadscore-promotion"

@@ -188,7 +188,7 @@ def train_target(
                          trials=trials, timeout=timeout, seed=cfg.seed, on_trial=on_trial)
 
     _emit(progress, "phase", f"{target}: final fit on {len(y['train']):,} moments")
-    train_set = make_dataset(X["train"], y["train"], cat)
+    train_set = make_dataset(X["train"], y["train"], cat, params={"max_bin": cfg.lightgbm.max_bin})
     final_params = {**tune.params, "num_threads": threads_for(cfg, len(y["train"]))}
     booster = fit_lightgbm(train_set, make_dataset(X["validation"], y["validation"], cat, reference=train_set),
                            final_params, cfg)

@@ -60,13 +60,16 @@ def base_params(cfg: TrainingConfig, seed: int, rows: int = 0) -> dict[str, Any]
         "force_col_wise": True,
         "num_threads": threads_for(cfg, rows),
         "bagging_freq": 1,
+        # 127 bins: histograms ~2x cheaper than the default 255 with no measurable loss on these features
+        "max_bin": cfg.lightgbm.max_bin,
     }
 
 
 def suggest_params(trial: Any) -> dict[str, Any]:
     """The search space (kept small: more trials beat a wider space on a monthly budget)."""
     return {
-        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
+        # not below 0.04: slower rates gain little log loss and multiply the rounds of every trial
+        "learning_rate": trial.suggest_float("learning_rate", 0.04, 0.3, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),
         "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 20, 500, log=True),
         "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
@@ -76,7 +79,9 @@ def suggest_params(trial: Any) -> dict[str, Any]:
     }
 
 
-def make_dataset(X: np.ndarray, y: np.ndarray, categorical: list[int], reference: Any = None) -> Any:
+def make_dataset(
+    X: np.ndarray, y: np.ndarray, categorical: list[int], reference: Any = None, params: dict[str, Any] | None = None
+) -> Any:
     """A LightGBM Dataset; ``feature_pre_filter`` off so trials may vary ``min_data_in_leaf``."""
     lgb = import_lightgbm()
     return lgb.Dataset(
@@ -84,7 +89,7 @@ def make_dataset(X: np.ndarray, y: np.ndarray, categorical: list[int], reference
         label=y,
         categorical_feature=categorical or "auto",
         reference=reference,
-        params={"feature_pre_filter": False, "verbosity": -1},
+        params={"feature_pre_filter": False, "verbosity": -1, **(params or {})},
         free_raw_data=False,
     )
 
@@ -143,9 +148,9 @@ def tune_lightgbm(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    train_set = make_dataset(X_train, y_train, categorical)
-    valid_set = make_dataset(X_val, y_val, categorical, reference=train_set)
     fixed = base_params(cfg, seed, rows=len(y_train))
+    train_set = make_dataset(X_train, y_train, categorical, params={"max_bin": fixed["max_bin"]})
+    valid_set = make_dataset(X_val, y_val, categorical, reference=train_set)
     records: list[dict[str, Any]] = []
 
     def objective(trial: optuna.Trial) -> float:
