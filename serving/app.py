@@ -371,6 +371,7 @@ async def post_activities(request: Request) -> JSONResponse:
     require_api_key(request, st)
     cfg = st.settings.serving
     raw = await read_body(request, cfg.max_batch_bytes)
+    raw = decode_body(raw, request.headers.get("content-encoding"), cfg.max_batch_bytes)
     body = parse_json(raw)
     single = not (isinstance(body, dict) and "activities" in body) and not isinstance(body, list)
     if single:
@@ -516,12 +517,17 @@ async def segment_batch(request: Request) -> JSONResponse:
     """
     st = state_of(request)
     auth = request.headers.get("authorization")
-    if not (key_matches(basic_user(auth), st.segment_keys) or key_matches(bearer_key(auth), st.api_keys)):
+    header_ok = key_matches(basic_user(auth), st.segment_keys) or key_matches(bearer_key(auth), st.api_keys)
+    if not header_ok and not st.segment_keys:
         raise WireError(401, "missing or invalid write key (HTTP basic user) or API key", "Authorization")
     cfg = st.settings.serving
     raw = await read_body(request, cfg.max_batch_bytes)
     raw = decode_body(raw, request.headers.get("content-encoding"), cfg.max_batch_bytes)
     body = parse_json(raw)
+    # the Segment HTTP API also accepts the write key in the body instead of the header
+    if not header_ok and not (isinstance(body, dict) and key_matches(body.get("writeKey"), st.segment_keys)):
+        raise WireError(401, "missing or invalid write key (HTTP basic user or body writeKey) or API key",
+                        "Authorization")
     batch = body.get("batch") if isinstance(body, dict) else None
     sizes = [_item_size(m) if len(raw) > cfg.max_event_bytes else 0 for m in batch] if isinstance(batch, list) else []
     parsed = parse_segment_batch(body, st.catalogue, {**DEFAULT_EVENT_ALIASES, **cfg.event_aliases},

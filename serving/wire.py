@@ -90,9 +90,9 @@ def basic_user(authorization: str | None) -> str | None:
     return decoded.split(":", 1)[0] or None
 
 
-def key_matches(candidate: str | None, keys: Iterable[str]) -> bool:
+def key_matches(candidate: object, keys: Iterable[str]) -> bool:
     """Constant-time membership, so response timing does not leak key prefixes."""
-    if not candidate:
+    if not isinstance(candidate, str) or not candidate:
         return False
     found = False
     for k in keys:

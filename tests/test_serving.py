@@ -392,6 +392,11 @@ def test_partial_batch_stores_good_events_and_reports_bad_by_index(served: Serve
     assert out["stored"] == 2 and out["rejected"] == 2
     assert {(e["index"], e["field"]) for e in out["errors"]} == {(1, "activities[1].occurred_at"), (2, "activities[2].lead_id")}
     assert served.client.get("/leads/pb-lead", headers=AUTH).json()["activities"] == 2
+    # gzipped bodies are accepted here too
+    again = gzip.compress(json.dumps({"activities": [_activity("pb-5", "pb-lead", "2026-10-01T13:00:00Z")]}).encode())
+    r = served.client.post("/activities", content=again, headers={**AUTH, "Content-Encoding": "gzip",
+                                                                   "Content-Type": "application/json"})
+    assert r.status_code == 200 and r.json()["stored"] == 1
     everything_bad = {"activities": [batch["activities"][1], batch["activities"][2]]}
     assert served.client.post("/activities", json=everything_bad, headers=AUTH).status_code == 422
 
@@ -468,6 +473,15 @@ def test_rudderstack_sdk_gzipped_with_context_traits(served: Served) -> None:
     r = served.client.post("/v1/batch", content=body, headers={"Authorization": auth, "Content-Encoding": "gzip",
                                                                  "Content-Type": "application/json"})
     assert r.status_code == 200 and r.json()["errors"][0]["field"].startswith("batch[0].")
+    # the Segment HTTP API's other way to authenticate: writeKey in the (here gzipped) body
+    msg = {"type": "track", "userId": "rs-lead", "event": "Webinar Attended", "messageId": "rs-body-key",
+           "timestamp": "2026-10-05T10:00:00Z"}
+    for key, status in ((WRITE_KEY, 200), ("wrong", 401), (None, 401)):
+        body = gzip.compress(json.dumps({"batch": [msg], "writeKey": key}).encode())
+        r = served.client.post("/v1/batch", content=body, headers={"Content-Encoding": "gzip",
+                                                                     "Content-Type": "application/json"})
+        assert r.status_code == status, (key, r.text)
+    assert served.client.get("/leads/rs-lead", headers=AUTH).json()["activities"] == 2
 
 
 # ------------------------------------------------------------------------------------------ HubSpot
