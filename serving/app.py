@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -425,11 +425,17 @@ def _ingest_and_score(st: ServingState, parsed: Parsed) -> tuple[int, int, list[
     return stored, dupes, st.rescore_after_ingest(per_lead)
 
 
-@app.post("/score", tags=["scoring"], response_model=ScoreOut, responses=_ERRORS)
-async def post_score(request: Request, payload: ScoreRequest) -> JSONResponse:
-    """Score a lead from the history in the request; nothing is stored (what-if, backfills)."""
+def authorized(request: Request) -> ServingState:
+    """Dependency form of the API-key check: FastAPI runs it before validating the body, so an
+    unauthenticated caller learns nothing about the request schema (401, not 422)."""
     st = state_of(request)
     require_api_key(request, st)
+    return st
+
+
+@app.post("/score", tags=["scoring"], response_model=ScoreOut, responses=_ERRORS)
+async def post_score(payload: ScoreRequest, st: ServingState = Depends(authorized)) -> JSONResponse:
+    """Score a lead from the history in the request; nothing is stored (what-if, backfills)."""
     result = await _run(_score_stateless, st, payload)
     return JSONResponse(score_out(result).model_dump(mode="json"))
 

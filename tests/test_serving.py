@@ -159,6 +159,7 @@ def test_every_endpoint_but_health_needs_credentials(served: Served) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic " + base64.b64encode(b"x:").decode()}):
         assert c.post("/activities", json=act, headers=headers).status_code == 401
         assert c.post("/score", json={"lead": {"lead_id": "x"}}, headers=headers).status_code == 401
+        assert c.post("/score", json={"lead": {"nope": 1}}, headers=headers).status_code == 401
         assert c.get("/leads/auth-lead", headers=headers).status_code == 401
         assert c.post("/v1/batch", json={"batch": []}, headers=headers).status_code == 401
     r = c.post("/activities", json=act)
