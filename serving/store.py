@@ -268,8 +268,12 @@ class EventStore:
             row = {key: key_value, "created_at": seen, **values}
             if has_flag:
                 row["created_at_explicit"] = explicit
-            self._insert_ignore(conn, table, [row])
-            return
+            if self._insert_ignore(conn, table, [row]) == 1:
+                return
+            # another request created it between our read and our insert: merge into theirs
+            existing = conn.execute(sa.select(table).where(table.c[key] == key_value)).mappings().first()
+            if existing is None:
+                return
         update = dict(values)
         if not explicit and (not has_flag or not existing["created_at_explicit"]) and seen < existing["created_at"]:
             update["created_at"] = seen
