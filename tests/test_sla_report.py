@@ -184,4 +184,5 @@ def test_acceptance_figures_are_the_equal_volume_comparison(report: tuple[dict[s
     assert acc["rule_mql_to_sql_rate"] == pol["rule"]["mql_to_sql_rate"]["value"]
     assert acc["ratio"] == pytest.approx(acc["model_mql_to_sql_rate"] / acc["rule_mql_to_sql_rate"], abs=1e-3)
     assert acc["met"] == (acc["ratio"] >= acc["required_ratio"])
+    assert acc["ratio_ci_low"] <= acc["ratio"] <= acc["ratio_ci_high"]
     assert data["notes"] and any("censored" in n for n in data["notes"])

@@ -237,6 +237,8 @@ def sla_numbers(
                         out[f"seg|{col}|{seg_name}|{name}|{key}"] = float(arr[j])
         for key, value in _switch_stats(replay, gained, lost, w).items():
             out[f"switch|{key}"] = value
+        rule_rate_w = out["rule|mql_to_sql_rate"]
+        out["acceptance|ratio"] = out["model_at_rule_volume|mql_to_sql_rate"] / rule_rate_w if rule_rate_w > 0 else np.nan
         return out
 
     point = stat(np.ones(replay.n_leads))
@@ -288,6 +290,9 @@ def sla_numbers(
         "model_mql_to_sql_rate": model_rate,
         "rule_mql_to_sql_rate": rule_rate,
         "ratio": ratio,
+        # Bootstrap CI of the ratio (same resampled leads for both policies in each replicate).
+        "ratio_ci_low": cells["acceptance|ratio"]["ci_low"],
+        "ratio_ci_high": cells["acceptance|ratio"]["ci_high"],
         "required_ratio": ACCEPTANCE_RATIO,
         "met": bool(ratio is not None and ratio >= ACCEPTANCE_RATIO),
     }
@@ -397,9 +402,10 @@ def _headline_html(d: dict[str, Any]) -> str:
     acc_row = (
         "<tr><th>at the rule's volume: model MQL→SQL rate ÷ rule MQL→SQL rate</th>"
         f"{_cell(d, 'acceptance.model_mql_to_sql_rate', 'pct')}{_cell(d, 'acceptance.rule_mql_to_sql_rate', 'pct')}"
-        f"{_cell(d, 'acceptance.ratio', 'num')}{_cell(d, 'acceptance.required_ratio', 'num')}</tr>"
+        f"{_cell(d, 'acceptance.ratio', 'num')}{_cell(d, 'acceptance.ratio_ci_low', 'num')}"
+        f"{_cell(d, 'acceptance.ratio_ci_high', 'num')}{_cell(d, 'acceptance.required_ratio', 'num')}</tr>"
     )
-    acc_table = _table(["", "model", "rule", "ratio", "required"], [acc_row])
+    acc_table = _table(["", "model", "rule", "ratio", "ratio 95% CI low", "ratio 95% CI high", "required"], [acc_row])
     exp_rows = [
         f"<tr><th>{html.escape(label)}</th>{_cell(d, f'expected_vs_realised.{key}.expected', kind)}"
         f"{_cell(d, f'expected_vs_realised.{key}.realised', kind)}</tr>"

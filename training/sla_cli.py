@@ -235,6 +235,7 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"At the rule's volume ({acc['rule_volume']:g} MQLs) the model's MQL→SQL rate is "
             f"{acc['model_mql_to_sql_rate']} vs the rule's {acc['rule_mql_to_sql_rate']}: ratio {acc['ratio']} "
+            f"(95% CI {acc['ratio_ci_low']}-{acc['ratio_ci_high']}) "
             f"({verdict} the {acc['required_ratio']}x bar)."
         )
         if log:
