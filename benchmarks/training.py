@@ -15,6 +15,7 @@ artifacts, pyfunc registration. Goal (issue 4): 1M moments, 30 trials, <= 15 min
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import resource
 import sys
@@ -67,6 +68,9 @@ def main() -> None:
     dataset, _ = build_dataset(history, settings)
     if len(dataset) > args.moments:
         dataset = dataset.sort_values("as_of").sample(n=args.moments, random_state=0).sort_index()
+    cutoff = history.cutoff
+    del history  # training needs only the moments; the CLI's train() drops the history the same way
+    gc.collect()
     truth_path = args.crm / GROUND_TRUTH_FILE
     truth = pd.read_parquet(truth_path) if truth_path.exists() else None
     print(f"moments dataset: {len(dataset):,} rows x {dataset.shape[1]} columns "
@@ -80,7 +84,7 @@ def main() -> None:
             phases.append((time.perf_counter() - t0, str(payload)))
             print(f"  {phases[-1][0]:7.1f}s  {payload}", flush=True)
 
-    result = train_from_dataset(dataset, feature_schema(settings), settings, history.cutoff,
+    result = train_from_dataset(dataset, feature_schema(settings), settings, cutoff,
                                 schema_hash=schema_hash(settings), truth=truth, progress=progress)
     total = time.perf_counter() - t0
     print(f"\nretrain wall time: {total / 60:.1f} min for {len(dataset):,} moments, {args.trials} trials per target "

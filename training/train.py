@@ -495,12 +495,14 @@ def train(
         raise ValueError(f"CRM history in {crm_dir} is not usable: {bad}")
     _emit(progress, "phase", "building point-in-time features and labels")
     dataset, _summary = build_dataset(history, settings)
+    cutoff_ts = history.cutoff
+    del history  # from here on only the moments are needed; free the tables before boosting
     truth = None
     truth_path = Path(crm_dir) / GROUND_TRUTH_FILE
     if truth_path.exists():
         truth = pd.read_parquet(truth_path)
     return train_from_dataset(
-        dataset, feature_schema(settings), settings, history.cutoff, schema_hash=schema_hash(settings),
+        dataset, feature_schema(settings), settings, cutoff_ts, schema_hash=schema_hash(settings),
         truth=truth, trials=trials, timeout=timeout, progress=progress, out_dir=out_dir,
         data_info={"crm_dir": str(Path(crm_dir).resolve()), "moments": len(dataset)},
     )
