@@ -246,6 +246,15 @@ def test_unreachable_target_rate_is_reported_not_met(sla_settings: Settings, cal
     policy = fit_stage_policy(calibration_frame, settings, override=MQLPolicy(kind="target_rate", target_rate=0.99))
     assert not policy.policy["mql"]["met"]
     assert "not reachable" in policy.policy["mql"]["note"]
+    assert policy.mql_threshold == 0.99  # falls back to the calibrated probability, never to "everyone"
+
+
+def test_constant_model_does_not_recommend_everyone(sla_settings: Settings, calibration_frame: pd.DataFrame) -> None:
+    flat = calibration_frame.assign(p_opportunity=0.03)  # an uninformative opportunity model
+    policy = fit_stage_policy(flat, sla_settings)
+    assert not policy.policy["sql"]["met"]
+    assert policy.sql_threshold == sla_settings.sla.sql_recommend_p_opportunity
+    assert policy.stage(0.0, 0.03, None) == "lead"
 
 
 def test_expected_value_threshold_maximises_net_value(sla_settings: Settings, calibration_frame: pd.DataFrame) -> None:

@@ -506,7 +506,7 @@ def _fit_mql(replay: Replay, policy: MQLPolicy) -> Fitted:
         ok = np.flatnonzero(trusted & (curves["mql_to_sql_rate"] >= policy.target_rate))
         if len(ok):
             return Fitted(float(cands[ok[0]]), True, f"lowest threshold whose MQL->SQL rate reaches {policy.target_rate}")
-        return _best_rate(cands, curves["mql_to_sql_rate"], trusted, f"target MQL->SQL rate {policy.target_rate}")
+        return _unreachable(policy.target_rate, curves["mql_to_sql_rate"], trusted, f"target MQL->SQL rate {policy.target_rate}")
     assert policy.value_of_sql is not None and policy.cost_of_follow_up is not None
     net = curves["mqls_per_month"] * (policy.value_of_sql * curves["mql_to_sql_rate"] - policy.cost_of_follow_up)
     net = np.where(trusted, net, -np.inf)
@@ -518,12 +518,17 @@ def _fit_mql(replay: Replay, policy: MQLPolicy) -> Fitted:
     return Fitted(float(cands[i]), True, "threshold with the highest expected net value per month")
 
 
-def _best_rate(cands: np.ndarray, rate: np.ndarray, trusted: np.ndarray, what: str) -> Fitted:
-    if not trusted.any():
-        return Fitted(float(cands[-1]), False, f"{what} not reachable: too few labelled moments")
-    masked = np.where(trusted, rate, -np.inf)
-    i = int(np.argmax(masked))
-    return Fitted(float(cands[i]), False, f"{what} not reachable; best is {masked[i]:.3f} at this threshold")
+def _unreachable(level: float, rate: np.ndarray, trusted: np.ndarray, what: str) -> Fitted:
+    """Fallback when no threshold reaches the target rate on the fit months: the calibrated probability.
+
+    Why not "the threshold with the best rate": with a weak or constant model that threshold can be the
+    lowest score, which would hand every lead over. Calibrated probabilities mean what they say, so
+    "P >= target" is the threshold that would reach the rate if the model could tell the leads apart;
+    with a weak model it simply hands over few or none.
+    """
+    best = np.where(trusted, rate, -np.inf).max() if trusted.any() else float("nan")
+    seen = f"best seen {best:.3f}" if np.isfinite(best) else "too few labelled moments"
+    return Fitted(level, False, f"{what} not reachable ({seen}); using calibrated probability >= {level}")
 
 
 def _fit_sql(replay: Replay, settings: Settings, min_labelled: int) -> Fitted:
@@ -538,7 +543,7 @@ def _fit_sql(replay: Replay, settings: Settings, min_labelled: int) -> Fitted:
     ok = np.flatnonzero(trusted & (curves["mql_to_opp_rate"] >= level))
     if len(ok):
         return Fitted(float(cands[ok[0]]), True, f"lowest threshold whose SQL recommendations reach opportunity rate {level}")
-    return _best_rate(cands, curves["mql_to_opp_rate"], trusted, f"target SQL->opportunity rate {level}")
+    return _unreachable(level, curves["mql_to_opp_rate"], trusted, f"target SQL->opportunity rate {level}")
 
 
 def expected_outcomes(replay: Replay, column: str, threshold: float, samples: int, seed: int) -> dict[str, Any]:
