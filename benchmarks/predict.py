@@ -1,6 +1,7 @@
 """Benchmark the bundle's one-lead fast path (what serving calls per request).
 
-Usage: python benchmarks/predict.py [--bundle DIR | --model-uri models:/leadscore@champion] [--reps 5000]
+Usage: python benchmarks/predict.py [--bundle DIR | --model-uri models:/leadscore@champion] [--moments FILE]
+          [--reps 5000]
 
 Without a bundle, trains a small one (generated CRM of 2,000 leads, 2 trials, nothing logged) first.
 Prints, in-process:
@@ -57,6 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path)
     ap.add_argument("--model-uri")
+    ap.add_argument("--moments", type=Path, help="Parquet of feature rows to score (default: the small CRM's)")
     ap.add_argument("--reps", type=int, default=5000)
     args = ap.parse_args()
 
@@ -78,6 +80,8 @@ def main() -> None:
             bundle_dir = args.bundle or _small_bundle(settings, tmp)
             bundle = ScoringBundle.load(bundle_dir)
             rows = pd.read_parquet(tmp / "moments.parquet") if (tmp / "moments.parquet").exists() else None
+        if args.moments is not None:
+            rows = pd.read_parquet(args.moments)
         if rows is None:
             rng = np.random.default_rng(0)
             rows = pd.DataFrame({s["name"]: (rng.choice(["a", "b"], 2000) if s["dtype"] == "str"
