@@ -107,10 +107,11 @@ def attach_truth(dataset: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """Join each moment to its lead's true probabilities on ``as_of.floor("D")`` (generated CRMs only)."""
     keys = pd.DataFrame({"lead_id": dataset["lead_id"].astype(str).to_numpy(),
                          "day": dataset["as_of"].dt.floor("D").to_numpy()})
-    t = truth[["lead_id", "day", *TRUTH_COLUMNS.values()]].copy()
-    t["lead_id"] = t["lead_id"].astype(str)
-    t["day"] = pd.to_datetime(t["day"], utc=True).dt.as_unit(keys["day"].dt.unit)
-    merged = keys.merge(t.drop_duplicates(["lead_id", "day"]), on=["lead_id", "day"], how="left")
+    # only the days that moments fall on: the truth table has a row per lead and open day (tens of millions)
+    t = truth.loc[truth["day"].isin(keys["day"].unique()), ["lead_id", "day", *TRUTH_COLUMNS.values()]]
+    t = t.assign(lead_id=t["lead_id"].astype(str),
+                 day=pd.to_datetime(t["day"], utc=True).dt.as_unit(keys["day"].dt.unit))
+    merged = keys.merge(t, on=["lead_id", "day"], how="left", validate="many_to_one")
     return merged[list(TRUTH_COLUMNS.values())].set_axis(dataset.index)
 
 
@@ -130,9 +131,11 @@ def split_target(
     """
     label = TARGETS[target]
     horizon = settings.horizons.sql_days if target == "sql" else settings.horizons.opp_days
-    labelled = dataset[dataset[label].notna()]
-    split = time_split(labelled["as_of"], cutoff, horizon, settings.training.split, target)
-    parts = {p: labelled[split.mask(labelled["as_of"], p)] for p in ("train", "validation", "calibration", "test")}
+    # masks, not an intermediate "labelled" frame: at a million moments every copy of the frame is ~1 GB
+    labelled = dataset[label].notna().to_numpy()
+    as_of = dataset["as_of"]
+    split = time_split(as_of[labelled], cutoff, horizon, settings.training.split, target)
+    parts = {p: dataset[labelled & split.mask(as_of, p)] for p in ("train", "validation", "calibration", "test")}
     check_minimums(parts["train"][label].to_numpy(dtype=np.float64), split, settings.training.minimums)
     for p in ("validation", "calibration", "test"):
         yp = parts[p][label].to_numpy(dtype=np.float64)
