@@ -33,6 +33,14 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def _current_gb() -> float:
+    """Resident memory now (Linux), to see which phase holds the memory."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024**3
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--crm", type=Path, default=Path(tempfile.gettempdir()) / "leadscore-bench-crm-100k")
@@ -82,7 +90,7 @@ def main() -> None:
     def progress(event: str, payload: object) -> None:
         if event == "phase":
             phases.append((time.perf_counter() - t0, str(payload)))
-            print(f"  {phases[-1][0]:7.1f}s  {payload}", flush=True)
+            print(f"  {phases[-1][0]:7.1f}s  RSS {_current_gb():.2f} GB (peak {_rss_gb():.2f})  {payload}", flush=True)
 
     result = train_from_dataset(dataset, feature_schema(settings), settings, cutoff,
                                 schema_hash=schema_hash(settings), truth=truth, progress=progress)
