@@ -64,7 +64,9 @@ class TrainingConfig(_Strict):
     #: share of moments sales can follow up ("MQL capacity") for recall@capacity; None: the share the
     #: rule-based score flags as MQL on the same rows, so model and rule are compared at equal volume.
     capacity_share: float | None = Field(default=None, gt=0, le=1)
-    logreg_max_rows: int = 300_000
+    #: the logistic baseline is fitted on a time-stratified sample: its dense design matrix is copied
+    #: by every pipeline step, and 100k rows already pin a linear model down
+    logreg_max_rows: int = 100_000
     lightgbm: LightGBMConfig = Field(default_factory=LightGBMConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     minimums: MinimumsConfig = Field(default_factory=MinimumsConfig)
