@@ -53,7 +53,8 @@ def _flat(n: int = 3000, seed: int = 0) -> pd.DataFrame:
     visits = rng.poisson(3, n)
     title = rng.choice(["manager", "director", "analyst", "n/a"], n)
     signed = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 365 * 24, n), unit="h")
-    logit = -1.2 + 1.2 * (source == "referral") + 0.25 * visits + 0.6 * (title == "director")
+    # A clear planted signal (oracle AUC about 0.76): the trained model must find most of it.
+    logit = -2.0 + 1.8 * (source == "referral") + 0.4 * visits + 0.9 * (title == "director")
     y = rng.random(n) < 1 / (1 + np.exp(-logit))
     return pd.DataFrame({
         "lead": [f"L{i}" for i in range(n)], "source": source, "visits": visits.astype(str), "title": title,
@@ -137,7 +138,7 @@ def test_train_flat_registers_model_and_sla_report(files: tuple[Path, Path], set
     assert str(version.version) == result.model_version
     assert result.sla_report is not None and (tmp_path / "out" / "sla_report" / "sla_report.html").exists()
     auc = result.targets["sql"].metrics["lightgbm"]["roc_auc"].value
-    assert auc > 0.65  # the signal planted in the synthetic table is found
+    assert auc > 0.66  # most of the planted signal is found (0.70 measured; about 550 test rows, CI +-0.045)
     assert result.bundle.stage_policy is not None
     assert result.bundle.stage_policy.rule_mql_threshold == 20
     artifacts = [a.path for a in MlflowClient().list_artifacts(result.run_id, "flat")]

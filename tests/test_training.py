@@ -19,6 +19,9 @@ from training.split import InsufficientDataError
 
 REPO = Path(__file__).resolve().parent.parent
 N_LEADS, MONTHS, SEED = 2000, 12, 1
+# Its own registry name: other modules (serving) promote `leadscore` in the same session store, and the
+# first-model gate ("beats the rule") is only exercised when this module starts from no champion.
+MODEL_NAME = "leadscore-training-test"
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +35,7 @@ def small_settings(extra: list[str] | None = None) -> Settings:
         "training.lightgbm.early_stopping_rounds=20",
         "training.minimums.min_moments=500",
         "training.minimums.min_positives=30",
+        f"training.registered_model_name={MODEL_NAME}",
         *(extra or []),
     ])
 
@@ -107,7 +111,7 @@ def test_artifacts_and_scored_frames_logged(trained: Trained) -> None:
     assert {"calibration.png", "feature_importance.png", "shap_summary.png", "metrics.csv", "scored"} <= names
     trials = mlflow.search_runs([run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
     assert len(trials) == 2 * trained.settings.training.trials
-    cal, test = load_scored(f"models:/leadscore/{result.model_version}", trained.settings)  # type: ignore[attr-defined]
+    cal, test = load_scored(f"models:/{MODEL_NAME}/{result.model_version}", trained.settings)  # type: ignore[attr-defined]
     assert list(test.columns) == ["lead_id", "as_of", "p_sql", "p_opportunity", "rule_score", "y_sql", "y_opp",
                                   "source", "industry", "employee_band", "days_since_created"]
     assert cal["as_of"].max() < test["as_of"].min()
@@ -122,11 +126,11 @@ def test_promote_then_pyfunc_champion_predicts_like_bundle(trained: Trained) -> 
     decision = promote(trained.settings, trained.crm_dir)
     assert decision.promoted, decision.reason
     assert "beats the rule" in decision.reason
-    bundle = load_bundle("models:/leadscore@champion", trained.settings)
+    bundle = load_bundle(f"models:/{MODEL_NAME}@champion", trained.settings)
     assert bundle.version == trained.result.model_version  # type: ignore[attr-defined]
     rows = trained.dataset.sample(300, random_state=0)
     expected = bundle.predict(rows)
-    pyfunc = mlflow.pyfunc.load_model("models:/leadscore@champion")
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
     got = pyfunc.predict(rows[bundle.feature_names])
     np.testing.assert_allclose(got[["p_sql", "p_opportunity"]].to_numpy(), expected.to_numpy(), rtol=0, atol=1e-12)
     # the one-row fast path agrees with the batch path
