@@ -37,18 +37,28 @@ FIT_NUMERIC = ("employees", "annual_revenue")
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One model input column. ``template`` explains a value in words, with ``{value}`` in it."""
+    """One model input column. ``template`` explains a value in words, with ``{value}`` in it.
+
+    ``missing`` is the sentence for a missing value: "no buying signal yet" is a reason a reviewer
+    understands, "Last buying signal none days ago" is not.
+    """
 
     name: str
     dtype: Literal["float64", "str"]
     group: Literal["fit", "interest"]
     description: str
     template: str
+    missing: str = ""
 
 
 def _num(x: float) -> str:
     """Format a window/half-life for a column name: 14 -> "14", 2.5 -> "2p5"."""
     return str(int(x)) if float(x).is_integer() else str(x).replace(".", "p")
+
+
+def _missing_text(name: str) -> str:
+    """Default sentence for a missing value: "Industry not known"."""
+    return f"{name.replace('_', ' ').capitalize()} not known"
 
 
 def count_name(activity: str, window_days: int) -> str:
@@ -68,22 +78,23 @@ def feature_schema(settings: Settings) -> list[FeatureSpec]:
     fc = settings.features
     specs: list[FeatureSpec] = []
 
-    def add(name: str, dtype: Literal["float64", "str"], group: Literal["fit", "interest"], desc: str, tpl: str) -> None:
-        specs.append(FeatureSpec(name, dtype, group, desc, tpl))
+    def add(name: str, dtype: Literal["float64", "str"], group: Literal["fit", "interest"], desc: str, tpl: str,
+            missing: str = "") -> None:
+        specs.append(FeatureSpec(name, dtype, group, desc, tpl, missing or _missing_text(name)))
 
     # ---- fit: who the lead is -------------------------------------------------------------------
-    add("source", "str", "fit", "Lead source (channel the lead came from).", "Came from {value}")
-    add("industry", "str", "fit", "Industry of the lead's account.", "Works in {value}")
-    add("employee_band", "str", "fit", "Company size band of the account (employees).", "Company with {value} employees")
-    add("revenue_band", "str", "fit", "Annual revenue band of the account.", "Company revenue {value}")
-    add("country", "str", "fit", "Country of the lead, else of its account.", "Based in {value}")
+    add("source", "str", "fit", "Lead source (channel the lead came from).", "Came from {value}", "Lead source not known")
+    add("industry", "str", "fit", "Industry of the lead's account.", "Works in {value}", "Industry not known")
+    add("employee_band", "str", "fit", "Company size band of the account (employees).", "Company with {value} employees", "Company size not known")
+    add("revenue_band", "str", "fit", "Annual revenue band of the account.", "Company revenue {value}", "Company revenue not known")
+    add("country", "str", "fit", "Country of the lead, else of its account.", "Based in {value}", "Country not known")
     add("icp_match", "str", "fit", "Whether the account matches the ideal customer profile (configs/icp.yaml).",
-        "Ideal customer profile match: {value}")
+        "Ideal customer profile match: {value}", "Ideal customer profile match not known")
     add("seniority", "str", "fit", "Seniority from the CRM field, else from the job title rules.", "Seniority: {value}")
     add("department", "str", "fit", "Department from the CRM field, else from the job title rules.", "Department: {value}")
     add("email_domain_type", "str", "fit", "free_mail, corporate or unknown e-mail domain.", "E-mail domain: {value}")
-    add("employees", "float64", "fit", "Employees of the account.", "Company has {value} employees")
-    add("annual_revenue", "float64", "fit", "Annual revenue of the account.", "Company revenue is {value}")
+    add("employees", "float64", "fit", "Employees of the account.", "Company has {value} employees", "Company size not known")
+    add("annual_revenue", "float64", "fit", "Annual revenue of the account.", "Company revenue is {value}", "Company revenue not known")
 
     # ---- interest: what the lead did, as of the scoring moment ----------------------------------
     for a in settings.activities:
@@ -112,11 +123,11 @@ def feature_schema(settings: Settings) -> list[FeatureSpec]:
             add(f"n_{a.name}_total", "float64", "interest", f"All {a.name} activities up to the moment (negative signal).",
                 f"{{value}} {a.label} in total")
     add("days_since_last_activity", "float64", "interest", "Days since the last activity (NaN: none yet).",
-        "Last activity {value} days ago")
+        "Last activity {value} days ago", "No activity yet")
     add("days_since_last_high_intent", "float64", "interest", "Days since the last high-intent activity (NaN: none).",
-        "Last buying signal {value} days ago")
+        "Last buying signal {value} days ago", "No buying signal yet")
     add("days_since_first_activity", "float64", "interest", "Days since the first activity (NaN: none yet).",
-        "First activity {value} days ago")
+        "First activity {value} days ago", "No activity yet")
     for w in fc.windows_days:
         if w > 1:
             add(f"active_days_{_num(w)}d", "float64", "interest", f"Distinct UTC days with activity in the last {w} days.",
@@ -128,22 +139,22 @@ def feature_schema(settings: Settings) -> list[FeatureSpec]:
     add("times_recycled", "float64", "interest", "How often the lead was recycled back to nurturing so far.",
         "Recycled {value} times")
     add("current_stage", "str", "interest", "Lifecycle stage at the moment (last stage change; NaN: none).",
-        "Currently in stage {value}")
+        "Currently in stage {value}", "No lifecycle stage recorded yet")
     add("days_in_stage", "float64", "interest", "Days since the last stage change (NaN: none).",
-        "In the current stage for {value} days")
+        "In the current stage for {value} days", "No lifecycle stage recorded yet")
     add("days_since_created", "float64", "interest", "Days since the lead was created.", "Lead created {value} days ago")
     add("account_n_leads", "float64", "interest", "Leads at the same account created so far, this one included (NaN: no account).",
-        "{value} people from this company are known")
+        "{value} people from this company are known", "No company known")
     add("account_has_open_opportunity", "float64", "interest", "1 if the account has an open opportunity (NaN: no account).",
-        "Company has an open opportunity: {value}")
+        "Company has an open opportunity: {value}", "No company known")
     add("account_had_opportunity", "float64", "interest", "1 if the account has had any opportunity so far (NaN: no account).",
-        "Company has had an opportunity: {value}")
+        "Company has had an opportunity: {value}", "No company known")
     add("account_other_leads_activities_30d", "float64", "interest",
         "Activities of the other leads of the same account in the last 30 days (NaN: no account).",
-        "{value} activities by colleagues in the last 30 days")
+        "{value} activities by colleagues in the last 30 days", "No company known")
     add("account_other_leads_high_intent_30d", "float64", "interest",
         "High-intent activities of the other leads of the same account in the last 30 days (NaN: no account).",
-        "{value} buying signals by colleagues in the last 30 days")
+        "{value} buying signals by colleagues in the last 30 days", "No company known")
     return specs
 
 

@@ -124,7 +124,8 @@ def test_bundle_roundtrip_fast_path_and_reasons(tmp_path: Path) -> None:
 
     rng = np.random.default_rng(3)
     schema = [
-        {"name": "source", "dtype": "str", "group": "fit", "description": "", "template": "Came from {value}"},
+        {"name": "source", "dtype": "str", "group": "fit", "description": "", "template": "Came from {value}",
+         "missing": "Lead source not known"},
         {"name": "n_demo", "dtype": "float64", "group": "interest", "description": "",
          "template": "{value} demo requests"},
     ]
@@ -150,5 +151,9 @@ def test_bundle_roundtrip_fast_path_and_reasons(tmp_path: Path) -> None:
     assert list(contrib.columns) == ["source", "n_demo", "bias"]
     reasons = loaded.reasons(row, k=2)
     assert "3 demo requests" in reasons["positive"] or "Came from event" in reasons["positive"]
+    # a missing value is explained by the schema's sentence for it, never as "Came from none"
+    unknown = loaded.reason_details({"source": None, "n_demo": 0.0}, k=2)
+    texts = {i["feature"]: i["text"] for side in unknown.values() for i in side}
+    assert texts.get("source") == "Lead source not known" and not any("none" in t for t in texts.values())
     with pytest.raises(Exception, match="feature schema"):
         loaded.check_schema("other")

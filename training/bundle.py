@@ -61,8 +61,12 @@ class TargetModel:
         return {"encodings": self.encodings, "calibrator": self.calibrator.to_dict(), "params": self.params}
 
 
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
 def _format_value(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+    if _is_missing(value):
         return "none"
     if isinstance(value, (float, np.floating)):
         v = float(value)
@@ -222,10 +226,12 @@ class ScoringBundle:
             c = float(contrib[j])
             if c == 0.0:
                 continue
-            template = spec.get("template") or f"{spec['name']}: {{value}}"
             value = row[spec["name"]]
-            items.append({"feature": spec["name"], "value": _format_value(value), "contribution": c,
-                          "text": template.format(value=_format_value(value))})
+            if _is_missing(value):
+                text = spec.get("missing") or f"{spec['name'].replace('_', ' ').capitalize()} not known"
+            else:
+                text = (spec.get("template") or f"{spec['name']}: {{value}}").format(value=_format_value(value))
+            items.append({"feature": spec["name"], "value": _format_value(value), "contribution": c, "text": text})
         pos = sorted((i for i in items if i["contribution"] > 0), key=lambda i: -i["contribution"])[:k]
         neg = sorted((i for i in items if i["contribution"] < 0), key=lambda i: i["contribution"])[:k]
         return {"positive": pos, "negative": neg}
