@@ -51,7 +51,7 @@ def list_features(
 @app.command("build")
 def build(
     ctx: typer.Context,
-    crm: Annotated[Path, typer.Option(help="Directory with the CRM tables (Parquet or CSV).")],
+    crm: Annotated[str, typer.Option(help="CRM history: a directory (five tables, Parquet or CSV) or a database URL.")],
     out: Annotated[Path, typer.Option(help="Output Parquet file (features, rule_score, y_sql, y_opp).")],
     cutoff: Annotated[str | None, typer.Option(help="Data cut-off (UTC); default: manifest.json, else now.")] = None,
     summary_json: Annotated[Path | None, typer.Option(help="Also write the build summary as JSON here.")] = None,
@@ -79,8 +79,8 @@ def build(
         raise typer.Exit(1)
     rejected = sum(t.rejected_rows for t in report.tables.values())
     if rejected:
-        console.print(f"[yellow]{rejected} invalid rows were set aside in {crm}/_rejected/ "
-                      f"(run `leadscore validate {crm}` for details)[/yellow]")
+        console.print(f"[yellow]{rejected} invalid rows were set aside (run `leadscore validate {crm}` "
+                      "for the report)[/yellow]")
     try:
         frame, summary = build_dataset(history, settings, progress=progress)
     except FeatureInputError as exc:

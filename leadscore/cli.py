@@ -97,7 +97,7 @@ def generate(
 @app.command()
 def validate(
     ctx: typer.Context,
-    directory: Annotated[Path, typer.Argument(help="Directory with the five CRM tables (Parquet or CSV).")],
+    directory: Annotated[str, typer.Argument(help="The five CRM tables: a directory (Parquet or CSV) or a database URL.")],
     cutoff: Annotated[str | None, typer.Option(help="Data cut-off (default: manifest.json, else now).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
 ) -> None:

@@ -1,4 +1,7 @@
-"""Read and validate CRM history: five tables from a directory of Parquet or CSV files.
+"""Read and validate CRM history: five tables from a directory of Parquet or CSV files, or a SQL database.
+
+A source is a directory or a SQLAlchemy URL (``postgresql+psycopg://.../crm``, ``sqlite:///crm.db``)
+whose tables carry the five names: a CRM replica can be scored without exporting it first.
 
 Validation is declared as pandera schemas and run lazily, so every failing row is collected with
 the check it failed. Rows that fail are written aside to ``<dir>/_rejected/<table>.parquet`` with a
@@ -98,6 +101,25 @@ def _read_raw(directory: Path, name: str) -> pd.DataFrame | None:
         # Everything as text: a bad cell must become a rejected row, not a failed read.
         return pd.read_csv(csv, dtype=str, keep_default_na=False, na_values=[""])
     return None
+
+
+def is_database_url(source: object) -> bool:
+    """A history source is a database when it is given as a URL (``scheme://...``), else a directory."""
+    return isinstance(source, str) and "://" in source
+
+
+def _read_sql(engine: object, name: str) -> pd.DataFrame | None:
+    """One table from a database; JSON columns (dicts/lists from PostgreSQL) become JSON text like a file's."""
+    from sqlalchemy import inspect
+
+    if not inspect(engine).has_table(name):
+        return None
+    df = pd.read_sql_table(name, engine)  # type: ignore[arg-type]
+    for col in df.select_dtypes(include="object").columns:
+        nested = df[col].map(lambda v: isinstance(v, dict | list))
+        if nested.any():
+            df[col] = df[col].where(~nested, df[col].map(lambda v: json.dumps(v) if isinstance(v, dict | list) else v))
+    return df
 
 
 def _blank_to_na(s: pd.Series) -> pd.Series:
@@ -285,9 +307,9 @@ def read_manifest(directory: Path) -> dict[str, object]:
     return {}
 
 
-def resolve_cutoff(directory: Path, cutoff: str | datetime | pd.Timestamp | None) -> pd.Timestamp:
-    """Explicit cut-off, else the one in ``manifest.json``, else now (UTC)."""
-    if cutoff is None:
+def resolve_cutoff(directory: Path | None, cutoff: str | datetime | pd.Timestamp | None) -> pd.Timestamp:
+    """Explicit cut-off, else the one in ``manifest.json`` (directories), else now (UTC)."""
+    if cutoff is None and directory is not None:
         cutoff = read_manifest(directory).get("cutoff")  # type: ignore[assignment]
     if cutoff is None:
         return pd.Timestamp(datetime.now(UTC)).as_unit("us")
@@ -303,23 +325,43 @@ def load_history(
 ) -> tuple[CRMHistory, ValidationReport]:
     """Load and validate the five tables; write rejected rows aside; never drop a row silently.
 
+    ``directory`` is a directory of files or a database URL (:func:`is_database_url`). A database
+    has no manifest, so its cut-off is the explicit one or now, and its rejected rows go to
+    ``<paths.reports_dir>/_rejected/`` (nothing is written into the CRM's database).
     Parents are validated before children so that a child pointing at a rejected parent is rejected
     too, with reason ``unknown lead_id`` / ``unknown account_id``.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise HistoryError(f"{directory} is not a directory")
-    cut = resolve_cutoff(directory, cutoff)
+    if is_database_url(directory):
+        from sqlalchemy import create_engine
+        from sqlalchemy.exc import SQLAlchemyError
+
+        url = str(directory)
+        try:
+            engine = create_engine(url)
+            engine.connect().close()
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise HistoryError(f"cannot open the CRM database {url}: {exc}") from exc
+        read = lambda name: _read_sql(engine, name)  # noqa: E731
+        missing = "no {name} table in " + url
+        cut = resolve_cutoff(None, cutoff)
+        rejected_dir = Path(settings.paths.reports_dir) / REJECTED_DIR
+    else:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise HistoryError(f"{directory} is not a directory")
+        read = lambda name: _read_raw(directory, name)  # noqa: E731
+        missing = "no {name}.parquet or {name}.csv in " + str(directory)
+        cut = resolve_cutoff(directory, cutoff)
+        rejected_dir = directory / REJECTED_DIR
     refs: dict[str, set[str]] = {}
     valid_tables: dict[str, pd.DataFrame] = {}
     reports: dict[str, TableReport] = {}
-    rejected_dir = directory / REJECTED_DIR
     for name, spec in TABLES.items():
-        raw = _read_raw(directory, name)
+        raw = read(name)
         if raw is None:
             report = TableReport(name=name)
             if name in ESSENTIAL_TABLES:
-                report.unusable = f"no {name}.parquet or {name}.csv in {directory}"
+                report.unusable = missing.format(name=name)
             else:
                 report.notes.append(f"no {name} file: treated as empty")
             valid_tables[name], reports[name] = empty_table(spec), report
@@ -328,7 +370,7 @@ def load_history(
             valid_tables[name], reports[name] = valid, report
             target = rejected_dir / f"{name}.parquet"
             if write_rejected and len(rejected):
-                rejected_dir.mkdir(exist_ok=True)
+                rejected_dir.mkdir(parents=True, exist_ok=True)
                 rejected.to_parquet(target, index=False)
             elif write_rejected and target.exists():
                 target.unlink()

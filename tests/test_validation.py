@@ -162,3 +162,27 @@ def test_cutoff_comes_from_the_manifest(tmp_path: Path, settings: Settings) -> N
     history, report = load_history(directory, settings)
     assert history.cutoff == pd.Timestamp("2025-03-06T12:00:00Z")
     assert report.tables["activities"].reasons == {"occurred_at after the data cut-off 2025-03-06T12:00:00+00:00": 1}
+
+
+def test_history_from_a_database_url_matches_the_files(tmp_path: Path, settings: Settings) -> None:
+    """A CRM replica in a SQL database loads like its export: same rows, same rejections, report aside."""
+    from sqlalchemy import create_engine
+
+    tables = _tables()
+    tables["activities"].append({"activity_id": "A9", "lead_id": "L404", "occurred_at": "2025-03-08T09:00:00Z",
+                                 "type": "page_view", "properties": "{}"})
+    files, _ = load_history(_write(tmp_path / "crm", tables), settings, cutoff=CUTOFF)
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    engine = create_engine(url)
+    for name, rows in tables.items():
+        pd.DataFrame(rows).to_sql(name, engine, index=False)
+    engine.dispose()
+    reports = tmp_path / "reports"
+    db_settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"reports_dir": str(reports)})})
+    db, report = load_history(url, db_settings, cutoff=CUTOFF)
+    for name in ("accounts", "leads", "activities", "stage_changes", "opportunities"):
+        pd.testing.assert_frame_equal(db.table(name), files.table(name), check_like=True)
+    assert report.tables["activities"].rejected_rows == 1
+    assert pd.read_parquet(reports / "_rejected" / "activities.parquet")["reason"].str.contains("lead_id").all()
+    with pytest.raises(Exception, match="cannot open the CRM database"):
+        load_history("postgresql+nosuchdriver://nobody@localhost/crm", settings)

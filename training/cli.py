@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         ctx: typer.Context,
-        crm: Annotated[Path | None, typer.Option(help="CRM history directory (five tables, Parquet or CSV).")] = None,
+        crm: Annotated[str | None, typer.Option(help="CRM history: a directory (five tables, Parquet or CSV) or a database URL.")] = None,
         cutoff: Annotated[str | None, typer.Option(help="Data cut-off (UTC); default: manifest.json, else now.")] = None,
         trials: Annotated[int | None, typer.Option(min=1, help="Optuna trials per target (default: config).")] = None,
         timeout: Annotated[float | None, typer.Option(help="Optuna time budget per target, seconds.")] = None,
@@ -160,7 +160,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def promote(
         ctx: typer.Context,
-        crm: Annotated[Path, typer.Option(help="CRM history with the months after the models' fitting periods.")],
+        crm: Annotated[str, typer.Option(help="CRM history (directory or database URL) with the months after the "
+                                                 "models' fitting periods.")],
         cutoff: Annotated[str | None, typer.Option(help="Data cut-off (UTC); default: manifest.json, else now.")] = None,
     ) -> None:
         """Promote the challenger to champion if it passes the gate on the latest matured unseen month."""

@@ -149,7 +149,7 @@ def _log_decision(decision: PromotionDecision, settings: Settings) -> None:
 
 def promote(
     settings: Settings,
-    crm_dir: Path | None = None,
+    crm_dir: Path | str | None = None,
     *,
     dataset: pd.DataFrame | None = None,
     cutoff: str | pd.Timestamp | None = None,

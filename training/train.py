@@ -476,8 +476,19 @@ def _log_run(result: TrainResult, work: Path, settings: Settings, started: float
     result.run_id, result.model_version = log_bundle_model(result.bundle, work / "bundle", result.example, settings)
 
 
+def _source_name(source: Path | str) -> str:
+    """What the run records as its data source: a resolved directory, or the URL without its password."""
+    from leadscore.history import is_database_url
+
+    if is_database_url(source):
+        from sqlalchemy.engine import make_url
+
+        return make_url(str(source)).render_as_string(hide_password=True)
+    return str(Path(source).resolve())
+
+
 def train(
-    crm_dir: Path,
+    crm_dir: Path | str,
     settings: Settings,
     cutoff: str | pd.Timestamp | None = None,
     *,
@@ -489,7 +500,7 @@ def train(
     """``leadscore train``: load and validate the CRM, build matured moments, train, log and register."""
     from features.build import build_dataset
     from features.schema import feature_schema, schema_hash
-    from leadscore.history import load_history
+    from leadscore.history import is_database_url, load_history
 
     _emit(progress, "phase", "loading CRM history")
     history, report = load_history(crm_dir, settings, cutoff=cutoff)
@@ -501,13 +512,13 @@ def train(
     cutoff_ts = history.cutoff
     del history  # from here on only the moments are needed; free the tables before boosting
     truth = None
-    truth_path = Path(crm_dir) / GROUND_TRUTH_FILE
-    if truth_path.exists():
+    truth_path = None if is_database_url(crm_dir) else Path(crm_dir) / GROUND_TRUTH_FILE
+    if truth_path is not None and truth_path.exists():
         truth = pd.read_parquet(truth_path)
     return train_from_dataset(
         dataset, feature_schema(settings), settings, cutoff_ts, schema_hash=schema_hash(settings),
         truth=truth, trials=trials, timeout=timeout, progress=progress, out_dir=out_dir,
-        data_info={"crm_dir": str(Path(crm_dir).resolve()), "moments": len(dataset)},
+        data_info={"crm_dir": _source_name(crm_dir), "moments": len(dataset)},
     )
 
 
