@@ -40,7 +40,7 @@ def build_state() -> ServingState:
 
     settings = settings_from_env()
     scorer = Scorer.load(settings)
-    store = EventStore(event_store_url(settings))
+    store = EventStore(event_store_url(settings), cache_rows=settings.serving.history_cache_rows)
     state = ServingState.from_env(settings, scorer, store)
     state.warm_up()
     if not state.api_keys:

@@ -15,15 +15,19 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from leadscore.history import CRMHistory, empty_table
 from leadscore.tables import ACCOUNTS, ACTIVITIES, LEADS, OPPORTUNITIES, STAGE_CHANGES, TableSpec
+
+if TYPE_CHECKING:
+    from serving.cache import ActivityCache, ActivityColumns
 
 metadata = sa.MetaData()
 
@@ -114,6 +118,12 @@ scores_t = sa.Table(
     sa.Index("ix_scores_lead_time", "lead_id", "scored_at", "id"),
 )
 
+#: Created on existing stores too (at open, if missing). Covering: an account's leads with their creation
+#: times come from the index alone, without a table lookup per lead.
+_LATER_INDEXES = [
+    sa.Index("ix_leads_account_lead_created", leads_t.c.account_id, leads_t.c.lead_id, leads_t.c.created_at),
+]
+
 _TABLE_SPECS: dict[str, tuple[sa.Table, TableSpec]] = {
     "accounts": (accounts_t, ACCOUNTS),
     "leads": (leads_t, LEADS),
@@ -158,6 +168,109 @@ class StoredScore:
     stage_since: pd.Timestamp
 
 
+class _Compiled:
+    """A parameterised statement compiled once for a dialect and run on the raw DBAPI cursor.
+
+    Building and compiling a SQLAlchemy statement costs ~0.1-0.3 ms; a request runs about a dozen.
+    Compiled once, each is a string the driver keeps prepared (sqlite3 caches statements by text).
+    Rows come back as plain DBAPI tuples (no result processing: the columns read this way are
+    integers, floats and strings on every backend; booleans may come back as 0/1).
+    """
+
+    def __init__(self, stmt: sa.ClauseElement, dialect: sa.Dialect) -> None:
+        compiled: Any = stmt.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.names: list[str] | None = list(compiled.positiontup or ()) if compiled.positional else None
+        # values bound at build time (e.g. LIMIT 1)
+        self.fixed = {k: v for k, v in compiled.params.items() if v is not None}
+
+    def args(self, params: Mapping[str, Any]) -> Any:
+        values = {**self.fixed, **params} if self.fixed else params
+        return tuple(values[k] for k in self.names) if self.names is not None else dict(values)
+
+    def cursor(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        cur = conn.connection.cursor()
+        cur.execute(self.sql, self.args(params))
+        return cur
+
+    def all(self, conn: Connection, **params: Any) -> list[tuple[Any, ...]]:
+        cur = self.cursor(conn, params)
+        try:
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+
+    def first(self, conn: Connection, **params: Any) -> tuple[Any, ...] | None:
+        cur = self.cursor(conn, params)
+        try:
+            row = cur.fetchone()
+            return None if row is None else tuple(row)
+        finally:
+            cur.close()
+
+    def run(self, conn: Connection, **params: Any) -> int:
+        """Execute a write; returns the driver's row count."""
+        cur = self.cursor(conn, params)
+        try:
+            return int(cur.rowcount)
+        finally:
+            cur.close()
+
+
+_ACT_COLS = ("activity_id", "lead_id", "occurred_at", "type")
+_LEAD_COLS = ("lead_id", "account_id", "created_at")
+
+
+class _Statements:
+    """The statements of the scoring path, compiled for one dialect."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        b = sa.bindparam
+        a, le, ac, sc, sg, op = activities_t, leads_t, accounts_t, scores_t, stage_changes_t, opportunities_t
+
+        def c(stmt: sa.ClauseElement) -> _Compiled:
+            return _Compiled(stmt, dialect)
+
+        acols = [a.c[n] for n in _ACT_COLS]
+        self.lead = c(sa.select(le).where(le.c.lead_id == b("lead_id")))
+        self.account = c(sa.select(ac).where(ac.c.account_id == b("account_id")))
+        self.colleagues = c(sa.select(*[le.c[n] for n in _LEAD_COLS])
+                            .where(le.c.account_id == b("account_id"), le.c.lead_id != b("lead_id")))
+        self.own_activities = c(sa.select(*acols).where(a.c.lead_id == b("lead_id"), a.c.occurred_at <= b("cut"))
+                                .order_by(a.c.occurred_at, a.c.activity_id))
+        self.colleague_activities = c(
+            sa.select(*acols)
+            .select_from(a.join(le, le.c.lead_id == a.c.lead_id))
+            .where(le.c.account_id == b("account_id"), a.c.lead_id != b("lead_id"), a.c.occurred_at > b("since"),
+                   a.c.occurred_at <= b("cut")))
+        self.stage_changes = c(sa.select(sg).where(sg.c.lead_id == b("lead_id"), sg.c.changed_at <= b("cut")))
+        self.opps_of_lead = c(sa.select(op).where(op.c.lead_id == b("lead_id"), op.c.created_at <= b("cut")))
+        self.opps_of_lead_or_account = c(
+            sa.select(op).where(sa.or_(op.c.lead_id == b("lead_id"), op.c.account_id == b("account_id")),
+                                op.c.created_at <= b("cut")))
+        last_score = (sa.select(sc.c.stage, sc.c.scored_at, sc.c.stage_since)
+                      .order_by(sc.c.scored_at.desc(), sc.c.id.desc()).limit(1))
+        last_change = (sa.select(sg.c.stage, sg.c.changed_at).order_by(sg.c.changed_at.desc()).limit(1))
+        self.last_score = c(last_score.where(sc.c.lead_id == b("lead_id")))
+        self.last_score_before = c(last_score.where(sc.c.lead_id == b("lead_id"), sc.c.scored_at < b("cut")))
+        self.last_change = c(last_change.where(sg.c.lead_id == b("lead_id")))
+        self.last_change_before = c(last_change.where(sg.c.lead_id == b("lead_id"), sg.c.changed_at <= b("cut")))
+        self.latest_scored_at = c(sa.select(sa.func.max(sc.c.scored_at)).where(sc.c.lead_id == b("lead_id")))
+        self.insert_score = c(sc.insert().values({col.name: b(col.name) for col in sc.c if col.name != "id"}))
+        self.insert_activity: _Compiled | None = None
+        if dialect.name in ("sqlite", "postgresql"):
+            if dialect.name == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            else:
+                from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
+            self.insert_activity = c(dialect_insert(a).values({col.name: b(col.name) for col in a.c})
+                                     .on_conflict_do_nothing())
+        self.lead_columns = [col.name for col in le.c]
+        self.account_columns = [col.name for col in ac.c]
+        self.stage_columns = [col.name for col in sg.c]
+        self.opp_columns = [col.name for col in op.c]
+
+
 def _none_if_na(value: Any) -> Any:
     if value is None:
         return None
@@ -176,7 +289,9 @@ class EventStore:
     event that a crash could lose.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cache_rows: int = 0) -> None:
+        """``cache_rows`` > 0 keeps up to that many activities in memory for scoring reads (SQLite only;
+        see :mod:`serving.cache`); 0 reads every history from SQL."""
         self.url = url
         connect_args: dict[str, Any] = {}
         if url.startswith("sqlite"):
@@ -186,6 +301,15 @@ class EventStore:
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        # indexes added after a store was first created (create_all only adds those of new tables)
+        for index in _LATER_INDEXES:
+            index.create(self.engine, checkfirst=True)
+        self.q = _Statements(self.engine.dialect)
+        self.cache: ActivityCache | None = None
+        if cache_rows > 0 and self.dialect == "sqlite":
+            from serving.cache import ActivityCache
+
+            self.cache = ActivityCache(cache_rows)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -224,16 +348,10 @@ class EventStore:
         Row-by-row so the caller learns which ids were duplicates (a duplicate is not an error: the
         CRM retries, and the same activity twice must count once).
         """
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        out: list[bool] = []
-        for row in rows:
-            if self.dialect == "sqlite":
-                res = conn.execute(sqlite_insert(activities_t).on_conflict_do_nothing(), [dict(row)])
-                out.append(bool(res.rowcount))
-            else:
-                out.append(self._insert_ignore(conn, activities_t, [row]) == 1)
-        return out
+        insert = self.q.insert_activity
+        if insert is not None:
+            return [insert.run(conn, **row) == 1 for row in rows]
+        return [self._insert_ignore(conn, activities_t, [row]) == 1 for row in rows]
 
     def upsert_lead(self, conn: Connection, lead_id: str, props: Mapping[str, Any], seen_at: pd.Timestamp) -> None:
         """Create the lead if new; fill the fields the CRM sent (fields not sent keep their value).
@@ -262,7 +380,7 @@ class EventStore:
         if explicit:
             values["created_at"] = to_micros(values["created_at"])
         seen = to_micros(seen_at)
-        existing = conn.execute(sa.select(table).where(table.c[key] == key_value)).mappings().first()
+        existing = self._row(conn, table, key_value)
         has_flag = "created_at_explicit" in table.c
         if existing is None:
             row = {key: key_value, "created_at": seen, **values}
@@ -271,7 +389,7 @@ class EventStore:
             if self._insert_ignore(conn, table, [row]) == 1:
                 return
             # another request created it between our read and our insert: merge into theirs
-            existing = conn.execute(sa.select(table).where(table.c[key] == key_value)).mappings().first()
+            existing = self._row(conn, table, key_value)
             if existing is None:
                 return
         update = dict(values)
@@ -282,6 +400,13 @@ class EventStore:
         if update:
             conn.execute(table.update().where(table.c[key] == key_value).values(**update))
 
+    def _row(self, conn: Connection, table: sa.Table, key_value: str) -> dict[str, Any] | None:
+        """The lead or account row by id, as a column -> value dict (booleans may be 0/1)."""
+        q = self.q
+        stmt, names = (q.lead, q.lead_columns) if table is leads_t else (q.account, q.account_columns)
+        row = stmt.first(conn, **{names[0]: key_value})
+        return None if row is None else dict(zip(names, row, strict=True))
+
     def add_stage_change(
         self, conn: Connection, lead_id: str, stage: str, changed_at: pd.Timestamp, set_by: str
     ) -> bool:
@@ -289,19 +414,18 @@ class EventStore:
         return self._insert_ignore(conn, stage_changes_t, [row]) == 1
 
     def append_score(self, conn: Connection, score: StoredScore) -> None:
-        conn.execute(
-            scores_t.insert().values(
-                lead_id=score.lead_id,
-                scored_at=to_micros(score.scored_at),
-                computed_at=to_micros(score.computed_at),
-                p_sql=score.p_sql,
-                p_opportunity=score.p_opportunity,
-                stage=score.stage,
-                previous_stage=score.previous_stage,
-                stage_since=to_micros(score.stage_since),
-                model_version=score.model_version,
-                reasons=json.dumps(score.reasons),
-            )
+        self.q.insert_score.run(
+            conn,
+            lead_id=score.lead_id,
+            scored_at=to_micros(score.scored_at),
+            computed_at=to_micros(score.computed_at),
+            p_sql=score.p_sql,
+            p_opportunity=score.p_opportunity,
+            stage=score.stage,
+            previous_stage=score.previous_stage,
+            stage_since=to_micros(score.stage_since),
+            model_version=score.model_version,
+            reasons=json.dumps(score.reasons),
         )
 
     def import_history(self, history: CRMHistory) -> dict[str, int]:
@@ -347,65 +471,46 @@ class EventStore:
         (who exists since when, and their last ACCOUNT_WINDOW_DAYS of activity). Loading colleagues
         in full would make a lead of a 500-person account cost seconds instead of milliseconds.
         Activity ``properties`` are not a feature input and are not read back. Every query hits an
-        index on lead or account id. ``tests/test_serving.py`` checks the result against the batch
-        features computed on the full history.
+        index on lead or account id. With the activity cache (SQLite), the activities come from
+        memory, brought up to date with the store first (:mod:`serving.cache`); the rest is read
+        from SQL every time. ``tests/test_serving.py`` checks the result against the batch features
+        computed on the full history.
         """
         cut = to_micros(as_of)
-        lead = conn.execute(sa.select(leads_t).where(leads_t.c.lead_id == lead_id)).mappings().first()
+        q = self.q
+        lead = q.lead.first(conn, lead_id=lead_id)
         if lead is None:
             raise KeyError(lead_id)
-        account_id = lead["account_id"]
-        lead_frame = _rows_frame([dict(lead)], LEADS)
+        lead_row = dict(zip(q.lead_columns, lead, strict=True))
+        account_id = lead_row["account_id"]
         account_rows: list[dict[str, Any]] = []
+        colleagues: list[tuple[Any, ...]] = []
         if account_id is not None:
-            account_rows = [
-                dict(r)
-                for r in conn.execute(sa.select(accounts_t).where(accounts_t.c.account_id == account_id)).mappings()
-            ]
-            lead_cols = [leads_t.c.lead_id, leads_t.c.account_id, leads_t.c.created_at]
-            colleagues = _raw_rows(
-                conn, sa.select(*lead_cols).where(leads_t.c.account_id == account_id, leads_t.c.lead_id != lead_id)
-            )
-            if colleagues:
-                lead_frame = pd.concat(
-                    [lead_frame, _columns_frame([c.name for c in lead_cols], colleagues, LEADS)], ignore_index=True
-                )
-        cols = [activities_t.c.activity_id, activities_t.c.lead_id, activities_t.c.occurred_at, activities_t.c.type]
-        names = [c.name for c in cols]
-        act_rows = _raw_rows(
-            conn,
-            sa.select(*cols)
-            .where(activities_t.c.lead_id == lead_id, activities_t.c.occurred_at <= cut)
-            .order_by(activities_t.c.occurred_at, activities_t.c.activity_id),
-        )
-        if account_id is not None and len(lead_frame) > 1:
-            since = cut - ACCOUNT_WINDOW_DAYS * 86_400_000_000
-            act_rows = act_rows + _raw_rows(
-                conn,
-                sa.select(*cols)
-                .select_from(activities_t.join(leads_t, leads_t.c.lead_id == activities_t.c.lead_id))
-                .where(
-                    leads_t.c.account_id == account_id,
-                    activities_t.c.lead_id != lead_id,
-                    activities_t.c.occurred_at > since,
-                    activities_t.c.occurred_at <= cut,
-                ),
-            )
-        stages = conn.execute(
-            sa.select(stage_changes_t).where(stage_changes_t.c.lead_id == lead_id, stage_changes_t.c.changed_at <= cut)
-        ).mappings()
-        owner: sa.ColumnElement[bool] = opportunities_t.c.lead_id == lead_id
+            acc = q.account.first(conn, account_id=account_id)
+            if acc is not None:
+                account_rows = [dict(zip(q.account_columns, acc, strict=True))]
+            colleagues = q.colleagues.all(conn, account_id=account_id, lead_id=lead_id)
+        since = cut - ACCOUNT_WINDOW_DAYS * 86_400_000_000 if colleagues else None
+        if self.cache is not None:
+            cols = self.cache.activities(conn.connection, lead_id, account_id, [c[0] for c in colleagues], cut, since)
+            activities = _activities_frame(cols)
+        else:
+            act_rows = q.own_activities.all(conn, lead_id=lead_id, cut=cut)
+            if since is not None:
+                act_rows += q.colleague_activities.all(conn, account_id=account_id, lead_id=lead_id, since=since,
+                                                       cut=cut)
+            activities = _columns_frame(list(_ACT_COLS), act_rows, ACTIVITIES)
+        stages = q.stage_changes.all(conn, lead_id=lead_id, cut=cut)
         if account_id is not None:
-            owner = sa.or_(owner, opportunities_t.c.account_id == account_id)
-        opps = conn.execute(
-            sa.select(opportunities_t).where(owner, opportunities_t.c.created_at <= cut)
-        ).mappings()
+            opps = q.opps_of_lead_or_account.all(conn, lead_id=lead_id, account_id=account_id, cut=cut)
+        else:
+            opps = q.opps_of_lead.all(conn, lead_id=lead_id, cut=cut)
         return CRMHistory(
             accounts=_rows_frame(account_rows, ACCOUNTS),
-            leads=lead_frame,
-            activities=_columns_frame(names, act_rows, ACTIVITIES),
-            stage_changes=_rows_frame([dict(r) for r in stages], STAGE_CHANGES),
-            opportunities=_rows_frame([dict(r) for r in opps], OPPORTUNITIES),
+            leads=_leads_frame(lead_row, colleagues),
+            activities=activities,
+            stage_changes=_rows_frame([dict(zip(q.stage_columns, r, strict=True)) for r in stages], STAGE_CHANGES),
+            opportunities=_rows_frame([dict(zip(q.opp_columns, r, strict=True)) for r in opps], OPPORTUNITIES),
             cutoff=from_micros(cut),
         )
 
@@ -417,20 +522,14 @@ class EventStore:
         The later of our last score (strictly before, so a retry sees the same previous stage) and
         the CRM's last stage change (at or before): a stage set by sales overrides our earlier advice.
         """
-        score_q = sa.select(scores_t.c.stage, scores_t.c.scored_at, scores_t.c.stage_since).where(
-            scores_t.c.lead_id == lead_id
-        )
-        change_q = sa.select(stage_changes_t.c.stage, stage_changes_t.c.changed_at).where(
-            stage_changes_t.c.lead_id == lead_id
-        )
+        q = self.q
         if before is not None:
             cut = to_micros(before)
-            score_q = score_q.where(scores_t.c.scored_at < cut)
-            change_q = change_q.where(stage_changes_t.c.changed_at <= cut)
-        score = conn.execute(
-            score_q.order_by(scores_t.c.scored_at.desc(), scores_t.c.id.desc()).limit(1)
-        ).first()
-        change = conn.execute(change_q.order_by(stage_changes_t.c.changed_at.desc()).limit(1)).first()
+            score = q.last_score_before.first(conn, lead_id=lead_id, cut=cut)
+            change = q.last_change_before.first(conn, lead_id=lead_id, cut=cut)
+        else:
+            score = q.last_score.first(conn, lead_id=lead_id)
+            change = q.last_change.first(conn, lead_id=lead_id)
         if score is not None and (change is None or score[1] >= change[1]):
             return str(score[0]), from_micros(int(score[2]))
         if change is not None:
@@ -438,9 +537,8 @@ class EventStore:
         return None, None
 
     def latest_scored_at(self, conn: Connection, lead_id: str) -> pd.Timestamp | None:
-        value = conn.execute(
-            sa.select(sa.func.max(scores_t.c.scored_at)).where(scores_t.c.lead_id == lead_id)
-        ).scalar()
+        row = self.q.latest_scored_at.first(conn, lead_id=lead_id)
+        value = None if row is None else row[0]
         return None if value is None else from_micros(int(value))
 
     def score_history(self, lead_id: str, limit: int = 100) -> list[StoredScore]:
@@ -522,43 +620,108 @@ def empty_frame(spec: TableSpec) -> pd.DataFrame:
 _NAT = np.iinfo(np.int64).min
 
 
-def _raw_rows(conn: Connection, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
-    """Plain DBAPI tuples for a SELECT, inside ``conn``'s transaction.
+# ----------------------------------------------------------------------------- canonical frames, fast
+# The scoring path builds five small frames per request; through ``pd.array``/``pd.DataFrame`` that
+# costs more than the features themselves. These builders make the very same arrays (checked at import
+# against the public constructors; any difference and the public ones are used).
 
-    SQLAlchemy's Row objects cost ~10 µs each; a lead of a big account reads ~10k activity rows per
-    score, so the hot path skips them (about 4x faster). Compiled for the connection's dialect, so it
-    works on SQLite and PostgreSQL alike.
-    """
-    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    params = compiled.params
-    args: Any = tuple(params[k] for k in compiled.positiontup or ()) if compiled.positional else params
-    cur = conn.connection.cursor()
+_STR_DTYPE = pd.array(["a"], dtype="str").dtype
+_TS_DTYPE = pd.DatetimeTZDtype("us", "UTC")
+_ArrowStringArray: Any = pd.arrays.ArrowStringArray
+_DatetimeArray: Any = pd.arrays.DatetimeArray
+_IntegerArray: Any = pd.arrays.IntegerArray
+_BooleanArray: Any = pd.arrays.BooleanArray
+
+
+def _public_str(values: Any) -> Any:
+    return pd.array(values, dtype="str")
+
+
+def _fast_str(values: Any) -> Any:
+    """Strings (None = missing) as the canonical ``str`` array, via one Arrow array."""
+    if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+        try:
+            values = pa.array(values, type=pa.large_string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all str (SQLite is dynamically typed)
+            return pd.array(values, dtype="str")
+    if isinstance(values, pa.Array):
+        values = pa.chunked_array([values], type=pa.large_string())
+    return _ArrowStringArray(values, dtype=_STR_DTYPE)
+
+
+def _public_ts(ints: np.ndarray) -> Any:
+    return pd.DatetimeIndex(ints.view("datetime64[us]")).tz_localize("UTC").array
+
+
+def _fast_ts(ints: np.ndarray) -> Any:
+    """int64 µs (int64 min = missing) as ``datetime64[us, UTC]``."""
+    return _DatetimeArray._simple_new(ints.view("datetime64[us]"), dtype=_TS_DTYPE)
+
+
+def _public_frame(data: dict[str, Any], n: int) -> pd.DataFrame:
+    return pd.DataFrame(data, copy=False)
+
+
+_COLUMN_INDEX: dict[tuple[str, ...], pd.Index] = {}
+
+
+def _fast_frame(data: dict[str, Any], n: int) -> pd.DataFrame:
+    names = tuple(data)
+    columns = _COLUMN_INDEX.get(names)
+    if columns is None:
+        columns = _COLUMN_INDEX[names] = pd.Index(list(names))
+    return pd.DataFrame._from_arrays(  # type: ignore[attr-defined,no-any-return]
+        list(data.values()), columns=columns, index=pd.RangeIndex(n), verify_integrity=False
+    )
+
+
+def _pick_builders() -> tuple[Any, Any, Any]:
+    """The fast builders if they give what the public ones give on this pandas, else the public ones."""
     try:
-        cur.execute(str(compiled), args)
-        return list(cur.fetchall())
-    finally:
-        cur.close()
+        probe = ["a", None]
+        ints = np.array([1_700_000_000_000_000, _NAT], dtype=np.int64)
+        s, t = _fast_str(probe), _fast_ts(ints)
+        pd.testing.assert_extension_array_equal(s, _public_str(probe))
+        pd.testing.assert_extension_array_equal(t, _public_ts(ints))
+        data = {"s": s, "t": t, "f": np.array([1.0, np.nan])}
+        pd.testing.assert_frame_equal(_fast_frame(data, 2), _public_frame(data, 2))
+        if type(s) is not type(_public_str(probe)) or s.dtype != _STR_DTYPE:
+            raise TypeError("different string array")
+        return _fast_str, _fast_ts, _fast_frame
+    except Exception:  # a pandas without these internals: the public constructors
+        return _public_str, _public_ts, _public_frame
+
+
+_str_array, _ts_array, _frame = _pick_builders()
+
+
+def _column(kind: str, values: list[Any]) -> Any:
+    """One canonical column from stored values (None = missing)."""
+    if kind in ("id", "str", "json"):
+        return _str_array(values)
+    if kind == "ts":
+        return _ts_array(np.array([_NAT if v is None else v for v in values], dtype=np.int64))
+    if kind == "float":
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    mask = np.array([v is None for v in values], dtype=bool)
+    if kind == "int":
+        return _IntegerArray(np.array([0 if v is None else int(v) for v in values], dtype=np.int64), mask)
+    if kind == "bool":
+        return _BooleanArray(np.array([False if v is None else bool(v) for v in values], dtype=bool), mask)
+    raise ValueError(f"unknown column kind {kind}")
 
 
 def _columns_frame(names: list[str], rows: list[tuple[Any, ...]], spec: TableSpec) -> pd.DataFrame:
     """Like :func:`_rows_frame` for tuples in ``names`` order; absent contract columns are left empty."""
     if not rows:
         return empty_frame(spec)
-    table = np.array(rows, dtype=object)
-    columns = {name: table[:, j] for j, name in enumerate(names)}
+    pos = {name: j for j, name in enumerate(names)}
     n = len(rows)
     data: dict[str, Any] = {}
     for col, kind in spec.columns.items():
-        values = columns.get(col)
-        if kind in ("id", "str", "json"):
-            data[col] = pd.array(values if values is not None else [None] * n, dtype="str")
-        elif kind == "ts":
-            ints = np.array([_NAT if v is None else v for v in (values if values is not None else [None] * n)],
-                            dtype=np.int64)
-            data[col] = pd.DatetimeIndex(ints.view("datetime64[us]")).tz_localize("UTC").array
-        else:
-            raise ValueError(f"{spec.name}.{col}: kind {kind} is not read on the fast path")
-    return pd.DataFrame(data, copy=False)
+        j = pos.get(col)
+        data[col] = _column(kind, [r[j] for r in rows] if j is not None else [None] * n)
+    return _frame(data, n)
 
 
 def _rows_frame(rows: list[dict[str, Any]], spec: TableSpec) -> pd.DataFrame:
@@ -569,19 +732,34 @@ def _rows_frame(rows: list[dict[str, Any]], spec: TableSpec) -> pd.DataFrame:
     """
     if not rows:
         return empty_frame(spec)
-    n = len(rows)
+    data = {col: _column(kind, [r.get(col) for r in rows]) for col, kind in spec.columns.items()}
+    return _frame(data, len(rows))
+
+
+def _leads_frame(lead: dict[str, Any], colleagues: list[tuple[Any, ...]]) -> pd.DataFrame:
+    """The lead's full row, then its colleagues' ``_LEAD_COLS`` (other columns missing)."""
+    n = 1 + len(colleagues)
     data: dict[str, Any] = {}
-    for col, kind in spec.columns.items():
-        values = [r.get(col) for r in rows]
-        if kind in ("id", "str", "json"):
-            data[col] = pd.array(values, dtype="str")
-        elif kind == "ts":
-            ints = np.fromiter((_NAT if v is None else v for v in values), dtype=np.int64, count=n)
-            data[col] = pd.DatetimeIndex(ints.view("datetime64[us]")).tz_localize("UTC").array
-        elif kind == "int":
-            data[col] = pd.array(values, dtype="Int64")
-        elif kind == "float":
-            data[col] = np.fromiter((np.nan if v is None else v for v in values), dtype=np.float64, count=n)
-        elif kind == "bool":
-            data[col] = pd.array(values, dtype="boolean")
-    return pd.DataFrame(data, copy=False)
+    for col, kind in LEADS.columns.items():
+        if col in _LEAD_COLS:
+            j = _LEAD_COLS.index(col)
+            values = [lead.get(col), *[c[j] for c in colleagues]]
+        else:
+            values = [lead.get(col), *[None] * len(colleagues)]
+        data[col] = _column(kind, values)
+    return _frame(data, n)
+
+
+def _activities_frame(cols: ActivityColumns) -> pd.DataFrame:
+    """Activity columns from the cache as the canonical frame (``properties`` is not read back)."""
+    n = len(cols)
+    if not n:
+        return empty_frame(ACTIVITIES)
+    data = {
+        "activity_id": _str_array(cols.activity_id),
+        "lead_id": _str_array(cols.lead_id),
+        "occurred_at": _ts_array(np.ascontiguousarray(cols.occurred_at, dtype=np.int64)),
+        "type": _str_array(cols.type),
+        "properties": _str_array(pa.nulls(n, type=pa.large_string())),
+    }
+    return _frame({c: data[c] for c in ACTIVITIES.columns}, n)

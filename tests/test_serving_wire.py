@@ -188,3 +188,69 @@ def test_store_is_idempotent_and_infers_created_at(tmp_path: Path) -> None:
         assert store.load_lead_history(conn, "l1", t1).leads.loc[0, "created_at"] == pd.Timestamp("2026-09-01", tz="UTC")
         assert len(store.load_lead_history(conn, "l1", t2).activities) == 0  # nothing after as_of
     store.close()
+
+
+def _same_history(a: EventStore, b: EventStore, lead_id: str, as_of: pd.Timestamp) -> int:
+    """Both stores read the same history (row order aside); returns the number of activities."""
+    with a.begin() as ca, b.begin() as cb:
+        ha, hb = a.load_lead_history(ca, lead_id, as_of), b.load_lead_history(cb, lead_id, as_of)
+    for name in ("accounts", "leads", "activities", "stage_changes", "opportunities"):
+        fa, fb = getattr(ha, name), getattr(hb, name)
+        keys = list(fa.columns[:3])
+        pd.testing.assert_frame_equal(fa.sort_values(keys, ignore_index=True), fb.sort_values(keys, ignore_index=True),
+                                      check_exact=True, obj=f"{name} of {lead_id}")
+    return len(ha.activities)
+
+
+def test_activity_cache_follows_writes_of_other_processes(tmp_path: Path) -> None:
+    """The in-memory activities equal SQL reads whoever writes: another store (worker) adding rows,
+    late activities, a lead joining or leaving the account, rows removed and renumbered by VACUUM."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    writer, plain, cached = EventStore(url), EventStore(url), EventStore(url, cache_rows=10_000)
+    assert cached.cache is not None and plain.cache is None
+    t0 = pd.Timestamp("2026-10-01", tz="UTC")
+    n = 0
+
+    def add(lead: str, days: float, typ: str = "page_view") -> None:
+        nonlocal n
+        n += 1
+        row = {"activity_id": f"a{n}", "lead_id": lead, "occurred_at": to_micros(t0 + timedelta(days=days)),
+               "type": typ, "properties": None, "received_at": 0}
+        with writer.begin() as conn:
+            writer.upsert_lead(conn, lead, {}, t0)
+            writer.add_activities(conn, [row])
+
+    with writer.begin() as conn:
+        writer.upsert_account(conn, "acc", {"name": "Acme"}, t0)
+        for lead in ("l1", "l2", "l3"):
+            writer.upsert_lead(conn, lead, {"account_id": "acc"}, t0)
+        writer.upsert_lead(conn, "solo", {}, t0)
+    for i in range(40):
+        add(("l1", "l2", "l3", "solo")[i % 4], i, "demo_request" if i % 7 == 0 else "page_view")
+    at = t0 + timedelta(days=45)
+    for lead in ("l1", "l2", "solo"):
+        assert _same_history(cached, plain, lead, at) > 0
+    add("l2", 44)  # a colleague's new activity, written elsewhere
+    add("l1", 3)  # a late activity of the lead itself
+    assert _same_history(cached, plain, "l1", at) == _same_history(plain, plain, "l1", at)
+    with writer.begin() as conn:
+        writer.upsert_lead(conn, "l4", {"account_id": "acc"}, t0)  # joins with its own history
+    add("l4", 43)
+    _same_history(cached, plain, "l1", at)
+    with writer.begin() as conn:
+        writer.upsert_lead(conn, "l3", {"account_id": "other"}, t0)  # leaves the account
+    _same_history(cached, plain, "l1", at)
+    _same_history(cached, plain, "l3", at)
+    with writer.engine.begin() as conn:  # by hand: the newest row goes, the rest is renumbered
+        conn.execute(sa.text("DELETE FROM activities WHERE activity_id = :a"), {"a": f"a{n}"})
+        conn.execute(sa.text("DELETE FROM activities WHERE activity_id = 'a5'"))
+    with writer.engine.connect() as conn:
+        conn.execute(sa.text("VACUUM"))
+    add("l1", 44.5)
+    for lead in ("l1", "l2", "l4", "solo"):
+        _same_history(cached, plain, lead, at)
+    assert cached.cache.stats["resets"] >= 2
+    for s in (writer, plain, cached):
+        s.close()
