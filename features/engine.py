@@ -400,11 +400,14 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         a_lead, a_type, a_t, a_ids = a_lead[idx], a_type[idx], a_t[idx], a_ids[idx]
     # (lead, time, type) order; time*K + type is exact in int64 for any real date
     order, act_ptr = group_sort(a_lead, a_t * len(type_lookup) + a_type, n_leads)
+    in_lead, in_type, in_t = a_lead, a_type, a_t  # input order, for the account arrays below
     a_lead, a_type, a_t = a_lead[order], a_type[order], a_t[order]
     keep = np.ones(len(order), dtype=bool) if surely_distinct(a_ids) else _first_occurrence(a_ids[order])
     if not keep.all():
         a_lead, a_type, a_t = a_lead[keep], a_type[keep], a_t[keep]
         act_ptr = _csr(a_lead, n_leads)
+        kept = np.sort(order[keep])
+        in_lead, in_type, in_t = in_lead[kept], in_type[kept], in_t[kept]
     act_k = a_type.astype(np.int32)
 
     # ---- stage changes ---------------------------------------------------------------------------
@@ -447,10 +450,14 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         acco_ptr = np.zeros(n_acc + 1, dtype=np.int64)
         acco_created = acco_closed = np.zeros(0, dtype=np.int64)
 
+    # Per account, the sorted times of all its activities (and of the high-intent ones): built from the
+    # kept rows in *input* order, so that time-ordered input (the usual export, the online cache) is
+    # already sorted within each account; the lead-major order above would need a full sort. Only the
+    # sorted times are kept, so the values are the same whichever order the rows arrive in.
     high = st.high
-    x_acc = lead_acc[a_lead]
+    x_acc = lead_acc[in_lead]
     in_acc = x_acc >= 0
-    x_acc, x_t, x_hi = x_acc[in_acc], a_t[in_acc], high[act_k[in_acc]]
+    x_acc, x_t, x_hi = x_acc[in_acc], in_t[in_acc], high[in_type[in_acc]]
     order, acca_ptr = group_sort(x_acc, x_t, n_acc)
     acca_t = x_t[order]
     hi_idx = order[x_hi[order]]
