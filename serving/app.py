@@ -196,13 +196,18 @@ class ServingState:
         for lead_id, items in per_lead.items():
             as_of = max(t for t, _ in items)
             any_new = any(new for _, new in items)
-            with self.store.begin() as conn:
+            # reads and the model outside the write lock; each score appended in its own short write
+            with self.store.read() as conn:
                 latest = self.store.latest_scored_at(conn, lead_id) if any_new else None
                 result, since = self.score_stored(conn, lead_id, as_of)
-                if any_new:
+            if any_new:
+                with self.store.begin() as conn:
                     self.store.append_score(conn, _stored(result, since))
-                if latest is not None and latest > as_of:
-                    self.store.append_score(conn, _stored(*self.score_stored(conn, lead_id, latest)))
+            if latest is not None and latest > as_of:
+                with self.store.read() as conn:  # sees the score just appended as the previous stage
+                    refreshed = _stored(*self.score_stored(conn, lead_id, latest))
+                with self.store.begin() as conn:
+                    self.store.append_score(conn, refreshed)
             results.append(result)
         return results
 
@@ -498,7 +503,7 @@ async def get_lead(request: Request, lead_id: str, limit: int = 50) -> JSONRespo
 
 
 def _lead_view(st: ServingState, lead_id: str, limit: int) -> LeadOut | None:
-    with st.store.begin() as conn:
+    with st.store.read() as conn:
         if not st.store.lead_exists(conn, lead_id):
             return None
         stage, _ = st.store.current_stage(conn, lead_id)

@@ -129,25 +129,22 @@ class _Group:
 
     def slice(self, lead_id: str, cut: int, since: int | None, types: pa.Array) -> ActivityColumns:
         """The lead's activities up to ``cut`` and, when ``since`` is given, the other members'
-        activities in ``(since, cut]``."""
-        n = self.n
+        activities in ``(since, cut]``; in time order (what the feature engine sorts fastest)."""
         own_code = self.codes[lead_id]
-        own = np.flatnonzero((self.lead[:n] == own_code) & (self.t[:n] <= cut))
-        if since is not None:
-            lo = int(np.searchsorted(self.t_sorted, since, side="right"))
-            hi = int(np.searchsorted(self.t_sorted, cut, side="right"))
-            pos = self.order[lo:hi]
-            codes = self.lead[pos]
-            pos = pos[(codes != own_code) & self.active[codes]]
-            own = np.concatenate([own, pos])
+        hi = int(np.searchsorted(self.t_sorted, cut, side="right"))
+        lo = hi if since is None else min(int(np.searchsorted(self.t_sorted, since, side="right")), hi)
+        head = self.order[:lo]
+        head = head[self.lead[head] == own_code]  # the lead's own rows before the window
+        window = self.order[lo:hi]  # empty without ``since``
+        window = window[self.active[self.lead[window]]]  # the lead and its current colleagues
+        pos = np.concatenate([head, window])  # head times <= since < window times: still in time order
         if self._names is None:
             self._names = pa.array(self.lead_ids, type=pa.large_string())
-        lead_names = self._names
         return ActivityColumns(
-            activity_id=self._aid_array().take(pa.array(own)).combine_chunks(),
-            lead_id=lead_names.take(pa.array(self.lead[own])),
-            occurred_at=self.t[own],
-            type=types.take(pa.array(self.typ[own])),
+            activity_id=self._aid_array().take(pa.array(pos)).combine_chunks(),
+            lead_id=self._names.take(pa.array(self.lead[pos])),
+            occurred_at=self.t[pos],
+            type=types.take(pa.array(self.typ[pos])),
         )
 
 
@@ -240,7 +237,8 @@ class ActivityCache:
                 f"WHERE lead_id IN ({marks}) AND rowid <= ?",
                 (*chunk, self.mark),
             )
-            out.extend((aid, lid, int(t), self._type(typ)) for aid, lid, t, typ in rows)
+            codes, code = self.type_codes, self._type
+            out.extend((aid, lid, int(t), codes[typ] if typ in codes else code(typ)) for aid, lid, t, typ in rows)
         return out
 
     def _evict(self, keep: tuple[str, str]) -> None:
@@ -257,6 +255,48 @@ class ActivityCache:
                     keys.remove(key)
                     if not keys:
                         del self.owners[lid]
+
+    # ------------------------------------------------------------------ warming up
+    def warm(self, raw: Any, budget: int) -> int:
+        """Fill the groups of the most recently active leads, up to about ``budget`` rows (at start,
+        so that the first request of each account does not pay for reading its history). Returns
+        the rows loaded. Membership comes from the leads table as it is now; each request checks it
+        again."""
+        recent = self._fetch(raw, "SELECT lead_id FROM activities ORDER BY rowid DESC LIMIT ?", (budget,))
+        order = list(dict.fromkeys(lid for (lid,) in recent))  # newest first, each lead once
+        loaded = 0
+        with self.lock:
+            self.sync(raw)
+            done: set[str] = set()
+            for start in range(0, len(order), _IN_CHUNK):
+                chunk = [lid for lid in order[start : start + _IN_CHUNK] if lid not in done]
+                if not chunk:
+                    continue
+                marks = ",".join("?" * len(chunk))
+                accounts = self._fetch(raw, f"SELECT lead_id, account_id FROM leads WHERE lead_id IN ({marks})", chunk)
+                for lead_id, account_id in accounts:
+                    if lead_id in done:
+                        continue
+                    if account_id is None:
+                        key, members = ("lead", lead_id), [lead_id]
+                    else:
+                        key = ("account", account_id)
+                        members = [m for (m,) in self._fetch(raw, "SELECT lead_id FROM leads WHERE account_id = ?",
+                                                             (account_id,))]
+                    done.update(members)
+                    if key in self.groups:
+                        continue
+                    group = self.groups[key] = _Group()
+                    group.set_members(members)
+                    for lid in members:
+                        self.owners.setdefault(lid, []).append(key)
+                    rows = self._load(raw, members)
+                    group.add_rows(rows)
+                    self.rows += len(rows)
+                    loaded += len(rows)
+                    if self.rows >= budget:
+                        return loaded
+        return loaded
 
     # ------------------------------------------------------------------ the read
     def activities(self, raw: Any, lead_id: str, account_id: str | None, colleagues: Sequence[str], cut: int,

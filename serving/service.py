@@ -42,12 +42,13 @@ def build_state() -> ServingState:
     scorer = Scorer.load(settings)
     store = EventStore(event_store_url(settings), cache_rows=settings.serving.history_cache_rows)
     state = ServingState.from_env(settings, scorer, store)
+    cached = store.warm_cache()
     state.warm_up()
     if not state.api_keys:
         log.warning("no API key configured (%s): every authenticated endpoint answers 401",
                     settings.serving.api_keys_env)
-    log.info("serving model %s (%s), event store %s", scorer.version, scorer.source,
-             store.engine.url.render_as_string(hide_password=True))
+    log.info("serving model %s (%s), event store %s (%d activities cached)", scorer.version, scorer.source,
+             store.engine.url.render_as_string(hide_password=True), cached)
     return state
 
 

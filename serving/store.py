@@ -12,6 +12,7 @@ every backend, so the online history is bit-for-bit the history the batch pipeli
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -305,6 +306,7 @@ class EventStore:
         for index in _LATER_INDEXES:
             index.create(self.engine, checkfirst=True)
         self.q = _Statements(self.engine.dialect)
+        self._write_lock = threading.RLock()
         self.cache: ActivityCache | None = None
         if cache_rows > 0 and self.dialect == "sqlite":
             from serving.cache import ActivityCache
@@ -314,9 +316,29 @@ class EventStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def warm_cache(self) -> int:
+        """Load the activity cache with the accounts of the most recently active leads, up to half
+        its size; returns the rows loaded (0 without a cache)."""
+        if self.cache is None:
+            return 0
+        with self.engine.connect() as conn:
+            return self.cache.warm(conn.connection, self.cache.max_rows // 2)
+
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
+        """A write transaction, committed on exit.
+
+        Writers of this process take turns on a lock first: SQLite lets one writer in at a time, and a
+        thread that finds the database locked waits in SQLite's busy handler, which sleeps 1, 2, 5,
+        10 ms... between tries; a lock hands over at once. (Other processes still meet the busy handler.)
+        """
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads (no write lock taken; each statement sees what is committed)."""
+        with self.engine.connect() as conn:
             yield conn
 
     # ------------------------------------------------------------------ writes

@@ -254,3 +254,24 @@ def test_activity_cache_follows_writes_of_other_processes(tmp_path: Path) -> Non
     assert cached.cache.stats["resets"] >= 2
     for s in (writer, plain, cached):
         s.close()
+
+
+def test_warmed_activity_cache_reads_like_sql(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    plain = EventStore(url)
+    t0 = pd.Timestamp("2026-10-01", tz="UTC")
+    with plain.begin() as conn:
+        for i in range(12):
+            plain.upsert_lead(conn, f"l{i}", {"account_id": f"acc{i % 3}"} if i % 4 else {}, t0)
+        plain.add_activities(conn, [
+            {"activity_id": f"a{j}", "lead_id": f"l{j % 12}", "occurred_at": to_micros(t0 + timedelta(hours=j)),
+             "type": "page_view", "properties": None, "received_at": 0} for j in range(200)])
+    cached = EventStore(url, cache_rows=1000)
+    assert cached.warm_cache() == 200
+    assert cached.cache is not None and len(cached.cache.groups) == 3 + 3  # three accounts, three leads alone
+    for i in range(12):
+        _same_history(cached, plain, f"l{i}", t0 + timedelta(days=5))
+    assert cached.cache.stats["loads"] == 0
+    small = EventStore(url, cache_rows=100)
+    assert 0 < small.warm_cache() <= 100 + 200 // 3
+    plain.close(), cached.close(), small.close()
