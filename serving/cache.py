@@ -81,6 +81,7 @@ class _Group:
         self.order = np.empty(0, dtype=np.int64)  # positions sorted by time (stable)
         self.t_sorted = np.empty(0, dtype=np.int64)
         self._names: pa.Array | None = None
+        self.by_lead: dict[int, list[int]] = {}  # code -> positions, in insertion order
 
     def add_rows(self, rows: Sequence[tuple[str, str, int, int]]) -> None:
         """Append rows ``(activity_id, lead_id, occurred_at, type code)`` of member leads."""
@@ -91,12 +92,14 @@ class _Group:
         self.t = _grow(self.t, end)
         self.lead = _grow(self.lead, end)
         self.typ = _grow(self.typ, end)
-        codes = self.codes
+        codes, by_lead = self.codes, self.by_lead
         for i, (aid, lead_id, t, typ) in enumerate(rows, start):
+            code = codes[lead_id]
             self.t[i] = t
-            self.lead[i] = codes[lead_id]
+            self.lead[i] = code
             self.typ[i] = typ
             self.aid.append(aid)
+            by_lead.setdefault(code, []).append(i)
         self.n = end
         new_t = self.t[start:end]
         if start and (new_t[0] >= self.t_sorted[-1] and bool(np.all(new_t[1:] >= new_t[:-1]))):
@@ -130,11 +133,14 @@ class _Group:
     def slice(self, lead_id: str, cut: int, since: int | None, types: pa.Array) -> ActivityColumns:
         """The lead's activities up to ``cut`` and, when ``since`` is given, the other members'
         activities in ``(since, cut]``; in time order (what the feature engine sorts fastest)."""
-        own_code = self.codes[lead_id]
+        own = np.array(self.by_lead.get(self.codes[lead_id], ()), dtype=np.int64)
+        own_t = self.t[own]
+        if len(own) > 1 and bool(np.any(own_t[1:] < own_t[:-1])):
+            own = own[np.argsort(own_t, kind="stable")]
+            own_t = self.t[own]
         hi = int(np.searchsorted(self.t_sorted, cut, side="right"))
         lo = hi if since is None else min(int(np.searchsorted(self.t_sorted, since, side="right")), hi)
-        head = self.order[:lo]
-        head = head[self.lead[head] == own_code]  # the lead's own rows before the window
+        head = own[own_t <= (cut if since is None else since)]  # the lead's own rows before the window
         window = self.order[lo:hi]  # empty without ``since``
         window = window[self.active[self.lead[window]]]  # the lead and its current colleagues
         pos = np.concatenate([head, window])  # head times <= since < window times: still in time order

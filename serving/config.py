@@ -27,6 +27,8 @@ class ServingConfig(BaseModel):
     #: activities kept in memory for scoring reads (SQLite event stores; 0: read every history from SQL).
     #: ~60 bytes each; brought up to date with the store before every read, whoever wrote (serving/cache.py)
     history_cache_rows: int = Field(default=1_000_000, ge=0)
+    #: SQLite: seconds between background WAL checkpoints (0: the commit crossing 1000 pages does it)
+    wal_checkpoint_seconds: float = Field(default=1.0, ge=0)
     max_event_bytes: int = Field(default=32 * 1024, ge=1024)
     max_batch_bytes: int = Field(default=500 * 1024, ge=1024)
     hubspot_max_age_seconds: float = Field(default=300.0, gt=0)

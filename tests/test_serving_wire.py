@@ -274,4 +274,35 @@ def test_warmed_activity_cache_reads_like_sql(tmp_path: Path) -> None:
     assert cached.cache.stats["loads"] == 0
     small = EventStore(url, cache_rows=100)
     assert 0 < small.warm_cache() <= 100 + 200 // 3
-    plain.close(), cached.close(), small.close()
+    for s in (plain, cached, small):
+        s.close()
+
+
+def test_background_wal_checkpoints(tmp_path: Path) -> None:
+    """Commits leave the WAL to a background thread: the database file grows without any commit
+    checkpointing (they would only past 10000 pages), and the thread stops with the store."""
+    import sqlite3
+    import threading
+    import time
+
+    db = tmp_path / "e.db"
+    store = EventStore(f"sqlite:///{db}", checkpoint_seconds=0.05)
+    store._stop.set()  # hold the thread back while writing
+    store._checkpointer.join()  # type: ignore[union-attr]
+    t0 = pd.Timestamp("2026-10-01", tz="UTC")
+    with store.begin() as conn:
+        store.upsert_lead(conn, "l1", {}, t0)
+        store.add_activities(conn, [{"activity_id": f"a{i}", "lead_id": "l1", "occurred_at": to_micros(t0),
+                                     "type": "page_view", "properties": None, "received_at": 0} for i in range(500)])
+    before = db.stat().st_size
+    assert (tmp_path / "e.db-wal").stat().st_size > 0
+    store._stop.clear()
+    store._checkpointer = threading.Thread(target=store._checkpoint_loop, args=(0.05,), daemon=True)
+    store._checkpointer.start()
+    deadline = time.monotonic() + 10
+    while db.stat().st_size == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert db.stat().st_size > before
+    store.close()
+    assert not store._checkpointer.is_alive()
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM activities").fetchone()[0] == 500
