@@ -559,7 +559,7 @@ class EventStore:
         else:
             opps = q.opps_of_lead.all(conn, lead_id=lead_id, cut=cut)
         return CRMHistory(
-            accounts=_rows_frame(account_rows, ACCOUNTS),
+            accounts=_account_frame(account_rows[0]) if account_rows else empty_frame(ACCOUNTS),
             leads=_leads_frame(lead_row, colleagues),
             activities=activities,
             stage_changes=_rows_frame([dict(zip(q.stage_columns, r, strict=True)) for r in stages], STAGE_CHANGES),
@@ -830,6 +830,17 @@ def _leads_frame(lead: dict[str, Any], colleagues: list[tuple[Any, ...]]) -> pd.
     frame = _LEADS_MEMO.get(key)
     if frame is None:
         frame = _LEADS_MEMO.put(key, _build_leads_frame(lead, colleagues))
+    return frame
+
+
+_ACCOUNTS_MEMO = _FrameMemo()
+
+
+def _account_frame(account: dict[str, Any]) -> pd.DataFrame:
+    key = tuple(account.get(c) for c in ACCOUNTS.columns)
+    frame = _ACCOUNTS_MEMO.get(key)
+    if frame is None:
+        frame = _ACCOUNTS_MEMO.put(key, _rows_frame([account], ACCOUNTS))
     return frame
 
 
