@@ -17,6 +17,8 @@ DataOpt = Annotated[Path | None, typer.Option(help="Shared data directory (defau
                                                    "or <repo>/../shared/data).")]
 MappingOpt = Annotated[Path | None, typer.Option(help="Mapping YAML (default: configs/mappings/<dataset>.yaml).")]
 OutOpt = Annotated[Path | None, typer.Option(help="Reports directory (default: paths.reports_dir).")]
+BagOpt = Annotated[int | None, typer.Option(min=0, help="Fold models averaged inside each CV fold (default 5; "
+                                                        "0 or 1: one model, stopped and calibrated on an inner 20%).")]
 
 
 def _show(result: EvalResult, out: Path) -> None:
@@ -45,15 +47,18 @@ def _show(result: EvalResult, out: Path) -> None:
 
 
 def _run(ctx: typer.Context, dataset: str, trials: int | None, data_dir: Path | None, mapping: Path | None,
-         out: Path | None) -> None:
+         out: Path | None, bag_folds: int | None = None) -> None:
     from leadscore.cli import err_console, settings_from
     from training.evaluate import DataMissingError, evaluate_olist, evaluate_x_education
     from training.flat import LeakageError, MappingError
 
     settings = settings_from(ctx)
-    run = evaluate_x_education if dataset == "x-education" else evaluate_olist
     try:
-        result = run(settings, trials=trials, data_dir=data_dir, mapping_file=mapping)
+        if dataset == "x-education":
+            result = evaluate_x_education(settings, trials=trials, data_dir=data_dir, mapping_file=mapping,
+                                          **({} if bag_folds is None else {"bag_folds": bag_folds}))
+        else:
+            result = evaluate_olist(settings, trials=trials, data_dir=data_dir, mapping_file=mapping)
     except (DataMissingError, MappingError, LeakageError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -62,9 +67,9 @@ def _run(ctx: typer.Context, dataset: str, trials: int | None, data_dir: Path | 
 
 @evaluate_app.command("x-education")
 def x_education(ctx: typer.Context, trials: TrialsOpt = None, data_dir: DataOpt = None, mapping: MappingOpt = None,
-                out: OutOpt = None) -> None:
+                out: OutOpt = None, bag_folds: BagOpt = None) -> None:
     """X Education leads: stratified 5-fold CV without sales-entered and snapshot fields."""
-    _run(ctx, "x-education", trials, data_dir, mapping, out)
+    _run(ctx, "x-education", trials, data_dir, mapping, out, bag_folds)
 
 
 @evaluate_app.command("olist")
