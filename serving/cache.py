@@ -47,7 +47,7 @@ _IN_CHUNK = 500
 class ActivityColumns:
     """Rows of the activities table (without properties), in no particular order."""
 
-    activity_id: pa.Array
+    activity_id: pa.Array | pa.ChunkedArray
     lead_id: pa.Array
     occurred_at: np.ndarray  # int64 µs
     type: pa.Array
@@ -78,8 +78,10 @@ class _Group:
         self.aid: list[str] = []
         self._aid_chunks: list[pa.Array] = []
         self._aid_done = 0
-        self.order = np.empty(0, dtype=np.int64)  # positions sorted by time (stable)
-        self.t_sorted = np.empty(0, dtype=np.int64)
+        self._order = np.empty(0, dtype=np.int64)  # capacity buffers of the two below
+        self._t_sorted = np.empty(0, dtype=np.int64)
+        self.order = self._order[:0]  # positions sorted by time (stable)
+        self.t_sorted = self._t_sorted[:0]
         self._names: pa.Array | None = None
         self.by_lead: dict[int, list[int]] = {}  # code -> positions, in insertion order
 
@@ -102,12 +104,15 @@ class _Group:
             by_lead.setdefault(code, []).append(i)
         self.n = end
         new_t = self.t[start:end]
-        if start and (new_t[0] >= self.t_sorted[-1] and bool(np.all(new_t[1:] >= new_t[:-1]))):
-            self.order = np.concatenate([self.order, np.arange(start, end, dtype=np.int64)])
-            self.t_sorted = np.concatenate([self.t_sorted, new_t])
+        self._order = _grow(self._order, end)
+        self._t_sorted = _grow(self._t_sorted, end)
+        if start and (new_t[0] >= self._t_sorted[start - 1] and bool(np.all(new_t[1:] >= new_t[:-1]))):
+            self._order[start:end] = np.arange(start, end, dtype=np.int64)  # the usual case: appended in time order
+            self._t_sorted[start:end] = new_t
         else:  # first fill, or a late activity: sort again (stable: ties keep insertion order)
-            self.order = np.argsort(self.t[:end], kind="stable").astype(np.int64)
-            self.t_sorted = self.t[self.order]
+            self._order[:end] = np.argsort(self.t[:end], kind="stable")
+            self._t_sorted[:end] = self.t[self._order[:end]]
+        self.order, self.t_sorted = self._order[:end], self._t_sorted[:end]
 
     def set_members(self, lead_ids: Sequence[str]) -> list[str]:
         """Make exactly ``lead_ids`` the members; returns the ones never seen before (rows to load)."""
@@ -147,7 +152,7 @@ class _Group:
         if self._names is None:
             self._names = pa.array(self.lead_ids, type=pa.large_string())
         return ActivityColumns(
-            activity_id=self._aid_array().take(pa.array(pos)).combine_chunks(),
+            activity_id=self._aid_array().take(pa.array(pos)),
             lead_id=self._names.take(pa.array(self.lead[pos])),
             occurred_at=self.t[pos],
             type=types.take(pa.array(self.typ[pos])),
