@@ -96,6 +96,13 @@ def main() -> None:
     print(f"labels: censored_sql={summary.censored_sql:,} censored_opp={summary.censored_opp:,} "
           f"positive_rate_sql={summary.positive_rate_sql} positive_rate_opp={summary.positive_rate_opp}")
     del frame
+    # the same build again in the same process: what a monthly job pays beyond first-touch costs
+    # (page faults of the output, per-title caches); both figures are reported, the first is the goal's
+    t = time.perf_counter()
+    again, summary2 = build_dataset(history, settings)
+    repeat_s = time.perf_counter() - t
+    print(f"build, repeated in the same process: {repeat_s:.1f}s wall; steps {summary2.step_seconds}")
+    del again
 
     acts = history.activities
     con = duckdb.connect()
@@ -113,7 +120,7 @@ def main() -> None:
     con.close()
     print(f"floor: duckdb group-by count per lead and type {floor:.2f}s wall / {floor_cpu:.2f}s CPU "
           f"(pandas {pandas_floor:.2f}s wall); ours / duckdb floor = {build_s / floor:.1f}x wall, "
-          f"{build_cpu / floor_cpu:.1f}x CPU (goal <= 5x)")
+          f"{build_cpu / floor_cpu:.1f}x CPU, repeated build {repeat_s / floor:.1f}x wall (goal <= 5x)")
 
     # online: a lead with about 200 activities, and a lead of the largest account
     per_lead = acts["lead_id"].value_counts()
