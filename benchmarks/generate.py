@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 from pathlib import Path
 
-from leadscore.config import load_settings
-from leadscore.generate import generate_crm
+# benchmarks/ comes first on sys.path when a script here runs, and benchmarks/features.py,
+# training.py and serving.py would shadow the packages of the same names: drop that entry.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from leadscore.config import load_settings  # noqa: E402
+from leadscore.generate import generate_crm  # noqa: E402
 
 
 def main() -> None:

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from leadscore.config import load_settings
-from leadscore.importers.hubspot import import_hubspot
-from training.flat import FlatMapping, check_leakage, prepare_flat
+# benchmarks/ comes first on sys.path when a script here runs, and benchmarks/features.py,
+# training.py and serving.py would shadow the packages of the same names: drop that entry.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from leadscore.config import load_settings  # noqa: E402
+from leadscore.importers.hubspot import import_hubspot  # noqa: E402
+from training.flat import FlatMapping, check_leakage, prepare_flat  # noqa: E402
 
 
 def _contacts(n: int, seed: int) -> pd.DataFrame:

@@ -1,7 +1,6 @@
 """Benchmark the SLA code: stage() latency (called on every API score), threshold fitting and the report.
 
-Usage: python -P benchmarks/sla.py [--leads 50000] [--moments-per-lead 8] [--stage-calls 200000]
-(-P: do not put benchmarks/ first on sys.path, where benchmarks/features.py would shadow the package.)
+Usage: python benchmarks/sla.py [--leads 50000] [--moments-per-lead 8] [--stage-calls 200000]
 Prints per-call latency percentiles of ``StagePolicy.stage``, moments per second of
 ``fit_stage_policy`` (all three policies) and wall time of ``build_sla_report``, plus peak RSS.
 Scored frames are synthetic (calibrated probabilities, noisy rule score): the cost depends on the
@@ -12,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,10 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leadscore.config import load_settings
-from training.config import MQLPolicy
-from training.report import build_sla_report
-from training.sla import StagePolicy, fit_stage_policy
+# benchmarks/ comes first on sys.path when a script here runs, and benchmarks/features.py,
+# training.py and serving.py would shadow the packages of the same names: drop that entry.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from leadscore.config import load_settings  # noqa: E402
+from training.config import MQLPolicy  # noqa: E402
+from training.report import build_sla_report  # noqa: E402
+from training.sla import StagePolicy, fit_stage_policy  # noqa: E402
 
 
 def scored_frame(n_leads: int, per_lead: int, start: str, months: int, seed: int) -> pd.DataFrame:

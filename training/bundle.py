@@ -221,20 +221,21 @@ class ScoringBundle:
         row = _as_mapping(features_row)
         contrib = self.models[target].booster.predict(self.encode_row(row, target), pred_contrib=True,
                                                       num_threads=1)[0]
-        items = []
-        for j, spec in enumerate(self.schema):
-            c = float(contrib[j])
-            if c == 0.0:
-                continue
-            value = row[spec["name"]]
-            if _is_missing(value):
-                text = spec.get("missing") or f"{spec['name'].replace('_', ' ').capitalize()} not known"
-            else:
-                text = (spec.get("template") or f"{spec['name']}: {{value}}").format(value=_format_value(value))
-            items.append({"feature": spec["name"], "value": _format_value(value), "contribution": c, "text": text})
-        pos = sorted((i for i in items if i["contribution"] > 0), key=lambda i: -i["contribution"])[:k]
-        neg = sorted((i for i in items if i["contribution"] < 0), key=lambda i: i["contribution"])[:k]
-        return {"positive": pos, "negative": neg}
+        contrib = contrib[: len(self.schema)]  # the last column is the bias
+        # only the k strongest each way are put into words (ties keep schema order)
+        pos = [int(j) for j in np.argsort(-contrib, kind="stable")[:k] if contrib[j] > 0]
+        neg = [int(j) for j in np.argsort(contrib, kind="stable")[:k] if contrib[j] < 0]
+        return {"positive": [self._reason(row, j, float(contrib[j])) for j in pos],
+                "negative": [self._reason(row, j, float(contrib[j])) for j in neg]}
+
+    def _reason(self, row: Mapping[str, Any], j: int, contribution: float) -> dict[str, Any]:
+        spec = self.schema[j]
+        value = row[spec["name"]]
+        if _is_missing(value):
+            text = spec.get("missing") or f"{spec['name'].replace('_', ' ').capitalize()} not known"
+        else:
+            text = (spec.get("template") or f"{spec['name']}: {{value}}").format(value=_format_value(value))
+        return {"feature": spec["name"], "value": _format_value(value), "contribution": contribution, "text": text}
 
     def reasons(self, features_row: Any, k: int = 3, target: str = "sql") -> dict[str, list[str]]:
         """The top ``k`` reasons for and against, in plain words from the schema templates."""
