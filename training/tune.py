@@ -65,23 +65,19 @@ def base_params(cfg: TrainingConfig, seed: int, rows: int = 0) -> dict[str, Any]
     }
 
 
-def suggest_params(trial: Any, rows: int = 1_000_000) -> dict[str, Any]:
+def suggest_params(trial: Any) -> dict[str, Any]:
     """The search space, deliberately on the regularised side.
 
     Lead behaviour drifts month to month, and the test months lie four or more months after the
     training window: on generated and real CRMs small, heavily regularised trees (few leaves, large
     leaves, strong L2, column subsampling) carry over better than deep ones whose validation log
     loss is marginally lower. A smaller space also lets 30 trials actually explore it.
-    The leaf-size range shrinks with a small table (``rows``): 1,000 rows per leaf on a 3,000-row
-    flat file leaves one split, and a fold that learns nothing.
     """
-    leaf_hi = int(min(1000, max(rows // 20, 20)))
-    leaf_lo = int(min(50, max(leaf_hi // 5, 5)))
     return {
         # not below 0.04: slower rates gain little log loss and multiply the rounds of every trial
         "learning_rate": trial.suggest_float("learning_rate", 0.04, 0.2, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 4, 48, log=True),
-        "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", leaf_lo, leaf_hi, log=True),
+        "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 50, 1000, log=True),
         "feature_fraction": trial.suggest_float("feature_fraction", 0.3, 0.9),
         "bagging_fraction": trial.suggest_float("bagging_fraction", 0.5, 1.0),
         "lambda_l2": trial.suggest_float("lambda_l2", 0.1, 30.0, log=True),
@@ -164,7 +160,7 @@ def tune_lightgbm(
     records: list[dict[str, Any]] = []
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**fixed, **suggest_params(trial, len(y_train))}
+        params = {**fixed, **suggest_params(trial)}
         booster = fit_lightgbm(train_set, valid_set, params, cfg,
                                callbacks=[_pruning_callback(trial, cfg.lightgbm.report_every)])
         trial.set_user_attr("best_iteration", int(booster.best_iteration))
