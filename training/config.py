@@ -48,6 +48,9 @@ class LightGBMConfig(_Strict):
     #: after ``pruning_warmup_rounds`` rounds.
     report_every: int = Field(default=10, ge=1)
     pruning_warmup_rounds: int = Field(default=50, ge=0)
+    #: the final model boosts at the tuned learning rate times this (early stopping finds the rounds):
+    #: tuning needs fast trials, the one final fit can afford smaller steps
+    final_learning_rate_factor: float = Field(default=0.25, gt=0, le=1)
 
 
 class TrainingConfig(_Strict):

@@ -192,7 +192,8 @@ def train_target(
 
     _emit(progress, "phase", f"{target}: final fit on {len(y['train']):,} moments")
     train_set = make_dataset(X["train"], y["train"], cat, params={"max_bin": cfg.lightgbm.max_bin})
-    final_params = {**tune.params, "num_threads": threads_for(cfg, len(y["train"]))}
+    final_params = {**tune.params, "num_threads": threads_for(cfg, len(y["train"])),
+                    "learning_rate": tune.params["learning_rate"] * cfg.lightgbm.final_learning_rate_factor}
     booster = fit_lightgbm(train_set, make_dataset(X["validation"], y["validation"], cat, reference=train_set),
                            final_params, cfg)
     model_str = booster.model_to_string(num_iteration=booster.best_iteration)
