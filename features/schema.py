@@ -56,7 +56,7 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x).replace(".", "p")
 
 
-def _missing_text(name: str) -> str:
+def missing_text(name: str) -> str:
     """Default sentence for a missing value: "Industry not known"."""
     return f"{name.replace('_', ' ').capitalize()} not known"
 
@@ -80,7 +80,7 @@ def feature_schema(settings: Settings) -> list[FeatureSpec]:
 
     def add(name: str, dtype: Literal["float64", "str"], group: Literal["fit", "interest"], desc: str, tpl: str,
             missing: str = "") -> None:
-        specs.append(FeatureSpec(name, dtype, group, desc, tpl, missing or _missing_text(name)))
+        specs.append(FeatureSpec(name, dtype, group, desc, tpl, missing or missing_text(name)))
 
     # ---- fit: who the lead is -------------------------------------------------------------------
     add("source", "str", "fit", "Lead source (channel the lead came from).", "Came from {value}", "Lead source not known")

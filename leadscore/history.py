@@ -116,9 +116,8 @@ def _read_sql(engine: object, name: str) -> pd.DataFrame | None:
         return None
     df = pd.read_sql_table(name, engine)  # type: ignore[arg-type]
     for col in df.select_dtypes(include="object").columns:
-        nested = df[col].map(lambda v: isinstance(v, dict | list))
-        if nested.any():
-            df[col] = df[col].where(~nested, df[col].map(lambda v: json.dumps(v) if isinstance(v, dict | list) else v))
+        if df[col].map(lambda v: isinstance(v, dict | list)).any():
+            df[col] = df[col].map(lambda v: json.dumps(v) if isinstance(v, dict | list) else v)
     return df
 
 
@@ -331,6 +330,7 @@ def load_history(
     Parents are validated before children so that a child pointing at a rejected parent is rejected
     too, with reason ``unknown lead_id`` / ``unknown account_id``.
     """
+    engine = None
     if is_database_url(directory):
         from sqlalchemy import create_engine
         from sqlalchemy.exc import SQLAlchemyError
@@ -343,6 +343,7 @@ def load_history(
             raise HistoryError(f"cannot open the CRM database {url}: {exc}") from exc
         read = lambda name: _read_sql(engine, name)  # noqa: E731
         missing = "no {name} table in " + url
+        absent = "no {name} table: treated as empty"
         cut = resolve_cutoff(None, cutoff)
         rejected_dir = Path(settings.paths.reports_dir) / REJECTED_DIR
     else:
@@ -351,6 +352,7 @@ def load_history(
             raise HistoryError(f"{directory} is not a directory")
         read = lambda name: _read_raw(directory, name)  # noqa: E731
         missing = "no {name}.parquet or {name}.csv in " + str(directory)
+        absent = "no {name} file: treated as empty"
         cut = resolve_cutoff(directory, cutoff)
         rejected_dir = directory / REJECTED_DIR
     refs: dict[str, set[str]] = {}
@@ -363,7 +365,7 @@ def load_history(
             if name in ESSENTIAL_TABLES:
                 report.unusable = missing.format(name=name)
             else:
-                report.notes.append(f"no {name} file: treated as empty")
+                report.notes.append(absent.format(name=name))
             valid_tables[name], reports[name] = empty_table(spec), report
         else:
             valid, rejected, report = _validate_table(raw, spec, settings, cut, refs)
@@ -378,6 +380,8 @@ def load_history(
             refs["account_id"] = set(valid_tables[name]["account_id"].dropna())
         if name == "leads":
             refs["lead_id"] = set(valid_tables[name]["lead_id"].dropna())
+    if engine is not None:
+        engine.dispose()  # the tables are in memory now; hold no connection to the CRM's database
     history = CRMHistory(cutoff=cut, **valid_tables)
     return history, ValidationReport(tables=reports, cutoff=cut)
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.schema import missing_text
 from training.calibration import Calibrator
 from training.encoding import check_columns, encode_frame
 
@@ -232,7 +233,7 @@ class ScoringBundle:
         spec = self.schema[j]
         value = row[spec["name"]]
         if _is_missing(value):
-            text = spec.get("missing") or f"{spec['name'].replace('_', ' ').capitalize()} not known"
+            text = spec.get("missing") or missing_text(spec["name"])  # flat schemas and older bundles have none
         else:
             text = (spec.get("template") or f"{spec['name']}: {{value}}").format(value=_format_value(value))
         return {"feature": spec["name"], "value": _format_value(value), "contribution": contribution, "text": text}
