@@ -25,9 +25,15 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
+# mypy cannot follow setuptools' package-dir mapping, so it checks a tree of links laid out as the
+# package installs (leadscore/, leadscore/features -> features/, ...).
+TYPECHECK := build/typecheck
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/mypy leadscore features training serving
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
+	cp -rs $(CURDIR)/leadscore $(TYPECHECK)/leadscore
+	for d in features training serving configs; do cp -rs $(CURDIR)/$$d $(TYPECHECK)/leadscore/$$d; done
+	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p leadscore
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/generate.py

@@ -64,9 +64,9 @@ def main() -> None:
     import duckdb
     import pandas as pd
 
-    from features.build import build_dataset
-    from features.online import compute_one
-    from features.testing import sub_histories
+    from leadscore.features.build import build_dataset
+    from leadscore.features.online import compute_one
+    from leadscore.features.testing import sub_histories
     from leadscore.history import load_history
 
     t = time.perf_counter()

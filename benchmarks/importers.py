@@ -24,7 +24,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 from leadscore.config import load_settings  # noqa: E402
 from leadscore.importers.hubspot import import_hubspot  # noqa: E402
-from training.flat import FlatMapping, check_leakage, prepare_flat  # noqa: E402
+from leadscore.training.flat import FlatMapping, check_leakage, prepare_flat  # noqa: E402
 
 
 def _contacts(n: int, seed: int) -> pd.DataFrame:

@@ -37,11 +37,11 @@ def _percentiles(samples: list[float]) -> str:
 def _small_bundle(settings: object, tmp: Path) -> Path:
     import pandas as pd
 
-    from features.build import build_dataset
-    from features.schema import feature_schema, schema_hash
+    from leadscore.features.build import build_dataset
+    from leadscore.features.schema import feature_schema, schema_hash
     from leadscore.generate import generate_crm
     from leadscore.history import load_history
-    from training.train import train_from_dataset
+    from leadscore.training.train import train_from_dataset
 
     generate_crm(tmp / "crm", n_leads=2000, months=12, seed=1, settings=settings)  # type: ignore[arg-type]
     history, _ = load_history(tmp / "crm", settings)  # type: ignore[arg-type]
@@ -66,8 +66,8 @@ def main() -> None:
 
     from leadscore.config import load_settings
     from leadscore.env import set_offline_env
-    from training.bundle import ScoringBundle
-    from training.registry import load_bundle
+    from leadscore.training.bundle import ScoringBundle
+    from leadscore.training.registry import load_bundle
 
     set_offline_env()
     settings = load_settings(None, ["training.minimums.min_moments=500", "training.minimums.min_positives=30"])

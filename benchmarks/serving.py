@@ -4,7 +4,7 @@ Usage: python benchmarks/serving.py [--leads 2000] [--months 9] [--requests 600]
           [--concurrency 8] [--bundle DIR | --model URI] [--json OUT]
 
 In one run, on loopback, three servers are started as child processes and measured the same way:
-  * ``leadscore``: ``bentoml serve serving.service:LeadScoreService`` on a SQLite event store that
+  * ``leadscore``: ``bentoml serve leadscore.serving.service:LeadScoreService`` on a SQLite event store that
     holds a generated CRM (so every scored lead has a realistic history and account);
   * ``bentoml-echo``: a bare ``@bentoml.service`` whose one ``@bentoml.api`` returns its input;
   * ``fastapi-echo``: a bare FastAPI app under uvicorn returning its input.
@@ -225,7 +225,7 @@ def _prepare(work: Path, leads: int, months: int, bundle: str | None, model: str
     from leadscore.env import OFFLINE_ENV, set_offline_env
     from leadscore.generate import generate_crm
     from leadscore.history import load_history
-    from serving.store import EventStore
+    from leadscore.serving.store import EventStore
 
     set_offline_env()
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlruns.db'}")
@@ -235,7 +235,7 @@ def _prepare(work: Path, leads: int, months: int, bundle: str | None, model: str
     generate_crm(crm, n_leads=leads, months=months, seed=11, settings=settings)
     history, _ = load_history(crm, settings)
     if bundle is None and model is None:
-        from training.train import train
+        from leadscore.training.train import train
 
         print("training a small model with the real pipeline ...", flush=True)
         result = train(crm, load_settings(REPO_ROOT / "configs", TRAIN_OVERRIDES), trials=1, out_dir=work / "trained")
@@ -275,7 +275,7 @@ def main() -> None:
     env, history = _prepare(work, args.leads, args.months, args.bundle, args.model)
     bentoml_bin = str(Path(sys.executable).with_name("bentoml"))
     servers = {
-        "leadscore": Child("leadscore", [bentoml_bin, "serve", "serving.service:LeadScoreService", "--host",
+        "leadscore": Child("leadscore", [bentoml_bin, "serve", "leadscore.serving.service:LeadScoreService", "--host",
                                          "127.0.0.1", "--port", "{port}"], env, "/ready", work / "leadscore.log"),
         "bentoml-echo": Child("bentoml-echo", [bentoml_bin, "serve", "benchmarks.serving:EchoService", "--host",
                                                "127.0.0.1", "--port", "{port}"], env, "/readyz", work / "echo.log"),

@@ -54,11 +54,11 @@ def main() -> None:
     env, history = _prepare(work, args.leads, args.months, args.bundle, args.model)
     os.environ.update({k: v for k, v in env.items() if k.startswith(("LEADSCORE_", "BENTOML_", "MLFLOW_"))})
 
-    import serving.app as A
-    import serving.scoring as S
-    from serving.schemas import ActivitiesOut, ActivityIn
-    from serving.service import build_state
-    from serving.wire import Parsed
+    import leadscore.serving.app as A
+    import leadscore.serving.scoring as S
+    from leadscore.serving.schemas import ActivitiesOut, ActivityIn
+    from leadscore.serving.service import build_state
+    from leadscore.serving.wire import Parsed
 
     st = build_state()
     wall: dict[str, list[float]] = defaultdict(list)

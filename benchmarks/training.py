@@ -57,13 +57,13 @@ def main() -> None:
 
     import pandas as pd
 
-    from features.build import build_dataset
-    from features.schema import feature_schema, schema_hash
     from leadscore.config import load_settings
     from leadscore.env import set_offline_env
+    from leadscore.features.build import build_dataset
+    from leadscore.features.schema import feature_schema, schema_hash
     from leadscore.generate import generate_crm
     from leadscore.history import load_history
-    from training.train import GROUND_TRUTH_FILE, train_from_dataset
+    from leadscore.training.train import GROUND_TRUTH_FILE, train_from_dataset
 
     set_offline_env()
     settings = load_settings(None, [f"training.trials={args.trials}"])

@@ -24,6 +24,6 @@ def compute(history: CRMHistory, moments: pd.DataFrame, settings: Settings) -> p
     unknown), then ``rule_score`` (float64). The online service gets the same values from
     :func:`features.online.compute_one`.
     """
-    from features.engine import compute_features
+    from leadscore.features.engine import compute_features
 
     return compute_features(history, moments, settings)

@@ -52,11 +52,11 @@ def build_dataset(
     ``progress`` shows a console progress display (the CLI); ``on_step`` is called with each step's
     name as it starts (for callers with their own display).
     """
-    from features.engine import columns_frame, feature_columns, moment_codes, plan, prepare
-    from features.labels import make_labels
-    from features.moments import training_moments
-    from features.rules import rule_is_mql
-    from features.schema import feature_schema, schema_hash
+    from leadscore.features.engine import columns_frame, feature_columns, moment_codes, plan, prepare
+    from leadscore.features.labels import make_labels
+    from leadscore.features.moments import training_moments
+    from leadscore.features.rules import rule_is_mql
+    from leadscore.features.schema import feature_schema, schema_hash
 
     steps: list[tuple[str, Callable[[], None]]] = []
     state: dict[str, object] = {}

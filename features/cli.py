@@ -24,9 +24,9 @@ def list_features(
     from rich.console import Console
     from rich.table import Table
 
-    from features.rules import describe_rules
-    from features.schema import feature_schema, schema_hash
     from leadscore.cli import settings_from
+    from leadscore.features.rules import describe_rules
+    from leadscore.features.schema import feature_schema, schema_hash
 
     settings = settings_from(ctx)
     if group not in (None, "fit", "interest"):
@@ -61,9 +61,9 @@ def build(
     from rich.console import Console
     from rich.table import Table
 
-    from features.build import build_dataset
-    from features.engine import FeatureInputError
     from leadscore.cli import print_validation_report, settings_from
+    from leadscore.features.build import build_dataset
+    from leadscore.features.engine import FeatureInputError
     from leadscore.history import HistoryError, load_history
 
     settings = settings_from(ctx)

@@ -18,9 +18,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.fit import fit_row, fit_rules
-from features.kernel import DAY_US, FAR, LN2, group_sort, hash_strings, layout, run_parallel, run_serial
-from features.schema import FIT_CATEGORICAL, FIT_NUMERIC, FeatureSpec, count_name, decay_name, feature_schema
+from leadscore.features.fit import fit_row, fit_rules
+from leadscore.features.kernel import (
+    DAY_US,
+    FAR,
+    LN2,
+    group_sort,
+    hash_strings,
+    layout,
+    run_parallel,
+    run_serial,
+)
+from leadscore.features.schema import (
+    FIT_CATEGORICAL,
+    FIT_NUMERIC,
+    FeatureSpec,
+    count_name,
+    decay_name,
+    feature_schema,
+)
 
 if TYPE_CHECKING:
     from leadscore.config import Settings

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from features.schema import FIT_CATEGORICAL, FIT_NUMERIC
+from leadscore.features.schema import FIT_CATEGORICAL, FIT_NUMERIC
 
 if TYPE_CHECKING:
     from leadscore.config import Settings

@@ -16,12 +16,21 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from features.engine import NAT, FeatureInputError, Keys, column, moment_codes, objects, prepare, ts_us
-from features.kernel import DAY_US
+from leadscore.features.engine import (
+    NAT,
+    FeatureInputError,
+    Keys,
+    column,
+    moment_codes,
+    objects,
+    prepare,
+    ts_us,
+)
+from leadscore.features.kernel import DAY_US
 
 if TYPE_CHECKING:
-    from features.engine import Prepared
     from leadscore.config import Settings
+    from leadscore.features.engine import Prepared
     from leadscore.history import CRMHistory
 
 

@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from features.engine import prepare
-from features.kernel import FAR
-from features.labels import conversion_events
+from leadscore.features.engine import prepare
+from leadscore.features.kernel import FAR
+from leadscore.features.labels import conversion_events
 
 if TYPE_CHECKING:
-    from features.engine import Prepared
     from leadscore.config import Settings
+    from leadscore.features.engine import Prepared
     from leadscore.history import CRMHistory
 
 

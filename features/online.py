@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.engine import FeatureInputError, plan, prepare, rule_scores, run
+from leadscore.features.engine import FeatureInputError, plan, prepare, rule_scores, run
 
 if TYPE_CHECKING:
     from leadscore.config import Settings

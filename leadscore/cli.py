@@ -143,12 +143,12 @@ def print_validation_report(report: object) -> None:
 
 def _register_subcommands() -> None:
     """Mount the commands each package owns (their modules keep heavy imports inside commands)."""
-    from features.cli import app as features_app
+    from leadscore.features.cli import app as features_app
     from leadscore.importers.cli import app as import_app
-    from serving.cli import register as register_serving
-    from training.cli import register as register_training
-    from training.eval_cli import register as register_evaluation
-    from training.sla_cli import register as register_sla
+    from leadscore.serving.cli import register as register_serving
+    from leadscore.training.cli import register as register_training
+    from leadscore.training.eval_cli import register as register_evaluation
+    from leadscore.training.sla_cli import register as register_sla
 
     app.add_typer(features_app, name="features", help="Point-in-time features, rule score and labels.")
     app.add_typer(import_app, name="import", help="Import CRM exports (HubSpot, Salesforce) as CRM tables.")

@@ -10,15 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from features.config import FeaturesConfig, ICPConfig, MomentsConfig, RulesConfig, TitlesConfig
-from serving.config import ServingConfig
-from training.config import SLAConfig, TrainingConfig
+from leadscore.features.config import FeaturesConfig, ICPConfig, MomentsConfig, RulesConfig, TitlesConfig
+from leadscore.serving.config import ServingConfig
+from leadscore.training.config import SLAConfig, TrainingConfig
 
 CONFIG_DIR_ENV = "LEADSCORE_CONFIG_DIR"
 
@@ -139,15 +141,22 @@ class Settings(_Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def default_config_dir() -> Path:
-    """``$LEADSCORE_CONFIG_DIR``, else ``./configs`` if present, else the repository's ``configs/``."""
+def default_config_dir() -> Traversable:
+    """``$LEADSCORE_CONFIG_DIR`` if set, else the defaults shipped in the package (``leadscore.configs``).
+
+    The defaults are package data, so an installed leadscore runs from any directory; a deployment's
+    own YAML is chosen explicitly (``--config DIR`` or the environment variable), never by the working
+    directory happening to hold a ``configs/`` folder.
+    """
     env = os.environ.get(CONFIG_DIR_ENV)
     if env:
         return Path(env)
-    local = Path.cwd() / "configs"
-    if (local / "activities.yaml").exists():
-        return local
-    return Path(__file__).resolve().parent.parent / "configs"
+    return resources.files("leadscore.configs")
+
+
+def mappings_dir() -> Traversable:
+    """The flat-table column mappings shipped with the package (``configs/mappings/`` in the repository)."""
+    return resources.files("leadscore.configs") / "mappings"
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -177,12 +186,12 @@ def load_settings(config_dir: Path | str | None = None, overrides: list[str] | N
     Raises :class:`ConfigError` naming the key and the file on any problem, so a typo in a YAML file
     stops the command with one readable line instead of a traceback.
     """
-    directory = Path(config_dir) if config_dir is not None else default_config_dir()
+    directory: Traversable = Path(config_dir) if config_dir is not None else default_config_dir()
     if not directory.is_dir():
         raise ConfigError(f"config directory {directory} does not exist")
     tree: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    for path in sorted(directory.glob("*.yaml")):
+    for path in sorted((p for p in directory.iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name):
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 
 from leadscore.config import Settings
 from leadscore.history import CRMHistory
-from serving.schemas import (
+from leadscore.serving.schemas import (
     AccountProperties,
     ActivitiesOut,
     ActivityBatch,
@@ -44,9 +44,9 @@ from serving.schemas import (
     ScoreOut,
     ScoreRequest,
 )
-from serving.scoring import Scorer, ScoreResult
-from serving.store import EventStore, StoredScore, _rows_frame, empty_frame, to_micros
-from serving.wire import (
+from leadscore.serving.scoring import Scorer, ScoreResult
+from leadscore.serving.store import EventStore, StoredScore, _rows_frame, empty_frame, to_micros
+from leadscore.serving.wire import (
     DEFAULT_EVENT_ALIASES,
     Event,
     LeadUpsert,

@@ -52,7 +52,7 @@ def service_env(
 def bentoml_command(host: str, port: int) -> list[str]:
     bentoml_bin = Path(sys.executable).with_name("bentoml")
     exe = [str(bentoml_bin)] if bentoml_bin.exists() else [sys.executable, "-m", "bentoml"]
-    return [*exe, "serve", "serving.service:LeadScoreService", "--host", host, "--port", str(port)]
+    return [*exe, "serve", "leadscore.serving.service:LeadScoreService", "--host", host, "--port", str(port)]
 
 
 def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
@@ -105,12 +105,12 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(ctx)
         state = ctx.find_root().obj
         assert isinstance(state, State)
-        from serving.runtime import event_store_url
+        from leadscore.serving.runtime import event_store_url
 
         store_url = store or event_store_url(settings)
         if history is not None:
             from leadscore.history import HistoryError, load_history
-            from serving.store import EventStore
+            from leadscore.serving.store import EventStore
 
             try:
                 crm, report = load_history(history, settings)

@@ -41,7 +41,7 @@ class ScoreResult:
 
 def _online_features(history: CRMHistory, lead_id: str, as_of: pd.Timestamp, settings: Settings) -> dict[str, Any]:
     """Features of one moment as a name → value mapping (what the bundle's fast path reads)."""
-    from features.online import compute_one
+    from leadscore.features.online import compute_one
 
     return dict(compute_one(history, lead_id, as_of, settings))
 
@@ -50,7 +50,7 @@ class Scorer:
     """A loaded bundle bound to the settings whose feature code it must match."""
 
     def __init__(self, bundle: Any, settings: Settings, source: str) -> None:
-        from features.schema import schema_hash
+        from leadscore.features.schema import schema_hash
 
         expected = schema_hash(settings)
         if bundle.schema_hash != expected:
@@ -75,7 +75,7 @@ class Scorer:
         """
         bundle_dir = bundle_dir or os.environ.get(BUNDLE_ENV) or None
         uri = str(bundle_dir) if bundle_dir else (model_uri or os.environ.get(MODEL_URI_ENV) or settings.serving.model_uri)
-        from training.registry import load_bundle
+        from leadscore.training.registry import load_bundle
 
         try:
             bundle = load_bundle(uri, settings)

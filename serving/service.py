@@ -1,4 +1,4 @@
-"""The BentoML service: ``bentoml serve serving.service:LeadScoreService``.
+"""The BentoML service: ``bentoml serve leadscore.serving.service:LeadScoreService``.
 
 Configured from the environment, so the same class runs under ``leadscore serve``, a plain
 ``bentoml serve`` and a built bento:
@@ -28,15 +28,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import bentoml  # noqa: E402  (telemetry opt-outs must be set before BentoML is imported)
 
-from serving.app import ServingState, app  # noqa: E402
+from leadscore.serving.app import ServingState, app  # noqa: E402
 
 log = logging.getLogger("leadscore.serving")
 
 def build_state() -> ServingState:
     """Load settings, model and event store from the environment (what every worker does at start)."""
-    from serving.runtime import event_store_url, settings_from_env
-    from serving.scoring import Scorer
-    from serving.store import EventStore
+    from leadscore.serving.runtime import event_store_url, settings_from_env
+    from leadscore.serving.scoring import Scorer
+    from leadscore.serving.store import EventStore
 
     settings = settings_from_env()
     scorer = Scorer.load(settings)

@@ -29,7 +29,7 @@ from leadscore.history import CRMHistory, empty_table
 from leadscore.tables import ACCOUNTS, ACTIVITIES, LEADS, OPPORTUNITIES, STAGE_CHANGES, TableSpec
 
 if TYPE_CHECKING:
-    from serving.cache import ActivityCache, ActivityColumns
+    from leadscore.serving.cache import ActivityCache, ActivityColumns
 
 metadata = sa.MetaData()
 log = logging.getLogger("leadscore.serving")
@@ -319,7 +319,7 @@ class EventStore:
         self._write_lock = threading.RLock()
         self.cache: ActivityCache | None = None
         if cache_rows > 0 and self.dialect == "sqlite":
-            from serving.cache import ActivityCache
+            from leadscore.serving.cache import ActivityCache
 
             self.cache = ActivityCache(cache_rows)
         self._stop = threading.Event()

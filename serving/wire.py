@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serving.schemas import AccountProperties, ActivityIn, LeadProperties
+from leadscore.serving.schemas import AccountProperties, ActivityIn, LeadProperties
 
 
 class WireError(Exception):
@@ -286,7 +286,7 @@ def _segment_time(msg: Mapping[str, Any], sent_at: Any) -> Any:
 def _parse_time(value: Any, where: str) -> datetime:
     from pydantic import TypeAdapter
 
-    from serving.schemas import UtcDatetime
+    from leadscore.serving.schemas import UtcDatetime
 
     try:
         return TypeAdapter(UtcDatetime).validate_python(value)

@@ -15,9 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from leadscore.cli import app
-from leadscore.config import Settings
-from training.evaluate import (
-    MAPPINGS,
+from leadscore.config import Settings, mappings_dir
+from leadscore.training.evaluate import (
     DataMissingError,
     cross_validate,
     evaluate_olist,
@@ -25,7 +24,7 @@ from training.evaluate import (
     shared_data_dir,
     write_report,
 )
-from training.flat import (
+from leadscore.training.flat import (
     ColumnSpec,
     FlatData,
     LeakageError,
@@ -42,7 +41,7 @@ has_olist = pytest.mark.skipif(not (DATA / "olist_funnel").exists(), reason="sha
 
 @has_x
 def test_leakage_guard_flags_tags_on_x_education() -> None:
-    mapping = load_mapping(MAPPINGS / "x_education.yaml")
+    mapping = load_mapping(Path(str(mappings_dir())) / "x_education.yaml")
     with_tags = mapping.model_copy(update={
         "columns": {**mapping.columns, "Tags": ColumnSpec(role="fit", type="categorical")},
         "leakage": [c for c in mapping.leakage if c != "Tags"],

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.build import build_dataset
-from features.schema import feature_names, feature_schema, schema_hash
-from features.testing import generated_crm_dir, generated_history
 from leadscore.cli import app
 from leadscore.config import Settings, load_settings
+from leadscore.features.build import build_dataset
+from leadscore.features.schema import feature_names, feature_schema, schema_hash
+from leadscore.features.testing import generated_crm_dir, generated_history
 
 runner = CliRunner()
 CRM = {"n_leads": 1500, "months": 8, "seed": 11}  # shared with test_features_parity (generated once)

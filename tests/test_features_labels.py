@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import compute
-from features import testing as T
-from features.fit import fit_row, fit_rules, title_to_roles
-from features.labels import make_labels
-from features.moments import training_moments
-from features.rules import rule_is_mql
 from leadscore.config import Settings, load_settings
+from leadscore.features import compute
+from leadscore.features import testing as T
+from leadscore.features.fit import fit_row, fit_rules, title_to_roles
+from leadscore.features.labels import make_labels
+from leadscore.features.moments import training_moments
+from leadscore.features.rules import rule_is_mql
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 CUTOFF = T0 + pd.Timedelta(days=200)

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from features import compute
-from features import testing as T
 from leadscore.config import Settings
+from leadscore.features import compute
+from leadscore.features import testing as T
 from leadscore.history import CRMHistory
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")

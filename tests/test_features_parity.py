@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import compute
-from features.engine import FeatureInputError
-from features.online import compute_many, compute_one
-from features.schema import feature_schema
-from features.testing import generated_history, sub_histories
 from leadscore.config import Settings
+from leadscore.features import compute
+from leadscore.features.engine import FeatureInputError
+from leadscore.features.online import compute_many, compute_one
+from leadscore.features.schema import feature_schema
+from leadscore.features.testing import generated_history, sub_histories
 
 
 @pytest.fixture(scope="module")

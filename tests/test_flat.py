@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from leadscore.config import Settings
-from training.flat import (
+from leadscore.training.flat import (
     LeakageError,
     MappingError,
     check_leakage,
@@ -127,7 +127,7 @@ def test_train_flat_registers_model_and_sla_report(files: tuple[Path, Path], set
                                                    tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from training.tracking import configure_mlflow
+    from leadscore.training.tracking import configure_mlflow
 
     flat, mapping_path = files
     result = train_flat(flat, mapping_path, settings, trials=2, out_dir=tmp_path / "out")

@@ -80,7 +80,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, settings: Settings, crm: tu
     from mlflow import MlflowClient
 
     from leadscore.config import load_settings
-    from training.train import train
+    from leadscore.training.train import train
 
     root = tmp_path_factory.mktemp("serving")
     crm_dir, history = crm
@@ -103,14 +103,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, settings: Settings, crm: tu
 
 def _bundle(served: Served) -> Any:
     """The model the server pinned, loaded independently from the registry."""
-    from training.registry import load_bundle
+    from leadscore.training.registry import load_bundle
 
     return load_bundle(f"models:/{served.settings.training.registered_model_name}/{served.version}", served.settings)
 
 
 def _batch_score(history: CRMHistory, lead_id: str, as_of: pd.Timestamp, settings: Settings, bundle: Any) -> tuple[dict[str, float], dict[str, list[str]]]:
     """The batch pipeline: features.compute on the whole history, then the bundle's batch predict."""
-    import features
+    from leadscore import features
 
     moments = pd.DataFrame({"lead_id": pd.Series([lead_id], dtype="str"),
                             "as_of": pd.Series([as_of]).astype("datetime64[us, UTC]")})
@@ -125,7 +125,7 @@ def _activity(aid: str, who: str, at: str, typ: str = "page_view", **extra: Any)
 
 def _hist(rows_leads: list[dict[str, Any]], rows_acts: list[dict[str, Any]], cutoff: str,
           accounts: list[dict[str, Any]] | None = None) -> CRMHistory:
-    from features.testing import history
+    from leadscore.features.testing import history
 
     return history(cutoff, leads=rows_leads, activities=rows_acts, accounts=accounts or [])
 
@@ -139,7 +139,7 @@ def test_health_and_readiness_report_pinned_model(served: Served) -> None:
     assert ready["status"] == "ready"
     assert ready["model_version"] == served.version  # the alias, resolved to a pinned version
     assert ready["model_uri"] == "models:/leadscore@champion"
-    from features.schema import schema_hash
+    from leadscore.features.schema import schema_hash
 
     assert ready["schema_hash"] == schema_hash(served.settings)
     assert served.client.get("/readyz").status_code == 200  # BentoML's own probe
@@ -258,7 +258,7 @@ def _account_slice(history: CRMHistory, lead_id: str) -> CRMHistory:
 
 def test_online_score_equals_batch_pipeline(served: Served) -> None:
     """Import an account's history, send one of its leads' activities over HTTP; compare with batch."""
-    from serving.store import EventStore
+    from leadscore.serving.store import EventStore
 
     h = served.history
     per_acc = h.leads.dropna(subset=["account_id"]).groupby("account_id")["lead_id"].count()
@@ -408,7 +408,7 @@ def test_partial_batch_stores_good_events_and_reports_bad_by_index(served: Serve
 def _stored_lead(served: Served, lead_id: str) -> dict[str, Any] | None:
     import sqlalchemy as sa
 
-    from serving.store import EventStore, leads_t
+    from leadscore.serving.store import EventStore, leads_t
 
     store = EventStore(served.store_url)
     try:
@@ -555,7 +555,7 @@ def test_hubspot_unknown_lifecycle_stage_names_the_field(served: Served) -> None
 
 
 def test_restart_keeps_every_stored_activity(served: Served, tmp_path: Path) -> None:
-    from serving.store import EventStore
+    from leadscore.serving.store import EventStore
 
     c = served.client
     act = _activity("restart-1", "restart-lead", "2026-10-03T12:00:00Z", "pricing_page_view")

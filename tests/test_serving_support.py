@@ -36,7 +36,7 @@ class Server:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         #: the command line; ``{port}`` is filled in. Default: ``bentoml serve`` on the service class.
-        self.cmd = [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:LeadScoreService",
+        self.cmd = [str(Path(sys.executable).with_name("bentoml")), "serve", "leadscore.serving.service:LeadScoreService",
                     "--host", "127.0.0.1", "--port", "{port}"]
 
     @property

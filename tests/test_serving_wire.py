@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 from leadscore.config import Settings
-from serving.schemas import ActivityIn
-from serving.store import EventStore, to_micros
-from serving.wire import (
+from leadscore.serving.schemas import ActivityIn
+from leadscore.serving.store import EventStore, to_micros
+from leadscore.serving.wire import (
     DEFAULT_EVENT_ALIASES,
     Event,
     ItemError,

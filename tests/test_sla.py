@@ -15,9 +15,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from leadscore.config import Settings
-from training.config import MQLPolicy
-from training.sla import Records, Replay, ScoredFrameError, StagePolicy, fit_stage_policy
-from training.sla_cli import what_if_policy
+from leadscore.training.config import MQLPolicy
+from leadscore.training.sla import Records, Replay, ScoredFrameError, StagePolicy, fit_stage_policy
+from leadscore.training.sla_cli import what_if_policy
 
 
 def synthetic_scored(

@@ -46,7 +46,7 @@ class Trained:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     from leadscore.generate import generate_crm
-    from training.train import train
+    from leadscore.training.train import train
 
     settings = load_settings(REPO_CONFIGS, OVERRIDES)
     root = tmp_path_factory.mktemp("sla-generated")

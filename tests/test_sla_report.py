@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from leadscore.config import Settings
+from leadscore.training.config import MQLPolicy
+from leadscore.training.report import SECTIONS, build_sla_report, format_value
+from leadscore.training.sla import fit_stage_policy
 from tests.test_sla import for_synthetic, naive_first_crossings, synthetic_scored
-from training.config import MQLPolicy
-from training.report import SECTIONS, build_sla_report, format_value
-from training.sla import fit_stage_policy
 
 
 class _Collector(HTMLParser):

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from leadscore.config import Settings, load_settings
-from training.split import InsufficientDataError
+from leadscore.training.split import InsufficientDataError
 
 REPO = Path(__file__).resolve().parent.parent
 N_LEADS, MONTHS, SEED = 2000, 12, 1
@@ -51,11 +51,11 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained() -> Trained:
-    from features.build import build_dataset
-    from features.schema import feature_schema, schema_hash
-    from features.testing import generated_crm_dir
+    from leadscore.features.build import build_dataset
+    from leadscore.features.schema import feature_schema, schema_hash
+    from leadscore.features.testing import generated_crm_dir
     from leadscore.history import load_history
-    from training.train import GROUND_TRUTH_FILE, train_from_dataset
+    from leadscore.training.train import GROUND_TRUTH_FILE, train_from_dataset
 
     settings = small_settings()
     crm = Path(generated_crm_dir(settings, N_LEADS, MONTHS, SEED))
@@ -101,7 +101,7 @@ def test_splits_are_by_time_and_disjoint(trained: Trained) -> None:
 def test_artifacts_and_scored_frames_logged(trained: Trained) -> None:
     import mlflow
 
-    from training.registry import load_scored
+    from leadscore.training.registry import load_scored
 
     result = trained.result
     run = mlflow.get_run(result.run_id)  # type: ignore[attr-defined]
@@ -120,8 +120,8 @@ def test_artifacts_and_scored_frames_logged(trained: Trained) -> None:
 def test_promote_then_pyfunc_champion_predicts_like_bundle(trained: Trained) -> None:
     import mlflow
 
-    from training.promote import promote
-    from training.registry import load_bundle
+    from leadscore.training.promote import promote
+    from leadscore.training.registry import load_bundle
 
     decision = promote(trained.settings, trained.crm_dir)
     assert decision.promoted, decision.reason
@@ -142,9 +142,9 @@ def test_promote_then_pyfunc_champion_predicts_like_bundle(trained: Trained) -> 
 
 
 def test_shuffled_labels_refused_by_promote(trained: Trained) -> None:
-    from features.schema import feature_schema, schema_hash
-    from training.promote import promote
-    from training.train import train_from_dataset
+    from leadscore.features.schema import feature_schema, schema_hash
+    from leadscore.training.promote import promote
+    from leadscore.training.train import train_from_dataset
 
     ds = trained.dataset.copy()
     rng = np.random.default_rng(0)
@@ -171,11 +171,11 @@ def _champion(settings: Settings) -> str:
 def test_same_seed_same_predictions_and_rollback(trained: Trained, tmp_path: Path) -> None:
     import mlflow
 
-    from features.schema import feature_schema, schema_hash
-    from training.promote import promote, rollback
-    from training.pyfunc import log_bundle_model
-    from training.tracking import ensure_experiment
-    from training.train import train_from_dataset
+    from leadscore.features.schema import feature_schema, schema_hash
+    from leadscore.training.promote import promote, rollback
+    from leadscore.training.pyfunc import log_bundle_model
+    from leadscore.training.tracking import ensure_experiment
+    from leadscore.training.train import train_from_dataset
 
     settings = trained.settings
     again = train_from_dataset(trained.dataset, feature_schema(settings), settings, trained.cutoff,
@@ -196,8 +196,8 @@ def test_same_seed_same_predictions_and_rollback(trained: Trained, tmp_path: Pat
 
 
 def test_too_little_data_names_what_is_missing(trained: Trained) -> None:
-    from features.schema import feature_schema, schema_hash
-    from training.train import train_from_dataset
+    from leadscore.features.schema import feature_schema, schema_hash
+    from leadscore.training.train import train_from_dataset
 
     strict = load_settings(REPO / "configs", ["training.minimums.min_positives=100000"])
     with pytest.raises(InsufficientDataError) as info:

@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from training.calibration import Calibrator, fit_calibrator
-from training.config import MinimumsConfig, SplitConfig
-from training.encoding import encode_frame, fit_encodings
-from training.metrics import evaluate_metrics
-from training.split import InsufficientDataError, check_minimums, stratified_time_sample, time_split
+from leadscore.training.calibration import Calibrator, fit_calibrator
+from leadscore.training.config import MinimumsConfig, SplitConfig
+from leadscore.training.encoding import encode_frame, fit_encodings
+from leadscore.training.metrics import evaluate_metrics
+from leadscore.training.split import InsufficientDataError, check_minimums, stratified_time_sample, time_split
 
 
 @settings(max_examples=30, deadline=None)
@@ -120,7 +120,7 @@ def test_encoding_unknown_and_missing_become_nan_and_bad_numbers_are_named() -> 
 def test_bundle_roundtrip_fast_path_and_reasons(tmp_path: Path) -> None:
     import lightgbm as lgb
 
-    from training.bundle import ScoringBundle, TargetModel
+    from leadscore.training.bundle import ScoringBundle, TargetModel
 
     rng = np.random.default_rng(3)
     schema = [

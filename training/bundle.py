@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.schema import missing_text
-from training.calibration import Calibrator
-from training.encoding import check_columns, encode_frame
+from leadscore.features.schema import missing_text
+from leadscore.training.calibration import Calibrator
+from leadscore.training.encoding import check_columns, encode_frame
 
 BUNDLE_FILE = "bundle.json"
 FORMAT_VERSION = 1
@@ -51,7 +51,7 @@ class TargetModel:
     @property
     def booster(self) -> Any:
         if self._booster is None:
-            from training.tune import import_lightgbm
+            from leadscore.training.tune import import_lightgbm
 
             lgb = import_lightgbm()
             self._booster = lgb.Booster(model_str=self.model_str)
@@ -144,7 +144,7 @@ class ScoringBundle:
         policy = doc.get("stage_policy")
         if policy is not None:
             try:
-                from training.sla import StagePolicy
+                from leadscore.training.sla import StagePolicy
 
                 policy = StagePolicy.model_validate(policy)
             except ImportError:
@@ -258,6 +258,6 @@ def _as_mapping(features_row: Any) -> Mapping[str, Any]:
 
 def schema_dicts(schema: Sequence[Any]) -> list[dict[str, Any]]:
     """The feature schema as plain dicts (what the bundle stores)."""
-    from training.encoding import spec_to_dict
+    from leadscore.training.encoding import spec_to_dict
 
     return [spec_to_dict(s) for s in schema]

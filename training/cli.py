@@ -14,8 +14,8 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from training.promote import PromotionDecision
-    from training.train import TrainResult
+    from leadscore.training.promote import PromotionDecision
+    from leadscore.training.train import TrainResult
 
 _SHOWN = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top_decile_lift", "recall_at_capacity")
 _MODELS = ("lightgbm", "lightgbm_uncalibrated", "logistic", "rule", "ground_truth")
@@ -123,8 +123,8 @@ def register(app: typer.Typer) -> None:
             if flat is None or mapping is None:
                 err.print("[red]error:[/red] --flat and --mapping go together")
                 raise typer.Exit(2)
-            from training.flat import train_flat
-            from training.split import InsufficientDataError as NotEnough
+            from leadscore.training.flat import train_flat
+            from leadscore.training.split import InsufficientDataError as NotEnough
 
             try:
                 flat_result = train_flat(flat, mapping, settings, trials, timeout, out_dir=out)
@@ -140,8 +140,8 @@ def register(app: typer.Typer) -> None:
             err.print("[red]error:[/red] give --crm DIR (or --flat FILE --mapping FILE)")
             raise typer.Exit(2)
         from leadscore.history import HistoryError
-        from training.split import InsufficientDataError
-        from training.train import train as run_train
+        from leadscore.training.split import InsufficientDataError
+        from leadscore.training.train import train as run_train
 
         n_trials = trials or settings.training.trials
         progress, on_event = _progress_display(console, n_trials)
@@ -166,8 +166,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Promote the challenger to champion if it passes the gate on the latest matured unseen month."""
         from leadscore.cli import settings_from
-        from training.promote import promote as run_promote
-        from training.registry import ModelNotFoundError
+        from leadscore.training.promote import promote as run_promote
+        from leadscore.training.registry import ModelNotFoundError
 
         console, err = _consoles()
         try:
@@ -183,8 +183,8 @@ def register(app: typer.Typer) -> None:
     def rollback(ctx: typer.Context) -> None:
         """Restore the previous champion."""
         from leadscore.cli import settings_from
-        from training.promote import rollback as run_rollback
-        from training.registry import ModelNotFoundError
+        from leadscore.training.promote import rollback as run_rollback
+        from leadscore.training.registry import ModelNotFoundError
 
         console, err = _consoles()
         try:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from training.evaluate import EvalResult
+    from leadscore.training.evaluate import EvalResult
 
 evaluate_app = typer.Typer(no_args_is_help=True, help="Evaluate the flat-table path on public lead datasets.")
 
@@ -25,7 +25,7 @@ def _show(result: EvalResult, out: Path) -> None:
     from rich.table import Table
 
     from leadscore.cli import console
-    from training.evaluate import _LABELS, REPORTED, write_report
+    from leadscore.training.evaluate import _LABELS, REPORTED, write_report
 
     table = Table(title=f"{result.dataset}: {result.protocol} — {result.rows} rows, {result.positives} positive "
                         "(95% bootstrap CI)")
@@ -49,8 +49,8 @@ def _show(result: EvalResult, out: Path) -> None:
 def _run(ctx: typer.Context, dataset: str, trials: int | None, data_dir: Path | None, mapping: Path | None,
          out: Path | None, bag_folds: int | None = None) -> None:
     from leadscore.cli import err_console, settings_from
-    from training.evaluate import DataMissingError, evaluate_olist, evaluate_x_education
-    from training.flat import LeakageError, MappingError
+    from leadscore.training.evaluate import DataMissingError, evaluate_olist, evaluate_x_education
+    from leadscore.training.flat import LeakageError, MappingError
 
     settings = settings_from(ctx)
     try:

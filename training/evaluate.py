@@ -34,15 +34,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from training.flat import FlatData, FlatMapping, check_leakage, load_mapping, prepare_flat
+from leadscore.config import mappings_dir
+from leadscore.training.flat import FlatData, FlatMapping, check_leakage, load_mapping, prepare_flat
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
-    from training.metrics import MetricCI
+    from leadscore.training.metrics import MetricCI
 
 DATA_ENV = "LEADSCORE_SHARED_DATA"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MAPPINGS = REPO_ROOT / "configs" / "mappings"
 REPORTED = ("roc_auc", "pr_auc", "log_loss", "ece", "brier", "top_decile_lift")
 GOALS = {"x-education": 0.89, "olist": 0.68}
 REFERENCE = {"x-education": 0.874, "olist": 0.661}
@@ -124,9 +124,14 @@ def fit_and_score(
 
     Logistic and the rule's Platt map: train + valid.
     """
-    from training.baselines import fit_logistic, fit_rule_probability, predict_logistic, rule_probability
-    from training.encoding import categorical_indices, encode_frame, fit_encodings
-    from training.tune import tune_lightgbm
+    from leadscore.training.baselines import (
+        fit_logistic,
+        fit_rule_probability,
+        predict_logistic,
+        rule_probability,
+    )
+    from leadscore.training.encoding import categorical_indices, encode_frame, fit_encodings
+    from leadscore.training.tune import tune_lightgbm
 
     cfg = settings.training
     frame, schema, y = data.features, data.schema, data.y
@@ -158,8 +163,8 @@ def fit_and_score(
 def _single_lightgbm(X: dict[str, np.ndarray], y_train: np.ndarray, y_valid: np.ndarray, cat: list[int],
                      params: dict[str, Any], cfg: Any) -> tuple[np.ndarray, int | list[int], np.ndarray]:
     """One model on train, stopped early and Platt-calibrated on valid: calibrated test scores, rounds, gain."""
-    from training.calibration import fit_sigmoid
-    from training.tune import fit_lightgbm, make_dataset
+    from leadscore.training.calibration import fit_sigmoid
+    from leadscore.training.tune import fit_lightgbm, make_dataset
 
     train_set = make_dataset(X["train"], y_train, cat)
     booster = fit_lightgbm(train_set, make_dataset(X["valid"], y_valid, cat, reference=train_set), params, cfg)
@@ -176,8 +181,8 @@ def _bagged_lightgbm(X_fit: np.ndarray, y_fit: np.ndarray, X_test: np.ndarray, c
     scores, applied to their mean test score: calibrated test scores, rounds per model, summed gain."""
     from sklearn.model_selection import StratifiedKFold
 
-    from training.calibration import fit_sigmoid
-    from training.tune import fit_lightgbm, make_dataset
+    from leadscore.training.calibration import fit_sigmoid
+    from leadscore.training.tune import fit_lightgbm, make_dataset
 
     oof = np.full(len(y_fit), np.nan)
     raw_test = np.zeros(len(X_test))
@@ -195,7 +200,7 @@ def _bagged_lightgbm(X_fit: np.ndarray, y_fit: np.ndarray, X_test: np.ndarray, c
 
 
 def _metrics(y: np.ndarray, scores: dict[str, np.ndarray], settings: Settings) -> dict[str, dict[str, MetricCI]]:
-    from training.metrics import evaluate_metrics
+    from leadscore.training.metrics import evaluate_metrics
 
     cfg = settings.training
     return {name: evaluate_metrics(y, p, n_boot=cfg.bootstrap_samples, n_bins=cfg.ece_bins, seed=cfg.seed)
@@ -260,11 +265,11 @@ def evaluate_x_education(settings: Settings, trials: int | None = None, data_dir
 
     ``bag_folds`` fold models are averaged inside each outer fold (0 or 1: one model, as before).
     """
-    from training.flat import read_flat
+    from leadscore.training.flat import read_flat
 
     started = time.time()
     path = _need((data_dir or shared_data_dir()) / "x_education" / "Leads.csv")
-    mapping = load_mapping(mapping_file or MAPPINGS / "x_education.yaml")
+    mapping = load_mapping(mapping_file or Path(str(mappings_dir() / "x_education.yaml")))
     data = prepare_flat(read_flat(path), mapping)
     leak = check_leakage(data, mapping, seed=settings.training.seed)
     n_trials = trials if trials is not None else settings.training.trials
@@ -316,7 +321,7 @@ def evaluate_olist(settings: Settings, trials: int | None = None, data_dir: Path
                    mapping_file: Path | None = None) -> EvalResult:
     """Chronological evaluation on Olist MQLs (latest 20% of matured MQLs as the test set)."""
     started = time.time()
-    mapping = load_mapping(mapping_file or MAPPINGS / "olist.yaml")
+    mapping = load_mapping(mapping_file or Path(str(mappings_dir() / "olist.yaml")))
     frame, matured, cutoff = olist_flat_frame(data_dir or shared_data_dir(), mapping.horizon_days)
     # Point-in-time features are computed over all MQLs (a censored MQL still happened and is known to
     # later rows); only matured rows are then trained on and evaluated.

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
-    from training.train import TrainResult
+    from leadscore.training.train import TrainResult
 
 #: ordinal periods for row-order time are stamped as consecutive months from here (not real dates)
 ORDINAL_EPOCH = pd.Timestamp("2000-01-01", tz="UTC")
@@ -515,7 +515,7 @@ def train_flat(
     The model is registered as ``<registered_model_name>-flat-<mapping name>`` (alias ``challenger``),
     so a flat model never replaces the event-log champion.
     """
-    from training.train import train_from_dataset
+    from leadscore.training.train import train_from_dataset
 
     mapping = load_mapping(mapping_file)
     data = prepare_flat(read_flat(flat_file), mapping)

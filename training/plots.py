@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.metrics import reliability_curve
+from leadscore.training.metrics import reliability_curve
 
 
 def _plt() -> Any:

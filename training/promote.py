@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from leadscore.config import Settings
-from training.bundle import ScoringBundle
-from training.metrics import evaluate_metrics
-from training.pyfunc import CHALLENGER, CHAMPION
-from training.registry import ModelNotFoundError, load_bundle
-from training.split import last_matured_month_end
-from training.tracking import configure_mlflow, ensure_experiment
+from leadscore.training.bundle import ScoringBundle
+from leadscore.training.metrics import evaluate_metrics
+from leadscore.training.pyfunc import CHALLENGER, CHAMPION
+from leadscore.training.registry import ModelNotFoundError, load_bundle
+from leadscore.training.split import last_matured_month_end
+from leadscore.training.tracking import configure_mlflow, ensure_experiment
 
 HISTORY_TAG = "leadscore.champion_history"
 
@@ -172,7 +172,7 @@ def promote(
     if dataset is None:
         if crm_dir is None:
             raise ValueError("promote needs the CRM history (crm_dir) or a moments dataset")
-        from features.build import build_dataset
+        from leadscore.features.build import build_dataset
         from leadscore.history import load_history
 
         history, _ = load_history(crm_dir, settings, cutoff=cutoff)

@@ -18,7 +18,7 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import ColSpec, Schema
 
 from leadscore.config import Settings
-from training.bundle import OUTPUT_COLUMNS, ScoringBundle
+from leadscore.training.bundle import OUTPUT_COLUMNS, ScoringBundle
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from leadscore.config import Settings
-from training.bundle import BUNDLE_FILE, ScoringBundle
-from training.tracking import configure_mlflow
+from leadscore.training.bundle import BUNDLE_FILE, ScoringBundle
+from leadscore.training.tracking import configure_mlflow
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 

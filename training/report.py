@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from training.sla import SEGMENT_COLUMNS, Replay, StagePolicy, _round, with_ci
+from leadscore.training.sla import SEGMENT_COLUMNS, Replay, StagePolicy, _round, with_ci
 
 if TYPE_CHECKING:
     from leadscore.config import Settings

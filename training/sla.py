@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.config import MQLPolicy
+from leadscore.training.config import MQLPolicy
 
 if TYPE_CHECKING:
     from leadscore.config import Settings

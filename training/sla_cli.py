@@ -17,7 +17,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
-    from training.config import MQLPolicy
+    from leadscore.training.config import MQLPolicy
 
 console = Console()
 err_console = Console(stderr=True)
@@ -41,7 +41,7 @@ def what_if_policy(
     Exactly one kind may be asked for; a half-given expected-value policy is an error rather than a
     silent mix with the configured numbers, because the reviewer would read the wrong threshold.
     """
-    from training.config import MQLPolicy
+    from leadscore.training.config import MQLPolicy
 
     asked = [
         name
@@ -131,7 +131,7 @@ def log_report_to_run(model_uri: str, files: list[Path], data: dict[str, Any], s
     """Attach the report files and its headline numbers to the MLflow run that produced ``model_uri``."""
     from mlflow import MlflowClient
 
-    from training.registry import run_id_of
+    from leadscore.training.registry import run_id_of
 
     run_id = run_id_of(model_uri, settings)
     client = MlflowClient()
@@ -166,8 +166,8 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(ctx)
         policy_override = what_if_policy(settings, capacity, target_rate, value_of_sql, cost)
         uri = _model_uri(model, settings)
-        from training.registry import ModelNotFoundError, load_bundle, load_scored
-        from training.sla import ScoredFrameError, fit_stage_policy
+        from leadscore.training.registry import ModelNotFoundError, load_bundle, load_scored
+        from leadscore.training.sla import ScoredFrameError, fit_stage_policy
         try:
             bundle = load_bundle(uri, settings)
             calibration, _ = load_scored(uri, settings)
@@ -195,9 +195,9 @@ def register(app: typer.Typer) -> None:
         """SLA review: the model's MQL threshold vs the rule score's, replayed on the test months."""
         settings = settings_from(ctx)
         uri = _model_uri(model, settings)
-        from training.registry import ModelNotFoundError, load_bundle, load_scored
-        from training.report import build_sla_report
-        from training.sla import ScoredFrameError, StagePolicy
+        from leadscore.training.registry import ModelNotFoundError, load_bundle, load_scored
+        from leadscore.training.report import build_sla_report
+        from leadscore.training.sla import ScoredFrameError, StagePolicy
         try:
             bundle = load_bundle(uri, settings)
             calibration, test = load_scored(uri, settings)

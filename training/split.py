@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from training.config import MinimumsConfig, SplitConfig
+from leadscore.training.config import MinimumsConfig, SplitConfig
 
 PERIODS = ("train", "validation", "calibration", "test")
 TARGETS = {"sql": "y_sql", "opportunity": "y_opp"}

@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 
 from leadscore.config import Settings
-from training.bundle import OUTPUT_COLUMNS, ScoringBundle, TargetModel, schema_dicts
-from training.calibration import fit_calibrator
-from training.encoding import categorical_indices, encode_frame, fit_encodings
-from training.metrics import METRICS, MetricCI, evaluate_metrics
-from training.split import (
+from leadscore.training.bundle import OUTPUT_COLUMNS, ScoringBundle, TargetModel, schema_dicts
+from leadscore.training.calibration import fit_calibrator
+from leadscore.training.encoding import categorical_indices, encode_frame, fit_encodings
+from leadscore.training.metrics import METRICS, MetricCI, evaluate_metrics
+from leadscore.training.split import (
     TARGETS,
     InsufficientDataError,
     TimeSplit,
@@ -42,7 +42,7 @@ from training.split import (
     stratified_time_sample,
     time_split,
 )
-from training.tune import TuneResult, fit_lightgbm, make_dataset, threads_for, tune_lightgbm
+from leadscore.training.tune import TuneResult, fit_lightgbm, make_dataset, threads_for, tune_lightgbm
 
 SCORED_COLUMNS = ["lead_id", "as_of", "p_sql", "p_opportunity", "rule_score", "y_sql", "y_opp",
                   "source", "industry", "employee_band", "days_since_created"]
@@ -175,7 +175,12 @@ def train_target(
     on_trial: Callable[[dict[str, Any]], None] | None = None,
 ) -> TargetResult:
     """Split, tune, fit, calibrate and backtest one target (see the module docstring)."""
-    from training.baselines import fit_logistic, fit_rule_probability, predict_logistic, rule_probability
+    from leadscore.training.baselines import (
+        fit_logistic,
+        fit_rule_probability,
+        predict_logistic,
+        rule_probability,
+    )
 
     cfg = settings.training
     label = TARGETS[target]
@@ -303,7 +308,7 @@ def train_from_dataset(
     if log_to_mlflow:
         import mlflow
 
-        from training.tracking import ensure_experiment, git_commit
+        from leadscore.training.tracking import ensure_experiment, git_commit
 
         exp_id = ensure_experiment(cfg.experiment_name, settings)
         run = mlflow.start_run(experiment_id=exp_id, run_name=f"retrain {cutoff:%Y-%m-%d}")
@@ -388,7 +393,7 @@ def _trial_logger(target: str, progress: ProgressFn | None, log: bool, run: Any)
 def _fit_policy(scored_cal: pd.DataFrame, settings: Settings) -> Any:
     """The SLA engineer's stage policy, fitted on the validation+calibration months (None if absent)."""
     try:
-        from training.sla import fit_stage_policy
+        from leadscore.training.sla import fit_stage_policy
     except ImportError:
         return None
     return fit_stage_policy(scored_cal, settings)
@@ -396,7 +401,7 @@ def _fit_policy(scored_cal: pd.DataFrame, settings: Settings) -> Any:
 
 def _write_artifacts(result: TrainResult, dataset: pd.DataFrame, spec: list[dict[str, Any]], settings: Settings,
                      work: Path) -> None:
-    from training.plots import calibration_plot, importance_plot, shap_summary_plot
+    from leadscore.training.plots import calibration_plot, importance_plot, shap_summary_plot
 
     work.mkdir(parents=True, exist_ok=True)
     result.bundle.save(work / "bundle")
@@ -432,7 +437,7 @@ def _build_report(result: TrainResult, settings: Settings, work: Path) -> dict[s
     if result.bundle.stage_policy is None:
         return None
     try:
-        from training.report import build_sla_report
+        from leadscore.training.report import build_sla_report
     except ImportError:
         return None
     out = work / "sla_report" / "sla_report.html"
@@ -446,7 +451,7 @@ def _build_report(result: TrainResult, settings: Settings, work: Path) -> dict[s
 def _log_run(result: TrainResult, work: Path, settings: Settings, started: float) -> None:
     import mlflow
 
-    from training.pyfunc import log_bundle_model
+    from leadscore.training.pyfunc import log_bundle_model
 
     metrics: dict[str, float] = {}
     for target, tr in result.targets.items():
@@ -499,8 +504,8 @@ def train(
     out_dir: Path | None = None,
 ) -> TrainResult:
     """``leadscore train``: load and validate the CRM, build matured moments, train, log and register."""
-    from features.build import build_dataset
-    from features.schema import feature_schema, schema_hash
+    from leadscore.features.build import build_dataset
+    from leadscore.features.schema import feature_schema, schema_hash
     from leadscore.history import is_database_url, load_history
 
     _emit(progress, "phase", "loading CRM history")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from training.config import TrainingConfig
+from leadscore.training.config import TrainingConfig
 
 
 @dataclass

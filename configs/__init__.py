@@ -1,0 +1,1 @@
+"""Default configuration shipped with leadscore (read with importlib.resources; --config DIR overrides)."""

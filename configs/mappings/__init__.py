@@ -1,0 +1,1 @@
+"""Column mappings for flat lead tables, shipped as package data."""
