@@ -17,17 +17,12 @@ Peak memory is the process's max RSS (it includes the loaded history).
 from __future__ import annotations
 
 import argparse
+import json
 import resource
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-# This script is named like the ``features`` package; running it puts benchmarks/ first on sys.path,
-# which would shadow the package. Drop that entry.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 
 def _rss_gb() -> float:
@@ -138,6 +133,7 @@ def main() -> None:
 
     gc.collect()
     gc.freeze()
+    online_p50: dict[str, float] = {}
     for label, lead in (("~200 activities", target), ("largest account", big_lead)):
         sub = make(lead)
         as_of = history.cutoff
@@ -150,7 +146,16 @@ def main() -> None:
         own = int((sub.activities["lead_id"] == lead).sum())
         print(f"online ({label}): lead activities={own} account leads={len(sub.leads)} "
               f"history activities={len(sub.activities)}: {_percentiles(samples)}")
+        online_p50[label] = float(np.percentile(samples, 50) * 1e3)
     print(f"peak rss {_rss_gb():.2f} GB; {pd.Timestamp.now('UTC'):%Y-%m-%d %H:%M} UTC")
+    print(json.dumps({
+        "build_s": round(build_s, 3), "build_cpu_s": round(build_cpu, 3), "repeat_build_s": round(repeat_s, 3),
+        "duckdb_floor_s": round(floor, 3), "ratio_wall": round(build_s / floor, 2),
+        "ratio_repeat_wall": round(repeat_s / floor, 2), "ratio_cpu": round(build_cpu / floor_cpu, 2),
+        "online_p50_ms": round(online_p50["~200 activities"], 3),
+        "online_largest_account_p50_ms": round(online_p50["largest account"], 3),
+        "moments": int(summary.moments), "activities": int(n_acts), "peak_rss_gb": round(_rss_gb(), 2),
+    }))
 
 
 if __name__ == "__main__":

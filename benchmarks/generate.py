@@ -7,17 +7,13 @@ Goal (issue 2): 100k leads / ~10M activities in under 2 minutes on 2 cores, unde
 from __future__ import annotations
 
 import argparse
+import json
 import resource
-import sys
 import time
 from pathlib import Path
 
-# benchmarks/ comes first on sys.path when a script here runs, and benchmarks/features.py,
-# training.py and serving.py would shadow the packages of the same names: drop that entry.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from leadscore.config import load_settings  # noqa: E402
-from leadscore.generate import generate_crm  # noqa: E402
+from leadscore.config import load_settings
+from leadscore.generate import generate_crm
 
 
 def main() -> None:
@@ -37,6 +33,8 @@ def main() -> None:
     print(f"wall_seconds={seconds:.1f} activities_per_second={acts / seconds:,.0f} peak_rss_gb={peak_gb:.2f}")
     print(f"funnel: lead->mql={summary['lead_to_mql']:.3f} mql->sql={summary['mql_to_sql']:.3f} "
           f"sql->opp={summary['sql_to_opportunity']:.3f} opp->won={summary['opportunity_to_won']:.3f}")
+    print(json.dumps({"wall_s": round(seconds, 2), "activities": acts, "activities_per_s": round(acts / seconds),
+                      "peak_rss_gb": round(peak_gb, 2)}))
 
 
 if __name__ == "__main__":

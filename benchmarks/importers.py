@@ -10,21 +10,17 @@ Then the leakage guard and feature preparation of the flat path run on the same 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-# benchmarks/ comes first on sys.path when a script here runs, and benchmarks/features.py,
-# training.py and serving.py would shadow the packages of the same names: drop that entry.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from leadscore.config import load_settings  # noqa: E402
-from leadscore.importers.hubspot import import_hubspot  # noqa: E402
-from leadscore.training.flat import FlatMapping, check_leakage, prepare_flat  # noqa: E402
+from leadscore.config import load_settings
+from leadscore.importers.hubspot import import_hubspot
+from leadscore.training.flat import FlatMapping, check_leakage, prepare_flat
 
 
 def _contacts(n: int, seed: int) -> pd.DataFrame:
@@ -71,6 +67,7 @@ def main() -> None:
     start = time.perf_counter()
     report = import_hubspot(src, args.out / "crm", settings)
     seconds = time.perf_counter() - start
+    import_s = seconds
     rows = {n: t.input_rows for n, t in report.validation.tables.items()}
     rejected = sum(t.rejected_rows for t in report.validation.tables.values())
     print(f"hubspot import: contacts={args.contacts:,} table_rows={rows} rejected={rejected:,}")
@@ -92,6 +89,9 @@ def main() -> None:
           f"wall_seconds={seconds:.1f} rows_per_second={len(flat) / seconds:,.0f}")
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"peak_rss_gb={peak_gb:.2f}")
+    print(json.dumps({"hubspot_import_s": round(import_s, 2), "hubspot_contacts_per_s": round(args.contacts / import_s),
+                      "flat_prepare_s": round(seconds, 2), "flat_rows_per_s": round(len(flat) / seconds),
+                      "peak_rss_gb": round(peak_gb, 2)}))
 
 
 if __name__ == "__main__":

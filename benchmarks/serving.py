@@ -33,13 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Named like the ``serving`` package: running this file puts benchmarks/ first on sys.path, which would
-# shadow it. Drop that entry (the repository root is what we want importable).
-_HERE = Path(__file__).resolve().parent
-REPO_ROOT = _HERE.parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # ----------------------------------------------------------------------------------- the echo floors
@@ -335,6 +329,16 @@ def main() -> None:
         args.json.write_text(json.dumps({"results": results, "ratios": ratios, "args": vars(args) | {"json": str(args.json)}},
                                         indent=2, default=str))
     print(f"logs and data in {work}")
+    ls_fixed, echo_fixed = results["leadscore"]["fixed_rate"], results["bentoml-echo"]["fixed_rate"]
+    print(json.dumps({
+        "p50_ratio": round(ratios["fixed_rate"]["p50_x_bentoml_echo"], 3),
+        "p99_ratio": round(ratios["fixed_rate"]["p99_x_bentoml_echo"], 3),
+        "leadscore_p50_ms": round(ls_fixed["p50_ms"], 3), "leadscore_p99_ms": round(ls_fixed["p99_ms"], 3),
+        "echo_p50_ms": round(echo_fixed["p50_ms"], 3), "echo_p99_ms": round(echo_fixed["p99_ms"], 3),
+        "leadscore_saturation_rps": round(results["leadscore"]["saturation"]["throughput_rps"], 1),
+        "echo_saturation_rps": round(results["bentoml-echo"]["saturation"]["throughput_rps"], 1),
+        "leadscore_peak_rss_mb": round(results["leadscore"]["peak_rss_mb"]),
+    }))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ number of moments and leads, not on where the scores came from.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,14 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# benchmarks/ comes first on sys.path when a script here runs, and benchmarks/features.py,
-# training.py and serving.py would shadow the packages of the same names: drop that entry.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from leadscore.config import load_settings  # noqa: E402
-from leadscore.training.config import MQLPolicy  # noqa: E402
-from leadscore.training.report import build_sla_report  # noqa: E402
-from leadscore.training.sla import StagePolicy, fit_stage_policy  # noqa: E402
+from leadscore.config import load_settings
+from leadscore.training.config import MQLPolicy
+from leadscore.training.report import build_sla_report
+from leadscore.training.sla import StagePolicy, fit_stage_policy
 
 
 def scored_frame(n_leads: int, per_lead: int, start: str, months: int, seed: int) -> pd.DataFrame:
@@ -55,7 +51,7 @@ def scored_frame(n_leads: int, per_lead: int, start: str, months: int, seed: int
     )
 
 
-def bench_stage(calls: int) -> None:
+def bench_stage(calls: int, figures: dict[str, float]) -> None:
     policy = StagePolicy(mql_threshold=0.2, sql_threshold=0.4, hysteresis=0.1, rule_mql_threshold=400.0)
     rng = np.random.default_rng(0)
     p_sql, p_opp = rng.random(calls).tolist(), (rng.random(calls) * 0.6).tolist()
@@ -67,6 +63,7 @@ def bench_stage(calls: int) -> None:
         policy.stage(p_sql[i], p_opp[i], stages[i % 5], days_in_stage=float(i % 60))
         lat[i] = clock() - t
     p50, p99, p999 = np.percentile(lat, [50, 99, 99.9]) / 1000
+    figures["stage_p50_us"], figures["stage_p99_us"] = round(float(p50), 3), round(float(p99), 3)
     print(f"stage(): calls={calls:,} p50={p50:.2f}us p99={p99:.2f}us p99.9={p999:.2f}us "
           f"throughput={calls / (lat.sum() / 1e9):,.0f}/s")
 
@@ -82,7 +79,8 @@ def main() -> None:
     settings = settings.model_copy(
         update={"training": settings.training.model_copy(update={"bootstrap_samples": args.bootstrap})}
     )
-    bench_stage(args.stage_calls)
+    figures: dict[str, float] = {}
+    bench_stage(args.stage_calls, figures)
 
     full = scored_frame(args.leads, args.moments_per_lead, "2026-03-01", 6, seed=1)
     split = pd.Timestamp("2026-07-01", tz="UTC")
@@ -94,6 +92,7 @@ def main() -> None:
         print(f"fit_stage_policy[{kind}]: moments={len(cal):,} leads={cal['lead_id'].nunique():,} "
               f"bootstrap={args.bootstrap} wall_seconds={seconds:.2f} moments_per_second={len(cal) / seconds:,.0f} "
               f"threshold={policy.mql_threshold:.4f}")
+        figures[f"fit_{kind}_s"] = round(seconds, 3)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         data = build_sla_report(test, policy, settings, Path(tmp) / "sla.html", warmup=cal)
@@ -101,7 +100,10 @@ def main() -> None:
         size = (Path(tmp) / "sla.html").stat().st_size
     print(f"build_sla_report: test_moments={len(test):,} warmup_moments={len(cal):,} wall_seconds={seconds:.2f} "
           f"html_mb={size / 1e6:.1f} ratio_at_rule_volume={data['acceptance']['ratio']}")
-    print(f"peak_rss_gb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f}")
+    figures["report_s"] = round(seconds, 3)
+    figures["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
+    print(f"peak_rss_gb={figures['peak_rss_gb']:.2f}")
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -18,15 +18,9 @@ import argparse
 import gc
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-# Running this file puts benchmarks/ first on sys.path, where this very file would shadow the
-# ``training`` package. Drop that entry.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 
 def _rss_gb() -> float:
