@@ -9,7 +9,7 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+# everything but the real-server and long training tiers (under 2 minutes)
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m "not server and not training"
 
 # mypy cannot follow setuptools' package-dir mapping, so it checks a tree of links laid out as the
 # package installs (leadscore/, leadscore/features -> features/, ...).

@@ -56,6 +56,7 @@ def test_leakage_guard_flags_tags_on_x_education() -> None:
 
 
 @has_x
+@pytest.mark.training
 def test_evaluate_x_education(settings: Settings, tmp_path: Path) -> None:
     quick = settings.model_copy(update={"training": settings.training.model_copy(update={"bootstrap_samples": 50})})
     result = evaluate_x_education(quick, trials=2)

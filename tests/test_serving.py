@@ -34,7 +34,7 @@ from tests.test_serving_support import (
     server_env,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.server
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 

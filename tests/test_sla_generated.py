@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from leadscore.config import Settings, load_settings
 from tests.test_sla import naive_first_crossings, second_month
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.training
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 MODEL_NAME = "leadscore-sla-test"

@@ -23,7 +23,7 @@ N_LEADS, MONTHS, SEED = 2000, 12, 1
 # first-model gate ("beats the rule") is only exercised when this module starts from no champion.
 MODEL_NAME = "leadscore-training-test"
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.training
 
 
 def small_settings(extra: list[str] | None = None) -> Settings:
