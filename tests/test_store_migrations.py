@@ -34,7 +34,7 @@ def _copy_v0(tmp_path: Path) -> Path:
 
 def _rows(db: Path, table: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(db) as conn:
-        return conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()  # noqa: S608
+        return conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
 
 
 def _schema_drift(store: EventStore) -> list[object]:
