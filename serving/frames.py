@@ -70,10 +70,7 @@ def empty_frame(spec: TableSpec) -> pd.DataFrame:
 _NAT = np.iinfo(np.int64).min
 
 
-# ----------------------------------------------------------------------------- canonical frames, fast
-# The scoring path builds five small frames per request; through ``pd.array``/``pd.DataFrame`` that
-# costs more than the features themselves. These builders make the very same arrays (checked at import
-# against the public constructors; any difference and the public ones are used).
+# ----------------------------------------------------------------------------- canonical arrays, fast
 
 _STR_DTYPE = pd.array(["a"], dtype="str").dtype
 _TS_DTYPE = pd.DatetimeTZDtype("us", "UTC")

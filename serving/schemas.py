@@ -62,11 +62,11 @@ def spec_fields(spec: TableSpec, required: Iterable[str] = (), exclude: Iterable
     for column in spec.fields:
         if column.store_only or column.name in skip:
             continue
-        typ, doc = field_type(column), {"description": column.doc} if column.doc else {}
+        typ, doc = field_type(column), column.doc or None
         if column.name in must:
-            fields[column.name] = (typ, Field(**doc))
+            fields[column.name] = (typ, Field(description=doc))
         else:
-            fields[column.name] = (typ | None, Field(default=None, **doc))
+            fields[column.name] = (typ | None, Field(default=None, description=doc))
     return fields
 
 
