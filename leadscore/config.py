@@ -20,13 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from leadscore.features.config import FeaturesConfig, ICPConfig, MomentsConfig, RulesConfig, TitlesConfig
 from leadscore.serving.config import ServingConfig
+from leadscore.tables import SET_BY as SET_BY  # re-exported: defined with the table specs
 from leadscore.training.config import SLAConfig, TrainingConfig
 
 CONFIG_DIR_ENV = "LEADSCORE_CONFIG_DIR"
 
 FUNNEL_STAGES = ("subscriber", "lead", "mql", "sql", "opportunity", "customer")
 SIDE_STAGES = ("recycled", "disqualified")
-SET_BY = ("rule", "model", "sales", "import")
 
 
 class ConfigError(Exception):

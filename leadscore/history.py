@@ -21,8 +21,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from leadscore.config import SET_BY, Settings
-from leadscore.tables import ESSENTIAL_TABLES, TABLES, TableSpec
+from leadscore.config import Settings
+from leadscore.tables import ESSENTIAL_TABLES, STAGES, TABLES, Column, TableSpec
 
 REJECTED_DIR = "_rejected"
 MANIFEST = "manifest.json"
@@ -178,42 +178,53 @@ def _not_parsed(col: str) -> pa.Check:
     )
 
 
+def _column_checks(
+    column: Column, settings: Settings, cutoff: pd.Timestamp, refs: dict[str, set[str]]
+) -> list[pa.Check]:
+    """The checks the spec declares for one column (the API's request models derive the same ones)."""
+    col = column.name
+    checks: list[pa.Check] = []
+    if column.kind == "ts":
+        checks.append(pa.Check.le(cutoff, error=f"{col} after the data cut-off {cutoff.isoformat()}"))
+    if column.ge is not None:
+        checks.append(pa.Check.ge(column.ge, error=f"negative {col}" if column.ge == 0 else f"{col} below {column.ge}"))
+    if column.max_length is not None:
+        checks.append(pa.Check.str_length(max_value=column.max_length,
+                                           error=f"{col} longer than {column.max_length} characters"))
+    if column.pattern is not None:
+        pattern = column.pattern  # fullmatch: a trailing newline must not pass as the end of the text
+        checks.append(pa.Check(lambda s: s.str.fullmatch(pattern), ignore_na=True,
+                               error=f"control characters in {col}"))
+    if column.kind == "json":
+        checks.append(
+            pa.Check(lambda s: s.str.startswith("{") & s.str.endswith("}"), element_wise=False,
+                     error=f"{col} is not a JSON object", ignore_na=True)
+        )
+    if column.references is not None:
+        checks.append(pa.Check.isin(refs.get(col, set()), error=f"unknown {col}"))
+    if column.choices is not None:
+        allowed = settings.stages.all if column.choices == STAGES else list(column.choices)
+        checks.append(pa.Check.isin(allowed, error=f"unknown {col}"))
+    return checks
+
+
 def _schema(spec: TableSpec, settings: Settings, cutoff: pd.Timestamp, refs: dict[str, set[str]]) -> pa.DataFrameSchema:
-    """The pandera schema of one table, with the cross-table references known so far."""
-    cols: dict[str, pa.Column] = {}
-    for col, kind in spec.columns.items():
-        checks: list[pa.Check] = []
-        nullable = col in spec.nullable
-        if kind == "ts":
-            checks.append(pa.Check.le(cutoff, error=f"{col} after the data cut-off {cutoff.isoformat()}"))
-        if kind in ("float", "int") and col in ("amount", "employees", "annual_revenue"):
-            checks.append(pa.Check.ge(0, error=f"negative {col}"))
-        if kind == "json":
-            checks.append(
-                pa.Check(lambda s: s.str.startswith("{") & s.str.endswith("}"), element_wise=False,
-                         error=f"{col} is not a JSON object", ignore_na=True)
-            )
-        if col == "lead_id" and spec.name != "leads":
-            checks.append(pa.Check.isin(refs.get("lead_id", set()), error="unknown lead_id"))
-        if col == "account_id" and spec.name != "accounts":
-            checks.append(pa.Check.isin(refs.get("account_id", set()), error="unknown account_id"))
-        if col == "stage" and spec.name == "stage_changes":
-            checks.append(pa.Check.isin(settings.stages.all, error="unknown stage"))
-        if col == "set_by":
-            checks.append(pa.Check.isin(SET_BY, error="unknown set_by"))
-        unique = len(spec.key) == 1 and spec.key[0] == col
-        cols[col] = pa.Column(
-            nullable=nullable,
-            checks=checks,
-            unique=unique,
+    """The pandera schema of one table, from its spec, with the cross-table references known so far."""
+    cols = {
+        c.name: pa.Column(
+            nullable=c.nullable,
+            checks=_column_checks(c, settings, cutoff, refs),
+            unique=spec.key == (c.name,),
             report_duplicates="exclude_first",
             required=True,
         )
+        for c in spec.fields
+        if not c.store_only
+    }
     frame_checks = [_not_parsed(c) for c, k in spec.columns.items() if k in ("ts", "float", "int", "bool")]
-    if spec.name == "opportunities":
+    for earlier, later in spec.ordered:
         frame_checks.append(
-            pa.Check(lambda df: df["closed_at"].isna() | (df["closed_at"] >= df["created_at"]),
-                     error="closed_at before created_at")
+            pa.Check(lambda df, a=earlier, b=later: df[b].isna() | (df[b] >= df[a]), error=f"{later} before {earlier}")
         )
     return pa.DataFrameSchema(
         cols,
@@ -252,8 +263,9 @@ def _validate_table(
     extra = [c for c in raw.columns if c not in spec.columns]
     if extra:
         report.notes.append(f"column(s) not in the contract, ignored: {', '.join(map(str, extra))}")
-    if spec.name == "stage_changes" and "set_by" in absent:
-        raw = raw.assign(set_by="import")
+    defaults = {c.name: c.default for c in spec.fields if c.name in absent and c.default is not None}
+    if defaults:
+        raw = raw.assign(**defaults)
     df = _canonical(raw, spec)
     if spec.name == "activities":
         known = set(settings.activity_names)
@@ -263,8 +275,9 @@ def _validate_table(
             counts = typ[unknown].value_counts().head(5).to_dict()
             report.notes.append(f"{int(unknown.sum())} activities of unknown type stored as 'other' (top: {counts})")
         df["type"] = typ.where(~unknown, "other")
-    if spec.name == "stage_changes":
-        df["stage"] = df["stage"].str.strip().str.lower()
+    for c in spec.fields:
+        if c.choices is not None and c.name in df.columns:  # vocabularies are matched case-insensitively
+            df[c.name] = df[c.name].str.strip().str.lower()
     schema = _schema(spec, settings, cutoff, refs)
     bad: dict[int, list[str]] = {}
     try:

@@ -3,18 +3,21 @@
 Inputs are strict on purpose: a field name the API does not know (``occured_at``) is an error that
 names the field, instead of being silently ignored while the activity is stored without a time.
 Free-form data goes into ``properties``.
+
+The request models' CRM fields and their constraints (lengths, charsets, ranges) come from the table
+specs of :mod:`leadscore.tables`, like the history validation and the store's columns: a column added
+there is accepted here, validated the same way, with nothing to edit in this module.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
-ActivityId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
-Text = Annotated[str, StringConstraints(max_length=1000)]
+from leadscore.tables import ACCOUNTS, ACTIVITIES, LEADS, TEXT_LIMIT, Column, TableSpec
 
 
 def _utc(value: datetime) -> datetime:
@@ -29,40 +32,60 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class LeadProperties(_Strict):
+def field_type(column: Column) -> Any:
+    """The request type of a column, with the constraints its spec declares.
+
+    Ids and required text are stripped and must not be blank (history files treat blanks as empty);
+    optional free text is capped at ``TEXT_LIMIT``; a JSON column is a JSON object.
+    """
+    kind = column.kind
+    if kind == "ts":
+        return UtcDatetime
+    if kind == "json":
+        return dict[str, Any]
+    if kind == "bool":
+        return bool
+    if kind in ("int", "float"):
+        number = int if kind == "int" else float
+        return Annotated[number, Field(ge=column.ge)] if column.ge is not None else number  # type: ignore[valid-type]
+    if kind == "id" or not column.nullable:
+        return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=column.max_length,
+                                                pattern=column.pattern)]
+    return Annotated[str, StringConstraints(max_length=column.max_length or TEXT_LIMIT)]
+
+
+def spec_fields(spec: TableSpec, required: Iterable[str] = (), exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """``create_model`` fields for the CRM columns of ``spec``: ``required`` ones must be sent, the
+    others default to None (the store keeps what it has)."""
+    must, skip = set(required), set(exclude)
+    fields: dict[str, Any] = {}
+    for column in spec.fields:
+        if column.store_only or column.name in skip:
+            continue
+        typ, doc = field_type(column), column.doc or None
+        if column.name in must:
+            fields[column.name] = (typ, Field(description=doc))
+        else:
+            fields[column.name] = (typ | None, Field(default=None, description=doc))
+    return fields
+
+
+def _model(name: str, spec: TableSpec, required: Iterable[str] = (), exclude: Iterable[str] = ()) -> Any:
+    """The fields of a request model, as a base class (the public class adds docs and nested fields)."""
+    return create_model(f"_{name}Fields", __base__=_Strict, **spec_fields(spec, required, exclude))
+
+
+class LeadProperties(_model("LeadProperties", LEADS, exclude=("lead_id",))):  # type: ignore[misc]
     """Lead attributes the CRM knows; any subset may be sent, unsent fields keep their stored value."""
 
-    account_id: Id | None = None
-    email_domain: Text | None = None
-    job_title: Text | None = None
-    seniority: Text | None = None
-    department: Text | None = None
-    country: Text | None = None
-    source: Text | None = None
-    created_at: UtcDatetime | None = None
 
-
-class AccountProperties(_Strict):
+class AccountProperties(_model("AccountProperties", ACCOUNTS, required=("account_id",))):  # type: ignore[misc]
     """Account (company) attributes; ``account_id`` is required to attach them to something."""
 
-    account_id: Id
-    name: Text | None = None
-    domain: Text | None = None
-    industry: Text | None = None
-    employees: Annotated[int, Field(ge=0)] | None = None
-    annual_revenue: Annotated[float, Field(ge=0)] | None = None
-    country: Text | None = None
-    created_at: UtcDatetime | None = None
 
-
-class ActivityIn(_Strict):
+class ActivityIn(_model("ActivityIn", ACTIVITIES, required=("activity_id", "lead_id", "occurred_at", "type"))):  # type: ignore[misc]
     """One activity as the CRM reports it; ``activity_id`` is the idempotency key."""
 
-    activity_id: ActivityId
-    lead_id: Id
-    occurred_at: UtcDatetime
-    type: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-    properties: dict[str, Any] | None = None
     lead: LeadProperties | None = Field(default=None, description="Optional lead properties to upsert.")
     account: AccountProperties | None = Field(default=None, description="Optional account properties to upsert.")
 
@@ -107,17 +130,12 @@ class ActivitiesOut(BaseModel):
     errors: list[BadItem]
 
 
-class ScoreActivity(_Strict):
+class ScoreActivity(_model("ScoreActivity", ACTIVITIES, required=("occurred_at", "type"), exclude=("lead_id",))):  # type: ignore[misc]
     """An activity in a stateless score request; ids are optional because nothing is stored."""
 
-    activity_id: ActivityId | None = None
-    occurred_at: UtcDatetime
-    type: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-    properties: dict[str, Any] | None = None
 
-
-class ScoreLead(LeadProperties):
-    lead_id: Id
+class ScoreLead(_model("ScoreLead", LEADS, required=("lead_id",))):  # type: ignore[misc]
+    """A lead of a stateless score request: its id and any of its properties."""
 
 
 class ScoreRequest(_Strict):

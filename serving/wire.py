@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from leadscore.serving.schemas import AccountProperties, ActivityIn, LeadProperties
+from leadscore.tables import ACCOUNTS, LEADS, TableSpec
 
 
 class WireError(Exception):
@@ -221,6 +222,32 @@ def _str_or_none(v: Any) -> Any:
     return v
 
 
+#: Segment/RudderStack trait names for our columns, besides the column's own name (tried first).
+TRAIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "job_title": ("title", "jobTitle"),
+    "source": ("lead_source", "leadSource"),
+    "account_id": ("accountId", "company_id", "companyId"),
+    "created_at": ("createdAt",),
+    "employees": ("employee_count",),
+    "annual_revenue": ("annualRevenue",),
+    "domain": ("website",),
+}
+
+
+def _pick(traits: Mapping[str, Any], spec: TableSpec) -> dict[str, Any]:
+    """The spec's CRM columns found in ``traits`` (by name or alias): a new column needs no edit here."""
+    out: dict[str, Any] = {}
+    for column in spec.fields:
+        if column.store_only or column.name in spec.key:
+            continue
+        for key in (column.name, *TRAIT_ALIASES.get(column.name, ())):
+            if traits.get(key) is not None:
+                value = traits[key]
+                out[column.name] = _str_or_none(value) if column.kind in ("id", "str") else value
+                break
+    return out
+
+
 def traits_to_props(traits: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Segment traits (reserved + ours) → lead properties and optional account properties."""
     lead: dict[str, Any] = {}
@@ -228,50 +255,19 @@ def traits_to_props(traits: Mapping[str, Any], where: str) -> tuple[dict[str, An
     email = traits.get("email")
     if isinstance(email, str) and "@" in email:
         lead["email_domain"] = email.rsplit("@", 1)[1].strip().lower()
-    for ours, theirs in (
-        ("job_title", ("job_title", "title", "jobTitle")),
-        ("seniority", ("seniority",)),
-        ("department", ("department",)),
-        ("country", ("country",)),
-        ("source", ("source", "lead_source", "leadSource")),
-        ("email_domain", ("email_domain",)),
-        ("account_id", ("account_id", "accountId", "company_id", "companyId")),
-        ("created_at", ("created_at", "createdAt")),
-    ):
-        for key in theirs:
-            if traits.get(key) is not None:
-                lead[ours] = _str_or_none(traits[key]) if ours != "created_at" else traits[key]
-                break
+    lead.update(_pick(traits, LEADS))
     address = traits.get("address")
     if "country" not in lead and isinstance(address, Mapping) and address.get("country"):
         lead["country"] = address["country"]
     company = traits.get("company")
     if isinstance(company, Mapping) and company.get("id") is not None:
-        account = {
-            "account_id": _str_or_none(company.get("id")),
-            "name": company.get("name"),
-            "industry": company.get("industry"),
-            "employees": company.get("employee_count", company.get("employees")),
-            "domain": company.get("domain", company.get("website")),
-            "country": company.get("country"),
-        }
-        account = {k: v for k, v in account.items() if v is not None}
+        account = {"account_id": _str_or_none(company.get("id")), **_pick(company, ACCOUNTS)}
         lead.setdefault("account_id", account["account_id"])
     return lead, account
 
 
 def group_traits_to_account(group_id: str, traits: Mapping[str, Any]) -> dict[str, Any]:
-    out = {
-        "account_id": group_id,
-        "name": traits.get("name"),
-        "industry": traits.get("industry"),
-        "employees": traits.get("employees", traits.get("employee_count")),
-        "annual_revenue": traits.get("annual_revenue", traits.get("annualRevenue")),
-        "domain": traits.get("domain", traits.get("website")),
-        "country": traits.get("country"),
-        "created_at": traits.get("created_at", traits.get("createdAt")),
-    }
-    return {k: _str_or_none(v) if k in ("account_id",) else v for k, v in out.items() if v is not None}
+    return {"account_id": group_id, **_pick(traits, ACCOUNTS)}
 
 
 def _segment_time(msg: Mapping[str, Any], sent_at: Any) -> Any:

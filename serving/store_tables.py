@@ -1,0 +1,70 @@
+"""The event store's SQL tables, derived from the table specs of :mod:`leadscore.tables`.
+
+The five CRM tables plus the service's ``scores`` audit table, in plain SQLAlchemy Core so the same
+metadata serves SQLite and PostgreSQL. These describe the *current* schema (what the newest
+migration produces; ``tests/test_store_migrations.py`` checks they agree); an existing store reaches
+it through the Alembic migrations of :mod:`leadscore.serving.migrate`, never through ``create_all``.
+
+Why timestamps are stored as integer microseconds since the epoch (UTC): SQLite has no time zone
+type, and integers compare, index and convert to pandas ``datetime64[us, UTC]`` exactly and fast on
+every backend, so the online history is bit-for-bit the history the batch pipeline sees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from leadscore.tables import SERVICE_TABLES, TABLES, Column, TableSpec
+
+metadata = sa.MetaData()
+
+
+def _sql_type(col: Column) -> Any:
+    if col.kind == "serial":
+        return sa.Integer  # INTEGER PRIMARY KEY: SQLite's rowid, a sequence elsewhere
+    if col.kind in ("ts", "int"):
+        return sa.BigInteger
+    if col.kind == "float":
+        return sa.Float
+    if col.kind == "bool":
+        return sa.Boolean
+    if col.kind in ("id", "str") and col.max_length is not None:
+        return sa.String(col.max_length)
+    return sa.Text
+
+
+def sql_table(spec: TableSpec, meta: sa.MetaData) -> sa.Table:
+    """The SQLAlchemy table of one spec: its columns, primary key (in key order) and indexes."""
+    columns = [
+        sa.Column(c.name, _sql_type(c), nullable=c.nullable and c.name not in spec.key, default=c.default,
+                  autoincrement=c.kind == "serial")
+        for c in spec.fields
+    ]
+    indexes = [sa.Index(name, *cols) for name, cols in spec.indexes]
+    return sa.Table(spec.name, meta, *columns, sa.PrimaryKeyConstraint(*spec.key), *indexes)
+
+
+accounts_t = sql_table(TABLES["accounts"], metadata)
+leads_t = sql_table(TABLES["leads"], metadata)
+activities_t = sql_table(TABLES["activities"], metadata)
+stage_changes_t = sql_table(TABLES["stage_changes"], metadata)
+opportunities_t = sql_table(TABLES["opportunities"], metadata)
+scores_t = sql_table(SERVICE_TABLES["scores"], metadata)
+
+#: the CRM tables with their specs, in load order (parents first)
+CRM_TABLES: dict[str, tuple[sa.Table, TableSpec]] = {name: (metadata.tables[name], spec) for name, spec in TABLES.items()}
+
+
+def to_micros(ts: pd.Timestamp) -> int:
+    """UTC timestamp → integer microseconds since the epoch (the stored form)."""
+    t = pd.Timestamp(ts)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    # ``Timestamp.value`` is nanoseconds whatever the unit.
+    return int(t.value // 1000)
+
+
+def from_micros(value: int) -> pd.Timestamp:
+    return pd.Timestamp(value, unit="us", tz="UTC")
