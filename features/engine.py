@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from leadscore.errors import DataError
 from leadscore.features.fit import fit_row, fit_rules
 from leadscore.features.kernel import (
     DAY_US,
@@ -49,7 +50,7 @@ _DICT_MAX = 512
 NAT = np.iinfo(np.int64).min
 
 
-class FeatureInputError(ValueError):
+class FeatureInputError(DataError):
     """The history or the moments cannot be used; the message names the table and column."""
 
 
@@ -316,13 +317,12 @@ class Static:
     width: int
 
 
-_STATIC: dict[int, tuple[Settings, Static]] = {}
-
-
 def static(settings: Settings) -> Static:
-    hit = _STATIC.get(id(settings))
-    if hit is not None and hit[0] is settings:
-        return hit[1]
+    """The kernel's lookups and parameters for ``settings``, built once and kept with that object."""
+    return settings.derived("features.static", _build_static)
+
+
+def _build_static(settings: Settings) -> Static:
     names = settings.activity_names
     stages = settings.stages.all
     fc, rc = settings.features, settings.rules
@@ -334,7 +334,7 @@ def static(settings: Settings) -> Static:
     rule_hl_inv = LN2 / float(rc.half_life_days) if rc.half_life_days else 0.0
     recycled = stages.index("recycled") if "recycled" in stages else -2
     lay = layout(len(names), len(win_us), len(hl_inv))
-    st = Static(
+    return Static(
         type_lookup={n: i for i, n in enumerate(names)},
         type_index=pd.Index(names),
         other=names.index("other"),
@@ -349,10 +349,6 @@ def static(settings: Settings) -> Static:
         offsets=np.array(list(lay.values()), dtype=np.int64),
         width=int(lay["width"]),  # type: ignore[arg-type]
     )
-    if len(_STATIC) > 16:
-        _STATIC.clear()
-    _STATIC[id(settings)] = (settings, st)
-    return st
 
 
 def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = None) -> Prepared:
@@ -556,13 +552,12 @@ class Plan:
     rules: tuple[tuple[str, frozenset[str] | None, float, float, float], ...]
 
 
-_PLANS: dict[int, tuple[Settings, Plan]] = {}
-
-
 def plan(settings: Settings) -> Plan:
-    hit = _PLANS.get(id(settings))
-    if hit is not None and hit[0] is settings:
-        return hit[1]
+    """How each schema column is produced for ``settings``, resolved once and kept with that object."""
+    return settings.derived("features.plan", _build_plan)
+
+
+def _build_plan(settings: Settings) -> Plan:
     schema = feature_schema(settings)
     kcols = interest_columns(settings)
     lay = layout(len(settings.activity_names), len(settings.features.windows_days),
@@ -587,12 +582,8 @@ def plan(settings: Settings) -> Plan:
         lo = float(r.min) if r.min is not None else -np.inf
         hi = float(r.max) if r.max is not None else np.inf
         rules.append((r.field, values, lo, hi, float(r.points)))
-    p = Plan(schema, sources, int(lay["stage_code"]), int(lay["rule_act"]),  # type: ignore[arg-type]
-             tuple(settings.stages.all), tuple(rules))
-    if len(_PLANS) > 16:
-        _PLANS.clear()
-    _PLANS[id(settings)] = (settings, p)
-    return p
+    return Plan(schema, sources, int(lay["stage_code"]), int(lay["rule_act"]),  # type: ignore[arg-type]
+                tuple(settings.stages.all), tuple(rules))
 
 
 def rule_scores(p: Plan, rule_act: np.ndarray, column: Any) -> np.ndarray:
