@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -72,7 +71,7 @@ class ErrorBoundaryGroup(TyperGroup):
     one line and exit 2 (3 for not enough data); every other exception is a bug and keeps its
     traceback (exit 1), instead of being dressed up as a user error."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context (a private module)
         try:
             return super().invoke(ctx)
         except LeadscoreError as exc:
