@@ -9,7 +9,7 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench bento clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/generate.py
+
+# The bento installs leadscore from its wheel (bentofile.yaml: python.wheels), so build the wheel first.
+bento: $(VENV)/.installed
+	rm -rf dist && $(BIN)/python -m pip wheel --no-deps --quiet -w dist .
+	$(BIN)/bentoml build .
 
 clean:
 	rm -rf $(DEMO) reports mlruns.db mlartifacts leadscore-events.db

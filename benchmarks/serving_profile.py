@@ -49,10 +49,13 @@ def main() -> None:
     env, history = _prepare(work, args.leads, args.months, args.bundle, args.model)
     os.environ.update({k: v for k, v in env.items() if k.startswith(("LEADSCORE_", "BENTOML_", "MLFLOW_"))})
 
-    import leadscore.serving.app as A
+    from fastapi.responses import JSONResponse
+
     import leadscore.serving.scoring as S
+    from leadscore.serving.http import parse_json
     from leadscore.serving.schemas import ActivitiesOut, ActivityIn
     from leadscore.serving.service import build_state
+    from leadscore.serving.state import score_out
     from leadscore.serving.wire import Parsed
 
     st = build_state()
@@ -102,7 +105,7 @@ def main() -> None:
                           "occurred_at": (t0 + np.timedelta64(i, "s")).isoformat()}).encode()
         t, c = time.perf_counter(), time.thread_time()
         parsed = Parsed()
-        phase("parse + validate", lambda: parsed.events.append((0, ActivityIn.model_validate(A.parse_json(raw)))))
+        phase("parse + validate", lambda: parsed.events.append((0, ActivityIn.model_validate(parse_json(raw)))))
 
         def write() -> Any:
             with st.store.begin() as conn:
@@ -110,8 +113,8 @@ def main() -> None:
 
         stored, dupes, _, per_lead = phase("write txn (commit)", write)
         results = phase("rescore (all below)", lambda: st.rescore_after_ingest(per_lead))
-        phase("answer JSON", lambda: A.JSONResponse(ActivitiesOut(
-            stored=stored, duplicates=dupes, rejected=0, scores=[A.score_out(r) for r in results], errors=[]
+        phase("answer JSON", lambda: JSONResponse(ActivitiesOut(
+            stored=stored, duplicates=dupes, rejected=0, scores=[score_out(r) for r in results], errors=[]
         ).model_dump(mode="json")).body)
         w, u = time.perf_counter() - t, time.thread_time() - c
         for key in ("all", "big account" if lead_id in big else "other"):

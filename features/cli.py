@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from leadscore.cli_context import console, err_console, print_validation_report, settings_from
+
 app = typer.Typer(no_args_is_help=True)
 
 
@@ -21,10 +23,8 @@ def list_features(
     json_out: Annotated[bool, typer.Option("--json", help="Print the schema as JSON instead of a table.")] = False,
 ) -> None:
     """Print the feature schema: name, dtype, group, description, explanation template."""
-    from rich.console import Console
     from rich.table import Table
 
-    from leadscore.cli import settings_from
     from leadscore.features.rules import describe_rules
     from leadscore.features.schema import feature_schema, schema_hash
 
@@ -36,7 +36,6 @@ def list_features(
         typer.echo(json.dumps({"schema_hash": schema_hash(settings),
                                "features": [s.__dict__ for s in specs]}, indent=2))
         return
-    console = Console()
     table = Table(title=f"{len(specs)} features (schema hash {schema_hash(settings)})")
     for col in ("name", "dtype", "group", "description", "template"):
         table.add_column(col, overflow="fold")
@@ -58,34 +57,22 @@ def build(
     progress: Annotated[bool, typer.Option(help="Show a progress display.")] = True,
 ) -> None:
     """Build the training dataset: sampled moments, point-in-time features, rule score, censored labels."""
-    from rich.console import Console
     from rich.table import Table
 
-    from leadscore.cli import print_validation_report, settings_from
     from leadscore.features.build import build_dataset
-    from leadscore.features.engine import FeatureInputError
-    from leadscore.history import HistoryError, load_history
+    from leadscore.history import load_history
 
     settings = settings_from(ctx)
-    console, err = Console(), Console(stderr=True)
-    try:
-        history, report = load_history(crm, settings, cutoff=cutoff)
-    except HistoryError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    history, report = load_history(crm, settings, cutoff=cutoff)
     if not report.usable:
         print_validation_report(report)
-        err.print("[red]error:[/red] the CRM history is not usable (see above)")
+        err_console.print("[red]error:[/red] the CRM history is not usable (see above)")
         raise typer.Exit(1)
     rejected = sum(t.rejected_rows for t in report.tables.values())
     if rejected:
         console.print(f"[yellow]{rejected} invalid rows were set aside (run `leadscore validate {crm}` "
                       "for the report)[/yellow]")
-    try:
-        frame, summary = build_dataset(history, settings, progress=progress)
-    except FeatureInputError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    frame, summary = build_dataset(history, settings, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
     table = Table(title=f"Features written to {out}")

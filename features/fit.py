@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from leadscore.errors import ConfigError
 from leadscore.features.schema import FIT_CATEGORICAL, FIT_NUMERIC
 
 if TYPE_CHECKING:
@@ -102,21 +103,20 @@ class FitRules:
     title_cache: dict[str, tuple[str | float, str | float]]
 
 
-_RULES: dict[int, tuple[Settings, FitRules]] = {}
-
-
 def fit_rules(settings: Settings) -> FitRules:
-    """Compiled title rules and ICP sets for ``settings`` (cached on the object's identity)."""
-    hit = _RULES.get(id(settings))
-    if hit is not None and hit[0] is settings:
-        return hit[1]
+    """Compiled title rules and ICP sets for ``settings``, built once and kept with that settings object
+    (its memo of fit rows, too, so a batch build maps each distinct lead profile once)."""
+    return settings.derived("features.fit_rules", _compile_fit_rules)
+
+
+def _compile_fit_rules(settings: Settings) -> FitRules:
     t, icp, fc = settings.titles, settings.icp, settings.features
     try:
         sen = [(re.compile(r.pattern, re.IGNORECASE), r.value) for r in t.seniority]
         dep = [(re.compile(r.pattern, re.IGNORECASE), r.value) for r in t.department]
     except re.error as exc:
-        raise ValueError(f"titles: invalid regular expression {exc.pattern!r}: {exc}") from exc
-    rules = FitRules(
+        raise ConfigError(f"titles: invalid regular expression {exc.pattern!r}: {exc}") from exc
+    return FitRules(
         seniority=sen,
         department=dep,
         seniority_values=frozenset(r.value for r in t.seniority),
@@ -133,10 +133,6 @@ def fit_rules(settings: Settings) -> FitRules:
         cache={},
         title_cache={},
     )
-    if len(_RULES) > 16:
-        _RULES.clear()
-    _RULES[id(settings)] = (settings, rules)
-    return rules
 
 
 def _first_match(text: str, rules: list[tuple[re.Pattern[str], str]]) -> str | float:

@@ -12,49 +12,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from leadscore.config import ConfigError, Settings, load_settings
+from leadscore.cli_context import ErrorBoundaryGroup, State, console, print_validation_report, settings_from
 from leadscore.env import set_offline_env
-
-console = Console()
-err_console = Console(stderr=True)
 
 app = typer.Typer(
     name="leadscore",
+    cls=ErrorBoundaryGroup,
     help="ML lead scoring and qualification: generate or import CRM history, build point-in-time "
     "features, train calibrated models, set SLA stages, serve scores.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-
-class State:
-    """What the global options decided; commands ask it for the settings."""
-
-    def __init__(self, config_dir: Path | None, overrides: list[str]) -> None:
-        self.config_dir = config_dir
-        self.overrides = overrides
-        self._settings: Settings | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            try:
-                self._settings = load_settings(self.config_dir, self.overrides)
-            except ConfigError as exc:
-                err_console.print(f"[red]config error:[/red] {exc}")
-                raise typer.Exit(2) from exc
-        return self._settings
-
-
-def settings_from(ctx: typer.Context) -> Settings:
-    """The settings of this invocation (loaded once, on first use)."""
-    root = ctx.find_root()
-    state = root.obj if isinstance(root.obj, State) else State(None, [])
-    root.obj = state
-    return state.settings
 
 
 @app.callback()
@@ -102,43 +72,14 @@ def validate(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
 ) -> None:
     """Validate CRM history: counts per table and reason; rejected rows go to DIR/_rejected/."""
-    from leadscore.history import HistoryError, load_history
+    from leadscore.history import load_history
 
-    try:
-        _, report = load_history(directory, settings_from(ctx), cutoff=cutoff)
-    except HistoryError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    _, report = load_history(directory, settings_from(ctx), cutoff=cutoff)
     print_validation_report(report)
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2))
     if not report.usable:
         raise typer.Exit(1)
-
-
-def print_validation_report(report: object) -> None:
-    """Render a :class:`~leadscore.history.ValidationReport` as tables."""
-    from leadscore.history import ValidationReport
-
-    assert isinstance(report, ValidationReport)
-    table = Table(title=f"CRM history (cut-off {report.cutoff.isoformat()})")
-    for col in ("table", "input", "valid", "rejected", "status"):
-        table.add_column(col, justify="right" if col in ("input", "valid", "rejected") else "left")
-    for name, t in report.tables.items():
-        status = f"[red]unusable: {t.unusable}[/red]" if t.unusable else "[green]ok[/green]"
-        table.add_row(name, str(t.input_rows), str(t.valid_rows), str(t.rejected_rows), status)
-    console.print(table)
-    rows = [(n, r, c, t.examples.get(r, [])) for n, t in report.tables.items() for r, c in t.reasons.items()]
-    if rows:
-        reasons = Table(title="Rejected rows by reason (written to _rejected/<table>.parquet)")
-        for col in ("table", "reason", "rows", "examples"):
-            reasons.add_column(col)
-        for name, reason, count, examples in rows:
-            reasons.add_row(name, reason, str(count), "; ".join(examples))
-        console.print(reasons)
-    for name, t in report.tables.items():
-        for note in t.notes:
-            console.print(f"[yellow]{name}:[/yellow] {note}")
 
 
 def _register_subcommands() -> None:

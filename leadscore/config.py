@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from leadscore.errors import ConfigError
 from leadscore.features.config import FeaturesConfig, ICPConfig, MomentsConfig, RulesConfig, TitlesConfig
 from leadscore.serving.config import ServingConfig
 from leadscore.tables import SET_BY as SET_BY  # re-exported: defined with the table specs
@@ -28,13 +30,16 @@ CONFIG_DIR_ENV = "LEADSCORE_CONFIG_DIR"
 FUNNEL_STAGES = ("subscriber", "lead", "mql", "sql", "opportunity", "customer")
 SIDE_STAGES = ("recycled", "disqualified")
 
-
-class ConfigError(Exception):
-    """A configuration problem, phrased for the person who edits the YAML."""
+T = TypeVar("T")
+#: where a settings object keeps what was derived from it (see :meth:`Settings.derived`)
+_MEMO = "_leadscore_derived"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys are errors (a typo must not be silently ignored); the tree is frozen once loaded,
+    so everything derived from it (compiled rules, kernel tables, hashes) stays valid for its life."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ActivityType(_Strict):
@@ -140,6 +145,41 @@ class Settings(_Strict):
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def with_overrides(self, overrides: list[str]) -> Settings:
+        """A new, validated tree with ``section.key=value`` overrides applied (the ``--set`` syntax).
+
+        The way to vary settings (in tests, what-ifs, per-command options): the tree itself is frozen,
+        and unlike ``model_copy(update=...)`` this validates the result.
+        """
+        tree = self.model_dump()
+        for item in overrides:
+            key_path, value = _parse_override(item)
+            _set_path(tree, key_path, value)
+        return _validated(tree, {}, "overrides")
+
+    def derived(self, key: str, build: Callable[[Settings], T]) -> T:
+        """``build(self)``, computed once per settings object and kept with it.
+
+        For what the feature code compiles from the config (title regexes, kernel lookups, the
+        column plan): milliseconds to build, needed on every online request, and never stale because
+        the tree is frozen. The memo lives in this object rather than in a module dict keyed on
+        ``id()`` (which a later object can reuse); it is not a field (not dumped, hashed or compared),
+        a copy made with ``model_copy(update=...)`` starts its own, and pickling leaves it out.
+        """
+        memo = self.__dict__.get(_MEMO)
+        if memo is None or memo[0] is not self:
+            memo = (self, {})
+            self.__dict__[_MEMO] = memo
+        values: dict[str, Any] = memo[1]
+        if key not in values:
+            values[key] = build(self)
+        return values[key]  # type: ignore[no-any-return]
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state["__dict__"] = {k: v for k, v in state["__dict__"].items() if k != _MEMO}
+        return state
+
 
 def default_config_dir() -> Traversable:
     """``$LEADSCORE_CONFIG_DIR`` if set, else the defaults shipped in the package (``leadscore.configs``).
@@ -207,6 +247,11 @@ def load_settings(config_dir: Path | str | None = None, overrides: list[str] | N
         key_path, value = _parse_override(item)
         _set_path(tree, key_path, value)
         origin.setdefault(key_path[0], "--set")
+    return _validated(tree, origin, f"{directory}/*.yaml")
+
+
+def _validated(tree: dict[str, Any], origin: dict[str, str], default_origin: str) -> Settings:
+    """Validate a raw tree; every problem becomes one line naming the file (``origin``) and the key."""
     try:
         return Settings.model_validate(tree)
     except ValidationError as exc:
@@ -214,6 +259,5 @@ def load_settings(config_dir: Path | str | None = None, overrides: list[str] | N
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
             section = str(err["loc"][0]) if err["loc"] else ""
-            where = origin.get(section, f"{directory}/*.yaml")
-            lines.append(f"{where}: {loc}: {err['msg']}")
+            lines.append(f"{origin.get(section, default_origin)}: {loc}: {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc

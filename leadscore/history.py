@@ -22,6 +22,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from leadscore.config import Settings
+from leadscore.errors import DataError
 from leadscore.tables import ESSENTIAL_TABLES, STAGES, TABLES, Column, TableSpec
 
 REJECTED_DIR = "_rejected"
@@ -84,7 +85,7 @@ class ValidationReport:
         return {"cutoff": self.cutoff.isoformat(), "tables": {k: v.to_dict() for k, v in self.tables.items()}}
 
 
-class HistoryError(Exception):
+class HistoryError(DataError):
     """The history cannot be used at all; the message says which table and why."""
 
 

@@ -13,11 +13,15 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from leadscore.cli_context import err_console, settings_from, state_from
 from leadscore.env import OFFLINE_ENV
+
+if TYPE_CHECKING:
+    from leadscore.config import Settings
 
 
 def service_env(
@@ -75,6 +79,28 @@ def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
             signal.signal(sig, handler)
 
 
+def import_history(history: Path, settings: Settings, store_url: str) -> dict[str, int]:
+    """Load a CRM history directory into the event store (idempotent); user-fixable failures are
+    :class:`~leadscore.errors.LeadscoreError` so the command stops with one line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from leadscore.errors import DataError, StoreError
+    from leadscore.history import load_history
+    from leadscore.serving.store import EventStore
+
+    crm, report = load_history(history, settings)
+    if not report.usable:
+        raise DataError(f"{history} is not usable; run `leadscore validate {history}`")
+    try:
+        es = EventStore(store_url)
+        try:
+            return dict(es.import_history(crm))
+        finally:
+            es.close()
+    except SQLAlchemyError as exc:
+        raise StoreError(f"event store {store_url}: {exc}") from exc
+
+
 def register(app: typer.Typer) -> None:
     """Add the serving commands to the main app."""
 
@@ -100,29 +126,13 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: serving.workers).")] = None,
     ) -> None:
         """Run the scoring API (POST /activities, /score, GET /leads/{id}, /v1/batch, /webhooks/hubspot)."""
-        from leadscore.cli import State, err_console, settings_from
-
-        settings = settings_from(ctx)
-        state = ctx.find_root().obj
-        assert isinstance(state, State)
         from leadscore.serving.runtime import event_store_url
 
+        state = state_from(ctx)
+        settings = settings_from(ctx)
         store_url = store or event_store_url(settings)
         if history is not None:
-            from leadscore.history import HistoryError, load_history
-            from leadscore.serving.store import EventStore
-
-            try:
-                crm, report = load_history(history, settings)
-            except HistoryError as exc:
-                err_console.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(2) from exc
-            if not report.usable:
-                err_console.print(f"[red]error:[/red] {history} is not usable; run `leadscore validate {history}`")
-                raise typer.Exit(2)
-            es = EventStore(store_url)
-            counts = es.import_history(crm)
-            es.close()
+            counts = import_history(history, settings, store_url)
             err_console.print(f"imported into {store_url}: {counts}")
         env = service_env(
             state.config_dir, state.overrides, model, bundle, store_url, workers or settings.serving.workers,

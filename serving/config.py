@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ServingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: registry URI (an alias is resolved to a pinned version at start); ``LEADSCORE_MODEL_URI`` overrides,
     #: ``LEADSCORE_BUNDLE`` (a bundle directory) replaces it

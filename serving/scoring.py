@@ -17,13 +17,14 @@ from typing import Any
 import pandas as pd
 
 from leadscore.config import Settings
+from leadscore.errors import ModelError
 from leadscore.history import CRMHistory
 
 BUNDLE_ENV = "LEADSCORE_BUNDLE"
 MODEL_URI_ENV = "LEADSCORE_MODEL_URI"
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(ModelError):
     """The configured model cannot be served; the message says which and why."""
 
 

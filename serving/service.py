@@ -26,16 +26,21 @@ set_offline_env()
 # concurrent requests (threads, workers), not from parallelism inside one. Set before LightGBM loads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import bentoml  # noqa: E402  (telemetry opt-outs must be set before BentoML is imported)
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
-from leadscore.serving.app import ServingState, app  # noqa: E402
+import bentoml  # noqa: E402
+
+if TYPE_CHECKING:
+    from leadscore.serving.state import ServingState
 
 log = logging.getLogger("leadscore.serving")
+
 
 def build_state() -> ServingState:
     """Load settings, model and event store from the environment (what every worker does at start)."""
     from leadscore.serving.runtime import event_store_url, settings_from_env
     from leadscore.serving.scoring import Scorer
+    from leadscore.serving.state import ServingState
     from leadscore.serving.store import EventStore
 
     settings = settings_from_env()
@@ -53,19 +58,48 @@ def build_state() -> ServingState:
     return state
 
 
+class WorkerApp:
+    """The ASGI app BentoML mounts when the class is defined, before any model is loaded.
+
+    BentoML mounts apps at import time, but a worker's :class:`ServingState` exists only once its
+    ``__init__`` has loaded the model. So the mount is this small dispatcher, and each worker's
+    service plugs in the app :func:`~leadscore.serving.app.create_app` built for its own state.
+    Until then every request gets 503, as readiness does.
+    """
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.app is not None:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        from leadscore.serving.http import error_response
+
+        response = error_response(503, "the service is starting: model not loaded yet")
+        await response(scope, receive, send)
+
+
+worker_app = WorkerApp()
+
+
 @bentoml.service(
     name="leadscore",
     traffic={"timeout": 30},
     workers=int(os.environ.get("LEADSCORE_WORKERS", "1")),
     envs=[{"name": k, "value": "true"} for k in ("BENTOML_DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")],
 )
-@bentoml.asgi_app(app, path="/")
+@bentoml.asgi_app(worker_app, path="/")
 class LeadScoreService:
     """Lead scores on every CRM activity: event store, online features, calibrated model, SLA stages."""
 
     def __init__(self) -> None:
+        from leadscore.serving.app import create_app
+
         self.state = build_state()
-        app.state.leadscore = self.state
+        worker_app.app = create_app(self.state)
 
     @bentoml.on_shutdown
     def close(self) -> None:

@@ -81,3 +81,49 @@ def test_every_command_has_help() -> None:
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert "Usage" in result.output
+
+
+def test_the_tree_is_frozen_and_varied_by_copies() -> None:
+    from pydantic import ValidationError
+
+    s = load_settings(REPO_ROOT / "configs")
+    for assign in (lambda: setattr(s, "horizons", s.horizons), lambda: setattr(s.horizons, "sql_days", 1),
+                   lambda: setattr(s.training.split, "test_months", 1)):
+        with pytest.raises(ValidationError, match="frozen"):
+            assign()
+    t = s.with_overrides(["horizons.sql_days=14", "training.trials=3"])
+    assert (t.horizons.sql_days, t.training.trials) == (14, 3)
+    assert s.horizons.sql_days == 30 and t.config_hash() != s.config_hash()
+    with pytest.raises(ConfigError, match=r"overrides: horizons\.sql_days"):
+        s.with_overrides(["horizons.sql_days=-1"])  # validated, unlike model_copy(update=...)
+
+
+def test_derived_values_live_with_their_settings_object() -> None:
+    """What the feature code compiles from a tree is built once per object, never served to a copy."""
+    import copy
+    import pickle
+
+    from leadscore.features.engine import plan, static
+    from leadscore.features.fit import fit_rules
+
+    s = load_settings(REPO_ROOT / "configs")
+    built: list[int] = []
+    assert s.derived("k", lambda x: built.append(1) or len(built)) == 1
+    assert s.derived("k", lambda x: built.append(1) or len(built)) == 1 and built == [1]
+    assert fit_rules(s) is fit_rules(s) and plan(s) is plan(s) and static(s) is static(s)
+    fewer = s.model_copy(update={"features": s.features.model_copy(update={"windows_days": [7]})})
+    assert plan(fewer) is not plan(s) and len(plan(fewer).schema) < len(plan(s).schema)
+    assert copy.copy(s).derived("k", lambda x: 2) == 2
+    clone = pickle.loads(pickle.dumps(s))
+    assert clone == s and clone.derived("k", lambda x: 3) == 3
+    assert s == load_settings(REPO_ROOT / "configs")  # the memo is not part of equality
+
+
+def test_bad_title_regex_is_a_config_error() -> None:
+    from leadscore.features.fit import fit_rules
+
+    s = load_settings(REPO_ROOT / "configs")
+    bad = s.model_copy(update={"titles": s.titles.model_copy(
+        update={"seniority": [s.titles.seniority[0].model_copy(update={"pattern": "(unclosed"})]})})
+    with pytest.raises(ConfigError, match="titles: invalid regular expression"):
+        fit_rules(bad)

@@ -11,6 +11,7 @@ import pytest
 from leadscore.config import Settings, load_settings
 from leadscore.features import compute
 from leadscore.features import testing as T
+from leadscore.features.engine import FeatureInputError
 from leadscore.features.fit import fit_row, fit_rules, title_to_roles
 from leadscore.features.labels import make_labels
 from leadscore.features.moments import training_moments
@@ -82,9 +83,9 @@ def test_opportunity_without_sql_stage(settings: Settings) -> None:
 
 def test_bad_moment_input_is_named(settings: Settings) -> None:
     h = T.history(CUTOFF, leads=[_lead("A")])
-    with pytest.raises(ValueError, match=r"moments\.lead_id.*ZZZ"):
+    with pytest.raises(FeatureInputError, match=r"moments\.lead_id.*ZZZ"):
         make_labels(h, pd.DataFrame({"lead_id": ["ZZZ"], "as_of": [day(1)]}), settings)
-    with pytest.raises(ValueError, match=r"moments\.as_of"):
+    with pytest.raises(FeatureInputError, match=r"moments\.as_of"):
         make_labels(h, pd.DataFrame({"lead_id": ["A"], "as_of": [pd.NaT]}), settings)
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -587,16 +586,39 @@ def test_restart_keeps_every_stored_activity(served: Served, tmp_path: Path) -> 
 
 
 def test_bentoml_build_succeeds(tmp_path: Path) -> None:
+    """The bento installs the leadscore wheel, and its service imports from that wheel alone."""
     import os
+    import shutil
     import subprocess
+    import zipfile
 
+    ctx = tmp_path / "ctx"
+    (ctx / "serving").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "bentofile.yaml", ctx)
+    shutil.copy(REPO_ROOT / "serving" / "requirements.txt", ctx / "serving")
+    wheel = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(ctx / "dist"),
+                            str(REPO_ROOT)], capture_output=True, text=True, timeout=300)
+    assert wheel.returncode == 0, wheel.stderr[-3000:]
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
     bentoml_bin = Path(sys.executable).with_name("bentoml")
-    out = subprocess.run([str(bentoml_bin), "build", str(REPO_ROOT), "--output", "tag"], env=env, cwd=REPO_ROOT,
+    out = subprocess.run([str(bentoml_bin), "build", str(ctx), "--output", "tag"], env=env, cwd=ctx,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     tag = out.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
     name, version = tag.split(":")
-    src = tmp_path / "bentoml" / "bentos" / name / version / "src"
-    assert (src / "serving" / "service.py").exists() and (src / "configs" / "activities.yaml").exists()
-    assert not np.any([p.name == "__pycache__" for p in src.rglob("*")])
+    bento = tmp_path / "bentoml" / "bentos" / name / version
+    (packed,) = (bento / "env" / "python" / "wheels").glob("leadscore-*.whl")
+    names = set(zipfile.ZipFile(packed).namelist())
+    assert {"leadscore/serving/service.py", "leadscore/features/engine.py", "leadscore/training/train.py",
+            "leadscore/configs/activities.yaml", "leadscore/configs/mappings/x_education.yaml"} <= names
+    src = bento / "src"
+    # nothing in src/ may shadow the installed package
+    assert not [p for p in src.iterdir() if p.name in ("leadscore", "features", "training", "serving", "configs")]
+    # run from src/ as BentoML does, with the packed wheel as the only leadscore: the service imports
+    code = ("import leadscore.serving.service as s, leadscore.config as c; "
+            "print(s.__file__); print(type(s.LeadScoreService).__name__); print(c.load_settings().activity_names[0])")
+    run = subprocess.run([sys.executable, "-c", code], cwd=src, capture_output=True, text=True, timeout=300,
+                         env={**env, "PYTHONPATH": str(packed), "LEADSCORE_CONFIG_DIR": ""})
+    assert run.returncode == 0, run.stderr[-3000:]
+    where, kind, first_activity = run.stdout.split()
+    assert where.startswith(str(packed)) and kind == "Service" and first_activity

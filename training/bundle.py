@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leadscore.errors import ModelError
 from leadscore.features.schema import missing_text
 from leadscore.training.calibration import Calibrator
 from leadscore.training.encoding import check_columns, encode_frame
@@ -33,7 +34,7 @@ TARGETS = ("sql", "opportunity")
 OUTPUT_COLUMNS = {"sql": "p_sql", "opportunity": "p_opportunity"}
 
 
-class SchemaMismatchError(Exception):
+class SchemaMismatchError(ModelError):
     """The bundle was trained on a different feature schema than the code computing features now."""
 
 
@@ -128,10 +129,10 @@ class ScoringBundle:
         directory = Path(directory)
         path = directory / BUNDLE_FILE
         if not path.exists():
-            raise FileNotFoundError(f"{directory} is not a scoring bundle (no {BUNDLE_FILE})")
+            raise ModelError(f"{directory} is not a scoring bundle (no {BUNDLE_FILE})")
         doc = json.loads(path.read_text())
         if doc.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"bundle format {doc.get('format_version')} is not supported (need {FORMAT_VERSION})")
+            raise ModelError(f"bundle format {doc.get('format_version')} is not supported (need {FORMAT_VERSION})")
         models = {
             t: TargetModel(
                 model_str=(directory / f"model_{t}.txt").read_text(),

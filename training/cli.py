@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from leadscore.cli_context import console, err_console, settings_from
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -19,12 +21,6 @@ if TYPE_CHECKING:
 
 _SHOWN = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top_decile_lift", "recall_at_capacity")
 _MODELS = ("lightgbm", "lightgbm_uncalibrated", "logistic", "rule", "ground_truth")
-
-
-def _consoles() -> tuple[Console, Console]:
-    from leadscore.cli import console, err_console
-
-    return console, err_console
 
 
 def print_results(result: TrainResult, console: Console) -> None:
@@ -115,46 +111,26 @@ def register(app: typer.Typer) -> None:
         mapping: Annotated[Path | None, typer.Option(help="Column mapping (YAML) for --flat.")] = None,
     ) -> None:
         """Monthly retrain: tune, calibrate, backtest against baselines, log to MLflow, register a challenger."""
-        from leadscore.cli import settings_from
-
-        console, err = _consoles()
+        # InsufficientDataError (exit 3), MappingError, LeakageError, HistoryError (exit 2) are
+        # LeadscoreErrors: the root command group prints them as one line.
         settings = settings_from(ctx)
         if flat is not None or mapping is not None:
             if flat is None or mapping is None:
-                err.print("[red]error:[/red] --flat and --mapping go together")
+                err_console.print("[red]error:[/red] --flat and --mapping go together")
                 raise typer.Exit(2)
             from leadscore.training.flat import train_flat
-            from leadscore.training.split import InsufficientDataError as NotEnough
 
-            try:
-                flat_result = train_flat(flat, mapping, settings, trials, timeout, out_dir=out)
-            except NotEnough as exc:
-                err.print(f"[yellow]not trained:[/yellow] {exc}")
-                raise typer.Exit(3) from exc
-            except ValueError as exc:  # MappingError, LeakageError: the message names the columns
-                err.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(2) from exc
-            print_results(flat_result, console)
+            print_results(train_flat(flat, mapping, settings, trials, timeout, out_dir=out), console)
             return
         if crm is None:
-            err.print("[red]error:[/red] give --crm DIR (or --flat FILE --mapping FILE)")
+            err_console.print("[red]error:[/red] give --crm DIR (or --flat FILE --mapping FILE)")
             raise typer.Exit(2)
-        from leadscore.history import HistoryError
-        from leadscore.training.split import InsufficientDataError
         from leadscore.training.train import train as run_train
 
         n_trials = trials or settings.training.trials
         progress, on_event = _progress_display(console, n_trials)
-        try:
-            with progress:
-                result = run_train(crm, settings, cutoff, trials=trials, timeout=timeout, progress=on_event,
-                                   out_dir=out)
-        except InsufficientDataError as exc:
-            err.print(f"[yellow]not trained:[/yellow] {exc}")
-            raise typer.Exit(3) from exc
-        except (HistoryError, ValueError) as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
+        with progress:
+            result = run_train(crm, settings, cutoff, trials=trials, timeout=timeout, progress=on_event, out_dir=out)
         print_results(result, console)
 
     @app.command()
@@ -165,16 +141,9 @@ def register(app: typer.Typer) -> None:
         cutoff: Annotated[str | None, typer.Option(help="Data cut-off (UTC); default: manifest.json, else now.")] = None,
     ) -> None:
         """Promote the challenger to champion if it passes the gate on the latest matured unseen month."""
-        from leadscore.cli import settings_from
         from leadscore.training.promote import promote as run_promote
-        from leadscore.training.registry import ModelNotFoundError
 
-        console, err = _consoles()
-        try:
-            decision = run_promote(settings_from(ctx), crm, cutoff=cutoff)
-        except (ModelNotFoundError, ValueError) as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
+        decision = run_promote(settings_from(ctx), crm, cutoff=cutoff)
         print_decision(decision, console)
         if not decision.promoted:
             raise typer.Exit(1)
@@ -182,14 +151,6 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def rollback(ctx: typer.Context) -> None:
         """Restore the previous champion."""
-        from leadscore.cli import settings_from
         from leadscore.training.promote import rollback as run_rollback
-        from leadscore.training.registry import ModelNotFoundError
 
-        console, err = _consoles()
-        try:
-            decision = run_rollback(settings_from(ctx))
-        except (ModelNotFoundError, ValueError) as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
-        print_decision(decision, console)
+        print_decision(run_rollback(settings_from(ctx)), console)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from leadscore.cli_context import console, settings_from
+
 if TYPE_CHECKING:
     from leadscore.training.evaluate import EvalResult
 
@@ -24,7 +26,6 @@ BagOpt = Annotated[int | None, typer.Option(min=0, help="Fold models averaged in
 def _show(result: EvalResult, out: Path) -> None:
     from rich.table import Table
 
-    from leadscore.cli import console
     from leadscore.training.evaluate import _LABELS, REPORTED, write_report
 
     table = Table(title=f"{result.dataset}: {result.protocol} — {result.rows} rows, {result.positives} positive "
@@ -48,20 +49,14 @@ def _show(result: EvalResult, out: Path) -> None:
 
 def _run(ctx: typer.Context, dataset: str, trials: int | None, data_dir: Path | None, mapping: Path | None,
          out: Path | None, bag_folds: int | None = None) -> None:
-    from leadscore.cli import err_console, settings_from
-    from leadscore.training.evaluate import DataMissingError, evaluate_olist, evaluate_x_education
-    from leadscore.training.flat import LeakageError, MappingError
+    from leadscore.training.evaluate import evaluate_olist, evaluate_x_education
 
     settings = settings_from(ctx)
-    try:
-        if dataset == "x-education":
-            result = evaluate_x_education(settings, trials=trials, data_dir=data_dir, mapping_file=mapping,
-                                          **({} if bag_folds is None else {"bag_folds": bag_folds}))
-        else:
-            result = evaluate_olist(settings, trials=trials, data_dir=data_dir, mapping_file=mapping)
-    except (DataMissingError, MappingError, LeakageError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    if dataset == "x-education":
+        result = evaluate_x_education(settings, trials=trials, data_dir=data_dir, mapping_file=mapping,
+                                      **({} if bag_folds is None else {"bag_folds": bag_folds}))
+    else:
+        result = evaluate_olist(settings, trials=trials, data_dir=data_dir, mapping_file=mapping)
     _show(result, out or Path(settings.paths.reports_dir))
 
 

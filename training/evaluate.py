@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.config import mappings_dir
+from leadscore.errors import DataError
 from leadscore.training.flat import FlatData, FlatMapping, check_leakage, load_mapping, prepare_flat
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ REFERENCE = {"x-education": 0.874, "olist": 0.661}
 BAG_FOLDS = 5
 
 
-class DataMissingError(FileNotFoundError):
+class DataMissingError(DataError):
     """The public dataset is not where it should be; the message says where it was looked for."""
 
 

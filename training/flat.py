@@ -36,6 +36,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from leadscore.errors import DataError
+
 if TYPE_CHECKING:
     from leadscore.config import Settings
     from leadscore.training.train import TrainResult
@@ -113,11 +115,11 @@ class FlatMapping(_Strict):
         return {c: s for c, s in self.columns.items() if s.role != "ignore"}
 
 
-class MappingError(ValueError):
+class MappingError(DataError):
     """The mapping or the flat file does not fit; the message names the key or column."""
 
 
-class LeakageError(ValueError):
+class LeakageError(DataError):
     """Columns that (nearly) give the outcome away; the message names them and how to proceed."""
 
     def __init__(self, message: str, report: LeakageReport) -> None:

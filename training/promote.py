@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.config import Settings
+from leadscore.errors import DataError, ModelError
 from leadscore.training.bundle import ScoringBundle
 from leadscore.training.metrics import evaluate_metrics
 from leadscore.training.pyfunc import CHALLENGER, CHAMPION
@@ -166,12 +167,12 @@ def promote(
         raise ModelNotFoundError(f"no model has alias {CHALLENGER!r} in {name!r}: run `leadscore train` first")
     champion_v = _alias_version(name, CHAMPION)
     if challenger_v == champion_v:
-        raise ValueError(f"version {challenger_v} already is the champion")
+        raise ModelError(f"version {challenger_v} already is the champion")
     challenger = load_bundle(f"models:/{name}/{challenger_v}", settings)
     champion = load_bundle(f"models:/{name}/{champion_v}", settings) if champion_v else None
     if dataset is None:
         if crm_dir is None:
-            raise ValueError("promote needs the CRM history (crm_dir) or a moments dataset")
+            raise DataError("promote needs the CRM history (crm_dir) or a moments dataset")
         from leadscore.features.build import build_dataset
         from leadscore.history import load_history
 
@@ -180,7 +181,7 @@ def promote(
         cut = history.cutoff
     else:
         if cutoff is None:
-            raise ValueError("with a dataset, promote needs its cutoff")
+            raise DataError("with a dataset, promote needs its cutoff")
         cut = pd.Timestamp(cutoff)
     bundles = [challenger] + ([champion] if champion is not None else [])
     try:
@@ -211,7 +212,7 @@ def rollback(settings: Settings) -> PromotionDecision:
         raise ModelNotFoundError(f"{name!r} has no champion to roll back")
     history = _history(name)
     if not history:
-        raise ValueError(f"champion v{current} has no predecessor to roll back to")
+        raise ModelError(f"champion v{current} has no predecessor to roll back to")
     previous = history.pop()
     client = _client()
     client.set_registered_model_alias(name, CHAMPION, previous)

@@ -14,13 +14,14 @@ from pathlib import Path
 import pandas as pd
 
 from leadscore.config import Settings
+from leadscore.errors import ModelError
 from leadscore.training.bundle import BUNDLE_FILE, ScoringBundle
 from leadscore.training.tracking import configure_mlflow
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
-class ModelNotFoundError(LookupError):
+class ModelNotFoundError(ModelError):
     """The URI names no registered model version (e.g. no champion has been promoted yet)."""
 
 
@@ -31,7 +32,7 @@ def resolve_version(model_uri: str, settings: Settings) -> tuple[str, str]:
 
     m = _URI.match(model_uri)
     if not m:
-        raise ValueError(f"model URI {model_uri!r} must look like models:/NAME@ALIAS or models:/NAME/VERSION")
+        raise ModelNotFoundError(f"model URI {model_uri!r} must look like models:/NAME@ALIAS or models:/NAME/VERSION")
     configure_mlflow(settings)
     name, alias, version = m["name"], m["alias"], m["version"]
     client = MlflowClient()

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from leadscore.errors import DataError
 from leadscore.training.config import MQLPolicy
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ SEGMENT_COLUMNS = ("source", "industry", "employee_band")
 _FUNNEL_RANK = {"subscriber": 0, "lead": 1, "recycled": 1, "mql": 2, "sql": 3}
 
 
-class ScoredFrameError(ValueError):
+class ScoredFrameError(DataError):
     """The scored frame handed to the SLA code is not usable; the message names the column."""
 
 

@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from leadscore.cli_context import console, err_console, settings_from
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
     from leadscore.training.config import MQLPolicy
 
-console = Console()
-err_console = Console(stderr=True)
 
 MODEL_HELP = "Registered model version to use (default: models:/<registered_model_name>@challenger)."
 
@@ -146,7 +145,6 @@ def log_report_to_run(model_uri: str, files: list[Path], data: dict[str, Any], s
 
 def register(app: typer.Typer) -> None:
     """Add ``leadscore thresholds`` and ``leadscore report sla`` to the main app."""
-    from leadscore.cli import settings_from
 
     report_app = typer.Typer(no_args_is_help=True, help="Reports for reviewers (SLA review).")
 
@@ -166,7 +164,8 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(ctx)
         policy_override = what_if_policy(settings, capacity, target_rate, value_of_sql, cost)
         uri = _model_uri(model, settings)
-        from leadscore.training.registry import ModelNotFoundError, load_bundle, load_scored
+        from leadscore.errors import ModelError
+        from leadscore.training.registry import load_bundle, load_scored
         from leadscore.training.sla import ScoredFrameError, fit_stage_policy
         try:
             bundle = load_bundle(uri, settings)
@@ -175,7 +174,7 @@ def register(app: typer.Typer) -> None:
         except ScoredFrameError as exc:
             err_console.print(f"[red]error:[/red] scored calibration moments of {uri}: {exc}")
             raise typer.Exit(2) from exc
-        except (ModelNotFoundError, ValueError, FileNotFoundError) as exc:
+        except ModelError as exc:
             err_console.print(f"[red]error:[/red] cannot load {uri}: {exc}")
             raise typer.Exit(2) from exc
         print_policy(policy, bundle.stage_policy, f"MQL threshold what-if for {uri} (version {bundle.version})")
@@ -195,13 +194,14 @@ def register(app: typer.Typer) -> None:
         """SLA review: the model's MQL threshold vs the rule score's, replayed on the test months."""
         settings = settings_from(ctx)
         uri = _model_uri(model, settings)
-        from leadscore.training.registry import ModelNotFoundError, load_bundle, load_scored
+        from leadscore.errors import ModelError
+        from leadscore.training.registry import load_bundle, load_scored
         from leadscore.training.report import build_sla_report
         from leadscore.training.sla import ScoredFrameError, StagePolicy
         try:
             bundle = load_bundle(uri, settings)
             calibration, test = load_scored(uri, settings)
-        except (ModelNotFoundError, ValueError, FileNotFoundError) as exc:
+        except ModelError as exc:
             err_console.print(f"[red]error:[/red] cannot load {uri}: {exc}")
             raise typer.Exit(2) from exc
         policy = bundle.stage_policy

@@ -14,13 +14,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from leadscore.errors import NotEnoughDataError
 from leadscore.training.config import MinimumsConfig, SplitConfig
 
 PERIODS = ("train", "validation", "calibration", "test")
 TARGETS = {"sql": "y_sql", "opportunity": "y_opp"}
 
 
-class InsufficientDataError(Exception):
+class InsufficientDataError(NotEnoughDataError):
     """Too little matured history to train; the message names what is missing.
 
     Until enough history exists the rule-based score stays in force; the message says so, because

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.config import Settings
+from leadscore.errors import DataError
 from leadscore.training.bundle import OUTPUT_COLUMNS, ScoringBundle, TargetModel, schema_dicts
 from leadscore.training.calibration import fit_calibrator
 from leadscore.training.encoding import categorical_indices, encode_frame, fit_encodings
@@ -297,7 +298,7 @@ def train_from_dataset(
     missing = [c for c in ["lead_id", "as_of", "rule_score", "y_sql", "y_opp", *(s["name"] for s in spec)]
                if c not in dataset.columns]
     if missing:
-        raise ValueError(f"the moments dataset lacks column(s): {', '.join(missing)}")
+        raise DataError(f"the moments dataset lacks column(s): {', '.join(missing)}")
     dataset = dataset.reset_index(drop=True)
     cutoff = pd.Timestamp(cutoff)
     check_data(dataset, settings, cutoff)
@@ -512,7 +513,7 @@ def train(
     history, report = load_history(crm_dir, settings, cutoff=cutoff)
     if not report.usable:
         bad = {n: t.unusable for n, t in report.tables.items() if t.unusable}
-        raise ValueError(f"CRM history in {crm_dir} is not usable: {bad}")
+        raise DataError(f"CRM history in {crm_dir} is not usable: {bad}")
     _emit(progress, "phase", "building point-in-time features and labels")
     dataset, _summary = build_dataset(history, settings)
     cutoff_ts = history.cutoff

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from leadscore.cli_context import console, print_validation_report, settings_from
+
 if TYPE_CHECKING:
     from leadscore.importers.common import ImportReport
 
@@ -17,8 +19,6 @@ app = typer.Typer(no_args_is_help=True)
 def _print_report(report: ImportReport, json_out: Path | None) -> None:
     """Mapping per file, unmapped columns, notes, then the usual validation report."""
     from rich.table import Table
-
-    from leadscore.cli import console, print_validation_report
 
     for m in report.files:
         table = Table(title=f"{report.source}: {m.file}")
@@ -51,15 +51,9 @@ def hubspot(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
 ) -> None:
     """Import a HubSpot CRM export (contacts, optional companies and deals)."""
-    from leadscore.cli import err_console, settings_from
-    from leadscore.importers.common import ImportFailed
     from leadscore.importers.hubspot import import_hubspot
 
-    try:
-        report = import_hubspot(contacts, out, settings_from(ctx), companies=companies, deals=deals, cutoff=cutoff)
-    except ImportFailed as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    report = import_hubspot(contacts, out, settings_from(ctx), companies=companies, deals=deals, cutoff=cutoff)
     _print_report(report, json_out)
 
 
@@ -81,16 +75,10 @@ def salesforce(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
 ) -> None:
     """Import Salesforce exports (Lead, optional LeadHistory, Opportunity, Account, CampaignMember)."""
-    from leadscore.cli import err_console, settings_from
-    from leadscore.importers.common import ImportFailed
     from leadscore.importers.salesforce import import_salesforce
 
-    try:
-        report = import_salesforce(
-            leads, out, settings_from(ctx), history=history, opportunities=opportunities,
-            accounts=accounts, status_map=status_map, cutoff=cutoff, campaign_members=campaign_members,
-        )
-    except ImportFailed as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    report = import_salesforce(
+        leads, out, settings_from(ctx), history=history, opportunities=opportunities,
+        accounts=accounts, status_map=status_map, cutoff=cutoff, campaign_members=campaign_members,
+    )
     _print_report(report, json_out)

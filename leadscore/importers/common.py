@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from leadscore.errors import DataError
+
 if TYPE_CHECKING:  # pandas is imported inside functions so ``leadscore --help`` stays fast
     import pandas as pd
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:  # pandas is imported inside functions so ``leadscore --help``
 LEAD_PROPERTIES = "lead_properties"
 
 
-class ImportFailed(Exception):
+class ImportFailed(DataError):
     """An export cannot be imported at all (missing file, missing key column); the message says why."""
 
 

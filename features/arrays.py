@@ -1,0 +1,182 @@
+"""Array helpers of the feature engine: the same semantics for ten rows or ten million.
+
+Each helper picks a plain-Python path for small inputs (the online path: one lead) and a vectorised
+one for large inputs (the batch path), and both give identical results, which is what keeps online
+and batch features equal bit for bit. Split from :mod:`features.engine`, which re-exports the names
+other modules use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from leadscore.errors import DataError
+from leadscore.features.kernel import hash_strings
+
+#: below this many rows, plain-Python lookups beat pandas' hashing setup (same results either way)
+_SMALL = 4096
+#: below this many values a dict lookup per value beats factorizing
+DICT_MAX = 512
+NAT = np.iinfo(np.int64).min
+
+
+class FeatureInputError(DataError):
+    """The history or the moments cannot be used; the message names the table and column."""
+
+
+# --------------------------------------------------------------------------------------------------
+# small helpers: identical semantics for small and large inputs
+# --------------------------------------------------------------------------------------------------
+
+
+def column(frame: pd.DataFrame, name: str) -> Any:
+    """The values of one column without building a Series (pandas' ``df[name]`` costs ~20 µs, which
+    matters on the online path); falls back to the public API if the private accessor disappears."""
+    getter = getattr(frame, "_get_column_array", None)
+    if getter is not None:
+        try:
+            return getter(frame.columns.get_loc(name))
+        except (TypeError, KeyError, AttributeError):
+            pass
+    return frame[name].array
+
+
+def ts_us(values: Any, where: str) -> np.ndarray:
+    """UTC timestamps as int64 microseconds (NaT → int64 min). Naive timestamps are taken as UTC."""
+    arr = values.array if isinstance(values, pd.Series | pd.Index) else values
+    dtype = getattr(arr, "dtype", None)
+    if not (isinstance(dtype, pd.DatetimeTZDtype) or (isinstance(dtype, np.dtype) and dtype.kind == "M")):
+        try:
+            arr = pd.to_datetime(pd.Series(arr), utc=True, format="mixed").array
+        except (ValueError, TypeError) as exc:
+            raise FeatureInputError(f"{where}: not a timestamp column ({exc})") from exc
+    if isinstance(arr, np.ndarray):
+        arr = pd.array(arr)
+    if getattr(arr, "unit", "us") != "us":
+        arr = arr.as_unit("us")
+    return np.asarray(arr.asi8, dtype=np.int64)
+
+
+def objects(values: Any) -> np.ndarray:
+    """Any column as an object array (strings stay ``str``, missing values become NaN)."""
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        return values
+    out = np.asarray(values.to_numpy(dtype=object) if hasattr(values, "to_numpy") else values, dtype=object)
+    return out
+
+
+def key_codes(values: Any, keys: pd.Index | None, lookup: dict[Any, int] | None) -> np.ndarray:
+    """Position of each value among the keys (-1 when absent or missing).
+
+    Small inputs go through the dict; larger ones are factorized first (hashing each distinct value
+    once, which is what pyarrow-backed strings do fastest) and only the distinct values are looked up.
+    """
+    n = len(values)
+    if lookup is not None and n < DICT_MAX:
+        vals = objects(values)
+        return np.fromiter((lookup.get(v, -1) if isinstance(v, str) else -1 for v in vals), dtype=np.int64, count=n)
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    if lookup is not None and len(uniques) < _SMALL:
+        mapped = np.fromiter((lookup.get(u, -1) for u in objects(uniques)), dtype=np.int64, count=len(uniques))
+    else:
+        if keys is None:
+            keys = pd.Index(list(lookup or {}))
+        mapped = np.asarray(keys.get_indexer(uniques), dtype=np.int64)
+    out = np.full(n, -1, dtype=np.int64)
+    ok = codes >= 0
+    out[ok] = mapped[codes[ok]]
+    return out
+
+
+def csr_offsets(sorted_codes: np.ndarray, n: int) -> np.ndarray:
+    """Row pointers of a CSR layout for codes already sorted ascending (all in ``0..n-1``)."""
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    if len(sorted_codes):
+        np.cumsum(np.bincount(sorted_codes, minlength=n), out=ptr[1:])
+    return ptr
+
+
+def surely_distinct(ids: Any) -> bool:
+    """True when the ids are provably all distinct (distinct 64-bit hashes of an Arrow string column).
+
+    False means "maybe not" and the caller de-duplicates exactly. This keeps the common case (ids
+    already unique, as ``load_history`` guarantees) at a hash and a sort instead of a 10M-entry hash
+    table of strings.
+    """
+    import pyarrow as pa
+
+    arr = getattr(ids, "_pa_array", None)
+    if arr is None or len(ids) < DICT_MAX:
+        return False
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    hashes = np.empty(len(ids), dtype=np.uint64)
+    pos = 0
+    for c in chunks:
+        if c.null_count or not (pa.types.is_string(c.type) or pa.types.is_large_string(c.type)):
+            return False
+        bufs = c.buffers()
+        width = np.int64 if pa.types.is_large_string(c.type) else np.int32
+        offsets = np.frombuffer(bufs[1], dtype=width)[c.offset:c.offset + len(c) + 1].astype(np.int64)
+        data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(1, dtype=np.uint8)
+        hash_strings(offsets, data, hashes[pos:pos + len(c)])
+        pos += len(c)
+    hashes.sort()
+    return not bool(np.any(hashes[1:] == hashes[:-1]))
+
+
+def first_occurrence(ids: Any) -> np.ndarray:
+    """Mask keeping the first row of each id (ids in the order that defines "first")."""
+    n = len(ids)
+    if n < DICT_MAX:
+        seen: set[object] = set()
+        keep = np.ones(n, dtype=bool)
+        for i, v in enumerate(objects(ids)):
+            if v in seen:
+                keep[i] = False
+            else:
+                seen.add(v)
+        return keep
+    codes, uniques = pd.factorize(ids, use_na_sentinel=False)
+    if len(uniques) == n:
+        return np.ones(n, dtype=bool)
+    keep = np.zeros(n, dtype=bool)
+    keep[np.unique(codes, return_index=True)[1]] = True
+    return keep
+
+
+@dataclass
+class Keys:
+    """Ids of a table and how to find them: a dict for small tables, a pandas Index for big ones."""
+
+    values: np.ndarray
+    lookup: dict[Any, int] | None
+    index: pd.Index | None
+
+    @classmethod
+    def build(cls, raw: Any, where: str) -> Keys:
+        vals = objects(raw)
+        if len(vals) < _SMALL:
+            lookup: dict[Any, int] = {}
+            for i, v in enumerate(vals):
+                if not isinstance(v, str):
+                    raise FeatureInputError(f"{where}: missing id in row {i}")
+                if v in lookup:
+                    raise FeatureInputError(f"{where}: duplicate id {v!r}")
+                lookup[v] = i
+            return cls(vals, lookup, None)
+        index = pd.Index(raw)
+        if index.hasnans:
+            raise FeatureInputError(f"{where}: missing ids")
+        if not index.is_unique:
+            raise FeatureInputError(f"{where}: duplicate ids {index[index.duplicated()].unique()[:5].tolist()}")
+        return cls(vals, None, index)
+
+    def codes(self, values: Any) -> np.ndarray:
+        return key_codes(values, self.index, self.lookup)
+
+    def __len__(self) -> int:
+        return len(self.values)

@@ -1,0 +1,260 @@
+"""What a running scoring service holds and does, independent of HTTP: :class:`ServingState`.
+
+It owns the settings, the loaded model (:class:`~leadscore.serving.scoring.Scorer`), the event store
+and the secrets; its methods store events and score leads. The routes (``routes_*.py``) only parse,
+authenticate and call these, so the same state serves the BentoML service and in-process tests
+(``fastapi.testclient.TestClient(create_app(state))``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.engine import Connection
+
+from leadscore.config import Settings
+from leadscore.history import CRMHistory
+from leadscore.serving.schemas import AccountProperties, ActivityIn, Reasons, ScoreOut, ScoreRequest
+from leadscore.serving.scoring import Scorer, ScoreResult
+from leadscore.serving.store import EventStore, StoredScore, _rows_frame, empty_frame, to_micros
+from leadscore.serving.wire import Event, LeadUpsert, Parsed, StageChangeIn, WireError
+
+
+def _env_list(name: str) -> list[str]:
+    return [k.strip() for k in os.environ.get(name, "").split(",") if k.strip()]
+
+
+@dataclass
+class ServingState:
+    """Everything a request needs: config, the loaded model, the event store, the secrets."""
+
+    settings: Settings
+    scorer: Scorer
+    store: EventStore
+    api_keys: list[str]
+    segment_keys: list[str]
+    hubspot_secret: str | None
+    public_base_url: str | None = None
+    started_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_env(cls, settings: Settings, scorer: Scorer, store: EventStore) -> ServingState:
+        """Secrets come from the environment variables named in ``serving:``, never from YAML."""
+        cfg = settings.serving
+        return cls(
+            settings=settings,
+            scorer=scorer,
+            store=store,
+            api_keys=_env_list(cfg.api_keys_env),
+            segment_keys=_env_list(cfg.segment_write_keys_env),
+            hubspot_secret=os.environ.get(cfg.hubspot_client_secret_env) or None,
+            public_base_url=os.environ.get(cfg.public_base_url_env) or None,
+        )
+
+    @property
+    def catalogue(self) -> set[str]:
+        return set(self.settings.activity_names)
+
+    def warm_up(self) -> None:
+        """Score a made-up lead once, so the first real request does not pay for loading the
+        compiled feature kernel and building the LightGBM predictors (seconds, not milliseconds)."""
+        at = datetime(2026, 1, 2, tzinfo=UTC)
+        req = ScoreRequest.model_validate(
+            {
+                "lead": {"lead_id": "warm-up", "created_at": "2026-01-01T00:00:00Z", "job_title": "CTO"},
+                "account": {"account_id": "warm-up-account", "employees": 100},
+                "activities": [{"occurred_at": at.isoformat(), "type": name} for name in sorted(self.catalogue)],
+            }
+        )
+        score_request(self, req)
+
+    # ------------------------------------------------------------------------------- ingestion
+
+    def activity_row(self, a: ActivityIn, received: int) -> dict[str, Any]:
+        """The stored form; unknown types become ``other`` with the original kept in properties."""
+        typ = a.type.strip().lower()
+        props = dict(a.properties or {})
+        if typ not in self.catalogue:
+            props.setdefault("original_type", a.type)
+            typ = "other"
+        return {
+            "activity_id": a.activity_id,
+            "lead_id": a.lead_id,
+            "occurred_at": to_micros(pd.Timestamp(a.occurred_at)),
+            "type": typ,
+            "properties": json.dumps(props, default=str) if props else None,
+            "received_at": received,
+        }
+
+    def store_events(self, conn: Connection, events: list[tuple[int, Event]]) -> tuple[int, int, set[str], dict[str, list[tuple[pd.Timestamp, bool]]]]:
+        """Write events in order inside ``conn``'s transaction.
+
+        Returns (new activities, duplicates, leads whose properties changed, per lead the times of
+        the activities in this request with whether each was new).
+        """
+        received = to_micros(pd.Timestamp(datetime.now(UTC)))
+        stored = dupes = 0
+        leads_touched: set[str] = set()
+        per_lead: dict[str, list[tuple[pd.Timestamp, bool]]] = defaultdict(list)
+        for _, ev in events:
+            if isinstance(ev, ActivityIn):
+                at = pd.Timestamp(ev.occurred_at)
+                self._upsert_props(conn, ev.lead_id, ev.lead, ev.account, at)
+                new = self.store.add_activities(conn, [self.activity_row(ev, received)])[0]
+                stored += int(new)
+                dupes += int(not new)
+                per_lead[ev.lead_id].append((at, new))
+            elif isinstance(ev, LeadUpsert):
+                self._upsert_props(conn, ev.lead_id, ev.props, ev.account, pd.Timestamp(ev.at))
+                leads_touched.add(ev.lead_id)
+            elif isinstance(ev, StageChangeIn):
+                self.store.upsert_lead(conn, ev.lead_id, {}, pd.Timestamp(ev.at))
+                self.store.add_stage_change(conn, ev.lead_id, ev.stage, pd.Timestamp(ev.at), ev.set_by)
+        return stored, dupes, leads_touched, per_lead
+
+    def _upsert_props(
+        self, conn: Connection, lead_id: str, lead: Any, account: AccountProperties | None, at: pd.Timestamp
+    ) -> None:
+        lead_props = lead.model_dump(exclude_none=True) if lead is not None else {}
+        if account is not None:
+            self.store.upsert_account(conn, account.account_id, account.model_dump(exclude_none=True), at)
+            lead_props.setdefault("account_id", account.account_id)
+        if lead_props.get("account_id") and account is None:
+            # A lead pointing at an account we have never seen: create the account shell so the
+            # account roll-ups (colleagues, opportunities) have a row to hang on.
+            self.store.upsert_account(conn, lead_props["account_id"], {}, at)
+        self.store.upsert_lead(conn, lead_id, lead_props, at)
+
+    # ------------------------------------------------------------------------------- scoring
+
+    def score_stored(self, conn: Connection, lead_id: str, as_of: pd.Timestamp) -> tuple[ScoreResult, pd.Timestamp]:
+        """Score a stored lead at ``as_of`` from exactly the history known up to then.
+
+        Also returns since when the lead holds the resulting stage (for recycling and the audit).
+        """
+        history = self.store.load_lead_history(conn, lead_id, as_of)
+        previous, since = self.store.current_stage(conn, lead_id, as_of)
+        days = None if since is None else max((as_of - since).total_seconds(), 0.0) / 86400.0
+        result = self.scorer.score(history, lead_id, as_of, previous, days_in_stage=days)
+        stage_since = since if (since is not None and result.stage == previous) else as_of
+        return result, stage_since
+
+    def rescore_after_ingest(self, per_lead: dict[str, list[tuple[pd.Timestamp, bool]]]) -> list[ScoreResult]:
+        """One score per lead, at the latest activity time of this request.
+
+        A late activity (older than the lead's newest score) also refreshes the newest score, so
+        ``GET /leads/{id}`` reflects everything known, while the answer is the score at the time the
+        activity happened. Retries of stored activities are answered but not re-audited.
+        """
+        results: list[ScoreResult] = []
+        for lead_id, items in per_lead.items():
+            as_of = max(t for t, _ in items)
+            any_new = any(new for _, new in items)
+            # reads and the model outside the write lock; each score appended in its own short write
+            with self.store.read() as conn:
+                latest = self.store.latest_scored_at(conn, lead_id) if any_new else None
+                result, since = self.score_stored(conn, lead_id, as_of)
+            if any_new:
+                with self.store.begin() as conn:
+                    self.store.append_score(conn, _stored(result, since))
+            if latest is not None and latest > as_of:
+                with self.store.read() as conn:  # sees the score just appended as the previous stage
+                    refreshed = _stored(*self.score_stored(conn, lead_id, latest))
+                with self.store.begin() as conn:
+                    self.store.append_score(conn, refreshed)
+            results.append(result)
+        return results
+
+
+def _stored(r: ScoreResult, stage_since: pd.Timestamp) -> StoredScore:
+    return StoredScore(
+        lead_id=r.lead_id,
+        scored_at=r.scored_at,
+        computed_at=pd.Timestamp(datetime.now(UTC)),
+        p_sql=r.p_sql,
+        p_opportunity=r.p_opportunity,
+        stage=r.stage,
+        previous_stage=r.previous_stage,
+        model_version=r.model_version,
+        reasons=r.reasons,
+        stage_since=stage_since,
+    )
+
+
+def score_out(r: ScoreResult | StoredScore) -> ScoreOut:
+    return ScoreOut(
+        lead_id=r.lead_id,
+        scored_at=r.scored_at.to_pydatetime(),
+        p_sql=r.p_sql,
+        p_opportunity=r.p_opportunity,
+        stage=r.stage,
+        previous_stage=r.previous_stage,
+        reasons=Reasons(positive=list(r.reasons.get("positive", [])), negative=list(r.reasons.get("negative", []))),
+        model_version=r.model_version,
+    )
+
+
+def score_request(st: ServingState, req: ScoreRequest) -> ScoreResult:
+    """Score the lead, account and activities carried by ``req`` (``POST /score``); nothing is stored."""
+    from leadscore.tables import ACCOUNTS, ACTIVITIES, LEADS, OPPORTUNITIES, STAGE_CHANGES
+
+    if req.previous_stage is not None and req.previous_stage not in st.settings.stages.all:
+        raise WireError(422, f"unknown stage {req.previous_stage!r}; known: {st.settings.stages.all}", "previous_stage")
+    times = [a.occurred_at for a in req.activities]
+    as_of = pd.Timestamp(req.as_of or (max(times) if times else datetime.now(UTC)))
+    lead = req.lead.model_dump()
+    if lead.get("created_at") is None:
+        lead["created_at"] = min([*times, as_of.to_pydatetime()])
+    if req.account is not None:
+        lead["account_id"] = lead.get("account_id") or req.account.account_id
+    account_rows = []
+    if req.account is not None:
+        acc = req.account.model_dump()
+        acc["created_at"] = acc.get("created_at") or lead["created_at"]
+        account_rows.append(acc)
+    received = to_micros(as_of)
+    acts = []
+    for i, a in enumerate(req.activities):
+        row = st.activity_row(
+            ActivityIn(activity_id=a.activity_id or f"request-{i}", lead_id=req.lead.lead_id, occurred_at=a.occurred_at,
+                       type=a.type, properties=a.properties),
+            received,
+        )
+        acts.append(row)
+
+    def micros(rows: list[dict[str, Any]], cols: tuple[str, ...]) -> list[dict[str, Any]]:
+        return [{k: (to_micros(pd.Timestamp(v)) if k in cols and v is not None else v) for k, v in r.items()}
+                for r in rows]
+
+    history = CRMHistory(
+        accounts=_rows_frame(micros(account_rows, ("created_at",)), ACCOUNTS),
+        leads=_rows_frame(micros([lead], ("created_at",)), LEADS),
+        activities=_rows_frame([r for r in acts if r["occurred_at"] <= received], ACTIVITIES).sort_values(
+            ["occurred_at", "activity_id"], ignore_index=True
+        ),
+        stage_changes=empty_frame(STAGE_CHANGES),
+        opportunities=empty_frame(OPPORTUNITIES),
+        cutoff=as_of,
+    )
+    return st.scorer.score(history, req.lead.lead_id, as_of, req.previous_stage, days_in_stage=None)
+
+
+def ingest_and_score(st: ServingState, parsed: Parsed) -> tuple[int, int, list[ScoreResult]]:
+    """Store the parsed events in one transaction, then re-score each lead they touched."""
+    with st.store.begin() as conn:
+        stored, dupes, _, per_lead = st.store_events(conn, parsed.events)
+    # committed: from here on a crash loses no event, only the score (which is recomputable)
+    return stored, dupes, st.rescore_after_ingest(per_lead)
+
+
+def store_only(st: ServingState, parsed: Parsed) -> None:
+    """Store the parsed events (CRM stage changes and properties) without scoring."""
+    with st.store.begin() as conn:
+        st.store_events(conn, parsed.events)
