@@ -33,6 +33,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
+from leadscore.errors import StoreError
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: the schema stores had before they were versioned
 BASELINE = "0001"
@@ -40,7 +42,7 @@ BASELINE = "0001"
 _PG_LOCK_KEY = 0x1EAD5C0E
 
 
-class StoreSchemaError(RuntimeError):
+class StoreSchemaError(StoreError):
     """The database holds tables that are not an event store this release knows how to upgrade."""
 
 
