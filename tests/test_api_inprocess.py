@@ -20,7 +20,7 @@ from leadscore.serving.state import ServingState
 from tests.conftest import REPO_ROOT
 from tests.test_serving import TRAIN_OVERRIDES
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.server
 
 API_KEY = "inprocess-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

@@ -7,6 +7,7 @@ real Optuna/LightGBM/calibration/MLflow path against the session's SQLite store.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -123,15 +124,36 @@ def test_leakage_guard_flags_and_allows(files: tuple[Path, Path]) -> None:
     assert check_leakage(prepare_flat(frame, m), m).flagged == {}
 
 
-def test_train_flat_registers_model_and_sla_report(files: tuple[Path, Path], settings: Settings,
-                                                   tmp_path: Path) -> None:
+def test_train_flat_registers_one_model_and_sla_report(files: tuple[Path, Path], settings: Settings,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
     from mlflow import MlflowClient
 
+    from leadscore.training import train as train_module
     from leadscore.training.tracking import configure_mlflow
 
     flat, mapping_path = files
+    fits: list[int] = []
+    real_fit = train_module.fit_target
+
+    def counting_fit(*args: Any, **kw: Any) -> Any:
+        fits.append(1)
+        return real_fit(*args, **kw)
+
+    monkeypatch.setattr(train_module, "fit_target", counting_fit)
     result = train_flat(flat, mapping_path, settings, trials=2, out_dir=tmp_path / "out")
     assert result.model_version is not None and result.run_id is not None
+    # one label, one model: one fit, one target in the result and in the bundle, one model file
+    assert len(fits) == 1 and list(result.targets) == ["sql"] and list(result.bundle.models) == ["sql"]
+    assert sorted(p.name for p in (tmp_path / "out" / "bundle").glob("model_*.txt")) == ["model_sql.txt"]
+    # the scored frames carry the one probability under both names (the stage policy reads both)
+    for scored in (result.scored_calibration, result.scored_test):
+        np.testing.assert_array_equal(scored["p_opportunity"].to_numpy(), scored["p_sql"].to_numpy())
+    # the registered model scores with its one target
+    rows = result.example
+    got = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model").predict(rows)
+    np.testing.assert_allclose(got["p_sql"].to_numpy(), result.bundle.predict(rows)["p_sql"].to_numpy(), atol=1e-12)
+    assert "p_opportunity" not in got.columns
     configure_mlflow(settings)
     name = f"{settings.training.registered_model_name}-flat-synth"
     version = MlflowClient().get_model_version_by_alias(name, "challenger")

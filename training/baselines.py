@@ -73,3 +73,25 @@ def predict_logistic(model: Any, frame: pd.DataFrame, schema: Sequence[Mapping[s
     cat = [s["name"] for s in schema if s["dtype"] == "str"]
     cols = [s["name"] for s in schema]
     return np.asarray(model.predict_proba(_logit_input(frame[cols], cat))[:, 1])
+
+
+def baseline_scores(
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    rule: np.ndarray,
+    schema: Sequence[Mapping[str, Any]],
+    *,
+    logistic_rows: np.ndarray,
+    rule_rows: np.ndarray,
+    test_rows: np.ndarray,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Scores of the ``test_rows`` (positions) by both baselines, each fitted only on the rows named.
+
+    ``logistic`` is fitted on ``logistic_rows``, the rule's Platt map on ``rule_rows``; the caller
+    names the same kind of rows it gave the model, so the contenders are compared fairly.
+    """
+    logistic = fit_logistic(frame.iloc[logistic_rows], y[logistic_rows], schema, seed=seed)
+    rule_map = fit_rule_probability(rule[rule_rows], y[rule_rows])
+    return {"logistic": predict_logistic(logistic, frame.iloc[test_rows], schema),
+            "rule": rule_probability(rule_map, rule[test_rows])}

@@ -8,6 +8,7 @@ the serving path, no scikit-learn object to unpickle, and exactly the same in tr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,29 +75,44 @@ def fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibrator:
     return Calibrator("isotonic", x, yy)
 
 
-def fit_calibrator(
-    p_cal: np.ndarray,
-    y_cal: np.ndarray,
-    p_val: np.ndarray,
-    y_val: np.ndarray,
-    min_isotonic_rows: int = 1000,
-) -> tuple[Calibrator, dict[str, float]]:
-    """Fit sigmoid and (with enough rows) isotonic on the calibration months; keep the one with the
-    lower log loss on the validation months.
+def _out_of_fold_log_loss(
+    fit: Callable[[np.ndarray, np.ndarray], Calibrator], p: np.ndarray, y: np.ndarray, folds: int, seed: int
+) -> float:
+    from sklearn.model_selection import StratifiedKFold
 
-    Returns the chosen calibrator and the validation log loss of every candidate (including the
+    out = np.empty(len(p))
+    for own, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(p.reshape(-1, 1), y):
+        out[held] = fit(p[own], y[own])(p[held])
+    return _log_loss(y, out)
+
+
+def fit_calibrator(
+    p: np.ndarray,
+    y: np.ndarray,
+    min_isotonic_rows: int = 1000,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+) -> tuple[Calibrator, dict[str, float]]:
+    """Fit sigmoid and (with enough rows) isotonic on the calibration rows; keep the one with the lower
+    out-of-fold log loss on those same rows, refitted on all of them.
+
+    The choice uses nothing but the calibration rows: the rows the model was fitted or stopped early
+    on score optimistically, so choosing (or fitting) the map there would favour an overconfident
+    one. Returns the chosen calibrator and the out-of-fold log loss of every candidate (including the
     uncalibrated ``identity``, reported but never chosen: a later period is assumed to drift).
     Isotonic needs ``min_isotonic_rows`` calibration rows, below that it overfits the steps.
     """
-    p_cal, y_cal = np.asarray(p_cal, np.float64), np.asarray(y_cal, np.float64)
-    p_val, y_val = np.asarray(p_val, np.float64), np.asarray(y_val, np.float64)
-    if len(np.unique(y_cal)) < 2:
-        raise ValueError("the calibration months contain only one class; calibration needs both")
-    candidates = [fit_sigmoid(p_cal, y_cal)]
-    if len(p_cal) >= min_isotonic_rows:
-        candidates.append(fit_isotonic(p_cal, y_cal))
-    scores = {"identity": _log_loss(y_val, p_val)}
-    for c in candidates:
-        scores[c.method] = _log_loss(y_val, c(p_val))
-    best = min(candidates, key=lambda c: scores[c.method])
-    return best, scores
+    p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
+    counts = np.bincount(y.astype(int), minlength=2)
+    if counts.min() == 0:
+        raise ValueError("the calibration rows contain only one class; calibration needs both")
+    fitters: dict[Method, Callable[[np.ndarray, np.ndarray], Calibrator]] = {"sigmoid": fit_sigmoid}
+    if len(p) >= min_isotonic_rows:
+        fitters["isotonic"] = fit_isotonic
+    scores = {"identity": _log_loss(y, p)}
+    k = min(folds, int(counts.min()))
+    for method, fit in fitters.items():
+        scores[method] = _out_of_fold_log_loss(fit, p, y, k, seed) if k >= 2 else float("nan")
+    best = min(fitters, key=lambda m: (np.nan_to_num(scores[m], nan=np.inf), m != "sigmoid"))
+    return fitters[best](p, y), scores

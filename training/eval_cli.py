@@ -20,7 +20,8 @@ DataOpt = Annotated[Path | None, typer.Option(help="Shared data directory (defau
 MappingOpt = Annotated[Path | None, typer.Option(help="Mapping YAML (default: configs/mappings/<dataset>.yaml).")]
 OutOpt = Annotated[Path | None, typer.Option(help="Reports directory (default: paths.reports_dir).")]
 BagOpt = Annotated[int | None, typer.Option(min=0, help="Fold models averaged inside each CV fold (default 5; "
-                                                        "0 or 1: one model, stopped and calibrated on an inner 20%).")]
+                                                        "0 or 1: one model). Calibration is always fitted on "
+                                                        "rows no model was fitted or stopped on.")]
 
 
 def _show(result: EvalResult, out: Path) -> None:

@@ -12,14 +12,16 @@ Two datasets (read from the shared data directory, never copied into the package
   runs past the last recorded win are censored (their deal could still close). Protocol:
   chronological — the latest 20% of matured MQLs are the test set.
 
-Every model is fitted inside its training part only: category codes, Optuna tuning (on an inner
-validation part: the later 30% of the pre-test rows where there is time, a stratified 20% otherwise),
-early stopping, Platt calibration, the logistic baseline and the Platt map of the rule score. On the
-chronological split one model stops early and is calibrated on the validation months; in
-cross-validation the tuned parameters are refitted as five fold models over the whole training part
-(each stopped early on its own held-out fold), calibrated on their out-of-fold scores and averaged. Three
-scores are compared on the same rows: the calibrated LightGBM model, a logistic regression on the
-same features, and the mapping's points rule.
+Every model is fitted inside its training part only. LightGBM goes through the same procedure as
+``leadscore train`` (:func:`training.fit.fit_target`): category codes, Optuna tuning and early
+stopping on an early-stopping part, the final fit at the reduced learning rate, and calibration on a
+calibration part that no model was fitted or stopped on. In cross-validation the parts are stratified
+shares of the outer training folds and the tuned parameters are refitted as five fold models over the
+fit + early-stopping rows (each stopped early on its own held-out fold), averaged; on the
+chronological split they are consecutive periods (fit, early stopping, then calibration nearest the
+test). Three scores are compared on the same rows: the calibrated LightGBM model, a logistic
+regression on the same features, and the mapping's points rule (both fitted on all pre-test rows:
+they have no early stopping or calibration step of their own).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import pandas as pd
 
 from leadscore.config import mappings_dir
 from leadscore.errors import DataError
+from leadscore.training.fit import RowSets, fit_target
 from leadscore.training.flat import FlatData, FlatMapping, check_leakage, load_mapping, prepare_flat
 
 if TYPE_CHECKING:
@@ -107,97 +110,27 @@ def _subset(data: FlatData, idx: np.ndarray) -> FlatData:
 
 
 def fit_and_score(
-    data: FlatData, train: np.ndarray, valid: np.ndarray, test: np.ndarray, settings: Settings, trials: int,
-    seed: int, bag_folds: int = 0,
+    data: FlatData, rows: RowSets, settings: Settings, trials: int, seed: int, bag_folds: int = 1,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Scores on ``test`` of the three contenders, each fitted on ``train`` (+ ``valid`` where said).
+    """Scores on ``rows.test`` of the three contenders, each fitted on the rows before it.
 
-    LightGBM: Optuna on train vs valid (the hyper-parameters never see ``test``). Then either
-
-    * ``bag_folds`` < 2: one model on train, early stopping on valid, Platt calibration on valid
-      (isotonic would overfit the rows it also stopped on); or
-    * ``bag_folds`` >= 2: ``bag_folds`` stratified folds over train + valid; each fold model boosts on
-      the other folds and stops early on its own; Platt calibration is fitted on the pooled
-      out-of-fold predictions (every row of train + valid, each scored by a model that did not see
-      it) and applied to the mean of the fold models' raw scores on ``test``. Every training row then
-      serves the model, and the calibration has five times the rows. Only for exchangeable rows
-      (cross-validation): random folds would mix the months of a chronological split.
-
-    Logistic and the rule's Platt map: train + valid.
+    LightGBM: :func:`training.fit.fit_target` with the given roles (Optuna and early stopping on
+    ``early_stop``, ``bag_folds`` >= 2 fold models averaged over ``fit`` + ``early_stop``, calibration
+    on ``calibration`` only). The logistic regression and the rule's Platt map have no early stopping
+    or calibration step of their own, so they are fitted on all three parts.
     """
-    from leadscore.training.baselines import (
-        fit_logistic,
-        fit_rule_probability,
-        predict_logistic,
-        rule_probability,
-    )
-    from leadscore.training.encoding import categorical_indices, encode_frame, fit_encodings
-    from leadscore.training.tune import tune_lightgbm
+    from leadscore.training.baselines import baseline_scores
 
-    cfg = settings.training
-    frame, schema, y = data.features, data.schema, data.y
-    both = np.sort(np.concatenate([train, valid]))
-    encodings = fit_encodings(frame.iloc[both if bag_folds >= 2 else train], schema)
-    X = {k: encode_frame(frame.iloc[ix], schema, encodings) for k, ix in (("train", train), ("valid", valid),
-                                                                          ("test", test))}
-    cat = categorical_indices(schema)
-    tune = tune_lightgbm(X["train"], y[train], X["valid"], y[valid], cat, cfg, trials=trials, seed=seed)
-    if bag_folds >= 2:
-        calibrated, rounds, gain = _bagged_lightgbm(encode_frame(frame.iloc[both], schema, encodings), y[both],
-                                                    X["test"], cat, tune.params, cfg, bag_folds, seed)
-    else:
-        calibrated, rounds, gain = _single_lightgbm(X, y[train], y[valid], cat, tune.params, cfg)
-    logistic = fit_logistic(frame.iloc[both], y[both], schema, seed=seed)
-    rule_map = fit_rule_probability(data.rule_score[both], y[both])
-    importance = dict(zip([s["name"] for s in schema], gain.tolist(), strict=True))
-    scores = {
-        "lightgbm": calibrated,
-        "logistic": predict_logistic(logistic, frame.iloc[test], schema),
-        "rule": rule_probability(rule_map, data.rule_score[test]),
-    }
-    info = {"best_params": {k: v for k, v in tune.params.items() if k not in ("objective", "metric", "verbosity")},
-            "rounds": rounds, "trials": tune.n_trials, "pruned": tune.n_pruned,
-            "calibration": "sigmoid", "bag_folds": bag_folds if bag_folds >= 2 else 1, "importance": importance}
+    if rows.test is None:
+        raise ValueError("fit_and_score needs test rows to score")
+    fit = fit_target(data.features, data.y, rows, data.schema, settings.training, trials=trials, seed=seed,
+                     bag_folds=bag_folds)
+    before = np.sort(np.concatenate([rows.fit, rows.early_stop, rows.calibration]))
+    scores = {"lightgbm": fit.scores("test"),
+              **baseline_scores(data.features, data.y, data.rule_score, data.schema, logistic_rows=before,
+                                rule_rows=before, test_rows=rows.test, seed=seed)}
+    info = {**fit.summary(), "importance": fit.importance.to_dict()}
     return scores, info
-
-
-def _single_lightgbm(X: dict[str, np.ndarray], y_train: np.ndarray, y_valid: np.ndarray, cat: list[int],
-                     params: dict[str, Any], cfg: Any) -> tuple[np.ndarray, int | list[int], np.ndarray]:
-    """One model on train, stopped early and Platt-calibrated on valid: calibrated test scores, rounds, gain."""
-    from leadscore.training.calibration import fit_sigmoid
-    from leadscore.training.tune import fit_lightgbm, make_dataset
-
-    train_set = make_dataset(X["train"], y_train, cat)
-    booster = fit_lightgbm(train_set, make_dataset(X["valid"], y_valid, cat, reference=train_set), params, cfg)
-    raw_val = np.asarray(booster.predict(X["valid"], num_iteration=booster.best_iteration))
-    raw_test = np.asarray(booster.predict(X["test"], num_iteration=booster.best_iteration))
-    gain = np.asarray(booster.feature_importance("gain", iteration=booster.best_iteration), dtype=np.float64)
-    return fit_sigmoid(raw_val, y_valid)(raw_test), int(booster.best_iteration), gain
-
-
-def _bagged_lightgbm(X_fit: np.ndarray, y_fit: np.ndarray, X_test: np.ndarray, cat: list[int],
-                     params: dict[str, Any], cfg: Any, folds: int,
-                     seed: int) -> tuple[np.ndarray, int | list[int], np.ndarray]:
-    """Fold models over ``X_fit`` (each stopped early on its held-out fold), Platt on their out-of-fold
-    scores, applied to their mean test score: calibrated test scores, rounds per model, summed gain."""
-    from sklearn.model_selection import StratifiedKFold
-
-    from leadscore.training.calibration import fit_sigmoid
-    from leadscore.training.tune import fit_lightgbm, make_dataset
-
-    oof = np.full(len(y_fit), np.nan)
-    raw_test = np.zeros(len(X_test))
-    gain = np.zeros(X_fit.shape[1])
-    rounds = []
-    for fit_ix, stop_ix in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X_fit, y_fit):
-        fit_set = make_dataset(X_fit[fit_ix], y_fit[fit_ix], cat)
-        booster = fit_lightgbm(fit_set, make_dataset(X_fit[stop_ix], y_fit[stop_ix], cat, reference=fit_set),
-                               params, cfg)
-        oof[stop_ix] = booster.predict(X_fit[stop_ix], num_iteration=booster.best_iteration)
-        raw_test += np.asarray(booster.predict(X_test, num_iteration=booster.best_iteration)) / folds
-        gain += booster.feature_importance("gain", iteration=booster.best_iteration)
-        rounds.append(int(booster.best_iteration))
-    return fit_sigmoid(oof, y_fit)(raw_test), rounds, gain
 
 
 def _metrics(y: np.ndarray, scores: dict[str, np.ndarray], settings: Settings) -> dict[str, dict[str, MetricCI]]:
@@ -208,11 +141,20 @@ def _metrics(y: np.ndarray, scores: dict[str, np.ndarray], settings: Settings) -
             for name, p in scores.items()}
 
 
-def cross_validate(data: FlatData, settings: Settings, trials: int, folds: int = 5,
-                   bag_folds: int = 0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Stratified k-fold: out-of-fold scores for every row; inside each fold a stratified 80/20 inner split
-    tunes the model (and, with ``bag_folds`` >= 2, fold models over the whole training part are averaged;
-    see :func:`fit_and_score`)."""
+def _calibrations(details: dict[str, Any]) -> str:
+    methods = [f["calibration"] for f in details["folds"]]
+    return ", ".join(f"{m} in {methods.count(m)} fold(s)" for m in sorted(set(methods)))
+
+
+def cross_validate(data: FlatData, settings: Settings, trials: int, folds: int = 5, bag_folds: int = 0,
+                   calibration_share: float = 0.2,
+                   valid_share: float = 0.2) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Stratified k-fold: out-of-fold scores for every row.
+
+    Inside each outer fold the training part is split, stratified, into calibration
+    (``calibration_share``), early stopping (``valid_share`` of the rest) and fit rows; with
+    ``bag_folds`` >= 2 the fold models cover fit + early stopping (see :func:`training.fit.fit_target`).
+    """
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
@@ -220,9 +162,10 @@ def cross_validate(data: FlatData, settings: Settings, trials: int, folds: int =
     oof = {k: np.full(len(data.y), np.nan) for k in ("lightgbm", "logistic", "rule")}
     per_fold = []
     for k, (tr, te) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(data.features, data.y)):
-        inner_tr, inner_val = train_test_split(tr, test_size=0.2, stratify=data.y[tr], random_state=seed + k)
-        scores, info = fit_and_score(data, np.sort(inner_tr), np.sort(inner_val), te, settings, trials, seed + k,
-                                     bag_folds=bag_folds)
+        learn, cal = train_test_split(tr, test_size=calibration_share, stratify=data.y[tr], random_state=seed + k)
+        fit, stop = train_test_split(learn, test_size=valid_share, stratify=data.y[learn], random_state=seed + k)
+        rows = RowSets(fit=np.sort(fit), early_stop=np.sort(stop), calibration=np.sort(cal), test=te)
+        scores, info = fit_and_score(data, rows, settings, trials, seed + k, bag_folds=bag_folds)
         for name, p in scores.items():
             oof[name][te] = p
         info["auc"] = {name: float(roc_auc_score(data.y[te], p)) for name, p in scores.items()}
@@ -231,21 +174,25 @@ def cross_validate(data: FlatData, settings: Settings, trials: int, folds: int =
 
 
 def chronological(data: FlatData, settings: Settings, trials: int, test_share: float = 0.2,
-                  valid_share: float = 0.3) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
-    """Latest ``test_share`` of rows (by time) is the test set; of the rest, the latest ``valid_share`` validates.
+                  valid_share: float = 0.3,
+                  calibration_share: float = 0.2) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Latest ``test_share`` of rows (by time) is the test set; of the rest, oldest to newest: fit,
+    early stopping (``valid_share``) and calibration (``calibration_share``, the latest, nearest the test).
 
-    The validation part both steers Optuna and fits the calibration, so it must hold enough positives:
-    on Olist, 20% (~170 wins) made the tuned model swing by ±0.02 AUC with the trial count; 30% is steadier.
+    The early-stopping part steers Optuna, so it must hold enough positives: on Olist, 20% (~170 wins)
+    made the tuned model swing by ±0.02 AUC with the trial count; 30% is steadier.
     """
     order = np.argsort(data.as_of.to_numpy(), kind="stable")
     n_test = round(len(order) * test_share)
     pre, test = order[: len(order) - n_test], order[len(order) - n_test:]
-    n_val = round(len(pre) * valid_share)
-    train, valid = pre[: len(pre) - n_val], pre[len(pre) - n_val:]
-    scores, info = fit_and_score(data, train, valid, test, settings, trials, settings.training.seed)
+    n_cal, n_val = round(len(pre) * calibration_share), round(len(pre) * valid_share)
+    train, valid, cal = np.split(pre, [len(pre) - n_val - n_cal, len(pre) - n_cal])
+    rows = RowSets(fit=train, early_stop=valid, calibration=cal, test=test)
+    scores, info = fit_and_score(data, rows, settings, trials, settings.training.seed)
     when = data.as_of
     info["window"] = {name: [str(when.iloc[ix].min().date()), str(when.iloc[ix].max().date()), len(ix),
-                             int(data.y[ix].sum())] for name, ix in (("train", train), ("valid", valid), ("test", test))}
+                             int(data.y[ix].sum())]
+                      for name, ix in (("train", train), ("valid", valid), ("calibration", cal), ("test", test))}
     return test, scores, info
 
 
@@ -283,10 +230,11 @@ def evaluate_x_education(settings: Settings, trials: int | None = None, data_dir
         f"excluded: {', '.join(sorted(c for c, why in data.excluded.items() if why.startswith('leakage')))}; "
         "'Select' treated as missing",
         f"leakage guard allowed: {leak.allowed or 'none'}",
-        f"{n_trials} Optuna trials per fold (on an inner stratified 80/20 split of the training folds)",
-        (f"LightGBM: mean of {bag_folds} fold models over the training folds, each stopped early on its own "
-         "held-out part; Platt calibration on their out-of-fold scores" if bag_folds >= 2 else
-         "LightGBM: one model, stopped early and Platt-calibrated on the inner 20%"),
+        f"{n_trials} Optuna trials per fold; each outer training part split, stratified, into 64% fit, 16% early "
+        "stopping and 20% calibration rows",
+        (f"LightGBM: mean of {bag_folds} fold models over the fit + early-stopping rows, each stopped early on "
+         "its own held-out part" if bag_folds >= 2 else "LightGBM: one model, stopped early on the 16%")
+        + f"; calibrated ({_calibrations(details)}) on the 20% no model was fitted or stopped on",
     ]
     return EvalResult(
         dataset="x-education", protocol="stratified 5-fold CV", rows=len(data.y), positives=int(data.y.sum()),
@@ -337,12 +285,13 @@ def evaluate_olist(settings: Settings, trials: int | None = None, data_dir: Path
         f"label: won within {mapping.horizon_days} days of first contact; cut-off = last recorded win "
         f"{cutoff:%Y-%m-%d}; {int((~matured).sum())} MQLs censored (horizon not elapsed)",
         f"chronological split: train {w['train'][0]}..{w['train'][1]} ({w['train'][2]} rows, {w['train'][3]} won), "
-        f"validation {w['valid'][0]}..{w['valid'][1]} ({w['valid'][2]}, {w['valid'][3]}), "
+        f"early stopping {w['valid'][0]}..{w['valid'][1]} ({w['valid'][2]}, {w['valid'][3]}), "
+        f"calibration {w['calibration'][0]}..{w['calibration'][1]} ({w['calibration'][2]}, {w['calibration'][3]}), "
         f"test {w['test'][0]}..{w['test'][1]} ({w['test'][2]}, {w['test'][3]})",
         "features: origin, landing page, weekday of first contact, and point-in-time counts of earlier MQLs "
         "(same landing page / origin in the previous days, landing page age); no closed-deal column",
         f"leakage guard allowed: {leak.allowed or 'none'}",
-        f"{n_trials} Optuna trials",
+        f"{n_trials} Optuna trials; calibration ({details['calibration']}) fitted on the calibration rows only",
     ]
     return EvalResult(
         dataset="olist", protocol="chronological (latest 20% of matured MQLs)", rows=len(test),

@@ -1,47 +1,57 @@
 """Flat lead tables: one row per lead, interest signals already aggregated, one outcome column.
 
-Many teams start from a spreadsheet-like export rather than an event log. A mapping YAML (see
-``configs/mappings/``) says what each column is:
+Many teams start from a spreadsheet-like export rather than an event log. Its mapping YAML
+(:mod:`training.mapping`) says what each column is; here the table becomes model features:
 
-* ``id``, ``label`` (and which values are ``positive``), and time: a timestamp ``time.column``, or
-  ``time.order_by`` a sequential column (or the row order) when the table has no dates;
-* ``columns``: per column a ``role`` (``fit`` = who the lead is, ``interest`` = what the lead did,
-  ``ignore``) and a ``type`` (``numeric``, ``categorical``, ``datetime`` → the ``parts`` asked for);
+* time: a timestamp ``time.column``, or ``time.order_by`` a sequential column (or the row order)
+  cut into equal ordinal periods when the table has no dates;
+* per column a ``type`` (``numeric``, ``categorical``, ``datetime`` → the ``parts`` asked for);
   categorical columns may also get point-in-time ``rolling_counts`` (rows with the same value in the
   previous N days, counting only earlier rows, so no label and no future row is used);
-* ``leakage``: columns filled after the outcome (sales-entered fields, snapshots). They are refused:
-  giving one a ``fit``/``interest`` role stops the run. ``allow_leaky`` lets named columns through the
-  automatic flag below, for a reason the mapping should state in a comment;
-* ``rule``: the points rule the model is compared with (HubSpot style: points per attribute value or
-  per numeric threshold, an MQL threshold), written from domain sense, not fitted.
+* ``leakage`` columns (filled after the outcome) are refused: giving one a ``fit``/``interest`` role
+  stops the run;
+* the ``rule`` (HubSpot style points per attribute value or numeric threshold, an MQL threshold) is
+  scored on every row, written from domain sense, not fitted.
 
 The **leakage guard** stops with a message naming the columns when one column alone nearly separates
 the label: out-of-fold single-column AUC >= 0.95, or a category with >= 97% one outcome over >= 50
 rows (only for an outcome that is not itself >= 90% of all rows, where 97% is no evidence).
+``allow_leaky`` lets named columns through, for a reason the mapping should state in a comment.
 
-:func:`train_flat` then hands the table to the event-log training engine
-(:func:`training.train.train_from_dataset`): same tuning, calibration, baselines, stage thresholds,
-SLA report, MLflow logging and registration. A flat table has one outcome, so it stands for both
-targets (``y_sql = y_opp = label``) and both horizons are set to the mapping's ``horizon_days``.
+:func:`train_flat` then hands the table to the event-log retrain
+(:func:`training.train.train_from_dataset`): the same procedure (:func:`training.fit.fit_target`),
+baselines, stage thresholds, SLA report, MLflow logging and registration. A flat table has one
+outcome, so ONE model is trained, for the ``sql`` target; its horizon is the mapping's
+``horizon_days``, and its label also fills ``y_opp`` so the SLA replay has an outcome for both stages.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from leadscore.errors import DataError
+from leadscore.training.mapping import (
+    ColumnSpec,
+    FlatMapping,
+    MappingError,
+    RulePoints,
+    RuleSpec,
+    TimeSpec,
+    load_mapping,
+    matches,
+)
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
     from leadscore.training.train import TrainResult
 
+#: the one target a flat table's one label trains (its bundle holds this model only)
+FLAT_TARGETS = ("sql",)
 #: ordinal periods for row-order time are stamped as consecutive months from here (not real dates)
 ORDINAL_EPOCH = pd.Timestamp("2000-01-01", tz="UTC")
 LEAK_AUC = 0.95
@@ -50,102 +60,12 @@ LEAK_CATEGORY_ROWS = 50
 LEAK_MAX_BASE_SHARE = 0.9
 
 
-DatePart = Literal["weekday", "day", "hour"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ColumnSpec(_Strict):
-    role: Literal["fit", "interest", "ignore"] = "fit"
-    type: Literal["numeric", "categorical", "datetime"] = "categorical"
-    description: str | None = None
-    #: datetime only: which parts become features (no year/month: a time split never sees future months)
-    parts: list[DatePart] = Field(default_factory=lambda: list[DatePart](["weekday"]))
-    #: categorical only: rows with the same value in the previous N days (point in time; needs a time column)
-    rolling_counts: list[int] = Field(default_factory=list)
-    #: categorical only: days since the value first appeared and how many earlier rows had it
-    history: bool = False
-
-
-class TimeSpec(_Strict):
-    column: str | None = None
-    order_by: str | None = None
-    descending: bool = False
-    #: row-order time only: equal-size ordinal periods (stamped as months) for the monthly split
-    periods: int = Field(default=12, ge=4)
-
-
-class RulePoints(_Strict):
-    column: str
-    values: list[str] | None = None
-    min: float | None = None
-    max: float | None = None
-    missing: bool | None = None
-    points: float
-
-    @model_validator(mode="after")
-    def _one_condition(self) -> RulePoints:
-        if self.values is None and self.min is None and self.max is None and self.missing is None:
-            raise ValueError(f"rule on {self.column!r} needs values, min/max or missing")
-        return self
-
-
-class RuleSpec(_Strict):
-    points: list[RulePoints] = Field(default_factory=list)
-    mql_threshold: float = 0.0
-
-
-class FlatMapping(_Strict):
-    name: str
-    id: str | None = None
-    label: str
-    positive: list[str] = Field(default_factory=lambda: ["1", "1.0", "true", "yes", "y", "won", "converted"])
-    time: TimeSpec = Field(default_factory=TimeSpec)
-    horizon_days: int = Field(default=30, ge=1)
-    missing_values: list[str] = Field(default_factory=list)
-    columns: dict[str, ColumnSpec]
-    leakage: list[str] = Field(default_factory=list)
-    allow_leaky: list[str] = Field(default_factory=list)
-    rule: RuleSpec = Field(default_factory=RuleSpec)
-    volume_windows_days: list[int] = Field(default_factory=list)
-
-    def used(self) -> dict[str, ColumnSpec]:
-        return {c: s for c, s in self.columns.items() if s.role != "ignore"}
-
-
-class MappingError(DataError):
-    """The mapping or the flat file does not fit; the message names the key or column."""
-
-
 class LeakageError(DataError):
     """Columns that (nearly) give the outcome away; the message names them and how to proceed."""
 
     def __init__(self, message: str, report: LeakageReport) -> None:
         super().__init__(message)
         self.report = report
-
-
-def _matches(name: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def load_mapping(path: Path | str) -> FlatMapping:
-    """Read and validate a mapping YAML; errors name the file and the key."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise MappingError(f"mapping file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-        return FlatMapping.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise MappingError(f"{path}: not valid YAML: {exc}") from exc
-    except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise MappingError(f"{path}: invalid mapping:\n  " + "\n  ".join(lines)) from exc
 
 
 def read_flat(path: Path | str) -> pd.DataFrame:
@@ -254,7 +174,7 @@ def _time(frame: pd.DataFrame, mapping: FlatMapping, notes: list[str]) -> tuple[
 
 
 def declared_leaky(frame_columns: list[str], mapping: FlatMapping) -> list[str]:
-    return [c for c in frame_columns if _matches(c, mapping.leakage)]
+    return [c for c in frame_columns if matches(c, mapping.leakage)]
 
 
 def prepare_flat(frame: pd.DataFrame, mapping: FlatMapping) -> FlatData:
@@ -270,7 +190,7 @@ def prepare_flat(frame: pd.DataFrame, mapping: FlatMapping) -> FlatData:
     missing = [c for c in mapping.used() if c not in frame.columns]
     if missing:
         raise MappingError(f"mapped column(s) not in the flat file: {', '.join(missing)}")
-    refused = [c for c in mapping.used() if _matches(c, mapping.leakage)]
+    refused = [c for c in mapping.used() if matches(c, mapping.leakage)]
     if refused:
         raise MappingError(
             f"column(s) {', '.join(refused)} are listed under leakage (filled after the outcome) but mapped "
@@ -445,8 +365,8 @@ def check_leakage(data: FlatData, mapping: FlatMapping, folds: int = 5, seed: in
         if reasons:
             flagged[name] = "; ".join(reasons)
     columns = {_feature_name(c): c for c in mapping.columns}
-    allowed = {n: r for n, r in flagged.items() if _matches(columns.get(n, n), mapping.allow_leaky)
-               or _matches(n, mapping.allow_leaky)}
+    allowed = {n: r for n, r in flagged.items() if matches(columns.get(n, n), mapping.allow_leaky)
+               or matches(n, mapping.allow_leaky)}
     blocked = {n: r for n, r in flagged.items() if n not in allowed}
     report = LeakageReport(auc=auc, pure_categories=pure, flagged=blocked, allowed=allowed)
     if blocked:
@@ -479,6 +399,9 @@ def flat_settings(settings: Settings, mapping: FlatMapping) -> Settings:
 
 def moments_dataset(data: FlatData) -> tuple[pd.DataFrame, pd.Timestamp]:
     """The flat table as a moments dataset (one moment per lead at its time) and a cut-off that matures it.
+
+    The label is ``y_sql`` (the target trained) and is repeated as ``y_opp``: not to train a second
+    model, but because the stage policy's replay reads an outcome for each stage.
 
     Flat outcomes are final as exported, so the cut-off is put one horizon after the month following
     the last row: every month counts as matured. Censoring of recent rows, where it matters, is the
@@ -514,8 +437,9 @@ def train_flat(
     """``leadscore train --flat FILE --mapping FILE``: check leakage, then train, log and register.
 
     Raises :class:`MappingError` or :class:`LeakageError` (with the column names) before any training.
-    The model is registered as ``<registered_model_name>-flat-<mapping name>`` (alias ``challenger``),
-    so a flat model never replaces the event-log champion.
+    One model is trained, for the ``sql`` target (``FLAT_TARGETS``); the bundle holds it alone. It is
+    registered as ``<registered_model_name>-flat-<mapping name>`` (alias ``challenger``), so a flat model
+    never replaces the event-log champion.
     """
     from leadscore.training.train import train_from_dataset
 
@@ -527,7 +451,7 @@ def train_flat(
     cutoff = next_month + pd.Timedelta(days=mapping.horizon_days)
     result = train_from_dataset(
         dataset, data.schema, s, cutoff, schema_hash=flat_schema_hash(data, mapping), trials=trials,
-        timeout=timeout, out_dir=out_dir,
+        timeout=timeout, out_dir=out_dir, targets=FLAT_TARGETS,
         data_info={"flat_file": str(Path(flat_file).resolve()), "mapping": mapping.name, "rows": len(dataset),
                    "time": "real" if data.real_time else "ordinal", "leakage_allowed": ",".join(leak.allowed)},
     )
@@ -539,3 +463,8 @@ def train_flat(
                                                 "excluded": data.excluded, "leakage": leak.to_dict()},
                                 "flat/flat_mapping.json")
     return result
+
+
+__all__ = ["FLAT_TARGETS", "ColumnSpec", "FlatData", "FlatMapping", "LeakageError", "LeakageReport", "MappingError",
+           "RulePoints", "RuleSpec", "TimeSpec", "check_leakage", "load_mapping", "moments_dataset", "prepare_flat",
+           "read_flat", "rule_score", "train_flat"]

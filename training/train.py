@@ -1,23 +1,24 @@
-"""The monthly retrain: time splits, tuning, calibration, backtest against baselines, MLflow logging.
+"""The monthly retrain: time splits, the shared fitting procedure, backtest against baselines, MLflow.
 
 :func:`train` is what ``leadscore train`` runs: CRM directory in, registered challenger out.
 :func:`train_from_dataset` does the work on an already built moments dataset so other entry points
 (flat tables, benchmarks, tests that perturb labels) reuse the exact same procedure.
 
-Per target (``sql``, ``opportunity``):
+Per target (``sql``, ``opportunity``; a flat table's one label trains ``sql`` only):
 
 1. matured moments only, split by month: train / validation / calibration / test (never random);
 2. data minimums on the training window (else the rule-based score stays in force);
-3. Optuna search on a time-stratified sample of the training months, early stopping and pruning on
-   the validation months; final model on all training months;
-4. calibration fitted on the calibration months, method chosen by validation log loss;
-5. backtest on the test months against the rule score and a logistic regression (and, on a generated
+3. :func:`training.fit.fit_target` with the months in its roles: Optuna search on a time-stratified
+   sample of the training months, pruned and early-stopped on the validation months; final model on
+   all training months; calibration fitted (and its method chosen) on the calibration months only;
+4. backtest on the test months against the rule score and a logistic regression (and, on a generated
    CRM, the ground-truth ceiling), every metric with a bootstrap 95% CI.
+
+Artifacts and the MLflow record are written by :mod:`training.artifacts`.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -31,11 +32,13 @@ import pandas as pd
 
 from leadscore.config import Settings
 from leadscore.errors import DataError
+from leadscore.training.artifacts import log_run, trial_logger, write_artifacts
+from leadscore.training.baselines import baseline_scores
 from leadscore.training.bundle import OUTPUT_COLUMNS, ScoringBundle, TargetModel, schema_dicts
-from leadscore.training.calibration import fit_calibrator
-from leadscore.training.encoding import categorical_indices, encode_frame, fit_encodings
+from leadscore.training.fit import FitResult, RowSets, fit_target
 from leadscore.training.metrics import METRICS, MetricCI, evaluate_metrics
 from leadscore.training.split import (
+    PERIODS,
     TARGETS,
     InsufficientDataError,
     TimeSplit,
@@ -43,7 +46,7 @@ from leadscore.training.split import (
     stratified_time_sample,
     time_split,
 )
-from leadscore.training.tune import TuneResult, fit_lightgbm, make_dataset, threads_for, tune_lightgbm
+from leadscore.training.tune import TuneResult
 
 SCORED_COLUMNS = ["lead_id", "as_of", "p_sql", "p_opportunity", "rule_score", "y_sql", "y_opp",
                   "source", "industry", "employee_band", "days_since_created"]
@@ -60,15 +63,21 @@ class TargetResult:
 
     target: str
     split: TimeSplit
-    tune: TuneResult
+    fit: FitResult
     model: TargetModel
-    calibration_scores: dict[str, float]
     metrics: dict[str, dict[str, MetricCI]]
     rows: dict[str, int]
     positives: dict[str, int]
     capacity_share: float
-    importance: pd.Series
     share_of_ceiling_lift: float | None = None
+
+    @property
+    def tune(self) -> TuneResult:
+        return self.fit.tune
+
+    @property
+    def importance(self) -> pd.Series:
+        return self.fit.importance
 
 
 @dataclass
@@ -125,34 +134,36 @@ def _capacity_share(settings: Settings, rule: np.ndarray) -> float:
 
 def split_target(
     dataset: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp, target: str
-) -> tuple[TimeSplit, dict[str, pd.DataFrame]]:
-    """The target's time split and its matured, labelled moments per period, minimums checked.
+) -> tuple[TimeSplit, dict[str, np.ndarray]]:
+    """The target's time split and the positions of its matured, labelled moments per period.
 
     Raises :class:`~training.split.InsufficientDataError` naming what is missing.
     """
     label = TARGETS[target]
     horizon = settings.horizons.sql_days if target == "sql" else settings.horizons.opp_days
-    # masks, not an intermediate "labelled" frame: at a million moments every copy of the frame is ~1 GB
+    # masks and positions, not per-period frames: at a million moments every copy of the frame is ~1 GB
     labelled = dataset[label].notna().to_numpy()
     as_of = dataset["as_of"]
     split = time_split(as_of[labelled], cutoff, horizon, settings.training.split, target)
-    parts = {p: dataset[labelled & split.mask(as_of, p)] for p in ("train", "validation", "calibration", "test")}
-    check_minimums(parts["train"][label].to_numpy(dtype=np.float64), split, settings.training.minimums)
+    rows = {p: np.flatnonzero(labelled & split.mask(as_of, p)) for p in PERIODS}
+    y = dataset[label].to_numpy(dtype=np.float64)
+    check_minimums(y[rows["train"]], split, settings.training.minimums)
     for p in ("validation", "calibration", "test"):
-        yp = parts[p][label].to_numpy(dtype=np.float64)
+        yp = y[rows[p]]
         if len(np.unique(yp)) < 2:
             raise InsufficientDataError(
                 f"the {p} months {', '.join(split.months(p))} of the {target} model contain "
                 f"{len(yp)} matured moments and {int(yp.sum())} positives; both outcomes are needed. "
                 "The rule-based score stays in force."
             )
-    return split, parts
+    return split, rows
 
 
-def check_data(dataset: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp) -> dict[str, TimeSplit]:
+def check_data(dataset: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp,
+               targets: Sequence[str] = tuple(TARGETS)) -> dict[str, TimeSplit]:
     """Check every target's minimums before any work, so a shortfall is reported at once, in full."""
     problems, splits = [], {}
-    for target in TARGETS:
+    for target in targets:
         try:
             splits[target] = split_target(dataset, settings, cutoff, target)[0]
         except InsufficientDataError as exc:
@@ -175,56 +186,33 @@ def train_target(
     progress: ProgressFn | None = None,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
 ) -> TargetResult:
-    """Split, tune, fit, calibrate and backtest one target (see the module docstring)."""
-    from leadscore.training.baselines import (
-        fit_logistic,
-        fit_rule_probability,
-        predict_logistic,
-        rule_probability,
-    )
+    """Split by month, run :func:`~training.fit.fit_target` and backtest one target (module docstring).
 
+    The months play the procedure's roles: train = fit (its time-stratified sample = tune),
+    validation = early stopping, calibration = calibration, test = test.
+    """
     cfg = settings.training
     label = TARGETS[target]
-    split, parts = split_target(dataset, settings, cutoff, target)
-    y = {p: parts[p][label].to_numpy(dtype=np.float64) for p in parts}
-    encodings = fit_encodings(parts["train"], schema)
-    X = {p: encode_frame(parts[p], schema, encodings) for p in parts}
-    cat = categorical_indices(schema)
+    split, rows = split_target(dataset, settings, cutoff, target)
+    y = dataset[label].to_numpy(dtype=np.float64)
+    sample = stratified_time_sample(dataset["as_of"].iloc[rows["train"]], cfg.tune_sample_rows, cfg.seed)
+    roles = RowSets(fit=rows["train"], early_stop=rows["validation"], calibration=rows["calibration"],
+                    test=rows["test"], tune=rows["train"][sample])
+    fit = fit_target(dataset, y, roles, schema, cfg, trials=trials, timeout=timeout, on_trial=on_trial,
+                     progress=lambda text: _emit(progress, "phase", f"{target}: {text}"))
 
-    _emit(progress, "phase", f"{target}: tuning ({trials} trials)")
-    sample = stratified_time_sample(parts["train"]["as_of"], cfg.tune_sample_rows, cfg.seed)
-    tune = tune_lightgbm(X["train"][sample], y["train"][sample], X["validation"], y["validation"], cat, cfg,
-                         trials=trials, timeout=timeout, seed=cfg.seed, on_trial=on_trial)
-
-    _emit(progress, "phase", f"{target}: final fit on {len(y['train']):,} moments")
-    train_set = make_dataset(X["train"], y["train"], cat, params={"max_bin": cfg.lightgbm.max_bin})
-    final_params = {**tune.params, "num_threads": threads_for(cfg, len(y["train"])),
-                    "learning_rate": tune.params["learning_rate"] * cfg.lightgbm.final_learning_rate_factor}
-    booster = fit_lightgbm(train_set, make_dataset(X["validation"], y["validation"], cat, reference=train_set),
-                           final_params, cfg)
-    model_str = booster.model_to_string(num_iteration=booster.best_iteration)
-    importance = pd.Series(booster.feature_importance("gain", iteration=booster.best_iteration),
-                           index=[s["name"] for s in schema], dtype=np.float64)
-    raw = {p: np.asarray(booster.predict(X[p], num_iteration=booster.best_iteration)) for p in parts}
-
-    _emit(progress, "phase", f"{target}: calibration and backtest")
-    calibrator, cal_scores = fit_calibrator(raw["calibration"], y["calibration"], raw["validation"],
-                                            y["validation"], cfg.min_isotonic_rows)
-    rule = {p: parts[p]["rule_score"].to_numpy(dtype=np.float64) for p in ("calibration", "test")}
-    rule_model = fit_rule_probability(rule["calibration"], y["calibration"])
-    lr_rows = stratified_time_sample(parts["train"]["as_of"], cfg.logreg_max_rows, cfg.seed)
-    logistic = fit_logistic(parts["train"].iloc[lr_rows], y["train"][lr_rows], schema, seed=cfg.seed)
-    cap = _capacity_share(settings, rule["test"])
-    scores = {
-        "lightgbm": calibrator(raw["test"]),
-        "lightgbm_uncalibrated": raw["test"],
-        "logistic": predict_logistic(logistic, parts["test"], schema),
-        "rule": rule_probability(rule_model, rule["test"]),
-    }
-    yt = y["test"]
-    ceiling = None
+    _emit(progress, "phase", f"{target}: backtest")
+    rule = dataset["rule_score"].to_numpy(dtype=np.float64)
+    lr_rows = rows["train"][stratified_time_sample(dataset["as_of"].iloc[rows["train"]], cfg.logreg_max_rows,
+                                                   cfg.seed)]
+    baselines = baseline_scores(dataset, y, rule, schema, logistic_rows=lr_rows, rule_rows=rows["calibration"],
+                                test_rows=rows["test"], seed=cfg.seed)
+    cap = _capacity_share(settings, rule[rows["test"]])
+    scores = {"lightgbm": fit.scores("test"), "lightgbm_uncalibrated": fit.raw["test"], **baselines}
+    yt = y[rows["test"]]
+    ceiling = False
     if truth is not None:
-        t = truth.loc[parts["test"].index, TRUTH_COLUMNS[target]].to_numpy(dtype=np.float64)
+        t = truth[TRUTH_COLUMNS[target]].to_numpy(dtype=np.float64)[rows["test"]]
         if np.isfinite(t).mean() > 0.95:
             # A few moments may miss a truth row (e.g. a lead created the same day); evaluate all
             # models on the same rows so the ceiling is comparable.
@@ -242,22 +230,28 @@ def train_target(
     if ceiling:
         auc_truth = metrics["ground_truth"]["roc_auc"].value
         share = (metrics["lightgbm"]["roc_auc"].value - 0.5) / (auc_truth - 0.5) if auc_truth > 0.5 else None
-    model = TargetModel(model_str=model_str, encodings=encodings, calibrator=calibrator,
-                        params={**tune.params, "num_iterations": int(booster.best_iteration)})
+    model = TargetModel(model_str=fit.model_string(), encodings=fit.encodings, calibrator=fit.calibrator,
+                        params={**fit.params, "num_iterations": fit.rounds[0]})
     _emit(progress, "target_done", target)
     return TargetResult(
-        target=target, split=split, tune=tune, model=model, calibration_scores=cal_scores, metrics=metrics,
-        rows={p: len(y[p]) for p in y}, positives={p: int(y[p].sum()) for p in y}, capacity_share=cap,
-        importance=importance, share_of_ceiling_lift=share,
+        target=target, split=split, fit=fit, model=model, metrics=metrics,
+        rows={p: len(r) for p, r in rows.items()}, positives={p: int(y[r].sum()) for p, r in rows.items()},
+        capacity_share=cap, share_of_ceiling_lift=share,
     )
 
 
 def _scored_frame(dataset: pd.DataFrame, bundle: ScoringBundle, mask: np.ndarray) -> pd.DataFrame:
+    """The rows' ids, scores, labels and segments (what the stage policy and the SLA report replay).
+
+    A one-target bundle (a one-label flat table) scores one probability; it is written under both
+    output names, so the policy sets the MQL and the SQL threshold on the one label it has.
+    """
     rows = dataset[mask]
     preds = bundle.predict(rows)
+    only = preds.columns[0] if len(preds.columns) == 1 else None
     out = rows[[c for c in SCORED_COLUMNS if c in rows.columns and c not in OUTPUT_COLUMNS.values()]].copy()
     for c in OUTPUT_COLUMNS.values():
-        out[c] = preds[c].to_numpy()
+        out[c] = preds[c if only is None else only].to_numpy()
     return out[[c for c in SCORED_COLUMNS if c in out.columns]].reset_index(drop=True)
 
 
@@ -284,10 +278,13 @@ def train_from_dataset(
     log_to_mlflow: bool = True,
     out_dir: Path | None = None,
     data_info: dict[str, Any] | None = None,
+    targets: Sequence[str] = tuple(TARGETS),
 ) -> TrainResult:
-    """Train both targets on a moments dataset (columns ``lead_id, as_of, <schema>, rule_score, y_sql, y_opp``).
+    """Train ``targets`` (default both) on a moments dataset (columns ``lead_id, as_of, <schema>,
+    rule_score, y_sql, y_opp``; the stage policy's replay reads both labels).
 
-    With ``log_to_mlflow`` (the default) everything is logged to a parent run with nested trial runs and
+    A one-label table (the flat path) trains one target: its bundle holds that one model, and the
+    scored frames report its probability under both output names (see :func:`_scored_frame`). With ``log_to_mlflow`` (the default) everything is logged to a parent run with nested trial runs and
     the bundle is registered as the ``challenger``; ``out_dir`` keeps a copy of the bundle and artifacts.
     Raises :class:`~training.split.InsufficientDataError` when a minimum is not met.
     """
@@ -301,7 +298,10 @@ def train_from_dataset(
         raise DataError(f"the moments dataset lacks column(s): {', '.join(missing)}")
     dataset = dataset.reset_index(drop=True)
     cutoff = pd.Timestamp(cutoff)
-    check_data(dataset, settings, cutoff)
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        raise ValueError(f"targets must be a non-empty subset of {list(TARGETS)}; got {list(targets)}")
+    check_data(dataset, settings, cutoff, targets)
     truth_cols = attach_truth(dataset, truth) if truth is not None else None
 
     run = None
@@ -326,8 +326,8 @@ def train_from_dataset(
     blas = threadpool_limits(limits=1, user_api="blas")
     try:
         results: dict[str, TargetResult] = {}
-        for target in TARGETS:
-            on_trial = _trial_logger(target, progress, log_to_mlflow, run)
+        for target in targets:
+            on_trial = trial_logger(target, progress, log_to_mlflow, run)
             results[target] = train_target(dataset, spec, settings, cutoff, target, trials=trials, timeout=timeout,
                                            truth=truth_cols, progress=progress, on_trial=on_trial)
         _emit(progress, "phase", "bundle, stage policy and artifacts")
@@ -338,16 +338,16 @@ def train_from_dataset(
             window=_window(results, cutoff, len(dataset)),
             metrics={t: {"test": {m: _metrics_dict(v) for m, v in r.metrics.items()},
                          "calibration_method": r.model.calibrator.method,
-                         "calibration_val_log_loss": r.calibration_scores,
+                         "calibration_log_loss": r.fit.calibration_log_loss,
                          "capacity_share": r.capacity_share,
                          "share_of_ceiling_lift": r.share_of_ceiling_lift} for t, r in results.items()},
             info={"seed": cfg.seed, "trials": trials, "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
                   "best_params": {t: r.model.params for t, r in results.items()}},
         )
-        sql = results["sql"].split
-        as_of = dataset["as_of"]
-        cal_mask = np.asarray((as_of >= sql.validation_start) & (as_of < sql.test_start) & dataset["y_sql"].notna())
-        test_mask = np.asarray((as_of >= sql.test_start) & (as_of < sql.test_end) & dataset["y_sql"].notna())
+        first = results[targets[0]].split
+        as_of, known = dataset["as_of"], dataset[TARGETS[targets[0]]].notna()
+        cal_mask = np.asarray((as_of >= first.validation_start) & (as_of < first.test_start) & known)
+        test_mask = np.asarray((as_of >= first.test_start) & (as_of < first.test_end) & known)
         scored_cal = _scored_frame(dataset, bundle, cal_mask)
         scored_test = _scored_frame(dataset, bundle, test_mask)
         policy = _fit_policy(scored_cal, settings)
@@ -357,9 +357,9 @@ def train_from_dataset(
                              example=example)
         work = Path(tempfile.mkdtemp(prefix="leadscore-train-")) if out_dir is None else Path(out_dir)
         try:
-            _write_artifacts(result, dataset, spec, settings, work)
+            write_artifacts(result, dataset, spec, settings, work)
             if log_to_mlflow:
-                _log_run(result, work, settings, started)
+                log_run(result, work, settings, started)
         finally:
             if out_dir is None:
                 shutil.rmtree(work, ignore_errors=True)
@@ -372,25 +372,6 @@ def train_from_dataset(
             mlflow.end_run()
 
 
-def _trial_logger(target: str, progress: ProgressFn | None, log: bool, run: Any) -> Callable[[dict[str, Any]], None]:
-    def on_trial(rec: dict[str, Any]) -> None:
-        if log and run is not None:
-            import mlflow
-
-            # the experiment must be named: a nested run otherwise lands in the default experiment
-            with mlflow.start_run(run_name=f"{target} trial {rec['number']}", nested=True,
-                                  experiment_id=run.info.experiment_id):
-                mlflow.set_tags({"leadscore.kind": "trial", "target": target, "state": rec["state"]})
-                mlflow.log_params(rec["params"])
-                if rec["value"] is not None:
-                    mlflow.log_metric("validation_log_loss", rec["value"])
-                if rec["rounds"] is not None:
-                    mlflow.log_metric("rounds", rec["rounds"])
-        _emit(progress, "trial", (target, rec))
-
-    return on_trial
-
-
 def _fit_policy(scored_cal: pd.DataFrame, settings: Settings) -> Any:
     """The SLA engineer's stage policy, fitted on the validation+calibration months (None if absent)."""
     try:
@@ -398,89 +379,6 @@ def _fit_policy(scored_cal: pd.DataFrame, settings: Settings) -> Any:
     except ImportError:
         return None
     return fit_stage_policy(scored_cal, settings)
-
-
-def _write_artifacts(result: TrainResult, dataset: pd.DataFrame, spec: list[dict[str, Any]], settings: Settings,
-                     work: Path) -> None:
-    from leadscore.training.plots import calibration_plot, importance_plot, shap_summary_plot
-
-    work.mkdir(parents=True, exist_ok=True)
-    result.bundle.save(work / "bundle")
-    (work / "scored").mkdir(exist_ok=True)
-    result.scored_calibration.to_parquet(work / "scored" / "calibration.parquet", index=False)
-    result.scored_test.to_parquet(work / "scored" / "test.parquet", index=False)
-    table = result.metrics_table()
-    table.to_csv(work / "metrics.csv", index=False)
-    (work / "metrics.html").write_text(table.to_html(index=False, float_format=lambda v: f"{v:.4f}"))
-    trials = [{"target": t, **rec} for t, r in result.targets.items() for rec in r.tune.trials]
-    (work / "trials.json").write_text(json.dumps(trials, indent=1, default=str))
-    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    contribs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
-    for target, tr in result.targets.items():
-        label = TARGETS[target]
-        rows = dataset[tr.split.mask(dataset["as_of"], "test") & dataset[label].notna().to_numpy()]
-        y = rows[label].to_numpy(dtype=np.float64)
-        raw = result.bundle.predict_raw(rows, target)
-        curves[target] = {"uncalibrated": (y, raw), "calibrated": (y, tr.model.calibrator(raw))}
-        sample = rows.sample(n=min(2000, len(rows)), random_state=settings.training.seed)
-        X = pd.DataFrame(result.bundle.encode(sample, target), columns=[s["name"] for s in spec], index=sample.index)
-        contribs[target] = (result.bundle.contributions(sample, target), X)
-    calibration_plot(curves, work / "calibration.png")
-    importance_plot({t: r.importance for t, r in result.targets.items()}, work / "feature_importance.png")
-    shap_summary_plot(contribs, work / "shap_summary.png")
-    report = _build_report(result, settings, work)
-    result.sla_report = report
-    result.artifacts = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
-
-
-def _build_report(result: TrainResult, settings: Settings, work: Path) -> dict[str, Any] | None:
-    """The SLA engineer's report on the test months, written next to the other artifacts."""
-    if result.bundle.stage_policy is None:
-        return None
-    try:
-        from leadscore.training.report import build_sla_report
-    except ImportError:
-        return None
-    out = work / "sla_report" / "sla_report.html"
-    out.parent.mkdir(exist_ok=True)
-    # the calibration months' scored moments tell the replay which leads were already MQL
-    report: dict[str, Any] = build_sla_report(result.scored_test, result.bundle.stage_policy, settings, out,
-                                              warmup=result.scored_calibration)
-    return report
-
-
-def _log_run(result: TrainResult, work: Path, settings: Settings, started: float) -> None:
-    import mlflow
-
-    from leadscore.training.pyfunc import log_bundle_model
-
-    metrics: dict[str, float] = {}
-    for target, tr in result.targets.items():
-        for model, ms in tr.metrics.items():
-            for metric, ci in ms.items():
-                if np.isfinite(ci.value):
-                    metrics[f"{target}.{model}.{metric}"] = ci.value
-                    metrics[f"{target}.{model}.{metric}.ci_lo"] = ci.lo
-                    metrics[f"{target}.{model}.{metric}.ci_hi"] = ci.hi
-        if tr.share_of_ceiling_lift is not None:
-            metrics[f"{target}.share_of_ceiling_lift"] = tr.share_of_ceiling_lift
-        metrics[f"{target}.tune.best_validation_log_loss"] = tr.tune.best_value
-        metrics[f"{target}.tune.pruned_trials"] = tr.tune.n_pruned
-        for p, n in tr.rows.items():
-            metrics[f"{target}.rows.{p}"] = n
-            metrics[f"{target}.positives.{p}"] = tr.positives[p]
-        mlflow.log_params({f"{target}.{k}": v for k, v in tr.model.params.items()
-                           if k not in ("objective", "metric", "verbosity")})
-        mlflow.log_params({f"{target}.calibration": tr.model.calibrator.method,
-                           f"{target}.window.train": f"{tr.split.months('train')[0]}..{tr.split.months('train')[-1]}",
-                           f"{target}.window.test": ",".join(tr.split.months("test"))})
-    metrics["train_seconds"] = time.time() - started
-    mlflow.log_metrics(metrics)
-    for name in result.artifacts:
-        if not name.startswith("bundle/"):
-            sub = str(Path(name).parent) if Path(name).parent != Path(".") else None
-            mlflow.log_artifact(str(work / name), artifact_path=sub)
-    result.run_id, result.model_version = log_bundle_model(result.bundle, work / "bundle", result.example, settings)
 
 
 def _source_name(source: Path | str) -> str:

@@ -1,0 +1,129 @@
+"""What a retrain leaves behind: the run's artifacts on disk and its MLflow record.
+
+Kept apart from :mod:`training.train` (the procedure) because it is presentation: plots, tables, the
+SLA report and the logged metrics describe a :class:`~training.train.TrainResult`, they change nothing
+in it except the paths and the registered version they add.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from leadscore.config import Settings
+from leadscore.training.split import TARGETS
+
+if TYPE_CHECKING:
+    from leadscore.training.train import ProgressFn, TrainResult
+
+
+def trial_logger(target: str, progress: ProgressFn | None, log: bool, run: Any) -> Callable[[dict[str, Any]], None]:
+    """Per Optuna trial: a nested MLflow run under ``run`` (when logging) and a progress event."""
+    def on_trial(rec: dict[str, Any]) -> None:
+        if log and run is not None:
+            import mlflow
+
+            # the experiment must be named: a nested run otherwise lands in the default experiment
+            with mlflow.start_run(run_name=f"{target} trial {rec['number']}", nested=True,
+                                  experiment_id=run.info.experiment_id):
+                mlflow.set_tags({"leadscore.kind": "trial", "target": target, "state": rec["state"]})
+                mlflow.log_params(rec["params"])
+                if rec["value"] is not None:
+                    mlflow.log_metric("validation_log_loss", rec["value"])
+                if rec["rounds"] is not None:
+                    mlflow.log_metric("rounds", rec["rounds"])
+        if progress is not None:
+            progress("trial", (target, rec))
+
+    return on_trial
+
+
+def write_artifacts(result: TrainResult, dataset: pd.DataFrame, spec: list[dict[str, Any]], settings: Settings,
+                    work: Path) -> None:
+    """The bundle, scored frames, metrics, trials, plots and SLA report under ``work``."""
+    from leadscore.training.plots import calibration_plot, importance_plot, shap_summary_plot
+
+    work.mkdir(parents=True, exist_ok=True)
+    result.bundle.save(work / "bundle")
+    (work / "scored").mkdir(exist_ok=True)
+    result.scored_calibration.to_parquet(work / "scored" / "calibration.parquet", index=False)
+    result.scored_test.to_parquet(work / "scored" / "test.parquet", index=False)
+    table = result.metrics_table()
+    table.to_csv(work / "metrics.csv", index=False)
+    (work / "metrics.html").write_text(table.to_html(index=False, float_format=lambda v: f"{v:.4f}"))
+    trials = [{"target": t, **rec} for t, r in result.targets.items() for rec in r.tune.trials]
+    (work / "trials.json").write_text(json.dumps(trials, indent=1, default=str))
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    contribs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    for target, tr in result.targets.items():
+        label = TARGETS[target]
+        rows = dataset[tr.split.mask(dataset["as_of"], "test") & dataset[label].notna().to_numpy()]
+        y = rows[label].to_numpy(dtype=np.float64)
+        raw = result.bundle.predict_raw(rows, target)
+        curves[target] = {"uncalibrated": (y, raw), "calibrated": (y, tr.model.calibrator(raw))}
+        sample = rows.sample(n=min(2000, len(rows)), random_state=settings.training.seed)
+        X = pd.DataFrame(result.bundle.encode(sample, target), columns=[s["name"] for s in spec], index=sample.index)
+        contribs[target] = (result.bundle.contributions(sample, target), X)
+    calibration_plot(curves, work / "calibration.png")
+    importance_plot({t: r.importance for t, r in result.targets.items()}, work / "feature_importance.png")
+    shap_summary_plot(contribs, work / "shap_summary.png")
+    report = build_report(result, settings, work)
+    result.sla_report = report
+    result.artifacts = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
+
+
+def build_report(result: TrainResult, settings: Settings, work: Path) -> dict[str, Any] | None:
+    """The SLA engineer's report on the test months, written next to the other artifacts."""
+    if result.bundle.stage_policy is None:
+        return None
+    try:
+        from leadscore.training.report import build_sla_report
+    except ImportError:
+        return None
+    out = work / "sla_report" / "sla_report.html"
+    out.parent.mkdir(exist_ok=True)
+    # the calibration months' scored moments tell the replay which leads were already MQL
+    report: dict[str, Any] = build_sla_report(result.scored_test, result.bundle.stage_policy, settings, out,
+                                              warmup=result.scored_calibration)
+    return report
+
+
+def log_run(result: TrainResult, work: Path, settings: Settings, started: float) -> None:
+    """Metrics, parameters and artifacts of the active run; the bundle logged and registered as challenger."""
+    import mlflow
+
+    from leadscore.training.pyfunc import log_bundle_model
+
+    metrics: dict[str, float] = {}
+    for target, tr in result.targets.items():
+        for model, ms in tr.metrics.items():
+            for metric, ci in ms.items():
+                if np.isfinite(ci.value):
+                    metrics[f"{target}.{model}.{metric}"] = ci.value
+                    metrics[f"{target}.{model}.{metric}.ci_lo"] = ci.lo
+                    metrics[f"{target}.{model}.{metric}.ci_hi"] = ci.hi
+        if tr.share_of_ceiling_lift is not None:
+            metrics[f"{target}.share_of_ceiling_lift"] = tr.share_of_ceiling_lift
+        metrics[f"{target}.tune.best_validation_log_loss"] = tr.tune.best_value
+        metrics[f"{target}.tune.pruned_trials"] = tr.tune.n_pruned
+        for p, n in tr.rows.items():
+            metrics[f"{target}.rows.{p}"] = n
+            metrics[f"{target}.positives.{p}"] = tr.positives[p]
+        mlflow.log_params({f"{target}.{k}": v for k, v in tr.model.params.items()
+                           if k not in ("objective", "metric", "verbosity")})
+        mlflow.log_params({f"{target}.calibration": tr.model.calibrator.method,
+                           f"{target}.window.train": f"{tr.split.months('train')[0]}..{tr.split.months('train')[-1]}",
+                           f"{target}.window.test": ",".join(tr.split.months("test"))})
+    metrics["train_seconds"] = time.time() - started
+    mlflow.log_metrics(metrics)
+    for name in result.artifacts:
+        if not name.startswith("bundle/"):
+            sub = str(Path(name).parent) if Path(name).parent != Path(".") else None
+            mlflow.log_artifact(str(work / name), artifact_path=sub)
+    result.run_id, result.model_version = log_bundle_model(result.bundle, work / "bundle", result.example, settings)
