@@ -24,9 +24,10 @@ import pandas as pd
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from leadscore.config import load_settings  # noqa: E402
+from leadscore.training.bundle import StagePolicy  # noqa: E402
 from leadscore.training.config import MQLPolicy  # noqa: E402
 from leadscore.training.report import build_sla_report  # noqa: E402
-from leadscore.training.sla import StagePolicy, fit_stage_policy  # noqa: E402
+from leadscore.training.sla import fit_stage_policy  # noqa: E402
 
 
 def scored_frame(n_leads: int, per_lead: int, start: str, months: int, seed: int) -> pd.DataFrame:

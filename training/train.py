@@ -30,7 +30,14 @@ import numpy as np
 import pandas as pd
 
 from leadscore.config import Settings
-from leadscore.training.bundle import OUTPUT_COLUMNS, ScoringBundle, TargetModel, schema_dicts
+from leadscore.training.bundle import (
+    OUTPUT_COLUMNS,
+    BoundBundle,
+    ScoringBundle,
+    TargetModel,
+    TrainingWindow,
+    schema_dicts,
+)
 from leadscore.training.calibration import fit_calibrator
 from leadscore.training.encoding import categorical_indices, encode_frame, fit_encodings
 from leadscore.training.metrics import METRICS, MetricCI, evaluate_metrics
@@ -72,7 +79,7 @@ class TargetResult:
 
 @dataclass
 class TrainResult:
-    bundle: ScoringBundle
+    bundle: BoundBundle
     targets: dict[str, TargetResult]
     scored_calibration: pd.DataFrame
     scored_test: pd.DataFrame
@@ -251,7 +258,7 @@ def train_target(
     )
 
 
-def _scored_frame(dataset: pd.DataFrame, bundle: ScoringBundle, mask: np.ndarray) -> pd.DataFrame:
+def _scored_frame(dataset: pd.DataFrame, bundle: BoundBundle, mask: np.ndarray) -> pd.DataFrame:
     rows = dataset[mask]
     preds = bundle.predict(rows)
     out = rows[[c for c in SCORED_COLUMNS if c in rows.columns and c not in OUTPUT_COLUMNS.values()]].copy()
@@ -260,8 +267,8 @@ def _scored_frame(dataset: pd.DataFrame, bundle: ScoringBundle, mask: np.ndarray
     return out[[c for c in SCORED_COLUMNS if c in out.columns]].reset_index(drop=True)
 
 
-def _window(results: dict[str, TargetResult], cutoff: pd.Timestamp, n: int) -> dict[str, Any]:
-    return {
+def _window(results: dict[str, TargetResult], cutoff: pd.Timestamp, n: int) -> TrainingWindow:
+    return {  # type: ignore[return-value]  # one TargetWindow per target key
         "cutoff": cutoff.isoformat(),
         "moments": n,
         **{t: {**r.split.to_dict(), "months": {p: r.split.months(p) for p in ("train", "validation", "calibration", "test")},
@@ -333,7 +340,7 @@ def train_from_dataset(
         bundle = ScoringBundle(
             schema=spec, schema_hash=schema_hash, config_hash=settings.config_hash(),
             models={t: r.model for t, r in results.items()},
-            rules=settings.rules.model_dump(mode="json"),
+            rules=settings.rules,
             window=_window(results, cutoff, len(dataset)),
             metrics={t: {"test": {m: _metrics_dict(v) for m, v in r.metrics.items()},
                          "calibration_method": r.model.calibrator.method,
@@ -342,7 +349,7 @@ def train_from_dataset(
                          "share_of_ceiling_lift": r.share_of_ceiling_lift} for t, r in results.items()},
             info={"seed": cfg.seed, "trials": trials, "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
                   "best_params": {t: r.model.params for t, r in results.items()}},
-        )
+        ).bind(schema_hash=schema_hash)  # the producer: its features were computed under this hash
         sql = results["sql"].split
         as_of = dataset["as_of"]
         cal_mask = np.asarray((as_of >= sql.validation_start) & (as_of < sql.test_start) & dataset["y_sql"].notna())
