@@ -155,5 +155,5 @@ def test_bundle_roundtrip_fast_path_and_reasons(tmp_path: Path) -> None:
     unknown = loaded.reason_details({"source": None, "n_demo": 0.0}, k=2)
     texts = {i["feature"]: i["text"] for side in unknown.values() for i in side}
     assert texts.get("source") == "Lead source not known" and not any("none" in t for t in texts.values())
-    with pytest.raises(SchemaMismatchError, match="feature schema h, .* schema other"):
+    with pytest.raises(SchemaMismatchError, match=r"feature schema h, .* schema other"):
         ScoringBundle.load(tmp_path / "b").bind(schema_hash="other")

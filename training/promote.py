@@ -76,7 +76,10 @@ def evaluation_month(
     """
     end = last_matured_month_end(cutoff, horizon_days)
     start = end - pd.DateOffset(months=1)
-    fitted_end = max(pd.Timestamp(b.window["sql"]["test_start"]) for b in bundles)
+    windows = [b.window for b in bundles]
+    if any(w is None for w in windows):
+        raise ValueError("a model without its training window cannot be compared on unseen months; retrain it")
+    fitted_end = max(pd.Timestamp(w["sql"]["test_start"]) for w in windows if w is not None)
     if start < fitted_end:
         raise ValueError(
             f"no fully matured month after the models' fitting periods (which end {fitted_end:%Y-%m-%d}); "

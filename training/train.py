@@ -33,6 +33,7 @@ from leadscore.config import Settings
 from leadscore.training.bundle import (
     OUTPUT_COLUMNS,
     BoundBundle,
+    FeatureColumn,
     ScoringBundle,
     TargetModel,
     TrainingWindow,
@@ -170,7 +171,7 @@ def check_data(dataset: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp) 
 
 def train_target(
     dataset: pd.DataFrame,
-    schema: list[dict[str, Any]],
+    schema: list[FeatureColumn],
     settings: Settings,
     cutoff: pd.Timestamp,
     target: str,
@@ -268,10 +269,10 @@ def _scored_frame(dataset: pd.DataFrame, bundle: BoundBundle, mask: np.ndarray) 
 
 
 def _window(results: dict[str, TargetResult], cutoff: pd.Timestamp, n: int) -> TrainingWindow:
-    return {  # type: ignore[return-value]  # one TargetWindow per target key
+    return {  # one TargetWindow per target key
         "cutoff": cutoff.isoformat(),
         "moments": n,
-        **{t: {**r.split.to_dict(), "months": {p: r.split.months(p) for p in ("train", "validation", "calibration", "test")},
+        **{t: {**r.split.to_dict(), "months": {p: r.split.months(p) for p in ("train", "validation", "calibration", "test")},  # type: ignore[typeddict-item]
                "rows": r.rows, "positives": r.positives} for t, r in results.items()},
     }
 
@@ -406,7 +407,7 @@ def _fit_policy(scored_cal: pd.DataFrame, settings: Settings) -> Any:
     return fit_stage_policy(scored_cal, settings)
 
 
-def _write_artifacts(result: TrainResult, dataset: pd.DataFrame, spec: list[dict[str, Any]], settings: Settings,
+def _write_artifacts(result: TrainResult, dataset: pd.DataFrame, spec: list[FeatureColumn], settings: Settings,
                      work: Path) -> None:
     from leadscore.training.plots import calibration_plot, importance_plot, shap_summary_plot
 
