@@ -75,7 +75,7 @@ def main() -> None:
             rows = None
         else:
             bundle_dir = args.bundle or _small_bundle(settings, tmp)
-            bundle = ScoringBundle.load(bundle_dir)
+            bundle = ScoringBundle.load(bundle_dir).bind(settings)
             rows = pd.read_parquet(tmp / "moments.parquet") if (tmp / "moments.parquet").exists() else None
         if args.moments is not None:
             rows = pd.read_parquet(args.moments)

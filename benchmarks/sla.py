@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from leadscore.config import load_settings
+from leadscore.training.bundle import StagePolicy
 from leadscore.training.config import MQLPolicy
 from leadscore.training.report import build_sla_report
-from leadscore.training.sla import StagePolicy, fit_stage_policy
+from leadscore.training.sla import fit_stage_policy
 
 
 def scored_frame(n_leads: int, per_lead: int, start: str, months: int, seed: int) -> pd.DataFrame:

@@ -2,9 +2,9 @@
 
 The features come from the feature package's single-lead entry point, which runs the very kernel
 the batch pipeline uses, so a lead scored online at ``t`` gets exactly the features training
-computed for ``(lead, t)``. The model is the registry's scoring bundle; we refuse a bundle whose
-feature-schema hash differs from the running feature code (it would be fed columns that mean
-something else).
+computed for ``(lead, t)``. The model is the registry's scoring bundle, bound to the running feature
+code by :meth:`training.bundle.ScoringBundle.bind`, which refuses a bundle whose feature-schema hash
+differs (it would be fed columns that mean something else).
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from leadscore.config import Settings
 from leadscore.errors import ModelError
 from leadscore.history import CRMHistory
+
+if TYPE_CHECKING:
+    from leadscore.training.bundle import BoundBundle, StagePolicy
 
 BUNDLE_ENV = "LEADSCORE_BUNDLE"
 MODEL_URI_ENV = "LEADSCORE_MODEL_URI"
@@ -48,20 +51,13 @@ def _online_features(history: CRMHistory, lead_id: str, as_of: pd.Timestamp, set
 
 
 class Scorer:
-    """A loaded bundle bound to the settings whose feature code it must match."""
+    """A bundle bound to the settings whose feature code computes its features, with its stage policy."""
 
-    def __init__(self, bundle: Any, settings: Settings, source: str) -> None:
-        from leadscore.features.schema import schema_hash
-
-        expected = schema_hash(settings)
-        if bundle.schema_hash != expected:
-            raise ModelLoadError(
-                f"{source}: the model was trained on feature schema {bundle.schema_hash}, but this feature code "
-                f"produces {expected}; retrain (leadscore train) or serve the matching code"
-            )
+    def __init__(self, bundle: BoundBundle, settings: Settings, source: str) -> None:
         if bundle.stage_policy is None:
             raise ModelLoadError(f"{source}: the bundle has no stage policy (train with the SLA module)")
         self.bundle = bundle
+        self.policy: StagePolicy = bundle.stage_policy
         self.settings = settings
         self.source = source
         self.version = str(bundle.version)
@@ -76,10 +72,13 @@ class Scorer:
         """
         bundle_dir = bundle_dir or os.environ.get(BUNDLE_ENV) or None
         uri = str(bundle_dir) if bundle_dir else (model_uri or os.environ.get(MODEL_URI_ENV) or settings.serving.model_uri)
+        from leadscore.training.bundle import SchemaMismatchError
         from leadscore.training.registry import load_bundle
 
         try:
-            bundle = load_bundle(uri, settings)
+            bundle = load_bundle(uri, settings)  # bound: refuses another feature schema
+        except SchemaMismatchError as exc:
+            raise ModelLoadError(f"refusing to serve {uri}: {exc}") from exc
         except Exception as exc:  # registry unreachable, no such alias, not a bundle: say which and why
             raise ModelLoadError(f"cannot load model {uri}: {exc}") from exc
         if bundle.version is None:
@@ -100,7 +99,7 @@ class Scorer:
         row = self.features(history, lead_id, as_of)
         probs = self.bundle.predict_row(row)
         p_sql, p_opp = float(probs["p_sql"]), float(probs["p_opportunity"])
-        stage = self.bundle.stage_policy.stage(p_sql, p_opp, previous_stage, days_in_stage=days_in_stage)
+        stage = self.policy.stage(p_sql, p_opp, previous_stage, days_in_stage=days_in_stage)
         reasons = self.bundle.reasons(row, k=3)
         return ScoreResult(
             lead_id=lead_id,

@@ -15,8 +15,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from leadscore.config import Settings
+from leadscore.training.bundle import StagePolicy
 from leadscore.training.config import MQLPolicy
-from leadscore.training.sla import Records, Replay, ScoredFrameError, StagePolicy, fit_stage_policy
+from leadscore.training.replay import Records, Replay, ScoredFrameError
+from leadscore.training.sla import fit_stage_policy
 from leadscore.training.sla_cli import what_if_policy
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from leadscore.config import Settings
 from leadscore.training.config import MQLPolicy
-from leadscore.training.report import SECTIONS, build_sla_report, format_value
+from leadscore.training.report import build_sla_report
+from leadscore.training.report_html import SECTIONS, format_value
 from leadscore.training.sla import fit_stage_policy
 from tests.test_sla import for_synthetic, naive_first_crossings, synthetic_scored
 

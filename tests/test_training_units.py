@@ -122,7 +122,7 @@ def test_encoding_unknown_and_missing_become_nan_and_bad_numbers_are_named() -> 
 def test_bundle_roundtrip_fast_path_and_reasons(tmp_path: Path) -> None:
     import lightgbm as lgb
 
-    from leadscore.training.bundle import ScoringBundle, TargetModel
+    from leadscore.training.bundle import SchemaMismatchError, ScoringBundle, TargetModel
 
     rng = np.random.default_rng(3)
     schema = [
@@ -141,9 +141,9 @@ def test_bundle_roundtrip_fast_path_and_reasons(tmp_path: Path) -> None:
                       lgb.Dataset(X, y, categorical_feature=[0]), 30)
         models[t] = TargetModel(b.model_to_string(), enc, Calibrator("sigmoid", np.array([0, 0.5, 1.0]),
                                                                      np.array([0.0, 0.4, 1.0])))
-    bundle = ScoringBundle(schema=schema, schema_hash="h", config_hash="c", models=models)
+    bundle = ScoringBundle(schema=schema, schema_hash="h", config_hash="c", models=models).bind(schema_hash="h")
     bundle.save(tmp_path / "b")
-    loaded = ScoringBundle.load(tmp_path / "b")
+    loaded = ScoringBundle.load(tmp_path / "b").bind(schema_hash="h")
     pd.testing.assert_frame_equal(loaded.predict(frame), bundle.predict(frame))
     row = {"source": "event", "n_demo": 3.0}
     fast = loaded.predict_row(row)
@@ -157,5 +157,5 @@ def test_bundle_roundtrip_fast_path_and_reasons(tmp_path: Path) -> None:
     unknown = loaded.reason_details({"source": None, "n_demo": 0.0}, k=2)
     texts = {i["feature"]: i["text"] for side in unknown.values() for i in side}
     assert texts.get("source") == "Lead source not known" and not any("none" in t for t in texts.values())
-    with pytest.raises(Exception, match="feature schema"):
-        loaded.check_schema("other")
+    with pytest.raises(SchemaMismatchError, match=r"feature schema h, .* schema other"):
+        ScoringBundle.load(tmp_path / "b").bind(schema_hash="other")

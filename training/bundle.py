@@ -1,4 +1,4 @@
-"""The scoring bundle: everything serving needs to turn features into calibrated, explained scores.
+"""The scoring-bundle contract: what training hands to serving, promotion, reports and batch scoring.
 
 One directory, versioned by the MLflow registry: ``bundle.json`` (feature schema and its hash, config
 hash, per-target category codes and calibration curve, stage policy, rule definition, training
@@ -6,36 +6,178 @@ window, metrics) and one LightGBM model text file per target. Models are stored 
 text format rather than pickles so a bundle loads across Python and library patch versions and can
 be read by a human.
 
-Serving scores one lead per request, so the bundle has a fast path: encode a row straight into a
-float64 array and call ``Booster.predict`` on it (the scikit-learn wrapper costs ~10x per row), then
-calibrate with ``np.interp``.
+A loaded :class:`ScoringBundle` is data only. To score, a consumer calls :meth:`ScoringBundle.bind`
+with the settings its features are computed under; that is the one place the feature-schema hash is
+compared (a model fed columns that now mean something else would score silently wrong), and the
+returned :class:`BoundBundle` is the only object with scoring methods.
+
+Serving scores one lead per request, so the bound bundle has a fast path: encode a row straight into
+a float64 array and call ``Booster.predict`` on it (the scikit-learn wrapper costs ~10x per row),
+then calibrate with ``np.interp``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, cast
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from typing_extensions import TypedDict
 
 from leadscore.errors import ModelError
-from leadscore.features.schema import missing_text
+from leadscore.features.config import RulesConfig
 from leadscore.training.calibration import Calibrator
 from leadscore.training.encoding import check_columns, encode_frame
+from leadscore.training.reasons import as_mapping, top_reasons
+
+if TYPE_CHECKING:
+    from leadscore.config import Settings
 
 BUNDLE_FILE = "bundle.json"
 FORMAT_VERSION = 1
 TARGETS = ("sql", "opportunity")
 OUTPUT_COLUMNS = {"sql": "p_sql", "opportunity": "p_opportunity"}
+_FUNNEL_RANK = {"subscriber": 0, "lead": 1, "recycled": 1, "mql": 2, "sql": 3}
 
 
 class SchemaMismatchError(ModelError):
     """The bundle was trained on a different feature schema than the code computing features now."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed parts of bundle.json (TypedDicts: they stay plain JSON dicts, validated when a bundle is read)
+# --------------------------------------------------------------------------------------------------
+
+
+class FeatureColumn(TypedDict):
+    """One model input column, in model column order (``features.schema.FeatureSpec`` as stored)."""
+
+    name: str
+    dtype: str  # "str" (categorical) or "float64"
+    group: NotRequired[str]
+    description: NotRequired[str]
+    template: NotRequired[str]  # reason sentence with ``{value}``
+    missing: NotRequired[str]  # reason sentence for a missing value
+
+
+class TargetWindow(TypedDict):
+    """The month ranges one target was trained, tuned, calibrated and tested on (ISO timestamps)."""
+
+    target: str
+    horizon_days: int
+    train_start: str
+    validation_start: str
+    calibration_start: str
+    test_start: str
+    test_end: str
+    months: dict[str, list[str]]
+    rows: dict[str, int]
+    positives: dict[str, int]
+
+
+class TrainingWindow(TypedDict):
+    cutoff: str
+    moments: int
+    sql: TargetWindow
+    opportunity: TargetWindow
+
+
+class TargetMetrics(TypedDict):
+    """Test-month metrics of one target: ``test[model][metric] = {value, lo, hi}``."""
+
+    test: dict[str, dict[str, dict[str, float]]]
+    calibration_method: str
+    calibration_val_log_loss: dict[str, float]
+    capacity_share: float
+    share_of_ceiling_lift: float | None
+
+
+_SCHEMA = TypeAdapter(list[FeatureColumn])
+_WINDOW = TypeAdapter(TrainingWindow)
+_METRICS = TypeAdapter(dict[str, TargetMetrics])
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage policy
+# --------------------------------------------------------------------------------------------------
+
+
+class StagePolicy(BaseModel):
+    """Stage thresholds on calibrated probabilities, the SLA policy that set them, what they promise.
+
+    Fitted by :func:`training.sla.fit_stage_policy`; stored in the bundle as ``model_dump()`` JSON and
+    evaluated by the service on every score, so :meth:`stage` is a handful of float comparisons.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mql_threshold: float = Field(description="MQL when calibrated P(SQL within H days) reaches this.")
+    sql_threshold: float = Field(description="SQL recommended when calibrated P(opportunity) reaches this.")
+    hysteresis: float = Field(ge=0, lt=1, description="Share below a threshold a score must fall to leave.")
+    policy: dict[str, Any] = Field(default_factory=dict, description="The SLA policy that set the thresholds.")
+    expected: dict[str, Any] = Field(default_factory=dict, description="Outcomes on the months fitted on.")
+    rule_mql_threshold: float = Field(description="The rule-based points score's MQL threshold compared with.")
+    recycle_after_days: int | None = 45
+    sales_owned_stages: list[str] = Field(default_factory=lambda: ["opportunity", "customer", "disqualified"])
+
+    def stage(
+        self,
+        p_sql: float,
+        p_opportunity: float,
+        previous_stage: str | None,
+        *,
+        days_in_stage: float | None = None,
+    ) -> str:
+        """Recommended lifecycle stage (``lead``, ``mql``, ``sql``; or the unchanged previous stage).
+
+        Why the rules are shaped like this:
+        - entering a stage needs the score to reach its threshold (the same crossing the thresholds were
+          fitted on); leaving it needs the score to fall ``hysteresis`` (a share) below it, so a lead
+          whose score wobbles around the threshold changes stage once, not on every activity;
+        - stages set by sales (opportunity, customer, disqualified) are never overridden by a model;
+        - ``subscriber`` and ``recycled`` leads stay what they are until they qualify;
+        - with ``days_in_stage`` given, an MQL/SQL that made no progress for ``recycle_after_days``
+          returns to marketing as ``recycled``; a recycled lead re-qualifies only when it clears the
+          threshold by the hysteresis band, i.e. on new evidence, not on the score that was recycled.
+        """
+        prev = previous_stage or "lead"
+        if prev in self.sales_owned_stages:
+            return prev
+        keep = 1.0 - self.hysteresis
+        lift = 1.0 + self.hysteresis
+        if prev == "sql":
+            sql_bar, mql_bar = self.sql_threshold * keep, self.mql_threshold * keep
+        elif prev == "mql":
+            sql_bar, mql_bar = self.sql_threshold, self.mql_threshold * keep
+        elif prev == "recycled":
+            sql_bar, mql_bar = self.sql_threshold * lift, self.mql_threshold * lift
+        else:
+            sql_bar, mql_bar = self.sql_threshold, self.mql_threshold
+        if p_opportunity >= sql_bar:
+            new = "sql"
+        elif p_sql >= mql_bar:
+            new = "mql"
+        else:
+            new = prev if prev in ("subscriber", "recycled") else "lead"
+        if (
+            days_in_stage is not None
+            and self.recycle_after_days is not None
+            and prev in ("mql", "sql")
+            and days_in_stage >= self.recycle_after_days
+            and _FUNNEL_RANK[new] <= _FUNNEL_RANK[prev]
+        ):
+            return "recycled"
+        return new
+
+
+# --------------------------------------------------------------------------------------------------
+# The bundle
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -63,57 +205,41 @@ class TargetModel:
         return {"encodings": self.encodings, "calibrator": self.calibrator.to_dict(), "params": self.params}
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
-
-
-def _format_value(value: Any) -> str:
-    if _is_missing(value):
-        return "none"
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if v.is_integer():
-            return str(int(v))
-        return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
-    return str(value)
-
-
 @dataclass
 class ScoringBundle:
-    """A versioned, self-contained scoring artifact (ARCHITECTURE §3).
+    """A versioned, self-contained scoring artifact (ARCHITECTURE §3): data only, see :meth:`bind`.
 
-    ``schema`` is the feature schema (FeatureSpec dicts, in model column order); ``stage_policy`` is a
-    ``training.sla.StagePolicy`` (None if the SLA module was not available when training);
     ``version`` is set by :func:`training.registry.load_bundle` from the registry.
     """
 
-    schema: list[dict[str, Any]]
+    schema: list[FeatureColumn]
     schema_hash: str
     config_hash: str
     models: dict[str, TargetModel]
-    stage_policy: Any = None
-    rules: dict[str, Any] = field(default_factory=dict)
-    window: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    stage_policy: StagePolicy | None = None
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    window: TrainingWindow | None = None
+    metrics: dict[str, TargetMetrics] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     version: str | None = None
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [s["name"] for s in self.schema]
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path | str) -> Path:
         """Write ``bundle.json`` and ``model_<target>.txt`` into ``directory`` (created)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        policy = self.stage_policy
-        if policy is not None and hasattr(policy, "model_dump"):
-            policy = policy.model_dump(mode="json")
         doc = {
             "format_version": FORMAT_VERSION,
             "schema": self.schema,
             "schema_hash": self.schema_hash,
             "config_hash": self.config_hash,
             "targets": {t: m.to_dict() for t, m in self.models.items()},
-            "stage_policy": policy,
-            "rules": self.rules,
+            "stage_policy": None if self.stage_policy is None else self.stage_policy.model_dump(mode="json"),
+            "rules": self.rules.model_dump(mode="json"),
             "window": self.window,
             "metrics": self.metrics,
             "info": self.info,
@@ -125,14 +251,15 @@ class ScoringBundle:
 
     @classmethod
     def load(cls, directory: Path | str) -> ScoringBundle:
-        """Read a bundle written by :meth:`save`; the stage policy is revalidated as a StagePolicy."""
+        """Read and validate a bundle written by :meth:`save` (unbound: call :meth:`bind` to score)."""
         directory = Path(directory)
         path = directory / BUNDLE_FILE
         if not path.exists():
             raise ModelError(f"{directory} is not a scoring bundle (no {BUNDLE_FILE})")
         doc = json.loads(path.read_text())
         if doc.get("format_version") != FORMAT_VERSION:
-            raise ModelError(f"bundle format {doc.get('format_version')} is not supported (need {FORMAT_VERSION})")
+            raise ModelError(f"bundle format {doc.get('format_version')} is not supported (need {FORMAT_VERSION}); "
+                             "retrain with this version of leadscore")
         models = {
             t: TargetModel(
                 model_str=(directory / f"model_{t}.txt").read_text(),
@@ -143,31 +270,49 @@ class ScoringBundle:
             for t, d in doc["targets"].items()
         }
         policy = doc.get("stage_policy")
-        if policy is not None:
-            try:
-                from leadscore.training.sla import StagePolicy
-
-                policy = StagePolicy.model_validate(policy)
-            except ImportError:
-                pass
+        window = doc.get("window")
         return cls(
-            schema=doc["schema"], schema_hash=doc["schema_hash"], config_hash=doc["config_hash"], models=models,
-            stage_policy=policy, rules=doc.get("rules", {}), window=doc.get("window", {}),
-            metrics=doc.get("metrics", {}), info=doc.get("info", {}),
+            schema=_SCHEMA.validate_python(doc["schema"]), schema_hash=doc["schema_hash"],
+            config_hash=doc["config_hash"], models=models,
+            stage_policy=None if policy is None else StagePolicy.model_validate(policy),
+            rules=RulesConfig.model_validate(doc["rules"]),
+            window=None if window is None else _WINDOW.validate_python(window),
+            metrics=_METRICS.validate_python(doc.get("metrics") or {}), info=doc.get("info", {}),
         )
 
-    # ------------------------------------------------------------------ checks
-    @property
-    def feature_names(self) -> list[str]:
-        return [s["name"] for s in self.schema]
+    # ------------------------------------------------------------------ the one schema check
+    def bind(self, settings: Settings | None = None, *, schema_hash: str | None = None) -> BoundBundle:
+        """The bundle, ready to score features computed under ``settings``; refuses a schema mismatch.
 
-    def check_schema(self, schema_hash: str) -> None:
-        """Refuse to score with features computed by different feature code."""
-        if schema_hash != self.schema_hash:
+        The expected hash is the one the installed feature code produces under ``settings``
+        (:func:`features.schema.schema_hash`). Give ``schema_hash`` instead when the features come
+        from elsewhere (a flat-table mapping's hash, a caller-declared hash for the MLflow model).
+        Raises :class:`SchemaMismatchError` naming both hashes.
+        """
+        if (settings is None) == (schema_hash is None):
+            raise TypeError("bind() needs exactly one of settings or schema_hash")
+        if schema_hash is None:
+            from leadscore.features.schema import schema_hash as feature_schema_hash
+
+            assert settings is not None
+            expected, source = feature_schema_hash(settings), "the feature code and settings here produce"
+        else:
+            expected, source = schema_hash, "the features given are declared as"
+        if expected != self.schema_hash:
             raise SchemaMismatchError(
-                f"the model was trained on feature schema {self.schema_hash} but the feature code now "
-                f"produces schema {schema_hash}; retrain (leadscore train) before serving this code"
+                f"the model was trained on feature schema {self.schema_hash}, but {source} schema {expected}; "
+                "retrain it (leadscore train) or use the feature code and configuration it was trained with"
             )
+        return BoundBundle(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+
+@dataclass
+class BoundBundle(ScoringBundle):
+    """A bundle whose feature schema was checked against the caller's: the only one that scores.
+
+    Obtain it from :meth:`ScoringBundle.bind` (or :func:`training.registry.load_bundle`), never by
+    constructing it: the constructor does not check anything.
+    """
 
     # ------------------------------------------------------------------ batch scoring
     def encode(self, features: pd.DataFrame, target: str) -> np.ndarray:
@@ -220,24 +365,10 @@ class ScoringBundle:
 
     def reason_details(self, features_row: Any, k: int = 3, target: str = "sql") -> dict[str, list[dict[str, Any]]]:
         """Top ``k`` positive and negative contributions with feature, value, contribution and text."""
-        row = _as_mapping(features_row)
+        row = as_mapping(features_row)
         contrib = self.models[target].booster.predict(self.encode_row(row, target), pred_contrib=True,
                                                       num_threads=1)[0]
-        contrib = contrib[: len(self.schema)]  # the last column is the bias
-        # only the k strongest each way are put into words (ties keep schema order)
-        pos = [int(j) for j in np.argsort(-contrib, kind="stable")[:k] if contrib[j] > 0]
-        neg = [int(j) for j in np.argsort(contrib, kind="stable")[:k] if contrib[j] < 0]
-        return {"positive": [self._reason(row, j, float(contrib[j])) for j in pos],
-                "negative": [self._reason(row, j, float(contrib[j])) for j in neg]}
-
-    def _reason(self, row: Mapping[str, Any], j: int, contribution: float) -> dict[str, Any]:
-        spec = self.schema[j]
-        value = row[spec["name"]]
-        if _is_missing(value):
-            text = spec.get("missing") or missing_text(spec["name"])  # flat schemas and older bundles have none
-        else:
-            text = (spec.get("template") or f"{spec['name']}: {{value}}").format(value=_format_value(value))
-        return {"feature": spec["name"], "value": _format_value(value), "contribution": contribution, "text": text}
+        return top_reasons(self.schema, row, contrib[: len(self.schema)], k)  # the last column is the bias
 
     def reasons(self, features_row: Any, k: int = 3, target: str = "sql") -> dict[str, list[str]]:
         """The top ``k`` reasons for and against, in plain words from the schema templates."""
@@ -245,20 +376,8 @@ class ScoringBundle:
         return {side: [i["text"] for i in items] for side, items in d.items()}
 
 
-def _as_mapping(features_row: Any) -> Mapping[str, Any]:
-    if isinstance(features_row, pd.DataFrame):
-        if len(features_row) != 1:
-            raise ValueError(f"reasons() explains one row; got {len(features_row)}")
-        return features_row.iloc[0].to_dict()
-    if isinstance(features_row, pd.Series):
-        return features_row.to_dict()
-    if isinstance(features_row, Mapping):
-        return features_row
-    raise TypeError(f"expected a mapping, Series or one-row DataFrame, got {type(features_row).__name__}")
-
-
-def schema_dicts(schema: Sequence[Any]) -> list[dict[str, Any]]:
+def schema_dicts(schema: Sequence[Any]) -> list[FeatureColumn]:
     """The feature schema as plain dicts (what the bundle stores)."""
     from leadscore.training.encoding import spec_to_dict
 
-    return [spec_to_dict(s) for s in schema]
+    return cast(list[FeatureColumn], [spec_to_dict(s) for s in schema])

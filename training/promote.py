@@ -6,6 +6,8 @@ P(SQL) ROC AUC is not lower than the champion's by more than ``auc_tolerance`` a
 ``max_ece``; a first model must beat the rule-based score instead (otherwise the rule stays in force).
 Every decision, yes or no, is logged as an MLflow run with its numbers, and the registered model
 keeps the chain of previous champions so ``leadscore rollback`` can restore the last one.
+Both models are loaded bound to the current feature code (:meth:`ScoringBundle.bind`): a model whose
+feature schema differs is refused before anything is scored or any alias moves.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pandas as pd
 
 from leadscore.config import Settings
 from leadscore.errors import DataError, ModelError
-from leadscore.training.bundle import ScoringBundle
+from leadscore.training.bundle import BoundBundle, SchemaMismatchError
 from leadscore.training.metrics import evaluate_metrics
 from leadscore.training.pyfunc import CHALLENGER, CHAMPION
 from leadscore.training.registry import ModelNotFoundError, load_bundle
@@ -67,17 +69,20 @@ def _history(name: str) -> list[str]:
 
 
 def evaluation_month(
-    bundles: list[ScoringBundle], cutoff: pd.Timestamp, horizon_days: int
+    bundles: list[BoundBundle], cutoff: pd.Timestamp, horizon_days: int
 ) -> tuple[pd.Timestamp, pd.Timestamp]:
     """``[start, end)`` of the latest fully matured month after everything any bundle was fitted on.
 
-    Raises ValueError naming the month one has to wait for when there is none yet.
+    Raises :class:`DataError` naming the month one has to wait for when there is none yet.
     """
     end = last_matured_month_end(cutoff, horizon_days)
     start = end - pd.DateOffset(months=1)
-    fitted_end = max(pd.Timestamp(b.window["sql"]["test_start"]) for b in bundles)
+    windows = [b.window for b in bundles]
+    if any(w is None for w in windows):
+        raise DataError("a model without its training window cannot be compared on unseen months; retrain it")
+    fitted_end = max(pd.Timestamp(w["sql"]["test_start"]) for w in windows if w is not None)
     if start < fitted_end:
-        raise ValueError(
+        raise DataError(
             f"no fully matured month after the models' fitting periods (which end {fitted_end:%Y-%m-%d}); "
             f"the latest matured month at cut-off {cutoff:%Y-%m-%d} is {start:%Y-%m}"
         )
@@ -90,8 +95,8 @@ def _month_rows(dataset: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -
 
 
 def decide(
-    challenger: ScoringBundle,
-    champion: ScoringBundle | None,
+    challenger: BoundBundle,
+    champion: BoundBundle | None,
     rows: pd.DataFrame,
     settings: Settings,
 ) -> tuple[bool, str, dict[str, float]]:
@@ -148,6 +153,14 @@ def _log_decision(decision: PromotionDecision, settings: Settings) -> None:
                                         f"{decision.action}.{stamp}", decision.reason[:5000])
 
 
+def _load_bound(name: str, version: str, role: str, settings: Settings) -> BoundBundle:
+    """A registered version bound to the current feature code; the error names the role and version."""
+    try:
+        return load_bundle(f"models:/{name}/{version}", settings)
+    except SchemaMismatchError as exc:
+        raise SchemaMismatchError(f"cannot compare the {role} models:/{name}/{version}: {exc}") from exc
+
+
 def promote(
     settings: Settings,
     crm_dir: Path | str | None = None,
@@ -168,8 +181,8 @@ def promote(
     champion_v = _alias_version(name, CHAMPION)
     if challenger_v == champion_v:
         raise ModelError(f"version {challenger_v} already is the champion")
-    challenger = load_bundle(f"models:/{name}/{challenger_v}", settings)
-    champion = load_bundle(f"models:/{name}/{champion_v}", settings) if champion_v else None
+    challenger = _load_bound(name, challenger_v, CHALLENGER, settings)
+    champion = _load_bound(name, champion_v, CHAMPION, settings) if champion_v else None
     if dataset is None:
         if crm_dir is None:
             raise DataError("promote needs the CRM history (crm_dir) or a moments dataset")
@@ -186,7 +199,7 @@ def promote(
     bundles = [challenger] + ([champion] if champion is not None else [])
     try:
         start, end = evaluation_month(bundles, cut, settings.horizons.sql_days)
-    except ValueError as exc:
+    except DataError as exc:
         decision = PromotionDecision("refuse", False, challenger_v, champion_v, None, str(exc))
         _log_decision(decision, settings)
         return decision

@@ -2,7 +2,9 @@
 
 Serving, reports and the promotion gate all name a model by URI (``models:/leadscore@champion``); an
 alias moves, so we resolve it to a pinned version number once and record that number on the bundle
-(``bundle.version``) — every score then says exactly which model produced it.
+(``bundle.version``) — every score then says exactly which model produced it. What comes back is
+already bound (:meth:`ScoringBundle.bind`): a caller cannot get a scorable model from the registry
+without the feature-schema check.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pandas as pd
 
 from leadscore.config import Settings
 from leadscore.errors import ModelError
-from leadscore.training.bundle import BUNDLE_FILE, ScoringBundle
+from leadscore.training.bundle import BUNDLE_FILE, BoundBundle, ScoringBundle
 from leadscore.training.tracking import configure_mlflow
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -54,21 +56,24 @@ def _download_model(name: str, version: str, dst: Path) -> Path:
     return found.parent
 
 
-def load_bundle(model_uri: str, settings: Settings) -> ScoringBundle:
-    """Load a :class:`ScoringBundle` from the registry (or a local bundle directory) and pin its version.
+def load_bundle(model_uri: str, settings: Settings, *, schema_hash: str | None = None) -> BoundBundle:
+    """Load a bundle from the registry (or a local bundle directory), bind it and pin its version.
 
+    Bound to ``settings``' feature schema, or to ``schema_hash`` when the features come from elsewhere
+    (a flat-table mapping); raises :class:`~training.bundle.SchemaMismatchError` on a mismatch.
     ``bundle.version`` becomes the registry version number ("local:<dir>" for a directory).
     """
     path = Path(model_uri)
     if not model_uri.startswith("models:/") and (path / BUNDLE_FILE).exists():
         bundle = ScoringBundle.load(path)
-        bundle.version = f"local:{path.resolve()}"
-        return bundle
-    name, version = resolve_version(model_uri, settings)
-    with tempfile.TemporaryDirectory(prefix="leadscore-bundle-") as tmp:
-        bundle = ScoringBundle.load(_download_model(name, version, Path(tmp)))
-    bundle.version = version
-    return bundle
+        version = f"local:{path.resolve()}"
+    else:
+        name, version = resolve_version(model_uri, settings)
+        with tempfile.TemporaryDirectory(prefix="leadscore-bundle-") as tmp:
+            bundle = ScoringBundle.load(_download_model(name, version, Path(tmp)))
+    bound = bundle.bind(schema_hash=schema_hash) if schema_hash is not None else bundle.bind(settings)
+    bound.version = version
+    return bound
 
 
 def run_id_of(model_uri: str, settings: Settings) -> str:

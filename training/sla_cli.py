@@ -18,6 +18,7 @@ from leadscore.cli_context import console, err_console, settings_from
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
+    from leadscore.training.bundle import StagePolicy
     from leadscore.training.config import MQLPolicy
 
 
@@ -85,7 +86,7 @@ def _value(cell: dict[str, Any] | None, pct: bool = False) -> str:
     return _ci({"value": (cell or {}).get("value")}, pct)
 
 
-def print_policy(policy: Any, current: Any | None, title: str) -> None:
+def print_policy(policy: StagePolicy, current: StagePolicy | None, title: str) -> None:
     """A reviewer-facing table: the what-if threshold and its expected outcomes, beside the shipped ones."""
     table = Table(title=title)
     table.add_column("")
@@ -166,9 +167,10 @@ def register(app: typer.Typer) -> None:
         uri = _model_uri(model, settings)
         from leadscore.errors import ModelError
         from leadscore.training.registry import load_bundle, load_scored
-        from leadscore.training.sla import ScoredFrameError, fit_stage_policy
+        from leadscore.training.replay import ScoredFrameError
+        from leadscore.training.sla import fit_stage_policy
         try:
-            bundle = load_bundle(uri, settings)
+            bundle = load_bundle(uri, settings)  # bound: the what-if is about a model this code can serve
             calibration, _ = load_scored(uri, settings)
             policy = fit_stage_policy(calibration, settings, override=policy_override)
         except ScoredFrameError as exc:
@@ -196,10 +198,10 @@ def register(app: typer.Typer) -> None:
         uri = _model_uri(model, settings)
         from leadscore.errors import ModelError
         from leadscore.training.registry import load_bundle, load_scored
+        from leadscore.training.replay import ScoredFrameError
         from leadscore.training.report import build_sla_report
-        from leadscore.training.sla import ScoredFrameError, StagePolicy
         try:
-            bundle = load_bundle(uri, settings)
+            bundle = load_bundle(uri, settings)  # bound: refuses a model of another feature schema
             calibration, test = load_scored(uri, settings)
         except ModelError as exc:
             err_console.print(f"[red]error:[/red] cannot load {uri}: {exc}")
@@ -208,8 +210,6 @@ def register(app: typer.Typer) -> None:
         if policy is None:
             err_console.print(f"[red]error:[/red] {uri} was trained without a stage policy; retrain it")
             raise typer.Exit(2)
-        if not isinstance(policy, StagePolicy):
-            policy = StagePolicy.model_validate(policy)
         try:
             data = build_sla_report(test, policy, settings, out, warmup=calibration)
         except ScoredFrameError as exc:

@@ -34,7 +34,15 @@ from leadscore.config import Settings
 from leadscore.errors import DataError
 from leadscore.training.artifacts import log_run, trial_logger, write_artifacts
 from leadscore.training.baselines import baseline_scores
-from leadscore.training.bundle import OUTPUT_COLUMNS, ScoringBundle, TargetModel, schema_dicts
+from leadscore.training.bundle import (
+    OUTPUT_COLUMNS,
+    BoundBundle,
+    FeatureColumn,
+    ScoringBundle,
+    TargetModel,
+    TrainingWindow,
+    schema_dicts,
+)
 from leadscore.training.fit import FitResult, RowSets, fit_target
 from leadscore.training.metrics import METRICS, MetricCI, evaluate_metrics
 from leadscore.training.split import (
@@ -82,7 +90,7 @@ class TargetResult:
 
 @dataclass
 class TrainResult:
-    bundle: ScoringBundle
+    bundle: BoundBundle
     targets: dict[str, TargetResult]
     scored_calibration: pd.DataFrame
     scored_test: pd.DataFrame
@@ -175,7 +183,7 @@ def check_data(dataset: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp,
 
 def train_target(
     dataset: pd.DataFrame,
-    schema: list[dict[str, Any]],
+    schema: list[FeatureColumn],
     settings: Settings,
     cutoff: pd.Timestamp,
     target: str,
@@ -240,7 +248,7 @@ def train_target(
     )
 
 
-def _scored_frame(dataset: pd.DataFrame, bundle: ScoringBundle, mask: np.ndarray) -> pd.DataFrame:
+def _scored_frame(dataset: pd.DataFrame, bundle: BoundBundle, mask: np.ndarray) -> pd.DataFrame:
     """The rows' ids, scores, labels and segments (what the stage policy and the SLA report replay).
 
     A one-target bundle (a one-label flat table) scores one probability; it is written under both
@@ -255,11 +263,11 @@ def _scored_frame(dataset: pd.DataFrame, bundle: ScoringBundle, mask: np.ndarray
     return out[[c for c in SCORED_COLUMNS if c in out.columns]].reset_index(drop=True)
 
 
-def _window(results: dict[str, TargetResult], cutoff: pd.Timestamp, n: int) -> dict[str, Any]:
-    return {
+def _window(results: dict[str, TargetResult], cutoff: pd.Timestamp, n: int) -> TrainingWindow:
+    return {  # one TargetWindow per target key
         "cutoff": cutoff.isoformat(),
         "moments": n,
-        **{t: {**r.split.to_dict(), "months": {p: r.split.months(p) for p in ("train", "validation", "calibration", "test")},
+        **{t: {**r.split.to_dict(), "months": {p: r.split.months(p) for p in ("train", "validation", "calibration", "test")},  # type: ignore[typeddict-item]
                "rows": r.rows, "positives": r.positives} for t, r in results.items()},
     }
 
@@ -334,7 +342,7 @@ def train_from_dataset(
         bundle = ScoringBundle(
             schema=spec, schema_hash=schema_hash, config_hash=settings.config_hash(),
             models={t: r.model for t, r in results.items()},
-            rules=settings.rules.model_dump(mode="json"),
+            rules=settings.rules,
             window=_window(results, cutoff, len(dataset)),
             metrics={t: {"test": {m: _metrics_dict(v) for m, v in r.metrics.items()},
                          "calibration_method": r.model.calibrator.method,
@@ -343,7 +351,7 @@ def train_from_dataset(
                          "share_of_ceiling_lift": r.share_of_ceiling_lift} for t, r in results.items()},
             info={"seed": cfg.seed, "trials": trials, "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
                   "best_params": {t: r.model.params for t, r in results.items()}},
-        )
+        ).bind(schema_hash=schema_hash)  # the producer: its features were computed under this hash
         first = results[targets[0]].split
         as_of, known = dataset["as_of"], dataset[TARGETS[targets[0]]].notna()
         cal_mask = np.asarray((as_of >= first.validation_start) & (as_of < first.test_start) & known)
