@@ -20,6 +20,7 @@ from leadscore.config import Settings
 from leadscore.training.split import TARGETS
 
 if TYPE_CHECKING:
+    from leadscore.training.bundle import FeatureColumn
     from leadscore.training.train import ProgressFn, TrainResult
 
 
@@ -44,7 +45,7 @@ def trial_logger(target: str, progress: ProgressFn | None, log: bool, run: Any) 
     return on_trial
 
 
-def write_artifacts(result: TrainResult, dataset: pd.DataFrame, spec: list[dict[str, Any]], settings: Settings,
+def write_artifacts(result: TrainResult, dataset: pd.DataFrame, spec: list[FeatureColumn], settings: Settings,
                     work: Path) -> None:
     """The bundle, scored frames, metrics, trials, plots and SLA report under ``work``."""
     from leadscore.training.plots import calibration_plot, importance_plot, shap_summary_plot

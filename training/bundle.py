@@ -92,7 +92,8 @@ class TargetMetrics(TypedDict):
 
     test: dict[str, dict[str, dict[str, float]]]
     calibration_method: str
-    calibration_val_log_loss: dict[str, float]
+    #: out-of-fold log loss of each calibration method on the calibration rows (the lower one was chosen)
+    calibration_log_loss: dict[str, float]
     capacity_share: float
     share_of_ceiling_lift: float | None
 
