@@ -37,7 +37,7 @@ import pytest
 from leadscore.config import Settings, load_settings
 from tests.test_serving_support import REPO_ROOT, Server, server_env
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.server
 
 TRAIN_OVERRIDES = [
     "training.minimums.min_moments=200",
