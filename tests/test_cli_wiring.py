@@ -137,7 +137,7 @@ def test_every_domain_error_is_a_leadscore_error_and_no_builtin_one() -> None:
     from leadscore.training.evaluate import DataMissingError
     from leadscore.training.flat import LeakageError, MappingError
     from leadscore.training.registry import ModelNotFoundError
-    from leadscore.training.sla import ScoredFrameError
+    from leadscore.training.replay import ScoredFrameError
     from leadscore.training.split import InsufficientDataError
 
     expected = {

@@ -84,7 +84,8 @@ class TrainingWindow(TypedDict):
     cutoff: str
     moments: int
     sql: TargetWindow
-    opportunity: TargetWindow
+    #: absent for a one-label flat table (its bundle holds the sql model only)
+    opportunity: NotRequired[TargetWindow]
 
 
 class TargetMetrics(TypedDict):
