@@ -18,20 +18,12 @@ import httpx
 import pytest
 
 from leadscore.env import OFFLINE_ENV
+from tests.conftest import TRAIN_OVERRIDES
 
 pytestmark = pytest.mark.server
 
-#: a small CRM cannot fill the default months of splits; what is tested is the wiring, not the model
-SMALL = [
-    "training.trials=1",
-    "training.minimums.min_moments=200",
-    "training.minimums.min_positives=20",
-    "training.bootstrap_samples=20",
-    "training.split.test_months=1",
-    "training.split.calibration_months=1",
-    "training.split.validation_months=1",
-    "training.split.min_train_months=2",
-]
+#: what is tested is the wiring, not the model
+SMALL = ("training.trials=1", *TRAIN_OVERRIDES)
 
 
 def _free_port() -> int:

@@ -17,14 +17,12 @@ finder stays inactive: leadscore comes from the wheel.
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import site
 import subprocess
 import sys
 import time
 import venv
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,20 +32,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadscore.config import Settings, load_settings
+from leadscore.config import Settings
+from leadscore.training.bundle import ScoringBundle
+from tests.conftest import TRAIN_OVERRIDES, SmallModel
 from tests.test_serving_support import REPO_ROOT, Server, server_env
 
 pytestmark = pytest.mark.server
 
-TRAIN_OVERRIDES = [
-    "training.minimums.min_moments=200",
-    "training.minimums.min_positives=20",
-    "training.bootstrap_samples=20",
-    "training.split.test_months=1",
-    "training.split.calibration_months=1",
-    "training.split.validation_months=1",
-    "training.split.min_train_months=2",
-]
 TAMPERED = "0000tampered0000"
 
 
@@ -57,44 +48,23 @@ class Trained:
     version: str
     bundle_dir: Path
     rows: pd.DataFrame
-    warnings: list[str]
-    logs: list[str]
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+    warnings: tuple[str, ...]
+    logs: tuple[str, ...]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    """A small model trained, logged and registered by ``leadscore train``'s code, warnings recorded."""
+def trained(small_model: SmallModel) -> Trained:
+    """The session's model (trained, logged and registered by ``leadscore train``'s code, warnings
+    recorded) and 200 of its CRM's feature rows."""
     from leadscore.features.build import build_dataset
-    from leadscore.generate import generate_crm
     from leadscore.history import load_history
-    from leadscore.training.train import train
 
-    root = tmp_path_factory.mktemp("mlflow-model")
-    settings = load_settings(REPO_ROOT / "configs", TRAIN_OVERRIDES)
-    generate_crm(root / "crm", n_leads=1000, months=9, seed=5, settings=settings)
-    handler = _Collect()
-    logging.getLogger("mlflow").addHandler(handler)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = train(root / "crm", settings, trials=1, out_dir=root / "trained")
-    finally:
-        logging.getLogger("mlflow").removeHandler(handler)
-    assert result.model_version is not None
-    history, _ = load_history(root / "crm", settings)
-    dataset, _ = build_dataset(history, settings)
-    rows = dataset.sample(200, random_state=1)[result.bundle.feature_names].reset_index(drop=True)
-    return Trained(settings, str(result.model_version), root / "trained" / "bundle", rows,
-                   [f"{w.category.__name__}: {w.message}" for w in caught], handler.messages)
+    history, _ = load_history(small_model.crm_dir, small_model.settings)
+    dataset, _ = build_dataset(history, small_model.settings)
+    bound = ScoringBundle.load(small_model.bundle_dir).bind(small_model.settings)
+    rows = dataset.sample(200, random_state=1)[bound.feature_names].reset_index(drop=True)
+    return Trained(small_model.settings, small_model.version, small_model.bundle_dir, rows, small_model.warnings,
+                   small_model.logs)
 
 
 @pytest.fixture(scope="module")
