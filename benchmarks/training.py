@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import resource
 import tempfile
@@ -99,6 +100,14 @@ def main() -> None:
               f"final rounds {tr.model.params.get('num_iterations')}, AUC {m['lightgbm']['roc_auc']} "
               f"vs rule {m['rule']['roc_auc']}, ECE {m['lightgbm']['ece'].value:.4f}, "
               f"share of ceiling {tr.share_of_ceiling_lift}")
+    figures: dict[str, object] = {"train_s": round(total, 1), "moments": len(dataset), "trials": args.trials,
+                                  "peak_rss_gb": round(_rss_gb(), 2)}
+    for target, tr in result.targets.items():
+        figures[f"{target}_auc"] = round(float(tr.metrics["lightgbm"]["roc_auc"].value), 4)
+        figures[f"{target}_rule_auc"] = round(float(tr.metrics["rule"]["roc_auc"].value), 4)
+        figures[f"{target}_ece"] = round(float(tr.metrics["lightgbm"]["ece"].value), 4)
+        figures[f"{target}_share_of_ceiling_lift"] = tr.share_of_ceiling_lift
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
