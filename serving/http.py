@@ -15,7 +15,6 @@ read, then parsing and validation. So an unauthenticated caller gets 401 whateve
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -188,35 +187,3 @@ async def run_blocking(fn: Any, *args: Any) -> Any:
 
     return await run_in_threadpool(fn, *args)
 
-
-class OpsGate:
-    """ASGI middleware for BentoML's own routes: ``/metrics`` and the API description pages need an
-    API key unless ``serving.open_metrics`` / ``serving.open_docs`` open them.
-
-    BentoML serves those beside our app, so :func:`create_app` cannot guard them; the service adds
-    this around the whole server (``LeadScoreService.add_asgi_middleware(OpsGate, state=...)``).
-    ``/livez`` ``/readyz`` (and our ``/health`` ``/ready``) stay open: probes carry no key.
-    """
-
-    DOCS = ("/docs.json", "/static_content", "/api-docs", "/openapi.json", "/redoc")
-
-    def __init__(self, app: Any, state: Callable[[], ServingState | None]) -> None:
-        self.app, self.state = app, state
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        metrics = path == "/metrics"
-        docs = path.startswith(self.DOCS) or path == "/"
-        if metrics or docs:
-            st = self.state()
-            cfg = st.settings.serving if st is not None else None
-            opened = cfg is not None and (cfg.open_metrics if metrics else cfg.open_docs)
-            headers = dict(scope.get("headers") or [])
-            key = bearer_key(headers.get(b"authorization", b"").decode("latin-1"))
-            if not opened and (st is None or not key_matches(key, st.api_keys)):
-                response = (error_response(503, "the service is starting") if st is None else
-                            error_response(401, "missing or invalid API key (Authorization: Bearer <key>)",
-                                           "Authorization"))
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from leadscore.config import Settings
 from leadscore.serving.app import create_app
-from leadscore.serving.http import OpsGate
+from leadscore.serving.gate import OpsGate
 from leadscore.serving.state import ServingState
 from leadscore.serving.wire import hubspot_signature
 from tests.api_support import AUTH, HUBSPOT_SECRET, SEGMENT_KEY, make_state, trained_bundle
