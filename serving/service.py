@@ -109,5 +109,5 @@ class LeadScoreService:
 
 
 # /metrics and BentoML's API pages need an API key unless serving.open_metrics / open_docs (serving/gate.py)
-LeadScoreService.add_asgi_middleware(
+LeadScoreService.add_asgi_middleware(  # type: ignore[attr-defined]
     OpsGate, state=lambda: worker_app.app.state.leadscore if worker_app.app is not None else None)

@@ -334,10 +334,10 @@ def parse_segment_message(
     raw_time, time_key = _segment_time(msg, sent_at)
     at = parse_time(raw_time, time_key, context)
     raw_context = msg.get("context")
-    context: Mapping[str, Any] = raw_context if isinstance(raw_context, Mapping) else {}
+    msg_context: Mapping[str, Any] = raw_context if isinstance(raw_context, Mapping) else {}
     traits: dict[str, Any] = {}
-    if isinstance(context.get("traits"), Mapping):
-        traits.update(context["traits"])  # RudderStack puts identify traits here
+    if isinstance(msg_context.get("traits"), Mapping):
+        traits.update(msg_context["traits"])  # RudderStack puts identify traits here
     if mtype == "identify" and msg.get("traits") is not None:
         if not isinstance(msg["traits"], Mapping):
             raise ItemError("traits", "must be an object")

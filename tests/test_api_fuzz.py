@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import (
@@ -125,5 +126,10 @@ def test_schemathesis_every_operation_no_server_error_no_schema_violation(fuzz_s
     print(f"  cases per operation: {dict(cases)}")
     for label, msgs in failures.items():
         print(f"  {label}: {len(msgs)} failures, e.g. {sorted(set(msgs))[:5]}")
+    with fuzz_state.store.read() as conn:
+        stored = conn.execute(sa.text("SELECT count(*) FROM activities")).scalar_one()
+        leads = conn.execute(sa.text("SELECT count(*) FROM leads")).scalar_one()
+    print(f"  stored by the generated cases: {stored} activities, {leads} leads")
     assert total >= MIN_CASES, cases
+    assert stored > 0, "no generated activity reached the store and the model"
     assert not failures, {k: sorted(set(v))[:10] for k, v in failures.items()}

@@ -106,6 +106,19 @@ def test_the_time_window_is_configurable_and_holds_every_timestamp_field(client:
         assert c.post("/activities", json=_act("w-5", "win", tomorrow_plus), headers=AUTH).status_code == 200
 
 
+def test_segment_times_and_traits_are_held_to_the_window(client: TestClient, state: ServingState) -> None:
+    batch = {"batch": [
+        {"type": "track", "userId": "seg-w", "event": "Demo Requested", "messageId": "m1", "timestamp": "2999-01-01T00:00:00Z"},
+        {"type": "identify", "userId": "seg-w", "traits": {"createdAt": "1500-01-01T00:00:00Z"}, "timestamp": GOOD_AT},
+        {"type": "identify", "userId": "seg-w", "traits": {"company": {"id": "c1", "employees": True}}, "timestamp": GOOD_AT},
+        {"type": "track", "userId": "seg-w", "event": "Demo Requested", "messageId": "m2", "timestamp": GOOD_AT},
+    ]}
+    out = client.post("/v1/batch", json=batch, headers=AUTH).json()
+    assert [e["field"] for e in out["errors"]] == ["batch[0].timestamp", "batch[1].traits.created_at",
+                                                   "batch[2].traits.employees"], out
+    assert out["stored"] == 1 and state.store.count_activities("seg-w") == 1
+
+
 # ---------------------------------------------------------------------- numbers, JSON, text
 
 
