@@ -22,9 +22,16 @@ Kind = Literal["id", "str", "ts", "float", "int", "bool", "json", "serial"]
 
 #: longest id the store keys on (``activity_id`` allows more: some sources build it from several parts)
 ID_LENGTH = 128
-#: ids are printable text: a control character (a stray newline in an export) makes a key that never
-#: matches anything again
-ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+#: The one id rule, for every id of every table and every path that takes one (history files, the
+#: API's bodies, the Segment and HubSpot wire formats, ``GET /leads/{id}``): printable Unicode text
+#: of at most ``ID_LENGTH`` characters, without
+#:
+#: * control characters: a stray newline in an export makes a key that never matches anything again;
+#: * ``/``: an id is a URL path segment (``GET /leads/{id}``), and a ``/`` (even sent as ``%2F``,
+#:   which servers decode) would make an id that is stored but can never be read back;
+#: * lone UTF-16 surrogates (``"\ud800"`` is valid JSON): no UTF-8 encoding exists for them, so no
+#:   database, file or log can hold them.
+ID_PATTERN = r"^[^\x00-\x1f\x7f/]+$"
 #: longest free text the API accepts per field; history files are not cut (CRMs hold long titles)
 TEXT_LIMIT = 1000
 #: who set a stage change

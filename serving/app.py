@@ -14,14 +14,13 @@ HubSpot); errors, limits and auth in ``http``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from leadscore.serving import routes_scoring, routes_webhooks
 from leadscore.serving.http import error_response, install_error_handlers, state_of
-from leadscore.serving.schemas import ActivityBatch, ActivityIn, ErrorOut
+from leadscore.serving.openapi import install_docs
+from leadscore.serving.schemas import ErrorOut
 from leadscore.serving.state import ServingState
 
 TITLE = "leadscore"
@@ -30,15 +29,15 @@ DESCRIPTION = "Calibrated lead scores, lifecycle stages and reasons, on every CR
 
 def create_app(state: ServingState) -> FastAPI:
     """A new FastAPI app serving ``state``: ops, scoring and wire-format routes, our error bodies."""
-    app = FastAPI(title=TITLE, version="1", description=DESCRIPTION, docs_url="/api-docs",
-                  openapi_url="/openapi.json")
+    app = FastAPI(title=TITLE, version="1", description=DESCRIPTION, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     app.state.leadscore = state
     install_error_handlers(app)
     app.get("/health", tags=["ops"])(health)
     app.get("/ready", tags=["ops"], responses={503: {"model": ErrorOut}})(ready)
     app.include_router(routes_scoring.router)
     app.include_router(routes_webhooks.router)
-    _publish_hand_validated_models(app)
+    install_docs(app)
     return app
 
 
@@ -66,22 +65,3 @@ def ready(request: Request) -> JSONResponse:
         }
     )
 
-
-def _publish_hand_validated_models(app: FastAPI) -> None:
-    """Publish the request models that routes validate by hand, so the OpenAPI document is complete."""
-    from fastapi.openapi.utils import get_openapi
-
-    def custom_openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        comps = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (ActivityIn, ActivityBatch):
-            js = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            for name, sub in js.pop("$defs", {}).items():
-                comps.setdefault(name, sub)
-            comps[model.__name__] = js
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = custom_openapi  # type: ignore[method-assign]

@@ -15,17 +15,68 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationInfo,
+    create_model,
+)
 
 from leadscore.tables import ACCOUNTS, ACTIVITIES, LEADS, TEXT_LIMIT, Column, TableSpec
 
+#: Timestamps every store and frame can hold (pandas' nanosecond range is 1677-09-21 to 2262-04-11);
+#: the window a request is held to (``serving.time_window``) lies inside it.
+STORABLE = (datetime(1678, 1, 1, tzinfo=UTC), datetime(2262, 1, 1, tzinfo=UTC))
+#: key of the validation context holding the request's (earliest, latest) timestamp window
+WINDOW = "time_window"
+#: the largest integer a SQL INTEGER column (SQLite, PostgreSQL BIGINT) holds
+INT64_MAX = 2**63 - 1
 
-def _utc(value: datetime) -> datetime:
-    """Naive timestamps are read as UTC (the CRM contract is UTC everywhere)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+def validation_context(window: tuple[datetime, datetime]) -> dict[str, Any]:
+    """The pydantic ``context=`` that holds every timestamp of a request to ``window``."""
+    return {WINDOW: window}
+
+
+def _utc(value: datetime, info: ValidationInfo) -> datetime:
+    """Naive timestamps are read as UTC (the CRM contract is UTC everywhere); the value must lie in
+    the request's window (``context[WINDOW]``), or at least in what a store can hold.
+
+    A year-2999 or year-1500 timestamp is a 4xx naming its field here, not an overflow deep in
+    pandas (a 500 that used to sink the whole batch).
+    """
+    try:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("timestamp out of range") from None
+    lo, hi = (info.context or {}).get(WINDOW, STORABLE)
+    if not lo <= value <= hi:
+        raise ValueError(f"timestamp {value.isoformat()} is outside the accepted window "
+                         f"{lo.isoformat()} .. {hi.isoformat()}")
+    return value
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+def _not_bool(value: Any) -> Any:
+    """JSON ``true`` is not the number 1: refuse it before pydantic's lax mode converts it."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+def parse_timestamp(value: Any, context: dict[str, Any] | None = None) -> datetime:
+    """One timestamp validated as a request field is (wire formats that read times by hand)."""
+    return _TIMESTAMP.validate_python(value, context=context)
+
+
+_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(UtcDatetime)
 
 
 class _Strict(BaseModel):
@@ -35,8 +86,10 @@ class _Strict(BaseModel):
 def field_type(column: Column) -> Any:
     """The request type of a column, with the constraints its spec declares.
 
-    Ids and required text are stripped and must not be blank (history files treat blanks as empty);
-    optional free text is capped at ``TEXT_LIMIT``; a JSON column is a JSON object.
+    Ids and required text are stripped and must not be blank (history files treat blanks as empty)
+    and follow the one id rule (``ID_PATTERN``, ``ID_LENGTH``); optional free text is capped at
+    ``TEXT_LIMIT``; numbers are finite, integers fit 64 bits, and neither is a boolean; timestamps
+    lie in the request's window. Text with a lone UTF-16 surrogate is refused by pydantic itself.
     """
     kind = column.kind
     if kind == "ts":
@@ -45,9 +98,10 @@ def field_type(column: Column) -> Any:
         return dict[str, Any]
     if kind == "bool":
         return bool
-    if kind in ("int", "float"):
-        number = int if kind == "int" else float
-        return Annotated[number, Field(ge=column.ge)] if column.ge is not None else number  # type: ignore[valid-type]
+    if kind == "int":  # what a BIGINT holds; never a boolean
+        return Annotated[int, BeforeValidator(_not_bool), Field(ge=column.ge, le=INT64_MAX)]
+    if kind == "float":  # finite (JSON parsers accept Infinity and NaN); never a boolean
+        return Annotated[float, BeforeValidator(_not_bool), Field(ge=column.ge, allow_inf_nan=False)]
     if kind == "id" or not column.nullable:
         return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=column.max_length,
                                                 pattern=column.pattern)]
@@ -93,8 +147,9 @@ class ActivityIn(_model("ActivityIn", ACTIVITIES, required=("activity_id", "lead
 class ActivityBatch(_Strict):
     """Several activities at once; each is validated on its own (a bad one does not sink the rest)."""
 
-    activities: list[dict[str, Any]] = Field(
-        description="Items with the shape of ActivityIn; invalid items are reported by index."
+    activities: list[Any] = Field(
+        description="Items with the shape of ActivityIn; each is validated on its own and an invalid one "
+                    "(of any shape) is reported by index while the others are stored.",
     )
 
 
@@ -157,9 +212,15 @@ class LeadOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    error: str
-    field: str | None = None
-    errors: list[BadItem] | None = None
+    """The one error body of every route and status (4xx, and the 500 that should never happen)."""
+
+    error: str = Field(description="What is wrong, in words.")
+    field: str | None = Field(default=None, description="The request field at fault (dotted path, "
+                              "``activities[2].occurred_at``), a header name, or ``body``.")
+    code: str = Field(description="Machine-readable kind: invalid, unauthorized, payload_too_large, "
+                      "not_found, unavailable, internal.")
+    message: str = Field(description="``field: error`` (what Segment and RudderStack SDKs log).")
+    errors: list[BadItem] | None = Field(default=None, description="Every bad item of a batch, by index.")
 
 
 class BatchOut(BaseModel):
@@ -179,3 +240,46 @@ class HubSpotOut(BaseModel):
     ignored: int
     rejected: int
     errors: list[BadItem]
+
+
+class SegmentMessage(BaseModel):
+    """One message of a Segment/RudderStack batch (documentation: the route validates each by hand,
+    so one bad message is reported by index instead of refusing the batch)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="identify, group, track or page; other types are ignored.")
+    userId: str | None = Field(default=None, description="The lead id (or anonymousId); the id rule applies.")
+    anonymousId: str | None = None
+    messageId: str | None = Field(default=None, description="Idempotency key of track/page activities.")
+    event: str | None = Field(default=None, description="track: the event name, mapped onto the catalogue.")
+    groupId: str | None = Field(default=None, description="group: the account id.")
+    timestamp: str | None = Field(default=None, description="ISO 8601; in the accepted time window.")
+    originalTimestamp: str | None = None
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+
+
+class SegmentBatch(BaseModel):
+    """Body of ``POST /v1/batch`` (the Segment HTTP tracking API; RudderStack sends it gzipped)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    batch: list[SegmentMessage]
+    sentAt: str | None = Field(default=None, description="Time of messages without a timestamp.")
+    writeKey: str | None = Field(default=None, description="A Segment write key, when not sent as the "
+                                 "HTTP basic user; read only after the body size limit.")
+
+
+class HubSpotEvent(BaseModel):
+    """One HubSpot webhook v3 event (contact.creation, contact.propertyChange; others are ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    subscriptionType: str
+    objectId: int | str = Field(description="The contact id, used as the lead id (the id rule applies).")
+    occurredAt: int | str = Field(description="Milliseconds since the epoch; in the accepted time window.")
+    propertyName: str | None = None
+    propertyValue: Any = None
+    changeSource: str | None = None

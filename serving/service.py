@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import bentoml  # noqa: E402
 
+from leadscore.serving.gate import OpsGate  # noqa: E402
+
 if TYPE_CHECKING:
     from leadscore.serving.state import ServingState
 
@@ -104,3 +106,8 @@ class LeadScoreService:
     @bentoml.on_shutdown
     def close(self) -> None:
         self.state.store.close()
+
+
+# /metrics and BentoML's API pages need an API key unless serving.open_metrics / open_docs (serving/gate.py)
+LeadScoreService.add_asgi_middleware(  # type: ignore[attr-defined]
+    OpsGate, state=lambda: worker_app.app.state.leadscore if worker_app.app is not None else None)

@@ -15,14 +15,24 @@ import re
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from functools import cache
 from hashlib import sha256
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from leadscore.serving.schemas import AccountProperties, ActivityIn, LeadProperties
+from leadscore.serving.schemas import (
+    AccountProperties,
+    ActivityIn,
+    LeadProperties,
+    field_type,
+    parse_timestamp,
+)
 from leadscore.tables import ACCOUNTS, LEADS, TableSpec
+
+#: validation context of a request (its timestamp window); see :func:`~leadscore.serving.schemas.validation_context`
+Context = dict[str, Any] | None
 
 
 class WireError(Exception):
@@ -117,25 +127,28 @@ def verify_hubspot(
     now: datetime,
     max_age_seconds: float = 300.0,
     future_skew_seconds: float = 5.0,
+    check_signature: bool = True,
 ) -> None:
     """Raise a 401 :class:`WireError` unless the request is signed by HubSpot and fresh.
 
     The timestamp is part of the signed text, so checking its age stops replays of a captured request.
+    ``check_signature=False`` checks only the headers' presence and the timestamp's age.
     """
     if not signature:
         raise WireError(401, "missing X-HubSpot-Signature-v3", "X-HubSpot-Signature-v3")
     if not timestamp:
         raise WireError(401, "missing X-HubSpot-Request-Timestamp", "X-HubSpot-Request-Timestamp")
-    try:
-        ts_ms = int(timestamp)
-    except ValueError:
+    if not (timestamp.strip().isdigit() and len(timestamp.strip()) <= 15):  # 15 digits: year 33658
         raise WireError(401, "X-HubSpot-Request-Timestamp is not milliseconds since the epoch",
-                        "X-HubSpot-Request-Timestamp") from None
+                        "X-HubSpot-Request-Timestamp")
+    ts_ms = int(timestamp.strip())
     age = now.timestamp() - ts_ms / 1000.0
     if age > max_age_seconds:
         raise WireError(401, "request timestamp is older than 5 minutes", "X-HubSpot-Request-Timestamp")
     if age < -future_skew_seconds:
         raise WireError(401, "request timestamp is in the future", "X-HubSpot-Request-Timestamp")
+    if not check_signature:  # the headers alone (before the body is read)
+        return
     expected = hubspot_signature(secret, method, uri, body, timestamp)
     if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
         raise WireError(401, "X-HubSpot-Signature-v3 does not match", "X-HubSpot-Signature-v3")
@@ -216,7 +229,7 @@ def normalise_event_name(name: str, catalogue: Iterable[str], aliases: Mapping[s
     return aliases.get(key, key)
 
 
-def _str_or_none(v: Any) -> Any:
+def str_or_none(v: Any) -> Any:
     if isinstance(v, int | float) and not isinstance(v, bool):
         return str(v)
     return v
@@ -243,7 +256,7 @@ def _pick(traits: Mapping[str, Any], spec: TableSpec) -> dict[str, Any]:
         for key in (column.name, *TRAIT_ALIASES.get(column.name, ())):
             if traits.get(key) is not None:
                 value = traits[key]
-                out[column.name] = _str_or_none(value) if column.kind in ("id", "str") else value
+                out[column.name] = str_or_none(value) if column.kind in ("id", "str") else value
                 break
     return out
 
@@ -261,7 +274,7 @@ def traits_to_props(traits: Mapping[str, Any], where: str) -> tuple[dict[str, An
         lead["country"] = address["country"]
     company = traits.get("company")
     if isinstance(company, Mapping) and company.get("id") is not None:
-        account = {"account_id": _str_or_none(company.get("id")), **_pick(company, ACCOUNTS)}
+        account = {"account_id": str_or_none(company.get("id")), **_pick(company, ACCOUNTS)}
         lead.setdefault("account_id", account["account_id"])
     return lead, account
 
@@ -279,19 +292,31 @@ def _segment_time(msg: Mapping[str, Any], sent_at: Any) -> Any:
     raise ItemError("timestamp", "missing: a message needs timestamp, originalTimestamp or a batch sentAt")
 
 
-def _parse_time(value: Any, where: str) -> datetime:
-    from pydantic import TypeAdapter
-
-    from leadscore.serving.schemas import UtcDatetime
-
+def parse_time(value: Any, where: str, context: Context) -> datetime:
     try:
-        return TypeAdapter(UtcDatetime).validate_python(value)
-    except ValidationError:
-        raise ItemError(where, f"unparseable timestamp {value!r}") from None
+        return parse_timestamp(value, context)
+    except ValidationError as exc:
+        message = str(exc.errors()[0]["msg"])
+        raise ItemError(where, f"invalid timestamp {str(value)[:64]!r}: {message}") from None
+
+
+@cache
+def _id_adapter() -> TypeAdapter[str]:
+    return TypeAdapter(field_type(LEADS.column("lead_id")))
+
+
+def check_id(value: Any, where: str) -> str:
+    """``value`` as an id under the one id rule of :mod:`leadscore.tables` (numbers become text)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ItemError(where, "must be a string")
+    try:
+        return _id_adapter().validate_python(str(value))
+    except ValidationError as exc:
+        raise ItemError(where, str(exc.errors()[0]["msg"])) from None
 
 
 def parse_segment_message(
-    msg: Any, sent_at: Any, catalogue: Iterable[str], aliases: Mapping[str, str]
+    msg: Any, sent_at: Any, catalogue: Iterable[str], aliases: Mapping[str, str], context: Context = None
 ) -> list[Event] | None:
     """One Segment message → events (``None`` when the type carries nothing we score on)."""
     if not isinstance(msg, Mapping):
@@ -302,19 +327,17 @@ def parse_segment_message(
     mtype = mtype.lower()
     if mtype not in ("identify", "track", "page", "group"):
         return None
-    lead_id = msg.get("userId") if msg.get("userId") not in (None, "") else msg.get("anonymousId")
-    if lead_id in (None, ""):
+    id_key = "userId" if msg.get("userId") not in (None, "") else "anonymousId"
+    if msg.get(id_key) in (None, ""):
         raise ItemError("userId", "missing: a message needs userId or anonymousId")
-    if not isinstance(lead_id, str | int) or isinstance(lead_id, bool):
-        raise ItemError("userId", "must be a string")
-    lead_id = str(lead_id)
+    lead_id = check_id(msg[id_key], id_key)
     raw_time, time_key = _segment_time(msg, sent_at)
-    at = _parse_time(raw_time, time_key)
+    at = parse_time(raw_time, time_key, context)
     raw_context = msg.get("context")
-    context: Mapping[str, Any] = raw_context if isinstance(raw_context, Mapping) else {}
+    msg_context: Mapping[str, Any] = raw_context if isinstance(raw_context, Mapping) else {}
     traits: dict[str, Any] = {}
-    if isinstance(context.get("traits"), Mapping):
-        traits.update(context["traits"])  # RudderStack puts identify traits here
+    if isinstance(msg_context.get("traits"), Mapping):
+        traits.update(msg_context["traits"])  # RudderStack puts identify traits here
     if mtype == "identify" and msg.get("traits") is not None:
         if not isinstance(msg["traits"], Mapping):
             raise ItemError("traits", "must be an object")
@@ -329,8 +352,8 @@ def parse_segment_message(
         account_props = group_traits_to_account(str(group_id), group_traits)
         lead_props["account_id"] = str(group_id)
     try:
-        lead = LeadProperties.model_validate(lead_props)
-        account = AccountProperties.model_validate(account_props) if account_props else None
+        lead = LeadProperties.model_validate(lead_props, context=context)
+        account = AccountProperties.model_validate(account_props, context=context) if account_props else None
     except ValidationError as exc:
         path, message = validation_field(exc, "traits")
         raise ItemError(path, message) from None
@@ -353,23 +376,24 @@ def parse_segment_message(
         activity_type = "pricing_page_view" if "pricing" in where.lower() else "page_view"
     has_lead_data = bool(lead.model_dump(exclude_none=True)) or account is not None
     try:
-        activity = ActivityIn(
-            activity_id=str(message_id),
-            lead_id=lead_id,
-            occurred_at=at,
-            type=activity_type,
-            properties=dict(props),
-            lead=lead if has_lead_data else None,
-            account=account,
-        )
+        activity = ActivityIn.model_validate({
+            "activity_id": str_or_none(message_id),
+            "lead_id": lead_id,
+            "occurred_at": at,
+            "type": activity_type,
+            "properties": dict(props),
+            "lead": lead if has_lead_data else None,
+            "account": account,
+        }, context=context)
     except ValidationError as exc:
         path, message = validation_field(exc)
-        raise ItemError(path, message) from None
+        raise ItemError("messageId" if path == "activity_id" else path, message) from None
     return [activity]
 
 
 def parse_segment_batch(
-    body: Any, catalogue: Iterable[str], aliases: Mapping[str, str], max_event_bytes: int, sizes: list[int]
+    body: Any, catalogue: Iterable[str], aliases: Mapping[str, str], max_event_bytes: int, sizes: list[int],
+    context: Context = None,
 ) -> Parsed:
     """A ``/v1/batch`` body → valid events and per-index errors (``sizes``: bytes per message)."""
     if not isinstance(body, Mapping) or not isinstance(body.get("batch"), list):
@@ -381,105 +405,9 @@ def parse_segment_batch(
             out.errors.append((i, f"batch[{i}]", f"message is {sizes[i]} bytes; the limit is {max_event_bytes}"))
             continue
         try:
-            events = parse_segment_message(msg, sent_at, catalogue, aliases)
+            events = parse_segment_message(msg, sent_at, catalogue, aliases, context)
         except ItemError as exc:
             out.errors.append((i, f"batch[{i}].{exc.field}".rstrip("."), exc.message))
-            continue
-        if events is None:
-            out.ignored += 1
-            continue
-        out.events.extend((i, e) for e in events)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------- HubSpot
-
-#: HubSpot's internal lifecycle stage values → our stages.
-HUBSPOT_STAGES: dict[str, str] = {
-    "subscriber": "subscriber",
-    "lead": "lead",
-    "marketingqualifiedlead": "mql",
-    "salesqualifiedlead": "sql",
-    "opportunity": "opportunity",
-    "customer": "customer",
-    "evangelist": "customer",
-}
-
-_HUBSPOT_PROPS = {
-    "jobtitle": "job_title",
-    "country": "country",
-    "hs_analytics_source": "source",
-    "associatedcompanyid": "account_id",
-    "hs_seniority": "seniority",
-    "createdate": "created_at",
-}
-
-
-def _hubspot_time(value: Any, where: str) -> datetime:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000.0, tz=UTC)
-    if isinstance(value, str) and value.strip().isdigit():
-        return datetime.fromtimestamp(int(value) / 1000.0, tz=UTC)
-    return _parse_time(value, where)
-
-
-def parse_hubspot_event(event: Any, stages: Iterable[str]) -> list[Event] | None:
-    """One webhook v3 event → events; ``None`` for subscriptions we do not use."""
-    if not isinstance(event, Mapping):
-        raise ItemError("", "an event must be a JSON object")
-    sub = event.get("subscriptionType")
-    if not isinstance(sub, str):
-        raise ItemError("subscriptionType", "missing or not a string")
-    if sub not in ("contact.creation", "contact.propertyChange"):
-        return None
-    object_id = event.get("objectId")
-    if object_id in (None, "") or isinstance(object_id, bool) or not isinstance(object_id, int | str):
-        raise ItemError("objectId", "missing or not an id")
-    if event.get("occurredAt") is None:
-        raise ItemError("occurredAt", "missing")
-    at = _hubspot_time(event["occurredAt"], "occurredAt")
-    lead_id = str(object_id)
-    if sub == "contact.creation":
-        return [LeadUpsert(lead_id=lead_id, props=LeadProperties(created_at=at), account=None, at=at)]
-    name = event.get("propertyName")
-    if not isinstance(name, str):
-        raise ItemError("propertyName", "missing or not a string")
-    value = event.get("propertyValue")
-    if name == "lifecyclestage":
-        raw = str(value or "").strip().lower()
-        known = set(stages)
-        stage = HUBSPOT_STAGES.get(raw, raw if raw in known else None)
-        if stage is None:
-            raise ItemError("propertyValue", f"unknown lifecycle stage {value!r}")
-        set_by = "import" if str(event.get("changeSource", "")).upper() in ("IMPORT", "MIGRATION") else "sales"
-        upsert = LeadUpsert(lead_id=lead_id, props=LeadProperties(), account=None, at=at)
-        return [upsert, StageChangeIn(lead_id=lead_id, stage=stage, at=at, set_by=set_by)]
-    if name == "email":
-        props: dict[str, Any] = {}
-        if isinstance(value, str) and "@" in value:
-            props["email_domain"] = value.rsplit("@", 1)[1].lower()
-    elif name in _HUBSPOT_PROPS:
-        ours = _HUBSPOT_PROPS[name]
-        props = {ours: _hubspot_time(value, "propertyValue") if ours == "created_at" else _str_or_none(value)}
-    else:
-        return None
-    try:
-        lead = LeadProperties.model_validate(props)
-    except ValidationError as exc:
-        raise ItemError("propertyValue", validation_field(exc)[1]) from None
-    return [LeadUpsert(lead_id=lead_id, props=lead, account=None, at=at)]
-
-
-def parse_hubspot_events(body: Any, stages: Iterable[str]) -> Parsed:
-    if not isinstance(body, list):
-        raise WireError(400, "body must be a JSON array of webhook events", "body")
-    out = Parsed()
-    stage_list = list(stages)
-    for i, event in enumerate(body):
-        try:
-            events = parse_hubspot_event(event, stage_list)
-        except ItemError as exc:
-            out.errors.append((i, f"[{i}].{exc.field}".rstrip("."), exc.message))
             continue
         if events is None:
             out.ignored += 1

@@ -14,40 +14,24 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from leadscore.config import Settings, load_settings
+from leadscore.config import Settings
 from leadscore.serving.app import create_app
 from leadscore.serving.state import ServingState
-from tests.conftest import REPO_ROOT
-from tests.test_serving import TRAIN_OVERRIDES
-
-pytestmark = pytest.mark.server
-
-API_KEY = "inprocess-key"
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
+from tests.api_support import AUTH, make_state
+from tests.conftest import SmallModel
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Path:
-    """A small model trained by the real pipeline on a generated CRM (a real model, not a good one)."""
-    from leadscore.generate import generate_crm
-    from leadscore.training.train import train
-
-    root = tmp_path_factory.mktemp("inprocess")
-    generate_crm(root / "crm", n_leads=1200, months=9, seed=3, settings=settings)
-    train(root / "crm", load_settings(REPO_ROOT / "configs", TRAIN_OVERRIDES), trials=1, out_dir=root / "trained")
-    return root / "trained" / "bundle"
+def bundle_dir(small_model: SmallModel) -> Path:
+    """The session's small bundle trained by the real pipeline (a real model, not a good one)."""
+    return small_model.bundle_dir
 
 
 @pytest.fixture()
 def state(bundle_dir: Path, settings: Settings, tmp_path: Path) -> Iterator[ServingState]:
-    from leadscore.serving.scoring import Scorer
-    from leadscore.serving.store import EventStore
-
-    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
-    st = ServingState(settings=settings, scorer=Scorer.load(settings, bundle_dir=bundle_dir), store=store,
-                      api_keys=[API_KEY], segment_keys=[], hubspot_secret=None)
+    st = make_state(settings, bundle_dir, tmp_path / "events.db")
     yield st
-    store.close()
+    st.store.close()
 
 
 @pytest.fixture()

@@ -145,7 +145,13 @@ def test_health_and_readiness_report_pinned_model(served: Served) -> None:
 
 
 def test_openapi_is_published(served: Served) -> None:
-    spec = served.client.get("/openapi.json").json()
+    assert served.client.get("/openapi.json").status_code == 401  # serving.open_docs is false by default
+    spec = served.client.get("/openapi.json", headers=AUTH).json()
+    # BentoML's own pages sit behind the same key (serving/gate.py)
+    for path in ("/metrics", "/docs.json"):
+        assert served.client.get(path).status_code == 401, path
+    assert served.client.get("/metrics", headers=AUTH).status_code == 200
+    assert served.client.get("/livez").status_code == 200
     for path in ("/activities", "/score", "/leads/{lead_id}", "/v1/batch", "/webhooks/hubspot", "/health", "/ready"):
         assert path in spec["paths"], path
     assert "ActivityIn" in spec["components"]["schemas"]

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from leadscore.config import Settings
+from leadscore.serving.hubspot import parse_hubspot_events
 from leadscore.serving.schemas import ActivityIn
 from leadscore.serving.store import EventStore, to_micros
 from leadscore.serving.wire import (
@@ -30,7 +31,6 @@ from leadscore.serving.wire import (
     bearer_key,
     decode_body,
     key_matches,
-    parse_hubspot_events,
     parse_segment_batch,
     parse_segment_message,
     verify_hubspot,
