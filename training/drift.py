@@ -125,16 +125,21 @@ def describe_top(drift: Mapping[str, Any], k: int) -> str:
     return ", ".join(parts)
 
 
-def label_shift(drift: Mapping[str, Any], target: str) -> str | None:
-    """``label rate 5.1% → 21.0%`` (first reference month to last scoring month), if it moved two-fold."""
+def label_shift(drift: Mapping[str, Any], target: str, factor: float = 1.5) -> str | None:
+    """``label rate 30.0% in 2024-01..2024-06 → 58.4% in 2024-10..2024-12`` when the scoring months' rate
+    is ``factor`` times the training rows' months' rate (or that much lower), else None."""
     rates = drift.get("label_rate", {}).get(target, {})
-    first, last = drift.get("reference_months", [None])[0], (drift.get("scoring_months") or [None])[-1]
-    if first not in rates or last not in rates:
+
+    def pooled(months: Sequence[str]) -> float | None:
+        got = [rates[m] for m in months if m in rates]
+        n = sum(r["moments"] for r in got)
+        return sum(r["rate"] * r["moments"] for r in got) / n if n else None
+
+    ref, cur = drift.get("reference_months", []), drift.get("scoring_months", [])
+    a, b = pooled(ref), pooled(cur)
+    if not a or b is None or 1 / factor < b / a < factor:
         return None
-    a, b = rates[first]["rate"], rates[last]["rate"]
-    if a > 0 and (b / a >= 2 or b / a <= 0.5):
-        return f"label rate {a:.1%} in {first} → {b:.1%} in {last}"
-    return None
+    return f"label rate {a:.1%} in {ref[0]}..{ref[-1]} → {b:.1%} in {cur[0]}..{cur[-1]}"
 
 
 def verdict(target: str, kind: str, auc: float, rule_auc: float, drift: Mapping[str, Any], k: int = 3
