@@ -116,7 +116,7 @@ def backtest_model(fit: FitResult, choice: ModelChoice, linear: LinearModel | No
     trees = choice.kind != "logistic"
     return TargetModel(model_str=fit.model_string() if trees else None, encodings=fit.encodings,
                        calibrator=choice.calibrator, params={**fit.params, "num_iterations": fit.rounds[0]},
-                       kind=choice.kind, linear=linear if choice.kind != "lightgbm" else None,  # type: ignore[arg-type]
+                       kind=choice.kind, linear=linear if choice.kind != "lightgbm" else None,
                        blend_weight=choice.blend_weight)
 
 

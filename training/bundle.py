@@ -27,7 +27,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NotRequired, cast
+from typing import TYPE_CHECKING, Any, NotRequired, cast
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ from typing_extensions import TypedDict
 from leadscore.errors import ModelError
 from leadscore.features.config import RulesConfig
 from leadscore.training.calibration import Calibrator
+from leadscore.training.config import ModelKind
 from leadscore.training.encoding import check_columns, encode_frame
 from leadscore.training.linear import LinearModel, blend_probability
 from leadscore.training.reasons import as_mapping, top_reasons
@@ -49,7 +50,6 @@ BUNDLE_FILE = "bundle.json"
 FORMAT_VERSION = 2
 #: formats this code reads (1: every target a LightGBM model, no ``kind``)
 READABLE_FORMATS = (1, 2)
-ModelKind = Literal["lightgbm", "logistic", "blend"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("lightgbm", "logistic", "blend")
 TARGETS = ("sql", "opportunity")
 OUTPUT_COLUMNS = {"sql": "p_sql", "opportunity": "p_opportunity"}

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.training.calibration import Calibrator, fit_calibrator
-from leadscore.training.config import TrainingConfig
+from leadscore.training.config import ModelKind, TrainingConfig
 from leadscore.training.encoding import categorical_indices, encode_frame, fit_encodings
 from leadscore.training.linear import blend_probability
 from leadscore.training.tune import base_params, fit_lightgbm, make_dataset
@@ -118,7 +118,7 @@ def choose_recency(
 class ModelChoice:
     """The shipped kind (``lightgbm``, ``logistic``, ``blend``), its blend weight and its calibration."""
 
-    kind: str
+    kind: ModelKind
     blend_weight: float | None
     calibrator: Calibrator
     #: out-of-fold calibrated log loss of every candidate on the calibration rows
@@ -150,7 +150,7 @@ def choose_model(
     """The candidate of ``cfg.model_choice`` with the lowest calibrated out-of-fold log loss on the
     calibration rows (``p_*``: the raw scores of those rows). Ties go to the earlier candidate."""
     mc = cfg.model_choice
-    options: list[tuple[str, float | None]] = []
+    options: list[tuple[ModelKind, float | None]] = []
     for kind in mc.candidates:
         options += [(kind, w) for w in mc.blend_weights] if kind == "blend" else [(kind, None)]
     fitted = {}

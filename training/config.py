@@ -64,11 +64,18 @@ class RecencyConfig(_Strict):
     min_gain: float = Field(default=0.002, ge=0, lt=1)
 
 
+#: what a target's shipped model is (see training.choice and the bundle's ``kind``)
+ModelKind = Literal["lightgbm", "logistic", "blend"]
+
+
+def _all_kinds() -> list[ModelKind]:
+    return ["lightgbm", "logistic", "blend"]
+
+
 class ModelChoiceConfig(_Strict):
     """Model candidates, chosen by calibrated log loss on the calibration months (see :mod:`training.choice`)."""
 
-    candidates: list[Literal["lightgbm", "logistic", "blend"]] = Field(
-        default_factory=lambda: ["lightgbm", "logistic", "blend"], min_length=1)
+    candidates: list[ModelKind] = Field(default_factory=_all_kinds, min_length=1)
     #: weights of the trees in the log-odds blend
     blend_weights: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75], min_length=1)
 

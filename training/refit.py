@@ -117,7 +117,7 @@ def refit_target(
     fitter = {"sigmoid": fit_sigmoid, "isotonic": fit_isotonic}.get(choice.calibrator.method)
     calibrator = fitter(raw, y_cal) if fitter is not None else Calibrator.identity()
     model = TargetModel(model_str=model_str, encodings=encodings, calibrator=calibrator,
-                        params={**backtest.params, "num_iterations": backtest.rounds[0]}, kind=choice.kind,  # type: ignore[arg-type]
+                        params={**backtest.params, "num_iterations": backtest.rounds[0]}, kind=choice.kind,
                         linear=linear, blend_weight=choice.blend_weight)
     return Refit(model, rows, {"fit": int(y[rows.fit].sum()), "calibration": int(y_cal.sum())},
                  _log_loss(y_cal, calibrator(raw)))

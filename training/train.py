@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -125,8 +125,9 @@ def _window(results: dict[str, TargetResult], cutoff: pd.Timestamp, n: int) -> T
                 "months": {p: r.split.months(p) for p in ("train", "validation", "calibration", "test")},
                 **({"refit": refit} if refit is not None else {})}
 
-    return {"cutoff": cutoff.isoformat(), "moments": n,  # type: ignore[return-value]
-            **{t: target(r) for t, r in results.items()}}
+    window: dict[str, Any] = {"cutoff": cutoff.isoformat(), "moments": n}
+    window.update({t: target(r) for t, r in results.items()})
+    return cast(TrainingWindow, window)
 
 
 def _bundle(results: dict[str, TargetResult], models: dict[str, TargetModel], spec: Any, schema_hash: str,
