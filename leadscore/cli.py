@@ -51,11 +51,20 @@ def generate(
     months: Annotated[int, typer.Option(min=1, max=120, help="Months of history.")] = 12,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same files.")] = 0,
     end: Annotated[str, typer.Option(help="Data cut-off (UTC date); history ends here.")] = "2026-11-01",
+    scenario: Annotated[
+        str,
+        typer.Option(help="default, or regime-shift: the last months convert several-fold more, come from "
+                     "accounts larger than any before, and one activity type changes meaning."),
+    ] = "default",
 ) -> None:
     """Write a realistic generated B2B CRM history, with the ground truth it knows."""
     from leadscore.generate import generate_crm
+    from leadscore.scenarios import SCENARIOS
 
-    summary = generate_crm(out, n_leads=leads, months=months, seed=seed, settings=settings_from(ctx), end=end)
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}", param_hint="--scenario")
+    summary = generate_crm(out, n_leads=leads, months=months, seed=seed, settings=settings_from(ctx), end=end,
+                           scenario=SCENARIOS[scenario])
     table = Table(title=f"Generated CRM in {out}")
     table.add_column("what")
     table.add_column("value", justify="right")

@@ -18,6 +18,7 @@ Funnel rates are calibrated to ``settings.generator``. Everything is vectorised 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.config import Settings
+from leadscore.generate_truth import exact_truth, exact_truth_shifted, write_truth
 from leadscore.generate_world import (
     COUNTRIES,
     DEPARTMENTS,
@@ -35,6 +37,7 @@ from leadscore.generate_world import (
     INDUSTRIES,
     INITIAL_STATE,
     PROPERTIES,
+    SECONDS_PER_DAY,
     SENIORITY,
     SOURCES,
     STATE_LOGIT,
@@ -46,8 +49,8 @@ from leadscore.generate_world import (
     job_titles,
     pick,
 )
+from leadscore.scenarios import SCENARIO_STREAM, RegimeShift
 
-SECONDS_PER_DAY = 86_400
 
 def _blocks(n: int, size: int = 8192) -> list[slice]:
     """Lead blocks, so that lead × day temporaries stay small (memory, not speed)."""
@@ -87,39 +90,6 @@ def _str_ids(prefix: str, idx: np.ndarray, width: int) -> np.ndarray:
     return np.char.add(prefix, np.char.zfill(idx.astype(str), width))
 
 
-def _write_truth(
-    path: Path,
-    start_ts: pd.Timestamp,
-    lead_ids: np.ndarray,
-    state: np.ndarray,
-    created_day: np.ndarray,
-    truth_len: np.ndarray,
-    p_sql: np.ndarray,
-    p_opp: np.ndarray,
-) -> None:
-    """One row per lead and open day, written block by block so memory stays flat."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema([("lead_id", pa.string()), ("day", pa.timestamp("us", tz="UTC")),
-                        ("p_sql_30d", pa.float32()), ("p_opp_90d", pa.float32())])
-    day0_us = start_ts.value // 1000
-    with pq.ParquetWriter(path, schema) as writer:
-        for b in _blocks(len(lead_ids), 16384):
-            lens = truth_len[b]
-            if lens.sum() == 0:
-                continue
-            lead = np.repeat(np.arange(b.start, b.stop), lens)
-            day = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(created_day[b], lens)
-            st = state[lead, day].astype(np.intp)
-            writer.write_table(pa.table({
-                "lead_id": pa.array(lead_ids[lead]),
-                "day": pa.array(day0_us + day.astype(np.int64) * SECONDS_PER_DAY * 1_000_000, pa.timestamp("us", tz="UTC")),
-                "p_sql_30d": pa.array(p_sql[lead, st].astype(np.float32)),
-                "p_opp_90d": pa.array(p_opp[lead, st].astype(np.float32)),
-            }, schema=schema))
-
-
 def generate_crm(
     out_dir: Path | str,
     n_leads: int,
@@ -127,10 +97,13 @@ def generate_crm(
     seed: int,
     settings: Settings,
     end: str = "2026-11-01",
+    scenario: RegimeShift | None = None,
 ) -> dict[str, object]:
     """Write the five CRM tables, ``ground_truth.parquet`` and ``manifest.json`` to ``out_dir``.
 
     Deterministic per ``seed``. Returns a summary (counts, realised funnel rates, seconds).
+    ``scenario`` changes the world from a shift day on (:mod:`leadscore.scenarios`); ``None`` draws
+    exactly the default history.
     """
     started = time.perf_counter()
     g = settings.generator
@@ -141,6 +114,8 @@ def generate_crm(
     start_ts = end_ts - pd.DateOffset(months=months)
     n_days = int((end_ts - start_ts).days)
     n = int(n_leads)
+    srng = np.random.default_rng([seed, SCENARIO_STREAM])  # scenario draws never touch ``rng``
+    shift_day = scenario.shift_day(start_ts, end_ts, months) if scenario else n_days
 
     # --- accounts -------------------------------------------------------------------------------
     n_acc = max(1, round(g.accounts_per_lead * n))
@@ -177,6 +152,16 @@ def generate_crm(
     crm_seniority = _some_missing(seniority, rng.random(n) < 0.5)
     crm_department = _some_missing(department, rng.random(n) < 0.5)
     subscriber = (source == "newsletter") | (rng.random(n) < g.subscriber_share * 0.5)
+    if scenario is not None:
+        acc_cols, lead_acc = scenario.move_upmarket(srng, {
+            "name": names, "domain": domains, "industry": acc_industry, "industry_idx": acc_ind_idx,
+            "country": acc_country, "employees": employees, "annual_revenue": revenue, "created_sec": acc_created,
+        }, lead_acc, created_day >= shift_day, shift_day)
+        names, domains, acc_industry, acc_ind_idx, acc_country, employees, revenue, acc_created = (
+            acc_cols[k] for k in ("name", "domain", "industry", "industry_idx", "country", "employees",
+                                  "annual_revenue", "created_sec"))
+        n_acc = len(employees)
+        email_domain = np.where(corporate, domains[np.maximum(lead_acc, 0)], free_domain)
 
     # --- latent fit -------------------------------------------------------------------------------
     emp = employees[np.maximum(lead_acc, 0)]
@@ -214,20 +199,31 @@ def generate_crm(
     # --- SQL hazard, calibrated to lead→MQL × MQL→SQL ---------------------------------------------
     target_sql = g.lead_to_mql * g.mql_to_sql
     state_days = np.stack([(state == k).sum(axis=1) for k in range(4)], axis=1)  # lead × state day counts
+    late_days = np.stack([(state[:, shift_day:] == k).sum(axis=1) for k in range(4)], axis=1)
+    lift = scenario.sql_logit_lift if scenario else 0.0  # log-odds added on the shifted days
+
+    def hazard_at(offset: float, extra: float = 0.0) -> np.ndarray:
+        return _sigmoid(offset + STATE_LOGIT[None, :] + FIT_LOGIT * fit[:, None] + extra)  # lead × state
 
     def sql_share(offset: float) -> float:
-        h = _sigmoid(offset + STATE_LOGIT[None, :] + FIT_LOGIT * fit[:, None])
+        h = hazard_at(offset)
         log_surv = (state_days * np.log1p(-h)).sum(axis=1)
+        if scenario is not None:  # shifted days carry the lifted hazard instead
+            log_surv += (late_days * (np.log1p(-hazard_at(offset, lift)) - np.log1p(-h))).sum(axis=1)
         return float(np.mean(1 - np.exp(log_surv)))
 
     offset = _solve_offset(target_sql, sql_share)
-    hazard = _sigmoid(offset + STATE_LOGIT[None, :] + FIT_LOGIT * fit[:, None])  # lead × state
+    hazard, hazard_late = hazard_at(offset), hazard_at(offset, lift)
     # a Bernoulli(h) draw per day is the same as an Exp(1) threshold on the cumulative hazard
     neg_log = np.concatenate([-np.log1p(-hazard), np.zeros((n, 1))], axis=1).astype(np.float32)
+    neg_log_late = np.concatenate([-np.log1p(-hazard_late), np.zeros((n, 1))], axis=1).astype(np.float32)
     threshold = rng.exponential(1.0, n).astype(np.float32)
     sql_day = np.full(n, -1, dtype=np.int64)
     for b in _blocks(n):
-        cum_haz = np.cumsum(np.take_along_axis(neg_log[b], state[b].astype(np.intp) % 5, axis=1), axis=1)
+        at = state[b].astype(np.intp) % 5
+        steps = np.take_along_axis(neg_log[b], at, axis=1)
+        steps[:, shift_day:] = np.take_along_axis(neg_log_late[b], at[:, shift_day:], axis=1)
+        cum_haz = np.cumsum(steps, axis=1)
         crossed = cum_haz >= threshold[b, None]
         sql_day[b] = np.where(crossed.any(axis=1), crossed.argmax(axis=1), -1)
     is_sql = sql_day >= 0
@@ -258,6 +254,8 @@ def generate_crm(
         mix = TYPE_MIX[st]
         probs = np.array([mix.get(t, 0.0) for t in type_names])
         act_type[idx] = rng.choice(len(type_names), size=len(idx), p=probs / probs.sum())
+    if scenario is not None:
+        act_type = scenario.change_meaning(srng, act_type, act_day, act_state, shift_day, type_names)
     act_sec = act_day.astype(np.int64) * SECONDS_PER_DAY + rng.integers(7 * 3600, 20 * 3600, len(act_lead))
     order = np.lexsort((act_sec, act_lead))
     act_lead, act_sec, act_type, act_day = act_lead[order], act_sec[order], act_type[order], act_day[order]
@@ -376,18 +374,10 @@ def generate_crm(
     record(opp_idx[won], close_sec[opp_idx][won], 5, "sales")
 
     # --- ground truth: exact P(SQL ≤ 30 d), P(opportunity ≤ 90 d) given the latent state ------------
-    v30 = np.zeros((n, 4))
-    for _ in range(settings.horizons.sql_days):
-        v30 = hazard + (1 - hazard) * (v30 @ TRANSITIONS.T)
-    h_opp = settings.horizons.opp_days
-    delay_cdf = 1 - (1 - opp_delay_p) ** np.arange(h_opp + 1)  # P(delay <= m days)
-    reach = np.tile(np.eye(4)[None], (n, 1, 1))  # P(state at day k, no SQL yet | start state)
-    p_opp_truth = np.zeros((n, 4))
-    for k in range(h_opp):
-        first_sql = (reach * hazard[:, None, :]).sum(axis=2)
-        p_opp_truth += first_sql * delay_cdf[max(h_opp - 1 - k, 0)]
-        reach = (reach * (1 - hazard[:, None, :])) @ TRANSITIONS
-    p_opp_truth *= q_opp[:, None]
+    if scenario is None:
+        v30, p_opp_truth = exact_truth(hazard, q_opp, opp_delay_p, settings)
+    else:  # per number of unshifted days at the start of the horizon
+        v30, p_opp_truth = exact_truth_shifted(hazard, hazard_late, q_opp, opp_delay_p, settings)
     last_open = np.where(is_sql, sql_day, n_days - 1)
     truth_len = np.maximum(last_open - created_day + 1, 0)
     truth_rows = int(truth_len.sum())
@@ -447,7 +437,8 @@ def generate_crm(
     opportunities.loc[~closed, "is_won"] = pd.NA
     for name, frame in (("stage_changes", stage_changes), ("opportunities", opportunities)):
         frame.to_parquet(out / f"{name}.parquet", index=False)
-    _write_truth(out / "ground_truth.parquet", start_ts, lead_ids, state, created_day, truth_len, v30, p_opp_truth)
+    write_truth(out / "ground_truth.parquet", start_ts, lead_ids, state, created_day, truth_len, v30, p_opp_truth,
+                shift_day)
 
     mql_leads = set(ch_lead[ch_stage == MQL])
     n_opps, n_closed = len(opp_idx), int(closed.sum())
@@ -472,5 +463,9 @@ def generate_crm(
         "generator": {"seed": seed, "leads": n, "months": months, **g.model_dump()},
         "realised": {k: v for k, v in summary.items() if k != "seconds"},
     }
+    if scenario is not None:
+        shifted_from = (start_ts + pd.Timedelta(days=shift_day)).isoformat()
+        manifest["scenario"] = {**dataclasses.asdict(scenario), "shifted_from": shifted_from}
+        summary["scenario"], summary["shifted_from"] = scenario.name, shifted_from
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=float))
     return summary

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+SECONDS_PER_DAY = 86_400
 STATES = ("cold", "aware", "engaged", "buying")
 #: daily transition matrix of the latent interest state (rows: from, columns: to)
 TRANSITIONS = np.array(

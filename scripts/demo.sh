@@ -11,8 +11,10 @@ echo "== 1. generate a CRM history (20k leads, 18 months) =="
 "$BIN/leadscore" generate --out "$DEMO/crm" --leads 20000 --months 18 --seed 3
 echo "== 2. validate it =="
 "$BIN/leadscore" validate "$DEMO/crm"
-echo "== 3. train: tune, calibrate, backtest vs the rule score, register the challenger in MLflow =="
-"$BIN/leadscore" train --crm "$DEMO/crm"
+echo "== 3. train: backtest vs the rule score, refit on every matured month, register the challenger =="
+# cut-off a month before the data end: the registered model is refit on every month matured by its
+# cut-off, so promote (at the data end) judges it on the next month, which it never saw
+"$BIN/leadscore" train --crm "$DEMO/crm" --cutoff 2026-10-01 --summary reports/train-summary.json
 echo "== 4. promote the challenger if it passes the gate (first model: must beat the rule score) =="
 "$BIN/leadscore" promote --crm "$DEMO/crm"
 echo "== 5. build the point-in-time training set on its own (train did this internally) =="

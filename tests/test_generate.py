@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from leadscore.cli import app
 from leadscore.config import Settings
 from leadscore.generate import generate_crm
 from leadscore.history import load_history
+from leadscore.scenarios import scenario_named
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +104,93 @@ def test_generate_and_validate_cli(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(out)])
     assert result.exit_code == 0, result.output
     assert "activities" in result.output and "ok" in result.output
+
+
+#: content digests of the default generator's tables (seed 5, 400 leads, 6 months) recorded before
+#: scenarios existed: the default scenario must keep drawing exactly this history
+DEFAULT_DIGESTS = {
+    "accounts": "50beb3b6018f2e6d",
+    "activities": "e3326653f6a7bd33",
+    "ground_truth": "8364a4ad4efebb2a",
+    "leads": "cba1b6f01a53359b",
+    "opportunities": "4a1452f6fa15086e",
+    "stage_changes": "be6289bd18a99034",
+}
+
+
+def _content_digest(directory: Path) -> dict[str, str]:
+    """Digest of the table contents (not the Parquet bytes, which carry the writer's version)."""
+    out = {}
+    for path in sorted(directory.glob("*.parquet")):
+        frame = pd.read_parquet(path).astype(str)
+        out[path.stem] = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
+    return out
+
+
+def test_default_scenario_draws_the_same_history_as_before_scenarios(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["generate", "--out", str(tmp_path / "d"), "--leads", "400", "--months", "6",
+                                      "--seed", "5", "--scenario", "default"])
+    assert result.exit_code == 0, result.output
+    assert _content_digest(tmp_path / "d") == DEFAULT_DIGESTS
+    bad = CliRunner().invoke(app, ["generate", "--out", str(tmp_path / "x"), "--leads", "100", "--scenario", "nope"])
+    assert bad.exit_code != 0 and "regime-shift" in bad.output
+
+
+@pytest.fixture(scope="module")
+def shifted(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> tuple[Path, pd.DataFrame]:
+    """A regime-shift CRM and its matured activity moments with their 30-day SQL label and ground truth."""
+    out = tmp_path_factory.mktemp("shift")
+    generate_crm(out, n_leads=4000, months=12, seed=1, settings=settings, scenario=scenario_named("regime-shift"))
+    history, report = load_history(out, settings, write_rejected=False)
+    assert report.usable and all(t.rejected_rows == 0 for t in report.tables.values())
+    sc = history.stage_changes
+    sql_at = sc[sc["stage"].isin(["sql", "opportunity", "customer"])].groupby("lead_id")["changed_at"].min()
+    acts = history.activities.assign(sql_at=lambda f: f["lead_id"].map(sql_at).astype("datetime64[us, UTC]"))
+    acts = acts[acts["sql_at"].isna() | (acts["sql_at"] > acts["occurred_at"])]
+    horizon = pd.Timedelta(days=settings.horizons.sql_days)
+    acts = acts[acts["occurred_at"] + horizon <= history.cutoff].copy()
+    acts["y"] = acts["sql_at"].notna() & (acts["sql_at"] <= acts["occurred_at"] + horizon)
+    acts["day"] = acts["occurred_at"].dt.floor("D").dt.as_unit("us")
+    truth = pd.read_parquet(out / "ground_truth.parquet")
+    truth["day"] = truth["day"].dt.as_unit("us")
+    moments = acts.merge(truth, on=["lead_id", "day"], how="left")
+    moments["month"] = moments["occurred_at"].dt.tz_localize(None).dt.to_period("M")
+    return out, moments
+
+
+def test_regime_shift_raises_conversion_several_fold_and_keeps_an_exact_truth(
+    shifted: tuple[Path, pd.DataFrame],
+) -> None:
+    directory, moments = shifted
+    manifest = json.loads((directory / "manifest.json").read_text())
+    shift = pd.Period(manifest["scenario"]["shifted_from"][:7], "M")
+    by_month = moments.groupby("month")["y"].mean()
+    early = moments.loc[moments["month"] < shift - 1, "y"].mean()  # horizons wholly before the shift
+    late = moments.loc[moments["month"] >= shift, "y"].mean()
+    assert late >= 3 * early, by_month.round(4).to_dict()
+    assert (by_month[by_month.index >= shift] >= 2 * early).all(), by_month.round(4).to_dict()
+    # the ground truth follows the shift: it ranks and is calibrated on the shifted months too
+    after = moments[moments["month"] >= shift]
+    assert after["p_sql_30d"].notna().all()
+    assert roc_auc_score(after["y"], after["p_sql_30d"]) >= 0.8
+    assert np.isclose(after["p_sql_30d"].mean(), after["y"].mean(), rtol=0.35)
+
+
+def test_regime_shift_moves_an_account_signal_out_of_range_and_an_activity_changes_meaning(
+    shifted: tuple[Path, pd.DataFrame], settings: Settings
+) -> None:
+    directory, moments = shifted
+    cutoff = pd.Timestamp(json.loads((directory / "manifest.json").read_text())["scenario"]["shifted_from"])
+    leads = pd.read_parquet(directory / "leads.parquet").merge(
+        pd.read_parquet(directory / "accounts.parquet")[["account_id", "employees"]], on="account_id")
+    before = leads.loc[leads["created_at"] < cutoff, "employees"]
+    after = leads.loc[leads["created_at"] >= cutoff, "employees"]
+    assert (after > before.max()).mean() >= 0.5, (before.max(), after.describe())
+    # the changed type meant interest before the shift (its moments' true P(SQL) above the average)
+    # and means less than an average activity after it
+    changed = scenario_named("regime-shift").changed_type  # type: ignore[union-attr]
+    pre = moments[moments["occurred_at"] < cutoff]
+    post = moments[moments["occurred_at"] >= cutoff]
+    lift_pre = pre.loc[pre["type"] == changed, "p_sql_30d"].mean() / pre["p_sql_30d"].mean()
+    lift_post = post.loc[post["type"] == changed, "p_sql_30d"].mean() / post["p_sql_30d"].mean()
+    assert lift_pre >= 1.3 and lift_post <= 0.7, (lift_pre, lift_post)

@@ -36,6 +36,9 @@ def small_settings(extra: list[str] | None = None) -> Settings:
         "training.minimums.min_moments=500",
         "training.minimums.min_positives=30",
         f"training.registered_model_name={MODEL_NAME}",
+        # the promotion tests promote at the training cut-off: only a backtest model leaves a month unseen
+        # (the refit is tested in test_model_choice.py and test_regime_shift.py)
+        "training.refit=none",
         *(extra or []),
     ])
 
@@ -106,7 +109,10 @@ def test_artifacts_and_scored_frames_logged(trained: Trained) -> None:
     result = trained.result
     run = mlflow.get_run(result.run_id)  # type: ignore[attr-defined]
     assert run.data.tags["config_hash"] == trained.settings.config_hash()
-    assert "git_commit" in run.data.tags and "sql.lightgbm.roc_auc.ci_lo" in run.data.metrics
+    assert "git_commit" in run.data.tags and "backtest.sql.shipped.roc_auc.ci_lo" in run.data.metrics
+    assert "drift.json" in {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert any(k.startswith("drift.psi.") for k in run.data.metrics)
+    assert run.data.params["sql.registered"] == "backtest"
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"calibration.png", "feature_importance.png", "shap_summary.png", "metrics.csv", "scored"} <= names
     trials = mlflow.search_runs([run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
@@ -115,6 +121,44 @@ def test_artifacts_and_scored_frames_logged(trained: Trained) -> None:
     assert list(test.columns) == ["lead_id", "as_of", "p_sql", "p_opportunity", "rule_score", "y_sql", "y_opp",
                                   "source", "industry", "employee_band", "days_since_created"]
     assert cal["as_of"].max() < test["as_of"].min()
+
+
+def test_summary_json_and_printed_verdict(trained: Trained, tmp_path: Path) -> None:
+    import json
+
+    from rich.console import Console
+
+    from leadscore.training.cli import print_results, write_summary
+
+    result = trained.result
+    write_summary(result, tmp_path / "summary.json")  # type: ignore[arg-type]
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert set(doc) == {"targets", "drift"} and set(doc["targets"]) == {"sql", "opportunity"}
+    for entry in doc["targets"].values():
+        assert entry["shipped"]["model"] in ("lightgbm", "logistic", "blend")
+        for model in ("shipped", "logistic", "rule"):
+            assert {"roc_auc", "log_loss", "ece"} <= set(entry[model])
+            assert all(isinstance(v, float) for k, v in entry[model].items() if k != "model")
+        assert entry["metrics_describe"].startswith("backtest") and isinstance(entry["beats_rule"], bool)
+    assert {"features", "label_rate", "reference_months", "scoring_months"} <= set(doc["drift"])
+    assert {"feature", "psi", "outside_range"} == set(doc["drift"]["features"][0])
+    for flat in (False, True):
+        console = Console(record=True, width=400)
+        print_results(result, console, flat=flat)  # type: ignore[arg-type]
+        text = console.export_text()
+        assert "drift of the test months against the training rows (PSI)" in text
+        beats = all(ok for ok, _ in result.verdicts.values())  # type: ignore[attr-defined]
+        assert ("leadscore promote" in text) == (beats and not flat)
+    # a losing model: one verdict line naming the drift, no promotion suggested
+    losing = dict(result.verdicts)  # type: ignore[attr-defined]
+    result.verdicts = {**losing, "sql": (False, "sql: the shipped lightgbm model does not beat the rule score")}  # type: ignore[attr-defined]
+    try:
+        console = Console(record=True, width=400)
+        print_results(result, console)  # type: ignore[arg-type]
+        text = console.export_text()
+        assert "does not beat the rule score" in text and "leadscore promote" not in text
+    finally:
+        result.verdicts = losing  # type: ignore[attr-defined]
 
 
 def test_promote_then_pyfunc_champion_predicts_like_bundle(trained: Trained) -> None:

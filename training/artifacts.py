@@ -8,6 +8,7 @@ in it except the paths and the registered version they add.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,14 +67,18 @@ def write_artifacts(result: TrainResult, dataset: pd.DataFrame, spec: list[Featu
         label = TARGETS[target]
         rows = dataset[tr.split.mask(dataset["as_of"], "test") & dataset[label].notna().to_numpy()]
         y = rows[label].to_numpy(dtype=np.float64)
-        raw = result.bundle.predict_raw(rows, target)
+        # the backtest's model on its test months (the shipped refit was fitted on them)
+        backtest = result.backtest or result.bundle
+        raw = backtest.predict_raw(rows, target)
         curves[target] = {"uncalibrated": (y, raw), "calibrated": (y, tr.model.calibrator(raw))}
         sample = rows.sample(n=min(2000, len(rows)), random_state=settings.training.seed)
-        X = pd.DataFrame(result.bundle.encode(sample, target), columns=[s["name"] for s in spec], index=sample.index)
-        contribs[target] = (result.bundle.contributions(sample, target), X)
+        X = pd.DataFrame(backtest.encode(sample, target), columns=[s["name"] for s in spec], index=sample.index)
+        contribs[target] = (backtest.contributions(sample, target), X)
     calibration_plot(curves, work / "calibration.png")
     importance_plot({t: r.importance for t, r in result.targets.items()}, work / "feature_importance.png")
     shap_summary_plot(contribs, work / "shap_summary.png")
+    (work / "drift.json").write_text(json.dumps(result.drift, indent=1))
+    (work / "summary.json").write_text(json.dumps(summary(result), indent=1))
     report = build_report(result, settings, work)
     result.sla_report = report
     result.artifacts = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
@@ -91,12 +96,47 @@ def build_report(result: TrainResult, settings: Settings, work: Path) -> dict[st
     out.parent.mkdir(exist_ok=True)
     # the calibration months' scored moments tell the replay which leads were already MQL
     report: dict[str, Any] = build_sla_report(result.scored_test, result.bundle.stage_policy, settings, out,
-                                              warmup=result.scored_calibration)
+                                              warmup=result.scored_calibration, drift=result.drift or None)
     return report
 
 
+_SUMMARY_METRICS = ("roc_auc", "log_loss", "ece")
+
+
+def summary(result: TrainResult) -> dict[str, Any]:
+    """The machine-readable summary of a retrain (``leadscore train --summary FILE``).
+
+    Test-month figures of the backtest — the procedure that produced the registered model — for the
+    shipped kind, LightGBM alone, the logistic baseline and the rule score (and the ground truth on a
+    generated CRM); the drift report; the verdict per target.
+    """
+    def pick(metrics: dict[str, Any]) -> dict[str, Any]:
+        return {m: float(metrics[m].value) for m in _SUMMARY_METRICS}
+
+    targets: dict[str, Any] = {}
+    for target, tr in result.targets.items():
+        entry: dict[str, Any] = {
+            "shipped": {"model": tr.choice.kind, **pick(tr.metrics["shipped"])},
+            **{m: pick(tr.metrics[m]) for m in ("lightgbm", "logistic", "rule", "ground_truth") if m in tr.metrics},
+            "share_of_ceiling_lift": tr.share_of_ceiling_lift,
+            "test_months": tr.split.months("test"),
+            "metrics_describe": "backtest of the procedure on the test months",
+            "registered": "refit on all matured months" if tr.refit is not None else "the backtest model",
+            "recency": tr.recency.chosen.to_dict(),
+        }
+        if target in result.verdicts:
+            entry["beats_rule"], entry["verdict"] = result.verdicts[target]
+        targets[target] = entry
+    return json.loads(json.dumps({"targets": targets, "drift": result.drift}, default=float))
+
+
 def log_run(result: TrainResult, work: Path, settings: Settings, started: float) -> None:
-    """Metrics, parameters and artifacts of the active run; the bundle logged and registered as challenger."""
+    """Metrics, parameters and artifacts of the active run; the bundle logged and registered as challenger.
+
+    Metric names say what they describe: ``backtest.<target>.<model>.<metric>`` are the procedure's
+    test-month figures, ``refit.<target>.*`` describe the registered refit (its rows and its calibration
+    slice), ``drift.*`` the drift of the test months against the backtest's training rows.
+    """
     import mlflow
 
     from leadscore.training.pyfunc import log_bundle_model
@@ -106,11 +146,23 @@ def log_run(result: TrainResult, work: Path, settings: Settings, started: float)
         for model, ms in tr.metrics.items():
             for metric, ci in ms.items():
                 if np.isfinite(ci.value):
-                    metrics[f"{target}.{model}.{metric}"] = ci.value
-                    metrics[f"{target}.{model}.{metric}.ci_lo"] = ci.lo
-                    metrics[f"{target}.{model}.{metric}.ci_hi"] = ci.hi
+                    metrics[f"backtest.{target}.{model}.{metric}"] = ci.value
+                    metrics[f"backtest.{target}.{model}.{metric}.ci_lo"] = ci.lo
+                    metrics[f"backtest.{target}.{model}.{metric}.ci_hi"] = ci.hi
         if tr.share_of_ceiling_lift is not None:
-            metrics[f"{target}.share_of_ceiling_lift"] = tr.share_of_ceiling_lift
+            metrics[f"backtest.{target}.share_of_ceiling_lift"] = tr.share_of_ceiling_lift
+        if tr.refit is not None:
+            metrics[f"refit.{target}.rows.fit"] = len(tr.refit.rows.fit)
+            metrics[f"refit.{target}.rows.calibration"] = len(tr.refit.rows.calibration)
+            metrics[f"refit.{target}.calibration_slice_log_loss"] = tr.refit.calibration_log_loss
+        for name, loss in tr.choice.log_loss.items():
+            metrics[f"backtest.{target}.choice.{name.replace(' ', '_')}.calibrated_log_loss"] = loss
+        mlflow.log_params({f"{target}.model_kind": tr.choice.kind, f"{target}.blend_weight": tr.choice.blend_weight,
+                           f"{target}.recency.window_months": tr.recency.chosen.window_months,
+                           f"{target}.recency.half_life_months": tr.recency.chosen.half_life_months,
+                           f"{target}.registered": "refit" if tr.refit is not None else "backtest"})
+        if target in result.verdicts:
+            mlflow.set_tag(f"verdict.{target}", result.verdicts[target][1][:5000])
         metrics[f"{target}.tune.best_validation_log_loss"] = tr.tune.best_value
         metrics[f"{target}.tune.pruned_trials"] = tr.tune.n_pruned
         for p, n in tr.rows.items():
@@ -121,6 +173,10 @@ def log_run(result: TrainResult, work: Path, settings: Settings, started: float)
         mlflow.log_params({f"{target}.calibration": tr.model.calibrator.method,
                            f"{target}.window.train": f"{tr.split.months('train')[0]}..{tr.split.months('train')[-1]}",
                            f"{target}.window.test": ",".join(tr.split.months("test"))})
+    for f in result.drift.get("features", []):
+        name = re.sub(r"[^\w./ -]", "_", f["feature"])  # MLflow's metric-name alphabet
+        metrics[f"drift.psi.{name}"] = f["psi"]
+        metrics[f"drift.outside_range.{name}"] = f["outside_range"]
     metrics["train_seconds"] = time.time() - started
     mlflow.log_metrics(metrics)
     for name in result.artifacts:

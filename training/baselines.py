@@ -4,7 +4,8 @@
   probability, so for log loss / Brier / ECE it is mapped to one with a Platt fit on the calibration
   months — the fairest version of the rule; its ranking metrics are untouched by that map.
 * A **logistic regression** on the same features shows how much the boosted trees add over a linear
-  model (signed log transform for the heavy-tailed counts, one-hot for the string features).
+  model (signed log transform for the heavy-tailed counts, one-hot for the string features); it is
+  the same :class:`~training.linear.LinearModel` a retrain may ship as its model.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from leadscore.training.linear import LinearModel, fit_linear
 
 
 def fit_rule_probability(rule_cal: np.ndarray, y_cal: np.ndarray) -> Any:
@@ -33,46 +36,16 @@ def rule_probability(model: Any, rule: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict_proba(x)[:, 1])
 
 
-def _signed_log(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.log1p(np.abs(x))
-
-
 def fit_logistic(
-    frame: pd.DataFrame, y: np.ndarray, schema: Sequence[Mapping[str, Any]], seed: int = 0
-) -> Any:
-    """A scikit-learn pipeline: impute (+ missing indicators), signed log, scale; one-hot strings; L2 logit."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline, make_pipeline
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
-
-    num = [s["name"] for s in schema if s["dtype"] != "str"]
-    cat = [s["name"] for s in schema if s["dtype"] == "str"]
-    pre = ColumnTransformer(
-        [
-            ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-                                  FunctionTransformer(_signed_log), StandardScaler()), num),
-            ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="(missing)"),
-                                  OneHotEncoder(handle_unknown="ignore", min_frequency=5)), cat),
-        ]
-    )
-    model = Pipeline([("pre", pre), ("lr", LogisticRegression(C=1.0, max_iter=2000, random_state=seed))])
-    model.fit(_logit_input(frame, cat), np.asarray(y).astype(int))
-    return model
+    frame: pd.DataFrame, y: np.ndarray, schema: Sequence[Mapping[str, Any]], seed: int = 0,
+    weights: np.ndarray | None = None,
+) -> LinearModel:
+    """The logistic model (:mod:`training.linear`): the baseline, and the candidate a retrain may ship."""
+    return fit_linear(frame, y, schema, weights=weights, seed=seed)
 
 
-def _logit_input(frame: pd.DataFrame, cat: list[str]) -> pd.DataFrame:
-    out = frame.copy()
-    for c in cat:
-        out[c] = out[c].astype(object).where(out[c].notna(), None)
-    return out
-
-
-def predict_logistic(model: Any, frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    cat = [s["name"] for s in schema if s["dtype"] == "str"]
-    cols = [s["name"] for s in schema]
-    return np.asarray(model.predict_proba(_logit_input(frame[cols], cat))[:, 1])
+def predict_logistic(model: LinearModel, frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    return model.predict(frame[[s["name"] for s in schema]])
 
 
 def baseline_scores(

@@ -2,9 +2,14 @@
 
 One directory, versioned by the MLflow registry: ``bundle.json`` (feature schema and its hash, config
 hash, per-target category codes and calibration curve, stage policy, rule definition, training
-window, metrics) and one LightGBM model text file per target. Models are stored as LightGBM's own
-text format rather than pickles so a bundle loads across Python and library patch versions and can
-be read by a human.
+window, metrics) and one LightGBM model text file per target that uses trees. Models are stored as
+LightGBM's own text format and the logistic model as its coefficients in ``bundle.json``
+(:class:`training.linear.LinearModel`), never as pickles, so a bundle loads across Python and library
+patch versions and can be read by a human.
+
+A target's model is of one ``kind`` (format 2): ``lightgbm``, ``logistic`` or ``blend`` (the two in
+log-odds, see :mod:`training.choice`); the calibration curve maps that kind's raw probability. Format-1
+bundles (before the kind existed) load as ``lightgbm``.
 
 A loaded :class:`ScoringBundle` is data only. To score, a consumer calls :meth:`ScoringBundle.bind`
 with the settings its features are computed under; that is the one place the feature-schema hash is
@@ -26,23 +31,28 @@ from typing import TYPE_CHECKING, Any, NotRequired, cast
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
 from leadscore.errors import ModelError
 from leadscore.features.config import RulesConfig
 from leadscore.training.calibration import Calibrator
+from leadscore.training.config import ModelKind
 from leadscore.training.encoding import check_columns, encode_frame
+from leadscore.training.linear import LinearModel, blend_probability
 from leadscore.training.reasons import as_mapping, top_reasons
+from leadscore.training.stage_policy import StagePolicy
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
 
 BUNDLE_FILE = "bundle.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: formats this code reads (1: every target a LightGBM model, no ``kind``)
+READABLE_FORMATS = (1, 2)
+MODEL_KINDS: tuple[ModelKind, ...] = ("lightgbm", "logistic", "blend")
 TARGETS = ("sql", "opportunity")
 OUTPUT_COLUMNS = {"sql": "p_sql", "opportunity": "p_opportunity"}
-_FUNNEL_RANK = {"subscriber": 0, "lead": 1, "recycled": 1, "mql": 2, "sql": 3}
 
 
 class SchemaMismatchError(ModelError):
@@ -78,6 +88,10 @@ class TargetWindow(TypedDict):
     months: dict[str, list[str]]
     rows: dict[str, int]
     positives: dict[str, int]
+    #: end of everything the shipped model saw (the refit's last month; the test start without a refit)
+    fitted_end: NotRequired[str]
+    #: the production refit: its fit and calibration months, rows and positives (absent without a refit)
+    refit: NotRequired[dict[str, Any]]
 
 
 class TrainingWindow(TypedDict):
@@ -97,84 +111,13 @@ class TargetMetrics(TypedDict):
     calibration_log_loss: dict[str, float]
     capacity_share: float
     share_of_ceiling_lift: float | None
+    #: the shipped kind and the backtest choices that made it (recency, candidates' log loss)
+    model: NotRequired[dict[str, Any]]
 
 
 _SCHEMA = TypeAdapter(list[FeatureColumn])
 _WINDOW = TypeAdapter(TrainingWindow)
 _METRICS = TypeAdapter(dict[str, TargetMetrics])
-
-
-# --------------------------------------------------------------------------------------------------
-# Stage policy
-# --------------------------------------------------------------------------------------------------
-
-
-class StagePolicy(BaseModel):
-    """Stage thresholds on calibrated probabilities, the SLA policy that set them, what they promise.
-
-    Fitted by :func:`training.sla.fit_stage_policy`; stored in the bundle as ``model_dump()`` JSON and
-    evaluated by the service on every score, so :meth:`stage` is a handful of float comparisons.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    mql_threshold: float = Field(description="MQL when calibrated P(SQL within H days) reaches this.")
-    sql_threshold: float = Field(description="SQL recommended when calibrated P(opportunity) reaches this.")
-    hysteresis: float = Field(ge=0, lt=1, description="Share below a threshold a score must fall to leave.")
-    policy: dict[str, Any] = Field(default_factory=dict, description="The SLA policy that set the thresholds.")
-    expected: dict[str, Any] = Field(default_factory=dict, description="Outcomes on the months fitted on.")
-    rule_mql_threshold: float = Field(description="The rule-based points score's MQL threshold compared with.")
-    recycle_after_days: int | None = 45
-    sales_owned_stages: list[str] = Field(default_factory=lambda: ["opportunity", "customer", "disqualified"])
-
-    def stage(
-        self,
-        p_sql: float,
-        p_opportunity: float,
-        previous_stage: str | None,
-        *,
-        days_in_stage: float | None = None,
-    ) -> str:
-        """Recommended lifecycle stage (``lead``, ``mql``, ``sql``; or the unchanged previous stage).
-
-        Why the rules are shaped like this:
-        - entering a stage needs the score to reach its threshold (the same crossing the thresholds were
-          fitted on); leaving it needs the score to fall ``hysteresis`` (a share) below it, so a lead
-          whose score wobbles around the threshold changes stage once, not on every activity;
-        - stages set by sales (opportunity, customer, disqualified) are never overridden by a model;
-        - ``subscriber`` and ``recycled`` leads stay what they are until they qualify;
-        - with ``days_in_stage`` given, an MQL/SQL that made no progress for ``recycle_after_days``
-          returns to marketing as ``recycled``; a recycled lead re-qualifies only when it clears the
-          threshold by the hysteresis band, i.e. on new evidence, not on the score that was recycled.
-        """
-        prev = previous_stage or "lead"
-        if prev in self.sales_owned_stages:
-            return prev
-        keep = 1.0 - self.hysteresis
-        lift = 1.0 + self.hysteresis
-        if prev == "sql":
-            sql_bar, mql_bar = self.sql_threshold * keep, self.mql_threshold * keep
-        elif prev == "mql":
-            sql_bar, mql_bar = self.sql_threshold, self.mql_threshold * keep
-        elif prev == "recycled":
-            sql_bar, mql_bar = self.sql_threshold * lift, self.mql_threshold * lift
-        else:
-            sql_bar, mql_bar = self.sql_threshold, self.mql_threshold
-        if p_opportunity >= sql_bar:
-            new = "sql"
-        elif p_sql >= mql_bar:
-            new = "mql"
-        else:
-            new = prev if prev in ("subscriber", "recycled") else "lead"
-        if (
-            days_in_stage is not None
-            and self.recycle_after_days is not None
-            and prev in ("mql", "sql")
-            and days_in_stage >= self.recycle_after_days
-            and _FUNNEL_RANK[new] <= _FUNNEL_RANK[prev]
-        ):
-            return "recycled"
-        return new
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,14 +127,35 @@ class StagePolicy(BaseModel):
 
 @dataclass
 class TargetModel:
-    """One calibrated LightGBM model (a target: ``sql`` or ``opportunity``)."""
+    """One calibrated model for a target (``sql`` or ``opportunity``) of one ``kind`` (module docstring).
 
-    model_str: str
+    ``model_str`` (LightGBM text) is there for ``lightgbm`` and ``blend``, ``linear`` for ``logistic`` and
+    ``blend``, ``blend_weight`` (the trees' weight in log-odds) for ``blend``.
+    """
+
+    model_str: str | None
     encodings: dict[str, list[str]]
     calibrator: Calibrator
     params: dict[str, Any] = field(default_factory=dict)
+    kind: ModelKind = "lightgbm"
+    linear: LinearModel | None = None
+    blend_weight: float | None = None
     _booster: Any = field(default=None, repr=False, compare=False)
     _codes: dict[str, dict[str, float]] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ModelError(f"unknown model kind {self.kind!r} (known: {', '.join(MODEL_KINDS)})")
+        if self.uses_trees and not self.model_str:
+            raise ModelError(f"a {self.kind} model needs its LightGBM model text")
+        if self.kind != "lightgbm" and self.linear is None:
+            raise ModelError(f"a {self.kind} model needs its logistic coefficients")
+        if self.kind == "blend" and self.blend_weight is None:
+            raise ModelError("a blend model needs its blend weight")
+
+    @property
+    def uses_trees(self) -> bool:
+        return self.kind in ("lightgbm", "blend")
 
     @property
     def booster(self) -> Any:
@@ -204,7 +168,35 @@ class TargetModel:
         return self._booster
 
     def to_dict(self) -> dict[str, Any]:
-        return {"encodings": self.encodings, "calibrator": self.calibrator.to_dict(), "params": self.params}
+        return {"kind": self.kind, "encodings": self.encodings, "calibrator": self.calibrator.to_dict(),
+                "params": self.params, "linear": None if self.linear is None else self.linear.to_dict(),
+                "blend_weight": self.blend_weight}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], model_str: str | None) -> TargetModel:
+        linear = d.get("linear")
+        return cls(model_str=model_str, encodings={k: list(v) for k, v in d["encodings"].items()},
+                   calibrator=Calibrator.from_dict(d["calibrator"]), params=d.get("params", {}),
+                   kind=d.get("kind", "lightgbm"), linear=None if linear is None else LinearModel.from_dict(linear),
+                   blend_weight=d.get("blend_weight"))
+
+    def combine(self, p_trees: np.ndarray | None, p_linear: np.ndarray | None) -> np.ndarray:
+        """The raw probability of this kind from its parts' raw probabilities."""
+        if self.kind == "lightgbm":
+            return np.asarray(p_trees)
+        if self.kind == "logistic":
+            return np.asarray(p_linear)
+        assert p_trees is not None and p_linear is not None and self.blend_weight is not None
+        return blend_probability(p_trees, p_linear, self.blend_weight)
+
+    def combine_contributions(self, trees: np.ndarray | None, linear: np.ndarray | None) -> np.ndarray:
+        """Per-feature log-odds contributions of this kind (the blend weighs both like its scores)."""
+        if self.kind == "lightgbm":
+            return np.asarray(trees)
+        if self.kind == "logistic":
+            return np.asarray(linear)
+        assert trees is not None and linear is not None and self.blend_weight is not None
+        return self.blend_weight * trees + (1.0 - self.blend_weight) * linear
 
 
 @dataclass
@@ -248,7 +240,8 @@ class ScoringBundle:
         }
         (directory / BUNDLE_FILE).write_text(json.dumps(doc, indent=1, default=str))
         for target, model in self.models.items():
-            (directory / f"model_{target}.txt").write_text(model.model_str)
+            if model.model_str is not None:
+                (directory / f"model_{target}.txt").write_text(model.model_str)
         return directory
 
     @classmethod
@@ -259,18 +252,15 @@ class ScoringBundle:
         if not path.exists():
             raise ModelError(f"{directory} is not a scoring bundle (no {BUNDLE_FILE})")
         doc = json.loads(path.read_text())
-        if doc.get("format_version") != FORMAT_VERSION:
-            raise ModelError(f"bundle format {doc.get('format_version')} is not supported (need {FORMAT_VERSION}); "
-                             "retrain with this version of leadscore")
-        models = {
-            t: TargetModel(
-                model_str=(directory / f"model_{t}.txt").read_text(),
-                encodings={k: list(v) for k, v in d["encodings"].items()},
-                calibrator=Calibrator.from_dict(d["calibrator"]),
-                params=d.get("params", {}),
-            )
-            for t, d in doc["targets"].items()
-        }
+        if doc.get("format_version") not in READABLE_FORMATS:
+            raise ModelError(f"bundle format {doc.get('format_version')} is not supported (this version reads "
+                             f"{', '.join(map(str, READABLE_FORMATS))}); retrain with this version of leadscore")
+
+        def model_text(target: str) -> str | None:
+            path = directory / f"model_{target}.txt"
+            return path.read_text() if path.exists() else None
+
+        models = {t: TargetModel.from_dict(d, model_text(t)) for t, d in doc["targets"].items()}
         policy = doc.get("stage_policy")
         window = doc.get("window")
         return cls(
@@ -321,8 +311,11 @@ class BoundBundle(ScoringBundle):
         return encode_frame(features, self.schema, self.models[target].encodings)
 
     def predict_raw(self, features: pd.DataFrame, target: str) -> np.ndarray:
-        """Uncalibrated model probability (what the calibrator was fitted on)."""
-        return np.asarray(self.models[target].booster.predict(self.encode(features, target)), dtype=np.float64)
+        """Uncalibrated probability of the target's model kind (what the calibrator was fitted on)."""
+        m = self.models[target]
+        trees = m.booster.predict(self.encode(features, target)) if m.uses_trees else None
+        linear = m.linear.predict(features) if m.linear is not None and m.kind != "lightgbm" else None
+        return np.asarray(m.combine(trees, linear), dtype=np.float64)
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Calibrated ``p_sql`` and ``p_opportunity``, one row per input row (same index)."""
@@ -333,9 +326,18 @@ class BoundBundle(ScoringBundle):
         return pd.DataFrame(out, index=features.index)
 
     def contributions(self, features: pd.DataFrame, target: str = "sql") -> pd.DataFrame:
-        """Per-feature SHAP values (LightGBM ``pred_contrib``, log-odds of the raw model) + ``bias``."""
-        contrib = self.models[target].booster.predict(self.encode(features, target), pred_contrib=True)
-        return pd.DataFrame(contrib, columns=[*self.feature_names, "bias"], index=features.index)
+        """Per-feature contributions in log-odds of the raw model + ``bias``: LightGBM's SHAP values
+        (``pred_contrib``), the logistic model's exact linear SHAP values, or their blend."""
+        m = self.models[target]
+        n = len(self.schema)
+        trees = linear = None
+        if m.uses_trees:
+            trees = m.booster.predict(self.encode(features, target), pred_contrib=True)
+        if m.linear is not None and m.kind != "lightgbm":
+            c = m.linear.contributions(features)[self.feature_names].to_numpy()
+            linear = np.column_stack([c, np.full(len(features), m.linear.offset)])
+        contrib = m.combine_contributions(trees, linear)
+        return pd.DataFrame(contrib[:, : n + 1], columns=[*self.feature_names, "bias"], index=features.index)
 
     # ------------------------------------------------------------------ one-row fast path
     def encode_row(self, row: Mapping[str, Any], target: str) -> np.ndarray:
@@ -356,21 +358,46 @@ class BoundBundle(ScoringBundle):
                 x[0, j] = np.nan if v is None else float(v)
         return x
 
+    def _linear_row_terms(self, row: Mapping[str, Any], model: TargetModel) -> np.ndarray | None:
+        """The logistic terms of one row in schema order (None for a trees-only model)."""
+        if model.linear is None or model.kind == "lightgbm":
+            return None
+        missing = [s["name"] for s in self.schema if s["name"] not in row]
+        if missing:
+            raise ValueError(f"feature {missing[0]!r} is missing from the row")
+        terms = dict(zip(model.linear.features, model.linear.row_terms(row), strict=True))
+        return np.array([terms.get(name, 0.0) for name in self.feature_names])
+
     def predict_row(self, row: Mapping[str, Any]) -> dict[str, float]:
         """Calibrated probabilities for one moment: ``{"p_sql": ..., "p_opportunity": ...}``."""
         out = {}
         for target, model in self.models.items():
             # one row: a single thread (waking an OpenMP team costs more than the prediction)
-            raw = model.booster.predict(self.encode_row(row, target), num_threads=1)
+            trees = model.booster.predict(self.encode_row(row, target), num_threads=1) if model.uses_trees else None
+            terms = self._linear_row_terms(row, model)
+            linear = None
+            if terms is not None:
+                assert model.linear is not None
+                linear = np.array([1.0 / (1.0 + np.exp(-(model.linear.intercept + terms.sum())))])
+            raw = model.combine(trees, linear)
             out[OUTPUT_COLUMNS[target]] = float(np.interp(raw[0], model.calibrator.x, model.calibrator.y))
         return out
 
     def reason_details(self, features_row: Any, k: int = 3, target: str = "sql") -> dict[str, list[dict[str, Any]]]:
         """Top ``k`` positive and negative contributions with feature, value, contribution and text."""
         row = as_mapping(features_row)
-        contrib = self.models[target].booster.predict(self.encode_row(row, target), pred_contrib=True,
-                                                      num_threads=1)[0]
-        return top_reasons(self.schema, row, contrib[: len(self.schema)], k)  # the last column is the bias
+        model = self.models[target]
+        trees = None
+        if model.uses_trees:
+            # the last column is the bias
+            trees = model.booster.predict(self.encode_row(row, target), pred_contrib=True,
+                                          num_threads=1)[0][: len(self.schema)]
+        terms = self._linear_row_terms(row, model)
+        linear = None
+        if terms is not None:
+            assert model.linear is not None
+            linear = terms - np.array([model.linear.term_means.get(n, 0.0) for n in self.feature_names])
+        return top_reasons(self.schema, row, model.combine_contributions(trees, linear), k)
 
     def reasons(self, features_row: Any, k: int = 3, target: str = "sql") -> dict[str, list[str]]:
         """The top ``k`` reasons for and against, in plain words from the schema templates."""

@@ -20,17 +20,24 @@ if TYPE_CHECKING:
     from leadscore.training.train import TrainResult
 
 _SHOWN = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top_decile_lift", "recall_at_capacity")
-_MODELS = ("lightgbm", "lightgbm_uncalibrated", "logistic", "rule", "ground_truth")
+_MODELS = ("shipped", "lightgbm", "lightgbm_uncalibrated", "logistic", "rule", "ground_truth")
 
 
-def print_results(result: TrainResult, console: Console) -> None:
-    """The results table: every model on every metric of the test months, with 95% CIs."""
+def print_results(result: TrainResult, console: Console, *, flat: bool = False) -> None:
+    """The backtest table (every model on every metric of the test months, 95% CIs), what was shipped,
+    the top drifting features and the verdict; a promotion is suggested only for an event-log model that
+    beats the rule score (a flat model cannot be promoted)."""
+    from rich.markup import escape
     from rich.table import Table
 
+    from leadscore.training.drift import describe_top
+
     for target, tr in result.targets.items():
-        table = Table(title=f"{target}: test months {', '.join(tr.split.months('test'))} "
+        kind = tr.choice.kind + (f" {tr.choice.blend_weight:g}" if tr.choice.blend_weight is not None else "")
+        table = Table(title=f"{target}: backtest of the procedure on test months {', '.join(tr.split.months('test'))} "
                             f"({tr.rows['test']:,} moments, {tr.positives['test']:,} positives; "
-                            f"calibration: {tr.model.calibrator.method})")
+                            f"shipped: {kind}, calibration: {tr.model.calibrator.method}; "
+                            f"{tr.recency.chosen.label})")
         table.add_column("model")
         for m in _SHOWN:
             table.add_column(m, justify="right")
@@ -40,14 +47,38 @@ def print_results(result: TrainResult, console: Console) -> None:
             ms = tr.metrics[model]
             table.add_row(model, *[f"{ms[m].value:.3f}\n[dim][{ms[m].lo:.3f}, {ms[m].hi:.3f}][/dim]" for m in _SHOWN])
         console.print(table)
-        lift = tr.metrics["lightgbm"]["roc_auc"].value - tr.metrics["rule"]["roc_auc"].value
-        line = f"  AUC gain over the rule score: {lift:+.3f}"
+        lift = tr.metrics["shipped"]["roc_auc"].value - tr.metrics["rule"]["roc_auc"].value
+        line = f"  AUC gain of the shipped model over the rule score: {lift:+.3f}"
         if tr.share_of_ceiling_lift is not None:
             line += f"; share of ceiling lift: {tr.share_of_ceiling_lift:.3f}"
         console.print(line)
+        if tr.refit is not None:
+            months = tr.refit.window()
+            console.print(f"  registered model: refit on {months['fit_months'][0]}..{months['fit_months'][-1]}, "
+                          f"calibrated on {', '.join(months['calibration_months'])}")
+    if result.drift:
+        k = result.bundle.info.get("drift_top_features", 5)
+        console.print(f"drift of the test months against the training rows (PSI): {escape(describe_top(result.drift, k))}")
+    good = all(ok for ok, _ in result.verdicts.values())
+    for ok, text in result.verdicts.values():
+        console.print(f"[{'green' if ok else 'yellow'}]{escape(text)}[/]")
     if result.model_version:
-        console.print(f"[green]registered[/green] model version {result.model_version} as 'challenger' "
-                      f"(run {result.run_id}); next: leadscore promote --crm DIR")
+        line = f"[green]registered[/green] model version {result.model_version} as 'challenger' (run {result.run_id})"
+        window = result.bundle.window
+        if good and not flat and window is not None:
+            end = window["sql"].get("fitted_end", window["sql"]["test_start"])[:10]
+            line += f"; next, once a month after {end} has matured: leadscore promote --crm DIR"
+        console.print(line)
+
+
+def write_summary(result: TrainResult, path: Path) -> None:
+    """``--summary FILE``: the test-month figures, drift and verdict as JSON (training.artifacts.summary)."""
+    import json
+
+    from leadscore.training.artifacts import summary
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary(result), indent=1))
 
 
 def print_decision(decision: PromotionDecision, console: Console) -> None:
@@ -109,6 +140,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="Also keep the bundle and artifacts in this directory.")] = None,
         flat: Annotated[Path | None, typer.Option(help="Train from a flat one-row-per-lead file instead.")] = None,
         mapping: Annotated[Path | None, typer.Option(help="Column mapping (YAML) for --flat.")] = None,
+        summary: Annotated[Path | None, typer.Option(help="Write the test-month figures and drift as JSON here.")] = None,
     ) -> None:
         """Monthly retrain: tune, calibrate, backtest against baselines, log to MLflow, register a challenger."""
         # InsufficientDataError (exit 3), MappingError, LeakageError, HistoryError (exit 2) are
@@ -120,7 +152,10 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(2)
             from leadscore.training.flat import train_flat
 
-            print_results(train_flat(flat, mapping, settings, trials, timeout, out_dir=out), console)
+            flat_result = train_flat(flat, mapping, settings, trials, timeout, out_dir=out)
+            print_results(flat_result, console, flat=True)
+            if summary is not None:
+                write_summary(flat_result, summary)
             return
         if crm is None:
             err_console.print("[red]error:[/red] give --crm DIR (or --flat FILE --mapping FILE)")
@@ -132,6 +167,8 @@ def register(app: typer.Typer) -> None:
         with progress:
             result = run_train(crm, settings, cutoff, trials=trials, timeout=timeout, progress=on_event, out_dir=out)
         print_results(result, console)
+        if summary is not None:
+            write_summary(result, summary)
 
     @app.command()
     def promote(

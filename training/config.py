@@ -53,6 +53,33 @@ class LightGBMConfig(_Strict):
     final_learning_rate_factor: float = Field(default=0.25, gt=0, le=1)
 
 
+class RecencyConfig(_Strict):
+    """Recency candidates, chosen on the validation months (see :mod:`training.choice`)."""
+
+    #: time-decay half-lives in months; null = no decay
+    half_lives_months: list[float | None] = Field(default_factory=lambda: [None, 3.0, 6.0, 12.0], min_length=1)
+    #: training windows in months before the validation months; null = all matured history
+    windows_months: list[int | None] = Field(default_factory=lambda: [None, 6, 12], min_length=1)
+    #: a combination replaces "all history, no decay" only when its validation log loss is this much lower
+    min_gain: float = Field(default=0.002, ge=0, lt=1)
+
+
+#: what a target's shipped model is (see training.choice and the bundle's ``kind``)
+ModelKind = Literal["lightgbm", "logistic", "blend"]
+
+
+def _all_kinds() -> list[ModelKind]:
+    return ["lightgbm", "logistic", "blend"]
+
+
+class ModelChoiceConfig(_Strict):
+    """Model candidates, chosen by calibrated log loss on the calibration months (see :mod:`training.choice`)."""
+
+    candidates: list[ModelKind] = Field(default_factory=_all_kinds, min_length=1)
+    #: weights of the trees in the log-odds blend
+    blend_weights: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75], min_length=1)
+
+
 class TrainingConfig(_Strict):
     seed: int = 42
     trials: int = 30
@@ -70,6 +97,13 @@ class TrainingConfig(_Strict):
     #: the logistic baseline is fitted on a time-stratified sample: its dense design matrix is copied
     #: by every pipeline step, and 100k rows already pin a linear model down
     logreg_max_rows: int = 100_000
+    #: the registered model: ``last_months`` refits it on all matured months, the newest
+    #: ``split.calibration_months`` calibrating it (training.refit); ``none`` ships the backtest's model
+    refit: Literal["last_months", "none"] = "last_months"
+    recency: RecencyConfig = Field(default_factory=RecencyConfig)
+    model_choice: ModelChoiceConfig = Field(default_factory=ModelChoiceConfig)
+    #: features listed by train's drift report (highest PSI first)
+    drift_top_features: int = Field(default=5, ge=1)
     lightgbm: LightGBMConfig = Field(default_factory=LightGBMConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     minimums: MinimumsConfig = Field(default_factory=MinimumsConfig)

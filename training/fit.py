@@ -165,6 +165,7 @@ def fit_target(
     timeout: float | None = None,
     seed: int | None = None,
     bag_folds: int = 1,
+    weights: np.ndarray | None = None,
     encodings: dict[str, list[str]] | None = None,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
     progress: Callable[[str], None] | None = None,
@@ -173,7 +174,9 @@ def fit_target(
 
     ``frame`` holds the schema's feature columns and ``y`` the 0/1 label, both addressed by position;
     only the rows named in ``rows`` are read. ``encodings`` (category codes) default to those of the
-    rows the boosters learn from. ``on_trial`` receives each Optuna trial's record; ``progress`` a
+    rows the boosters learn from. ``weights`` (one per frame row, by position; e.g. the recency decay of
+    :mod:`training.choice`) weigh the rows the boosters learn from, in tuning and in the final fit;
+    early-stopping and calibration rows stay unweighted. ``on_trial`` receives each Optuna trial's record; ``progress`` a
     short phase text.
     """
     seed = cfg.seed if seed is None else seed
@@ -187,15 +190,17 @@ def fit_target(
     def X(idx: np.ndarray) -> np.ndarray:
         return encode_frame(frame.iloc[idx], schema, encodings)
 
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
     X_fit, X_stop = X(rows.fit), X(rows.early_stop)
     y_fit, y_stop = y[rows.fit], y[rows.early_stop]
+    w_fit = None if w is None else w[rows.fit]
     say(f"tuning ({trials} trials)")
     if rows.tune is None or len(rows.tune) == len(rows.fit):
-        X_tune, y_tune = X_fit, y_fit
+        X_tune, y_tune, w_tune = X_fit, y_fit, w_fit
     else:
-        X_tune, y_tune = X(rows.tune), y[rows.tune]
+        X_tune, y_tune, w_tune = X(rows.tune), y[rows.tune], None if w is None else w[rows.tune]
     tune = tune_lightgbm(X_tune, y_tune, X_stop, y_stop, cat, cfg, trials=trials, timeout=timeout, seed=seed,
-                         on_trial=on_trial)
+                         on_trial=on_trial, weights=w_tune)
     del X_tune
 
     n_learn = len(learn)
@@ -204,14 +209,16 @@ def fit_target(
     dataset_params = {"max_bin": cfg.lightgbm.max_bin}
     if bag_folds < 2:
         say(f"final fit on {len(y_fit):,} rows")
-        fit_set = make_dataset(X_fit, y_fit, cat, params=dataset_params)
+        fit_set = make_dataset(X_fit, y_fit, cat, params=dataset_params, weight=w_fit)
         boosters = [fit_lightgbm(fit_set, make_dataset(X_stop, y_stop, cat, reference=fit_set), params, cfg)]
     else:
         say(f"final fit: {bag_folds} fold models on {n_learn:,} rows")
         X_all, y_all = np.vstack([X_fit, X_stop]), np.concatenate([y_fit, y_stop])
+        w_all = None if w is None else w[learn]
         boosters = []
         for own, held in _bag_splits(y_all, bag_folds, seed):
-            fit_set = make_dataset(X_all[own], y_all[own], cat, params=dataset_params)
+            fit_set = make_dataset(X_all[own], y_all[own], cat, params=dataset_params,
+                                   weight=None if w_all is None else w_all[own])
             stop_set = make_dataset(X_all[held], y_all[held], cat, reference=fit_set)
             boosters.append(fit_lightgbm(fit_set, stop_set, params, cfg))
         del X_all

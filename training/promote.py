@@ -80,7 +80,8 @@ def evaluation_month(
     windows = [b.window for b in bundles]
     if any(w is None for w in windows):
         raise DataError("a model without its training window cannot be compared on unseen months; retrain it")
-    fitted_end = max(pd.Timestamp(w["sql"]["test_start"]) for w in windows if w is not None)
+    # a refit model saw every matured month up to its fitted_end (older bundles: up to the test start)
+    fitted_end = max(pd.Timestamp(w["sql"].get("fitted_end", w["sql"]["test_start"])) for w in windows if w is not None)
     if start < fitted_end:
         raise DataError(
             f"no fully matured month after the models' fitting periods (which end {fitted_end:%Y-%m-%d}); "

@@ -336,15 +336,19 @@ def build_sla_report(
     out_html: Path,
     *,
     warmup: pd.DataFrame | None = None,
+    drift: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Replay the model's and the rule's MQL thresholds on the test months; write HTML + JSON; return the JSON.
 
     ``test_scored`` has the columns of :func:`training.sla.fit_stage_policy`'s ``scored`` (test months).
     ``warmup``: the scored moments before them (the calibration frame), so leads that were already MQL
     before the test months are not counted again; without it the first ``sla.warmup_months`` of the
-    test months play that part. The JSON goes to ``out_html.with_suffix('.json')``.
+    test months play that part. ``drift`` (:func:`training.drift.drift_report`) adds the drift section.
+    The JSON goes to ``out_html.with_suffix('.json')``.
     """
     data = sla_numbers(test_scored, policy, settings, warmup)
+    if drift:
+        data["drift"] = drift  # training.drift.drift_report: the review shows why the months may surprise
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
     out_html.write_text(render_html(data), encoding="utf-8")

@@ -228,6 +228,29 @@ def _switch_html(d: dict[str, Any]) -> str:
     return out
 
 
+def _drift_html(d: dict[str, Any]) -> str:
+    """Top drifting features (PSI, share outside the training range) and the label rate by month."""
+    drift = d["drift"]
+    body = []
+    for i, f in enumerate(drift["features"][:DRIFT_SHOWN]):
+        body.append(f"<tr><td>{html.escape(f['feature'])}</td>{_cell(d, f'drift.features.{i}.psi')}"
+                    f"{_cell(d, f'drift.features.{i}.outside_range', 'pct')}</tr>")
+    months = (f'<p class="meta">Training rows {html.escape(", ".join(drift["reference_months"][:1] + drift["reference_months"][-1:]))}'
+              f' vs scoring months {html.escape(", ".join(drift["scoring_months"]))}; PSI &lt; 0.1 stable, '
+              "0.1-0.25 moving, &gt; 0.25 shifted.</p>")
+    rates = []
+    for target, by_month in drift["label_rate"].items():
+        for month in by_month:
+            rates.append(f"<tr><td>{html.escape(target)}</td><td>{html.escape(month)}</td>"
+                         f"{_cell(d, f'drift.label_rate.{target}.{month}.moments')}"
+                         f"{_cell(d, f'drift.label_rate.{target}.{month}.rate', 'pct')}</tr>")
+    return (months + _table(["feature", "PSI", "outside training range"], body)
+            + _table(["target", "month", "matured moments", "label rate"], rates))
+
+
+#: drifting features listed in the report (highest PSI first)
+DRIFT_SHOWN = 15
+
 SECTION_TITLES = {
     "headline": "Headline comparison (test months)",
     "tradeoff": "Precision / volume trade-off",
@@ -236,6 +259,7 @@ SECTION_TITLES = {
     "funnel": "Monthly funnel",
     "segments": "Segments",
     "switch": "Leads gained and lost by switching from the rule to the model",
+    "drift": "Drift: the test months against the training rows",
 }
 
 _CSS = """
@@ -260,6 +284,7 @@ def render_html(data: dict[str, Any]) -> str:
         "funnel": _funnel_html,
         "segments": _segments_html,
         "switch": _switch_html,
+        "drift": _drift_html,
     }
     meta = (
         f'<p class="meta">Test months {html.escape(", ".join(data["months"]))}; '
@@ -272,7 +297,8 @@ def render_html(data: dict[str, Any]) -> str:
     )
     notes = "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in data["notes"]) + "</ul>"
     sections = "".join(
-        f'<section id="{s}"><h2>{html.escape(SECTION_TITLES[s])}</h2>{renderers[s](data)}</section>' for s in SECTIONS
+        f'<section id="{s}"><h2>{html.escape(SECTION_TITLES[s])}</h2>{renderers[s](data)}</section>'
+        for s in (*SECTIONS, *(["drift"] if data.get("drift") else []))
     )
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

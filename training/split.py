@@ -9,13 +9,18 @@ the model. Each target gets its own split because the horizons differ (30 vs 90 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from leadscore.errors import NotEnoughDataError
 from leadscore.training.config import MinimumsConfig, SplitConfig
+
+if TYPE_CHECKING:
+    from leadscore.config import Settings
 
 PERIODS = ("train", "validation", "calibration", "test")
 TARGETS = {"sql": "y_sql", "opportunity": "y_opp"}
@@ -154,3 +159,44 @@ def stratified_time_sample(as_of: pd.Series, max_rows: int, seed: int) -> np.nda
         k = max(1, round(len(idx) * frac))
         keep.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
     return np.sort(np.concatenate(keep))
+
+
+def split_target(
+    dataset: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp, target: str
+) -> tuple[TimeSplit, dict[str, np.ndarray]]:
+    """The target's time split and the positions of its matured, labelled moments per period.
+
+    Raises :class:`~training.split.InsufficientDataError` naming what is missing.
+    """
+    label = TARGETS[target]
+    horizon = settings.horizons.sql_days if target == "sql" else settings.horizons.opp_days
+    # masks and positions, not per-period frames: at a million moments every copy of the frame is ~1 GB
+    labelled = dataset[label].notna().to_numpy()
+    as_of = dataset["as_of"]
+    split = time_split(as_of[labelled], cutoff, horizon, settings.training.split, target)
+    rows = {p: np.flatnonzero(labelled & split.mask(as_of, p)) for p in PERIODS}
+    y = dataset[label].to_numpy(dtype=np.float64)
+    check_minimums(y[rows["train"]], split, settings.training.minimums)
+    for p in ("validation", "calibration", "test"):
+        yp = y[rows[p]]
+        if len(np.unique(yp)) < 2:
+            raise InsufficientDataError(
+                f"the {p} months {', '.join(split.months(p))} of the {target} model contain "
+                f"{len(yp)} matured moments and {int(yp.sum())} positives; both outcomes are needed. "
+                "The rule-based score stays in force."
+            )
+    return split, rows
+
+
+def check_data(dataset: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp,
+               targets: Sequence[str] = tuple(TARGETS)) -> dict[str, TimeSplit]:
+    """Check every target's minimums before any work, so a shortfall is reported at once, in full."""
+    problems, splits = [], {}
+    for target in targets:
+        try:
+            splits[target] = split_target(dataset, settings, cutoff, target)[0]
+        except InsufficientDataError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise InsufficientDataError("\n".join(problems))
+    return splits

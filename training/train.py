@@ -1,4 +1,4 @@
-"""The monthly retrain: time splits, the shared fitting procedure, backtest against baselines, MLflow.
+"""The monthly retrain: backtest the procedure, refit the registered model, drift report, MLflow.
 
 :func:`train` is what ``leadscore train`` runs: CRM directory in, registered challenger out.
 :func:`train_from_dataset` does the work on an already built moments dataset so other entry points
@@ -6,14 +6,16 @@
 
 Per target (``sql``, ``opportunity``; a flat table's one label trains ``sql`` only):
 
-1. matured moments only, split by month: train / validation / calibration / test (never random);
-2. data minimums on the training window (else the rule-based score stays in force);
-3. :func:`training.fit.fit_target` with the months in its roles: Optuna search on a time-stratified
-   sample of the training months, pruned and early-stopped on the validation months; final model on
-   all training months; calibration fitted (and its method chosen) on the calibration months only;
-4. backtest on the test months against the rule score and a logistic regression (and, on a generated
-   CRM, the ground-truth ceiling), every metric with a bootstrap 95% CI.
+1. the backtest (:mod:`training.backtest`): matured moments split by month into train / validation /
+   calibration / test; recency, hyper-parameters, rounds, model kind and calibration method chosen on
+   the held-out months; the procedure measured on the test months against the rule score, the logistic
+   baseline and, on a generated CRM, the ground-truth ceiling;
+2. the production refit (:mod:`training.refit`): the chosen model refit on all matured months, the
+   newest calibrating it. That is the model registered; the test metrics describe the procedure.
 
+The drift between the backtest's training rows and its test months (:mod:`training.drift`) comes with
+the run, and so does the verdict whether the shipped model beats the rule score. The scored frames,
+the stage policy's fit and the SLA report use the backtest's model on months it was not fitted on.
 Artifacts and the MLflow record are written by :mod:`training.artifacts`.
 """
 
@@ -22,10 +24,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -33,67 +35,46 @@ import pandas as pd
 from leadscore.config import Settings
 from leadscore.errors import DataError
 from leadscore.training.artifacts import log_run, trial_logger, write_artifacts
-from leadscore.training.baselines import baseline_scores
+from leadscore.training.backtest import (
+    SHIPPED,
+    TRUTH_COLUMNS,
+    ProgressFn,
+    TargetResult,
+    attach_truth,
+    train_target,
+)
 from leadscore.training.bundle import (
     OUTPUT_COLUMNS,
     BoundBundle,
-    FeatureColumn,
     ScoringBundle,
     TargetModel,
     TrainingWindow,
     schema_dicts,
 )
-from leadscore.training.fit import FitResult, RowSets, fit_target
-from leadscore.training.metrics import METRICS, MetricCI, evaluate_metrics
-from leadscore.training.split import (
-    PERIODS,
-    TARGETS,
-    InsufficientDataError,
-    TimeSplit,
-    check_minimums,
-    stratified_time_sample,
-    time_split,
-)
-from leadscore.training.tune import TuneResult
+from leadscore.training.drift import drift_report, label_rate_by_month, verdict
+from leadscore.training.metrics import METRICS, MetricCI
+from leadscore.training.refit import refit_target
+from leadscore.training.split import TARGETS, check_data, split_target
 
 SCORED_COLUMNS = ["lead_id", "as_of", "p_sql", "p_opportunity", "rule_score", "y_sql", "y_opp",
                   "source", "industry", "employee_band", "days_since_created"]
 GROUND_TRUTH_FILE = "ground_truth.parquet"
-TRUTH_COLUMNS = {"sql": "p_sql_30d", "opportunity": "p_opp_90d"}
-
-#: called with (event, payload): "phase" (str), "trial" (target, trial record), "target_done" (target)
-ProgressFn = Callable[[str, Any], None]
-
-
-@dataclass
-class TargetResult:
-    """Everything learned and measured for one target."""
-
-    target: str
-    split: TimeSplit
-    fit: FitResult
-    model: TargetModel
-    metrics: dict[str, dict[str, MetricCI]]
-    rows: dict[str, int]
-    positives: dict[str, int]
-    capacity_share: float
-    share_of_ceiling_lift: float | None = None
-
-    @property
-    def tune(self) -> TuneResult:
-        return self.fit.tune
-
-    @property
-    def importance(self) -> pd.Series:
-        return self.fit.importance
 
 
 @dataclass
 class TrainResult:
+    #: the registered (shipped) model: the refit, or the backtest's model without one
     bundle: BoundBundle
     targets: dict[str, TargetResult]
+    #: scored by the backtest's model: months it was not fitted on
     scored_calibration: pd.DataFrame
     scored_test: pd.DataFrame
+    #: the backtest's model of the chosen kind (what the test metrics, plots and SLA report describe)
+    backtest: BoundBundle | None = None
+    #: per feature PSI / outside-range share, label rate by month (training.drift)
+    drift: dict[str, Any] = field(default_factory=dict)
+    #: per target: (beats the rule score and chance, the one-line verdict)
+    verdicts: dict[str, tuple[bool, str]] = field(default_factory=dict)
     run_id: str | None = None
     model_version: str | None = None
     sla_report: dict[str, Any] | None = None
@@ -121,133 +102,6 @@ def _metrics_dict(ms: dict[str, MetricCI]) -> dict[str, dict[str, float]]:
     return {k: v.to_dict() for k, v in ms.items()}
 
 
-def attach_truth(dataset: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """Join each moment to its lead's true probabilities on ``as_of.floor("D")`` (generated CRMs only)."""
-    keys = pd.DataFrame({"lead_id": dataset["lead_id"].astype(str).to_numpy(),
-                         "day": dataset["as_of"].dt.floor("D").to_numpy()})
-    # only the days that moments fall on: the truth table has a row per lead and open day (tens of millions)
-    t = truth.loc[truth["day"].isin(keys["day"].unique()), ["lead_id", "day", *TRUTH_COLUMNS.values()]]
-    t = t.assign(lead_id=t["lead_id"].astype(str),
-                 day=pd.to_datetime(t["day"], utc=True).dt.as_unit(keys["day"].dt.unit))
-    merged = keys.merge(t, on=["lead_id", "day"], how="left", validate="many_to_one")
-    return merged[list(TRUTH_COLUMNS.values())].set_axis(dataset.index)
-
-
-def _capacity_share(settings: Settings, rule: np.ndarray) -> float:
-    if settings.training.capacity_share is not None:
-        return settings.training.capacity_share
-    share = float(np.mean(np.nan_to_num(rule) >= settings.rules.mql_threshold))
-    return share if 0.0 < share < 1.0 else 0.1
-
-
-def split_target(
-    dataset: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp, target: str
-) -> tuple[TimeSplit, dict[str, np.ndarray]]:
-    """The target's time split and the positions of its matured, labelled moments per period.
-
-    Raises :class:`~training.split.InsufficientDataError` naming what is missing.
-    """
-    label = TARGETS[target]
-    horizon = settings.horizons.sql_days if target == "sql" else settings.horizons.opp_days
-    # masks and positions, not per-period frames: at a million moments every copy of the frame is ~1 GB
-    labelled = dataset[label].notna().to_numpy()
-    as_of = dataset["as_of"]
-    split = time_split(as_of[labelled], cutoff, horizon, settings.training.split, target)
-    rows = {p: np.flatnonzero(labelled & split.mask(as_of, p)) for p in PERIODS}
-    y = dataset[label].to_numpy(dtype=np.float64)
-    check_minimums(y[rows["train"]], split, settings.training.minimums)
-    for p in ("validation", "calibration", "test"):
-        yp = y[rows[p]]
-        if len(np.unique(yp)) < 2:
-            raise InsufficientDataError(
-                f"the {p} months {', '.join(split.months(p))} of the {target} model contain "
-                f"{len(yp)} matured moments and {int(yp.sum())} positives; both outcomes are needed. "
-                "The rule-based score stays in force."
-            )
-    return split, rows
-
-
-def check_data(dataset: pd.DataFrame, settings: Settings, cutoff: pd.Timestamp,
-               targets: Sequence[str] = tuple(TARGETS)) -> dict[str, TimeSplit]:
-    """Check every target's minimums before any work, so a shortfall is reported at once, in full."""
-    problems, splits = [], {}
-    for target in targets:
-        try:
-            splits[target] = split_target(dataset, settings, cutoff, target)[0]
-        except InsufficientDataError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise InsufficientDataError("\n".join(problems))
-    return splits
-
-
-def train_target(
-    dataset: pd.DataFrame,
-    schema: list[FeatureColumn],
-    settings: Settings,
-    cutoff: pd.Timestamp,
-    target: str,
-    *,
-    trials: int,
-    timeout: float | None,
-    truth: pd.DataFrame | None = None,
-    progress: ProgressFn | None = None,
-    on_trial: Callable[[dict[str, Any]], None] | None = None,
-) -> TargetResult:
-    """Split by month, run :func:`~training.fit.fit_target` and backtest one target (module docstring).
-
-    The months play the procedure's roles: train = fit (its time-stratified sample = tune),
-    validation = early stopping, calibration = calibration, test = test.
-    """
-    cfg = settings.training
-    label = TARGETS[target]
-    split, rows = split_target(dataset, settings, cutoff, target)
-    y = dataset[label].to_numpy(dtype=np.float64)
-    sample = stratified_time_sample(dataset["as_of"].iloc[rows["train"]], cfg.tune_sample_rows, cfg.seed)
-    roles = RowSets(fit=rows["train"], early_stop=rows["validation"], calibration=rows["calibration"],
-                    test=rows["test"], tune=rows["train"][sample])
-    fit = fit_target(dataset, y, roles, schema, cfg, trials=trials, timeout=timeout, on_trial=on_trial,
-                     progress=lambda text: _emit(progress, "phase", f"{target}: {text}"))
-
-    _emit(progress, "phase", f"{target}: backtest")
-    rule = dataset["rule_score"].to_numpy(dtype=np.float64)
-    lr_rows = rows["train"][stratified_time_sample(dataset["as_of"].iloc[rows["train"]], cfg.logreg_max_rows,
-                                                   cfg.seed)]
-    baselines = baseline_scores(dataset, y, rule, schema, logistic_rows=lr_rows, rule_rows=rows["calibration"],
-                                test_rows=rows["test"], seed=cfg.seed)
-    cap = _capacity_share(settings, rule[rows["test"]])
-    scores = {"lightgbm": fit.scores("test"), "lightgbm_uncalibrated": fit.raw["test"], **baselines}
-    yt = y[rows["test"]]
-    ceiling = False
-    if truth is not None:
-        t = truth[TRUTH_COLUMNS[target]].to_numpy(dtype=np.float64)[rows["test"]]
-        if np.isfinite(t).mean() > 0.95:
-            # A few moments may miss a truth row (e.g. a lead created the same day); evaluate all
-            # models on the same rows so the ceiling is comparable.
-            ok = np.isfinite(t)
-            scores = {k: v[ok] for k, v in scores.items()}
-            scores["ground_truth"] = t[ok]
-            yt = yt[ok]
-            ceiling = True
-    metrics = {
-        name: evaluate_metrics(yt, p, capacity_share=cap, n_boot=cfg.bootstrap_samples, n_bins=cfg.ece_bins,
-                               seed=cfg.seed)
-        for name, p in scores.items()
-    }
-    share = None
-    if ceiling:
-        auc_truth = metrics["ground_truth"]["roc_auc"].value
-        share = (metrics["lightgbm"]["roc_auc"].value - 0.5) / (auc_truth - 0.5) if auc_truth > 0.5 else None
-    model = TargetModel(model_str=fit.model_string(), encodings=fit.encodings, calibrator=fit.calibrator,
-                        params={**fit.params, "num_iterations": fit.rounds[0]})
-    _emit(progress, "target_done", target)
-    return TargetResult(
-        target=target, split=split, fit=fit, model=model, metrics=metrics,
-        rows={p: len(r) for p, r in rows.items()}, positives={p: int(y[r].sum()) for p, r in rows.items()},
-        capacity_share=cap, share_of_ceiling_lift=share,
-    )
-
-
 def _scored_frame(dataset: pd.DataFrame, bundle: BoundBundle, mask: np.ndarray) -> pd.DataFrame:
     """The rows' ids, scores, labels and segments (what the stage policy and the SLA report replay).
 
@@ -264,12 +118,59 @@ def _scored_frame(dataset: pd.DataFrame, bundle: BoundBundle, mask: np.ndarray) 
 
 
 def _window(results: dict[str, TargetResult], cutoff: pd.Timestamp, n: int) -> TrainingWindow:
-    return {  # one TargetWindow per target key
-        "cutoff": cutoff.isoformat(),
-        "moments": n,
-        **{t: {**r.split.to_dict(), "months": {p: r.split.months(p) for p in ("train", "validation", "calibration", "test")},  # type: ignore[typeddict-item]
-               "rows": r.rows, "positives": r.positives} for t, r in results.items()},
-    }
+    def target(r: TargetResult) -> dict[str, Any]:
+        refit = r.refit.window() if r.refit is not None else None
+        fitted_end = r.refit.rows.end if r.refit is not None else r.split.fitted_end
+        return {**r.split.to_dict(), "rows": r.rows, "positives": r.positives, "fitted_end": fitted_end.isoformat(),
+                "months": {p: r.split.months(p) for p in ("train", "validation", "calibration", "test")},
+                **({"refit": refit} if refit is not None else {})}
+
+    window: dict[str, Any] = {"cutoff": cutoff.isoformat(), "moments": n}
+    window.update({t: target(r) for t, r in results.items()})
+    return cast(TrainingWindow, window)
+
+
+def _bundle(results: dict[str, TargetResult], models: dict[str, TargetModel], spec: Any, schema_hash: str,
+            settings: Settings, cutoff: pd.Timestamp, n: int, trials: int) -> BoundBundle:
+    cfg = settings.training
+    return ScoringBundle(
+        schema=spec, schema_hash=schema_hash, config_hash=settings.config_hash(), models=models,
+        rules=settings.rules, window=_window(results, cutoff, n),
+        metrics={t: {"test": {m: _metrics_dict(v) for m, v in r.metrics.items()},
+                     "calibration_method": r.model.calibrator.method,
+                     "calibration_log_loss": r.choice.calibration_log_loss,
+                     "capacity_share": r.capacity_share,
+                     "share_of_ceiling_lift": r.share_of_ceiling_lift,
+                     "model": r.model_record()} for t, r in results.items()},
+        info={"seed": cfg.seed, "trials": trials, "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
+              "best_params": {t: m.params for t, m in models.items()},
+              "model_kinds": {t: m.kind for t, m in models.items()}, "drift_top_features": cfg.drift_top_features},
+    ).bind(schema_hash=schema_hash)  # the producer: its features were computed under this hash
+
+
+def _refit(dataset: pd.DataFrame, spec: Any, settings: Settings, cutoff: pd.Timestamp, r: TargetResult,
+           progress: ProgressFn | None) -> None:
+    """Refit the target's chosen model on all matured months (training.refit); keep the backtest model if
+    the refit's months lack an outcome."""
+    _emit(progress, "phase", f"{r.target}: refit on all matured months")
+    label = TARGETS[r.target]
+    y = dataset[label].to_numpy(dtype=np.float64)
+    labelled = dataset[label].notna().to_numpy()
+    try:
+        r.refit = refit_target(dataset, y, labelled, spec, settings.training, r.split, r.recency.chosen, r.choice,
+                               r.fit)
+    except ValueError:
+        r.refit = None
+
+
+def _drift(dataset: pd.DataFrame, spec: Any, results: dict[str, TargetResult], settings: Settings,
+           cutoff: pd.Timestamp) -> dict[str, Any]:
+    """Drift of the first target's test months against its backtest training rows; label rates of all."""
+    first = next(iter(results.values()))
+    test_rows = split_target(dataset, settings, cutoff, first.target)[1]["test"]
+    rates = {t: label_rate_by_month(dataset["as_of"], dataset[TARGETS[t]].to_numpy(dtype=np.float64))
+             for t in results}
+    return drift_report(dataset, spec, first.fit_rows, test_rows, rates)
 
 
 def train_from_dataset(
@@ -338,31 +239,29 @@ def train_from_dataset(
             on_trial = trial_logger(target, progress, log_to_mlflow, run)
             results[target] = train_target(dataset, spec, settings, cutoff, target, trials=trials, timeout=timeout,
                                            truth=truth_cols, progress=progress, on_trial=on_trial)
-        _emit(progress, "phase", "bundle, stage policy and artifacts")
-        bundle = ScoringBundle(
-            schema=spec, schema_hash=schema_hash, config_hash=settings.config_hash(),
-            models={t: r.model for t, r in results.items()},
-            rules=settings.rules,
-            window=_window(results, cutoff, len(dataset)),
-            metrics={t: {"test": {m: _metrics_dict(v) for m, v in r.metrics.items()},
-                         "calibration_method": r.model.calibrator.method,
-                         "calibration_log_loss": r.fit.calibration_log_loss,
-                         "capacity_share": r.capacity_share,
-                         "share_of_ceiling_lift": r.share_of_ceiling_lift} for t, r in results.items()},
-            info={"seed": cfg.seed, "trials": trials, "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
-                  "best_params": {t: r.model.params for t, r in results.items()}},
-        ).bind(schema_hash=schema_hash)  # the producer: its features were computed under this hash
+        if cfg.refit == "last_months":
+            for r in results.values():
+                _refit(dataset, spec, settings, cutoff, r, progress)
+        _emit(progress, "phase", "drift, bundle, stage policy and artifacts")
+        drift = _drift(dataset, spec, results, settings, cutoff)
+        verdicts = {t: verdict(t, r.choice.kind, r.metrics[SHIPPED]["roc_auc"].value,
+                               r.metrics["rule"]["roc_auc"].value, drift, cfg.drift_top_features)
+                    for t, r in results.items()}
+        args = (spec, schema_hash, settings, cutoff, len(dataset), trials)
+        backtest = _bundle(results, {t: r.model for t, r in results.items()}, *args)
+        bundle = _bundle(results, {t: r.shipped for t, r in results.items()}, *args)
         first = results[targets[0]].split
         as_of, known = dataset["as_of"], dataset[TARGETS[targets[0]]].notna()
         cal_mask = np.asarray((as_of >= first.validation_start) & (as_of < first.test_start) & known)
         test_mask = np.asarray((as_of >= first.test_start) & (as_of < first.test_end) & known)
-        scored_cal = _scored_frame(dataset, bundle, cal_mask)
-        scored_test = _scored_frame(dataset, bundle, test_mask)
+        # the backtest model scores months it was not fitted on: the policy's fit and the SLA report are honest
+        scored_cal = _scored_frame(dataset, backtest, cal_mask)
+        scored_test = _scored_frame(dataset, backtest, test_mask)
         policy = _fit_policy(scored_cal, settings)
-        bundle.stage_policy = policy
+        bundle.stage_policy = backtest.stage_policy = policy
         example = dataset.loc[test_mask, bundle.feature_names].head(5).reset_index(drop=True)
         result = TrainResult(bundle=bundle, targets=results, scored_calibration=scored_cal, scored_test=scored_test,
-                             example=example)
+                             backtest=backtest, drift=drift, verdicts=verdicts, example=example)
         work = Path(tempfile.mkdtemp(prefix="leadscore-train-")) if out_dir is None else Path(out_dir)
         try:
             write_artifacts(result, dataset, spec, settings, work)
@@ -435,4 +334,5 @@ def train(
     )
 
 
-__all__ = ["METRICS", "TargetResult", "TrainResult", "attach_truth", "train", "train_from_dataset", "train_target"]
+__all__ = ["METRICS", "TRUTH_COLUMNS", "TargetResult", "TrainResult", "attach_truth", "train", "train_from_dataset",
+           "train_target"]

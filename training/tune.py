@@ -86,13 +86,19 @@ def suggest_params(trial: Any) -> dict[str, Any]:
 
 
 def make_dataset(
-    X: np.ndarray, y: np.ndarray, categorical: list[int], reference: Any = None, params: dict[str, Any] | None = None
+    X: np.ndarray, y: np.ndarray, categorical: list[int], reference: Any = None, params: dict[str, Any] | None = None,
+    weight: np.ndarray | None = None,
 ) -> Any:
-    """A LightGBM Dataset; ``feature_pre_filter`` off so trials may vary ``min_data_in_leaf``."""
+    """A LightGBM Dataset; ``feature_pre_filter`` off so trials may vary ``min_data_in_leaf``.
+
+    ``weight``: per-row sample weights (the recency decay) for the rows a model learns from; rows that
+    only score a model (early stopping) stay unweighted.
+    """
     lgb = import_lightgbm()
     return lgb.Dataset(
         X,
         label=y,
+        weight=weight,
         categorical_feature=categorical or "auto",
         reference=reference,
         params={"feature_pre_filter": False, "verbosity": -1, **(params or {})},
@@ -144,18 +150,20 @@ def tune_lightgbm(
     timeout: float | None = None,
     seed: int = 0,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
+    weights: np.ndarray | None = None,
 ) -> TuneResult:
     """Search LightGBM parameters with Optuna (TPESampler(seed), MedianPruner); minimise validation log loss.
 
     ``on_trial`` receives a dict per finished trial (number, state, value, params, rounds, seconds)
-    so the caller can log a nested MLflow run and advance a progress bar. With the same data, seed
+    so the caller can log a nested MLflow run and advance a progress bar. ``weights`` weigh the training
+    rows (recency decay). With the same data, seed
     and trial count the search is identical (single-threaded study, deterministic LightGBM).
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     fixed = base_params(cfg, seed, rows=len(y_train))
-    train_set = make_dataset(X_train, y_train, categorical, params={"max_bin": fixed["max_bin"]})
+    train_set = make_dataset(X_train, y_train, categorical, params={"max_bin": fixed["max_bin"]}, weight=weights)
     valid_set = make_dataset(X_val, y_val, categorical, reference=train_set)
     records: list[dict[str, Any]] = []
 

@@ -1,0 +1,246 @@
+"""Refit row roles, recency weights, model choice, the logistic and blend bundle kinds, drift and the verdict.
+
+Small synthetic frames (a few thousand rows, one or two LightGBM fits each): what is checked is the
+logic, not a model's quality.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leadscore.config import Settings
+from leadscore.training.calibration import Calibrator
+from leadscore.training.choice import Recency, choose_model
+from leadscore.training.drift import drift_report, label_rate_by_month, outside_range, psi, verdict
+from leadscore.training.linear import fit_linear, logit
+
+SCHEMA = [{"name": "rid", "dtype": "float64", "group": "fit", "description": "", "template": "row {value}"},
+          {"name": "x1", "dtype": "float64", "group": "interest", "description": "", "template": "x1 is {value}"},
+          {"name": "x2", "dtype": "float64", "group": "interest", "description": "", "template": "x2 is {value}"},
+          {"name": "source", "dtype": "str", "group": "fit", "description": "", "template": "from {value}",
+           "missing": "source unknown"}]
+
+
+def _linear_data(n: int, seed: int = 0, months: int = 12) -> tuple[pd.DataFrame, np.ndarray]:
+    """A linear signal in log-odds; ``as_of`` spread over ``months`` months, oldest first."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    source = rng.choice(["ads", "referral", "organic"], n)
+    z = -1.5 + 1.2 * x1 - 0.8 * x2 + 0.7 * (source == "referral")
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.float64)
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    as_of = pd.Series(start + pd.to_timedelta(np.sort(rng.uniform(0, months * 30.4, n)), unit="D"))
+    frame = pd.DataFrame({"as_of": as_of, "rid": np.arange(n, dtype=np.float64), "x1": x1, "x2": x2,
+                          "source": pd.Series(source, dtype="str")})
+    return frame, y
+
+
+# ------------------------------------------------------------------------------------------ recency
+
+
+def test_recency_weights_halve_every_half_life_and_windows_cut_rows() -> None:
+    end = pd.Timestamp("2024-07-01", tz="UTC")
+    as_of = pd.Series(pd.to_datetime(["2024-07-01", "2024-04-01", "2024-01-01", "2023-07-01"], utc=True))
+    assert Recency(None, None).weights(as_of, end) is None
+    w = Recency(None, 3.0).weights(as_of, end)
+    assert w is not None
+    # ages 0, 3, 6, 12 months (calendar months are ~30.4 days: within a percent)
+    np.testing.assert_allclose(w, [1.0, 0.5, 0.25, 0.0625], rtol=0.02)
+    assert np.all(np.diff(w) < 0)
+    rows = np.arange(4)
+    np.testing.assert_array_equal(Recency(6, None).rows(rows, as_of, end), [0, 1, 2])
+    np.testing.assert_array_equal(Recency(None, 3.0).rows(rows, as_of, end), rows)
+
+
+# ------------------------------------------------------------------------------------------ model choice
+
+
+def test_logistic_wins_on_a_linear_signal_with_few_rows(settings: Settings) -> None:
+    from leadscore.training.fit import RowSets, fit_target
+
+    frame, y = _linear_data(3400, seed=1)
+    feats = [s for s in SCHEMA if s["name"] != "rid"]
+    rows = RowSets(fit=np.arange(0, 300), early_stop=np.arange(300, 900), calibration=np.arange(900, 3400))
+    fit = fit_target(frame, y, rows, feats, settings.training, trials=2)
+    linear = fit_linear(frame.iloc[rows.fit], y[rows.fit], feats)
+    p_lin = linear.predict(frame.iloc[rows.calibration])
+    cfg = settings.training.model_copy(update={"model_choice": settings.training.model_choice.model_copy(
+        update={"candidates": ["lightgbm", "logistic"]})})
+    two = choose_model(fit.raw["calibration"], p_lin, y[rows.calibration], cfg, seed=0)
+    assert two.kind == "logistic", two.log_loss
+    assert two.log_loss["logistic"] < two.log_loss["lightgbm"]
+    every = choose_model(fit.raw["calibration"], p_lin, y[rows.calibration], settings.training, seed=0)
+    assert every.kind != "lightgbm" and every.log_loss[every.kind if every.kind != "blend" else
+                                                        f"blend {every.blend_weight:g}"] == min(every.log_loss.values())
+
+
+def test_linear_model_contributions_add_up_and_row_path_matches(tmp_path: Path) -> None:
+    frame, y = _linear_data(2000, seed=2)
+    frame.loc[::7, "x1"] = np.nan
+    frame.loc[::11, "source"] = None
+    feats = SCHEMA[1:]
+    model = fit_linear(frame, y, feats)
+    contrib = model.contributions(frame)
+    np.testing.assert_allclose(model.offset + contrib.sum(axis=1), model.logit(frame), atol=1e-9)
+    np.testing.assert_allclose(contrib.mean(), 0.0, atol=1e-9)  # contributions are relative to the average row
+    for i in (0, 7, 11):
+        row = frame.iloc[i].to_dict()
+        np.testing.assert_allclose(model.row_terms(row), model.terms(frame.iloc[[i]]).to_numpy()[0], atol=1e-12)
+    coefs = {t.name: t for t in model.numeric}
+    assert coefs["x1"].coef > 0 > coefs["x2"].coef
+    assert coefs["x1"].missing_coef is not None and coefs["x2"].missing_coef is None
+
+
+@pytest.mark.parametrize("kind", ["logistic", "blend"])
+def test_logistic_and_blend_bundles_score_explain_and_round_trip(tmp_path: Path, kind: str) -> None:
+    import lightgbm as lgb
+
+    from leadscore.training.bundle import ScoringBundle, TargetModel
+    from leadscore.training.encoding import encode_frame, fit_encodings
+
+    frame, y = _linear_data(2000, seed=3)
+    feats = SCHEMA[1:]
+    linear = fit_linear(frame, y, feats)
+    enc = fit_encodings(frame, feats)
+    model_str = None
+    if kind == "blend":
+        X = encode_frame(frame, feats, enc)
+        model_str = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1, "seed": 0},
+                              lgb.Dataset(X, y, categorical_feature=[2]), 20).model_to_string()
+    cal = Calibrator("sigmoid", np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.45, 1.0]))
+    models = {"sql": TargetModel(model_str, enc, cal, kind=kind, linear=linear,  # type: ignore[arg-type]
+                                 blend_weight=0.5 if kind == "blend" else None)}
+    bundle = ScoringBundle(schema=feats, schema_hash="h", config_hash="c", models=models)  # type: ignore[arg-type]
+    bundle.save(tmp_path / "b")
+    assert (tmp_path / "b" / "model_sql.txt").exists() == (kind == "blend")
+    loaded = ScoringBundle.load(tmp_path / "b").bind(schema_hash="h")
+    assert loaded.models["sql"].kind == kind
+    got = loaded.predict(frame)["p_sql"].to_numpy()
+    np.testing.assert_allclose(got, bundle.bind(schema_hash="h").predict(frame)["p_sql"].to_numpy(), atol=0)
+    if kind == "logistic":
+        np.testing.assert_allclose(loaded.predict_raw(frame, "sql"), linear.predict(frame), atol=1e-12)
+    row = frame.iloc[4].to_dict()
+    assert loaded.predict_row(row)["p_sql"] == pytest.approx(got[4], abs=1e-9)
+    contrib = loaded.contributions(frame.iloc[:50])
+    np.testing.assert_allclose(contrib.sum(axis=1), logit(loaded.predict_raw(frame.iloc[:50], "sql")), atol=1e-6)
+    details = loaded.reason_details(row, k=3)
+    shown = {i["feature"]: i["contribution"] for side in details.values() for i in side}
+    assert shown
+    for feature, value in shown.items():  # the row path explains like the batch path
+        assert value == pytest.approx(float(loaded.contributions(frame.iloc[[4]])[feature].iloc[0]), abs=1e-9)
+    missing = loaded.reason_details({"x1": 0.0, "x2": 0.0, "source": None}, k=3)
+    texts = {i["feature"]: i["text"] for side in missing.values() for i in side}
+    assert texts.get("source", "source unknown") == "source unknown"
+    with pytest.raises(ValueError, match="missing from the row"):
+        loaded.predict_row({"x1": 1.0, "source": "ads"})
+
+
+def test_a_format_1_bundle_still_loads_as_lightgbm(tmp_path: Path) -> None:
+    import lightgbm as lgb
+
+    from leadscore.training.bundle import ScoringBundle, TargetModel
+    from leadscore.training.encoding import encode_frame, fit_encodings
+
+    frame, y = _linear_data(800, seed=4)
+    feats = SCHEMA[1:]
+    enc = fit_encodings(frame, feats)
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1},
+                        lgb.Dataset(encode_frame(frame, feats, enc), y, categorical_feature=[2]), 10)
+    cal = Calibrator.identity()
+    ScoringBundle(schema=feats, schema_hash="h", config_hash="c",  # type: ignore[arg-type]
+                  models={"sql": TargetModel(booster.model_to_string(), enc, cal)}).save(tmp_path / "b")
+    doc = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    doc["format_version"] = 1
+    for t in doc["targets"].values():  # what a format-1 bundle held
+        for key in ("kind", "linear", "blend_weight"):
+            t.pop(key)
+    (tmp_path / "b" / "bundle.json").write_text(json.dumps(doc))
+    old = ScoringBundle.load(tmp_path / "b").bind(schema_hash="h")
+    assert old.models["sql"].kind == "lightgbm"
+    np.testing.assert_allclose(old.predict_raw(frame, "sql"), booster.predict(encode_frame(frame, feats, enc)))
+
+
+# ------------------------------------------------------------------------------------------ refit
+
+
+def test_refit_never_fits_its_calibration_rows(settings: Settings) -> None:
+    from leadscore.training.choice import ModelChoice
+    from leadscore.training.fit import RowSets, fit_target
+    from leadscore.training.refit import refit_target
+    from leadscore.training.split import TimeSplit
+
+    frame, y = _linear_data(3000, seed=5, months=12)
+    cfg = settings.training
+    feats = SCHEMA[1:]
+    as_of = frame["as_of"]
+    m = pd.Timestamp("2024-01-01", tz="UTC")
+    edge = [m + pd.DateOffset(months=k) for k in (0, 6, 8, 10, 12)]
+    split = TimeSplit("sql", 30, *edge)
+    per = {p: np.flatnonzero(split.mask(as_of, p)) for p in ("train", "validation", "calibration", "test")}
+    backtest = fit_target(frame, y, RowSets(per["train"], per["validation"], per["calibration"]), feats, cfg,
+                          trials=1)
+    choice = ModelChoice("blend", 0.5, backtest.calibrator, {}, {})
+    labelled = np.ones(len(y), dtype=bool)
+    first = refit_target(frame, y, labelled, feats, cfg, split, Recency(None, 6.0), choice, backtest)
+    cal_start = split.test_end - pd.DateOffset(months=cfg.split.calibration_months)
+    assert first.rows.calibration_start == cal_start and first.rows.end == split.test_end
+    assert not set(first.rows.fit) & set(first.rows.calibration)
+    assert (as_of.iloc[first.rows.fit] < cal_start).all() and (as_of.iloc[first.rows.calibration] >= cal_start).all()
+    # the newest months are the calibration slice; every older matured month fits (test months included)
+    assert set(first.rows.fit) | set(first.rows.calibration) == set(range(len(y)))
+    # flipping every calibration label changes the calibration map, never the fitted models
+    flipped = y.copy()
+    flipped[first.rows.calibration] = 1 - flipped[first.rows.calibration]
+    second = refit_target(frame, flipped, labelled, feats, cfg, split, Recency(None, 6.0), choice, backtest)
+    assert first.model.model_str == second.model.model_str
+    assert first.model.linear == second.model.linear
+    assert not np.allclose(first.model.calibrator(np.array([0.2])), second.model.calibrator(np.array([0.2])))
+    assert first.window()["calibration_months"] == ["2024-11", "2024-12"]
+
+
+# ------------------------------------------------------------------------------------------ drift
+
+
+def test_psi_on_known_distributions() -> None:
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(0)
+    ref, same, moved = rng.normal(size=200_000), rng.normal(size=200_000), rng.normal(1.0, 1.0, size=200_000)
+    assert psi(ref, same) < 0.002
+    edges = norm.ppf(np.linspace(0, 1, 11)[1:-1])
+    q = np.diff(np.concatenate([[0.0], norm.cdf(edges - 1.0), [1.0]]))
+    expected = float(np.sum((q - 0.1) * np.log(q / 0.1)))
+    assert psi(ref, moved) == pytest.approx(expected, rel=0.03)
+    # two categories, 50/50 → 90/10: (0.4)ln(1.8) + (0.4)ln(5)
+    a = pd.Series(["a", "b"] * 5000)
+    b = pd.Series(["a"] * 9000 + ["b"] * 1000)
+    assert psi(a, b, categorical=True) == pytest.approx(0.4 * np.log(1.8) + 0.4 * np.log(5), rel=1e-3)
+    assert outside_range(rng.uniform(0, 1, 10_000), rng.uniform(0, 2, 10_000)) == pytest.approx(0.5, abs=0.02)
+    assert outside_range(a, pd.Series(["a", "c", None, "c"]), categorical=True) == pytest.approx(2 / 3)
+
+
+def test_drift_report_ranks_the_moved_feature_first_and_the_verdict_names_it() -> None:
+    frame, y = _linear_data(4000, seed=6)
+    late = np.flatnonzero(frame["as_of"] >= pd.Timestamp("2024-10-01", tz="UTC"))
+    frame.loc[late, "x2"] += 3.0
+    early = np.flatnonzero(frame["as_of"] < pd.Timestamp("2024-07-01", tz="UTC"))
+    y[late] = (np.random.default_rng(0).random(len(late)) < 0.6).astype(float)
+    rates = {"sql": label_rate_by_month(frame["as_of"], y)}
+    drift = drift_report(frame, SCHEMA[1:], early, late, rates)
+    assert drift["features"][0]["feature"] == "x2" and drift["features"][0]["psi"] > 1.0
+    assert drift["features"][0]["outside_range"] > 0.3
+    assert drift["scoring_months"] == ["2024-10", "2024-11", "2024-12"]
+    assert set(drift["label_rate"]["sql"]) == {f"2024-{m:02d}" for m in range(1, 13)}
+    ok, line = verdict("sql", "lightgbm", 0.48, 0.65, drift, k=2)
+    assert not ok and "\n" not in line
+    assert line.startswith("sql: the shipped lightgbm model does not beat the rule score on the test months")
+    assert "x2 (PSI" in line and "outside range" in line and "label rate" in line
+    assert "not recommended for promotion" in line
+    ok, line = verdict("sql", "blend", 0.55, 0.50, drift)
+    assert ok and "beats the rule score" in line
+    assert verdict("sql", "lightgbm", 0.49, 0.40, drift)[1].count("does not beat chance") == 1

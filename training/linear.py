@@ -1,0 +1,197 @@
+"""The logistic model as plain numbers: one design, fitted with scikit-learn, stored in the bundle as JSON.
+
+The logistic regression is both a baseline every model is compared with and a candidate that may be
+shipped (on few rows or a drifting, mostly linear signal it can beat the boosted trees). A shipped
+model must load without pickles, so it is kept as what it is: per numeric feature a median fill, a
+signed-log transform, a centre and scale, a coefficient and (when the fit rows had missing values) a
+missing-indicator coefficient; per string feature a coefficient per value seen at least
+``min_frequency`` times (rarer and unknown values count as none); an intercept. The same
+:meth:`LinearModel.terms` computes the design for fitting, batch scoring and a single row, so they
+cannot disagree.
+
+Reasons need per-feature contributions. For a linear model in log-odds, the exact SHAP value of a
+feature (features treated as independent) is its term minus that term's mean on the fit rows, so the
+model keeps those means (``term_means``): contributions plus ``offset`` equal the log-odds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MISSING = "(missing)"
+
+
+def signed_log(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-9, 1 - 1e-9)
+    return np.asarray(np.log(p / (1 - p)))
+
+
+def blend_probability(p_trees: np.ndarray, p_linear: np.ndarray, weight: float) -> np.ndarray:
+    """The blend of a tree model and the linear model in log-odds: ``weight`` on the trees.
+
+    In log-odds, not probability, so that per-feature contributions (both models explain log-odds)
+    blend with the same weight and still add up to the blended score.
+    """
+    z = weight * logit(p_trees) + (1.0 - weight) * logit(p_linear)
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+@dataclass(frozen=True)
+class NumericTerm:
+    name: str
+    fill: float
+    center: float
+    scale: float
+    coef: float
+    missing_coef: float | None  # None: the fit rows had no missing value (no indicator column)
+
+
+@dataclass(frozen=True)
+class CategoricalTerm:
+    name: str
+    coefs: dict[str, float]
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """A fitted logistic regression over the feature schema (see the module docstring)."""
+
+    intercept: float
+    numeric: list[NumericTerm]
+    categorical: list[CategoricalTerm]
+    #: the mean of each feature's term on the fit rows, in schema order of ``features``
+    term_means: dict[str, float]
+
+    @property
+    def features(self) -> list[str]:
+        return [t.name for t in self.numeric] + [t.name for t in self.categorical]
+
+    @property
+    def offset(self) -> float:
+        """Log-odds of a row whose every term is at its mean (what contributions are measured from)."""
+        return self.intercept + float(sum(self.term_means.values()))
+
+    def terms(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Each feature's additive log-odds term, one column per feature (logit = intercept + row sum)."""
+        out: dict[str, np.ndarray] = {}
+        for t in self.numeric:
+            x = pd.to_numeric(frame[t.name], errors="coerce").to_numpy(dtype=np.float64)
+            miss = np.isnan(x)
+            z = (signed_log(np.where(miss, t.fill, x)) - t.center) / t.scale
+            out[t.name] = t.coef * z + (t.missing_coef or 0.0) * miss
+        for c in self.categorical:
+            values = _category_values(frame[c.name])
+            out[c.name] = np.array([c.coefs.get(v, 0.0) for v in values], dtype=np.float64)
+        return pd.DataFrame(out, index=frame.index)
+
+    def row_terms(self, row: Mapping[str, Any]) -> np.ndarray:
+        """:meth:`terms` for one row given as a mapping (the serving path: no DataFrame built)."""
+        out = np.empty(len(self.numeric) + len(self.categorical))
+        for j, t in enumerate(self.numeric):
+            v = row[t.name]
+            x = np.nan if v is None or v is pd.NA else float(v)
+            if x != x:
+                out[j] = t.coef * (float(signed_log(np.array(t.fill))) - t.center) / t.scale + (t.missing_coef or 0.0)
+            else:
+                out[j] = t.coef * (float(signed_log(np.array(x))) - t.center) / t.scale
+        for j, c in enumerate(self.categorical, start=len(self.numeric)):
+            out[j] = c.coefs.get(_category_value(row[c.name]), 0.0)
+        return out
+
+    def logit(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.intercept + self.terms(frame).to_numpy().sum(axis=1)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """P(label) on a frame holding the feature columns."""
+        return 1.0 / (1.0 + np.exp(-self.logit(frame)))
+
+    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Exact linear SHAP values in log-odds (term minus its fit-row mean), one column per feature."""
+        terms = self.terms(frame)
+        return terms - pd.Series(self.term_means)[terms.columns]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LinearModel:
+        return cls(intercept=float(d["intercept"]), numeric=[NumericTerm(**t) for t in d["numeric"]],
+                   categorical=[CategoricalTerm(t["name"], {str(k): float(v) for k, v in t["coefs"].items()})
+                                for t in d["categorical"]],
+                   term_means={str(k): float(v) for k, v in d["term_means"].items()})
+
+
+def _category_value(v: Any) -> str:
+    return MISSING if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
+
+
+def _category_values(s: pd.Series) -> list[str]:
+    return [_category_value(v) for v in s.astype(object).tolist()]
+
+
+def fit_linear(
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    schema: Sequence[Mapping[str, Any]],
+    *,
+    weights: np.ndarray | None = None,
+    c: float = 1.0,
+    min_frequency: int = 5,
+    seed: int = 0,
+) -> LinearModel:
+    """Fit an L2 logistic regression (``C=c``) on the design of the module docstring, with optional row weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y).astype(int)
+    blocks: list[np.ndarray] = []
+    layout: list[tuple[str, str, Any]] = []  # (feature, part, detail) per design column
+    prep: dict[str, tuple[float, float, float, bool]] = {}
+    cats: dict[str, list[str]] = {}
+    for s in schema:
+        name = s["name"]
+        if s["dtype"] == "str":
+            values = np.asarray(_category_values(frame[name]), dtype=object)
+            kept, counts = np.unique(values, return_counts=True)
+            cats[name] = [str(v) for v in kept[counts >= min_frequency]]
+            for v in cats[name]:
+                blocks.append((values == v).astype(np.float64))
+                layout.append((name, "value", v))
+            continue
+        x = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
+        miss = np.isnan(x)
+        fill = float(np.nanmedian(x)) if (~miss).any() else 0.0
+        z = signed_log(np.where(miss, fill, x))
+        center, scale = float(z.mean()), float(z.std())
+        scale = scale if scale > 0 else 1.0
+        blocks.append((z - center) / scale)
+        layout.append((name, "value", None))
+        if miss.any():
+            blocks.append(miss.astype(np.float64))
+            layout.append((name, "missing", None))
+        prep[name] = (fill, center, scale, bool(miss.any()))
+    X = np.column_stack(blocks) if blocks else np.zeros((len(y), 0))
+    lr = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    lr.fit(X, y, sample_weight=weights)
+    coef = dict.fromkeys([(f, p, str(d)) for f, p, d in layout], 0.0)
+    for (f, p, d), b in zip(layout, lr.coef_[0], strict=True):
+        coef[(f, p, str(d))] = float(b)
+    numeric = [NumericTerm(n, fill, center, scale, coef[(n, "value", "None")],
+                           coef[(n, "missing", "None")] if has_missing else None)
+               for n, (fill, center, scale, has_missing) in prep.items()]
+    categorical = [CategoricalTerm(n, {v: coef[(n, "value", v)] for v in values}) for n, values in cats.items()]
+    model = LinearModel(float(lr.intercept_[0]), numeric, categorical, {})
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    means = {k: float(np.average(v, weights=w)) for k, v in model.terms(frame).items()}
+    return LinearModel(model.intercept, numeric, categorical, means)
+
+
+__all__ = ["CategoricalTerm", "LinearModel", "NumericTerm", "blend_probability", "fit_linear", "logit", "signed_log"]
