@@ -11,13 +11,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class FamilySwitch(_Strict):
+    """One feature family's switch and parameters under ``features.families.<name>``.
+
+    ``enabled`` overrides the family's default; the other keys are the family's own parameters, checked
+    against the family's declared parameter model when the registry resolves (so a typo is an error
+    naming the family, not a silently ignored key).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    enabled: bool | None = None
+
+
 class FeaturesConfig(_Strict):
-    """Interest-signal windows: what "recent" means, in days."""
+    """Interest-signal windows (what "recent" means, in days) and which feature families run.
+
+    ``account_window_days`` is the span of the account roll-ups ("activities by colleagues in the last
+    30 days"); ``families`` switches families on or off and sets their own parameters (see
+    :mod:`features.families`). Both were added after trained models existed: at their defaults they
+    leave :func:`features.schema.schema_hash` unchanged.
+    """
 
     windows_days: list[int] = Field(default_factory=lambda: [1, 7, 30, 90])
     half_lives_days: list[float] = Field(default_factory=lambda: [3.0, 14.0, 60.0])
     velocity_recent_days: int = 7
     velocity_base_days: int = 28
+    account_window_days: int = Field(default=30, ge=1)
+    families: dict[str, FamilySwitch] = Field(default_factory=dict)
     #: upper-exclusive edges of the company size bands ("1-9", "10-49", ..., "5000+")
     employee_band_edges: list[int] = Field(default_factory=lambda: [10, 50, 250, 1000, 5000])
     #: upper-exclusive edges of the annual revenue bands, in the CRM's currency

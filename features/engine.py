@@ -31,17 +31,11 @@ from leadscore.features.arrays import (
     surely_distinct,
     ts_us,
 )
+from leadscore.features.driver import driver, kernel_params
 from leadscore.features.fit import fit_row, fit_rules
-from leadscore.features.kernel import (
-    DAY_US,
-    FAR,
-    LN2,
-    group_sort,
-    layout,
-    run_parallel,
-    run_serial,
-)
+from leadscore.features.kernel import DAY_US, FAR, group_sort
 from leadscore.features.plan import Plan, plan, rule_scores
+from leadscore.features.registry import KernelInputs, registry
 from leadscore.features.schema import FIT_CATEGORICAL, FIT_NUMERIC
 
 if TYPE_CHECKING:
@@ -60,31 +54,31 @@ class Prepared:
     leads: Keys
     fit_cat: list[np.ndarray]  # per FIT_CATEGORICAL column: object array over leads (str or NaN)
     fit_num: list[np.ndarray]  # per FIT_NUMERIC column: float64 over leads
-    arrays: tuple[np.ndarray, ...]
-    scalars: tuple[int, float, int, int, int, int]
-    offsets: np.ndarray
+    inputs: KernelInputs
+    kernel: Any  # the generated driver module of the enabled families (features.driver)
+    params: tuple[Any, ...]  # per family, what its kernel receives
     width: int
 
     # named views of the kernel arrays, for moments and labels
     @property
     def act_ptr(self) -> np.ndarray:
-        return self.arrays[0]
+        return self.inputs.act_ptr
 
     @property
     def act_t(self) -> np.ndarray:
-        return self.arrays[1]
+        return self.inputs.act_t
 
     @property
     def stg_ptr(self) -> np.ndarray:
-        return self.arrays[4]
+        return self.inputs.stg_ptr
 
     @property
     def stg_t(self) -> np.ndarray:
-        return self.arrays[5]
+        return self.inputs.stg_t
 
     @property
     def stg_code(self) -> np.ndarray:
-        return self.arrays[6]
+        return self.inputs.stg_k
 
 
 def _need(frame: pd.DataFrame, table: str, columns: list[str]) -> None:
@@ -141,7 +135,7 @@ def _fit_block(leads: pd.DataFrame, accounts: pd.DataFrame, lead_acc: np.ndarray
 
 @dataclass(frozen=True)
 class Static:
-    """What depends on the settings only (lookups, kernel parameters), computed once per settings."""
+    """What depends on the settings only (lookups, the kernel driver and its parameters), built once."""
 
     type_lookup: dict[str, int]
     type_index: pd.Index
@@ -149,11 +143,9 @@ class Static:
     stage_lookup: dict[str, int]
     stage_index: pd.Index
     stages: tuple[str, ...]
-    recycled: int
     high: np.ndarray
-    params: tuple[np.ndarray, ...]
-    scalars: tuple[int, float, int, int, int, int]
-    offsets: np.ndarray
+    kernel: Any
+    params: tuple[Any, ...]
     width: int
 
 
@@ -165,15 +157,7 @@ def static(settings: Settings) -> Static:
 def _build_static(settings: Settings) -> Static:
     names = settings.activity_names
     stages = settings.stages.all
-    fc, rc = settings.features, settings.rules
-    points = np.array([float(rc.activity_points.get(n, 0.0)) for n in names], dtype=np.float64)
-    win_us = np.array([int(w) * DAY_US for w in fc.windows_days], dtype=np.int64)
-    hl_inv = np.array([LN2 / float(h) for h in fc.half_lives_days], dtype=np.float64)
-    high = np.array([a.high_intent for a in settings.activities], dtype=np.bool_)
-    rule_win = int(rc.window_days) * DAY_US if rc.window_days else FAR
-    rule_hl_inv = LN2 / float(rc.half_life_days) if rc.half_life_days else 0.0
-    recycled = stages.index("recycled") if "recycled" in stages else -2
-    lay = layout(len(names), len(win_us), len(hl_inv))
+    reg = registry(settings)
     return Static(
         type_lookup={n: i for i, n in enumerate(names)},
         type_index=pd.Index(names),
@@ -181,13 +165,10 @@ def _build_static(settings: Settings) -> Static:
         stage_lookup={n: i for i, n in enumerate(stages)},
         stage_index=pd.Index(stages),
         stages=tuple(stages),
-        recycled=recycled,
-        high=high,
-        params=(high, points, win_us, hl_inv),
-        scalars=(int(rule_win), float(rule_hl_inv), int(fc.velocity_recent_days) * DAY_US,
-                 int(fc.velocity_base_days) * DAY_US, int(recycled), len(names)),
-        offsets=np.array(list(lay.values()), dtype=np.int64),
-        width=int(lay["width"]),  # type: ignore[arg-type]
+        high=np.array([a.high_intent for a in settings.activities], dtype=np.bool_),
+        kernel=driver(reg),
+        params=kernel_params(reg),
+        width=reg.width,
     )
 
 
@@ -315,20 +296,21 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     hi_idx = order[x_hi[order]]
     acch_ptr, acch_t = csr_offsets(x_acc[hi_idx], n_acc), x_t[hi_idx]
 
-    arrays = (
-        act_ptr, a_t, act_k, a_t // DAY_US, stg_ptr, s_t, s_code.astype(np.int32), lead_created, lead_acc,
-        accl_ptr, accl_t, acco_ptr, acco_created, acco_closed, acca_ptr, acca_t, acch_ptr, acch_t,
-        *st.params,
+    inputs = KernelInputs(
+        act_ptr=act_ptr, act_t=a_t, act_k=act_k, act_day=a_t // DAY_US, stg_ptr=stg_ptr, stg_t=s_t,
+        stg_k=s_code.astype(np.int32), lead_created=lead_created, lead_acc=lead_acc, accl_ptr=accl_ptr, accl_t=accl_t,
+        acco_ptr=acco_ptr, acco_created=acco_created, acco_closed=acco_closed, acca_ptr=acca_ptr, acca_t=acca_t,
+        acch_ptr=acch_ptr, acch_t=acch_t,
     )
-    return Prepared(lk, fit_cat, fit_num, arrays, st.scalars, st.offsets, st.width)
+    return Prepared(lk, fit_cat, fit_num, inputs, st.kernel, st.params, st.width)
 
 
 def run(prep: Prepared, m_lead: np.ndarray, m_t: np.ndarray, parallel: bool = True) -> np.ndarray:
     """The kernel's output for moments ``(m_lead[i], m_t[i])`` (lead codes, µs): shape (width, n)."""
     out = np.empty((prep.width, len(m_lead)), dtype=np.float64)
-    fn: Any = run_parallel if parallel and len(m_lead) > 64 else run_serial
-    fn(out, np.ascontiguousarray(m_lead, dtype=np.int64), np.ascontiguousarray(m_t, dtype=np.int64),
-       *prep.arrays, *prep.scalars, prep.offsets)
+    fn: Any = prep.kernel.run_parallel if parallel and len(m_lead) > 64 else prep.kernel.run_serial
+    fn(out, np.ascontiguousarray(m_lead, dtype=np.int64), np.ascontiguousarray(m_t, dtype=np.int64), prep.inputs,
+       prep.params)
     return out
 
 
@@ -370,11 +352,12 @@ def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray
             data[spec.name] = _take_str(np.asarray(uniques, dtype=object), codes[m_lead])
         elif kind == "num":
             data[spec.name] = prep.fit_num[i][m_lead]
-        elif kind == "stage":
-            data[spec.name] = _take_str(np.array(p.stages, dtype=object), out[p.stage_col].astype(np.int64))
+        elif kind == "code":
+            cats = np.array(p.categories[spec.name], dtype=object)
+            data[spec.name] = _take_str(cats, out[i].astype(np.int64))
         else:
             data[spec.name] = out[i]
-    data["rule_score"] = rule_scores(p, out[p.rule_col], data.__getitem__)
+    data["rule_score"] = rule_scores(p, p.rule_points(out), data.__getitem__)
     return data
 
 

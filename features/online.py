@@ -52,15 +52,15 @@ def compute_many(history: CRMHistory, lead_id: str, as_of: list[Any], settings: 
             elif kind == "num":
                 row[spec.name] = num[i]
             else:
-                s = int(vec[p.stage_col])
-                row[spec.name] = p.stages[s] if s >= 0 else float("nan")
+                c = int(vec[i])
+                row[spec.name] = p.categories[spec.name][c] if c >= 0 else float("nan")
 
         def column(name: str, row: dict[str, object] = row) -> np.ndarray:
             v = row[name]
             return np.array([v], dtype=object if isinstance(v, str) or v is None else np.float64) \
                 if not isinstance(v, float) else np.array([v], dtype=np.float64)
 
-        row["rule_score"] = float(rule_scores(p, out[p.rule_col, r:r + 1], column)[0])
+        row["rule_score"] = float(rule_scores(p, p.rule_points(out[:, r:r + 1]), column)[0])
         rows.append(row)
     return rows
 

@@ -1,7 +1,7 @@
 """The column plan: how each schema column is read off the kernel output, and the rule score.
 
 :func:`plan` resolves, once per settings object, where every feature of the schema comes from (a fit
-column, the kernel's layout, the current stage); :func:`rule_scores` adds the configured attribute
+column or a kernel slot of the registry, :mod:`features.registry`); :func:`rule_scores` adds the configured attribute
 points to the kernel's activity points. Split from :mod:`features.engine`, which re-exports them.
 """
 
@@ -14,61 +14,18 @@ import numpy as np
 import pandas as pd
 
 from leadscore.features.arrays import FeatureInputError
-from leadscore.features.kernel import layout
-from leadscore.features.schema import (
-    FIT_CATEGORICAL,
-    FIT_NUMERIC,
-    FeatureSpec,
-    count_name,
-    decay_name,
-    feature_schema,
-)
+from leadscore.features.families.rule import SLOT as RULE_SLOT
+from leadscore.features.registry import registry
+from leadscore.features.schema import FIT_CATEGORICAL, FIT_NUMERIC, FeatureSpec
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
 
 
 def interest_columns(settings: Settings) -> dict[str, int]:
-    """Schema name → column of the kernel output, for every float64 interest feature."""
-    fc = settings.features
-    names = settings.activity_names
-    nw, nh = len(fc.windows_days), len(fc.half_lives_days)
-    o = layout(len(names), nw, nh)
-    m: dict[str, int] = {}
-
-    def at(block: str, i: int = 0) -> int:
-        base = o[block]
-        assert isinstance(base, int)
-        return base + i
-
-    for k, a in enumerate(names):
-        for w, days in enumerate(fc.windows_days):
-            m[count_name(a, days)] = at("cnt", k * nw + w)
-        for h, hl in enumerate(fc.half_lives_days):
-            m[decay_name(a, hl)] = at("dec", k * nh + h)
-    for w, days in enumerate(fc.windows_days):
-        suffix = count_name("x", days)[len("n_x_"):]
-        m[f"n_total_{suffix}"] = at("tot_cnt", w)
-        m[f"n_high_intent_{suffix}"] = at("hi_cnt", w)
-        m[f"active_days_{suffix}"] = at("active", w)
-    for h, hl in enumerate(fc.half_lives_days):
-        m[f"decay_total_{decay_name('x', hl)[len('decay_x_'):]}"] = at("tot_dec", h)
-    m["n_activities_total"] = at("n_all")
-    for k, a in enumerate(names):
-        m[f"n_{a}_total"] = at("tot_k", k)
-    m["days_since_last_activity"] = at("days_last")
-    m["days_since_last_high_intent"] = at("days_last_hi")
-    m["days_since_first_activity"] = at("days_first")
-    m[f"velocity_{fc.velocity_recent_days}_{fc.velocity_base_days}"] = at("velocity")
-    m["times_recycled"] = at("recycled")
-    m["days_in_stage"] = at("days_in_stage")
-    m["days_since_created"] = at("days_created")
-    m["account_n_leads"] = at("acc_n_leads")
-    m["account_has_open_opportunity"] = at("acc_open")
-    m["account_had_opportunity"] = at("acc_had")
-    m["account_other_leads_activities_30d"] = at("acc_other_30")
-    m["account_other_leads_high_intent_30d"] = at("acc_other_hi_30")
-    return m
+    """Schema name → row of the kernel output, for every column a kernel family writes."""
+    reg = registry(settings)
+    return {name: reg.slot[name] for r in reg.families for name in (c.name for c in r.columns) if name in reg.slot}
 
 
 @dataclass(frozen=True)
@@ -76,11 +33,15 @@ class Plan:
     """How each schema column is produced, resolved once per settings object."""
 
     schema: list[FeatureSpec]
-    sources: list[tuple[str, int]]  # ("cat", i) fit categorical | ("num", i) fit numeric | ("k", col) kernel
-    stage_col: int
-    rule_col: int
-    stages: tuple[str, ...]
+    #: ("cat", i) fit categorical | ("num", i) fit numeric | ("k", row) kernel float | ("code", row) kernel category
+    sources: list[tuple[str, int]]
+    categories: dict[str, tuple[str, ...]]  # for "code" columns: category of each code (-1: missing)
+    rule_row: int  # kernel row of the rule's activity points, -1 when the rule family is switched off
     rules: tuple[tuple[str, frozenset[str] | None, float, float, float], ...]
+
+    def rule_points(self, out: np.ndarray) -> np.ndarray:
+        """The rule's activity points of each moment from the kernel output (zeros without the family)."""
+        return out[self.rule_row] if self.rule_row >= 0 else np.zeros(out.shape[1], dtype=np.float64)
 
 
 def plan(settings: Settings) -> Plan:
@@ -89,20 +50,21 @@ def plan(settings: Settings) -> Plan:
 
 
 def _build_plan(settings: Settings) -> Plan:
-    schema = feature_schema(settings)
-    kcols = interest_columns(settings)
-    lay = layout(len(settings.activity_names), len(settings.features.windows_days),
-                 len(settings.features.half_lives_days))
+    reg = registry(settings)
+    schema = reg.schema
+    categories: dict[str, tuple[str, ...]] = {}
+    for r in reg.families:
+        categories.update(r.family.categories(settings))
     sources: list[tuple[str, int]] = []
     for spec in schema:
-        if spec.name in FIT_CATEGORICAL:
+        if spec.name in reg.slot:
+            sources.append(("code" if spec.dtype == "str" else "k", reg.slot[spec.name]))
+        elif spec.name in FIT_CATEGORICAL:
             sources.append(("cat", FIT_CATEGORICAL.index(spec.name)))
         elif spec.name in FIT_NUMERIC:
             sources.append(("num", FIT_NUMERIC.index(spec.name)))
-        elif spec.name == "current_stage":
-            sources.append(("stage", 0))
         else:
-            sources.append(("k", kcols[spec.name]))
+            raise FeatureInputError(f"feature {spec.name!r} is declared but no family computes it")
     by_name = {s.name: s for s in schema}
     rules = []
     for r in settings.rules.attribute_points:
@@ -113,8 +75,7 @@ def _build_plan(settings: Settings) -> Plan:
         lo = float(r.min) if r.min is not None else -np.inf
         hi = float(r.max) if r.max is not None else np.inf
         rules.append((r.field, values, lo, hi, float(r.points)))
-    return Plan(schema, sources, int(lay["stage_code"]), int(lay["rule_act"]),  # type: ignore[arg-type]
-                tuple(settings.stages.all), tuple(rules))
+    return Plan(schema, sources, categories, reg.slot.get(RULE_SLOT, -1), tuple(rules))
 
 
 def rule_scores(p: Plan, rule_act: np.ndarray, column: Any) -> np.ndarray:

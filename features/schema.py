@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -37,10 +37,14 @@ FIT_NUMERIC = ("employees", "annual_revenue")
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One model input column. ``template`` explains a value in words, with ``{value}`` in it.
+    """One model input column, declared by its family (:mod:`features.families`).
 
-    ``missing`` is the sentence for a missing value: "no buying signal yet" is a reason a reviewer
-    understands, "Last buying signal none days ago" is not.
+    ``template`` is the plain-language sentence for a value (``{value}`` is the value as ``unit``
+    reads it; ``[one|many]`` picks by whether the value is 1); ``missing`` is the sentence for a
+    missing value ("No buying signal yet" is a reason a reviewer understands, "Last buying signal
+    none days ago" is not); ``value_texts`` gives whole sentences for known category values.
+    Reasons sum the contributions of the columns of one ``concept`` (every column about demo
+    requests, say) and word the sum with the applicable column of lowest ``rank``.
     """
 
     name: str
@@ -49,11 +53,17 @@ class FeatureSpec:
     description: str
     template: str
     missing: str = ""
+    concept: str = ""
+    #: how a value reads: count, days, ratio, weight, flag, number, money or category (see training.reasons)
+    unit: str = ""
+    rank: int = 0
+    value_texts: dict[str, str] = field(default_factory=dict)
 
 
-def _num(x: float) -> str:
+def num(x: float) -> str:
     """Format a window/half-life for a column name: 14 -> "14", 2.5 -> "2p5"."""
     return str(int(x)) if float(x).is_integer() else str(x).replace(".", "p")
+
 
 
 def missing_text(name: str) -> str:
@@ -61,101 +71,53 @@ def missing_text(name: str) -> str:
     return f"{name.replace('_', ' ').capitalize()} not known"
 
 
+def feature(name: str, dtype: Literal["float64", "str"], group: Literal["fit", "interest"], description: str,
+            template: str, missing: str = "", *, concept: str = "", unit: str = "", rank: int = 0,
+            value_texts: dict[str, str] | None = None) -> FeatureSpec:
+    """A :class:`FeatureSpec` with the defaults filled in (missing sentence, concept = its own name)."""
+    return FeatureSpec(name, dtype, group, description, template, missing or missing_text(name),
+                       concept or name, unit or ("category" if dtype == "str" else "number"), rank,
+                       dict(value_texts or {}))
+
+
 def count_name(activity: str, window_days: int) -> str:
-    return f"n_{activity}_{_num(window_days)}d"
+    return f"n_{activity}_{num(window_days)}d"
 
 
 def decay_name(activity: str, half_life_days: float) -> str:
-    return f"decay_{activity}_hl{_num(half_life_days)}"
+    return f"decay_{activity}_hl{num(half_life_days)}"
+
+
+def window_phrase(days: float) -> str:
+    """ "day" for 1, else "7 days": what follows "in the last"."""
+    return "day" if days == 1 else f"{num(days)} days"
+
+
+def singular(label: str) -> str:
+    """The catalogue's plural label for one activity: "demo requests" → "demo request",
+    "webinars attended" → "webinar attended", "other activities" → "other activity"."""
+    words = label.split()
+    if not words:
+        return label
+    last = words[-1]
+    if last.endswith("ies") and len(last) > 3:
+        words[-1] = last[:-3] + "y"
+    elif last.endswith("s") and not last.endswith("ss"):
+        words[-1] = last[:-1]
+    elif words[0].endswith("s") and not words[0].endswith("ss"):
+        words[0] = words[0][:-1]
+    return " ".join(words)
 
 
 def feature_schema(settings: Settings) -> list[FeatureSpec]:
-    """All features in output order: fit features first, then interest features.
+    """All features in output order: each enabled family's columns, families in registry order.
 
-    The interest block is laid out exactly as the kernel in :mod:`features.kernel` writes it, which is
-    why the engine builds its column map from this same function.
+    Fit families come first, then interest families; the engine reads the kernel slots of the same
+    registry, so the order here and the kernel's layout cannot disagree.
     """
-    fc = settings.features
-    specs: list[FeatureSpec] = []
+    from leadscore.features.registry import registry
 
-    def add(name: str, dtype: Literal["float64", "str"], group: Literal["fit", "interest"], desc: str, tpl: str,
-            missing: str = "") -> None:
-        specs.append(FeatureSpec(name, dtype, group, desc, tpl, missing or missing_text(name)))
-
-    # ---- fit: who the lead is -------------------------------------------------------------------
-    add("source", "str", "fit", "Lead source (channel the lead came from).", "Came from {value}", "Lead source not known")
-    add("industry", "str", "fit", "Industry of the lead's account.", "Works in {value}", "Industry not known")
-    add("employee_band", "str", "fit", "Company size band of the account (employees).", "Company with {value} employees", "Company size not known")
-    add("revenue_band", "str", "fit", "Annual revenue band of the account.", "Company revenue {value}", "Company revenue not known")
-    add("country", "str", "fit", "Country of the lead, else of its account.", "Based in {value}", "Country not known")
-    add("icp_match", "str", "fit", "Whether the account matches the ideal customer profile (configs/icp.yaml).",
-        "Ideal customer profile match: {value}", "Ideal customer profile match not known")
-    add("seniority", "str", "fit", "Seniority from the CRM field, else from the job title rules.", "Seniority: {value}")
-    add("department", "str", "fit", "Department from the CRM field, else from the job title rules.", "Department: {value}")
-    add("email_domain_type", "str", "fit", "free_mail, corporate or unknown e-mail domain.", "E-mail domain: {value}")
-    add("employees", "float64", "fit", "Employees of the account.", "Company has {value} employees", "Company size not known")
-    add("annual_revenue", "float64", "fit", "Annual revenue of the account.", "Company revenue is {value}", "Company revenue not known")
-
-    # ---- interest: what the lead did, as of the scoring moment ----------------------------------
-    for a in settings.activities:
-        for w in fc.windows_days:
-            add(count_name(a.name, w), "float64", "interest", f"Number of {a.name} activities in the last {w} days.",
-                f"{{value}} {a.label} in the last {w} days")
-    for w in fc.windows_days:
-        add(f"n_total_{_num(w)}d", "float64", "interest", f"Number of activities of any type in the last {w} days.",
-            f"{{value}} activities in the last {w} days")
-        add(f"n_high_intent_{_num(w)}d", "float64", "interest",
-            f"Number of high-intent activities (pricing, demo, trial, meeting...) in the last {w} days.",
-            f"{{value}} buying signals in the last {w} days")
-    for a in settings.activities:
-        for hl in fc.half_lives_days:
-            add(decay_name(a.name, hl), "float64", "interest",
-                f"Exponentially decayed count of {a.name} activities, half-life {hl} days.",
-                f"Recent {a.label} (weighted, half-life {_num(hl)} days): {{value}}")
-    for hl in fc.half_lives_days:
-        add(f"decay_total_hl{_num(hl)}", "float64", "interest",
-            f"Exponentially decayed count of all activities, half-life {hl} days.",
-            f"Recent activity (weighted, half-life {_num(hl)} days): {{value}}")
-    add("n_activities_total", "float64", "interest", "All activities up to the scoring moment.",
-        "{value} activities in total")
-    for a in settings.activities:
-        if a.negative:
-            add(f"n_{a.name}_total", "float64", "interest", f"All {a.name} activities up to the moment (negative signal).",
-                f"{{value}} {a.label} in total")
-    add("days_since_last_activity", "float64", "interest", "Days since the last activity (NaN: none yet).",
-        "Last activity {value} days ago", "No activity yet")
-    add("days_since_last_high_intent", "float64", "interest", "Days since the last high-intent activity (NaN: none).",
-        "Last buying signal {value} days ago", "No buying signal yet")
-    add("days_since_first_activity", "float64", "interest", "Days since the first activity (NaN: none yet).",
-        "First activity {value} days ago", "No activity yet")
-    for w in fc.windows_days:
-        if w > 1:
-            add(f"active_days_{_num(w)}d", "float64", "interest", f"Distinct UTC days with activity in the last {w} days.",
-                f"Active on {{value}} days of the last {w}")
-    r, b = fc.velocity_recent_days, fc.velocity_base_days
-    add(f"velocity_{r}_{b}", "float64", "interest",
-        f"Daily activity rate of the last {r} days over that of the {b} days before (smoothed; 1 = steady).",
-        f"Activity pace vs the previous {b} days: {{value}}x")
-    add("times_recycled", "float64", "interest", "How often the lead was recycled back to nurturing so far.",
-        "Recycled {value} times")
-    add("current_stage", "str", "interest", "Lifecycle stage at the moment (last stage change; NaN: none).",
-        "Currently in stage {value}", "No lifecycle stage recorded yet")
-    add("days_in_stage", "float64", "interest", "Days since the last stage change (NaN: none).",
-        "In the current stage for {value} days", "No lifecycle stage recorded yet")
-    add("days_since_created", "float64", "interest", "Days since the lead was created.", "Lead created {value} days ago")
-    add("account_n_leads", "float64", "interest", "Leads at the same account created so far, this one included (NaN: no account).",
-        "{value} people from this company are known", "No company known")
-    add("account_has_open_opportunity", "float64", "interest", "1 if the account has an open opportunity (NaN: no account).",
-        "Company has an open opportunity: {value}", "No company known")
-    add("account_had_opportunity", "float64", "interest", "1 if the account has had any opportunity so far (NaN: no account).",
-        "Company has had an opportunity: {value}", "No company known")
-    add("account_other_leads_activities_30d", "float64", "interest",
-        "Activities of the other leads of the same account in the last 30 days (NaN: no account).",
-        "{value} activities by colleagues in the last 30 days", "No company known")
-    add("account_other_leads_high_intent_30d", "float64", "interest",
-        "High-intent activities of the other leads of the same account in the last 30 days (NaN: no account).",
-        "{value} buying signals by colleagues in the last 30 days", "No company known")
-    return specs
+    return registry(settings).schema
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -171,7 +133,7 @@ def schema_hash(settings: Settings) -> str:
     payload = {
         "version": FEATURE_CODE_VERSION,
         "columns": [[s.name, s.dtype, s.group] for s in feature_schema(settings)],
-        "features": settings.features.model_dump(mode="json"),
+        "features": _features_payload(settings),
         "icp": settings.icp.model_dump(mode="json"),
         "titles": settings.titles.model_dump(mode="json"),
         "activities": [a.model_dump(mode="json") for a in settings.activities],
@@ -179,3 +141,22 @@ def schema_hash(settings: Settings) -> str:
     }
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _features_payload(settings: Settings) -> dict[str, object]:
+    """The ``features`` section as the hash sees it.
+
+    ``account_window_days`` and ``families`` came after models were trained: at their defaults they
+    are left out, so a default configuration keeps the hash its models were trained under; set away
+    from the default they are in (and the columns they add or rename are too).
+    """
+    from leadscore.features.registry import changed_switches
+
+    dump = settings.features.model_dump(mode="json")
+    if dump.pop("account_window_days") != 30:
+        dump["account_window_days"] = settings.features.account_window_days
+    dump.pop("families")
+    switches = changed_switches(settings)
+    if switches:
+        dump["families"] = switches
+    return dump

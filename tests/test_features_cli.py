@@ -37,7 +37,10 @@ def test_schema_contract(settings: Settings) -> None:
                      "department", "email_domain_type", "days_since_created"):
         assert required in names
     assert len(set(names)) == len(names)
-    assert all("{value}" in s.template for s in feature_schema(settings))
+    # every column has a plain-words template: a value ({value}) or a whole sentence (flags), never its name
+    for s in feature_schema(settings):
+        assert s.template and "_" not in s.template, s
+        assert s.unit and s.concept and s.missing, s
     # the hash follows the config that shapes the columns, not the rule's points
     assert schema_hash(load_settings(overrides=["features.windows_days=[1,7,30]"])) != schema_hash(settings)
     assert schema_hash(load_settings(overrides=["rules.mql_threshold=10"])) == schema_hash(settings)

@@ -1,0 +1,53 @@
+"""Lifetime totals: all activities so far, and each negative type's (``negative: true`` in the catalogue)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numba import njit
+
+from leadscore.features.registry import Family
+from leadscore.features.schema import FeatureSpec, feature, singular
+
+if TYPE_CHECKING:
+    from leadscore.config import Settings
+
+
+def _columns(settings: Settings, params: Any) -> list[FeatureSpec]:
+    cols = [feature("n_activities_total", "float64", "interest", "All activities up to the scoring moment.",
+                    "{value} [activity|activities] in total", concept="activity", unit="count", rank=40)]
+    for a in settings.activities:
+        if a.negative:
+            cols.append(feature(f"n_{a.name}_total", "float64", "interest",
+                                f"All {a.name} activities up to the moment (negative signal).",
+                                f"{{value}} [{singular(a.label)}|{a.label}] so far",
+                                concept=f"activity:{a.name}", unit="count", rank=40))
+    return cols
+
+
+def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
+    return (np.array([k for k, a in enumerate(settings.activities) if a.negative], dtype=np.int64),)
+
+
+@njit(cache=True)
+def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int, hi: int) -> None:
+    negative = p[0]
+    row[off] = hi - lo
+    for i in range(negative.shape[0]):
+        c = 0
+        for j in range(lo, hi):
+            if x.act_k[j] == negative[i]:
+                c += 1
+        row[off + 1 + i] = c
+
+
+FAMILY = Family(
+    name="totals",
+    order=30,
+    doc="All activities so far, and the count of each negative activity type so far.",
+    columns=_columns,
+    inputs=frozenset({"act_k"}),
+    kernel=kernel,
+    params=_params,
+)
