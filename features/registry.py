@@ -195,17 +195,18 @@ def resolve(settings: Settings) -> Registry:
 def changed_switches(settings: Settings) -> dict[str, Any]:
     """The ``features.families`` entries that change anything, for the schema hash.
 
-    A switch that restates a family's default (or an empty section) shapes no column, so it must not
-    change the hash of a default configuration.
+    A family that stays off shapes no column whatever its parameters say, and a switch that restates
+    a family's default changes nothing: neither may change the hash of a default configuration.
     """
     out: dict[str, Any] = {}
     for fam in all_families():
         switch = settings.features.families.get(fam.name)
         if switch is None:
             continue
-        dump = switch.model_dump(mode="json")
-        if dump.get("enabled") in (None, fam.enabled_by_default):
-            dump.pop("enabled", None)
-        if dump:
-            out[fam.name] = dump
+        enabled = fam.enabled_by_default if switch.enabled is None else switch.enabled
+        entry: dict[str, Any] = dict(switch.model_extra or {}) if enabled else {}
+        if enabled != fam.enabled_by_default:
+            entry["enabled"] = enabled
+        if entry:
+            out[fam.name] = entry
     return out
