@@ -89,8 +89,8 @@ def decay_name(activity: str, half_life_days: float) -> str:
 
 
 def window_phrase(days: float) -> str:
-    """ "day" for 1, else "7 days": what follows "in the last"."""
-    return "day" if days == 1 else f"{num(days)} days"
+    """ "24 hours" for 1, else "7 days": what follows "in the last"."""
+    return "24 hours" if days == 1 else f"{num(days)} days"
 
 
 def singular(label: str) -> str:

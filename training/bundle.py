@@ -40,7 +40,7 @@ from leadscore.training.calibration import Calibrator
 from leadscore.training.config import ModelKind
 from leadscore.training.encoding import check_columns, encode_frame
 from leadscore.training.linear import LinearModel, blend_probability
-from leadscore.training.reasons import as_mapping, top_reasons
+from leadscore.training.reasons import ReasonPlan, SingleRowContrib, as_mapping, reason_plan, top_reasons
 from leadscore.training.stage_policy import StagePolicy
 
 if TYPE_CHECKING:
@@ -73,6 +73,10 @@ class FeatureColumn(TypedDict):
     description: NotRequired[str]
     template: NotRequired[str]  # reason sentence with ``{value}``
     missing: NotRequired[str]  # reason sentence for a missing value
+    concept: NotRequired[str]  # reasons sum the columns of one concept (training.reasons)
+    unit: NotRequired[str]  # how a value reads in a reason
+    rank: NotRequired[int]  # which column of its concept words the reason (lowest applicable first)
+    value_texts: NotRequired[dict[str, str]]  # whole sentences for known category values
 
 
 class TargetWindow(TypedDict):
@@ -306,6 +310,9 @@ class BoundBundle(ScoringBundle):
     constructing it: the constructor does not check anything.
     """
 
+    #: what reasons reuse across calls: the concept plan, the single-row TreeSHAP per target
+    _reasons: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
     # ------------------------------------------------------------------ batch scoring
     def encode(self, features: pd.DataFrame, target: str) -> np.ndarray:
         return encode_frame(features, self.schema, self.models[target].encodings)
@@ -383,21 +390,45 @@ class BoundBundle(ScoringBundle):
             out[OUTPUT_COLUMNS[target]] = float(np.interp(raw[0], model.calibrator.x, model.calibrator.y))
         return out
 
-    def reason_details(self, features_row: Any, k: int = 3, target: str = "sql") -> dict[str, list[dict[str, Any]]]:
-        """Top ``k`` positive and negative contributions with feature, value, contribution and text."""
+    def _reason_plan(self) -> ReasonPlan:
+        plan = self._reasons.get("plan")
+        if plan is None:
+            plan = self._reasons["plan"] = reason_plan(self.schema)
+        return plan
+
+    def _tree_contrib(self, x: np.ndarray, target: str) -> np.ndarray:
+        """TreeSHAP of one encoded row (bias last), through the kept single-row predictor."""
+        fast = self._reasons.get(target)
+        if fast is None:
+            model = self.models[target]
+            try:
+                fast = SingleRowContrib(model.model_str or "", len(self.schema))
+            except (ImportError, AttributeError, RuntimeError):  # a LightGBM without the entry: the slow path
+                fast = False
+            self._reasons[target] = fast
+        if fast is False:
+            return self.models[target].booster.predict(x, pred_contrib=True, num_threads=1)[0]
+        return fast(x)
+
+    def row_contributions(self, features_row: Any, target: str = "sql") -> np.ndarray:
+        """One row's per-feature log-odds contributions in schema order (no bias), as :meth:`contributions`."""
         row = as_mapping(features_row)
         model = self.models[target]
         trees = None
         if model.uses_trees:
-            # the last column is the bias
-            trees = model.booster.predict(self.encode_row(row, target), pred_contrib=True,
-                                          num_threads=1)[0][: len(self.schema)]
+            trees = self._tree_contrib(self.encode_row(row, target), target)[: len(self.schema)]
         terms = self._linear_row_terms(row, model)
         linear = None
         if terms is not None:
             assert model.linear is not None
             linear = terms - np.array([model.linear.term_means.get(n, 0.0) for n in self.feature_names])
-        return top_reasons(self.schema, row, model.combine_contributions(trees, linear), k)
+        return model.combine_contributions(trees, linear)
+
+    def reason_details(self, features_row: Any, k: int = 3, target: str = "sql") -> dict[str, list[dict[str, Any]]]:
+        """Top ``k`` concepts for and against: ``{concept, feature, value, contribution, text}`` each
+        (see :mod:`training.reasons`; contributions summed per concept, zero counts never a reason)."""
+        row = as_mapping(features_row)
+        return top_reasons(self._reason_plan(), row, self.row_contributions(row, target), k)
 
     def reasons(self, features_row: Any, k: int = 3, target: str = "sql") -> dict[str, list[str]]:
         """The top ``k`` reasons for and against, in plain words from the schema templates."""

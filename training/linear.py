@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -93,16 +94,26 @@ class LinearModel:
             out[c.name] = np.array([c.coefs.get(v, 0.0) for v in values], dtype=np.float64)
         return pd.DataFrame(out, index=frame.index)
 
+    @cached_property
+    def _numeric_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """fill, center, scale, coef, missing coef of the numeric terms as arrays (for :meth:`row_terms`)."""
+        t = self.numeric
+        return (np.array([x.fill for x in t], dtype=np.float64), np.array([x.center for x in t], dtype=np.float64),
+                np.array([x.scale for x in t], dtype=np.float64), np.array([x.coef for x in t], dtype=np.float64),
+                np.array([x.missing_coef or 0.0 for x in t], dtype=np.float64))
+
     def row_terms(self, row: Mapping[str, Any]) -> np.ndarray:
-        """:meth:`terms` for one row given as a mapping (the serving path: no DataFrame built)."""
+        """:meth:`terms` for one row given as a mapping (the serving path: no DataFrame built).
+
+        The numeric terms are one vectorised expression, the same arithmetic as :meth:`terms`
+        element by element (one numpy call per feature cost ~2 µs each, ~250 µs a row).
+        """
+        fill, center, scale, coef, miss_coef = self._numeric_arrays
+        x = np.array([np.nan if (v := row[t.name]) is None or v is pd.NA else float(v) for t in self.numeric],
+                     dtype=np.float64)
+        miss = np.isnan(x)
         out = np.empty(len(self.numeric) + len(self.categorical))
-        for j, t in enumerate(self.numeric):
-            v = row[t.name]
-            x = np.nan if v is None or v is pd.NA else float(v)
-            if x != x:
-                out[j] = t.coef * (float(signed_log(np.array(t.fill))) - t.center) / t.scale + (t.missing_coef or 0.0)
-            else:
-                out[j] = t.coef * (float(signed_log(np.array(x))) - t.center) / t.scale
+        out[: len(x)] = coef * (signed_log(np.where(miss, fill, x)) - center) / scale + miss_coef * miss
         for j, c in enumerate(self.categorical, start=len(self.numeric)):
             out[j] = c.coefs.get(_category_value(row[c.name]), 0.0)
         return out

@@ -26,7 +26,8 @@ def _columns(settings: Settings, params: Any) -> list[FeatureSpec]:
     return [
         feature("account_n_leads", "float64", "interest",
                 "Leads at the same account created so far, this one included (NaN: no account).",
-                "{value} [person|people] known at this company", NO_COMPANY, concept="account_people", unit="count"),
+                "[Only person known at this company|{value} people known at this company]", NO_COMPANY,
+                concept="account_people", unit="count"),
         feature("account_has_open_opportunity", "float64", "interest",
                 "1 if the account has an open opportunity (NaN: no account).",
                 "Company has an open opportunity", NO_COMPANY, concept="account_opportunity", unit="flag"),

@@ -1,0 +1,98 @@
+"""Reasons: contributions summed per concept, worded in plain sentences, and the fast exact TreeSHAP path."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leadscore.config import Settings
+from leadscore.features.schema import feature_schema
+from leadscore.training.bundle import schema_dicts
+from leadscore.training.reasons import SingleRowContrib, reason_plan, top_reasons
+
+SCHEMA = [
+    {"name": "n_demo_1d", "dtype": "float64", "template": "{value} [demo request|demo requests] in the last 24 hours",
+     "concept": "demo", "unit": "count", "rank": 0},
+    {"name": "n_demo_30d", "dtype": "float64", "template": "{value} [demo request|demo requests] in the last 30 days",
+     "concept": "demo", "unit": "count", "rank": 1},
+    {"name": "decay_demo", "dtype": "float64", "template": "Demo requests long ago ({value})", "concept": "demo",
+     "unit": "weight", "rank": 50},
+    {"name": "days_last", "dtype": "float64", "template": "Last activity {value} ago", "missing": "No activity yet",
+     "concept": "recency", "unit": "days"},
+    {"name": "n_unsub", "dtype": "float64", "template": "{value} unsubscribes", "concept": "unsub", "unit": "count"},
+    {"name": "icp", "dtype": "str", "template": "ICP: {value}", "value_texts": {"true": "Matches the ICP"}},
+    {"name": "acc_a", "dtype": "float64", "template": "{value} people", "missing": "No company known", "concept": "a",
+     "unit": "count"},
+    {"name": "acc_b", "dtype": "float64", "template": "{value} colleagues", "missing": "No company known",
+     "concept": "b", "unit": "count"},
+]
+
+
+def test_concepts_sum_their_columns_and_speak_through_the_lowest_applicable_rank() -> None:
+    plan = reason_plan(SCHEMA)
+    row = {"n_demo_1d": 0.0, "n_demo_30d": 2.0, "decay_demo": 1.3, "days_last": 0.2, "n_unsub": 0.0, "icp": "true",
+           "acc_a": np.nan, "acc_b": np.nan}
+    contrib = np.array([0.1, 0.5, 0.9, -0.3, -2.0, 0.2, -0.1, -0.15])
+    out = top_reasons(plan, row, contrib, k=3)
+    pos = out["positive"]
+    # the three demo columns are one reason, worded by the 30-day count (the 1-day count is zero)
+    assert pos[0]["text"] == "2 demo requests in the last 30 days" and pos[0]["contribution"] == pytest.approx(1.5)
+    assert pos[0]["concept"] == "demo" and pos[0]["feature"] == "n_demo_30d"
+    assert pos[1]["text"] == "Matches the ICP"
+    neg = [i["text"] for i in out["negative"]]
+    # zero unsubscribes is no reason, however large its contribution; both account concepts say the same
+    # sentence and count once, summed
+    assert neg == ["Last activity less than a day ago", "No company known"]
+    assert out["negative"][1]["contribution"] == pytest.approx(-0.25)
+
+
+def test_singular_and_missing_and_flat_schemas() -> None:
+    plan = reason_plan(SCHEMA)
+    assert plan.text(0, 1.0) == "1 demo request in the last 24 hours"
+    assert plan.text(3, np.nan) == "No activity yet" and plan.text(3, 3.7) == "Last activity 3 days ago"
+    flat = reason_plan([{"name": "pages", "dtype": "float64"}, {"name": "src", "dtype": "str"}])
+    assert flat.concepts == ["pages", "src"]  # no concepts declared: each column is its own
+    assert flat.text(0, 0.0) is None and flat.text(0, 2.0) == "pages: 2" and flat.text(1, None) == "Src not known"
+
+
+def test_no_default_reason_reads_like_a_column_name(settings: Settings) -> None:
+    """Every concept of the shipped schema, worded for real feature rows: plain sentences only."""
+    from leadscore.features import compute
+    from leadscore.features.testing import generated_history
+
+    history = generated_history(settings, n_leads=1500, months=8, seed=11)
+    acts = history.activities.sample(300, random_state=0)
+    rows = compute(history, pd.DataFrame({"lead_id": acts["lead_id"].to_numpy(dtype=object),
+                                          "as_of": acts["occurred_at"].to_numpy()}), settings)
+    plan = reason_plan(schema_dicts(feature_schema(settings)))
+    assert len(plan.concepts) < len(plan.columns) / 3  # 132 columns, a few dozen things to say
+    seen = set()
+    for row in rows.to_dict("records"):
+        for c in range(len(plan.concepts)):
+            worded = plan.concept_text(c, row)
+            if worded is None:
+                continue
+            text = worded[1]
+            seen.add(text)
+            assert not any(bad in text for bad in ("_", "{", "[", "weighted", "half-life")), text
+            assert not re.search(r"\b(none|nan|NaN)\b", text), text
+            assert not text.startswith("0 "), text
+    assert any("in the last 24 hours" in t for t in seen) and any(t.startswith("Last activity") for t in seen)
+
+
+def test_single_row_treeshap_is_bit_identical_to_pred_contrib() -> None:
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 6))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(X[:, 0]) + rng.normal(size=2000) > 0.5).astype(int)
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1, "seed": 0, "num_leaves": 15},
+                        lgb.Dataset(X, y), 40)
+    fast = SingleRowContrib(booster.model_to_string(), 6)
+    for i in range(50):
+        x = X[i:i + 1]
+        np.testing.assert_array_equal(fast(x), booster.predict(x, pred_contrib=True, num_threads=1)[0])
