@@ -65,9 +65,14 @@ def _money(v: float) -> str:
 
 
 def _category(v: str) -> str:
-    """``paid_search`` → "paid search"; short codes read as acronyms (``mql`` → "MQL", ``vp`` → "VP")."""
+    """``paid_search`` → "paid search"; short codes read as acronyms (``mql`` → "MQL", ``vp`` → "VP"),
+    a one-letter prefix joins with a hyphen (``c_level`` → "C-level")."""
     text = v.replace("_", " ")
-    return text.upper() if len(text) <= 3 and text.isalpha() else text
+    if len(text) <= 3 and text.isalpha():
+        return text.upper()
+    if len(text) > 2 and text[1] == " " and text[0].isalpha():  # c_level → "C-level"
+        return f"{text[0].upper()}-{text[2:]}"
+    return text
 
 
 def _shown(unit: str, v: float) -> str:
