@@ -9,7 +9,10 @@ split (2 test, 2 calibration, 2 validation months before the 30-day horizon's cu
 test months are shifted, and a procedure that learns from its newest months can see the new regime.
 
 * **conversion**: from the shift day on, every open lead's daily SQL hazard gets a log-odds lift (a
-  new offer, a new sales motion): the label rate by month rises about four-fold. The ground truth
+  new offer, a new sales motion) on top of the company calibrated to ``settings.generator``, so the
+  months before the shift are the default company's; the 30-day SQL label rate of activity moments
+  rises about 3.5-fold (0.04 → 0.14 at 5,000 leads, seed 1) and the funnel rates in the summary
+  rise with it. The ground truth
   stays exact (:func:`leadscore.generate_truth.exact_truth_shifted`: a day's answer depends on how
   many of its horizon days fall before the shift).
 * **account signal**: the company moves upmarket. Most late corporate leads come from new
