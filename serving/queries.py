@@ -109,6 +109,17 @@ class Statements:
         self.last_score_before = c(last_score.where(sc.c.lead_id == b("lead_id"), sc.c.scored_at < b("cut")))
         self.last_change = c(last_change.where(sg.c.lead_id == b("lead_id")))
         self.last_change_before = c(last_change.where(sg.c.lead_id == b("lead_id"), sg.c.changed_at <= b("cut")))
+        # what one score read, counted again at its append (serving/rescore.py): own rows, colleagues' window
+        self.count_own_activities = c(sa.select(sa.func.count()).select_from(a)
+                                      .where(a.c.lead_id == b("lead_id"), a.c.occurred_at <= b("cut")))
+        self.count_colleague_activities = c(
+            sa.select(sa.func.count())
+            .select_from(a.join(le, le.c.lead_id == a.c.lead_id))
+            .where(le.c.account_id == b("account_id"), a.c.lead_id != b("lead_id"), a.c.occurred_at > b("since"),
+                   a.c.occurred_at <= b("cut")))
+        latest_of = sa.select(sa.func.max(sc.c.scored_at)).where(sc.c.lead_id == le.c.lead_id).scalar_subquery()
+        self.colleague_latest_scores = c(sa.select(le.c.lead_id, latest_of)
+                                         .where(le.c.account_id == b("account_id"), le.c.lead_id != b("lead_id")))
         self.latest_scored_at = c(sa.select(sa.func.max(sc.c.scored_at)).where(sc.c.lead_id == b("lead_id")))
         self.insert_score = c(sc.insert().values({col.name: b(col.name) for col in sc.c if col.name != "id"}))
         self.insert_activity: Compiled | None = None
