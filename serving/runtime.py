@@ -58,3 +58,18 @@ def die_with_parent(sig: int = signal.SIGTERM, expected_parent: int | None = Non
     if expected_parent is not None and os.getppid() != expected_parent:
         os.kill(os.getpid(), sig)
     return True
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then move every object alive after start-up out of the collector's reach.
+
+    A worker starts with ~400k tracked objects (the model's trees, the feature plan, the activity
+    cache, the imported libraries) that live as long as the process. Each full collection walked all
+    of them: ~200 ms pauses on a busy machine, landing on whichever request was running. Frozen
+    (``gc.freeze``), a full collection walks only what requests created since. Called once, after
+    the model is loaded, the cache warmed and the app built.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()

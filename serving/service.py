@@ -117,7 +117,7 @@ class LeadScoreService:
     def __init__(self) -> None:
         from leadscore.errors import LeadscoreError
         from leadscore.serving.app import create_app
-        from leadscore.serving.runtime import die_with_parent
+        from leadscore.serving.runtime import die_with_parent, freeze_startup_heap
 
         die_with_parent(signal.SIGTERM)
         try:
@@ -125,6 +125,7 @@ class LeadScoreService:
         except LeadscoreError as exc:
             refuse_to_start(exc)
         worker_app.app = create_app(self.state)
+        freeze_startup_heap()
 
     @bentoml.on_shutdown
     def close(self) -> None:
