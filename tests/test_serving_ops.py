@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -145,7 +147,11 @@ def _nobody() -> None:
 
 
 @pytest.mark.parametrize("fault", ["random-bytes", "truncated", "read-only-directory"])
-def test_unusable_store_is_refused_at_start_with_one_line(bundle_dir: Path, tmp_path: Path, fault: str) -> None:
+def test_unusable_store_is_refused_at_start_with_one_line(tmp_path: Path, fault: str,
+                                                          request: pytest.FixtureRequest) -> None:
+    """Random bytes, a truncated copy, a read-only directory: one line naming the file, exit 2, fast.
+
+    The store is checked before the model is looked at, so no model is needed (nor given)."""
     from leadscore.serving.store import EventStore
 
     good = tmp_path / "good.db"
@@ -163,24 +169,28 @@ def test_unusable_store_is_refused_at_start_with_one_line(bundle_dir: Path, tmp_
         data = good.read_bytes()
         path.write_bytes(data[: len(data) // 3])
     else:
-        ro = tmp_path / "ro"
+        # root writes anywhere: then the command runs as an unprivileged user, on a directory it can
+        # reach (pytest's own temporary root is private to its owner)
+        base = Path(tempfile.mkdtemp(prefix="leadscore-ro-")) if os.geteuid() == 0 else tmp_path
+        request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+        base.chmod(0o755)
+        ro = base / "ro"
         ro.mkdir()
         path = ro / "events.db"
         path.write_bytes(good.read_bytes())
+        path.chmod(0o644)
         ro.chmod(0o555)
-        if os.geteuid() == 0:  # root writes anywhere: run the command as an unprivileged user
-            tmp_path.chmod(0o755)
-            as_user = _nobody
+        as_user = _nobody if os.geteuid() == 0 else None
     env = server_env(None, f"sqlite:///{path}")
-    env["HOME"] = str(tmp_path)
+    env["HOME"] = str(path.parent)
     cmd = [str(Path(sys.executable).with_name("leadscore")), "--config", str(REPO_ROOT / "configs"), "serve",
-           "--port", "1", "--bundle", str(bundle_dir), "--store", f"sqlite:///{path}"]
+           "--port", "1", "--store", f"sqlite:///{path}"]
     started = time.monotonic()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=path.parent,
                          preexec_fn=as_user)
     took = time.monotonic() - started
     lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
-    assert out.returncode != 0
+    assert out.returncode == 2, (out.returncode, lines)
     assert len(lines) == 1, lines
     assert str(path) in lines[0] and lines[0].startswith("error: event store"), lines[0]
     assert took < 30, took  # refused before any server started (no crash loop)
