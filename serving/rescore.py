@@ -19,13 +19,17 @@ What is done here:
   returns), and nothing has to survive a crash or be coordinated between replicas: a background queue
   would live in one worker's memory (lost by ``kill -9``) or need a new table, a poller and its
   supervision, for the same rows.
-* Every appended score is **checked in its write transaction**: the score is inserted, then what it
-  read (how many activities of the lead and of its colleagues' window up to the moment scored, and the
-  stage it started from) is read again; if anything was committed in between, the insert is rolled
-  back and the lead scored again. The write transaction holds SQLite's write lock, so no activity can
-  commit between the check and the commit; a request whose activity commits after that sees our score
-  as the latest and refreshes it itself. Activities are insert-only, so equal counts mean equal rows.
-  (PostgreSQL runs the same check under READ COMMITTED, which narrows but does not close the window.)
+* Every appended score is **checked in its write transaction**: the score is inserted, then the
+  check asks whether an activity the score should have counted (the lead's, up to the moment scored,
+  or a colleague's in the account window before it) or a new starting stage was committed since the
+  score read the history; if so the insert is rolled back and the lead scored again. The write
+  transaction holds SQLite's write lock, so nothing can commit between the check and the commit; a
+  request whose activity commits after that sees our score as the latest and refreshes it itself.
+  On SQLite "since" is a rowid mark read before the history (rowids are handed out in commit order,
+  see :mod:`serving.cache`), so the check reads only the few rows committed meanwhile and holds the
+  write lock for well under a millisecond. Elsewhere the rows the score read are counted again
+  (activities are insert-only, so equal counts mean equal rows); PostgreSQL runs that check under
+  READ COMMITTED, which narrows but does not close the window.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ log = logging.getLogger("leadscore.serving")
 MAX_ATTEMPTS = 5
 _WINDOW_US = ACCOUNT_WINDOW_DAYS * 86_400_000_000
 
-#: what a score was computed from: (activities read, (stage it started from, since when))
+#: what a score was computed from: (rowid mark before the read on SQLite, else the activities read;
+#: the stage it started from and since when)
 Fingerprint = tuple[int, tuple[str | None, pd.Timestamp | None]]
 
 
@@ -80,25 +85,34 @@ def score_with_fingerprint(
     Also returns since when the lead holds the resulting stage (for recycling and the audit) and
     what the score was computed from (to check it is still current when it is appended).
     """
+    q = st.store.q
+    mark = None if q.activity_mark is None else int(q.activity_mark.first(conn)[0])  # type: ignore[index]
     history = st.store.load_lead_history(conn, lead_id, as_of)
     previous, since = st.store.current_stage(conn, lead_id, as_of)
     days = None if since is None else max((as_of - since).total_seconds(), 0.0) / 86400.0
     result = st.scorer.score(history, lead_id, as_of, previous, days_in_stage=days)
     stage_since = since if (since is not None and result.stage == previous) else as_of
-    return result, stage_since, (len(history.activities), (previous, since))
+    read = len(history.activities) if mark is None else mark
+    return result, stage_since, (read, (previous, since))
 
 
-def fingerprint(st: ServingState, conn: Connection, lead_id: str, as_of: pd.Timestamp) -> Fingerprint:
-    """What :func:`score_with_fingerprint` would read now, counted in SQL (same rows as
-    ``EventStore.load_lead_history``: the lead's activities up to ``as_of`` and its current colleagues'
-    in the account window before it)."""
+def still_current(st: ServingState, conn: Connection, lead_id: str, as_of: pd.Timestamp, seen: Fingerprint) -> bool:
+    """Whether a score computed from ``seen`` is still the score of what ``conn`` sees now."""
+    if st.store.current_stage(conn, lead_id, as_of) != seen[1]:
+        return False
     q, cut = st.store.q, to_micros(as_of)
     account_id = _account_of(st, conn, lead_id)
+    if q.activities_since_mark is not None:
+        for who, at, account in q.activities_since_mark.all(conn, mark=seen[0]):
+            if at <= cut and (who == lead_id or (account_id is not None and account == account_id
+                                                 and at > cut - _WINDOW_US)):
+                return False
+        return True
     n = int(q.count_own_activities.first(conn, lead_id=lead_id, cut=cut)[0])  # type: ignore[index]
     if account_id is not None:
         n += int(q.count_colleague_activities.first(  # type: ignore[index]
             conn, account_id=account_id, lead_id=lead_id, since=cut - _WINDOW_US, cut=cut)[0])
-    return n, st.store.current_stage(conn, lead_id, as_of)
+    return n == seen[0]
 
 
 def _account_of(st: ServingState, conn: Connection, lead_id: str) -> Any:
@@ -115,7 +129,7 @@ def append_fresh(st: ServingState, lead_id: str, as_of: pd.Timestamp) -> ScoreRe
         try:
             with st.store.begin() as conn:
                 st.store.append_score(conn, stored_score(result, since))
-                if attempt < MAX_ATTEMPTS and fingerprint(st, conn, lead_id, as_of) != seen:
+                if attempt < MAX_ATTEMPTS and not still_current(st, conn, lead_id, as_of, seen):
                     raise _Moved
             return result
         except _Moved:
@@ -125,16 +139,42 @@ def append_fresh(st: ServingState, lead_id: str, as_of: pd.Timestamp) -> ScoreRe
     return result
 
 
-def stale_colleagues(st: ServingState, lead_id: str, first: pd.Timestamp, last: pd.Timestamp) -> list[tuple[str, pd.Timestamp]]:
-    """Colleagues whose latest score counts activities at ``[first, last]`` in its account window:
-    scored at or after ``first`` and within the window after ``last``. (In-order traffic: none.)"""
-    lo, hi = to_micros(first), to_micros(last) + _WINDOW_US
+def score_mark(st: ServingState) -> int | None:
+    """On SQLite, the newest score id now (ids, like activity rowids, are handed out in commit order).
+
+    Read right after a request's activities commit: a score appended after that (a larger id) was
+    checked current by :func:`append_fresh` against a history that already held them, so it needs no
+    refresh on their account. Under concurrency this is most of the candidates: the colleagues' scores
+    of requests in flight. ``None`` elsewhere (every candidate is refreshed).
+    """
+    if st.store.dialect != "sqlite":
+        return None
     with st.store.read() as conn:
+        return int(st.store.q.score_mark.first(conn)[0])  # type: ignore[index]
+
+
+def _predates(mark: int | None, score_id: int) -> bool:
+    return mark is None or score_id <= mark
+
+
+def stale_scores(st: ServingState, lead_id: str, first: pd.Timestamp, last: pd.Timestamp, as_of: pd.Timestamp,
+                 mark: int | None) -> list[tuple[str, pd.Timestamp]]:
+    """The latest scores that new activities of ``lead_id`` at ``[first, last]`` made stale, as
+    ``(lead, scored_at)``: the lead's own if it is after ``as_of`` (the moment just scored); each
+    colleague's if it counts them in its account window (scored at or after ``first``, within the
+    window after ``last``; in-order traffic has none). Only scores appended before ``mark``."""
+    lo, hi = to_micros(first), to_micros(last) + _WINDOW_US
+    q = st.store.q
+    out: list[tuple[str, pd.Timestamp]] = []
+    with st.store.read() as conn:
+        own = q.latest_score_key.first(conn, lead_id=lead_id)
+        if own is not None and own[0] > to_micros(as_of) and _predates(mark, own[1]):
+            out.append((lead_id, from_micros(int(own[0]))))
         account_id = _account_of(st, conn, lead_id)
-        if account_id is None:
-            return []
-        rows = st.store.q.colleague_latest_scores.all(conn, account_id=account_id, lead_id=lead_id)
-    return [(str(cid), from_micros(int(latest))) for cid, latest in rows if latest is not None and lo <= latest <= hi]
+        if account_id is not None:
+            rows = q.colleague_latest_scores.all(conn, account_id=account_id, lead_id=lead_id)
+            out += [(str(cid), from_micros(int(at))) for cid, at, sid in rows if lo <= at <= hi and _predates(mark, sid)]
+    return out
 
 
 def rescore_after_ingest(st: ServingState, per_lead: dict[str, list[tuple[pd.Timestamp, bool]]]) -> list[ScoreResult]:
@@ -146,6 +186,7 @@ def rescore_after_ingest(st: ServingState, per_lead: dict[str, list[tuple[pd.Tim
     ``GET /leads/{id}`` reflects everything known. Retries of stored activities are answered but not
     re-audited.
     """
+    mark = score_mark(st) if any(new for items in per_lead.values() for _, new in items) else None
     results: list[ScoreResult] = []
     refreshed: set[tuple[str, int]] = set()
     for lead_id, items in per_lead.items():
@@ -155,13 +196,9 @@ def rescore_after_ingest(st: ServingState, per_lead: dict[str, list[tuple[pd.Tim
             with st.store.read() as conn:
                 results.append(score_with_fingerprint(st, conn, lead_id, as_of)[0])
             continue
-        with st.store.read() as conn:
-            latest = st.store.latest_scored_at(conn, lead_id)
         results.append(append_fresh(st, lead_id, as_of))
         refreshed.add((lead_id, to_micros(as_of)))
-        todo = [(lead_id, latest)] if latest is not None and latest > as_of else []
-        todo += stale_colleagues(st, lead_id, min(new_times), max(new_times))
-        for who, at in todo:
+        for who, at in stale_scores(st, lead_id, min(new_times), max(new_times), as_of, mark):
             if (who, to_micros(at)) not in refreshed:
                 refreshed.add((who, to_micros(at)))
                 append_fresh(st, who, at)
