@@ -18,7 +18,9 @@ What is done here:
   gets is already consistent (``GET /leads/{id}`` of any colleague is fresh the moment the request
   returns), and nothing has to survive a crash or be coordinated between replicas: a background queue
   would live in one worker's memory (lost by ``kill -9``) or need a new table, a poller and its
-  supervision, for the same rows.
+  supervision, for the same rows. Under concurrency, scores appended after the activity committed
+  were already checked against it (below) and are skipped (:func:`score_mark`): with 40 requests in
+  flight on an account holding a quarter of all leads, 17 refreshes per 600 requests instead of 413.
 * Every appended score is **checked in its write transaction**: the score is inserted, then the
   check asks whether an activity the score should have counted (the lead's, up to the moment scored,
   or a colleague's in the account window before it) or a new starting stage was committed since the
