@@ -56,8 +56,11 @@ def start_server(env: dict[str, str], port: int, log: Path, timeout: float = 240
 
     cmd = [str(Path(sys.executable).with_name("leadscore")), "--config", str(REPO_ROOT / "configs"), "serve",
            "--port", str(port)]
+    from leadscore.serving.runtime import die_with_parent
+
+    me = os.getpid()  # the server goes when this script goes, however it ends
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: die_with_parent(signal.SIGTERM, me))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
