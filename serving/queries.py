@@ -132,7 +132,7 @@ class Statements:
         self.activity_mark: Compiled | None = None
         self.activities_since_mark: Compiled | None = None
         if dialect.name == "sqlite":
-            rowid = sa.literal_column("activities.rowid")
+            rowid: sa.ColumnClause[int] = sa.literal_column("activities.rowid", sa.Integer)
             self.activity_mark = c(sa.select(sa.func.coalesce(sa.func.max(rowid), 0)).select_from(a))
             self.activities_since_mark = c(
                 sa.select(a.c.lead_id, a.c.occurred_at, le.c.account_id)
