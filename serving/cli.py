@@ -60,8 +60,16 @@ def bentoml_command(host: str, port: int) -> list[str]:
 
 
 def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
-    """Run the server; SIGTERM/SIGINT sent to ``leadscore serve`` stop it too (no orphaned server)."""
-    proc = subprocess.Popen(cmd, env=env)
+    """Run the server; SIGTERM/SIGINT sent to ``leadscore serve`` stop it too (no orphaned server).
+
+    A ``kill -9`` cannot be forwarded, so the server also gets SIGTERM from the kernel when this
+    process dies (:func:`~leadscore.serving.runtime.die_with_parent`), and each worker likewise when
+    the server dies (:class:`~leadscore.serving.service.LeadScoreService`): nothing is left listening.
+    """
+    from leadscore.serving.runtime import die_with_parent
+
+    me = os.getpid()
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=lambda: die_with_parent(signal.SIGTERM, me))
 
     def forward(signum: int, _frame: object) -> None:
         if proc.poll() is None:
@@ -77,6 +85,19 @@ def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def check_store(store_url: str) -> None:
+    """Open (and migrate) the store and read it through once, before any worker starts: a store that
+    cannot be used stops ``leadscore serve`` with one line naming the file and the reason (a
+    :class:`~leadscore.errors.StoreError`), instead of workers crash-looping behind a hanging port."""
+    from leadscore.serving.store import EventStore
+
+    es = EventStore(store_url)
+    try:
+        es.verify()
+    finally:
+        es.close()
 
 
 def import_history(history: Path, settings: Settings, store_url: str) -> dict[str, int]:
@@ -131,6 +152,7 @@ def register(app: typer.Typer) -> None:
         state = state_from(ctx)
         settings = settings_from(ctx)
         store_url = store or event_store_url(settings)
+        check_store(store_url)
         if history is not None:
             counts = import_history(history, settings, store_url)
             err_console.print(f"imported into {store_url}: {counts}")

@@ -8,17 +8,68 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from leadscore.env import OFFLINE_ENV
 
+if TYPE_CHECKING:
+    import pytest
+
+    from leadscore.config import Settings
+    from leadscore.history import CRMHistory
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-api-key"
 WRITE_KEY = "test-write-key"
 HUBSPOT_SECRET = "test-hubspot-secret"
+
+
+#: a small CRM cannot fill the default 9 months of splits; the serving tests need a real model, not a good one
+TRAIN_OVERRIDES = [
+    "training.minimums.min_moments=200",
+    "training.minimums.min_positives=20",
+    "training.bootstrap_samples=20",
+    "training.split.test_months=1",
+    "training.split.calibration_months=1",
+    "training.split.validation_months=1",
+    "training.split.min_train_months=2",
+]
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A generated CRM and a model trained on it by the real pipeline, registered in the session's MLflow."""
+
+    crm_dir: Path
+    history: CRMHistory
+    bundle_dir: Path
+    version: str
+
+
+_TRAINED: dict[str, TrainedModel] = {}
+
+
+def trained_model(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> TrainedModel:
+    """Trained once per test session and shared by the serving test modules (training costs ~30 s)."""
+    if "model" not in _TRAINED:
+        from leadscore.config import load_settings
+        from leadscore.generate import generate_crm
+        from leadscore.history import load_history
+        from leadscore.training.train import train
+
+        root = tmp_path_factory.mktemp("serving-model")
+        generate_crm(root / "crm", n_leads=1200, months=9, seed=3, settings=settings)
+        history, report = load_history(root / "crm", settings)
+        assert report.usable
+        result = train(root / "crm", load_settings(REPO_ROOT / "configs", TRAIN_OVERRIDES), trials=1,
+                       out_dir=root / "trained")
+        assert result.model_version is not None
+        _TRAINED["model"] = TrainedModel(root / "crm", history, root / "trained" / "bundle", str(result.model_version))
+    return _TRAINED["model"]
 
 
 def free_port() -> int:
@@ -100,3 +151,54 @@ def server_env(bundle_dir: Path | None, store_url: str, extra: dict[str, Any] | 
         env["LEADSCORE_BUNDLE"] = str(bundle_dir)
     env.update({k: str(v) for k, v in (extra or {}).items()})
     return env
+
+
+def cli_serve_cmd(bundle_dir: Path, store_url: str) -> list[str]:
+    """``leadscore serve`` (the CLI, which runs ``bentoml serve`` as its child) on ``{port}``."""
+    return [str(Path(sys.executable).with_name("leadscore")), "--config", str(REPO_ROOT / "configs"), "serve",
+            "--port", "{port}", "--bundle", str(bundle_dir), "--store", store_url]
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and all its descendants, parents first (empty if it is gone)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(p.pid for p in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (zombies, i.e. dead but not yet reaped, count as gone)."""
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a new server could listen on ``port`` now (what a restart needs)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_until(cond: Any, timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return bool(cond())
