@@ -100,6 +100,19 @@ def check_store(store_url: str) -> None:
         es.close()
 
 
+def check_model(settings: Settings, model: str | None, bundle: Path | None, tracking_uri: str) -> str:
+    """Load and bind the model the workers will serve, before any worker starts: a missing model, an
+    unreachable registry or a bundle of another feature schema stops ``leadscore serve`` with one line
+    (a :class:`~leadscore.errors.ModelError`, exit 2). BentoML retries a worker that fails to start and
+    exits 0, so left to the workers the fault would be a hanging port and a log full of tracebacks.
+    Returns the version that will be served."""
+    from leadscore.serving.scoring import Scorer
+
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri)
+    scorer = Scorer.load(settings, model_uri=model, bundle_dir=bundle)
+    return str(scorer.version)
+
+
 def import_history(history: Path, settings: Settings, store_url: str) -> dict[str, int]:
     """Load a CRM history directory into the event store (idempotent); user-fixable failures are
     :class:`~leadscore.errors.LeadscoreError` so the command stops with one line."""
@@ -153,6 +166,8 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(ctx)
         store_url = store or event_store_url(settings)
         check_store(store_url)
+        version = check_model(settings, model, bundle, settings.paths.mlflow_tracking_uri)
+        err_console.print(f"model {bundle or model or settings.serving.model_uri}: version {version}")
         if history is not None:
             counts = import_history(history, settings, store_url)
             err_console.print(f"imported into {store_url}: {counts}")

@@ -23,19 +23,16 @@ import pandas as pd
 import pytest
 
 from leadscore.config import Settings
-from leadscore.history import CRMHistory
+from leadscore.history import CRMHistory, load_history
+from tests.conftest import SmallModel
 from tests.test_serving_support import (
     API_KEY,
     HUBSPOT_SECRET,
     REPO_ROOT,
-    TRAIN_OVERRIDES,
     WRITE_KEY,
     Server,
     server_env,
-    trained_model,
 )
-
-__all__ = ["TRAIN_OVERRIDES"]  # imported from here by tests/test_api_inprocess.py
 
 pytestmark = pytest.mark.server
 
@@ -55,11 +52,14 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Iterator[Served]:
-    """Train with the real pipeline, register, alias ``champion``; serve it from the registry."""
+def served(tmp_path_factory: pytest.TempPathFactory, settings: Settings, small_model: SmallModel) -> Iterator[Served]:
+    """The session's model (trained by the real pipeline, registered), aliased ``champion``, served from the
+    registry."""
     from mlflow import MlflowClient
 
-    model = trained_model(tmp_path_factory, settings)
+    model = small_model
+    history, report = load_history(model.crm_dir, settings)
+    assert report.usable
     MlflowClient().set_registered_model_alias(settings.training.registered_model_name, "champion", model.version)
     root = tmp_path_factory.mktemp("serving")
     store_url = f"sqlite:///{root / 'events.db'}"
@@ -68,7 +68,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Iter
     server.start()
     client = httpx.Client(base_url=server.url, timeout=60.0)
     try:
-        yield Served(server, client, settings, model.history, model.bundle_dir, store_url, env, model.version)
+        yield Served(server, client, settings, history, model.bundle_dir, store_url, env, model.version)
     finally:
         client.close()
         server.stop()

@@ -19,12 +19,13 @@ from leadscore.config import Settings
 from leadscore.serving.schemas import ActivityIn
 from leadscore.serving.state import ServingState, ingest_and_score
 from leadscore.serving.wire import Parsed
-from tests.test_serving_support import trained_model
+from tests.conftest import SmallModel
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Path:
-    return trained_model(tmp_path_factory, settings).bundle_dir
+def bundle_dir(small_model: SmallModel) -> Path:
+    """The session's small model (trained once by the real pipeline)."""
+    return small_model.bundle_dir
 
 
 @pytest.fixture(params=[1_000_000, 0], ids=["cache", "sql"])

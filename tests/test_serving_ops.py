@@ -7,13 +7,13 @@ port, with the model the serving tests share, and hurts it the way an operator o
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from leadscore.config import Settings
+from tests.conftest import SmallModel
 from tests.test_serving_support import (
     API_KEY,
     REPO_ROOT,
@@ -31,7 +31,6 @@ from tests.test_serving_support import (
     port_is_free,
     process_tree,
     server_env,
-    trained_model,
     wait_until,
 )
 
@@ -41,8 +40,9 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Path:
-    return trained_model(tmp_path_factory, settings).bundle_dir
+def bundle_dir(small_model: SmallModel) -> Path:
+    """The session's small model (trained once by the real pipeline)."""
+    return small_model.bundle_dir
 
 
 def _cli_server(bundle_dir: Path, root: Path, port: int | None = None) -> Server:
@@ -141,9 +141,9 @@ def test_killing_serve_leaves_no_worker_and_frees_the_port(bundle_dir: Path, tmp
     server.stop()
 
 
-def _nobody() -> None:
-    os.setgid(65534)
-    os.setuid(65534)
+#: root writes anywhere; without these two capabilities it meets file modes like anyone (and can still
+#: run the interpreter, which lives under root's home here)
+AS_PLAIN_ROOT = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
 @pytest.mark.parametrize("fault", ["random-bytes", "truncated", "read-only-directory"])
@@ -160,7 +160,7 @@ def test_unusable_store_is_refused_at_start_with_one_line(tmp_path: Path, fault:
         store.add_activities(conn, [{"activity_id": f"a{i}", "lead_id": f"l{i % 50}", "occurred_at": i,
                                      "type": "page_view", "properties": None, "received_at": i} for i in range(5000)])
     store.close()
-    as_user = None
+    as_user: list[str] = []
     if fault == "random-bytes":
         path = tmp_path / "random.db"
         path.write_bytes(os.urandom(64 * 1024))
@@ -169,28 +169,45 @@ def test_unusable_store_is_refused_at_start_with_one_line(tmp_path: Path, fault:
         data = good.read_bytes()
         path.write_bytes(data[: len(data) // 3])
     else:
-        # root writes anywhere: then the command runs as an unprivileged user, on a directory it can
-        # reach (pytest's own temporary root is private to its owner)
-        base = Path(tempfile.mkdtemp(prefix="leadscore-ro-")) if os.geteuid() == 0 else tmp_path
-        request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
-        base.chmod(0o755)
-        ro = base / "ro"
+        # root writes anywhere: then the command runs without the capabilities that let it
+        ro = tmp_path / "ro"
         ro.mkdir()
         path = ro / "events.db"
         path.write_bytes(good.read_bytes())
         path.chmod(0o644)
         ro.chmod(0o555)
-        as_user = _nobody if os.geteuid() == 0 else None
+        request.addfinalizer(lambda: ro.chmod(0o755))
+        as_user = AS_PLAIN_ROOT if os.geteuid() == 0 else []
     env = server_env(None, f"sqlite:///{path}")
     env["HOME"] = str(path.parent)
     cmd = [str(Path(sys.executable).with_name("leadscore")), "--config", str(REPO_ROOT / "configs"), "serve",
            "--port", "1", "--store", f"sqlite:///{path}"]
     started = time.monotonic()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=path.parent,
-                         preexec_fn=as_user)
+    out = subprocess.run([*as_user, *cmd], env=env, capture_output=True, text=True, timeout=60, cwd=path.parent)
     took = time.monotonic() - started
     lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
     assert out.returncode == 2, (out.returncode, lines)
     assert len(lines) == 1, lines
     assert str(path) in lines[0] and lines[0].startswith("error: event store"), lines[0]
     assert took < 30, took  # refused before any server started (no crash loop)
+
+
+def test_missing_or_mismatched_model_is_refused_at_start_with_one_line(tmp_path: Path, bundle_dir: Path) -> None:
+    """No such registered model, or a bundle of another feature schema: one line, exit 2, before any worker."""
+    store = f"sqlite:///{tmp_path / 'events.db'}"
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle_dir, tampered)
+    doc = json.loads((tampered / "bundle.json").read_text())
+    doc["schema_hash"] = "0000another0000"
+    (tampered / "bundle.json").write_text(json.dumps(doc))
+    base = [str(Path(sys.executable).with_name("leadscore")), "--config", str(REPO_ROOT / "configs"), "serve",
+            "--port", "1", "--store", store]
+    for extra, says in ((["--model", "models:/no-such-model@champion"], "cannot load model"),
+                        (["--bundle", str(tampered)], "refusing to serve")):
+        started = time.monotonic()
+        out = subprocess.run([*base, *extra], env=server_env(None, store), capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path)
+        lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
+        assert out.returncode == 2, (out.returncode, lines)
+        assert len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], lines
+        assert time.monotonic() - started < 60

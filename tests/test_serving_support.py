@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,59 +16,13 @@ import httpx
 from leadscore.env import OFFLINE_ENV
 
 if TYPE_CHECKING:
-    import pytest
 
-    from leadscore.config import Settings
-    from leadscore.history import CRMHistory
+    pass
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-api-key"
 WRITE_KEY = "test-write-key"
 HUBSPOT_SECRET = "test-hubspot-secret"
-
-
-#: a small CRM cannot fill the default 9 months of splits; the serving tests need a real model, not a good one
-TRAIN_OVERRIDES = [
-    "training.minimums.min_moments=200",
-    "training.minimums.min_positives=20",
-    "training.bootstrap_samples=20",
-    "training.split.test_months=1",
-    "training.split.calibration_months=1",
-    "training.split.validation_months=1",
-    "training.split.min_train_months=2",
-]
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """A generated CRM and a model trained on it by the real pipeline, registered in the session's MLflow."""
-
-    crm_dir: Path
-    history: CRMHistory
-    bundle_dir: Path
-    version: str
-
-
-_TRAINED: dict[str, TrainedModel] = {}
-
-
-def trained_model(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> TrainedModel:
-    """Trained once per test session and shared by the serving test modules (training costs ~30 s)."""
-    if "model" not in _TRAINED:
-        from leadscore.config import load_settings
-        from leadscore.generate import generate_crm
-        from leadscore.history import load_history
-        from leadscore.training.train import train
-
-        root = tmp_path_factory.mktemp("serving-model")
-        generate_crm(root / "crm", n_leads=1200, months=9, seed=3, settings=settings)
-        history, report = load_history(root / "crm", settings)
-        assert report.usable
-        result = train(root / "crm", load_settings(REPO_ROOT / "configs", TRAIN_OVERRIDES), trials=1,
-                       out_dir=root / "trained")
-        assert result.model_version is not None
-        _TRAINED["model"] = TrainedModel(root / "crm", history, root / "trained" / "bundle", str(result.model_version))
-    return _TRAINED["model"]
 
 
 def free_port() -> int:
