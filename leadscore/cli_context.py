@@ -62,7 +62,7 @@ def settings_from(ctx: typer.Context) -> Settings:
 def report_error(exc: LeadscoreError) -> int:
     """Print a user-caused error as one line on stderr; return the exit status it calls for."""
     colour = "yellow" if isinstance(exc, NotEnoughDataError) else "red"
-    err_console.print(f"[{colour}]{escape(exc.label)}:[/{colour}] {escape(str(exc))}")
+    err_console.print(f"[{colour}]{escape(exc.label)}:[/{colour}] {escape(str(exc))}", soft_wrap=True)  # one line, never wrapped
     return exc.exit_code
 
 

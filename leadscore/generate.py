@@ -199,17 +199,14 @@ def generate_crm(
     # --- SQL hazard, calibrated to lead→MQL × MQL→SQL ---------------------------------------------
     target_sql = g.lead_to_mql * g.mql_to_sql
     state_days = np.stack([(state == k).sum(axis=1) for k in range(4)], axis=1)  # lead × state day counts
-    late_days = np.stack([(state[:, shift_day:] == k).sum(axis=1) for k in range(4)], axis=1)
-    lift = scenario.sql_logit_lift if scenario else 0.0  # log-odds added on the shifted days
+    # a scenario's lift comes on top of the calibrated company (its shifted days convert more)
+    lift = scenario.sql_logit_lift if scenario else 0.0
 
     def hazard_at(offset: float, extra: float = 0.0) -> np.ndarray:
         return _sigmoid(offset + STATE_LOGIT[None, :] + FIT_LOGIT * fit[:, None] + extra)  # lead × state
 
     def sql_share(offset: float) -> float:
-        h = hazard_at(offset)
-        log_surv = (state_days * np.log1p(-h)).sum(axis=1)
-        if scenario is not None:  # shifted days carry the lifted hazard instead
-            log_surv += (late_days * (np.log1p(-hazard_at(offset, lift)) - np.log1p(-h))).sum(axis=1)
+        log_surv = (state_days * np.log1p(-hazard_at(offset))).sum(axis=1)
         return float(np.mean(1 - np.exp(log_surv)))
 
     offset = _solve_offset(target_sql, sql_share)

@@ -60,8 +60,16 @@ def bentoml_command(host: str, port: int) -> list[str]:
 
 
 def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
-    """Run the server; SIGTERM/SIGINT sent to ``leadscore serve`` stop it too (no orphaned server)."""
-    proc = subprocess.Popen(cmd, env=env)
+    """Run the server; SIGTERM/SIGINT sent to ``leadscore serve`` stop it too (no orphaned server).
+
+    A ``kill -9`` cannot be forwarded, so the server also gets SIGTERM from the kernel when this
+    process dies (:func:`~leadscore.serving.runtime.die_with_parent`), and each worker likewise when
+    the server dies (:class:`~leadscore.serving.service.LeadScoreService`): nothing is left listening.
+    """
+    from leadscore.serving.runtime import die_with_parent
+
+    me = os.getpid()
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=lambda: die_with_parent(signal.SIGTERM, me))
 
     def forward(signum: int, _frame: object) -> None:
         if proc.poll() is None:
@@ -77,6 +85,32 @@ def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def check_store(store_url: str) -> None:
+    """Open (and migrate) the store and read it through once, before any worker starts: a store that
+    cannot be used stops ``leadscore serve`` with one line naming the file and the reason (a
+    :class:`~leadscore.errors.StoreError`), instead of workers crash-looping behind a hanging port."""
+    from leadscore.serving.store import EventStore
+
+    es = EventStore(store_url)
+    try:
+        es.verify()
+    finally:
+        es.close()
+
+
+def check_model(settings: Settings, model: str | None, bundle: Path | None, tracking_uri: str) -> str:
+    """Load and bind the model the workers will serve, before any worker starts: a missing model, an
+    unreachable registry or a bundle of another feature schema stops ``leadscore serve`` with one line
+    (a :class:`~leadscore.errors.ModelError`, exit 2). BentoML retries a worker that fails to start and
+    exits 0, so left to the workers the fault would be a hanging port and a log full of tracebacks.
+    Returns the version that will be served."""
+    from leadscore.serving.scoring import Scorer
+
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri)
+    scorer = Scorer.load(settings, model_uri=model, bundle_dir=bundle)
+    return str(scorer.version)
 
 
 def import_history(history: Path, settings: Settings, store_url: str) -> dict[str, int]:
@@ -131,6 +165,9 @@ def register(app: typer.Typer) -> None:
         state = state_from(ctx)
         settings = settings_from(ctx)
         store_url = store or event_store_url(settings)
+        check_store(store_url)
+        version = check_model(settings, model, bundle, settings.paths.mlflow_tracking_uri)
+        err_console.print(f"model {bundle or model or settings.serving.model_uri}: version {version}")
         if history is not None:
             counts = import_history(history, settings, store_url)
             err_console.print(f"imported into {store_url}: {counts}")

@@ -109,6 +109,34 @@ class Statements:
         self.last_score_before = c(last_score.where(sc.c.lead_id == b("lead_id"), sc.c.scored_at < b("cut")))
         self.last_change = c(last_change.where(sg.c.lead_id == b("lead_id")))
         self.last_change_before = c(last_change.where(sg.c.lead_id == b("lead_id"), sg.c.changed_at <= b("cut")))
+        # what one score read, counted again at its append (serving/rescore.py): own rows, colleagues' window
+        self.count_own_activities = c(sa.select(sa.func.count()).select_from(a)
+                                      .where(a.c.lead_id == b("lead_id"), a.c.occurred_at <= b("cut")))
+        self.count_colleague_activities = c(
+            sa.select(sa.func.count())
+            .select_from(a.join(le, le.c.lead_id == a.c.lead_id))
+            .where(le.c.account_id == b("account_id"), a.c.lead_id != b("lead_id"), a.c.occurred_at > b("since"),
+                   a.c.occurred_at <= b("cut")))
+        # the latest score (by moment scored, then insertion) of each colleague: (lead, scored_at, id)
+        s2 = sc.alias("s2")
+        latest_id = (sa.select(s2.c.id).where(s2.c.lead_id == le.c.lead_id)
+                     .order_by(s2.c.scored_at.desc(), s2.c.id.desc()).limit(1).scalar_subquery())
+        self.colleague_latest_scores = c(
+            sa.select(le.c.lead_id, sc.c.scored_at, sc.c.id).select_from(le.join(sc, sc.c.id == latest_id))
+            .where(le.c.account_id == b("account_id"), le.c.lead_id != b("lead_id")))
+        self.latest_score_key = c(sa.select(sc.c.scored_at, sc.c.id).where(sc.c.lead_id == b("lead_id"))
+                                  .order_by(sc.c.scored_at.desc(), sc.c.id.desc()).limit(1))
+        self.score_mark = c(sa.select(sa.func.coalesce(sa.func.max(sc.c.id), 0)))
+        # SQLite hands out activity rowids in commit order (serving/cache.py): "what committed since" is a
+        # range of the rowid index, however large the account
+        self.activity_mark: Compiled | None = None
+        self.activities_since_mark: Compiled | None = None
+        if dialect.name == "sqlite":
+            rowid: sa.ColumnClause[int] = sa.literal_column("activities.rowid", sa.Integer)
+            self.activity_mark = c(sa.select(sa.func.coalesce(sa.func.max(rowid), 0)).select_from(a))
+            self.activities_since_mark = c(
+                sa.select(a.c.lead_id, a.c.occurred_at, le.c.account_id)
+                .select_from(a.outerjoin(le, le.c.lead_id == a.c.lead_id)).where(rowid > b("mark")))
         self.latest_scored_at = c(sa.select(sa.func.max(sc.c.scored_at)).where(sc.c.lead_id == b("lead_id")))
         self.insert_score = c(sc.insert().values({col.name: b(col.name) for col in sc.c if col.name != "id"}))
         self.insert_activity: Compiled | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 from leadscore.env import set_offline_env
 
@@ -26,13 +27,14 @@ set_offline_env()
 # concurrent requests (threads, workers), not from parallelism inside one. Set before LightGBM loads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from typing import TYPE_CHECKING, Any  # noqa: E402
+from typing import TYPE_CHECKING, Any, NoReturn  # noqa: E402
 
 import bentoml  # noqa: E402
 
 from leadscore.serving.gate import OpsGate  # noqa: E402
 
 if TYPE_CHECKING:
+    from leadscore.errors import LeadscoreError
     from leadscore.serving.state import ServingState
 
 log = logging.getLogger("leadscore.serving")
@@ -58,6 +60,23 @@ def build_state() -> ServingState:
     log.info("serving model %s (%s), event store %s (%d activities cached)", scorer.version, scorer.source,
              store.engine.url.render_as_string(hide_password=True), cached)
     return state
+
+
+def refuse_to_start(exc: LeadscoreError) -> NoReturn:
+    """A worker that cannot serve (store unusable, model missing) stops the whole server, with one line.
+
+    Left to itself the process manager restarts a failing worker every few seconds forever, logging a
+    long traceback each time while the port accepts connections nobody answers. The cause is the
+    user's to fix, so the worker logs the message alone, asks its supervisor (the ``bentoml serve``
+    process) to shut down and exits with the error's status. ``leadscore serve`` checks the store
+    before it starts any worker; this covers a plain ``bentoml serve`` and a bento.
+    """
+    from bentoml._internal.context import server_context
+
+    log.error("%s: %s", exc.label, exc)
+    if server_context.worker_index is not None:  # started by BentoML's supervisor: stop it too
+        os.kill(os.getppid(), signal.SIGTERM)
+    os._exit(exc.exit_code)
 
 
 class WorkerApp:
@@ -98,10 +117,17 @@ class LeadScoreService:
     """Lead scores on every CRM activity: event store, online features, calibrated model, SLA stages."""
 
     def __init__(self) -> None:
+        from leadscore.errors import LeadscoreError
         from leadscore.serving.app import create_app
+        from leadscore.serving.runtime import die_with_parent, freeze_startup_heap
 
-        self.state = build_state()
+        die_with_parent(signal.SIGTERM)
+        try:
+            self.state = build_state()
+        except LeadscoreError as exc:
+            refuse_to_start(exc)
         worker_app.app = create_app(self.state)
+        freeze_startup_heap()
 
     @bentoml.on_shutdown
     def close(self) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from leadscore.config import Settings
 from leadscore.history import CRMHistory
+from leadscore.serving.rescore import rescore_after_ingest, score_with_fingerprint
 from leadscore.serving.schemas import AccountProperties, ActivityIn, Reasons, ScoreOut, ScoreRequest
 from leadscore.serving.scoring import Scorer, ScoreResult
 from leadscore.serving.store import EventStore, StoredScore, _rows_frame, empty_frame, to_micros
@@ -139,53 +140,13 @@ class ServingState:
 
         Also returns since when the lead holds the resulting stage (for recycling and the audit).
         """
-        history = self.store.load_lead_history(conn, lead_id, as_of)
-        previous, since = self.store.current_stage(conn, lead_id, as_of)
-        days = None if since is None else max((as_of - since).total_seconds(), 0.0) / 86400.0
-        result = self.scorer.score(history, lead_id, as_of, previous, days_in_stage=days)
-        stage_since = since if (since is not None and result.stage == previous) else as_of
-        return result, stage_since
+        result, since, _ = score_with_fingerprint(self, conn, lead_id, as_of)
+        return result, since
 
     def rescore_after_ingest(self, per_lead: dict[str, list[tuple[pd.Timestamp, bool]]]) -> list[ScoreResult]:
-        """One score per lead, at the latest activity time of this request.
-
-        A late activity (older than the lead's newest score) also refreshes the newest score, so
-        ``GET /leads/{id}`` reflects everything known, while the answer is the score at the time the
-        activity happened. Retries of stored activities are answered but not re-audited.
-        """
-        results: list[ScoreResult] = []
-        for lead_id, items in per_lead.items():
-            as_of = max(t for t, _ in items)
-            any_new = any(new for _, new in items)
-            # reads and the model outside the write lock; each score appended in its own short write
-            with self.store.read() as conn:
-                latest = self.store.latest_scored_at(conn, lead_id) if any_new else None
-                result, since = self.score_stored(conn, lead_id, as_of)
-            if any_new:
-                with self.store.begin() as conn:
-                    self.store.append_score(conn, _stored(result, since))
-            if latest is not None and latest > as_of:
-                with self.store.read() as conn:  # sees the score just appended as the previous stage
-                    refreshed = _stored(*self.score_stored(conn, lead_id, latest))
-                with self.store.begin() as conn:
-                    self.store.append_score(conn, refreshed)
-            results.append(result)
-        return results
-
-
-def _stored(r: ScoreResult, stage_since: pd.Timestamp) -> StoredScore:
-    return StoredScore(
-        lead_id=r.lead_id,
-        scored_at=r.scored_at,
-        computed_at=pd.Timestamp(datetime.now(UTC)),
-        p_sql=r.p_sql,
-        p_opportunity=r.p_opportunity,
-        stage=r.stage,
-        previous_stage=r.previous_stage,
-        model_version=r.model_version,
-        reasons=r.reasons,
-        stage_since=stage_since,
-    )
+        """Score each lead of the request and refresh every stored score it made stale
+        (:func:`leadscore.serving.rescore.rescore_after_ingest`)."""
+        return rescore_after_ingest(self, per_lead)
 
 
 def score_out(r: ScoreResult | StoredScore) -> ScoreOut:

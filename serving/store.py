@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from leadscore.history import CRMHistory
+from leadscore.serving import store_checks
 from leadscore.serving.frames import (
     account_frame,
     activities_frame,
@@ -109,7 +110,11 @@ class EventStore:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             if checkpoint_seconds > 0:
                 sa.event.listen(self.engine, "connect", _late_autocheckpoint)
-        self.revision = upgrade_store(self.engine)
+        try:
+            self.revision = store_checks.open_checked(self.engine, upgrade_store)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self.q = Statements(self.engine.dialect)
         self._write_lock = threading.RLock()
         self.cache: ActivityCache | None = None
@@ -123,6 +128,15 @@ class EventStore:
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_seconds,),
                                                   name="wal-checkpoint", daemon=True)
             self._checkpointer.start()
+
+    @property
+    def where(self) -> str:
+        """The store as a person finds it: the SQLite file, else the URL without its password."""
+        return store_checks.where(self.engine)
+
+    def verify(self) -> None:
+        """Refuse a damaged or truncated SQLite file (:func:`serving.store_checks.verify`)."""
+        store_checks.verify(self.engine)
 
     def close(self) -> None:
         self._stop.set()

@@ -166,3 +166,44 @@ def test_train_flat_registers_one_model_and_sla_report(files: tuple[Path, Path],
     assert result.bundle.stage_policy.rule_mql_threshold == 20
     artifacts = [a.path for a in MlflowClient().list_artifacts(result.run_id, "flat")]
     assert artifacts == ["flat/flat_mapping.json"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading files as users have them: delimiter and encoding sniffed
+# --------------------------------------------------------------------------------------------------
+
+TEXT_ROWS = pd.DataFrame({
+    "lead": ["L1", "L2", "L3", "L4"],
+    "company": ["Müller GmbH", "São Paulo Comércio, Ltda", "Café; Crème", "Ørsted A/S"],
+    "visits": ["3", "", "12", "0"],
+    "outcome": ["won", "lost", "lost", "won"],
+})
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "latin-1"])
+def test_read_flat_sniffs_delimiter_and_encoding(tmp_path: Path, delimiter: str, encoding: str) -> None:
+    path = tmp_path / "export.csv"
+    # quoted cells hold the other delimiters, and accented letters that differ between the encodings
+    path.write_bytes(TEXT_ROWS.to_csv(index=False, sep=delimiter, lineterminator="\r\n").encode(encoding))
+    frame = read_flat(path)
+    expected = TEXT_ROWS.replace("", np.nan)
+    pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+    assert frame.attrs["read"]["delimiter"] == delimiter
+    assert frame.attrs["read"]["encoding"] == ("cp1252" if encoding == "latin-1" else "utf-8-sig")
+
+
+def test_read_flat_semicolon_decimal_commas_feed_a_numeric_mapping(files: tuple[Path, Path], tmp_path: Path) -> None:
+    flat, mapping_path = files
+    m = load_mapping(mapping_path)
+    reference = prepare_flat(read_flat(flat), m)
+    # the same table as a European-locale spreadsheet saves it: ';', Windows-1252, decimal commas
+    frame = pd.read_csv(flat, dtype=str).assign(score=lambda f: f["visits"].astype(int).map(lambda v: f"{v / 4:g}".replace(".", ",")))
+    path = tmp_path / "leads_eu.csv"
+    path.write_bytes(frame.to_csv(index=False, sep=";").encode("cp1252"))
+    read = read_flat(path)
+    assert read.attrs["read"] == {"encoding": "utf-8-sig", "delimiter": ";", "decimal_comma_columns": ["score"]}
+    assert pd.to_numeric(read["score"]).tolist() == (frame["visits"].astype(int) / 4).tolist()
+    data = prepare_flat(read, m)
+    pd.testing.assert_frame_equal(data.features, reference.features)
+    assert (data.y == reference.y).all()

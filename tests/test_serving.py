@@ -24,6 +24,7 @@ import pytest
 
 from leadscore.config import Settings
 from leadscore.history import CRMHistory, load_history
+from tests.conftest import SmallModel
 from tests.test_serving_support import (
     API_KEY,
     HUBSPOT_SECRET,
@@ -50,51 +51,24 @@ class Served:
     version: str
 
 
-#: a small CRM cannot fill the default 9 months of splits; the serving tests need a real model, not a good one
-TRAIN_OVERRIDES = [
-    "training.minimums.min_moments=200",
-    "training.minimums.min_positives=20",
-    "training.bootstrap_samples=20",
-    "training.split.test_months=1",
-    "training.split.calibration_months=1",
-    "training.split.validation_months=1",
-    "training.split.min_train_months=2",
-]
-
-
 @pytest.fixture(scope="module")
-def crm(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> tuple[Path, CRMHistory]:
-    from leadscore.generate import generate_crm
-
-    out = tmp_path_factory.mktemp("serving-crm")
-    generate_crm(out, n_leads=1200, months=9, seed=3, settings=settings)
-    history, report = load_history(out, settings)
-    assert report.usable
-    return out, history
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, settings: Settings, crm: tuple[Path, CRMHistory]) -> Iterator[Served]:
-    """Train with the real pipeline, register, alias ``champion``; serve it from the registry."""
+def served(tmp_path_factory: pytest.TempPathFactory, settings: Settings, small_model: SmallModel) -> Iterator[Served]:
+    """The session's model (trained by the real pipeline, registered), aliased ``champion``, served from the
+    registry."""
     from mlflow import MlflowClient
 
-    from leadscore.config import load_settings
-    from leadscore.training.train import train
-
+    model = small_model
+    history, report = load_history(model.crm_dir, settings)
+    assert report.usable
+    MlflowClient().set_registered_model_alias(settings.training.registered_model_name, "champion", model.version)
     root = tmp_path_factory.mktemp("serving")
-    crm_dir, history = crm
-    train_settings = load_settings(REPO_ROOT / "configs", TRAIN_OVERRIDES)
-    result = train(crm_dir, train_settings, trials=1, out_dir=root / "trained")
-    assert result.model_version is not None
-    MlflowClient().set_registered_model_alias(settings.training.registered_model_name, "champion", result.model_version)
     store_url = f"sqlite:///{root / 'events.db'}"
     env = server_env(None, store_url)
     server = Server(env, root / "server.log")
     server.start()
     client = httpx.Client(base_url=server.url, timeout=60.0)
     try:
-        yield Served(server, client, settings, history, root / "trained" / "bundle", store_url, env,
-                     str(result.model_version))
+        yield Served(server, client, settings, history, model.bundle_dir, store_url, env, model.version)
     finally:
         client.close()
         server.stop()

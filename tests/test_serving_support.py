@@ -9,11 +9,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from leadscore.env import OFFLINE_ENV
+
+if TYPE_CHECKING:
+
+    pass
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-api-key"
@@ -100,3 +104,54 @@ def server_env(bundle_dir: Path | None, store_url: str, extra: dict[str, Any] | 
         env["LEADSCORE_BUNDLE"] = str(bundle_dir)
     env.update({k: str(v) for k, v in (extra or {}).items()})
     return env
+
+
+def cli_serve_cmd(bundle_dir: Path, store_url: str) -> list[str]:
+    """``leadscore serve`` (the CLI, which runs ``bentoml serve`` as its child) on ``{port}``."""
+    return [str(Path(sys.executable).with_name("leadscore")), "--config", str(REPO_ROOT / "configs"), "serve",
+            "--port", "{port}", "--bundle", str(bundle_dir), "--store", store_url]
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and all its descendants, parents first (empty if it is gone)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(p.pid for p in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (zombies, i.e. dead but not yet reaped, count as gone)."""
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a new server could listen on ``port`` now (what a restart needs)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_until(cond: Any, timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return bool(cond())

@@ -1,4 +1,8 @@
-"""``leadscore evaluate ...``: evaluation on public lead datasets (X Education, Olist)."""
+"""``leadscore evaluate ...``: evaluation on public lead datasets (X Education, Olist) or on a user's flat file.
+
+``leadscore evaluate --flat FILE --mapping M --protocol chrono|random|both`` runs the shared datasets'
+protocols on any flat table and writes the same report (one per protocol).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from leadscore.cli_context import console, settings_from
 if TYPE_CHECKING:
     from leadscore.training.evaluate import EvalResult
 
-evaluate_app = typer.Typer(no_args_is_help=True, help="Evaluate the flat-table path on public lead datasets.")
+evaluate_app = typer.Typer(invoke_without_command=True,
+                           help="Evaluate the flat-table path on public lead datasets, or on your own flat file "
+                                "(--flat FILE --mapping M).")
 
 TrialsOpt = Annotated[int | None, typer.Option(min=1, help="Optuna trials per fit (default: training.trials).")]
 DataOpt = Annotated[Path | None, typer.Option(help="Shared data directory (default: $LEADSCORE_SHARED_DATA "
@@ -39,9 +45,10 @@ def _show(result: EvalResult, out: Path) -> None:
                                                  for m in REPORTED))
     console.print(table)
     auc = result.metrics["lightgbm"]["roc_auc"].value
-    colour = "green" if result.goal_met else "yellow"
-    console.print(f"[{colour}]goal ROC AUC >= {result.goal_auc}: {'met' if result.goal_met else 'not met'} "
-                  f"({auc:.3f}; reference gradient boosting {result.reference_auc})[/{colour}]")
+    if result.goal_auc is not None:
+        colour = "green" if result.goal_met else "yellow"
+        console.print(f"[{colour}]goal ROC AUC >= {result.goal_auc}: {'met' if result.goal_met else 'not met'} "
+                      f"({auc:.3f}; reference gradient boosting {result.reference_auc})[/{colour}]")
     for note in result.notes:
         console.print(f"- {note}")
     js, md = write_report(result, out)
@@ -59,6 +66,40 @@ def _run(ctx: typer.Context, dataset: str, trials: int | None, data_dir: Path | 
     else:
         result = evaluate_olist(settings, trials=trials, data_dir=data_dir, mapping_file=mapping)
     _show(result, out or Path(settings.paths.reports_dir))
+
+
+@evaluate_app.callback()
+def flat_file(
+    ctx: typer.Context,
+    flat: Annotated[Path | None, typer.Option(help="Your flat lead table (CSV in any common delimiter and "
+                                                   "encoding, or Parquet).")] = None,
+    mapping: Annotated[Path | None, typer.Option(help="Its mapping YAML (with --flat).")] = None,
+    protocol: Annotated[str, typer.Option(help="chrono (latest 20% of rows by time), random (stratified "
+                                               "5-fold CV) or both.")] = "both",
+    trials: TrialsOpt = None,
+    out: OutOpt = None,
+    bag_folds: BagOpt = None,
+) -> None:
+    """With --flat: evaluate your own flat file as the shared datasets are; otherwise pick a dataset."""
+    from leadscore.training.evaluate import PROTOCOLS
+
+    if ctx.invoked_subcommand is not None:
+        if flat is not None:
+            raise typer.BadParameter("--flat evaluates a file; do not name a dataset as well", param_hint="--flat")
+        return
+    if flat is None:
+        console.print(ctx.get_help())
+        raise typer.Exit(0)
+    if mapping is None:
+        raise typer.BadParameter("--flat needs --mapping (the YAML saying what each column is)", param_hint="--mapping")
+    if protocol not in PROTOCOLS:
+        raise typer.BadParameter(f"one of {', '.join(PROTOCOLS)}", param_hint="--protocol")
+    from leadscore.training.evaluate import evaluate_flat
+
+    settings = settings_from(ctx)
+    for result in evaluate_flat(settings, flat, mapping, protocol=protocol, trials=trials,
+                                **({} if bag_folds is None else {"bag_folds": bag_folds})):
+        _show(result, out or Path(settings.paths.reports_dir))
 
 
 @evaluate_app.command("x-education")

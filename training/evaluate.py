@@ -73,13 +73,17 @@ class EvalResult:
     rows: int
     positives: int
     metrics: dict[str, dict[str, MetricCI]]
-    goal_auc: float
-    reference_auc: float
+    goal_auc: float | None = None  # a user's own file has no agreed goal or reference
+    reference_auc: float | None = None
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    #: distinguishes the reports of one dataset under several protocols (``evaluate --flat``)
+    report_suffix: str = ""
 
     @property
-    def goal_met(self) -> bool:
+    def goal_met(self) -> bool | None:
+        if self.goal_auc is None:
+            return None
         return self.metrics["lightgbm"]["roc_auc"].value >= self.goal_auc
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,8 +93,9 @@ class EvalResult:
             "rows": self.rows,
             "positives": self.positives,
             "metrics": {m: {k: v.to_dict() for k, v in ms.items()} for m, ms in self.metrics.items()},
-            "goal": {"metric": "roc_auc", "target": self.goal_auc, "met": self.goal_met,
-                     "reference_gradient_boosting": self.reference_auc},
+            "goal": None if self.goal_auc is None else {
+                "metric": "roc_auc", "target": self.goal_auc, "met": self.goal_met,
+                "reference_gradient_boosting": self.reference_auc},
             "notes": self.notes,
             "details": self.details,
         }
@@ -302,6 +307,59 @@ def evaluate_olist(settings: Settings, trials: int | None = None, data_dir: Path
     )
 
 
+PROTOCOLS = ("chrono", "random", "both")
+
+
+def evaluate_flat(settings: Settings, flat_file: Path, mapping_file: Path, protocol: str = "both",
+                  trials: int | None = None, bag_folds: int = BAG_FOLDS) -> list[EvalResult]:
+    """A user's own flat table, evaluated as the shared datasets are: one result per protocol.
+
+    ``random``: stratified 5-fold CV as on X Education (``bag_folds`` fold models per fold);
+    ``chrono``: the latest 20% of rows by the mapping's time are the test set, as on Olist. Under
+    drift the two disagree, and the chronological figure is the one a monthly retrain will see; a
+    file without dates is ordered by ``time.order_by`` (or its row order), which the notes say.
+    """
+    from leadscore.training.flat import read_flat
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
+    mapping = load_mapping(mapping_file)
+    frame = read_flat(flat_file)
+    data = prepare_flat(frame, mapping)
+    leak = check_leakage(data, mapping, seed=settings.training.seed)
+    n_trials = trials if trials is not None else settings.training.trials
+    read = frame.attrs.get("read", {"format": "parquet"})
+    common = [f"file {Path(flat_file).name} read as {read}; mapping {mapping.name}",
+              f"leakage guard allowed: {leak.allowed or 'none'}", *data.notes]
+    results = []
+    if protocol in ("random", "both"):
+        started = time.time()
+        oof, details = cross_validate(data, settings, n_trials, bag_folds=bag_folds)
+        aucs = [f["auc"]["lightgbm"] for f in details["folds"]]
+        results.append(EvalResult(
+            dataset=mapping.name, protocol="stratified 5-fold CV", rows=len(data.y), positives=int(data.y.sum()),
+            metrics=_metrics(data.y, oof, settings), report_suffix="_random",
+            notes=[f"stratified 5-fold CV, metrics on pooled out-of-fold predictions; LightGBM fold AUCs "
+                   f"{', '.join(f'{a:.3f}' for a in aucs)}; calibration {_calibrations(details)}; "
+                   f"{n_trials} Optuna trials per fold", *common],
+            details={**details, "leakage": leak.to_dict(), "seconds": round(time.time() - started, 1)}))
+    if protocol in ("chrono", "both"):
+        started = time.time()
+        test, scores, details = chronological(data, settings, n_trials)
+        w = details["window"]
+        results.append(EvalResult(
+            dataset=mapping.name, protocol="chronological (latest 20% of rows)", rows=len(test),
+            positives=int(data.y[test].sum()), metrics=_metrics(data.y[test], scores, settings),
+            report_suffix="_chrono",
+            notes=["chronological split " + ", ".join(f"{part} {v[0]}..{v[1]} ({v[2]} rows, {v[3]} positive)"
+                                                     for part, v in w.items())
+                   + ("" if data.real_time else " (ordinal periods: the file has no dates)"),
+                   f"{n_trials} Optuna trials; calibration ({details['calibration']}) on the calibration rows only",
+                   *common],
+            details={**details, "leakage": leak.to_dict(), "seconds": round(time.time() - started, 1)}))
+    return results
+
+
 # --------------------------------------------------------------------------------------------------
 # Reports
 # --------------------------------------------------------------------------------------------------
@@ -319,22 +377,26 @@ def markdown(result: EvalResult) -> str:
         cells = [f"{ms[m].value:.3f} [{ms[m].lo:.3f}, {ms[m].hi:.3f}]" for m in REPORTED]
         lines.append(f"| {_LABELS.get(name, name)} | " + " | ".join(cells) + " |")
     auc = result.metrics["lightgbm"]["roc_auc"].value
-    verdict = "met" if result.goal_met else "NOT met"
-    lines += ["", f"Goal: ROC AUC >= {result.goal_auc} — {verdict} ({auc:.3f}; reference gradient boosting "
-              f"{result.reference_auc}).", ""]
+    if result.goal_auc is not None:
+        verdict = "met" if result.goal_met else "NOT met"
+        lines += ["", f"Goal: ROC AUC >= {result.goal_auc} — {verdict} ({auc:.3f}; reference gradient boosting "
+                  f"{result.reference_auc}).", ""]
+    else:
+        lines += [""]
     lines += [f"- {n}" for n in result.notes]
     return "\n".join(lines) + "\n"
 
 
 def write_report(result: EvalResult, reports_dir: Path) -> tuple[Path, Path]:
-    """``<reports_dir>/evaluation_<dataset>.json`` and ``.md``."""
+    """``<reports_dir>/evaluation_<dataset>[_<suffix>].json`` and ``.md``."""
     reports_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"evaluation_{result.dataset.replace('-', '_')}"
+    stem = f"evaluation_{result.dataset.replace('-', '_')}{result.report_suffix}"
     js, md = reports_dir / f"{stem}.json", reports_dir / f"{stem}.md"
     js.write_text(json.dumps(result.to_dict(), indent=2, default=float))
     md.write_text(markdown(result))
     return js, md
 
 
-__all__ = ["DataMissingError", "EvalResult", "FlatMapping", "evaluate_olist", "evaluate_x_education",
+__all__ = ["PROTOCOLS", "DataMissingError", "EvalResult", "FlatMapping", "evaluate_flat", "evaluate_olist",
+           "evaluate_x_education",
            "markdown", "shared_data_dir", "write_report"]

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.errors import DataError
+from leadscore.training.flat_read import read_flat
 from leadscore.training.mapping import (
     ColumnSpec,
     FlatMapping,
@@ -66,16 +67,6 @@ class LeakageError(DataError):
     def __init__(self, message: str, report: LeakageReport) -> None:
         super().__init__(message)
         self.report = report
-
-
-def read_flat(path: Path | str) -> pd.DataFrame:
-    """A flat table from CSV (all cells as text; blank = missing) or Parquet."""
-    path = Path(path)
-    if not path.is_file():
-        raise MappingError(f"flat file {path} does not exist")
-    if path.suffix.lower() == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
 
 
 # --------------------------------------------------------------------------------------------------

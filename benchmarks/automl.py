@@ -1,0 +1,236 @@
+"""AutoML as the yardstick: leadscore against FLAML and AutoGluon at equal wall-clock time, on the same rows.
+
+Usage (benchmark extras, in their own virtualenv: AutoGluon pins pandas<2.4 and pyarrow<25)::
+
+    python -m venv /tmp/bench && /tmp/bench/bin/pip install -e ".[bench]" torch==2.13.0
+    LEADSCORE_SHARED_DATA=/path/to/shared/data /tmp/bench/bin/python benchmarks/automl.py \
+        [--trials 30] [--leads 3000] [--months 12] [--seed 1] [--systems flaml,autogluon] [--datasets ...]
+
+Per dataset, leadscore runs first and is timed; each AutoML system then gets the same wall-clock
+budget (per fold for cross-validation) on the same training rows and is scored on the same test rows:
+
+* ``x-education``: the 5 stratified folds of ``leadscore evaluate x-education`` (same seed, same
+  mapping features); leadscore = :func:`training.evaluate.cross_validate`, pooled out-of-fold scores;
+* ``olist``: the chronological split of ``leadscore evaluate olist`` (latest 20% of matured MQLs);
+  the AutoML systems train on all pre-test rows (fit + early stopping + calibration parts);
+* ``generated`` and ``generated-regime-shift``: ``leadscore generate`` (same seed, leads, months; the
+  second with ``--scenario regime-shift``), the SQL target's month split of ``leadscore train``
+  (:func:`training.train.train_target`); AutoML on all pre-test months, all scored on the test
+  months, with the ground truth's share of ceiling lift.
+
+Both AutoML systems optimise log loss (a proper score, so their ECE is comparable); AutoGluon runs
+``presets="medium_quality"`` on CPU. Output: one JSON line per dataset (each system's ROC AUC, log
+loss, ECE, seconds) and a final summary line. Figures depend on the machine and its load; say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DATASETS = ("x-education", "olist", "generated", "generated-regime-shift")
+SYSTEMS = ("flaml", "autogluon")
+Fitter = Callable[[pd.DataFrame, np.ndarray, pd.DataFrame, float, int], np.ndarray]
+
+
+def _frame(features: pd.DataFrame) -> pd.DataFrame:
+    """Features as both AutoML systems take them: text columns as pandas categories, numbers as float."""
+    out = {}
+    for col in features.columns:
+        s = features[col]
+        out[col] = s.astype("category") if not pd.api.types.is_numeric_dtype(s) else s.astype("float64")
+    return pd.DataFrame(out)
+
+
+def fit_flaml(X: pd.DataFrame, y: np.ndarray, X_test: pd.DataFrame, budget: float, seed: int) -> np.ndarray:
+    from flaml import AutoML
+
+    automl = AutoML()
+    automl.fit(X, y.astype(int), task="classification", metric="log_loss", time_budget=max(budget, 1.0),
+               n_jobs=2, verbose=0, seed=seed)
+    return np.asarray(automl.predict_proba(X_test))[:, 1]
+
+
+def fit_autogluon(X: pd.DataFrame, y: np.ndarray, X_test: pd.DataFrame, budget: float, seed: int) -> np.ndarray:
+    from autogluon.tabular import TabularPredictor
+
+    with tempfile.TemporaryDirectory(prefix="leadscore-ag-") as path:
+        predictor = TabularPredictor(label="__y__", problem_type="binary", eval_metric="log_loss", path=path,
+                                     verbosity=0)
+        predictor.fit(X.assign(__y__=y.astype(int)), presets="medium_quality", time_limit=max(budget, 5.0),
+                      num_cpus=2, num_gpus=0, ag_args_fit={"random_seed": seed})
+        return np.asarray(predictor.predict_proba(X_test, as_multiclass=False), dtype=np.float64)
+
+
+FITTERS: dict[str, Fitter] = {"flaml": fit_flaml, "autogluon": fit_autogluon}
+
+
+def _scores(y: np.ndarray, p: np.ndarray, settings: Any, seconds: float) -> dict[str, float]:
+    from leadscore.training.metrics import evaluate_metrics
+
+    m = evaluate_metrics(y, np.clip(p, 1e-6, 1 - 1e-6), n_boot=20, n_bins=settings.training.ece_bins, seed=0)
+    return {"roc_auc": round(m["roc_auc"].value, 4), "log_loss": round(m["log_loss"].value, 4),
+            "ece": round(m["ece"].value, 4), "seconds": round(seconds, 1)}
+
+
+def _automl(systems: list[str], X: pd.DataFrame, y: np.ndarray, train: np.ndarray, test: np.ndarray,
+            budget: float, seed: int) -> dict[str, tuple[np.ndarray, float]]:
+    out = {}
+    for name in systems:
+        started = time.perf_counter()
+        p = FITTERS[name](X.iloc[train], y[train], X.iloc[test], budget, seed)
+        out[name] = (p, time.perf_counter() - started)
+    return out
+
+
+def bench_x_education(settings: Any, systems: list[str]) -> dict[str, Any]:
+    from sklearn.model_selection import StratifiedKFold
+
+    from leadscore.config import mappings_dir
+    from leadscore.training.evaluate import BAG_FOLDS, cross_validate, shared_data_dir
+    from leadscore.training.flat import load_mapping, prepare_flat, read_flat
+
+    mapping = load_mapping(Path(str(mappings_dir() / "x_education.yaml")))
+    data = prepare_flat(read_flat(shared_data_dir() / "x_education" / "Leads.csv"), mapping)
+    started = time.perf_counter()
+    oof, _ = cross_validate(data, settings, settings.training.trials, bag_folds=BAG_FOLDS)
+    seconds = time.perf_counter() - started
+    budget = seconds / 5
+    X, y = _frame(data.features), data.y
+    pooled = {name: np.full(len(y), np.nan) for name in systems}
+    spent = dict.fromkeys(systems, 0.0)
+    # the folds of cross_validate: StratifiedKFold(5, shuffle=True, random_state=training.seed)
+    folds = StratifiedKFold(5, shuffle=True, random_state=settings.training.seed).split(data.features, y)
+    for k, (tr, te) in enumerate(folds):
+        for name, (p, sec) in _automl(systems, X, y, tr, te, budget, settings.training.seed + k).items():
+            pooled[name][te], spent[name] = p, spent[name] + sec
+    result = {"leadscore": _scores(y, oof["lightgbm"], settings, seconds)}
+    result.update({name: _scores(y, pooled[name], settings, spent[name]) for name in systems})
+    return {"dataset": "x-education", "protocol": "stratified 5-fold CV (leadscore evaluate's folds), pooled",
+            "rows_test": len(y), "budget_seconds": round(seconds, 1), "systems": result}
+
+
+def bench_olist(settings: Any, systems: list[str]) -> dict[str, Any]:
+    from leadscore.config import mappings_dir
+    from leadscore.training.evaluate import _subset, chronological, olist_flat_frame, shared_data_dir
+    from leadscore.training.flat import load_mapping, prepare_flat
+
+    mapping = load_mapping(Path(str(mappings_dir() / "olist.yaml")))
+    frame, matured, _ = olist_flat_frame(shared_data_dir(), mapping.horizon_days)
+    data = _subset(prepare_flat(frame, mapping), np.flatnonzero(matured.to_numpy()))
+    started = time.perf_counter()
+    test, scores, _ = chronological(data, settings, settings.training.trials)
+    seconds = time.perf_counter() - started
+    pre = np.setdiff1d(np.arange(len(data.y)), test)
+    fitted = _automl(systems, _frame(data.features), data.y, pre, test, seconds, settings.training.seed)
+    result = {"leadscore": _scores(data.y[test], scores["lightgbm"], settings, seconds)}
+    result.update({name: _scores(data.y[test], p, settings, sec) for name, (p, sec) in fitted.items()})
+    return {"dataset": "olist", "protocol": "chronological, latest 20% of matured MQLs (leadscore evaluate's)",
+            "rows_train": len(pre), "rows_test": len(test), "budget_seconds": round(seconds, 1), "systems": result}
+
+
+def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int, months: int, seed: int,
+                    root: Path) -> dict[str, Any]:
+    from leadscore.features.build import build_dataset
+    from leadscore.features.schema import feature_schema
+    from leadscore.generate import generate_crm
+    from leadscore.history import load_history
+    from leadscore.scenarios import scenario_named
+    from leadscore.training.bundle import schema_dicts
+    from leadscore.training.train import GROUND_TRUTH_FILE, attach_truth, split_target, train_target
+
+    crm = root / f"crm-{scenario}-{leads}-{months}-{seed}"
+    if not (crm / "manifest.json").exists():
+        generate_crm(crm, n_leads=leads, months=months, seed=seed, settings=settings,
+                     scenario=scenario_named(scenario))
+    history, _ = load_history(crm, settings, write_rejected=False)
+    dataset, _ = build_dataset(history, settings)
+    dataset = dataset.reset_index(drop=True)
+    cutoff = history.cutoff
+    spec = schema_dicts(feature_schema(settings))
+    truth = attach_truth(dataset, pd.read_parquet(crm / GROUND_TRUTH_FILE))
+    started = time.perf_counter()
+    target = train_target(dataset, spec, settings, cutoff, "sql", trials=settings.training.trials, timeout=None,
+                          truth=truth)
+    seconds = time.perf_counter() - started
+    split, rows = split_target(dataset, settings, cutoff, "sql")
+    pre = np.sort(np.concatenate([rows["train"], rows["validation"], rows["calibration"]]))
+    test = rows["test"]
+    y = dataset["y_sql"].to_numpy(dtype=np.float64)
+    X = _frame(dataset[[c["name"] for c in spec]])
+    fitted = _automl(systems, X, y, pre, test, seconds, settings.training.seed)
+    t = truth["p_sql_30d"].to_numpy(dtype=np.float64)[test]
+    ok = np.isfinite(t)  # all systems on the rows with a truth, as train does
+    all_scores = {"leadscore": (target.fit.scores("test"), seconds), **fitted}
+    result = {name: _scores(y[test][ok], p[ok], settings, sec) for name, (p, sec) in all_scores.items()}
+    ceiling = _scores(y[test][ok], t[ok], settings, 0.0)
+    for r in result.values():
+        r["share_of_ceiling_lift"] = round((r["roc_auc"] - 0.5) / (ceiling["roc_auc"] - 0.5), 4)
+    return {"dataset": "generated" if scenario == "default" else f"generated-{scenario}",
+            "protocol": f"SQL target, leadscore train's month split: test {', '.join(split.months('test'))}",
+            "crm": {"leads": leads, "months": months, "seed": seed, "scenario": scenario},
+            "rows_train": len(pre), "rows_test": int(ok.sum()), "budget_seconds": round(seconds, 1),
+            "ceiling": {k: ceiling[k] for k in ("roc_auc", "log_loss", "ece")}, "systems": result}
+
+
+def summary(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per system and dataset the AUC and ECE; where leadscore leads (AUC) and is better calibrated (ECE)."""
+    out: dict[str, Any] = {"summary": {}, "leadscore_leads_auc": {}, "leadscore_best_ece": {}}
+    for line in lines:
+        systems = line["systems"]
+        out["summary"][line["dataset"]] = {k: {"roc_auc": v["roc_auc"], "ece": v["ece"]} for k, v in systems.items()}
+        others = [v for k, v in systems.items() if k != "leadscore"]
+        ls = systems["leadscore"]
+        out["leadscore_leads_auc"][line["dataset"]] = all(ls["roc_auc"] >= o["roc_auc"] for o in others)
+        out["leadscore_best_ece"][line["dataset"]] = all(ls["ece"] <= o["ece"] for o in others)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=30, help="leadscore's Optuna trials (sets its time, so the budget)")
+    ap.add_argument("--leads", type=int, default=3000)
+    ap.add_argument("--months", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "leadscore-bench-automl")
+    args = ap.parse_args()
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{args.work / 'mlruns.db'}")
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    from leadscore.config import load_settings
+    from leadscore.env import set_offline_env
+
+    set_offline_env()
+    settings = load_settings(None, [f"training.trials={args.trials}", "training.bootstrap_samples=20"])
+    systems = [s for s in args.systems.split(",") if s]
+    lines = []
+    for name in [d for d in args.datasets.split(",") if d]:
+        if name == "x-education":
+            line = bench_x_education(settings, systems)
+        elif name == "olist":
+            line = bench_olist(settings, systems)
+        elif name in ("generated", "generated-regime-shift"):
+            scenario = "default" if name == "generated" else "regime-shift"
+            line = bench_generated(settings, systems, scenario, args.leads, args.months, args.seed, args.work)
+        else:
+            sys.exit(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        line["leadscore_trials"] = args.trials
+        lines.append(line)
+        print(json.dumps(line), flush=True)
+    print(json.dumps(summary(lines)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Soak the scoring service: a steady rate of ``POST /activities`` against a real ``leadscore serve``.
+
+Usage: python benchmarks/soak.py [--minutes 10] [--rate 40] [--leads 2000] [--bundle DIR | --model URI]
+
+Bounded (``--minutes`` x ``--rate`` requests), on loopback. The server is ``leadscore serve`` (the
+CLI, which starts ``bentoml serve`` and its worker), on a SQLite event store holding a generated CRM.
+Each request is a new activity of an existing lead, stored and scored. Latency is measured from
+the *scheduled* send time (open loop), so a server that falls behind cannot hide its queue.
+
+Printed every minute: p50/p99 of that minute's requests, errors (non-2xx or transport), and the
+RSS of the whole process tree (``leadscore serve`` and every descendant). The last line is one JSON
+object: ``rss_growth_pct`` (tree RSS at the end of the last minute against the end of the first,
+so start-up and warm-up are not counted as growth), ``p99_first_min_ms``, ``p99_last_min_ms``,
+``errors``, and the per-minute rows. Goal: RSS growth < 10 %, last-minute p99 < 1.5x the first.
+Without ``--bundle``/``--model`` a small model is trained first with the real pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MB (0 if it is gone)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
+
+
+def start_server(env: dict[str, str], port: int, log: Path, timeout: float = 240.0) -> subprocess.Popen[bytes]:
+    """``leadscore serve`` on ``port``, in a session of its own; returns once ``/ready`` answers 200."""
+    import httpx
+
+    cmd = [str(Path(sys.executable).with_name("leadscore")), "--config", str(REPO_ROOT / "configs"), "serve",
+           "--port", str(port)]
+    from leadscore.serving.runtime import die_with_parent
+
+    me = os.getpid()  # the server goes when this script goes, however it ends
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                            start_new_session=True, preexec_fn=lambda: die_with_parent(signal.SIGTERM, me))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"leadscore serve exited with {proc.returncode}; see {log}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2.0).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_server(proc)
+    raise RuntimeError(f"leadscore serve not ready after {timeout}s; see {log}")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to ``leadscore serve`` (it stops its server and workers); SIGKILL to the group after 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+async def soak(url: str, pid: int, bodies: Any, minutes: float, rate: float) -> list[dict[str, Any]]:
+    """Send ``rate`` requests a second for ``minutes``; per-minute latency, errors and tree RSS."""
+    import httpx
+    import numpy as np
+
+    n = int(minutes * 60 * rate)
+    per_min: dict[int, list[float]] = {}
+    errors: dict[int, int] = {}
+    rss: dict[int, float] = {}
+    headers = {"Authorization": "Bearer soak-key"}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
+        start = time.perf_counter()
+
+        async def one(i: int) -> None:
+            scheduled = start + i / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            minute = int(i / rate // 60)
+            try:
+                r = await client.post(url, json=bodies(i), headers=headers)
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            per_min.setdefault(minute, []).append(time.perf_counter() - scheduled)
+            if not ok:
+                errors[minute] = errors.get(minute, 0) + 1
+
+        async def sample() -> None:
+            total = int(np.ceil(minutes))
+            for m in range(total):
+                await asyncio.sleep(max(0.0, start + (m + 1) * 60 - time.perf_counter()))
+                rss[m] = tree_rss_mb(pid)
+                lat = np.array(per_min.get(m, [0.0])) * 1e3
+                print(f"minute {m + 1:3d}: {len(per_min.get(m, [])):5d} req  p50 {np.percentile(lat, 50):8.1f} ms  "
+                      f"p99 {np.percentile(lat, 99):8.1f} ms  errors {errors.get(m, 0):4d}  tree RSS {rss[m]:8.1f} MB",
+                      flush=True)
+
+        sampler = asyncio.create_task(sample())
+        await asyncio.gather(*(one(i) for i in range(n)))
+        await sampler
+    rows = []
+    for m in sorted(per_min):
+        lat = np.array(per_min[m]) * 1e3
+        rows.append({"minute": m + 1, "n": len(lat), "p50_ms": round(float(np.percentile(lat, 50)), 1),
+                     "p99_ms": round(float(np.percentile(lat, 99)), 1), "errors": errors.get(m, 0),
+                     "rss_mb": round(rss.get(m, tree_rss_mb(pid)), 1)})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10.0, help="length of the run (whole minutes are reported)")
+    ap.add_argument("--rate", type=float, default=40.0, help="requests per second, open loop")
+    ap.add_argument("--leads", type=int, default=2000, help="leads in the generated CRM")
+    ap.add_argument("--months", type=int, default=9)
+    ap.add_argument("--bundle", default=None, help="serve this bundle directory")
+    ap.add_argument("--model", default=None, help="serve this registry URI (e.g. models:/leadscore@champion)")
+    args = ap.parse_args()
+    if args.minutes <= 0 or args.rate <= 0:
+        ap.error("--minutes and --rate must be positive")
+
+    sys.path.insert(0, str(REPO_ROOT))
+    import numpy as np
+
+    from benchmarks.serving import _free_port, _prepare
+
+    work = Path(tempfile.mkdtemp(prefix="leadscore-soak-"))
+    env, history = _prepare(work, args.leads, args.months, args.bundle, args.model)
+    env["LEADSCORE_API_KEYS"] = "soak-key"
+    port = _free_port()
+    rng = np.random.default_rng(17)
+    lead_ids = history.leads["lead_id"].to_numpy()
+    types = ["page_view", "email_open", "pricing_page_view", "email_click", "webinar_attended", "demo_request"]
+    t0 = history.cutoff
+
+    def body(i: int) -> dict[str, Any]:
+        return {"activity_id": f"soak-{i}", "lead_id": str(lead_ids[rng.integers(len(lead_ids))]),
+                "occurred_at": (t0 + np.timedelta64(i, "s")).isoformat(), "type": types[i % len(types)]}
+
+    print(f"starting leadscore serve on port {port} (log: {work / 'server.log'}) ...", flush=True)
+    proc = start_server(env, port, work / "server.log")
+    try:
+        print(f"soak: {args.rate:g} req/s for {args.minutes:g} min, POST /activities, loopback", flush=True)
+        rows = asyncio.run(soak(f"http://127.0.0.1:{port}/activities", proc.pid, body, args.minutes, args.rate))
+    finally:
+        stop_server(proc)
+    first, last = rows[0], rows[-1]
+    out = {
+        "rss_growth_pct": round(100.0 * (last["rss_mb"] - first["rss_mb"]) / first["rss_mb"], 2),
+        "p99_first_min_ms": first["p99_ms"],
+        "p99_last_min_ms": last["p99_ms"],
+        "errors": sum(r["errors"] for r in rows),
+        "minutes": rows,
+        "rate": args.rate,
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
