@@ -53,8 +53,8 @@ def _build_plan(settings: Settings) -> Plan:
     reg = registry(settings)
     schema = reg.schema
     categories: dict[str, tuple[str, ...]] = {}
-    for r in reg.families:
-        categories.update(r.family.categories(settings))
+    for fam in reg.families:
+        categories.update(fam.family.categories(settings))
     sources: list[tuple[str, int]] = []
     for spec in schema:
         if spec.name in reg.slot:

@@ -398,16 +398,15 @@ class BoundBundle(ScoringBundle):
 
     def _tree_contrib(self, x: np.ndarray, target: str) -> np.ndarray:
         """TreeSHAP of one encoded row (bias last), through the kept single-row predictor."""
-        fast = self._reasons.get(target)
-        if fast is None:
+        if target not in self._reasons:
             model = self.models[target]
             try:
-                fast = SingleRowContrib(model.model_str or "", len(self.schema))
+                self._reasons[target] = SingleRowContrib(model.model_str or "", len(self.schema))
             except (ImportError, AttributeError, RuntimeError):  # a LightGBM without the entry: the slow path
-                fast = False
-            self._reasons[target] = fast
-        if fast is False:
-            return self.models[target].booster.predict(x, pred_contrib=True, num_threads=1)[0]
+                self._reasons[target] = None
+        fast: SingleRowContrib | None = self._reasons[target]
+        if fast is None:
+            return np.asarray(self.models[target].booster.predict(x, pred_contrib=True, num_threads=1)[0])
         return fast(x)
 
     def row_contributions(self, features_row: Any, target: str = "sql") -> np.ndarray:

@@ -127,7 +127,11 @@ class ReasonPlan:
 
 
 def reason_plan(schema: Sequence[Mapping[str, Any]]) -> ReasonPlan:
-    columns, concept_ids, keys, ranks = [], [], {}, []
+    """The concepts of ``schema`` (columns without one are their own), members ordered by rank."""
+    columns: list[_Column] = []
+    concept_ids: list[int] = []
+    keys: dict[str, int] = {}
+    ranks: list[int] = []
     for spec in schema:
         name = spec["name"]
         template = spec.get("template") or f"{name}: {{value}}"
