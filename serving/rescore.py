@@ -43,7 +43,7 @@ import pandas as pd
 from sqlalchemy.engine import Connection
 
 from leadscore.serving.scoring import ScoreResult
-from leadscore.serving.store import ACCOUNT_WINDOW_DAYS, StoredScore, from_micros, to_micros
+from leadscore.serving.store import StoredScore, from_micros, to_micros
 
 if TYPE_CHECKING:
     from leadscore.serving.state import ServingState
@@ -52,7 +52,6 @@ log = logging.getLogger("leadscore.serving")
 
 #: score, check, roll back: this many tries before a score is appended unchecked (and logged)
 MAX_ATTEMPTS = 5
-_WINDOW_US = ACCOUNT_WINDOW_DAYS * 86_400_000_000
 
 #: what a score was computed from: (rowid mark before the read on SQLite, else the activities read;
 #: the stage it started from and since when)
@@ -107,13 +106,13 @@ def still_current(st: ServingState, conn: Connection, lead_id: str, as_of: pd.Ti
     if q.activities_since_mark is not None:
         for who, at, account in q.activities_since_mark.all(conn, mark=seen[0]):
             if at <= cut and (who == lead_id or (account_id is not None and account == account_id
-                                                 and at > cut - _WINDOW_US)):
+                                                 and at > cut - st.store.colleague_window_us)):
                 return False
         return True
     n = int(q.count_own_activities.first(conn, lead_id=lead_id, cut=cut)[0])  # type: ignore[index]
     if account_id is not None:
         n += int(q.count_colleague_activities.first(  # type: ignore[index]
-            conn, account_id=account_id, lead_id=lead_id, since=cut - _WINDOW_US, cut=cut)[0])
+            conn, account_id=account_id, lead_id=lead_id, since=cut - st.store.colleague_window_us, cut=cut)[0])
     return n == seen[0]
 
 
@@ -165,7 +164,7 @@ def stale_scores(st: ServingState, lead_id: str, first: pd.Timestamp, last: pd.T
     ``(lead, scored_at)``: the lead's own if it is after ``as_of`` (the moment just scored); each
     colleague's if it counts them in its account window (scored at or after ``first``, within the
     window after ``last``; in-order traffic has none). Only scores appended before ``mark``."""
-    lo, hi = to_micros(first), to_micros(last) + _WINDOW_US
+    lo, hi = to_micros(first), to_micros(last) + st.store.colleague_window_us
     q = st.store.q
     out: list[tuple[str, pd.Timestamp]] = []
     with st.store.read() as conn:

@@ -50,7 +50,8 @@ def build_state() -> ServingState:
     settings = settings_from_env()
     scorer = Scorer.load(settings)
     store = EventStore(event_store_url(settings), cache_rows=settings.serving.history_cache_rows,
-                       checkpoint_seconds=settings.serving.wal_checkpoint_seconds)
+                       checkpoint_seconds=settings.serving.wal_checkpoint_seconds,
+                       account_window_days=settings.features.account_window_days)
     state = ServingState.from_env(settings, scorer, store)
     cached = store.warm_cache()
     state.warm_up()

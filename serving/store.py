@@ -58,10 +58,9 @@ _rows_frame = rows_frame
 
 log = logging.getLogger("leadscore.serving")
 
-#: How far back the colleagues' activities are loaded for a lead's account roll-ups. The feature kernel
-#: counts them over the last 30 days (``account_other_leads_*_30d``); one day of margin, since extra
-#: rows never change a feature and missing ones would.
-ACCOUNT_WINDOW_DAYS = 31
+#: The account roll-ups' window by default (``features.account_window_days``).
+ACCOUNT_WINDOW_DAYS = 30
+DAY_US = 86_400_000_000
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,8 @@ class EventStore:
     event that a crash could lose.
     """
 
-    def __init__(self, url: str, cache_rows: int = 0, checkpoint_seconds: float = 0.0) -> None:
+    def __init__(self, url: str, cache_rows: int = 0, checkpoint_seconds: float = 0.0,
+                 account_window_days: int = ACCOUNT_WINDOW_DAYS) -> None:
         """``cache_rows`` > 0 keeps up to that many activities in memory for scoring reads (SQLite only;
         see :mod:`serving.cache`); 0 reads every history from SQL.
 
@@ -101,6 +101,9 @@ class EventStore:
         as durable; a commit still checkpoints by itself past 10000 pages, should the thread fall behind.
         """
         self.url = url
+        #: how far back colleagues' activities are read for a lead's account roll-ups: the features'
+        #: window plus one day of margin (extra rows never change a feature; missing ones would)
+        self.colleague_window_us = (account_window_days + 1) * DAY_US
         connect_args: dict[str, Any] = {}
         if url.startswith("sqlite"):
             connect_args = {"check_same_thread": False, "timeout": 30}
@@ -331,7 +334,7 @@ class EventStore:
 
         The lead with all its activities and stage changes; its account and the account's
         opportunities; the account's other leads only as far as the account roll-ups look at them
-        (who exists since when, and their last ACCOUNT_WINDOW_DAYS of activity). Loading colleagues
+        (who exists since when, and their activity within the account window). Loading colleagues
         in full would make a lead of a 500-person account cost seconds instead of milliseconds.
         Activity ``properties`` are not a feature input and are not read back. Every query hits an
         index on lead or account id. With the activity cache (SQLite), the activities come from
@@ -353,7 +356,7 @@ class EventStore:
             if acc is not None:
                 account_rows = [dict(zip(q.account_columns, acc, strict=True))]
             colleagues = q.colleagues.all(conn, account_id=account_id, lead_id=lead_id)
-        since = cut - ACCOUNT_WINDOW_DAYS * 86_400_000_000 if colleagues else None
+        since = cut - self.colleague_window_us if colleagues else None
         if self.cache is not None:
             cols = self.cache.activities(conn.connection, lead_id, account_id, [c[0] for c in colleagues], cut, since)
             activities = activities_frame(cols)
