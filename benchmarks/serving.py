@@ -283,9 +283,14 @@ def main() -> None:
     types = ["page_view", "email_open", "pricing_page_view", "email_click", "webinar_attended", "demo_request"]
     t0 = history.cutoff
 
+    #: each phase continues the timeline: a phase that restarted at t0 would send activities older than the
+    #: scores already stored, i.e. late ones, which rescore the account's colleagues (a different workload)
+    phase_start = {"warm": 0, "fixed": 100_000, "sat": 200_000}
+
     def activity(i: int, tag: str) -> dict[str, Any]:
+        at = t0 + np.timedelta64(phase_start[tag] + i, "s")
         return {"activity_id": f"bench-{tag}-{i}", "lead_id": str(lead_ids[rng.integers(len(lead_ids))]),
-                "occurred_at": (t0 + np.timedelta64(i, "s")).isoformat(), "type": types[i % len(types)]}
+                "occurred_at": at.isoformat(), "type": types[i % len(types)]}
 
     results: dict[str, dict[str, Any]] = {}
     try:
