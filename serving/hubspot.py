@@ -119,13 +119,5 @@ def parse_hubspot_events(body: Any, stages: Iterable[str], context: Context = No
     out = Parsed()
     stage_list = list(stages)
     for i, event in enumerate(body):
-        try:
-            events = parse_hubspot_event(event, stage_list, context)
-        except ItemError as exc:
-            out.errors.append((i, f"[{i}].{exc.field}".rstrip("."), exc.message))
-            continue
-        if events is None:
-            out.ignored += 1
-            continue
-        out.events.extend((i, e) for e in events)
+        out.add(i, f"[{i}]", lambda event=event: parse_hubspot_event(event, stage_list, context))
     return out

@@ -13,7 +13,7 @@ import gzip
 import hmac
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -79,6 +79,19 @@ class Parsed:
     events: list[tuple[int, Event]] = field(default_factory=list)
     errors: list[tuple[int, str, str]] = field(default_factory=list)
     ignored: int = 0
+
+    def add(self, i: int, where: str, parse: Callable[[], list[Event] | None]) -> None:
+        """Item ``i`` (``where`` is its path, e.g. ``batch[3]``): its events kept, its error reported by index
+        with the field inside it, or counted as ignored (a message type that carries nothing for us)."""
+        try:
+            events = parse()
+        except ItemError as exc:
+            self.errors.append((i, f"{where}.{exc.field}".rstrip("."), exc.message))
+            return
+        if events is None:
+            self.ignored += 1
+            return
+        self.events.extend((i, e) for e in events)
 
 
 # ---------------------------------------------------------------------------------------------- auth
@@ -404,13 +417,5 @@ def parse_segment_batch(
         if sizes[i] > max_event_bytes:
             out.errors.append((i, f"batch[{i}]", f"message is {sizes[i]} bytes; the limit is {max_event_bytes}"))
             continue
-        try:
-            events = parse_segment_message(msg, sent_at, catalogue, aliases, context)
-        except ItemError as exc:
-            out.errors.append((i, f"batch[{i}].{exc.field}".rstrip("."), exc.message))
-            continue
-        if events is None:
-            out.ignored += 1
-            continue
-        out.events.extend((i, e) for e in events)
+        out.add(i, f"batch[{i}]", lambda msg=msg: parse_segment_message(msg, sent_at, catalogue, aliases, context))
     return out
