@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -119,5 +120,5 @@ def parse_hubspot_events(body: Any, stages: Iterable[str], context: Context = No
     out = Parsed()
     stage_list = list(stages)
     for i, event in enumerate(body):
-        out.add(i, f"[{i}]", lambda event=event: parse_hubspot_event(event, stage_list, context))
+        out.add(i, f"[{i}]", partial(parse_hubspot_event, event, stage_list, context))
     return out

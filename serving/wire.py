@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from hashlib import sha256
 from typing import Any
 
@@ -417,5 +417,5 @@ def parse_segment_batch(
         if sizes[i] > max_event_bytes:
             out.errors.append((i, f"batch[{i}]", f"message is {sizes[i]} bytes; the limit is {max_event_bytes}"))
             continue
-        out.add(i, f"batch[{i}]", lambda msg=msg: parse_segment_message(msg, sent_at, catalogue, aliases, context))
+        out.add(i, f"batch[{i}]", partial(parse_segment_message, msg, sent_at, catalogue, aliases, context))
     return out
