@@ -17,6 +17,7 @@ import pytest
 
 from leadscore.config import Settings, load_settings
 from leadscore.env import set_offline_env
+from tests.pg_support import postgres, store_url  # noqa: F401  (PostgreSQL fixtures: the server, a store URL per backend)
 
 set_offline_env()
 

@@ -1,8 +1,11 @@
 """The event store is versioned: a store of the previous release upgrades in place; new stores start at head.
 
+Every test runs on SQLite and on a real PostgreSQL server (``store_url`` in ``tests/pg_support.py``).
 ``tests/data/event_store_v0.db`` was written by the store code of the release before migrations
 (commit 5212ef7, ``metadata.create_all`` plus its hand-kept index): two leads of one account, four
-activities, a stage change, an opportunity and two scores, then checkpointed out of WAL mode.
+activities, a stage change, an opportunity and two scores, then checkpointed out of WAL mode. On
+PostgreSQL the same store is the baseline revision's tables (what ``create_all`` made there) holding
+the same rows, without ``alembic_version``.
 """
 
 from __future__ import annotations
@@ -15,26 +18,79 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from leadscore.serving.migrate import BASELINE, StoreSchemaError, head_revision, store_revision
+from leadscore.serving.migrate import (
+    BASELINE,
+    StoreSchemaError,
+    alembic_config,
+    head_revision,
+    store_revision,
+)
 from leadscore.serving.store import EventStore, StoredScore
 from leadscore.serving.store_tables import metadata
+from tests.pg_support import PostgresServer
 
 V0_STORE = Path(__file__).parent / "data" / "event_store_v0.db"
+V0_TABLES = ("accounts", "leads", "activities", "stage_changes", "opportunities", "scores")
 T0 = pd.Timestamp("2026-03-01T09:00:00Z")
 
 
-def _copy_v0(tmp_path: Path) -> Path:
-    db = tmp_path / "events.db"
-    shutil.copy(V0_STORE, db)
-    return db
+def _v0_store(url: str) -> None:
+    """Put the previous release's store at ``url`` (the SQLite file, or its rows in the baseline on PostgreSQL)."""
+    target = sa.engine.make_url(url)
+    if target.get_backend_name() == "sqlite":
+        shutil.copy(V0_STORE, str(target.database))
+        return
+    with sqlite3.connect(V0_STORE) as src:
+        rows = {t: src.execute(f"SELECT * FROM {t}").fetchall() for t in V0_TABLES}
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(connection=conn), BASELINE)
+            conn.exec_driver_sql("DROP TABLE alembic_version")
+            meta = sa.MetaData()
+            meta.reflect(conn)
+            for name in V0_TABLES:
+                table = meta.tables[name]
+                cols = [c.name for c in table.columns]
+                bools = {c.name for c in table.columns if isinstance(c.type, sa.Boolean)}
+                conn.execute(table.insert(), [{k: (bool(v) if k in bools and v is not None else v)
+                                               for k, v in zip(cols, r, strict=True)} for r in rows[name]])
+            if "scores" in meta.tables:  # rows copied with their ids: move the sequence past them
+                conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('scores', 'id'), max(id)) FROM scores")
+    finally:
+        engine.dispose()
 
 
-def _rows(db: Path, table: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+def _execute(url: str, *statements: str) -> None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for sql in statements:
+                conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _rows(url: str, table: str) -> list[tuple[object, ...]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            order = "1" if table == "alembic_version" else "1, 2"
+            return [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY {order}")]
+    finally:
+        engine.dispose()
 
 
 def _schema_drift(store: EventStore) -> list[object]:
@@ -43,14 +99,13 @@ def _schema_drift(store: EventStore) -> list[object]:
         return list(compare_metadata(MigrationContext.configure(conn), metadata))
 
 
-def test_store_of_the_previous_release_upgrades_in_place(tmp_path: Path) -> None:
-    db = _copy_v0(tmp_path)
-    with sqlite3.connect(db) as conn:
-        assert "alembic_version" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-    before = {t: _rows(db, t) for t in ("accounts", "leads", "activities", "stage_changes", "opportunities", "scores")}
+def test_store_of_the_previous_release_upgrades_in_place(store_url: str) -> None:
+    _v0_store(store_url)
+    assert "alembic_version" not in _tables(store_url)
+    before = {t: _rows(store_url, t) for t in V0_TABLES}
     assert [len(before[t]) for t in before] == [1, 2, 4, 1, 1, 2]
 
-    store = EventStore(f"sqlite:///{db}")
+    store = EventStore(store_url)
     try:
         assert store.revision == head_revision() != BASELINE
         with store.read() as conn:
@@ -58,7 +113,7 @@ def test_store_of_the_previous_release_upgrades_in_place(tmp_path: Path) -> None
         assert _schema_drift(store) == []
         # every old row is still there, unchanged; the old scores have no band
         for table, rows in before.items():
-            after = _rows(db, table)
+            after = _rows(store_url, table)
             assert [r[: len(rows[0])] for r in after] == rows, table
         scores = store.score_history("lead-1")
         assert [(s.stage, s.previous_stage, s.p_sql, s.band) for s in scores] == [
@@ -108,8 +163,33 @@ def test_a_new_store_is_created_at_head_and_opening_again_changes_nothing(tmp_pa
         watch.close()
 
 
-def test_replicas_opening_a_new_store_together_migrate_it_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+def test_a_new_postgresql_store_reopened_at_head_takes_no_migration_lock(postgres: PostgresServer) -> None:
+    """Replicas start fast: at head, opening reads the revision and never waits for the migration lock."""
+    from leadscore.serving.migrate import _PG_LOCK_KEY
+
+    url = postgres.database()
+    store = EventStore(url)
+    try:
+        assert store.revision == head_revision() and _schema_drift(store) == []
+    finally:
+        store.close()
+    holder = sa.create_engine(url)
+    opened: list[str] = []
+    try:
+        with holder.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})  # a migration "in progress"
+            t = threading.Thread(target=lambda: opened.append(EventStore(url).revision))
+            t.start()
+            t.join(timeout=60)
+            assert opened == [head_revision()], "opening a store at head waited for the migration lock"
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
+        assert _rows(url, "alembic_version") == [(head_revision(),)]
+    finally:
+        holder.dispose()
+
+
+def test_replicas_opening_a_new_store_together_migrate_it_once(store_url: str) -> None:
+    url = store_url
     revisions: list[str] = []
     errors: list[BaseException] = []
 
@@ -127,29 +207,22 @@ def test_replicas_opening_a_new_store_together_migrate_it_once(tmp_path: Path) -
     for t in threads:
         t.join()
     assert errors == [] and revisions == [head_revision()] * 4
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar_one() == 1
-    engine.dispose()
+    assert _rows(url, "alembic_version") == [(head_revision(),)]
 
 
-def test_an_unversioned_database_that_is_not_a_known_store_is_refused(tmp_path: Path) -> None:
-    db = _copy_v0(tmp_path)
-    with sqlite3.connect(db) as conn:
-        conn.execute("ALTER TABLE leads ADD COLUMN nickname TEXT")
+def test_an_unversioned_database_that_is_not_a_known_store_is_refused(store_url: str) -> None:
+    _v0_store(store_url)
+    _execute(store_url, "ALTER TABLE leads ADD COLUMN nickname TEXT")
     with pytest.raises(StoreSchemaError, match="leads has columns"):
-        EventStore(f"sqlite:///{db}")
-    with sqlite3.connect(db) as conn:  # and left as it was
-        assert "alembic_version" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        EventStore(store_url)
+    assert "alembic_version" not in _tables(store_url)  # and left as it was
 
 
-def test_a_store_missing_what_the_old_release_added_at_open_is_completed(tmp_path: Path) -> None:
+def test_a_store_missing_what_the_old_release_added_at_open_is_completed(store_url: str) -> None:
     """The previous release created missing tables and its late index at every open; adoption does too."""
-    db = _copy_v0(tmp_path)
-    with sqlite3.connect(db) as conn:
-        conn.execute("DROP INDEX ix_leads_account_lead_created")
-        conn.execute("DROP TABLE opportunities")
-    store = EventStore(f"sqlite:///{db}")
+    _v0_store(store_url)
+    _execute(store_url, "DROP INDEX ix_leads_account_lead_created", "DROP TABLE opportunities")
+    store = EventStore(store_url)
     try:
         assert _schema_drift(store) == []
     finally:
