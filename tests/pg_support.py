@@ -8,7 +8,7 @@ what that takes is the ~40 lines below.
 
 The binaries come from ``$LEADSCORE_PG_BINDIR``, the ``PATH`` or Debian's ``/usr/lib/postgresql/<N>/bin``
 (``apt-get install postgresql``; ``.ci/run`` installs it). Without them the PostgreSQL tests are skipped
-with the reason; ``$LEADSCORE_TEST_POSTGRES_URL`` points the tests at an existing server instead (its
+with the reason (they fail instead under ``$LEADSCORE_REQUIRE_POSTGRES``, as in CI); ``$LEADSCORE_TEST_POSTGRES_URL`` points the tests at an existing server instead (its
 user must be allowed to ``CREATE DATABASE``). One server per test session (per xdist worker); each test
 that needs a store gets a database of its own (:meth:`PostgresServer.database`).
 """
@@ -32,6 +32,8 @@ import sqlalchemy as sa
 
 BINDIR_ENV = "LEADSCORE_PG_BINDIR"
 URL_ENV = "LEADSCORE_TEST_POSTGRES_URL"
+#: set (``.ci/run`` does): missing binaries fail the PostgreSQL tests instead of skipping them
+REQUIRE_ENV = "LEADSCORE_REQUIRE_POSTGRES"
 #: the user a root session runs the server as (Debian's package creates it)
 SERVER_USERS = ("postgres", "nobody")
 
@@ -144,8 +146,11 @@ def postgres() -> Iterator[PostgresServer]:
         return
     bindir = find_bindir()
     if bindir is None:
-        pytest.skip(f"no PostgreSQL binaries (initdb, pg_ctl) found: apt-get install postgresql, or set "
-                    f"{BINDIR_ENV} or {URL_ENV}")
+        why = (f"no PostgreSQL binaries (initdb, pg_ctl) found: apt-get install postgresql, or set {BINDIR_ENV} "
+               f"or {URL_ENV}")
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(why)
+        pytest.skip(why)
     server = PostgresServer.start(bindir)
     try:
         yield server
