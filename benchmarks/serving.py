@@ -1,11 +1,12 @@
 """Benchmark the scoring service: single-activity ``POST /activities`` against two echo floors.
 
 Usage: python benchmarks/serving.py [--leads 2000] [--months 9] [--requests 600] [--rate 20]
-          [--concurrency 8] [--bundle DIR | --model URI] [--json OUT]
+          [--concurrency 8] [--bundle DIR | --model URI] [--store URL] [--json OUT]
 
 In one run, on loopback, three servers are started as child processes and measured the same way:
-  * ``leadscore``: ``bentoml serve leadscore.serving.service:LeadScoreService`` on a SQLite event store that
-    holds a generated CRM (so every scored lead has a realistic history and account);
+  * ``leadscore``: ``bentoml serve leadscore.serving.service:LeadScoreService`` on an event store that
+    holds a generated CRM (so every scored lead has a realistic history and account): a fresh SQLite
+    file, or the empty database ``--store postgresql://...`` names (where the activity cache is bypassed);
   * ``bentoml-echo``: a bare ``@bentoml.service`` whose one ``@bentoml.api`` returns its input;
   * ``fastapi-echo``: a bare FastAPI app under uvicorn returning its input.
 Each gets (a) a fixed open-loop rate (latency measured from the *scheduled* send time, so a slow
@@ -213,7 +214,8 @@ TRAIN_OVERRIDES = [
 ]
 
 
-def _prepare(work: Path, leads: int, months: int, bundle: str | None, model: str | None) -> tuple[dict[str, str], Any]:
+def _prepare(work: Path, leads: int, months: int, bundle: str | None, model: str | None,
+             store_url: str | None = None) -> tuple[dict[str, str], Any]:
     """Generate a CRM, get a model (train one if none given), import the CRM into a fresh event store."""
     from leadscore.config import load_settings
     from leadscore.env import OFFLINE_ENV, set_offline_env
@@ -235,7 +237,7 @@ def _prepare(work: Path, leads: int, months: int, bundle: str | None, model: str
         result = train(crm, load_settings(REPO_ROOT / "configs", TRAIN_OVERRIDES), trials=1, out_dir=work / "trained")
         bundle = str(work / "trained" / "bundle")
         print(f"  registered version {result.model_version}", flush=True)
-    store_url = f"sqlite:///{work / 'events.db'}"
+    store_url = store_url or f"sqlite:///{work / 'events.db'}"
     store = EventStore(store_url)
     counts = store.import_history(history)
     store.close()
@@ -260,13 +262,15 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8, help="closed-loop clients at saturation")
     ap.add_argument("--bundle", default=None, help="serve this bundle directory")
     ap.add_argument("--model", default=None, help="serve this registry URI (e.g. models:/leadscore@champion)")
+    ap.add_argument("--store", default=None,
+                    help="event store URL, an empty database (default: a new SQLite file in the work directory)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
 
     import numpy as np
 
     work = Path(tempfile.mkdtemp(prefix="leadscore-bench-serving-"))
-    env, history = _prepare(work, args.leads, args.months, args.bundle, args.model)
+    env, history = _prepare(work, args.leads, args.months, args.bundle, args.model, args.store)
     bentoml_bin = str(Path(sys.executable).with_name("bentoml"))
     servers = {
         "leadscore": Child("leadscore", [bentoml_bin, "serve", "leadscore.serving.service:LeadScoreService", "--host",
@@ -336,6 +340,7 @@ def main() -> None:
     print(f"logs and data in {work}")
     ls_fixed, echo_fixed = results["leadscore"]["fixed_rate"], results["bentoml-echo"]["fixed_rate"]
     print(json.dumps({
+        "store": (args.store or "sqlite").split(":", 1)[0].split("+", 1)[0],
         "p50_ratio": round(ratios["fixed_rate"]["p50_x_bentoml_echo"], 3),
         "p99_ratio": round(ratios["fixed_rate"]["p99_x_bentoml_echo"], 3),
         "leadscore_p50_ms": round(ls_fixed["p50_ms"], 3), "leadscore_p99_ms": round(ls_fixed["p99_ms"], 3),
