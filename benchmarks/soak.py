@@ -12,8 +12,10 @@ the client, their wait counted in their latency. (Handing thousands of late requ
 client's connection pool instead made the *client* spend its time re-scanning the pool's queue, a cost
 quadratic in the backlog, and stop sending.)
 
-Printed every minute: p50/p99 of that minute's requests, errors (non-2xx or transport), and the
-RSS of the whole process tree (``leadscore serve`` and every descendant). The last line is one JSON
+Printed every minute: p50/p99 of the requests scheduled in that minute, errors (non-2xx or
+transport), the RSS of the whole process tree (``leadscore serve`` and every descendant), the answers
+received during that minute and the server tree's CPU time per answer (a figure that does not depend
+on how busy the machine is: on a shared machine the latencies do). The last line is one JSON
 object: ``rss_growth_pct`` (tree RSS at the end of the last minute against the end of the first,
 so start-up and warm-up are not counted as growth), ``p99_first_min_ms``, ``p99_last_min_ms``,
 ``errors``, the per-minute rows, and ``stale_leads_end`` / ``drain_s`` (leads still marked for
@@ -61,6 +63,25 @@ def tree_rss_mb(pid: int) -> float:
         except psutil.NoSuchProcess:
             continue
     return total / 2**20
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
 def start_server(env: dict[str, str], port: int, log: Path, timeout: float = 240.0) -> subprocess.Popen[bytes]:
@@ -120,6 +141,8 @@ async def soak(url: str, pid: int, bodies: Any, minutes: float, rate: float, max
     per_min: dict[int, list[float]] = {}
     errors: dict[int, int] = {}
     rss: dict[int, float] = {}
+    served: list[int] = [0]  # answers received so far (any minute's)
+    load: dict[int, tuple[int, float]] = {}  # per wall-clock minute: answers received, server CPU ms per answer
     headers = {"Authorization": "Bearer soak-key"}
     limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
     slots = asyncio.Semaphore(max_in_flight)
@@ -135,18 +158,24 @@ async def soak(url: str, pid: int, bodies: Any, minutes: float, rate: float, max
                 except httpx.HTTPError:
                     ok = False
             per_min.setdefault(minute, []).append(time.perf_counter() - scheduled)
+            served[0] += 1
             if not ok:
                 errors[minute] = errors.get(minute, 0) + 1
 
         async def sample() -> None:
             total = int(np.ceil(minutes))
+            cpu, done = tree_cpu_s(pid), served[0]
             for m in range(total):
                 await asyncio.sleep(max(0.0, start + (m + 1) * 60 - time.perf_counter()))
                 rss[m] = tree_rss_mb(pid)
+                cpu_now, done_now = tree_cpu_s(pid), served[0]
+                answered = done_now - done
+                load[m] = (answered, round(1e3 * (cpu_now - cpu) / max(answered, 1), 1))
+                cpu, done = cpu_now, done_now
                 lat = np.array(per_min.get(m, [0.0])) * 1e3
                 print(f"minute {m + 1:3d}: {len(per_min.get(m, [])):5d} req  p50 {np.percentile(lat, 50):8.1f} ms  "
-                      f"p99 {np.percentile(lat, 99):8.1f} ms  errors {errors.get(m, 0):4d}  tree RSS {rss[m]:8.1f} MB",
-                      flush=True)
+                      f"p99 {np.percentile(lat, 99):8.1f} ms  errors {errors.get(m, 0):4d}  tree RSS {rss[m]:8.1f} MB  "
+                      f"answered {answered:5d}  server CPU {load[m][1]:6.1f} ms/answer", flush=True)
 
         async def send() -> None:
             running: set[asyncio.Task[None]] = set()
@@ -166,7 +195,8 @@ async def soak(url: str, pid: int, bodies: Any, minutes: float, rate: float, max
         lat = np.array(per_min[m]) * 1e3
         rows.append({"minute": m + 1, "n": len(lat), "p50_ms": round(float(np.percentile(lat, 50)), 1),
                      "p99_ms": round(float(np.percentile(lat, 99)), 1), "errors": errors.get(m, 0),
-                     "rss_mb": round(rss.get(m, tree_rss_mb(pid)), 1)})
+                     "rss_mb": round(rss.get(m, tree_rss_mb(pid)), 1), "answered": load.get(m, (0, 0.0))[0],
+                     "cpu_ms_per_answer": load.get(m, (0, 0.0))[1]})
     return rows
 
 

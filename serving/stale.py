@@ -274,7 +274,8 @@ def drain_round(st: ServingState, batch_size: int = BATCH_SIZE) -> int:
         expand(st, wide)
         work += len(wide)
     for m in _read(st, False, batch_size):
-        refresh(st, m)
+        with st.scoring_slots:  # takes turns with the requests (serving.state.SCORING_CONCURRENCY)
+            refresh(st, m)
         work += 1
     return work
 

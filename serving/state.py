@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -27,6 +28,13 @@ from leadscore.serving.scoring import Scorer, ScoreResult
 from leadscore.serving.stale import StaleWorker, mark_late
 from leadscore.serving.store import EventStore, StoredScore, _rows_frame, empty_frame, to_micros
 from leadscore.serving.wire import Event, LeadUpsert, Parsed, StageChangeIn, WireError
+
+#: Why bounded, and why 2: scoring is mostly Python under the GIL, so one process gains nothing from
+#: more than ~2 scorings at once (one in SQLite or LightGBM, which release the GIL, one in Python),
+#: while every extra one in flight widens the window in which another request's activity commits
+#: between a score's read and its append, each such conflict costing a background rescore, and
+#: holds one more lead history in memory. Requests beyond it wait their turn in the thread pool.
+SCORING_CONCURRENCY = 2
 
 
 def _env_list(name: str) -> list[str]:
@@ -47,6 +55,9 @@ class ServingState:
     started_at: float = field(default_factory=time.time)
     #: rescores the leads marked stale (:mod:`leadscore.serving.stale`); started with the service
     stale_worker: StaleWorker | None = None
+    #: scorings (a request's ingest and scores, a background refresh) running at once in this process
+    scoring_slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(SCORING_CONCURRENCY))
 
     @classmethod
     def from_env(cls, settings: Settings, scorer: Scorer, store: EventStore) -> ServingState:
@@ -238,6 +249,11 @@ def ingest_and_score(st: ServingState, parsed: Parsed) -> tuple[int, int, list[S
 
     The same transaction marks the leads whose new activities are late (their stored scores, and
     their account colleagues', are rescored in the background: :mod:`leadscore.serving.stale`)."""
+    with st.scoring_slots:
+        return _ingest_and_score(st, parsed)
+
+
+def _ingest_and_score(st: ServingState, parsed: Parsed) -> tuple[int, int, list[ScoreResult]]:
     marked = False
     with st.store.begin() as conn:
         stored, dupes, _, per_lead = st.store_events(conn, parsed.events)
