@@ -144,7 +144,10 @@ async def soak(url: str, pid: int, bodies: Any, minutes: float, rate: float, max
     served: list[int] = [0]  # answers received so far (any minute's)
     load: dict[int, tuple[int, float]] = {}  # per wall-clock minute: answers received, server CPU ms per answer
     headers = {"Authorization": "Bearer soak-key"}
-    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+    # idle connections are dropped by the client before the server's keep-alive timeout (uvicorn: 5 s)
+    # closes them: at equal timeouts a request sent on a connection the server is closing fails
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight,
+                          keepalive_expiry=2.0)
     slots = asyncio.Semaphore(max_in_flight)
     async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
         start = time.perf_counter()
