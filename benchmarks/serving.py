@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as a script: ``benchmarks.server_proc`` must be importable
+    sys.path.insert(0, str(REPO_ROOT))
 
 
 # ----------------------------------------------------------------------------------- the echo floors
@@ -136,14 +138,12 @@ class Child:
         return total / 1024
 
     def stop(self) -> None:
+        """SIGTERM to the group; then SIGKILL to whatever of the tree is left (workers have sessions of their own)."""
+        from benchmarks.server_proc import stop_tree
+
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        stop_tree(self.proc, timeout=20, group=True)
 
 
 # ----------------------------------------------------------------------------------- load
@@ -296,8 +296,11 @@ def main() -> None:
         return {"activity_id": f"bench-{tag}-{i}", "lead_id": str(lead_ids[rng.integers(len(lead_ids))]),
                 "occurred_at": at.isoformat(), "type": types[i % len(types)]}
 
+    from benchmarks.server_proc import stop_on_signals
+
     results: dict[str, dict[str, Any]] = {}
-    try:
+    with stop_on_signals(), contextlib.ExitStack() as stack:  # SIGTERM/Ctrl-C: the finally below still runs
+        stack.callback(lambda: [child.stop() for child in servers.values()])
         for name, child in servers.items():
             print(f"starting {name} ...", flush=True)
             child.start()
@@ -315,9 +318,6 @@ def main() -> None:
             fixed = _summary(*asyncio.run(_fixed_rate(url, headers, lambda i: body(i, "fixed"), args.requests, args.rate)))
             sat = _summary(*asyncio.run(_saturate(url, headers, lambda i: body(i, "sat"), args.requests, args.concurrency)))
             results[name] = {"fixed_rate": fixed, "saturation": sat, "peak_rss_mb": child.peak_rss_mb()}
-            child.stop()
-    finally:
-        for child in servers.values():
             child.stop()
 
     print(f"\nPOST single activity, loopback; fixed rate {args.rate:g}/s and saturation with {args.concurrency} "

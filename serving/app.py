@@ -14,6 +14,9 @@ HubSpot); errors, limits and auth in ``http``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -21,6 +24,7 @@ from leadscore.serving import routes_scoring, routes_webhooks
 from leadscore.serving.http import error_response, install_error_handlers, state_of
 from leadscore.serving.openapi import install_docs
 from leadscore.serving.schemas import ErrorOut
+from leadscore.serving.stale import status as stale_status
 from leadscore.serving.state import ServingState
 
 TITLE = "leadscore"
@@ -29,8 +33,23 @@ DESCRIPTION = "Calibrated lead scores, lifecycle stages and reasons, on every CR
 
 def create_app(state: ServingState) -> FastAPI:
     """A new FastAPI app serving ``state``: ops, scoring and wire-format routes, our error bodies."""
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        """The background rescoring of stale leads runs while the app does (:mod:`serving.stale`).
+
+        Under BentoML the mounted app gets no lifespan events; the service starts and stops the
+        worker itself (:class:`~leadscore.serving.service.LeadScoreService`). Both are idempotent."""
+        started = state.stale_worker is None or not state.stale_worker.running
+        if started:
+            state.start_stale_worker()
+        try:
+            yield
+        finally:
+            if started:
+                state.stop_stale_worker()
+
     app = FastAPI(title=TITLE, version="1", description=DESCRIPTION, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url=None, lifespan=lifespan)
     app.state.leadscore = state
     install_error_handlers(app)
     app.get("/health", tags=["ops"])(health)
@@ -47,10 +66,15 @@ def health() -> dict[str, str]:
 
 
 def ready(request: Request) -> JSONResponse:
-    """Readiness: model loaded (pinned version reported) and the event store reachable."""
+    """Readiness: model loaded (pinned version reported) and the event store reachable.
+
+    Also ``stale_leads``: how many leads are marked for background rescoring (0 once every latest
+    stored score is the score of the stored history; wait for 0 after a replay) and ``stale_worker``
+    (whether this worker process runs the rescoring thread). Readiness does not depend on them."""
     st = state_of(request)
     try:
         st.store.ping()
+        stale = dict(stale_status(st))
     except Exception as exc:  # any failure of the database is "not ready", with its reason
         return error_response(503, f"event store unreachable: {exc}", "event_store")
     return JSONResponse(
@@ -62,6 +86,7 @@ def ready(request: Request) -> JSONResponse:
             "event_store": st.store.engine.url.render_as_string(hide_password=True),
             "auth": {"api_keys": len(st.api_keys), "segment_write_keys": len(st.segment_keys),
                      "hubspot_secret": st.hubspot_secret is not None},
+            **stale,
         }
     )
 

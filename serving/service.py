@@ -129,9 +129,11 @@ class LeadScoreService:
             refuse_to_start(exc)
         worker_app.app = create_app(self.state)
         freeze_startup_heap()
+        self.state.start_stale_worker()  # the mounted app gets no lifespan events under BentoML
 
     @bentoml.on_shutdown
     def close(self) -> None:
+        self.state.stop_stale_worker()
         self.state.store.close()
 
 

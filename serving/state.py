@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,11 +22,19 @@ from sqlalchemy.engine import Connection
 
 from leadscore.config import Settings
 from leadscore.history import CRMHistory
-from leadscore.serving.rescore import rescore_after_ingest, score_with_fingerprint
+from leadscore.serving.rescore import account_of, rescore_after_ingest, score_with_fingerprint
 from leadscore.serving.schemas import AccountProperties, ActivityIn, Reasons, ScoreOut, ScoreRequest
 from leadscore.serving.scoring import Scorer, ScoreResult
+from leadscore.serving.stale import StaleWorker, mark_late
 from leadscore.serving.store import EventStore, StoredScore, _rows_frame, empty_frame, to_micros
 from leadscore.serving.wire import Event, LeadUpsert, Parsed, StageChangeIn, WireError
+
+#: Why bounded, and why 2: scoring is mostly Python under the GIL, so one process gains nothing from
+#: more than ~2 scorings at once (one in SQLite or LightGBM, which release the GIL, one in Python),
+#: while every extra one in flight widens the window in which another request's activity commits
+#: between a score's read and its append, each such conflict costing a background rescore, and
+#: holds one more lead history in memory. Requests beyond it wait their turn in the thread pool.
+SCORING_CONCURRENCY = 2
 
 
 def _env_list(name: str) -> list[str]:
@@ -44,6 +53,11 @@ class ServingState:
     hubspot_secret: str | None
     public_base_url: str | None = None
     started_at: float = field(default_factory=time.time)
+    #: rescores the leads marked stale (:mod:`leadscore.serving.stale`); started with the service
+    stale_worker: StaleWorker | None = None
+    #: scorings (a request's ingest and scores, a background refresh) running at once in this process
+    scoring_slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(SCORING_CONCURRENCY))
 
     @classmethod
     def from_env(cls, settings: Settings, scorer: Scorer, store: EventStore) -> ServingState:
@@ -58,6 +72,29 @@ class ServingState:
             hubspot_secret=os.environ.get(cfg.hubspot_client_secret_env) or None,
             public_base_url=os.environ.get(cfg.public_base_url_env) or None,
         )
+
+    def start_stale_worker(self) -> StaleWorker:
+        """Start this process's background rescoring of stale leads (idempotent); see :mod:`serving.stale`."""
+        if self.stale_worker is None:
+            self.stale_worker = StaleWorker(self)
+        self.stale_worker.start()
+        return self.stale_worker
+
+    def stop_stale_worker(self) -> None:
+        if self.stale_worker is not None:
+            self.stale_worker.stop()
+
+    def wake_stale_worker(self) -> None:
+        """A lead was marked stale by this process: rescore it now rather than at the next poll."""
+        if self.stale_worker is not None:
+            self.stale_worker.wake()
+
+    def wait_fresh(self, timeout: float = 60.0) -> bool:
+        """Wait until no lead is marked stale (every latest score is the score of the stored history).
+
+        With the worker running, waits for it; otherwise drains the queue in this thread (tests)."""
+        worker = self.stale_worker or StaleWorker(self)
+        return worker.wait_drained(timeout)
 
     @property
     def catalogue(self) -> set[str]:
@@ -208,10 +245,25 @@ def score_request(st: ServingState, req: ScoreRequest) -> ScoreResult:
 
 
 def ingest_and_score(st: ServingState, parsed: Parsed) -> tuple[int, int, list[ScoreResult]]:
-    """Store the parsed events in one transaction, then re-score each lead they touched."""
+    """Store the parsed events in one transaction, then re-score each lead they touched.
+
+    The same transaction marks the leads whose new activities are late (their stored scores, and
+    their account colleagues', are rescored in the background: :mod:`leadscore.serving.stale`)."""
+    with st.scoring_slots:
+        return _ingest_and_score(st, parsed)
+
+
+def _ingest_and_score(st: ServingState, parsed: Parsed) -> tuple[int, int, list[ScoreResult]]:
+    marked = False
     with st.store.begin() as conn:
         stored, dupes, _, per_lead = st.store_events(conn, parsed.events)
+        for lead_id, items in per_lead.items():
+            new = [t for t, is_new in items if is_new]
+            if new:
+                marked |= mark_late(st, conn, lead_id, account_of(st, conn, lead_id), min(new), max(new))
     # committed: from here on a crash loses no event, only the score (which is recomputable)
+    if marked:
+        st.wake_stale_worker()
     return stored, dupes, st.rescore_after_ingest(per_lead)
 
 

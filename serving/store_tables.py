@@ -1,6 +1,6 @@
 """The event store's SQL tables, derived from the table specs of :mod:`leadscore.tables`.
 
-The five CRM tables plus the service's ``scores`` audit table, in plain SQLAlchemy Core so the same
+The five CRM tables plus the service's ``scores`` audit table and its ``stale_marks`` queue, in plain SQLAlchemy Core so the same
 metadata serves SQLite and PostgreSQL. These describe the *current* schema (what the newest
 migration produces; ``tests/test_store_migrations.py`` checks they agree); an existing store reaches
 it through the Alembic migrations of :mod:`leadscore.serving.migrate`, never through ``create_all``.
@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from leadscore.tables import SERVICE_TABLES, TABLES, Column, TableSpec
+from leadscore.tables import ID_LENGTH, SERVICE_TABLES, TABLES, Column, TableSpec
 
 metadata = sa.MetaData()
 
@@ -53,6 +53,26 @@ activities_t = sql_table(TABLES["activities"], metadata)
 stage_changes_t = sql_table(TABLES["stage_changes"], metadata)
 opportunities_t = sql_table(TABLES["opportunities"], metadata)
 scores_t = sql_table(SERVICE_TABLES["scores"], metadata)
+
+#: Leads whose latest stored score may be stale, and why (:mod:`leadscore.serving.stale`). One row per
+#: lead, merged by upsert: new activities of ``lead_id`` at ``[since, until]`` (µs) were committed when
+#: the newest score id was ``score_mark``; the latest scores up to that id of the lead (scored at or after
+#: ``since``) and, if ``colleagues``, of its account colleagues (scored within the account window after
+#: them) must be recomputed. ``token`` is random per write: a worker deletes the row only if it is
+#: still the one it read (compare-and-clear), so a mark made meanwhile survives. Not a CRM table, so it
+#: has no table spec; a service-internal queue kept in the store so it survives ``kill -9``.
+stale_t = sa.Table(
+    "stale_marks", metadata,
+    sa.Column("lead_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("account_id", sa.String(ID_LENGTH), nullable=True),
+    sa.Column("since", sa.BigInteger, nullable=False),
+    sa.Column("until", sa.BigInteger, nullable=False),
+    sa.Column("score_mark", sa.BigInteger, nullable=False),
+    sa.Column("colleagues", sa.Boolean, nullable=False),
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("lead_id"),
+    sa.Index("ix_stale_marks_account_id", "account_id"),
+)
 
 #: the CRM tables with their specs, in load order (parents first)
 CRM_TABLES: dict[str, tuple[sa.Table, TableSpec]] = {name: (metadata.tables[name], spec) for name, spec in TABLES.items()}

@@ -1,8 +1,11 @@
 """Fresh scores: after late and concurrent activities, every latest stored score is the score of the stored history.
 
 In process (a :class:`ServingState` on a SQLite store, the routes' own ``ingest_and_score``) with the
-real model the serving tests share. The check is the same for every lead: its latest audited score
-must equal the score computed now, from the store, at that score's moment.
+real model the serving tests share. The check is the same for every lead: once the background queue of
+stale leads is drained (:meth:`ServingState.wait_fresh`), its latest audited score must equal the score
+computed now, from the store, at that score's moment. The queue itself is checked too: durable (marks
+survive a crash and are drained by the next process) and compare-and-clear (a mark made while a lead
+is being rescored survives).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import pandas as pd
 import pytest
 
 from leadscore.config import Settings
+from leadscore.serving import stale
 from leadscore.serving.schemas import ActivityIn
+from leadscore.serving.stale import pending
 from leadscore.serving.state import ServingState, ingest_and_score
 from leadscore.serving.wire import Parsed
 from tests.conftest import SmallModel
@@ -47,7 +52,15 @@ def _post(st: ServingState, *activities: dict[str, object]) -> None:
 
 
 def _stale_leads(st: ServingState, lead_ids: list[str]) -> list[str]:
-    """Leads whose latest stored score differs from a score of the stored history at its moment."""
+    """After the queue drained: leads whose latest stored score differs from a score of the stored
+    history at its moment."""
+    assert st.wait_fresh(timeout=120)
+    assert pending(st) == 0
+    return _differs(st, lead_ids)
+
+
+def _differs(st: ServingState, lead_ids: list[str]) -> list[str]:
+    """Leads whose latest stored score differs from a score of the stored history at its moment, now."""
     stale = []
     for lead_id in lead_ids:
         latest = st.store.score_history(lead_id, limit=1)[0]
@@ -77,8 +90,10 @@ def test_out_of_order_replay_leaves_no_stale_colleague(state: ServingState) -> N
     assert _stale_leads(state, leads) == []
     # a late batch of several leads at once, far in the past of every latest score but inside the window
     late = [{"activity_id": f"ooo-late{i}", "lead_id": leads[i], "type": "demo_request",
-             "occurred_at": (start + pd.Timedelta(days=39)).isoformat()} for i in (0, 1)]
+             "occurred_at": (start + pd.Timedelta(days=25)).isoformat()} for i in (0, 1)]
     _post(state, *late)
+    # the request scored its own leads only; the colleagues it made stale are marked, not yet rescored
+    assert pending(state) > 0 and _differs(state, leads) != []
     assert _stale_leads(state, leads) == []
 
 
@@ -111,3 +126,60 @@ def test_concurrent_activities_of_one_lead_keep_the_newest_as_latest(state: Serv
             t.join()
     assert errors == []
     assert _stale_leads(state, leads) == []
+
+
+def _account_replay(st: ServingState, prefix: str, n: int = 24) -> list[str]:
+    """Activities of four leads of one account, a day apart, in time order; returns the leads."""
+    leads = [f"{prefix}-{i}" for i in range(4)]
+    start = pd.Timestamp("2026-09-01T08:00:00Z")
+    for k in range(n):
+        _post(st, {"activity_id": f"{prefix}-a{k}", "lead_id": leads[k % 4], "type": "pricing_page_view",
+                   "occurred_at": (start + pd.Timedelta(days=k)).isoformat(),
+                   "account": {"account_id": f"{prefix}-acc", "employees": 250}})
+    assert pending(st) == 0  # in time order: nothing is late, nothing is marked
+    return leads
+
+
+def test_marks_are_committed_with_the_activity_and_drained_by_the_next_process(
+        state: ServingState, settings: Settings, bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash right after the activity's commit (before any scoring): the next process finds the marks."""
+    from leadscore.serving.scoring import Scorer
+    from leadscore.serving.store import EventStore
+
+    leads = _account_replay(state, "crash")
+    late = {"activity_id": "crash-late", "lead_id": leads[0], "type": "demo_request",
+            "occurred_at": "2026-09-10T12:00:00Z"}
+
+    def crash(*_: object) -> None:
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(ServingState, "rescore_after_ingest", crash)
+    with pytest.raises(SystemExit):
+        _post(state, late)
+    monkeypatch.undo()
+    assert pending(state) == 1 and _differs(state, leads) != []
+    state.store.close()
+    store = EventStore(state.store.url, cache_rows=0)  # the next process, its worker started as the service does
+    st2 = ServingState(settings=settings, scorer=Scorer.load(settings, bundle_dir=bundle_dir), store=store,
+                       api_keys=[], segment_keys=[], hubspot_secret=None)
+    try:
+        worker = st2.start_stale_worker()
+        assert worker.running
+        assert worker.wait_drained(timeout=120)
+        assert pending(st2) == 0 and _differs(st2, leads) == []
+    finally:
+        st2.stop_stale_worker()
+        store.close()
+
+
+def test_a_mark_made_while_a_lead_is_rescored_survives(state: ServingState) -> None:
+    """Compare-and-clear: the worker clears the mark it read, not one written after it."""
+    leads = _account_replay(state, "cas")
+    with state.store.begin() as conn:
+        stale.mark_own(state, conn, leads[1], pd.Timestamp("2026-09-22T08:00:00Z"))
+    [read] = stale._read(state, False, 10)
+    with state.store.begin() as conn:  # another request marks the lead again meanwhile
+        stale.mark_own(state, conn, leads[1], pd.Timestamp("2026-09-22T08:00:00Z"))
+    assert stale.refresh(state, read) is False
+    assert pending(state) == 1
+    assert state.wait_fresh(timeout=60) and pending(state) == 0

@@ -141,6 +141,42 @@ def test_killing_serve_leaves_no_worker_and_frees_the_port(bundle_dir: Path, tmp
     server.stop()
 
 
+def test_stale_colleagues_are_rescored_in_the_background_and_sigterm_stops_every_worker(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    """A late activity marks its account's colleagues; the worker's thread rescores them (``/ready``'s
+    ``stale_leads`` drains to 0); then SIGTERM to ``leadscore serve`` alone stops the server and every
+    worker and frees the port."""
+    server = _cli_server(bundle_dir, tmp_path)
+    server.start()
+    assert server.proc is not None
+    try:
+        with httpx.Client(base_url=server.url, timeout=60.0) as c:
+            ready = c.get("/ready").json()
+            assert ready["stale_worker"] is True and ready["stale_leads"] == 0
+            leads = [f"bg-{i}" for i in range(3)]
+            for k in range(9):
+                r = c.post("/activities", headers=AUTH, json={
+                    "activity_id": f"bg-a{k}", "lead_id": leads[k % 3], "type": "pricing_page_view",
+                    "occurred_at": f"2026-10-{1 + k:02d}T10:00:00Z", "account": {"account_id": "bg-acc", "employees": 90}})
+                assert r.status_code == 200, r.text
+            before = {lead: len(c.get(f"/leads/{lead}", headers=AUTH).json()["history"]) for lead in leads}
+            r = c.post("/activities", headers=AUTH, json={"activity_id": "bg-late", "lead_id": leads[0],
+                                                          "type": "demo_request", "occurred_at": "2026-10-02T12:00:00Z"})
+            assert r.status_code == 200, r.text
+            assert wait_until(lambda: c.get("/ready").json()["stale_leads"] == 0, timeout=60)
+            after = {lead: len(c.get(f"/leads/{lead}", headers=AUTH).json()["history"]) for lead in leads}
+            # every lead scored after Oct 2 got a refreshed latest score (its colleagues' roll-ups changed)
+            assert all(after[lead] > before[lead] for lead in leads), (before, after)
+        tree = process_tree(server.proc.pid)
+        assert len(tree) >= 3, tree
+        server.proc.send_signal(signal.SIGTERM)  # to leadscore serve only, as a process manager does
+        server.proc.wait(timeout=60)
+        assert wait_until(lambda: not alive(tree), timeout=30), f"survivors {alive(tree)}"
+        assert wait_until(lambda: port_is_free(server.port), timeout=10)
+    finally:
+        server.stop()
+
+
 #: root writes anywhere; without these two capabilities it meets file modes like anyone (and can still
 #: run the interpreter, which lives under root's home here)
 AS_PLAIN_ROOT = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
