@@ -41,8 +41,10 @@ the write that made them) and any replica's worker can drain them.
 On SQLite "committed since the read" is a rowid mark read before the history (rowids are handed out
 in commit order, see :mod:`serving.cache`), so the check reads only the few rows committed meanwhile
 and holds the write lock for well under a millisecond. Elsewhere the rows the score read are counted
-again (activities are insert-only, so equal counts mean equal rows); PostgreSQL runs that check under
-READ COMMITTED, which narrows but does not close the window.
+again (activities are insert-only, so equal counts mean equal rows). PostgreSQL runs that check under
+READ COMMITTED, which alone leaves a window (a late activity committing while a checked score waits at
+its commit: neither sees the other); :func:`~leadscore.serving.stale.serialize` closes it with a
+per-account advisory lock taken by the ingest, append and refresh transactions.
 """
 
 from __future__ import annotations
@@ -127,11 +129,12 @@ def account_of(st: ServingState, conn: Connection, lead_id: str) -> Any:
 def append_checked(st: ServingState, lead_id: str, as_of: pd.Timestamp) -> ScoreResult:
     """Score the lead at ``as_of`` and append it; if a concurrent write moved what it read, mark the lead
     stale in the same transaction (the background worker rescores it) rather than scoring again."""
-    from leadscore.serving.stale import mark_own
+    from leadscore.serving.stale import mark_own, serialize
 
     with st.store.read() as conn:  # reads and the model outside the write lock
         result, since, seen = score_with_fingerprint(st, conn, lead_id, as_of)
     with st.store.begin() as conn:
+        serialize(st, conn, {lead_id: account_of(st, conn, lead_id)})
         st.store.append_score(conn, stored_score(result, since))
         moved = not still_current(st, conn, lead_id, as_of, seen)
         if moved:

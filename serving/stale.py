@@ -180,6 +180,23 @@ def mark_late(st: ServingState, conn: Connection, lead_id: str, account_id: str 
     return True
 
 
+def serialize(st: ServingState, conn: Connection, accounts: Mapping[str, str | None]) -> None:
+    """Make this write transaction wait for any other that checks or marks the same accounts.
+
+    A score's check (:func:`~leadscore.serving.rescore.still_current`) and a late activity's mark
+    (:func:`mark_late`) must not both pass unseen: the check must see the activity, or the mark must
+    see the score. SQLite's single writer already orders them. PostgreSQL under READ COMMITTED does
+    not (a checked score held at its commit let a late activity commit, mark nothing, and the stale
+    score become the latest): a transaction-scoped advisory lock per account (per lead without one),
+    taken in sorted order so two transactions cannot wait on each other, orders them the same way.
+    """
+    if st.store.dialect != "postgresql":
+        return
+    names = sorted({f"account:{a}" if a is not None else f"lead:{lead}" for lead, a in accounts.items()})
+    for name in names:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": name})
+
+
 def mark_own(st: ServingState, conn: Connection, lead_id: str, at: pd.Timestamp) -> None:
     """In a score's append transaction: the score just appended at ``at`` missed a concurrent write."""
     cut = to_micros(at)
@@ -245,7 +262,7 @@ def refresh(st: ServingState, m: Mark) -> bool:
 
     Returns whether the mark was cleared (a mark made meanwhile, or a score that a concurrent write
     moved again, leaves the lead marked)."""
-    from leadscore.serving.rescore import score_with_fingerprint, still_current, stored_score
+    from leadscore.serving.rescore import account_of, score_with_fingerprint, still_current, stored_score
 
     q = statements(st)
     with st.store.read() as conn:
@@ -257,6 +274,7 @@ def refresh(st: ServingState, m: Mark) -> bool:
     with st.store.begin() as conn:
         if not stale:
             return q.clear.run(conn, lead_id=m.lead_id, token=m.token) == 1
+        serialize(st, conn, {m.lead_id: account_of(st, conn, m.lead_id)})
         st.store.append_score(conn, stored_score(result, since))
         if not still_current(st, conn, m.lead_id, at, seen):
             mark_own(st, conn, m.lead_id, at)

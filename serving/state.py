@@ -25,7 +25,7 @@ from leadscore.history import CRMHistory
 from leadscore.serving.rescore import account_of, rescore_after_ingest, score_with_fingerprint
 from leadscore.serving.schemas import AccountProperties, ActivityIn, Reasons, ScoreOut, ScoreRequest
 from leadscore.serving.scoring import Scorer, ScoreResult
-from leadscore.serving.stale import StaleWorker, mark_late
+from leadscore.serving.stale import StaleWorker, mark_late, serialize
 from leadscore.serving.store import EventStore, StoredScore, _rows_frame, empty_frame, to_micros
 from leadscore.serving.wire import Event, LeadUpsert, Parsed, StageChangeIn, WireError
 
@@ -257,10 +257,12 @@ def _ingest_and_score(st: ServingState, parsed: Parsed) -> tuple[int, int, list[
     marked = False
     with st.store.begin() as conn:
         stored, dupes, _, per_lead = st.store_events(conn, parsed.events)
+        accounts = {lead_id: account_of(st, conn, lead_id) for lead_id in per_lead}
+        serialize(st, conn, accounts)
         for lead_id, items in per_lead.items():
             new = [t for t, is_new in items if is_new]
             if new:
-                marked |= mark_late(st, conn, lead_id, account_of(st, conn, lead_id), min(new), max(new))
+                marked |= mark_late(st, conn, lead_id, accounts[lead_id], min(new), max(new))
     # committed: from here on a crash loses no event, only the score (which is recomputable)
     if marked:
         st.wake_stale_worker()
@@ -271,3 +273,5 @@ def store_only(st: ServingState, parsed: Parsed) -> None:
     """Store the parsed events (CRM stage changes and properties) without scoring."""
     with st.store.begin() as conn:
         st.store_events(conn, parsed.events)
+        leads = {ev.lead_id for _, ev in parsed.events}
+        serialize(st, conn, {lead_id: account_of(st, conn, lead_id) for lead_id in leads})

@@ -29,11 +29,6 @@ from tests.test_serving_fresh import (  # noqa: F401  (collected here, on Postgr
     test_out_of_order_replay_leaves_no_stale_colleague,
 )
 
-#: why the held-commit race is open on PostgreSQL (strict: the test fails once it is closed, to drop this mark)
-PG_RACE = ("open on PostgreSQL: under READ COMMITTED nothing makes B's activity commit wait for A's checked score; "
-           "closed by a per-account advisory lock, pg_advisory_xact_lock(hashtext(account or lead id)), taken in the "
-           "ingest transaction and in the score-append transaction before its check")
-
 
 @pytest.fixture(scope="module")
 def scorer(small_model: SmallModel, settings: Settings) -> Scorer:
@@ -69,6 +64,7 @@ def _post(st: ServingState, *activities: dict[str, object]) -> None:
 
 def stale_leads(st: ServingState, lead_ids: list[str]) -> list[str]:
     """Leads whose latest stored score differs from the score of the stored history at its moment."""
+    assert st.wait_fresh(timeout=120), "the stale queue did not drain"
     stale = []
     for lead_id in lead_ids:
         latest = st.store.score_history(lead_id, limit=1)[0]
@@ -160,18 +156,17 @@ def _hold_score_commit(store: EventStore, lead_id: str, held: threading.Event, r
 
 
 def test_a_late_activity_committed_while_a_newer_score_commits_leaves_no_stale_latest(
-        replicas_on: list[ServingState], request: pytest.FixtureRequest) -> None:
+        replicas_on: list[ServingState]) -> None:
     """The race of ``serving/rescore.py``'s docstring, made to happen every time.
 
     Replica A scores a lead's new activity (at 11:00) and checks that nothing it read has changed; its
     commit is then held. Meanwhile replica B stores a late activity of the lead (at 10:00), scores it and
     looks for scores it made stale: A's is not committed yet, so B refreshes nothing. A commits. Its
-    11:00 score, the latest, misses B's 10:00 activity unless the store makes B wait for A (SQLite's
-    single writer does: B's write waits for A's commit, then B sees A's score and refreshes it).
+    11:00 score, the latest, would miss B's 10:00 activity unless the store makes B wait for A (SQLite's
+    single writer does: B's write waits for A's commit, then B sees A's score and marks it stale;
+    on PostgreSQL the per-account advisory lock of :func:`leadscore.serving.stale.serialize` does).
     """
     a, b = replicas_on
-    if a.store.dialect == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PG_RACE))
     lead = "held-lead"
     base = pd.Timestamp("2026-11-02T09:00:00Z")
     _post(a, {"activity_id": "held-0", "lead_id": lead, "occurred_at": base.isoformat(), "type": "page_view",
