@@ -79,24 +79,25 @@ def candidate_leads(history: CRMHistory, as_of: pd.Timestamp) -> tuple[np.ndarra
     return ids, int((~keep).sum())
 
 
-def score_frame(scorer: Scorer, features: pd.DataFrame) -> pd.DataFrame:
+def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
     """Score feature rows (``features.compute`` output) as the service would: one output row per input row.
 
     ``previous_stage`` and ``days_in_stage`` are the rows' own ``current_stage``/``days_in_stage``
     features (the CRM's last stage change at or before the moment), which is what the service passes
     to the policy for a stored lead it has not scored yet, and what a CRM sends ``POST /score`` as
-    ``previous_stage``.
+    ``previous_stage``. ``reasons=False`` leaves the reason columns empty (``[]``): exact TreeSHAP costs
+    ~50x a prediction (``benchmarks/score.py``), so a probability-and-stage refresh can skip it.
     """
     bundle, policy = scorer.bundle, scorer.policy
     probs = bundle.predict(features)
     p_sql = probs["p_sql"].to_numpy(dtype=np.float64)
     p_opp = probs["p_opportunity"].to_numpy(dtype=np.float64) if "p_opportunity" in probs else np.full(len(p_sql), np.nan)
-    contrib = bundle.contributions(features, "sql").to_numpy()[:, : len(bundle.schema)]
+    contrib = bundle.contributions(features, "sql").to_numpy()[:, : len(bundle.schema)] if reasons else None
     plan = bundle._reason_plan()
     from leadscore.training.reasons import top_reasons
 
     names = bundle.feature_names
-    records = features[names].to_dict("records")
+    records = features[names].to_dict("records") if reasons else [{}] * len(features)
     prev = features["current_stage"].to_numpy(dtype=object) if "current_stage" in features else [None] * len(features)
     days = features["days_in_stage"].to_numpy(dtype=np.float64) if "days_in_stage" in features else None
     stages, prevs, pos, neg = [], [], [], []
@@ -105,6 +106,10 @@ def score_frame(scorer: Scorer, features: pd.DataFrame) -> pd.DataFrame:
         d = None if days is None or math.isnan(days[i]) else float(days[i])
         stages.append(str(policy.stage(float(p_sql[i]), float(p_opp[i]), previous, days_in_stage=d)))
         prevs.append(previous)
+        if contrib is None:
+            pos.append("[]")
+            neg.append("[]")
+            continue
         r = top_reasons(plan, row, contrib[i], REASONS_K)
         pos.append(json.dumps([x["text"] for x in r["positive"]]))
         neg.append(json.dumps([x["text"] for x in r["negative"]]))
@@ -124,6 +129,7 @@ def iter_scores(
     as_of: pd.Timestamp,
     chunk_size: int = 20_000,
     on_chunk: Callable[[int, int], None] | None = None,
+    reasons: bool = True,
 ) -> Iterator[tuple[pd.DataFrame, int]]:
     """Yield ``(scores of the open leads of one chunk, leads closed in it)``, chunk by chunk.
 
@@ -144,7 +150,7 @@ def iter_scores(
         open_feats = feats.loc[~closed].reset_index(drop=True)
         if on_chunk is not None:
             on_chunk(min(start + chunk_size, total), total)
-        yield (score_frame(scorer, open_feats) if len(open_feats) else pd.DataFrame(columns=list(COLUMNS))), int(closed.sum())
+        yield (score_frame(scorer, open_feats, reasons) if len(open_feats) else pd.DataFrame(columns=list(COLUMNS))), int(closed.sum())
 
 
 class ScoreWriter:
@@ -232,11 +238,12 @@ def score_crm(
     bundle_dir: Path | None = None,
     chunk_size: int = 20_000,
     on_chunk: Callable[[int, int], None] | None = None,
-    sink: Callable[[pd.DataFrame], None] | None = None,
+    transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    reasons: bool = True,
 ) -> BatchSummary:
     """``leadscore score``: load and validate the CRM, load the model as the service does, score every open
-    lead at ``at`` (default: the cut-off) chunk by chunk into ``out``. ``sink`` also receives each chunk
-    (the CRM export formats are built from the same chunks)."""
+    lead at ``at`` (default: the cut-off) chunk by chunk into ``out``. ``transform`` turns each chunk of
+    scores into the rows written (the CRM import formats and ``--changed-only``, :mod:`training.export`)."""
     import time
 
     from leadscore.history import load_history
@@ -251,11 +258,9 @@ def score_crm(
     writer = ScoreWriter(out)
     closed = 0
     try:
-        for frame, n_closed in iter_scores(history, scorer, settings, as_of, chunk_size, on_chunk):
-            writer.write(frame)
+        for frame, n_closed in iter_scores(history, scorer, settings, as_of, chunk_size, on_chunk, reasons):
+            writer.write(frame if transform is None else transform(frame))
             closed += n_closed
-            if sink is not None:
-                sink(frame)
     finally:
         writer.close()
     _, not_created = candidate_leads(history, as_of)

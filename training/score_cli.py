@@ -6,11 +6,17 @@ Heavy libraries are imported inside the command bodies so ``leadscore --help`` s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from leadscore.cli_context import console, err_console, settings_from
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from leadscore.config import Settings
+    from leadscore.serving.store import EventStore
 
 
 def _progress() -> tuple[object, object]:
@@ -27,6 +33,43 @@ def _progress() -> tuple[object, object]:
     return progress, on_chunk
 
 
+class _Export:
+    """``--format``/``--changed-only``: per chunk, drop the unchanged leads and shape the CRM's rows; at the
+    end, remember what was exported (only once the whole file is written)."""
+
+    def __init__(self, settings: Settings, fmt: str | None, changed_only: bool, store_url: str | None) -> None:
+        self.fmt, self.changed_only = fmt, changed_only
+        self.target = fmt or "file"
+        self.kept = 0
+        self._sent: list[pd.DataFrame] = []
+        self.store: EventStore | None = None
+        if changed_only:
+            from leadscore.serving.runtime import event_store_url
+            from leadscore.serving.store import EventStore
+
+            self.store = EventStore(store_url or event_store_url(settings))
+
+    def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        from leadscore.training.export import changed, crm_frame, last_exported
+
+        if self.store is not None:
+            frame = changed(frame, last_exported(self.store, self.target, frame["lead_id"]))
+            self._sent.append(frame[["lead_id", "stage", "p_sql"]])
+            self.kept += len(frame)
+        return frame if self.fmt is None else crm_frame(frame, self.fmt)  # type: ignore[arg-type]
+
+    def finish(self) -> None:
+        if self.store is None:
+            return
+        import pandas as pd
+
+        from leadscore.training.export import record_exported
+
+        if self._sent:
+            record_exported(self.store, self.target, pd.concat(self._sent, ignore_index=True))
+        self.store.close()
+
+
 def register(app: typer.Typer) -> None:
     """Add ``score`` to the main app."""
 
@@ -39,6 +82,12 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str | None, typer.Option(help="Model URI (default: serving.model_uri, the champion).")] = None,
         bundle: Annotated[Path | None, typer.Option(help="Score with this bundle directory instead of the registry.")] = None,
         chunk_size: Annotated[int, typer.Option(min=100, help="Leads per chunk (bounds memory).")] = 20_000,
+        fmt: Annotated[str | None, typer.Option("--format", help="Write a CRM import CSV instead: hubspot (contacts) "
+                                                "or salesforce (Data Loader, Lead).")] = None,
+        changed_only: Annotated[bool, typer.Option(help="Only leads whose stage or score band changed since the "
+                                                   "previous export to this target (state in the event store).")] = False,
+        store: Annotated[str | None, typer.Option(help="Event store URL for --changed-only (default: the service's).")] = None,
+        reasons: Annotated[bool, typer.Option(help="Word the top reasons (exact TreeSHAP: ~50x a prediction).")] = True,
     ) -> None:
         """Score every open lead (not customer or disqualified) as the service would, into a file."""
         settings = settings_from(ctx)
@@ -47,10 +96,59 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         from leadscore.training.batch_score import score_crm
 
+        if fmt is not None and (fmt not in ("hubspot", "salesforce") or out.suffix.lower() != ".csv"):
+            raise typer.BadParameter("--format is hubspot or salesforce, written to a .csv --out", param_hint="--format")
+        export = _Export(settings, fmt, changed_only, store)
         progress, on_chunk = _progress()
         with progress:  # type: ignore[attr-defined]
             summary = score_crm(crm, settings, out, at=at, model_uri=model, bundle_dir=bundle, chunk_size=chunk_size,
-                                on_chunk=on_chunk)  # type: ignore[arg-type]
+                                on_chunk=on_chunk, reasons=reasons,  # type: ignore[arg-type]
+                                transform=export.transform if fmt is not None or changed_only else None)
+        export.finish()
+        if changed_only:
+            console.print(f"{export.kept:,} of the scored leads changed stage or score band since the last export "
+                          f"to {export.target}")
         console.print(f"scored {summary.rows:,} open leads as of {summary.as_of.isoformat()} with model version "
                       f"{summary.model_version} into {out} ({summary.closed:,} closed and {summary.not_created:,} "
                       f"not yet created skipped; {summary.seconds:.1f} s)")
+
+
+def register_sync(app: typer.Typer) -> None:
+    """Add ``sync hubspot`` to the main app."""
+    sync_app = typer.Typer(help="Push changed scores to a CRM through an outbox that never loses a batch.",
+                           no_args_is_help=True)
+
+    @sync_app.command("hubspot")
+    def hubspot(
+        ctx: typer.Context,
+        scores: Annotated[Path, typer.Option(help="Scores written by leadscore score (.parquet or .csv).")],
+        store: Annotated[str | None, typer.Option(help="Event store URL (export state, outbox); default: the service's.")] = None,
+        token_env: Annotated[str, typer.Option(help="Environment variable holding the private app token.")] = "HUBSPOT_ACCESS_TOKEN",
+        host: Annotated[str | None, typer.Option(help="API base URL (default https://api.hubapi.com).")] = None,
+        retries: Annotated[int, typer.Option(min=0, help="Retries per batch on 429/5xx (with backoff).")] = 5,
+    ) -> None:
+        """Send the contacts whose stage or score band changed (batch update, 100 per call)."""
+        import os
+
+        from leadscore.serving.runtime import event_store_url
+        from leadscore.serving.store import EventStore
+        from leadscore.training.batch_score import read_scores
+        from leadscore.training.sync_hubspot import SyncError, sync_hubspot
+
+        settings = settings_from(ctx)
+        token = os.environ.get(token_env)
+        if not token:
+            raise SyncError(f"no HubSpot token: set {token_env} to a private app's access token")
+        event_store = EventStore(store or event_store_url(settings))
+        try:
+            summary = sync_hubspot(event_store, read_scores(scores), token=token, host=host, retries=retries)
+        finally:
+            event_store.close()
+        console.print(f"HubSpot: {summary.contacts:,} contacts updated in {summary.sent} batches "
+                      f"({summary.queued} queued by this run); {summary.failed} batches kept in the outbox")
+        for line in summary.errors:
+            err_console.print(f"[yellow]{line}[/yellow]")
+        if summary.failed:
+            raise typer.Exit(1)
+
+    app.add_typer(sync_app, name="sync")
