@@ -26,6 +26,7 @@ from leadscore.serving.schemas import AccountProperties, ActivityIn, Reasons, Sc
 from leadscore.serving.scoring import Scorer, ScoreResult
 from leadscore.serving.store import EventStore, StoredScore, _rows_frame, empty_frame, to_micros
 from leadscore.serving.wire import Event, LeadUpsert, Parsed, StageChangeIn, WireError
+from leadscore.training.trend import Trend
 
 
 def _env_list(name: str) -> list[str]:
@@ -149,7 +150,8 @@ class ServingState:
         return rescore_after_ingest(self, per_lead)
 
 
-def score_out(r: ScoreResult | StoredScore) -> ScoreOut:
+def score_out(r: ScoreResult | StoredScore, trend: Trend, changes: list[str]) -> ScoreOut:
+    """The answer of one score; ``trend`` and ``changes`` from its previous scores (:mod:`serving.trail`)."""
     return ScoreOut(
         lead_id=r.lead_id,
         scored_at=r.scored_at.to_pydatetime(),
@@ -159,6 +161,8 @@ def score_out(r: ScoreResult | StoredScore) -> ScoreOut:
         previous_stage=r.previous_stage,
         reasons=Reasons(positive=list(r.reasons.get("positive", [])), negative=list(r.reasons.get("negative", []))),
         model_version=r.model_version,
+        trend=trend,
+        changes=changes,
     )
 
 
