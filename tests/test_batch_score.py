@@ -142,3 +142,36 @@ def test_full_crm_equals_the_service_scoring_its_stored_leads(
                    "previous_stage": result.previous_stage, "reasons": result.reasons,
                    "model_version": result.model_version, "scored_at": result.scored_at}
             _same(row, api)
+
+
+def test_batch_trend_and_changes_read_the_service_trail_like_post_score(
+    history: CRMHistory, state: ServingState, settings: Settings
+) -> None:
+    """Leads the service scored before ``as_of`` get the trend and changes ``POST /score`` answers for them."""
+    from leadscore.serving.store import StoredScore
+
+    solo = _solo(history)
+    as_of = pd.Timestamp(history.cutoff) - pd.Timedelta(days=10)
+    first = next(iter_scores(solo, state.scorer, settings, as_of, chunk_size=300))[0].head(6)
+    for k, (_, row) in enumerate(first.iterrows()):  # 0..2 previous scores each, high then low, one reason kept
+        kept = json.loads(row["reasons_positive"])[:1]
+        for d, p in enumerate((0.9, 0.01)[: k % 3]):
+            at = as_of - pd.Timedelta(days=5 - d)
+            with state.store.begin() as conn:
+                state.store.upsert_lead(conn, row["lead_id"], {}, at)
+                state.store.append_score(conn, StoredScore(
+                    lead_id=row["lead_id"], scored_at=at, computed_at=at, p_sql=p, p_opportunity=0.0, stage="lead",
+                    previous_stage=None, model_version="0", reasons={"positive": [*kept, "Gone soon"], "negative": []},
+                    stage_since=at))
+    ids = set(first["lead_id"])
+    scores = pd.concat([f[f["lead_id"].isin(ids)] for f, _ in
+                        iter_scores(solo, state.scorer, settings, as_of, chunk_size=300, trail=state.store)])
+    assert scores["trend"].nunique() >= 2 and (scores["trend"] == "new").sum() == 2
+    with TestClient(create_app(state)) as client:
+        for _, row in scores.iterrows():
+            api = client.post("/score", json=_request(solo, row["lead_id"], as_of, row["previous_stage"]),
+                              headers=AUTH).json()
+            _same(row, api)
+            assert (row["trend"], json.loads(row["changes"])) == (api["trend"], api["changes"])
+            if row["trend"] != "new":
+                assert "Gone: Gone soon" in api["changes"]

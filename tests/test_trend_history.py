@@ -7,6 +7,7 @@ answer's trend and changes follow from the answers before it).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,32 @@ def test_posted_activities_answer_trend_and_changes_from_the_previous_answers(cl
     previous = [PastScore(a["p_sql"], a["reasons"]) for a in reversed(answers)]
     assert (body["trend"], body["changes"]) == annotate(body["p_sql"], body["reasons"], previous)
     assert len(client.get("/leads/lead-t", headers=AUTH).json()["history"]) == 4
+
+
+def test_scores_export_carries_the_routes_trend_and_filters(client: TestClient, state: ServingState,
+                                                             tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from leadscore.cli import app
+    from leadscore.training.batch_score import read_scores
+
+    for day, p in enumerate((0.1, 0.2, 0.4, 0.4), start=1):
+        _append(state, "lead-x", day, p, _r(f"reason {day}"))
+    _append(state, "lead-y", 2, 0.3, _r("other"))
+    url = str(state.store.engine.url)
+    out = tmp_path / "scores.csv"
+    res = CliRunner().invoke(app, ["scores", "export", "--store", url, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = read_scores(out)
+    assert list(rows["lead_id"]) == ["lead-x"] * 4 + ["lead-y"]
+    route = client.get("/leads/lead-x/scores", headers=AUTH).json()["scores"][::-1]
+    assert list(rows["trend"][:4]) == [s["trend"] for s in route] == ["new", "improving", "improving", "improving"]
+    assert [json.loads(c) for c in rows["changes"][:4]] == [s["changes"] for s in route]
+
+    since = tmp_path / "since.parquet"
+    res = CliRunner().invoke(app, ["scores", "export", "--store", url, "--since", "2026-10-03", "--lead", "lead-x",
+                                   "--out", str(since)])
+    assert res.exit_code == 0, res.output
+    kept = pd.read_parquet(since)
+    assert [str(t)[:10] for t in kept["scored_at"]] == ["2026-10-03", "2026-10-04"]
+    assert list(kept["trend"]) == [s["trend"] for s in route[2:]]  # still read from the scores before --since

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,11 +34,13 @@ import numpy as np
 import pandas as pd
 
 from leadscore.errors import LeadscoreError
+from leadscore.training.trend import PastScore, annotate, trend
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
     from leadscore.history import CRMHistory
     from leadscore.serving.scoring import Scorer
+    from leadscore.serving.store import EventStore
 
 #: stages whose leads are not scored: the CRM closed them (ARCHITECTURE §4, issue 14)
 CLOSED_STAGES = ("customer", "disqualified")
@@ -46,7 +48,7 @@ CLOSED_STAGES = ("customer", "disqualified")
 REASONS_K = 3
 #: the output columns, in order (lists are JSON text so CSV and Parquet hold the same values)
 COLUMNS = ("lead_id", "scored_at", "p_sql", "p_opportunity", "stage", "previous_stage", "days_in_stage",
-           "reasons_positive", "reasons_negative", "model_version")
+           "reasons_positive", "reasons_negative", "model_version", "trend", "changes")
 
 
 class BatchScoreError(LeadscoreError):
@@ -79,7 +81,8 @@ def candidate_leads(history: CRMHistory, as_of: pd.Timestamp) -> tuple[np.ndarra
     return ids, int((~keep).sum())
 
 
-def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
+def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
+                previous: Mapping[str, Sequence[PastScore]] | None = None) -> pd.DataFrame:
     """Score feature rows (``features.compute`` output) as the service would: one output row per input row.
 
     ``previous_stage`` and ``days_in_stage`` are the rows' own ``current_stage``/``days_in_stage``
@@ -87,6 +90,10 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True) ->
     to the policy for a stored lead it has not scored yet, and what a CRM sends ``POST /score`` as
     ``previous_stage``. ``reasons=False`` leaves the reason columns empty (``[]``): exact TreeSHAP costs
     ~50x a prediction (``benchmarks/score.py``), so a probability-and-stage refresh can skip it.
+
+    ``previous``: per lead its previous scores, newest first (:func:`serving.trail.previous_scores`), for
+    ``trend`` and ``changes`` (:mod:`training.trend`, the service's rule); a lead without any is ``new``.
+    Without reasons, ``changes`` is empty (there is nothing to compare).
     """
     bundle, policy = scorer.bundle, scorer.policy
     probs = bundle.predict(features)
@@ -100,25 +107,35 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True) ->
     records = features[names].to_dict("records") if reasons else [{}] * len(features)
     prev = features["current_stage"].to_numpy(dtype=object) if "current_stage" in features else [None] * len(features)
     days = features["days_in_stage"].to_numpy(dtype=np.float64) if "days_in_stage" in features else None
-    stages, prevs, pos, neg = [], [], [], []
+    leads = features["lead_id"].astype(object).to_numpy()
+    previous = previous or {}
+    stages, prevs, pos, neg, trends, changed = [], [], [], [], [], []
     for i, row in enumerate(records):
-        previous = None if _missing(prev[i]) else str(prev[i])
+        previous_stage = None if _missing(prev[i]) else str(prev[i])
         d = None if days is None or math.isnan(days[i]) else float(days[i])
-        stages.append(str(policy.stage(float(p_sql[i]), float(p_opp[i]), previous, days_in_stage=d)))
-        prevs.append(previous)
+        stages.append(str(policy.stage(float(p_sql[i]), float(p_opp[i]), previous_stage, days_in_stage=d)))
+        prevs.append(previous_stage)
+        past = previous.get(leads[i], ())
         if contrib is None:
             pos.append("[]")
             neg.append("[]")
+            trends.append(trend(float(p_sql[i]), past))
+            changed.append("[]")
             continue
         r = top_reasons(plan, row, contrib[i], REASONS_K)
-        pos.append(json.dumps([x["text"] for x in r["positive"]]))
-        neg.append(json.dumps([x["text"] for x in r["negative"]]))
+        texts = {side: [x["text"] for x in r[side]] for side in ("positive", "negative")}
+        pos.append(json.dumps(texts["positive"]))
+        neg.append(json.dumps(texts["negative"]))
+        t, c = annotate(float(p_sql[i]), texts, past)
+        trends.append(t)
+        changed.append(json.dumps(c))
     return pd.DataFrame({
-        "lead_id": features["lead_id"].astype(object).to_numpy(),
+        "lead_id": leads,
         "scored_at": pd.to_datetime(features["as_of"], utc=True).to_numpy(),
         "p_sql": p_sql, "p_opportunity": p_opp, "stage": stages, "previous_stage": prevs,
         "days_in_stage": days if days is not None else np.full(len(p_sql), np.nan),
         "reasons_positive": pos, "reasons_negative": neg, "model_version": scorer.version,
+        "trend": trends, "changes": changed,
     }, columns=list(COLUMNS)).assign(scored_at=lambda f: pd.to_datetime(f["scored_at"], utc=True))
 
 
@@ -130,11 +147,13 @@ def iter_scores(
     chunk_size: int = 20_000,
     on_chunk: Callable[[int, int], None] | None = None,
     reasons: bool = True,
+    trail: EventStore | None = None,
 ) -> Iterator[tuple[pd.DataFrame, int]]:
     """Yield ``(scores of the open leads of one chunk, leads closed in it)``, chunk by chunk.
 
     ``on_chunk(done, total)`` reports progress in leads. The kernel's arrays are prepared once for the
-    whole history; each chunk computes only its leads' features at ``as_of``.
+    whole history; each chunk computes only its leads' features at ``as_of``. ``trail``: the service's
+    event store, whose ``scores`` before ``as_of`` give each lead's trend and changes (None: all ``new``).
     """
     from leadscore.features.engine import compute_features, prepare
 
@@ -150,13 +169,23 @@ def iter_scores(
         open_feats = feats.loc[~closed].reset_index(drop=True)
         if on_chunk is not None:
             on_chunk(min(start + chunk_size, total), total)
-        yield (score_frame(scorer, open_feats, reasons) if len(open_feats) else pd.DataFrame(columns=list(COLUMNS))), int(closed.sum())
+        if not len(open_feats):
+            yield pd.DataFrame(columns=list(COLUMNS)), int(closed.sum())
+            continue
+        previous = None
+        if trail is not None:
+            from leadscore.serving.trail import previous_scores
+
+            with trail.read() as conn:
+                previous = previous_scores(conn, open_feats["lead_id"].astype(str), as_of)
+        yield score_frame(scorer, open_feats, reasons, previous), int(closed.sum())
 
 
 class ScoreWriter:
     """Appends score chunks to one Parquet or CSV file (chosen by suffix) without holding them all."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, columns: Sequence[str] = COLUMNS) -> None:
+        self.columns = list(columns)
         suffix = path.suffix.lower()
         if suffix not in (".parquet", ".csv"):
             raise BatchScoreError(f"--out {path}: write a .parquet or .csv file")
@@ -184,8 +213,9 @@ class ScoreWriter:
         """A fixed schema, so an empty chunk or an all-None column does not change the file's types."""
         import pyarrow as pa
 
-        types = {"scored_at": pa.timestamp("us", tz="UTC"), "p_sql": pa.float64(), "p_opportunity": pa.float64(),
-                 "days_in_stage": pa.float64()}
+        ts = pa.timestamp("us", tz="UTC")
+        types = {"scored_at": ts, "computed_at": ts, "stage_since": ts, "p_sql": pa.float64(),
+                 "p_opportunity": pa.float64(), "days_in_stage": pa.float64()}
         return pa.schema([(c, types.get(c, pa.string())) for c in frame.columns])
 
     def close(self) -> None:
@@ -193,7 +223,7 @@ class ScoreWriter:
         if self._writer is not None:
             self._writer.close()
         elif not self.path.exists():
-            empty = pd.DataFrame(columns=list(COLUMNS))
+            empty = pd.DataFrame(columns=self.columns)
             if self.kind == "csv":
                 empty.to_csv(self.path, index=False)
             else:
@@ -207,7 +237,8 @@ def read_scores(path: Path) -> pd.DataFrame:
     """A file written by :class:`ScoreWriter`, with its types (CSV: times and ``None`` stages restored)."""
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
-    frame = pd.read_csv(path, dtype={"lead_id": str, "stage": str, "previous_stage": object, "model_version": str})
+    frame = pd.read_csv(path, dtype={"lead_id": str, "stage": str, "previous_stage": object, "model_version": str,
+                                     "trend": str, "changes": str})
     frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True)
     frame["previous_stage"] = frame["previous_stage"].astype(object).where(frame["previous_stage"].notna(), None)
     return frame
@@ -240,10 +271,12 @@ def score_crm(
     on_chunk: Callable[[int, int], None] | None = None,
     transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     reasons: bool = True,
+    trail: EventStore | None = None,
 ) -> BatchSummary:
     """``leadscore score``: load and validate the CRM, load the model as the service does, score every open
     lead at ``at`` (default: the cut-off) chunk by chunk into ``out``. ``transform`` turns each chunk of
-    scores into the rows written (the CRM import formats and ``--changed-only``, :mod:`training.export`)."""
+    scores into the rows written (the CRM import formats and ``--changed-only``, :mod:`training.export`);
+    ``trail`` the service's event store whose audit gives the trends (:func:`iter_scores`)."""
     import time
 
     from leadscore.history import load_history
@@ -258,7 +291,7 @@ def score_crm(
     writer = ScoreWriter(out)
     closed = 0
     try:
-        for frame, n_closed in iter_scores(history, scorer, settings, as_of, chunk_size, on_chunk, reasons):
+        for frame, n_closed in iter_scores(history, scorer, settings, as_of, chunk_size, on_chunk, reasons, trail):
             writer.write(frame if transform is None else transform(frame))
             closed += n_closed
     finally:

@@ -37,17 +37,12 @@ class _Export:
     """``--format``/``--changed-only``: per chunk, drop the unchanged leads and shape the CRM's rows; at the
     end, remember what was exported (only once the whole file is written)."""
 
-    def __init__(self, settings: Settings, fmt: str | None, changed_only: bool, store_url: str | None) -> None:
+    def __init__(self, fmt: str | None, changed_only: bool, store: EventStore | None) -> None:
         self.fmt, self.changed_only = fmt, changed_only
         self.target = fmt or "file"
         self.kept = 0
         self._sent: list[pd.DataFrame] = []
-        self.store: EventStore | None = None
-        if changed_only:
-            from leadscore.serving.runtime import event_store_url
-            from leadscore.serving.store import EventStore
-
-            self.store = EventStore(store_url or event_store_url(settings))
+        self.store = store if changed_only else None
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         from leadscore.training.export import changed, crm_frame, last_exported
@@ -67,11 +62,27 @@ class _Export:
 
         if self._sent:
             record_exported(self.store, self.target, pd.concat(self._sent, ignore_index=True))
-        self.store.close()
+
+
+def open_store(settings: Settings, url: str | None, create: bool) -> EventStore | None:
+    """The event store at ``url`` (default: the service's). Without ``create``, a default SQLite file that
+    does not exist is None (no service has scored anything yet: every trend is ``new``), not a new file."""
+    from sqlalchemy.engine import make_url
+
+    from leadscore.serving.runtime import event_store_url
+    from leadscore.serving.store import EventStore
+
+    target = url or event_store_url(settings)
+    parsed = make_url(target)
+    if url is None and not create and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not Path(parsed.database).exists():
+        return None
+    return EventStore(target)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``score`` to the main app."""
+    """Add ``score`` and ``scores export`` to the main app."""
+    register_history(app)
 
     @app.command()
     def score(
@@ -86,7 +97,9 @@ def register(app: typer.Typer) -> None:
                                                 "or salesforce (Data Loader, Lead).")] = None,
         changed_only: Annotated[bool, typer.Option(help="Only leads whose stage or score band changed since the "
                                                    "previous export to this target (state in the event store).")] = False,
-        store: Annotated[str | None, typer.Option(help="Event store URL for --changed-only (default: the service's).")] = None,
+        store: Annotated[str | None, typer.Option(help="Event store URL (default: the service's): its score audit gives "
+                                                  "each lead's trend and changes; --changed-only keeps its export state "
+                                                  "there.")] = None,
         reasons: Annotated[bool, typer.Option(help="Word the top reasons (exact TreeSHAP: ~50x a prediction).")] = True,
     ) -> None:
         """Score every open lead (not customer or disqualified) as the service would, into a file."""
@@ -98,19 +111,64 @@ def register(app: typer.Typer) -> None:
 
         if fmt is not None and (fmt not in ("hubspot", "salesforce") or out.suffix.lower() != ".csv"):
             raise typer.BadParameter("--format is hubspot or salesforce, written to a .csv --out", param_hint="--format")
-        export = _Export(settings, fmt, changed_only, store)
+        event_store = open_store(settings, store, create=changed_only)
+        if event_store is None:
+            err_console.print("no event store yet: every lead's trend is new (--store names one)")
+        export = _Export(fmt, changed_only, event_store)
         progress, on_chunk = _progress()
-        with progress:  # type: ignore[attr-defined]
-            summary = score_crm(crm, settings, out, at=at, model_uri=model, bundle_dir=bundle, chunk_size=chunk_size,
-                                on_chunk=on_chunk, reasons=reasons,  # type: ignore[arg-type]
-                                transform=export.transform if fmt is not None or changed_only else None)
-        export.finish()
+        try:
+            with progress:  # type: ignore[attr-defined]
+                summary = score_crm(crm, settings, out, at=at, model_uri=model, bundle_dir=bundle, chunk_size=chunk_size,
+                                    on_chunk=on_chunk, reasons=reasons, trail=event_store,  # type: ignore[arg-type]
+                                    transform=export.transform if fmt is not None or changed_only else None)
+            export.finish()
+        finally:
+            if event_store is not None:
+                event_store.close()
         if changed_only:
             console.print(f"{export.kept:,} of the scored leads changed stage or score band since the last export "
                           f"to {export.target}")
         console.print(f"scored {summary.rows:,} open leads as of {summary.as_of.isoformat()} with model version "
                       f"{summary.model_version} into {out} ({summary.closed:,} closed and {summary.not_created:,} "
                       f"not yet created skipped; {summary.seconds:.1f} s)")
+
+
+def register_history(app: typer.Typer) -> None:
+    """Add ``scores export`` to the main app."""
+    scores_app = typer.Typer(help="The service's score audit trail.", no_args_is_help=True)
+
+    @scores_app.command("export")
+    def export(
+        ctx: typer.Context,
+        out: Annotated[Path, typer.Option(help="Output file: .parquet or .csv (one row per audited score).")],
+        since: Annotated[str | None, typer.Option(help="Only scores of moments at or after this time (UTC).")] = None,
+        lead: Annotated[str | None, typer.Option(help="Only this lead's scores.")] = None,
+        store: Annotated[str | None, typer.Option(help="Event store URL (default: the service's).")] = None,
+    ) -> None:
+        """Export the scores the service answered with, each with its trend and changes."""
+        import pandas as pd
+
+        from leadscore.training.scores_export import export_scores
+
+        settings = settings_from(ctx)
+        start = None
+        if since is not None:
+            try:
+                start = pd.Timestamp(since)
+            except ValueError as exc:
+                raise typer.BadParameter(f"not a time: {exc}", param_hint="--since") from None
+            start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+        event_store = open_store(settings, store, create=False)
+        if event_store is None:
+            err_console.print("[red]error:[/red] no event store at the service's default URL (give --store)")
+            raise typer.Exit(2)
+        try:
+            rows = export_scores(event_store, out, since=start, lead=lead)
+        finally:
+            event_store.close()
+        console.print(f"exported {rows:,} scores into {out}")
+
+    app.add_typer(scores_app, name="scores")
 
 
 def register_sync(app: typer.Typer) -> None:
