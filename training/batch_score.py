@@ -98,7 +98,8 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     bundle, policy = scorer.bundle, scorer.policy
     probs = bundle.predict(features)
     p_sql = probs["p_sql"].to_numpy(dtype=np.float64)
-    p_opp = probs["p_opportunity"].to_numpy(dtype=np.float64) if "p_opportunity" in probs else np.full(len(p_sql), np.nan)
+    # a one-target (flat) bundle's probability stands for both stages, as its stage policy was fitted
+    p_opp = probs["p_opportunity"].to_numpy(dtype=np.float64) if "p_opportunity" in probs else p_sql.copy()
     contrib = bundle.contributions(features, "sql").to_numpy()[:, : len(bundle.schema)] if reasons else None
     plan = bundle._reason_plan()
     from leadscore.training.reasons import top_reasons

@@ -80,6 +80,24 @@ def open_store(settings: Settings, url: str | None, create: bool) -> EventStore 
     return EventStore(target)
 
 
+def _score_flat(settings: Settings, flat: Path, model: str | None, mapping: Path | None, out: Path,
+                reasons: bool) -> None:
+    """``score --flat``: a file that does not fit the mapping is a named error and exit code 2."""
+    from leadscore.training.flat import load_mapping
+    from leadscore.training.flat_score import FlatScoreError, score_flat
+
+    if model is None:
+        raise typer.BadParameter("give the flat model: --model models:/leadscore-flat-<name>@champion",
+                                 param_hint="--model")
+    try:
+        summary = score_flat(flat, settings, out, model, load_mapping(mapping) if mapping else None, reasons)
+    except FlatScoreError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"scored {summary.rows:,} rows of {flat} with {model} (version {summary.model_version}) into {out} "
+                  f"({summary.seconds:.1f} s)")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``score`` and ``scores export`` to the main app."""
     register_history(app)
@@ -100,12 +118,19 @@ def register(app: typer.Typer) -> None:
         store: Annotated[str | None, typer.Option(help="Event store URL (default: the service's): its score audit gives "
                                                   "each lead's trend and changes; --changed-only keeps its export state "
                                                   "there.")] = None,
-        reasons: Annotated[bool, typer.Option(help="Word the top reasons (exact TreeSHAP: ~50x a prediction).")] = True,
+        reasons: Annotated[bool, typer.Option(help="Word the top reasons (exact TreeSHAP).")] = True,
+        flat: Annotated[Path | None, typer.Option(help="Score the rows of this flat table with a flat model "
+                                                  "(--model models:/leadscore-flat-<name>@champion).")] = None,
+        mapping: Annotated[Path | None, typer.Option(help="With --flat: the mapping YAML (default: the one logged "
+                                                     "with the model).")] = None,
     ) -> None:
         """Score every open lead (not customer or disqualified) as the service would, into a file."""
         settings = settings_from(ctx)
+        if flat is not None:
+            _score_flat(settings, flat, model, mapping, out, reasons)
+            return
         if crm is None:
-            err_console.print("[red]error:[/red] give --crm DIR")
+            err_console.print("[red]error:[/red] give --crm DIR (or --flat FILE --model URI)")
             raise typer.Exit(2)
         from leadscore.training.batch_score import score_crm
 
