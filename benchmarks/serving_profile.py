@@ -55,7 +55,7 @@ def main() -> None:
     from leadscore.serving.http import parse_json
     from leadscore.serving.schemas import ActivitiesOut, ActivityIn
     from leadscore.serving.service import build_state
-    from leadscore.serving.state import score_out
+    from leadscore.serving.trail import answers
     from leadscore.serving.wire import Parsed
 
     st = build_state()
@@ -114,7 +114,7 @@ def main() -> None:
         stored, dupes, _, per_lead = phase("write txn (commit)", write)
         results = phase("rescore (all below)", lambda: st.rescore_after_ingest(per_lead))
         phase("answer JSON", lambda: JSONResponse(ActivitiesOut(
-            stored=stored, duplicates=dupes, rejected=0, scores=[score_out(r) for r in results], errors=[]
+            stored=stored, duplicates=dupes, rejected=0, scores=answers(st, results), errors=[]
         ).model_dump(mode="json")).body)
         w, u = time.perf_counter() - t, time.thread_time() - c
         for key in ("all", "big account" if lead_id in big else "other"):

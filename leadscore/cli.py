@@ -98,6 +98,8 @@ def _register_subcommands() -> None:
     from leadscore.serving.cli import register as register_serving
     from leadscore.training.cli import register as register_training
     from leadscore.training.eval_cli import register as register_evaluation
+    from leadscore.training.score_cli import register as register_scoring
+    from leadscore.training.score_cli import register_sync
     from leadscore.training.sla_cli import register as register_sla
 
     app.add_typer(features_app, name="features", help="Point-in-time features, rule score and labels.")
@@ -106,6 +108,8 @@ def _register_subcommands() -> None:
     register_sla(app)
     register_evaluation(app)
     register_serving(app)
+    register_scoring(app)
+    register_sync(app)
 
 
 _register_subcommands()

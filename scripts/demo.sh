@@ -17,6 +17,15 @@ echo "== 3. train: backtest vs the rule score, refit on every matured month, reg
 "$BIN/leadscore" train --crm "$DEMO/crm" --cutoff 2026-10-01 --summary reports/train-summary.json
 echo "== 4. promote the challenger if it passes the gate (first model: must beat the rule score) =="
 "$BIN/leadscore" promote --crm "$DEMO/crm"
+echo "== 4b. batch-score every open lead with the champion as of the cut-off (what POST /score would answer) =="
+"$BIN/leadscore" score --crm "$DEMO/crm" --model models:/leadscore@champion --out "$DEMO/scores.parquet"
+"$BIN/python" -c '
+import sys, pandas as pd
+s = pd.read_parquet(sys.argv[1])
+print(s["stage"].value_counts().to_string())
+with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+    print(s.sort_values("p_sql", ascending=False).head(5)[["lead_id", "p_sql", "p_opportunity", "stage", "previous_stage", "reasons_positive"]].to_string(index=False))
+' "$DEMO/scores.parquet"
 echo "== 5. build the point-in-time training set on its own (train did this internally) =="
 "$BIN/leadscore" features build --crm "$DEMO/crm" --out "$DEMO/features.parquet" --no-progress
 echo "== 6. SLA what-if: the MQL threshold if sales can follow up 300 leads a month =="

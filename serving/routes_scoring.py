@@ -36,7 +36,8 @@ from leadscore.serving.schemas import (
     ScoreRequest,
     validation_context,
 )
-from leadscore.serving.state import ServingState, ingest_and_score, score_out, score_request
+from leadscore.serving.state import ServingState, ingest_and_score, score_request
+from leadscore.serving.trail import answers, history_answers
 from leadscore.serving.wire import Parsed, WireError, all_validation_fields, decode_body
 from leadscore.tables import ID_LENGTH, ID_PATTERN
 
@@ -95,7 +96,7 @@ async def post_activities(request: Request, st: ServingState = Depends(authorize
         stored=stored,
         duplicates=dupes,
         rejected=len({e.index for e in errors}),
-        scores=[score_out(r) for r in per_lead],
+        scores=await run_blocking(answers, st, per_lead),
         errors=errors,
     )
     return JSONResponse(out.model_dump(mode="json"))
@@ -130,7 +131,7 @@ async def post_score(request: Request, st: ServingState = Depends(authorized)) -
         bad = [BadItem(index=0, field=f, error=m) for f, m in all_validation_fields(exc)]
         return error_response(422, bad[0].error, bad[0].field, bad)
     result = await run_blocking(score_request, st, payload)
-    return JSONResponse(score_out(result).model_dump(mode="json"))
+    return JSONResponse((await run_blocking(answers, st, [result]))[0].model_dump(mode="json"))
 
 
 @router.get("/leads/{lead_id}", tags=["scoring"], response_model=LeadOut, responses={**ERRORS, 404: {"model": ErrorOut}})
@@ -155,7 +156,9 @@ def _lead_view(st: ServingState, lead_id: str, limit: int) -> LeadOut | None:
         if not st.store.lead_exists(conn, lead_id):
             return None
         stage, _ = st.store.current_stage(conn, lead_id)
-    history = [score_out(s) for s in st.store.score_history(lead_id, limit)]
+    rows = st.store.score_history(lead_id, limit)
+    with st.store.read() as conn:
+        history = history_answers(conn, rows)
     return LeadOut(
         lead_id=lead_id,
         activities=st.store.count_activities(lead_id),

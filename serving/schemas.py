@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from leadscore.tables import ACCOUNTS, ACTIVITIES, LEADS, TEXT_LIMIT, Column, TableSpec
+from leadscore.training.trend import Trend
 
 #: Timestamps every store and frame can hold (pandas' nanosecond range is 1677-09-21 to 2262-04-11);
 #: the window a request is held to (``serving.time_window``) lies inside it.
@@ -169,6 +170,12 @@ class ScoreOut(BaseModel):
     previous_stage: str | None
     reasons: Reasons
     model_version: str
+    trend: Trend = Field(description="P(SQL) over the lead's last scores (this one and up to 4 previous, one step "
+                                     "per score): improving or declining when the least-squares slope exceeds one "
+                                     "percentage point per score either way, else steady; new without a previous "
+                                     "score (leadscore.training.trend).")
+    changes: list[str] = Field(description="Reasons gained since the lead's previous score (\"New: ...\"), then "
+                                           "those lost (\"Gone: ...\"); empty for a new lead.")
 
 
 class BadItem(BaseModel):
@@ -209,6 +216,14 @@ class LeadOut(BaseModel):
     stage: str | None
     latest: ScoreOut | None
     history: list[ScoreOut]
+
+
+class ScorePage(BaseModel):
+    """One page of a lead's score history, newest first (``GET /leads/{id}/scores``)."""
+
+    lead_id: str
+    scores: list[ScoreOut]
+    next_cursor: str | None = Field(description="Pass as ``cursor`` for the next (older) page; null on the last.")
 
 
 class ErrorOut(BaseModel):

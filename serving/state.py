@@ -28,6 +28,7 @@ from leadscore.serving.scoring import Scorer, ScoreResult
 from leadscore.serving.stale import StaleWorker, mark_late, serialize
 from leadscore.serving.store import EventStore, StoredScore, _rows_frame, empty_frame, to_micros
 from leadscore.serving.wire import Event, LeadUpsert, Parsed, StageChangeIn, WireError
+from leadscore.training.trend import Trend
 
 #: Why bounded, and why 2: scoring is mostly Python under the GIL, so one process gains nothing from
 #: more than ~2 scorings at once (one in SQLite or LightGBM, which release the GIL, one in Python),
@@ -186,7 +187,8 @@ class ServingState:
         return rescore_after_ingest(self, per_lead)
 
 
-def score_out(r: ScoreResult | StoredScore) -> ScoreOut:
+def score_out(r: ScoreResult | StoredScore, trend: Trend, changes: list[str]) -> ScoreOut:
+    """The answer of one score; ``trend`` and ``changes`` from its previous scores (:mod:`serving.trail`)."""
     return ScoreOut(
         lead_id=r.lead_id,
         scored_at=r.scored_at.to_pydatetime(),
@@ -196,6 +198,8 @@ def score_out(r: ScoreResult | StoredScore) -> ScoreOut:
         previous_stage=r.previous_stage,
         reasons=Reasons(positive=list(r.reasons.get("positive", [])), negative=list(r.reasons.get("negative", []))),
         model_version=r.model_version,
+        trend=trend,
+        changes=changes,
     )
 
 

@@ -74,6 +74,31 @@ stale_t = sa.Table(
     sa.Index("ix_stale_marks_account_id", "account_id"),
 )
 
+#: what ``leadscore score --changed-only`` and ``leadscore sync`` last sent each CRM target, per lead
+#: (issue 14: only stage or score-band changes are exported again); migration 0004
+score_exports_t = sa.Table(
+    "score_exports", metadata,
+    sa.Column("target", sa.String(32), nullable=False),
+    sa.Column("lead_id", sa.String(128), nullable=False),
+    sa.Column("stage", sa.String(32), nullable=False),
+    sa.Column("band", sa.String(8), nullable=False),
+    sa.Column("p_sql", sa.Float, nullable=False),
+    sa.Column("exported_at", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("target", "lead_id"),
+)
+#: CRM batches not yet accepted by the CRM (``leadscore sync``): written before the first try, deleted
+#: once the CRM answered 2xx, so a failed batch is retried by the next run, never lost; migration 0004
+export_outbox_t = sa.Table(
+    "export_outbox", metadata,
+    sa.Column("id", sa.Integer, nullable=False, autoincrement=True),
+    sa.Column("target", sa.String(32), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.PrimaryKeyConstraint("id"),
+)
+
 #: the CRM tables with their specs, in load order (parents first)
 CRM_TABLES: dict[str, tuple[sa.Table, TableSpec]] = {name: (metadata.tables[name], spec) for name, spec in TABLES.items()}
 

@@ -173,14 +173,24 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def promote(
         ctx: typer.Context,
-        crm: Annotated[str, typer.Option(help="CRM history (directory or database URL) with the months after the "
-                                                 "models' fitting periods.")],
+        crm: Annotated[str | None, typer.Option(help="CRM history (directory or database URL) with the months after "
+                                                     "the models' fitting periods.")] = None,
         cutoff: Annotated[str | None, typer.Option(help="Data cut-off (UTC); default: manifest.json, else now.")] = None,
+        flat: Annotated[Path | None, typer.Option(help="A flat table with months after the flat models' fitting "
+                                                      "periods: promote leadscore-flat-<mapping name>.")] = None,
+        mapping: Annotated[Path | None, typer.Option(help="The flat table's mapping YAML (with --flat).")] = None,
     ) -> None:
         """Promote the challenger to champion if it passes the gate on the latest matured unseen month."""
         from leadscore.training.promote import promote as run_promote
+        from leadscore.training.promote import promote_flat
 
-        decision = run_promote(settings_from(ctx), crm, cutoff=cutoff)
+        if flat is not None and mapping is not None:
+            decision = promote_flat(settings_from(ctx), flat, mapping)
+        elif crm is not None and flat is None and mapping is None:
+            decision = run_promote(settings_from(ctx), crm, cutoff=cutoff)
+        else:
+            err_console.print("[red]error:[/red] give --crm DIR, or --flat FILE --mapping FILE")
+            raise typer.Exit(2)
         print_decision(decision, console)
         if not decision.promoted:
             raise typer.Exit(1)

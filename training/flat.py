@@ -168,15 +168,29 @@ def declared_leaky(frame_columns: list[str], mapping: FlatMapping) -> list[str]:
     return [c for c in frame_columns if matches(c, mapping.leakage)]
 
 
-def prepare_flat(frame: pd.DataFrame, mapping: FlatMapping) -> FlatData:
+def _label(frame: pd.DataFrame, mapping: FlatMapping) -> np.ndarray:
+    """The outcome as 0/1; refuses empty labels and a table with one outcome only."""
+    label_text = frame[mapping.label].astype(str).str.strip().str.lower()
+    if frame[mapping.label].isna().any():
+        raise MappingError(f"label column {mapping.label!r} has {int(frame[mapping.label].isna().sum())} empty values")
+    positive = {p.lower() for p in mapping.positive}
+    y = label_text.isin(positive).to_numpy(dtype=np.float64)
+    if y.min() == y.max():
+        raise MappingError(f"label column {mapping.label!r} has one outcome only "
+                           f"(positive values: {sorted(positive)}; seen: {sorted(label_text.unique())[:5]})")
+    return y
+
+
+def prepare_flat(frame: pd.DataFrame, mapping: FlatMapping, labelled: bool = True) -> FlatData:
     """Turn the flat table into model features, label, time and rule score, checking the mapping.
 
     Raises :class:`MappingError` naming the column when the mapping and the file disagree, and when a
-    column the mapping declares as leaky is given a role.
+    column the mapping declares as leaky is given a role. ``labelled=False`` reads new leads to score
+    (``leadscore score --flat``): no label is needed and ``y`` is all NaN.
     """
     frame = frame.reset_index(drop=True)
     notes: list[str] = []
-    if mapping.label not in frame.columns:
+    if labelled and mapping.label not in frame.columns:
         raise MappingError(f"label column {mapping.label!r} is not in the flat file (columns: {list(frame.columns)})")
     missing = [c for c in mapping.used() if c not in frame.columns]
     if missing:
@@ -189,14 +203,7 @@ def prepare_flat(frame: pd.DataFrame, mapping: FlatMapping) -> FlatData:
         )
     if mapping.missing_values:
         frame = frame.mask(frame.isin(mapping.missing_values))
-    label_text = frame[mapping.label].astype(str).str.strip().str.lower()
-    if frame[mapping.label].isna().any():
-        raise MappingError(f"label column {mapping.label!r} has {int(frame[mapping.label].isna().sum())} empty values")
-    positive = {p.lower() for p in mapping.positive}
-    y = label_text.isin(positive).to_numpy(dtype=np.float64)
-    if y.min() == y.max():
-        raise MappingError(f"label column {mapping.label!r} has one outcome only "
-                           f"(positive values: {sorted(positive)}; seen: {sorted(label_text.unique())[:5]})")
+    y = _label(frame, mapping) if labelled else np.full(len(frame), np.nan)
     as_of, real_time = _time(frame, mapping, notes)
     lead_id = (frame[mapping.id].astype(str) if mapping.id else pd.Series(np.arange(len(frame)).astype(str))
                ).reset_index(drop=True)
@@ -409,6 +416,14 @@ def moments_dataset(data: FlatData) -> tuple[pd.DataFrame, pd.Timestamp]:
     return frame, next_month
 
 
+def flat_dataset(flat_file: Path, mapping: FlatMapping) -> tuple[FlatData, pd.DataFrame, pd.Timestamp]:
+    """A labelled flat file as prepared data, its moments dataset and the cut-off that matures every month
+    (what training fits and what the promotion gate evaluates on)."""
+    data = prepare_flat(read_flat(flat_file), mapping)
+    dataset, next_month = moments_dataset(data)
+    return data, dataset, next_month + pd.Timedelta(days=mapping.horizon_days)
+
+
 def flat_schema_hash(data: FlatData, mapping: FlatMapping) -> str:
     import hashlib
     import json
@@ -435,11 +450,9 @@ def train_flat(
     from leadscore.training.train import train_from_dataset
 
     mapping = load_mapping(mapping_file)
-    data = prepare_flat(read_flat(flat_file), mapping)
+    data, dataset, cutoff = flat_dataset(flat_file, mapping)
     leak = check_leakage(data, mapping, seed=settings.training.seed)
     s = flat_settings(settings, mapping)
-    dataset, next_month = moments_dataset(data)
-    cutoff = next_month + pd.Timedelta(days=mapping.horizon_days)
     result = train_from_dataset(
         dataset, data.schema, s, cutoff, schema_hash=flat_schema_hash(data, mapping), trials=trials,
         timeout=timeout, out_dir=out_dir, targets=FLAT_TARGETS,
@@ -457,5 +470,5 @@ def train_flat(
 
 
 __all__ = ["FLAT_TARGETS", "ColumnSpec", "FlatData", "FlatMapping", "LeakageError", "LeakageReport", "MappingError",
-           "RulePoints", "RuleSpec", "TimeSpec", "check_leakage", "load_mapping", "moments_dataset", "prepare_flat",
-           "read_flat", "rule_score", "train_flat"]
+           "RulePoints", "RuleSpec", "TimeSpec", "check_leakage", "flat_dataset", "load_mapping", "moments_dataset",
+           "prepare_flat", "read_flat", "rule_score", "train_flat"]

@@ -154,10 +154,11 @@ def _log_decision(decision: PromotionDecision, settings: Settings) -> None:
                                         f"{decision.action}.{stamp}", decision.reason[:5000])
 
 
-def _load_bound(name: str, version: str, role: str, settings: Settings) -> BoundBundle:
-    """A registered version bound to the current feature code; the error names the role and version."""
+def _load_bound(name: str, version: str, role: str, settings: Settings, schema_hash: str | None = None) -> BoundBundle:
+    """A registered version bound to the current feature code (or to a flat mapping's ``schema_hash``);
+    the error names the role and version."""
     try:
-        return load_bundle(f"models:/{name}/{version}", settings)
+        return load_bundle(f"models:/{name}/{version}", settings, schema_hash=schema_hash)
     except SchemaMismatchError as exc:
         raise SchemaMismatchError(f"cannot compare the {role} models:/{name}/{version}: {exc}") from exc
 
@@ -168,11 +169,13 @@ def promote(
     *,
     dataset: pd.DataFrame | None = None,
     cutoff: str | pd.Timestamp | None = None,
+    schema_hash: str | None = None,
 ) -> PromotionDecision:
     """Compare ``challenger`` with ``champion`` and move the alias if the gate passes.
 
     Give either ``crm_dir`` (history is loaded and moments built) or an already built ``dataset``
-    with ``cutoff``. The decision is logged whatever it is.
+    with ``cutoff``; ``schema_hash`` binds models whose features are not the feature code's (a flat
+    mapping's, :func:`promote_flat`). The decision is logged whatever it is.
     """
     configure_mlflow(settings)
     name = settings.training.registered_model_name
@@ -182,8 +185,8 @@ def promote(
     champion_v = _alias_version(name, CHAMPION)
     if challenger_v == champion_v:
         raise ModelError(f"version {challenger_v} already is the champion")
-    challenger = _load_bound(name, challenger_v, CHALLENGER, settings)
-    champion = _load_bound(name, champion_v, CHAMPION, settings) if champion_v else None
+    challenger = _load_bound(name, challenger_v, CHALLENGER, settings, schema_hash)
+    champion = _load_bound(name, champion_v, CHAMPION, settings, schema_hash) if champion_v else None
     if dataset is None:
         if crm_dir is None:
             raise DataError("promote needs the CRM history (crm_dir) or a moments dataset")
@@ -215,6 +218,18 @@ def promote(
         client.delete_registered_model_alias(name, CHALLENGER)
     _log_decision(decision, settings)
     return decision
+
+
+def promote_flat(settings: Settings, flat_file: Path, mapping_file: Path) -> PromotionDecision:
+    """``leadscore promote --flat FILE --mapping M``: the same gate for ``leadscore-flat-<mapping name>``,
+    judged on the latest matured month of ``FILE`` after the models' fitting periods (a newer export of
+    the table the challenger was trained on)."""
+    from leadscore.training.flat import flat_dataset, flat_schema_hash, flat_settings, load_mapping
+
+    mapping = load_mapping(mapping_file)
+    data, dataset, cutoff = flat_dataset(flat_file, mapping)
+    return promote(flat_settings(settings, mapping), dataset=dataset, cutoff=cutoff,
+                   schema_hash=flat_schema_hash(data, mapping))
 
 
 def rollback(settings: Settings) -> PromotionDecision:

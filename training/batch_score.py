@@ -1,0 +1,302 @@
+"""Batch scoring: every open lead of a CRM history, as of one time, exactly as the service scores it.
+
+Scores decay (recency, decayed counts, velocity) but the service rescores a lead only when something
+arrives for it, so a lead that went quiet keeps its old score and stage. ``leadscore score`` fixes that
+on a schedule. It reuses the service's pieces instead of copying them:
+
+* the model is the service's :class:`~leadscore.serving.scoring.Scorer` (the bundle bound to the
+  feature code by ``bind(settings)``, its stage policy and version);
+* the features come from the batch feature build (``features.engine``), which runs the very kernel the
+  online entry runs, so a lead's row equals the one the service computes for ``(lead, T)``;
+* probabilities are the bound bundle's batch ``predict`` (one ``Booster.predict`` per chunk, the same
+  trees and the same ``np.interp`` calibration as the one-row path);
+* reasons are the same :func:`training.reasons.top_reasons` over the same TreeSHAP contributions,
+  computed for the whole chunk at once (``pred_contrib``) instead of one row at a time;
+* the stage is the bundle's :class:`StagePolicy`, with hysteresis from the lead's current stage and
+  the days it has held it, both read from the kernel's own ``current_stage``/``days_in_stage``
+  features: the stage the CRM recorded last at or before ``T``, as the service reads it.
+
+Memory stays bounded by the chunk: the history is prepared once (the kernel's arrays), then features,
+predictions and reasons are computed ``chunk_size`` leads at a time and each chunk is written out before
+the next is computed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from leadscore.errors import LeadscoreError
+from leadscore.training.trend import PastScore, annotate, trend
+
+if TYPE_CHECKING:
+    from leadscore.config import Settings
+    from leadscore.history import CRMHistory
+    from leadscore.serving.scoring import Scorer
+    from leadscore.serving.store import EventStore
+
+#: stages whose leads are not scored: the CRM closed them (ARCHITECTURE §4, issue 14)
+CLOSED_STAGES = ("customer", "disqualified")
+#: reasons per side, as the service answers
+REASONS_K = 3
+#: the output columns, in order (lists are JSON text so CSV and Parquet hold the same values)
+COLUMNS = ("lead_id", "scored_at", "p_sql", "p_opportunity", "stage", "previous_stage", "days_in_stage",
+           "reasons_positive", "reasons_negative", "model_version", "trend", "changes")
+
+
+class BatchScoreError(LeadscoreError):
+    """The batch cannot be scored as asked (bad time, bad output path); the message says why."""
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a batch run did: rows written, leads skipped as closed, where, how fast."""
+
+    rows: int
+    closed: int
+    not_created: int
+    as_of: pd.Timestamp
+    out: Path | None
+    seconds: float
+    model_version: str
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def candidate_leads(history: CRMHistory, as_of: pd.Timestamp) -> tuple[np.ndarray, int]:
+    """Ids of the leads that exist at ``as_of`` (created at or before it), sorted; and how many do not."""
+    leads = history.leads
+    created = pd.to_datetime(leads["created_at"], utc=True)
+    keep = (created <= as_of).to_numpy()
+    ids = np.sort(leads["lead_id"].to_numpy(dtype=object)[keep])
+    return ids, int((~keep).sum())
+
+
+def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
+                previous: Mapping[str, Sequence[PastScore]] | None = None) -> pd.DataFrame:
+    """Score feature rows (``features.compute`` output) as the service would: one output row per input row.
+
+    ``previous_stage`` and ``days_in_stage`` are the rows' own ``current_stage``/``days_in_stage``
+    features (the CRM's last stage change at or before the moment), which is what the service passes
+    to the policy for a stored lead it has not scored yet, and what a CRM sends ``POST /score`` as
+    ``previous_stage``. ``reasons=False`` leaves the reason columns empty (``[]``): exact TreeSHAP costs
+    ~50x a prediction (``benchmarks/score.py``), so a probability-and-stage refresh can skip it.
+
+    ``previous``: per lead its previous scores, newest first (:func:`serving.trail.previous_scores`), for
+    ``trend`` and ``changes`` (:mod:`training.trend`, the service's rule); a lead without any is ``new``.
+    Without reasons, ``changes`` is empty (there is nothing to compare).
+    """
+    bundle, policy = scorer.bundle, scorer.policy
+    probs = bundle.predict(features)
+    p_sql = probs["p_sql"].to_numpy(dtype=np.float64)
+    # a one-target (flat) bundle's probability stands for both stages, as its stage policy was fitted
+    p_opp = probs["p_opportunity"].to_numpy(dtype=np.float64) if "p_opportunity" in probs else p_sql.copy()
+    contrib = bundle.contributions(features, "sql").to_numpy()[:, : len(bundle.schema)] if reasons else None
+    plan = bundle._reason_plan()
+    from leadscore.training.reasons import top_reasons
+
+    names = bundle.feature_names
+    records = features[names].to_dict("records") if reasons else [{}] * len(features)
+    prev = features["current_stage"].to_numpy(dtype=object) if "current_stage" in features else [None] * len(features)
+    days = features["days_in_stage"].to_numpy(dtype=np.float64) if "days_in_stage" in features else None
+    leads = features["lead_id"].astype(object).to_numpy()
+    previous = previous or {}
+    stages, prevs, pos, neg, trends, changed = [], [], [], [], [], []
+    for i, row in enumerate(records):
+        previous_stage = None if _missing(prev[i]) else str(prev[i])
+        d = None if days is None or math.isnan(days[i]) else float(days[i])
+        stages.append(str(policy.stage(float(p_sql[i]), float(p_opp[i]), previous_stage, days_in_stage=d)))
+        prevs.append(previous_stage)
+        past = previous.get(leads[i], ())
+        if contrib is None:
+            pos.append("[]")
+            neg.append("[]")
+            trends.append(trend(float(p_sql[i]), past))
+            changed.append("[]")
+            continue
+        r = top_reasons(plan, row, contrib[i], REASONS_K)
+        texts = {side: [x["text"] for x in r[side]] for side in ("positive", "negative")}
+        pos.append(json.dumps(texts["positive"]))
+        neg.append(json.dumps(texts["negative"]))
+        t, c = annotate(float(p_sql[i]), texts, past)
+        trends.append(t)
+        changed.append(json.dumps(c))
+    return pd.DataFrame({
+        "lead_id": leads,
+        "scored_at": pd.to_datetime(features["as_of"], utc=True).to_numpy(),
+        "p_sql": p_sql, "p_opportunity": p_opp, "stage": stages, "previous_stage": prevs,
+        "days_in_stage": days if days is not None else np.full(len(p_sql), np.nan),
+        "reasons_positive": pos, "reasons_negative": neg, "model_version": scorer.version,
+        "trend": trends, "changes": changed,
+    }, columns=list(COLUMNS)).assign(scored_at=lambda f: pd.to_datetime(f["scored_at"], utc=True))
+
+
+def iter_scores(
+    history: CRMHistory,
+    scorer: Scorer,
+    settings: Settings,
+    as_of: pd.Timestamp,
+    chunk_size: int = 20_000,
+    on_chunk: Callable[[int, int], None] | None = None,
+    reasons: bool = True,
+    trail: EventStore | None = None,
+) -> Iterator[tuple[pd.DataFrame, int]]:
+    """Yield ``(scores of the open leads of one chunk, leads closed in it)``, chunk by chunk.
+
+    ``on_chunk(done, total)`` reports progress in leads. The kernel's arrays are prepared once for the
+    whole history; each chunk computes only its leads' features at ``as_of``. ``trail``: the service's
+    event store, whose ``scores`` before ``as_of`` give each lead's trend and changes (None: all ``new``).
+    """
+    from leadscore.features.engine import compute_features, prepare
+
+    ids, _ = candidate_leads(history, as_of)
+    prep = prepare(history, settings)
+    total = len(ids)
+    for start in range(0, total, chunk_size):
+        chunk = ids[start : start + chunk_size]
+        moments = pd.DataFrame({"lead_id": chunk, "as_of": pd.Series([as_of] * len(chunk), dtype="datetime64[us, UTC]")})
+        feats = compute_features(history, moments, settings, prep=prep)
+        stage = feats["current_stage"].astype(object) if "current_stage" in feats else pd.Series([None] * len(feats))
+        closed = stage.isin(CLOSED_STAGES).to_numpy()
+        open_feats = feats.loc[~closed].reset_index(drop=True)
+        if on_chunk is not None:
+            on_chunk(min(start + chunk_size, total), total)
+        if not len(open_feats):
+            yield pd.DataFrame(columns=list(COLUMNS)), int(closed.sum())
+            continue
+        previous = None
+        if trail is not None:
+            from leadscore.serving.trail import previous_scores
+
+            with trail.read() as conn:
+                previous = previous_scores(conn, open_feats["lead_id"].astype(str), as_of)
+        yield score_frame(scorer, open_feats, reasons, previous), int(closed.sum())
+
+
+class ScoreWriter:
+    """Appends score chunks to one Parquet or CSV file (chosen by suffix) without holding them all."""
+
+    def __init__(self, path: Path, columns: Sequence[str] = COLUMNS) -> None:
+        self.columns = list(columns)
+        suffix = path.suffix.lower()
+        if suffix not in (".parquet", ".csv"):
+            raise BatchScoreError(f"--out {path}: write a .parquet or .csv file")
+        self.path, self.kind = path, suffix[1:]
+        self._writer: Any = None
+        self.rows = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.unlink()
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.kind == "csv":
+            frame.to_csv(self.path, mode="a", header=not self.path.exists(), index=False)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False, schema=self._schema(frame))
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self.path, table.schema)
+            self._writer.write_table(table)
+        self.rows += len(frame)
+
+    def _schema(self, frame: pd.DataFrame) -> Any:
+        """A fixed schema, so an empty chunk or an all-None column does not change the file's types."""
+        import pyarrow as pa
+
+        ts = pa.timestamp("us", tz="UTC")
+        types = {"scored_at": ts, "computed_at": ts, "stage_since": ts, "p_sql": pa.float64(),
+                 "p_opportunity": pa.float64(), "days_in_stage": pa.float64()}
+        return pa.schema([(c, types.get(c, pa.string())) for c in frame.columns])
+
+    def close(self) -> None:
+        """Finish the file; with no chunk written, an empty file with the header (zero open leads is an answer)."""
+        if self._writer is not None:
+            self._writer.close()
+        elif not self.path.exists():
+            empty = pd.DataFrame(columns=self.columns)
+            if self.kind == "csv":
+                empty.to_csv(self.path, index=False)
+            else:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                pq.write_table(pa.Table.from_pandas(empty, preserve_index=False, schema=self._schema(empty)), self.path)
+
+
+def read_scores(path: Path) -> pd.DataFrame:
+    """A file written by :class:`ScoreWriter`, with its types (CSV: times and ``None`` stages restored)."""
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    frame = pd.read_csv(path, dtype={"lead_id": str, "stage": str, "previous_stage": object, "model_version": str,
+                                     "trend": str, "changes": str})
+    frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True)
+    frame["previous_stage"] = frame["previous_stage"].astype(object).where(frame["previous_stage"].notna(), None)
+    return frame
+
+
+def resolve_as_of(history: CRMHistory, at: str | None) -> pd.Timestamp:
+    """``--at`` as a UTC time (default: the data cut-off); a time after the cut-off is refused."""
+    if at is None:
+        return pd.Timestamp(history.cutoff)
+    try:
+        ts = pd.Timestamp(at)
+    except ValueError as exc:
+        raise BatchScoreError(f"--at {at!r}: not a time ({exc})") from None
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if ts > pd.Timestamp(history.cutoff):
+        raise BatchScoreError(f"--at {ts.isoformat()} is after the data cut-off {history.cutoff.isoformat()}: "
+                              "nothing after the cut-off is known")
+    return ts
+
+
+def score_crm(
+    crm: str | Path,
+    settings: Settings,
+    out: Path,
+    *,
+    at: str | None = None,
+    model_uri: str | None = None,
+    bundle_dir: Path | None = None,
+    chunk_size: int = 20_000,
+    on_chunk: Callable[[int, int], None] | None = None,
+    transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    reasons: bool = True,
+    trail: EventStore | None = None,
+) -> BatchSummary:
+    """``leadscore score``: load and validate the CRM, load the model as the service does, score every open
+    lead at ``at`` (default: the cut-off) chunk by chunk into ``out``. ``transform`` turns each chunk of
+    scores into the rows written (the CRM import formats and ``--changed-only``, :mod:`training.export`);
+    ``trail`` the service's event store whose audit gives the trends (:func:`iter_scores`)."""
+    import time
+
+    from leadscore.history import load_history
+    from leadscore.serving.scoring import Scorer
+
+    started = time.perf_counter()
+    history, report = load_history(crm, settings, write_rejected=False)
+    if not report.usable:
+        raise BatchScoreError(f"{crm}: the CRM history is not usable (run leadscore validate {crm})")
+    as_of = resolve_as_of(history, at)
+    scorer = Scorer.load(settings, model_uri=model_uri, bundle_dir=bundle_dir)
+    writer = ScoreWriter(out)
+    closed = 0
+    try:
+        for frame, n_closed in iter_scores(history, scorer, settings, as_of, chunk_size, on_chunk, reasons, trail):
+            writer.write(frame if transform is None else transform(frame))
+            closed += n_closed
+    finally:
+        writer.close()
+    _, not_created = candidate_leads(history, as_of)
+    return BatchSummary(rows=writer.rows, closed=closed, not_created=not_created, as_of=as_of, out=out,
+                        seconds=time.perf_counter() - started, model_version=scorer.version)
