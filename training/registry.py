@@ -61,12 +61,14 @@ def load_bundle(model_uri: str, settings: Settings, *, schema_hash: str | None =
 
     Bound to ``settings``' feature schema, or to ``schema_hash`` when the features come from elsewhere
     (a flat-table mapping); raises :class:`~training.bundle.SchemaMismatchError` on a mismatch.
-    ``bundle.version`` becomes the registry version number ("local:<dir>" for a directory).
+    ``bundle.version`` becomes the registry version number, or for a directory ``local:`` and a digest
+    of its files: it names the model, not where it lies, and fits the audit table's 64-character
+    ``model_version`` (a path did not, once a directory sat deep enough).
     """
     path = Path(model_uri)
     if not model_uri.startswith("models:/") and (path / BUNDLE_FILE).exists():
         bundle = ScoringBundle.load(path)
-        version = f"local:{path.resolve()}"
+        version = f"local:{_digest(path)}"
     else:
         name, version = resolve_version(model_uri, settings)
         with tempfile.TemporaryDirectory(prefix="leadscore-bundle-") as tmp:
@@ -74,6 +76,17 @@ def load_bundle(model_uri: str, settings: Settings, *, schema_hash: str | None =
     bound = bundle.bind(schema_hash=schema_hash) if schema_hash is not None else bundle.bind(settings)
     bound.version = version
     return bound
+
+
+def _digest(directory: Path) -> str:
+    """A short content digest of a bundle directory (file names and bytes, in a stable order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(directory)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def run_id_of(model_uri: str, settings: Settings) -> str:
