@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.config import Settings
-from leadscore.training.baselines import baseline_scores
+from leadscore.training.baselines import baseline_scores, fit_rule_probability, rule_probability
 from leadscore.training.bundle import FeatureColumn, TargetModel
 from leadscore.training.choice import ModelChoice, RecencyChoice
 from leadscore.training.fit import FitResult
@@ -149,8 +149,14 @@ def train_target(
     say("backtest")
     rule = dataset["rule_score"].to_numpy(dtype=np.float64)
     lr_rows = rows["train"][stratified_time_sample(as_of.iloc[rows["train"]], cfg.logreg_max_rows, cfg.seed)]
-    baselines = baseline_scores(dataset, y, rule, schema, logistic_rows=lr_rows, rule_rows=rows["calibration"],
-                                test_rows=rows["test"], seed=cfg.seed)
+    if chosen.linear is not None and chosen.fit_weights is None and np.array_equal(chosen.fit_rows, lr_rows):
+        # the logistic candidate learnt from these very rows, unweighted: it is the baseline, fitted once
+        rule_map = fit_rule_probability(rule[rows["calibration"]], y[rows["calibration"]])
+        baselines = {"logistic": np.asarray(chosen.linear_raw["test"]),
+                     "rule": rule_probability(rule_map, rule[rows["test"]])}
+    else:
+        baselines = baseline_scores(dataset, y, rule, schema, logistic_rows=lr_rows, rule_rows=rows["calibration"],
+                                    test_rows=rows["test"], seed=cfg.seed)
     cap = capacity_share(settings, rule[rows["test"]])
     scores = {SHIPPED: chosen.shipped_scores(), "lightgbm": fit.scores("test"), "lightgbm_uncalibrated": fit.raw["test"],
               **baselines}
