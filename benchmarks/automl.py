@@ -7,7 +7,11 @@ Usage (benchmark extras, in their own virtualenv: AutoGluon pins pandas<2.4 and 
         [--trials 30] [--leads 3000] [--months 12] [--seed 1] [--systems flaml,autogluon] [--datasets ...]
 
 Per dataset, leadscore runs first and is timed; each AutoML system then gets the same wall-clock
-budget (per fold for cross-validation) on the same training rows and is scored on the same test rows:
+budget (per fold for cross-validation) on the same training rows and is scored on the same test rows.
+leadscore's figure is the model a user gets, not the backtest's LightGBM: train's whole procedure
+(:mod:`training.procedure`: recency, tuning, model choice among LightGBM / logistic / blends), then on
+rows in time order its production refit on every pre-test row (the newest part calibrating), timed
+end to end; ``leadscore_candidates`` lists every candidate it chose from, on the same test rows.
 
 * ``x-education``: the 5 stratified folds of ``leadscore evaluate x-education`` (same seed, same
   mapping features); leadscore = :func:`training.evaluate.cross_validate`, pooled out-of-fold scores;
@@ -15,8 +19,8 @@ budget (per fold for cross-validation) on the same training rows and is scored o
   the AutoML systems train on all pre-test rows (fit + early stopping + calibration parts);
 * ``generated`` and ``generated-regime-shift``: ``leadscore generate`` (same seed, leads, months; the
   second with ``--scenario regime-shift``), the SQL target's month split of ``leadscore train``
-  (:func:`training.train.train_target`); AutoML on all pre-test months, all scored on the test
-  months, with the ground truth's share of ceiling lift.
+  (train / validation / calibration / test months); leadscore refit on every pre-test month, AutoML
+  on all pre-test months, all scored on the test months, with the ground truth's share of ceiling lift.
 
 Both AutoML systems optimise log loss (a proper score, so their ECE is comparable); AutoGluon runs
 ``presets="medium_quality"`` on CPU. Output: one JSON line per dataset (each system's ROC AUC, log
