@@ -7,7 +7,11 @@ Usage (benchmark extras, in their own virtualenv: AutoGluon pins pandas<2.4 and 
         [--trials 30] [--leads 3000] [--months 12] [--seed 1] [--systems flaml,autogluon] [--datasets ...]
 
 Per dataset, leadscore runs first and is timed; each AutoML system then gets the same wall-clock
-budget (per fold for cross-validation) on the same training rows and is scored on the same test rows:
+budget (per fold for cross-validation) on the same training rows and is scored on the same test rows.
+leadscore's figure is the model a user gets, not the backtest's LightGBM: train's whole procedure
+(:mod:`training.procedure`: recency, tuning, model choice among LightGBM / logistic / blends), then on
+rows in time order its production refit on every pre-test row (the newest part calibrating), timed
+end to end; ``leadscore_candidates`` lists every candidate it chose from, on the same test rows.
 
 * ``x-education``: the 5 stratified folds of ``leadscore evaluate x-education`` (same seed, same
   mapping features); leadscore = :func:`training.evaluate.cross_validate`, pooled out-of-fold scores;
@@ -15,8 +19,8 @@ budget (per fold for cross-validation) on the same training rows and is scored o
   the AutoML systems train on all pre-test rows (fit + early stopping + calibration parts);
 * ``generated`` and ``generated-regime-shift``: ``leadscore generate`` (same seed, leads, months; the
   second with ``--scenario regime-shift``), the SQL target's month split of ``leadscore train``
-  (:func:`training.train.train_target`); AutoML on all pre-test months, all scored on the test
-  months, with the ground truth's share of ceiling lift.
+  (train / validation / calibration / test months); leadscore refit on every pre-test month, AutoML
+  on all pre-test months, all scored on the test months, with the ground truth's share of ceiling lift.
 
 Both AutoML systems optimise log loss (a proper score, so their ECE is comparable); AutoGluon runs
 ``presets="medium_quality"`` on CPU. Output: one JSON line per dataset (each system's ROC AUC, log
@@ -83,6 +87,16 @@ def _scores(y: np.ndarray, p: np.ndarray, settings: Any, seconds: float) -> dict
             "ece": round(m["ece"].value, 4), "seconds": round(seconds, 1)}
 
 
+def _candidates(y: np.ndarray, scores: dict[str, np.ndarray], settings: Any) -> dict[str, dict[str, float]]:
+    """AUC and ECE of each model-choice candidate leadscore compared (the shipped one among them)."""
+    out = {}
+    for name, p in scores.items():
+        if name not in ("shipped", "rule"):
+            m = _scores(y, p, settings, 0.0)
+            out[name] = {"roc_auc": m["roc_auc"], "log_loss": m["log_loss"], "ece": m["ece"]}
+    return out
+
+
 def _automl(systems: list[str], X: pd.DataFrame, y: np.ndarray, train: np.ndarray, test: np.ndarray,
             budget: float, seed: int) -> dict[str, tuple[np.ndarray, float]]:
     out = {}
@@ -97,13 +111,13 @@ def bench_x_education(settings: Any, systems: list[str]) -> dict[str, Any]:
     from sklearn.model_selection import StratifiedKFold
 
     from leadscore.config import mappings_dir
-    from leadscore.training.evaluate import BAG_FOLDS, cross_validate, shared_data_dir
+    from leadscore.training.evaluate import BAG_FOLDS, cross_validate, shared_data_dir, shipped_models
     from leadscore.training.flat import load_mapping, prepare_flat, read_flat
 
     mapping = load_mapping(Path(str(mappings_dir() / "x_education.yaml")))
     data = prepare_flat(read_flat(shared_data_dir() / "x_education" / "Leads.csv"), mapping)
     started = time.perf_counter()
-    oof, _ = cross_validate(data, settings, settings.training.trials, bag_folds=BAG_FOLDS)
+    oof, details = cross_validate(data, settings, settings.training.trials, bag_folds=BAG_FOLDS)
     seconds = time.perf_counter() - started
     budget = seconds / 5
     X, y = _frame(data.features), data.y
@@ -114,29 +128,38 @@ def bench_x_education(settings: Any, systems: list[str]) -> dict[str, Any]:
     for k, (tr, te) in enumerate(folds):
         for name, (p, sec) in _automl(systems, X, y, tr, te, budget, settings.training.seed + k).items():
             pooled[name][te], spent[name] = p, spent[name] + sec
-    result = {"leadscore": _scores(y, oof["lightgbm"], settings, seconds)}
+    result = {"leadscore": _scores(y, oof["shipped"], settings, seconds)}
     result.update({name: _scores(y, pooled[name], settings, spent[name]) for name in systems})
     return {"dataset": "x-education", "protocol": "stratified 5-fold CV (leadscore evaluate's folds), pooled",
-            "rows_test": len(y), "budget_seconds": round(seconds, 1), "systems": result}
+            "rows_test": len(y), "budget_seconds": round(seconds, 1), "leadscore_shipped": shipped_models(details),
+            "leadscore_candidates": _candidates(y, oof, settings), "systems": result}
 
 
 def bench_olist(settings: Any, systems: list[str]) -> dict[str, Any]:
     from leadscore.config import mappings_dir
-    from leadscore.training.evaluate import _subset, chronological, olist_flat_frame, shared_data_dir
+    from leadscore.training.evaluate import (
+        _subset,
+        chronological,
+        olist_flat_frame,
+        shared_data_dir,
+        shipped_models,
+    )
     from leadscore.training.flat import load_mapping, prepare_flat
 
     mapping = load_mapping(Path(str(mappings_dir() / "olist.yaml")))
     frame, matured, _ = olist_flat_frame(shared_data_dir(), mapping.horizon_days)
     data = _subset(prepare_flat(frame, mapping), np.flatnonzero(matured.to_numpy()))
     started = time.perf_counter()
-    test, scores, _ = chronological(data, settings, settings.training.trials)
+    test, scores, details = chronological(data, settings, settings.training.trials)
     seconds = time.perf_counter() - started
     pre = np.setdiff1d(np.arange(len(data.y)), test)
     fitted = _automl(systems, _frame(data.features), data.y, pre, test, seconds, settings.training.seed)
-    result = {"leadscore": _scores(data.y[test], scores["lightgbm"], settings, seconds)}
+    result = {"leadscore": _scores(data.y[test], scores["shipped"], settings, seconds)}
     result.update({name: _scores(data.y[test], p, settings, sec) for name, (p, sec) in fitted.items()})
     return {"dataset": "olist", "protocol": "chronological, latest 20% of matured MQLs (leadscore evaluate's)",
-            "rows_train": len(pre), "rows_test": len(test), "budget_seconds": round(seconds, 1), "systems": result}
+            "rows_train": len(pre), "rows_test": len(test), "budget_seconds": round(seconds, 1),
+            "leadscore_shipped": f"{shipped_models(details)}, recency {details['model']['recency']}",
+            "leadscore_candidates": _candidates(data.y[test], scores, settings), "systems": result}
 
 
 def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int, months: int, seed: int,
@@ -147,7 +170,9 @@ def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int
     from leadscore.history import load_history
     from leadscore.scenarios import scenario_named
     from leadscore.training.bundle import schema_dicts
-    from leadscore.training.train import GROUND_TRUTH_FILE, attach_truth, split_target, train_target
+    from leadscore.training.choice import candidate_name
+    from leadscore.training.procedure import Roles, choose_and_fit, refit_scores
+    from leadscore.training.train import GROUND_TRUTH_FILE, attach_truth, split_target
 
     crm = root / f"crm-{scenario}-{leads}-{months}-{seed}"
     if not (crm / "manifest.json").exists():
@@ -159,19 +184,21 @@ def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int
     cutoff = history.cutoff
     spec = schema_dicts(feature_schema(settings))
     truth = attach_truth(dataset, pd.read_parquet(crm / GROUND_TRUTH_FILE))
-    started = time.perf_counter()
-    target = train_target(dataset, spec, settings, cutoff, "sql", trials=settings.training.trials, timeout=None,
-                          truth=truth)
-    seconds = time.perf_counter() - started
     split, rows = split_target(dataset, settings, cutoff, "sql")
+    y = dataset["y_sql"].to_numpy(dtype=np.float64)
+    roles = Roles(rows["train"], rows["validation"], rows["calibration"], rows["test"], split.validation_start)
+    started = time.perf_counter()
+    # train's procedure (recency, tuning, model choice), then its production refit on every pre-test month
+    chosen = choose_and_fit(dataset, y, roles, spec, settings.training, trials=settings.training.trials)
+    refit, _ = refit_scores(dataset, y, roles, spec, settings.training, chosen)
+    seconds = time.perf_counter() - started
     pre = np.sort(np.concatenate([rows["train"], rows["validation"], rows["calibration"]]))
     test = rows["test"]
-    y = dataset["y_sql"].to_numpy(dtype=np.float64)
     X = _frame(dataset[[c["name"] for c in spec]])
     fitted = _automl(systems, X, y, pre, test, seconds, settings.training.seed)
     t = truth["p_sql_30d"].to_numpy(dtype=np.float64)[test]
     ok = np.isfinite(t)  # all systems on the rows with a truth, as train does
-    all_scores = {"leadscore": (target.fit.scores("test"), seconds), **fitted}
+    all_scores = {"leadscore": (refit["shipped"], seconds), **fitted}
     result = {name: _scores(y[test][ok], p[ok], settings, sec) for name, (p, sec) in all_scores.items()}
     ceiling = _scores(y[test][ok], t[ok], settings, 0.0)
     for r in result.values():
@@ -180,6 +207,9 @@ def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int
             "protocol": f"SQL target, leadscore train's month split: test {', '.join(split.months('test'))}",
             "crm": {"leads": leads, "months": months, "seed": seed, "scenario": scenario},
             "rows_train": len(pre), "rows_test": int(ok.sum()), "budget_seconds": round(seconds, 1),
+            "leadscore_shipped": f"{candidate_name(chosen.choice.kind, chosen.choice.blend_weight)}, "
+                                 f"recency {chosen.recency.chosen.label}",
+            "leadscore_candidates": _candidates(y[test][ok], {k: v[ok] for k, v in refit.items()}, settings),
             "ceiling": {k: ceiling[k] for k in ("roc_auc", "log_loss", "ece")}, "systems": result}
 
 

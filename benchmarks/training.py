@@ -97,15 +97,17 @@ def main() -> None:
     for target, tr in result.targets.items():
         m = tr.metrics
         print(f"{target}: rows {tr.rows}, trials {tr.tune.n_trials} ({tr.tune.n_pruned} pruned), "
-              f"final rounds {tr.model.params.get('num_iterations')}, AUC {m['lightgbm']['roc_auc']} "
-              f"vs rule {m['rule']['roc_auc']}, ECE {m['lightgbm']['ece'].value:.4f}, "
+              f"final rounds {tr.model.params.get('num_iterations')}, shipped {tr.choice.kind} AUC {m['shipped']['roc_auc']} "
+              f"(LightGBM {m['lightgbm']['roc_auc'].value:.4f}) vs rule {m['rule']['roc_auc']}, "
+              f"ECE {m['shipped']['ece'].value:.4f}, "
               f"share of ceiling {tr.share_of_ceiling_lift}")
     figures: dict[str, object] = {"train_s": round(total, 1), "moments": len(dataset), "trials": args.trials,
                                   "peak_rss_gb": round(_rss_gb(), 2)}
     for target, tr in result.targets.items():
-        figures[f"{target}_auc"] = round(float(tr.metrics["lightgbm"]["roc_auc"].value), 4)
+        figures[f"{target}_model"] = tr.choice.kind
+        figures[f"{target}_auc"] = round(float(tr.metrics["shipped"]["roc_auc"].value), 4)
         figures[f"{target}_rule_auc"] = round(float(tr.metrics["rule"]["roc_auc"].value), 4)
-        figures[f"{target}_ece"] = round(float(tr.metrics["lightgbm"]["ece"].value), 4)
+        figures[f"{target}_ece"] = round(float(tr.metrics["shipped"]["ece"].value), 4)
         figures[f"{target}_share_of_ceiling_lift"] = tr.share_of_ceiling_lift
     print(json.dumps(figures))
 

@@ -35,6 +35,8 @@ from leadscore.training.flat import (
 )
 
 DATA = shared_data_dir()
+#: the model-choice candidates of the default configs/training.yaml
+CANDIDATES = ("lightgbm", "logistic", "blend 0.25", "blend 0.5", "blend 0.75")
 has_x = pytest.mark.skipif(not (DATA / "x_education" / "Leads.csv").exists(), reason="shared X Education data absent")
 has_olist = pytest.mark.skipif(not (DATA / "olist_funnel").exists(), reason="shared Olist data absent")
 
@@ -61,15 +63,17 @@ def test_evaluate_x_education(settings: Settings, tmp_path: Path) -> None:
     quick = settings.model_copy(update={"training": settings.training.model_copy(update={"bootstrap_samples": 50})})
     result = evaluate_x_education(quick, trials=2)
     assert result.rows == 9240 and result.positives == 3561
-    assert set(result.metrics) == {"lightgbm", "logistic", "rule"}
+    assert set(result.metrics) == {"shipped", *CANDIDATES, "rule"}
     auc = {k: v["roc_auc"].value for k, v in result.metrics.items()}
-    assert auc["lightgbm"] > 0.85 and auc["lightgbm"] > auc["rule"]
-    ci = result.metrics["lightgbm"]["roc_auc"]
+    assert auc["shipped"] > 0.85 and auc["shipped"] > auc["rule"]
+    # the shipped score is one of the candidates' (the one model choice picked in each fold)
+    assert auc["shipped"] >= min(auc[c] for c in CANDIDATES) - 0.01
+    ci = result.metrics["shipped"]["roc_auc"]
     assert ci.lo < ci.value < ci.hi
     assert "tags" not in result.details["features"]
     js, md = write_report(result, tmp_path)
     assert json.loads(js.read_text())["goal"]["target"] == 0.89
-    assert "| LightGBM (calibrated) |" in md.read_text()
+    assert "| shipped model" in md.read_text() and "| LightGBM candidate (calibrated) |" in md.read_text()
 
 
 @has_olist
@@ -79,7 +83,12 @@ def test_evaluate_olist_cli(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "roc_auc" in result.output and "points" in result.output
     data = json.loads((tmp_path / "evaluation_olist.json").read_text())
-    assert data["metrics"]["lightgbm"]["roc_auc"]["value"] > 0.6
+    assert data["metrics"]["shipped"]["roc_auc"]["value"] > 0.6
+    model = data["details"]["model"]
+    # routed through train's procedure: recency chosen, model chosen, the shipped score is the refit's
+    assert set(model["candidates_log_loss"]) == set(CANDIDATES) and model["shipped"] in CANDIDATES
+    assert data["metrics"]["shipped"] == data["metrics"][model["shipped"]]
+    assert data["details"]["refit"]["fit_rows"] > data["details"]["window"]["train"][2]
     assert data["details"]["window"]["test"][1] <= "2018-05-31"
     assert not any("won_date" in f or "business" in f for f in data["details"]["features"])
 
@@ -170,11 +179,13 @@ def test_evaluate_flat_cli_writes_the_shared_report_per_protocol(tmp_path: Path)
     assert cv["rows"] == n and cv["goal"] is None and len(cv["details"]["folds"]) == 5
     assert chrono["rows"] == round(0.2 * n) and chrono["details"]["window"]["test"][1] == "2025-12-31"
     for report in (cv, chrono):
-        assert set(report["metrics"]) == {"lightgbm", "logistic", "rule"}
+        assert set(report["metrics"]) == {"shipped", *CANDIDATES, "rule"}
         auc = {k: v["roc_auc"]["value"] for k, v in report["metrics"].items()}
         # the planted signal (oracle AUC about 0.8) is found, and beats the mapping's points rule
-        assert auc["lightgbm"] > 0.75 and auc["lightgbm"] > auc["rule"], auc
+        assert auc["shipped"] > 0.75 and auc["shipped"] > auc["rule"], auc
         assert any("'delimiter': ';'" in note and "cp1252" in note for note in report["notes"])
-    assert "| LightGBM (calibrated) |" in (out / "evaluation_my_leads_chrono.md").read_text()
+    # a planted linear signal: model choice ships the logistic model or a blend in the chronological run
+    assert chrono["details"]["model"]["kind"] in ("logistic", "blend"), chrono["details"]["model"]
+    assert "| shipped model" in (out / "evaluation_my_leads_chrono.md").read_text()
     missing = CliRunner().invoke(app, ["evaluate", "--flat", str(flat)])
     assert missing.exit_code != 0 and "--mapping" in missing.output

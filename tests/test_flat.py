@@ -129,7 +129,7 @@ def test_train_flat_registers_one_model_and_sla_report(files: tuple[Path, Path],
     import mlflow
     from mlflow import MlflowClient
 
-    from leadscore.training import backtest as train_module
+    from leadscore.training import procedure as train_module  # the one caller of fit_target in a retrain
     from leadscore.training.tracking import configure_mlflow
 
     flat, mapping_path = files

@@ -57,6 +57,35 @@ def test_recency_weights_halve_every_half_life_and_windows_cut_rows() -> None:
     np.testing.assert_array_equal(Recency(None, 3.0).rows(rows, as_of, end), rows)
 
 
+def test_recency_search_finds_the_new_regime_with_six_probes(settings: Settings) -> None:
+    """The sign of x1 flips four months before validation: a short window or fast decay must win,
+    found by the coordinate search (every half-life on all history, then every window at the best)."""
+    from leadscore.training.choice import choose_recency
+
+    frame, y = _linear_data(12000, seed=3, months=14)
+    as_of = frame["as_of"]
+    flip = pd.Timestamp("2024-07-01", tz="UTC")
+    end = pd.Timestamp("2024-11-01", tz="UTC")
+    rng = np.random.default_rng(4)
+    z = -1.5 + np.where(as_of < flip, -1.5, 1.5) * frame["x1"].to_numpy()
+    y = (rng.random(len(y)) < 1 / (1 + np.exp(-z))).astype(np.float64)
+    fit_rows, val_rows = np.flatnonzero(as_of < end), np.flatnonzero(as_of >= end)
+    feats = [s for s in SCHEMA if s["name"] != "rid"]
+    got = choose_recency(frame, y, fit_rows, val_rows, as_of, end, feats, settings.training, seed=0)
+    probed = set(got.validation_log_loss)
+    best_h = got.chosen.half_life_months
+    assert {f"window all, decay {'none' if h is None else f'half-life {h:g} months'}"
+            for h in (None, 3.0, 6.0, 12.0)} <= probed
+    assert len(probed) <= 6, probed
+    assert got.chosen != Recency(), got.validation_log_loss
+    assert got.validation_log_loss[got.chosen.label] < got.validation_log_loss["window all, decay none"]
+    assert best_h in (None, 3.0, 6.0, 12.0)
+    # only the configured lists are probed: "no decay, all history" alone means no search
+    plain = settings.training.model_copy(update={"recency": settings.training.recency.model_copy(
+        update={"half_lives_months": [None], "windows_months": [None]})})
+    assert choose_recency(frame, y, fit_rows, val_rows, as_of, end, feats, plain, seed=0).chosen == Recency()
+
+
 # ------------------------------------------------------------------------------------------ model choice
 
 

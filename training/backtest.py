@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 
 from leadscore.config import Settings
-from leadscore.training.baselines import baseline_scores
+from leadscore.training.baselines import baseline_scores, fit_rule_probability, rule_probability
 from leadscore.training.bundle import FeatureColumn, TargetModel
-from leadscore.training.choice import ModelChoice, RecencyChoice, candidate_raw, choose_model, choose_recency
-from leadscore.training.fit import FitResult, RowSets, fit_target
-from leadscore.training.linear import LinearModel, fit_linear
+from leadscore.training.choice import ModelChoice, RecencyChoice
+from leadscore.training.fit import FitResult
+from leadscore.training.linear import LinearModel
 from leadscore.training.metrics import MetricCI, evaluate_metrics
+from leadscore.training.procedure import Roles, choose_and_fit
 from leadscore.training.refit import Refit
 from leadscore.training.split import TARGETS, TimeSplit, split_target, stratified_time_sample
 from leadscore.training.tune import TuneResult
@@ -140,37 +141,24 @@ def train_target(
     y = dataset[TARGETS[target]].to_numpy(dtype=np.float64)
     as_of = dataset["as_of"]
     say = lambda text: _emit(progress, "phase", f"{target}: {text}")  # noqa: E731
-    say("recency (window, decay) on the validation months")
-    recency = choose_recency(dataset, y, rows["train"], rows["validation"], as_of, split.validation_start,
-                             schema, cfg, seed=cfg.seed)
-    fit_rows = recency.chosen.rows(rows["train"], as_of, split.validation_start)
-    w_fit = recency.chosen.weights(as_of.iloc[fit_rows], split.validation_start)
-    weights = None
-    if w_fit is not None:
-        weights = np.zeros(len(dataset))
-        weights[fit_rows] = w_fit
-    sample = stratified_time_sample(as_of.iloc[fit_rows], cfg.tune_sample_rows, cfg.seed)
-    roles = RowSets(fit=fit_rows, early_stop=rows["validation"], calibration=rows["calibration"],
-                    test=rows["test"], tune=fit_rows[sample])
-    fit = fit_target(dataset, y, roles, schema, cfg, trials=trials, timeout=timeout, on_trial=on_trial,
-                     weights=weights, progress=say)
-
-    say("model choice on the calibration months")
-    linear = None
-    p_lin: dict[str, np.ndarray | None] = {"calibration": None, "test": None}
-    if set(cfg.model_choice.candidates) - {"lightgbm"}:
-        linear = fit_linear(dataset.iloc[fit_rows], y[fit_rows], schema, weights=w_fit, seed=cfg.seed)
-        p_lin = {p: linear.predict(dataset.iloc[rows[p]]) for p in ("calibration", "test")}
-    choice = choose_model(fit.raw["calibration"], p_lin["calibration"], y[rows["calibration"]], cfg, seed=cfg.seed)
-    shipped = choice.calibrator(candidate_raw(choice.kind, choice.blend_weight, fit.raw["test"], p_lin["test"]))
+    chosen = choose_and_fit(dataset, y, Roles(rows["train"], rows["validation"], rows["calibration"], rows["test"],
+                                              split.validation_start),
+                            schema, cfg, trials=trials, timeout=timeout, on_trial=on_trial, progress=say)
+    fit, choice = chosen.fit, chosen.choice
 
     say("backtest")
     rule = dataset["rule_score"].to_numpy(dtype=np.float64)
     lr_rows = rows["train"][stratified_time_sample(as_of.iloc[rows["train"]], cfg.logreg_max_rows, cfg.seed)]
-    baselines = baseline_scores(dataset, y, rule, schema, logistic_rows=lr_rows, rule_rows=rows["calibration"],
-                                test_rows=rows["test"], seed=cfg.seed)
+    if chosen.linear is not None and chosen.fit_weights is None and np.array_equal(chosen.fit_rows, lr_rows):
+        # the logistic candidate learnt from these very rows, unweighted: it is the baseline, fitted once
+        rule_map = fit_rule_probability(rule[rows["calibration"]], y[rows["calibration"]])
+        baselines = {"logistic": np.asarray(chosen.linear_raw["test"]),
+                     "rule": rule_probability(rule_map, rule[rows["test"]])}
+    else:
+        baselines = baseline_scores(dataset, y, rule, schema, logistic_rows=lr_rows, rule_rows=rows["calibration"],
+                                    test_rows=rows["test"], seed=cfg.seed)
     cap = capacity_share(settings, rule[rows["test"]])
-    scores = {SHIPPED: np.asarray(shipped), "lightgbm": fit.scores("test"), "lightgbm_uncalibrated": fit.raw["test"],
+    scores = {SHIPPED: chosen.shipped_scores(), "lightgbm": fit.scores("test"), "lightgbm_uncalibrated": fit.raw["test"],
               **baselines}
     yt = y[rows["test"]]
     ceiling = False
@@ -195,9 +183,10 @@ def train_target(
         share = (metrics[SHIPPED]["roc_auc"].value - 0.5) / (auc_truth - 0.5) if auc_truth > 0.5 else None
     _emit(progress, "target_done", target)
     return TargetResult(
-        target=target, split=split, fit=fit, model=backtest_model(fit, choice, linear), metrics=metrics,
+        target=target, split=split, fit=fit, model=backtest_model(fit, choice, chosen.linear), metrics=metrics,
         rows={p: len(r) for p, r in rows.items()}, positives={p: int(y[r].sum()) for p, r in rows.items()},
-        capacity_share=cap, recency=recency, choice=choice, fit_rows=fit_rows, share_of_ceiling_lift=share,
+        capacity_share=cap, recency=chosen.recency, choice=choice, fit_rows=chosen.fit_rows,
+        share_of_ceiling_lift=share,
     )
 
 

@@ -77,40 +77,70 @@ class RecencyChoice:
     validation_log_loss: dict[str, float] = field(default_factory=dict)
 
 
+def _probe_order(cfg: TrainingConfig) -> tuple[list[float | None], list[int | None]]:
+    rc = cfg.recency
+    return list(dict.fromkeys([None, *rc.half_lives_months])), list(dict.fromkeys([None, *rc.windows_months]))
+
+
 def choose_recency(
     frame: pd.DataFrame, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray, as_of: pd.Series,
     end: pd.Timestamp, schema: Sequence[Mapping[str, Any]], cfg: TrainingConfig, *, seed: int,
 ) -> RecencyChoice:
-    """Probe every (window, half-life) of ``cfg.recency`` on the validation rows (module docstring)."""
+    """Probe the (window, half-life) combinations of ``cfg.recency`` on the validation rows (module docstring).
+
+    Coordinate search, not the full grid: every half-life on all history, then every window with the
+    best half-life so far (4 + 2 probes instead of 12 with the default lists; on generated and real CRMs
+    the two knobs act on the same thing, the weight of old months, so the grid's other corners were never
+    the winner). The probes boost on a time-stratified sample of at most ``tune_sample_rows`` rows (the
+    sample Optuna tunes on), binned once: each probe is a subset of that one LightGBM dataset.
+    """
     rc = cfg.recency
     plain = Recency()
-    combos = [Recency(w, h) for w in rc.windows_months for h in rc.half_lives_months]
-    if len(combos) == 1 and combos[0] == plain:
+    half_lives, windows = _probe_order(cfg)
+    if half_lives == [None] and windows == [None]:
         return RecencyChoice(plain)
+    from leadscore.training.split import stratified_time_sample
+
+    sample = fit_rows[stratified_time_sample(as_of.iloc[fit_rows], cfg.tune_sample_rows, seed)]
     cat = categorical_indices(schema)
-    enc = fit_encodings(frame.iloc[fit_rows], schema)
-    X_val = encode_frame(frame.iloc[val_rows], schema, enc)
-    params = {**base_params(cfg, seed, rows=len(fit_rows)), **PROBE_PARAMS}
+    enc = fit_encodings(frame.iloc[sample], schema)
+    params = {**base_params(cfg, seed, rows=len(sample)), **PROBE_PARAMS}
+    full = make_dataset(encode_frame(frame.iloc[sample], schema, enc), y[sample], cat,
+                        params={"max_bin": cfg.lightgbm.max_bin}).construct()
+    # one validation set for every probe: subsets share ``full``'s bins, so LightGBM keeps it as it is
+    valid_set = make_dataset(encode_frame(frame.iloc[val_rows], schema, enc), y[val_rows], cat,
+                             params={"max_bin": cfg.lightgbm.max_bin}, reference=full).construct()
     losses: dict[Recency, float] = {}
-    seen_windows: dict[int, int | None] = {}
-    for combo in [plain, *[c for c in combos if c != plain]]:
-        rows = combo.rows(fit_rows, as_of, end)
+    kept: dict[int, int | None] = {}  # rows kept -> the first window that kept them
+
+    def probe(combo: Recency) -> None:
+        if combo in losses:
+            return
+        rows = combo.rows(np.arange(len(sample)), as_of.iloc[sample].reset_index(drop=True), end)
         # a window that keeps every row is "all history"; one with too few positives is not a choice
-        if len(rows) == len(fit_rows) and combo.window_months is not None:
-            continue
-        if y[rows].sum() < cfg.minimums.min_positives or len(np.unique(y[rows])) < 2:
-            continue
-        seen_windows.setdefault(len(rows), combo.window_months)
-        if seen_windows[len(rows)] != combo.window_months:
-            continue  # two windows that keep the same rows
-        w = combo.weights(as_of.iloc[rows], end)
-        train_set = make_dataset(encode_frame(frame.iloc[rows], schema, enc), y[rows], cat,
-                                 params={"max_bin": cfg.lightgbm.max_bin}, weight=w)
-        valid_set = make_dataset(X_val, y[val_rows], cat, reference=train_set)
+        if (len(rows) == len(sample) and combo.window_months is not None) or \
+                kept.setdefault(len(rows), combo.window_months) != combo.window_months:
+            return
+        if y[sample][rows].sum() < cfg.minimums.min_positives or len(np.unique(y[sample][rows])) < 2:
+            return
+        w = combo.weights(as_of.iloc[sample[rows]], end)
+        train_set = full
+        if len(rows) < len(sample) or w is not None:
+            # a subset shares the bins of the one dataset; weights apply to a constructed one only
+            train_set = full.subset(rows).construct()
+            train_set.set_weight(w)
         booster = fit_lightgbm(train_set, valid_set, params, cfg)
         losses[combo] = float(booster.best_score["validation"]["binary_logloss"])
-    best = min(losses, key=lambda c: losses[c])
-    chosen = best if losses[best] < losses.get(plain, np.inf) * (1.0 - rc.min_gain) else plain
+
+    for h in half_lives:
+        probe(Recency(None, h))
+    best_h = min((c for c in losses), key=lambda c: losses[c]).half_life_months if losses else None
+    for w in windows:
+        probe(Recency(w, best_h))
+    # the configured lists decide what may be chosen; the plain choice is always the reference
+    allowed = {c for c in losses if c.half_life_months in rc.half_lives_months and c.window_months in rc.windows_months}
+    best = min(allowed | ({plain} & set(losses)), key=lambda c: losses[c]) if losses else plain
+    chosen = best if losses.get(best, np.inf) < losses.get(plain, np.inf) * (1.0 - rc.min_gain) else plain
     return RecencyChoice(chosen, {c.label: v for c, v in losses.items()})
 
 
@@ -125,10 +155,20 @@ class ModelChoice:
     log_loss: dict[str, float]
     #: the chosen candidate's per-method calibration log losses (what :func:`fit_calibrator` reports)
     calibration_log_loss: dict[str, float]
+    #: every candidate's chosen calibration method, by candidate name
+    methods: dict[str, str] = field(default_factory=dict)
 
 
 def candidate_name(kind: str, weight: float | None) -> str:
     return kind if kind != "blend" else f"blend {weight:g}"
+
+
+def candidate_options(cfg: TrainingConfig) -> list[tuple[ModelKind, float | None]]:
+    """The (kind, blend weight) candidates of ``cfg.model_choice``, in order."""
+    options: list[tuple[ModelKind, float | None]] = []
+    for kind in cfg.model_choice.candidates:
+        options += [(kind, w) for w in cfg.model_choice.blend_weights] if kind == "blend" else [(kind, None)]
+    return options
 
 
 def candidate_raw(kind: str, weight: float | None, p_trees: np.ndarray | None, p_linear: np.ndarray | None
@@ -149,10 +189,7 @@ def choose_model(
 ) -> ModelChoice:
     """The candidate of ``cfg.model_choice`` with the lowest calibrated out-of-fold log loss on the
     calibration rows (``p_*``: the raw scores of those rows). Ties go to the earlier candidate."""
-    mc = cfg.model_choice
-    options: list[tuple[ModelKind, float | None]] = []
-    for kind in mc.candidates:
-        options += [(kind, w) for w in mc.blend_weights] if kind == "blend" else [(kind, None)]
+    options = candidate_options(cfg)
     fitted = {}
     for kind, w in options:
         calibrator, scores = fit_calibrator(candidate_raw(kind, w, p_trees, p_linear), y, cfg.min_isotonic_rows,
@@ -160,8 +197,10 @@ def choose_model(
         fitted[(kind, w)] = (calibrator, scores, scores[calibrator.method])
     best = min(options, key=lambda o: float(np.nan_to_num(fitted[o][2], nan=np.inf)))
     calibrator, scores, _ = fitted[best]
-    return ModelChoice(best[0], best[1], calibrator, {candidate_name(*o): fitted[o][2] for o in options}, scores)
+    return ModelChoice(best[0], best[1], calibrator, {candidate_name(*o): fitted[o][2] for o in options}, scores,
+                       {candidate_name(*o): fitted[o][0].method for o in options})
 
 
-__all__ = ["PROBE_PARAMS", "ModelChoice", "Recency", "RecencyChoice", "candidate_raw", "choose_model",
+__all__ = ["PROBE_PARAMS", "ModelChoice", "Recency", "RecencyChoice", "candidate_name", "candidate_options",
+           "candidate_raw", "choose_model",
            "choose_recency"]

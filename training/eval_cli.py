@@ -33,7 +33,7 @@ BagOpt = Annotated[int | None, typer.Option(min=0, help="Fold models averaged in
 def _show(result: EvalResult, out: Path) -> None:
     from rich.table import Table
 
-    from leadscore.training.evaluate import _LABELS, REPORTED, write_report
+    from leadscore.training.evaluate import REPORTED, label, write_report
 
     table = Table(title=f"{result.dataset}: {result.protocol} — {result.rows} rows, {result.positives} positive "
                         "(95% bootstrap CI)")
@@ -41,10 +41,10 @@ def _show(result: EvalResult, out: Path) -> None:
     for m in REPORTED:
         table.add_column(m, justify="right")
     for name, ms in result.metrics.items():
-        table.add_row(_LABELS.get(name, name), *(f"{ms[m].value:.3f}\n[{ms[m].lo:.3f}, {ms[m].hi:.3f}]"
+        table.add_row(label(name), *(f"{ms[m].value:.3f}\n[{ms[m].lo:.3f}, {ms[m].hi:.3f}]"
                                                  for m in REPORTED))
     console.print(table)
-    auc = result.metrics["lightgbm"]["roc_auc"].value
+    auc = result.metrics["shipped"]["roc_auc"].value
     if result.goal_auc is not None:
         colour = "green" if result.goal_met else "yellow"
         console.print(f"[{colour}]goal ROC AUC >= {result.goal_auc}: {'met' if result.goal_met else 'not met'} "

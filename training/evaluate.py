@@ -38,7 +38,7 @@ import pandas as pd
 
 from leadscore.config import mappings_dir
 from leadscore.errors import DataError
-from leadscore.training.fit import RowSets, fit_target
+from leadscore.training.fit import RowSets
 from leadscore.training.flat import FlatData, FlatMapping, check_leakage, load_mapping, prepare_flat
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 REPORTED = ("roc_auc", "pr_auc", "log_loss", "ece", "brier", "top_decile_lift")
 GOALS = {"x-education": 0.89, "olist": 0.68}
 REFERENCE = {"x-education": 0.874, "olist": 0.661}
+MODEL_CHOICE_NOTE = ("model choice as in `leadscore train`: LightGBM, logistic and their log-odds blends, "
+                     "each calibrated, compared by out-of-fold log loss on the calibration rows")
+REFIT_NOTE = ("every candidate refit (chosen rounds, window and decay) on the fit + early-stopping rows, "
+              "calibrated on the calibration rows, scores the test rows: what `train` would register")
 #: fold models averaged per outer CV fold (measured on X Education: pooled AUC +0.002, log loss -0.004)
 BAG_FOLDS = 5
 
@@ -84,7 +88,7 @@ class EvalResult:
     def goal_met(self) -> bool | None:
         if self.goal_auc is None:
             return None
-        return self.metrics["lightgbm"]["roc_auc"].value >= self.goal_auc
+        return self.metrics["shipped"]["roc_auc"].value >= self.goal_auc
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,25 +121,45 @@ def _subset(data: FlatData, idx: np.ndarray) -> FlatData:
 def fit_and_score(
     data: FlatData, rows: RowSets, settings: Settings, trials: int, seed: int, bag_folds: int = 1,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Scores on ``rows.test`` of the three contenders, each fitted on the rows before it.
+    """Scores on ``rows.test`` of the shipped model, every candidate it was chosen from, and the rule.
 
-    LightGBM: :func:`training.fit.fit_target` with the given roles (Optuna and early stopping on
-    ``early_stop``, ``bag_folds`` >= 2 fold models averaged over ``fit`` + ``early_stop``, calibration
-    on ``calibration`` only). The logistic regression and the rule's Platt map have no early stopping
-    or calibration step of their own, so they are fitted on all three parts.
+    The procedure of ``leadscore train`` (:func:`training.procedure.choose_and_fit`) with the parts in
+    its roles: ``fit`` = train, ``early_stop`` = validation (Optuna, early stopping, recency),
+    ``calibration`` = calibration (calibration method and model choice). Rows in time order
+    (``bag_folds`` < 2, the chronological protocol) then get the production refit
+    (:mod:`training.refit`): every candidate refit on the fit and early-stopping rows inside the chosen
+    window, calibrated on the calibration rows, and that is what scores the test rows. Cross-validation
+    folds mix periods, so there recency is not chosen and the ``bag_folds`` fold models over fit +
+    early stopping (the logistic model on the same rows) are what would ship. The rule's Platt map is
+    fitted on all pre-test rows.
     """
-    from leadscore.training.baselines import baseline_scores
+    from leadscore.training.baselines import fit_rule_probability, rule_probability
+    from leadscore.training.choice import candidate_name
+    from leadscore.training.procedure import Roles, candidate_scores, choose_and_fit, refit_scores
 
     if rows.test is None:
         raise ValueError("fit_and_score needs test rows to score")
-    fit = fit_target(data.features, data.y, rows, data.schema, settings.training, trials=trials, seed=seed,
-                     bag_folds=bag_folds)
+    cfg = settings.training
+    timed = bag_folds < 2
+    frame = data.features.assign(as_of=data.as_of.to_numpy()) if timed else data.features
+    start = pd.Timestamp(data.as_of.iloc[rows.early_stop].min()) if timed else None
+    roles = Roles(rows.fit, rows.early_stop, rows.calibration, rows.test, start)
+    chosen = choose_and_fit(frame, data.y, roles, data.schema, cfg, trials=trials, seed=seed, bag_folds=bag_folds)
+    choice, y_cal = chosen.choice, data.y[rows.calibration]
+    refit: dict[str, Any] = {}
+    if timed:
+        scores, refit["refit"] = refit_scores(frame, data.y, roles, data.schema, cfg, chosen)
+    else:
+        scores = candidate_scores(chosen.raw, y_cal, choice, cfg)
     before = np.sort(np.concatenate([rows.fit, rows.early_stop, rows.calibration]))
-    scores = {"lightgbm": fit.scores("test"),
-              **baseline_scores(data.features, data.y, data.rule_score, data.schema, logistic_rows=before,
-                                rule_rows=before, test_rows=rows.test, seed=seed)}
-    info = {**fit.summary(), "importance": fit.importance.to_dict()}
-    return scores, info
+    rule_map = fit_rule_probability(data.rule_score[before], data.y[before])
+    scores["rule"] = rule_probability(rule_map, data.rule_score[rows.test])
+    info = {**chosen.fit.summary(), "importance": chosen.fit.importance.to_dict(),
+            "model": {"shipped": candidate_name(choice.kind, choice.blend_weight), "kind": choice.kind,
+                      "blend_weight": choice.blend_weight, "calibration": choice.calibrator.method,
+                      "candidates_log_loss": choice.log_loss, "recency": chosen.recency.chosen.to_dict(),
+                      "recency_validation_log_loss": chosen.recency.validation_log_loss}, **refit}
+    return {"shipped": scores.pop("shipped"), **scores}, info
 
 
 def _metrics(y: np.ndarray, scores: dict[str, np.ndarray], settings: Settings) -> dict[str, dict[str, MetricCI]]:
@@ -164,7 +188,7 @@ def cross_validate(data: FlatData, settings: Settings, trials: int, folds: int =
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
     seed = settings.training.seed
-    oof = {k: np.full(len(data.y), np.nan) for k in ("lightgbm", "logistic", "rule")}
+    oof: dict[str, np.ndarray] = {}
     per_fold = []
     for k, (tr, te) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(data.features, data.y)):
         learn, cal = train_test_split(tr, test_size=calibration_share, stratify=data.y[tr], random_state=seed + k)
@@ -172,7 +196,7 @@ def cross_validate(data: FlatData, settings: Settings, trials: int, folds: int =
         rows = RowSets(fit=np.sort(fit), early_stop=np.sort(stop), calibration=np.sort(cal), test=te)
         scores, info = fit_and_score(data, rows, settings, trials, seed + k, bag_folds=bag_folds)
         for name, p in scores.items():
-            oof[name][te] = p
+            oof.setdefault(name, np.full(len(data.y), np.nan))[te] = p
         info["auc"] = {name: float(roc_auc_score(data.y[te], p)) for name, p in scores.items()}
         per_fold.append(info)
     return oof, {"folds": per_fold}
@@ -228,10 +252,11 @@ def evaluate_x_education(settings: Settings, trials: int | None = None, data_dir
     n_trials = trials if trials is not None else settings.training.trials
     oof, details = cross_validate(data, settings, n_trials, bag_folds=bag_folds)
     metrics = _metrics(data.y, oof, settings)
-    aucs = [f["auc"]["lightgbm"] for f in details["folds"]]
+    aucs = [f["auc"]["shipped"] for f in details["folds"]]
     notes = [
-        f"stratified 5-fold CV, metrics on pooled out-of-fold predictions; LightGBM fold AUCs "
+        f"stratified 5-fold CV, metrics on pooled out-of-fold predictions; shipped model's fold AUCs "
         f"{', '.join(f'{a:.3f}' for a in aucs)} (mean {np.mean(aucs):.3f} ± {np.std(aucs):.3f})",
+        f"{MODEL_CHOICE_NOTE}; shipped: {shipped_models(details)}",
         f"excluded: {', '.join(sorted(c for c, why in data.excluded.items() if why.startswith('leakage')))}; "
         "'Select' treated as missing",
         f"leakage guard allowed: {leak.allowed or 'none'}",
@@ -296,7 +321,9 @@ def evaluate_olist(settings: Settings, trials: int | None = None, data_dir: Path
         "features: origin, landing page, weekday of first contact, and point-in-time counts of earlier MQLs "
         "(same landing page / origin in the previous days, landing page age); no closed-deal column",
         f"leakage guard allowed: {leak.allowed or 'none'}",
-        f"{n_trials} Optuna trials; calibration ({details['calibration']}) fitted on the calibration rows only",
+        f"{n_trials} Optuna trials; LightGBM calibration ({details['calibration']}) fitted on the calibration rows only",
+        f"{MODEL_CHOICE_NOTE}; shipped: {shipped_models(details)}, recency {details['model']['recency']}; "
+        f"{REFIT_NOTE}",
     ]
     return EvalResult(
         dataset="olist", protocol="chronological (latest 20% of matured MQLs)", rows=len(test),
@@ -335,13 +362,14 @@ def evaluate_flat(settings: Settings, flat_file: Path, mapping_file: Path, proto
     if protocol in ("random", "both"):
         started = time.time()
         oof, details = cross_validate(data, settings, n_trials, bag_folds=bag_folds)
-        aucs = [f["auc"]["lightgbm"] for f in details["folds"]]
+        aucs = [f["auc"]["shipped"] for f in details["folds"]]
         results.append(EvalResult(
             dataset=mapping.name, protocol="stratified 5-fold CV", rows=len(data.y), positives=int(data.y.sum()),
             metrics=_metrics(data.y, oof, settings), report_suffix="_random",
-            notes=[f"stratified 5-fold CV, metrics on pooled out-of-fold predictions; LightGBM fold AUCs "
-                   f"{', '.join(f'{a:.3f}' for a in aucs)}; calibration {_calibrations(details)}; "
-                   f"{n_trials} Optuna trials per fold", *common],
+            notes=[f"stratified 5-fold CV, metrics on pooled out-of-fold predictions; shipped model's fold AUCs "
+                   f"{', '.join(f'{a:.3f}' for a in aucs)}; LightGBM calibration {_calibrations(details)}; "
+                   f"{n_trials} Optuna trials per fold",
+                   f"{MODEL_CHOICE_NOTE}; shipped: {shipped_models(details)}", *common],
             details={**details, "leakage": leak.to_dict(), "seconds": round(time.time() - started, 1)}))
     if protocol in ("chrono", "both"):
         started = time.time()
@@ -354,8 +382,10 @@ def evaluate_flat(settings: Settings, flat_file: Path, mapping_file: Path, proto
             notes=["chronological split " + ", ".join(f"{part} {v[0]}..{v[1]} ({v[2]} rows, {v[3]} positive)"
                                                      for part, v in w.items())
                    + ("" if data.real_time else " (ordinal periods: the file has no dates)"),
-                   f"{n_trials} Optuna trials; calibration ({details['calibration']}) on the calibration rows only",
-                   *common],
+                   f"{n_trials} Optuna trials; LightGBM calibration ({details['calibration']}) on the calibration "
+                   "rows only",
+                   f"{MODEL_CHOICE_NOTE}; shipped: {shipped_models(details)}, recency {details['model']['recency']}; "
+                   f"{REFIT_NOTE}", *common],
             details={**details, "leakage": leak.to_dict(), "seconds": round(time.time() - started, 1)}))
     return results
 
@@ -364,7 +394,22 @@ def evaluate_flat(settings: Settings, flat_file: Path, mapping_file: Path, proto
 # Reports
 # --------------------------------------------------------------------------------------------------
 
-_LABELS = {"lightgbm": "LightGBM (calibrated)", "logistic": "logistic baseline", "rule": "points rule"}
+_LABELS = {"shipped": "shipped model (model choice; refit on all pre-test rows when in time order)",
+           "lightgbm": "LightGBM candidate (calibrated)", "logistic": "logistic candidate (calibrated)",
+           "rule": "points rule"}
+
+
+def label(name: str) -> str:
+    """How a metrics key is shown in the report tables (blend candidates by their weight)."""
+    return _LABELS.get(name, f"{name} candidate (log-odds blend, weight on the trees; calibrated)")
+
+
+def shipped_models(details: dict[str, Any]) -> str:
+    """Which candidate was shipped, per fold or once: ``blend 0.5 in 3 fold(s), lightgbm in 2 fold(s)``."""
+    chosen = [f["model"]["shipped"] for f in details.get("folds", [details])]
+    if len(chosen) == 1:
+        return chosen[0]
+    return ", ".join(f"{m} in {chosen.count(m)} fold(s)" for m in sorted(set(chosen)))
 
 
 def markdown(result: EvalResult) -> str:
@@ -375,8 +420,8 @@ def markdown(result: EvalResult) -> str:
              head, "|" + "---|" * (len(REPORTED) + 1)]
     for name, ms in result.metrics.items():
         cells = [f"{ms[m].value:.3f} [{ms[m].lo:.3f}, {ms[m].hi:.3f}]" for m in REPORTED]
-        lines.append(f"| {_LABELS.get(name, name)} | " + " | ".join(cells) + " |")
-    auc = result.metrics["lightgbm"]["roc_auc"].value
+        lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
+    auc = result.metrics["shipped"]["roc_auc"].value
     if result.goal_auc is not None:
         verdict = "met" if result.goal_met else "NOT met"
         lines += ["", f"Goal: ROC AUC >= {result.goal_auc} — {verdict} ({auc:.3f}; reference gradient boosting "

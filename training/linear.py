@@ -90,8 +90,8 @@ class LinearModel:
             z = (signed_log(np.where(miss, t.fill, x)) - t.center) / t.scale
             out[t.name] = t.coef * z + (t.missing_coef or 0.0) * miss
         for c in self.categorical:
-            values = _category_values(frame[c.name])
-            out[c.name] = np.array([c.coefs.get(v, 0.0) for v in values], dtype=np.float64)
+            codes, labels = _category_codes(frame[c.name])
+            out[c.name] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
         return pd.DataFrame(out, index=frame.index)
 
     @cached_property
@@ -145,8 +145,17 @@ def _category_value(v: Any) -> str:
     return MISSING if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
 
 
-def _category_values(s: pd.Series) -> list[str]:
-    return [_category_value(v) for v in s.astype(object).tolist()]
+def _category_codes(s: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Each row's position in ``labels`` (its :func:`_category_value`), computed once per distinct value:
+    a per-row Python call cost seconds per feature on a few hundred thousand rows."""
+    codes, uniques = pd.factorize(s.astype(object), use_na_sentinel=True)
+    labels = [_category_value(v) for v in uniques] + [MISSING]
+    return np.where(codes < 0, len(labels) - 1, codes), labels
+
+
+def _category_values(s: pd.Series) -> np.ndarray:
+    codes, labels = _category_codes(s)
+    return np.asarray(labels, dtype=object)[codes]
 
 
 def fit_linear(
@@ -190,7 +199,9 @@ def fit_linear(
             layout.append((name, "missing", None))
         prep[name] = (fill, center, scale, bool(miss.any()))
     X = np.column_stack(blocks) if blocks else np.zeros((len(y), 0))
-    lr = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    # Newton-Cholesky: a few Newton steps on the (rows x design) matrix instead of hundreds of L-BFGS
+    # gradient passes (~20x faster on 50k rows x a few hundred columns); same L2 objective and optimum
+    lr = LogisticRegression(C=c, solver="newton-cholesky", max_iter=200, random_state=seed)
     lr.fit(X, y, sample_weight=weights)
     coef = dict.fromkeys([(f, p, str(d)) for f, p, d in layout], 0.0)
     for (f, p, d), b in zip(layout, lr.coef_[0], strict=True):

@@ -90,37 +90,78 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
+@dataclass(frozen=True)
+class RefitModels:
+    """The refit's booster (None when the trees are not needed) and logistic model (likewise)."""
+
+    model_str: str | None
+    encodings: dict[str, list[str]]
+    linear: Any
+    schema: Sequence[Mapping[str, Any]]
+    booster: Any = None
+
+    def raw(self, frame: pd.DataFrame, kind: str, weight: float | None) -> np.ndarray:
+        """A candidate's raw probability on ``frame``'s rows."""
+        p_trees = p_linear = None
+        if kind != "logistic":
+            assert self.booster is not None
+            p_trees = np.asarray(self.booster.predict(encode_frame(frame, self.schema, self.encodings)))
+        if kind != "lightgbm":
+            p_linear = self.linear.predict(frame)
+        return candidate_raw(kind, weight, p_trees, p_linear)
+
+
+def refit_models(
+    frame: pd.DataFrame, y: np.ndarray, rows: RefitRows, schema: Sequence[Mapping[str, Any]], cfg: TrainingConfig,
+    recency: Recency, backtest: FitResult, *, trees: bool = True, linear: bool = True,
+) -> RefitModels:
+    """Fit the booster (the backtest's parameters and final rounds) and/or the logistic model on
+    ``rows.fit``, weighted by ``recency``'s decay counted back from the calibration slice."""
+    if len(rows.fit) == 0 or len(np.unique(y[rows.fit])) < 2 or len(np.unique(y[rows.calibration])) < 2:
+        raise ValueError("the refit's fit or calibration months lack one of the outcomes")
+    weights = recency.weights(frame["as_of"].iloc[rows.fit], rows.calibration_start)
+    model_str, encodings, booster = None, backtest.encodings, None
+    if trees:
+        encodings = fit_encodings(frame.iloc[rows.fit], schema)
+        train_set = make_dataset(encode_frame(frame.iloc[rows.fit], schema, encodings), y[rows.fit],
+                                 categorical_indices(schema), params={"max_bin": cfg.lightgbm.max_bin}, weight=weights)
+        booster = import_lightgbm().train(backtest.params, train_set, num_boost_round=max(1, backtest.rounds[0]))
+        model_str = str(booster.model_to_string())
+    lin = fit_linear(frame.iloc[rows.fit], y[rows.fit], schema, weights=weights, seed=cfg.seed) if linear else None
+    return RefitModels(model_str, encodings, lin, schema, booster)
+
+
+def calibrate_as(method: str, raw: np.ndarray, y: np.ndarray) -> Calibrator:
+    """Refit a calibration map of the given method (``identity`` needs no fit)."""
+    fitter = {"sigmoid": fit_sigmoid, "isotonic": fit_isotonic}.get(method)
+    return fitter(raw, y) if fitter is not None else Calibrator.identity()
+
+
+def refit_on_rows(
+    frame: pd.DataFrame, y: np.ndarray, rows: RefitRows, schema: Sequence[Mapping[str, Any]], cfg: TrainingConfig,
+    recency: Recency, choice: ModelChoice, backtest: FitResult,
+) -> Refit:
+    """Refit the backtest's chosen model on ``rows.fit``; calibrate it on ``rows.calibration``."""
+    models = refit_models(frame, y, rows, schema, cfg, recency, backtest, trees=choice.kind != "logistic",
+                          linear=choice.kind != "lightgbm")
+    y_cal = y[rows.calibration]
+    raw = models.raw(frame.iloc[rows.calibration], choice.kind, choice.blend_weight)
+    calibrator = calibrate_as(choice.calibrator.method, raw, y_cal)
+    model = TargetModel(model_str=models.model_str, encodings=models.encodings, calibrator=calibrator,
+                        params={**backtest.params, "num_iterations": backtest.rounds[0]}, kind=choice.kind,
+                        linear=models.linear, blend_weight=choice.blend_weight)
+    return Refit(model, rows, {"fit": int(y[rows.fit].sum()), "calibration": int(y_cal.sum())},
+                 _log_loss(y_cal, calibrator(raw)))
+
+
 def refit_target(
     frame: pd.DataFrame, y: np.ndarray, labelled: np.ndarray, schema: Sequence[Mapping[str, Any]],
     cfg: TrainingConfig, split: TimeSplit, recency: Recency, choice: ModelChoice, backtest: FitResult,
 ) -> Refit:
     """Refit the backtest's chosen model on all matured months (module docstring); calibrate on the slice."""
     rows = refit_rows(frame["as_of"], labelled, split, recency, cfg.split.calibration_months)
-    y_cal = y[rows.calibration]
-    if len(rows.fit) == 0 or len(np.unique(y[rows.fit])) < 2 or len(np.unique(y_cal)) < 2:
-        raise ValueError("the refit's fit or calibration months lack one of the outcomes")
-    weights = recency.weights(frame["as_of"].iloc[rows.fit], rows.calibration_start)
-    model_str, encodings, p_trees = None, backtest.encodings, None
-    if choice.kind != "logistic":
-        encodings = fit_encodings(frame.iloc[rows.fit], schema)
-        cat = categorical_indices(schema)
-        train_set = make_dataset(encode_frame(frame.iloc[rows.fit], schema, encodings), y[rows.fit], cat,
-                                 params={"max_bin": cfg.lightgbm.max_bin}, weight=weights)
-        booster = import_lightgbm().train(backtest.params, train_set, num_boost_round=max(1, backtest.rounds[0]))
-        model_str = str(booster.model_to_string())
-        p_trees = np.asarray(booster.predict(encode_frame(frame.iloc[rows.calibration], schema, encodings)))
-    linear, p_linear = None, None
-    if choice.kind != "lightgbm":
-        linear = fit_linear(frame.iloc[rows.fit], y[rows.fit], schema, weights=weights, seed=cfg.seed)
-        p_linear = linear.predict(frame.iloc[rows.calibration])
-    raw = candidate_raw(choice.kind, choice.blend_weight, p_trees, p_linear)
-    fitter = {"sigmoid": fit_sigmoid, "isotonic": fit_isotonic}.get(choice.calibrator.method)
-    calibrator = fitter(raw, y_cal) if fitter is not None else Calibrator.identity()
-    model = TargetModel(model_str=model_str, encodings=encodings, calibrator=calibrator,
-                        params={**backtest.params, "num_iterations": backtest.rounds[0]}, kind=choice.kind,
-                        linear=linear, blend_weight=choice.blend_weight)
-    return Refit(model, rows, {"fit": int(y[rows.fit].sum()), "calibration": int(y_cal.sum())},
-                 _log_loss(y_cal, calibrator(raw)))
+    return refit_on_rows(frame, y, rows, schema, cfg, recency, choice, backtest)
 
 
-__all__ = ["Refit", "RefitRows", "refit_rows", "refit_target"]
+__all__ = ["Refit", "RefitModels", "RefitRows", "calibrate_as", "refit_models", "refit_on_rows", "refit_rows",
+           "refit_target"]
