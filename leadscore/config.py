@@ -20,8 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from leadscore.errors import ConfigError
-from leadscore.reasons import ReasonsConfig
 from leadscore.features.config import FeaturesConfig, ICPConfig, MomentsConfig, RulesConfig, TitlesConfig
+from leadscore.reasons import ReasonsConfig
 from leadscore.serving.config import ServingConfig
 from leadscore.tables import SET_BY as SET_BY  # re-exported: defined with the table specs
 from leadscore.training.config import SLAConfig, TrainingConfig
