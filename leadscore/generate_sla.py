@@ -111,13 +111,14 @@ class SalesFloor:
     def convert(self, idx: np.ndarray, sql_sec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Would-be SQLs of ``idx`` (leads in an open hand-over): which convert, and their SQL times.
 
-        Returns (kept mask, SQL seconds): a kept SQL waits for the first touch; the others were lost.
+        Returns (kept mask, seconds): a kept SQL waits for the first touch; a lost lead is handed back
+        when the rep finally gets to it (it is gone by then).
         """
         h = self.open_handover[idx]
         touch = np.array([self.h_touch_sec[i] for i in h], dtype=np.int64)
         hours = (touch - np.array([self.h_mql_sec[i] for i in h])) / 3600
         kept = np.array([self.h_lost_draw[i] for i in h]) < follow_up_multiplier(hours)
-        when = np.where(kept, np.maximum(sql_sec, touch + 3600), sql_sec)
+        when = np.maximum(sql_sec, touch + 3600)
         for j, i in enumerate(h.tolist()):
             self.h_would[i] = True
             self.h_end_sec[i] = int(when[j])
@@ -168,13 +169,17 @@ class SalesFloor:
 
     def truth(self, bands_hours: list[float], acceptance_days: int, horizon_sec: int) -> dict[str, object]:
         """The effect as the review measures it: per delay band, the expected acceptance rate of the
-        matured hand-overs (would-be SQLs within ``acceptance_days`` × the multiplier of their delay)."""
+        matured, touched hand-overs (would-be SQLs within ``acceptance_days`` × the multiplier of their delay)."""
         mql = np.array(self.h_mql_sec, dtype=np.int64)
         hours = (np.array(self.h_touch_sec, dtype=np.int64) - mql) / 3600
         sql = np.array(self.h_sql_sec, dtype=np.int64)
         end = np.array(self.h_end_sec, dtype=np.int64)
+        touch = np.array(self.h_touch_sec, dtype=np.int64)
         would_in = np.array(self.h_would) & (end - mql <= acceptance_days * SECONDS_PER_DAY)
-        matured = mql + acceptance_days * SECONDS_PER_DAY <= horizon_sec
+        # what the review can see: hand-overs touched before they ended (a lead disqualified before the
+        # rep got to it has no follow-up delay), matured over the acceptance window
+        touched = touch < np.where(end >= 0, end, horizon_sec)
+        matured = (mql + acceptance_days * SECONDS_PER_DAY <= horizon_sec) & touched
         band = np.searchsorted(np.asarray(bands_hours, dtype=float), hours, side="right")
         expected = would_in * follow_up_multiplier(hours)
         rows = []
