@@ -42,3 +42,27 @@ def test_censor_reasons_and_conversions_keep_the_ordinary_rule(settings: Setting
         assert np.isnan(y["y_sql"]).all(), reason
     y = make_labels(_crm("disqualified:no_budget", converts=True), MOMENTS, settings)  # type: ignore[arg-type]
     assert y["y_sql"].tolist()[:2] == [1.0, 1.0]  # a conversion in the window wins over the rejection
+
+
+def test_previous_returns_family(settings: Settings) -> None:
+    from leadscore.config import load_settings
+    from leadscore.features import compute
+
+    on = load_settings(overrides=["features.families={returns: {enabled: true}}"])
+    crm = history(
+        "2026-06-01",
+        leads=[{"lead_id": "L1", "created_at": "2026-04-01"}],
+        activities=[{"activity_id": "a1", "lead_id": "L1", "occurred_at": "2026-04-02", "type": "page_view"}],
+        stage_changes=[{"lead_id": "L1", "stage": "mql", "changed_at": "2026-04-05", "set_by": "rule"},
+                       {"lead_id": "L1", "stage": "recycled", "changed_at": "2026-04-10", "set_by": "sales",
+                        "reason": "returned_not_ready"},
+                       {"lead_id": "L1", "stage": "disqualified", "changed_at": "2026-05-01", "set_by": "sales",
+                        "reason": "disqualified:no_budget"}],
+    )
+    moments = pd.DataFrame({"lead_id": ["L1"] * 3,
+                            "as_of": pd.to_datetime(["2026-04-06", "2026-04-20", "2026-05-11"], utc=True)})
+    got = compute(crm, moments, on)  # type: ignore[arg-type]
+    assert got["times_returned"].tolist() == [0.0, 1.0, 2.0]
+    assert got["times_disqualified"].tolist() == [0.0, 0.0, 1.0]
+    assert np.isnan(got["days_since_last_return"][0]) and got["days_since_last_return"].tolist()[1:] == [10.0, 10.0]
+    assert "times_returned" not in compute(crm, moments, settings).columns  # off by default: schema unchanged
