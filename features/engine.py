@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from leadscore.features.actors import lead_side
 from leadscore.features.arrays import (
     DICT_MAX,
     NAT,
@@ -178,7 +179,7 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     ``only_lead`` (the online path) computes fit features for that lead only; every array the kernel
     reads is built exactly as in the batch path.
     """
-    leads, acts, stg = history.leads, history.activities, history.stage_changes
+    leads, acts, stg = history.leads, lead_side(history.activities, settings), history.stage_changes
     accounts, opps = history.accounts, history.opportunities
     _need(leads, "leads", ["lead_id", "created_at"])
     _need(acts, "activities", ["activity_id", "lead_id", "occurred_at", "type"])

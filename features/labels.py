@@ -6,6 +6,14 @@ opportunity means sales accepted the lead); ``y_opp`` is 1.0 when an opportunity
 lead within ``horizons.opp_days``. The window is ``(as_of, as_of + H]``. A moment whose window runs
 past the data cut-off is **censored** (NaN) unless the event already happened before the cut-off: we
 cannot know it did not convert, and counting it as 0 would bias recent moments towards "no".
+
+**Rejections with a reason** (issue 16, ``configs/reasons.yaml``) are label events too. When sales
+disqualifies a lead with a reason whose ``label_rule`` is ``negative`` (wrong persona, no budget,
+bought a competitor, spam...), it has answered the question the label asks: a moment before that
+rejection which would be censored (its horizon runs past the cut-off, no conversion yet) is labelled
+0.0 for both targets instead, because the lead will not convert. A conversion inside the window still
+wins (1.0). Reasons whose rule is ``censor`` ("returned - not ready", no response, bad timing) and
+unknown codes change nothing: "not now" is no answer, and the ordinary horizon rule applies.
 """
 
 from __future__ import annotations
@@ -58,6 +66,35 @@ def _label(ptr: np.ndarray, ev: np.ndarray, m_lead: np.ndarray, m_t: np.ndarray,
     return out
 
 
+@njit(cache=True)
+def _answered(ptr: np.ndarray, ev: np.ndarray, m_lead: np.ndarray, m_t: np.ndarray, cutoff: int,
+              y: np.ndarray) -> np.ndarray:
+    """``y`` with censored moments set to 0.0 when a negative rejection of the lead falls in (t, cutoff]."""
+    out = y.copy()
+    for m in range(m_lead.shape[0]):
+        if not np.isnan(out[m]):
+            continue
+        lead, t = m_lead[m], m_t[m]
+        for j in range(ptr[lead], ptr[lead + 1]):
+            if ev[j] > cutoff:
+                break
+            if ev[j] > t:
+                out[m] = 0.0
+                break
+    return out
+
+
+def negative_rejections(history: CRMHistory, settings: Settings, keys: Keys) -> tuple[np.ndarray, np.ndarray]:
+    """Per-lead sorted times (CSR) of rejections whose reason teaches "will not convert" (module doc)."""
+    stg = history.stage_changes
+    negatives = settings.reasons.negatives()
+    if "reason" not in stg.columns or not negatives or not len(stg):
+        return np.zeros(len(keys) + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rows = stg[stg["reason"].isin(list(negatives)).to_numpy(dtype=bool, na_value=False)]
+    return _csr_events(keys.codes(column(rows, "lead_id")), ts_us(column(rows, "changed_at"),
+                                                                  "stage_changes.changed_at"), len(keys))
+
+
 def _csr_events(lead_codes: np.ndarray, times: np.ndarray, n_leads: int) -> tuple[np.ndarray, np.ndarray]:
     ok = (lead_codes >= 0) & (times != NAT)
     lc, tt = lead_codes[ok], times[ok]
@@ -107,4 +144,7 @@ def make_labels(history: CRMHistory, moments: pd.DataFrame, settings: Settings,
     h = settings.horizons
     y_sql = _label(sp, se, m_lead, m_t, int(h.sql_days) * DAY_US, cut)
     y_opp = _label(op, oe, m_lead, m_t, int(h.opp_days) * DAY_US, cut)
+    rp, re_ = negative_rejections(history, settings, prep.leads)
+    if len(re_):
+        y_sql, y_opp = _answered(rp, re_, m_lead, m_t, cut, y_sql), _answered(rp, re_, m_lead, m_t, cut, y_opp)
     return pd.DataFrame({"y_sql": y_sql, "y_opp": y_opp})

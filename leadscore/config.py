@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from leadscore.errors import ConfigError
 from leadscore.features.config import FeaturesConfig, ICPConfig, MomentsConfig, RulesConfig, TitlesConfig
+from leadscore.reasons import ReasonsConfig
 from leadscore.serving.config import ServingConfig
 from leadscore.tables import SET_BY as SET_BY  # re-exported: defined with the table specs
 from leadscore.training.config import SLAConfig, TrainingConfig
@@ -99,6 +100,9 @@ class GeneratorConfig(_Strict):
 
 class Settings(_Strict):
     activities: list[ActivityType]
+    #: sales touches (actor = sales): kept for the SLA review, never interest (configs/activities.yaml)
+    sales_activities: list[ActivityType] = Field(default_factory=list)
+    reasons: ReasonsConfig = Field(default_factory=ReasonsConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
     horizons: HorizonsConfig = Field(default_factory=HorizonsConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
@@ -124,6 +128,13 @@ class Settings(_Strict):
         return v
 
     @model_validator(mode="after")
+    def _sales_types_apart(self) -> Settings:
+        both = sorted(set(self.activity_names) & set(self.sales_activity_names))
+        if both:
+            raise ValueError(f"activity types listed both as the lead's and as sales touches: {both}")
+        return self
+
+    @model_validator(mode="after")
     def _rules_use_known_types(self) -> Settings:
         unknown = sorted(set(self.rules.activity_points) - set(self.activity_names))
         if unknown:
@@ -133,6 +144,10 @@ class Settings(_Strict):
     @property
     def activity_names(self) -> list[str]:
         return [a.name for a in self.activities]
+
+    @property
+    def sales_activity_names(self) -> list[str]:
+        return [a.name for a in self.sales_activities]
 
     def activity(self, name: str) -> ActivityType:
         for a in self.activities:

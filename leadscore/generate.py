@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.config import Settings
+from leadscore.generate_sla import LOST_REASON, SalesFloor, activity_table
 from leadscore.generate_truth import exact_truth, exact_truth_shifted, write_truth
 from leadscore.generate_world import (
     COUNTRIES,
@@ -36,7 +37,6 @@ from leadscore.generate_world import (
     FREE_MAIL,
     INDUSTRIES,
     INITIAL_STATE,
-    PROPERTIES,
     SECONDS_PER_DAY,
     SENIORITY,
     SOURCES,
@@ -298,12 +298,15 @@ def generate_crm(
     changes_sec: list[np.ndarray] = []
     changes_stage: list[np.ndarray] = []
     changes_by: list[np.ndarray] = []
+    changes_reason: list[np.ndarray] = []
+    floor = SalesFloor.draw(seed, n, n_days, fit, g.lead_to_mql)  # its own stream: ``rng`` is untouched
 
-    def record(idx: np.ndarray, sec: np.ndarray, code: int, by: str) -> None:
+    def record(idx: np.ndarray, sec: np.ndarray, code: int, by: str, reason: object = None) -> None:
         changes_lead.append(idx)
         changes_sec.append(sec)
         changes_stage.append(np.full(len(idx), code, dtype=np.int8))
         changes_by.append(np.full(len(idx), by, dtype=object))
+        changes_reason.append(reason if isinstance(reason, np.ndarray) else np.full(len(idx), reason, dtype=object))
 
     record(np.arange(n), created_sec, 0, "rule")
     changes_stage[-1] = np.where(subscriber, 0, LEAD).astype(np.int8)
@@ -314,28 +317,43 @@ def generate_crm(
         to_mql = open_ & np.isin(stage, (0, LEAD, RECYCLED)) & armed & (s_d >= mql_threshold)
         if to_mql.any():
             idx = np.flatnonzero(to_mql)
-            record(idx, d * SECONDS_PER_DAY + 20 * 3600 + rng.integers(0, 1800, len(idx)), MQL, "rule")
+            at = d * SECONDS_PER_DAY + 20 * 3600 + rng.integers(0, 1800, len(idx))
+            record(idx, at, MQL, "rule")
+            floor.hand_over(idx, d, at)
             stage[idx], mql_since[idx], armed[idx] = MQL, d, False
             dq = idx[dq_draw[idx] < dq_prob[idx]]
             dq_at[dq] = d + dq_delay[dq]
         to_dq = open_ & (stage == MQL) & (dq_at == d)
         if to_dq.any():
             idx = np.flatnonzero(to_dq)
-            record(idx, d * SECONDS_PER_DAY + 15 * 3600 + rng.integers(0, 3600, len(idx)), DISQ, "sales")
+            at = d * SECONDS_PER_DAY + 15 * 3600 + rng.integers(0, 3600, len(idx))
+            record(idx, at, DISQ, "sales", floor.dq_reasons(idx))
+            floor.close(idx, at)
             stage[idx] = DISQ
         to_rec = open_ & (stage == MQL) & (d - mql_since >= g.recycle_after_days)
         if to_rec.any():
             idx = np.flatnonzero(to_rec)
-            record(idx, d * SECONDS_PER_DAY + 16 * 3600 + rng.integers(0, 3600, len(idx)), RECYCLED, "sales")
+            at = d * SECONDS_PER_DAY + 16 * 3600 + rng.integers(0, 3600, len(idx))
+            record(idx, at, RECYCLED, "sales", floor.return_reasons(len(idx)))
+            floor.close(idx, at)
             stage[idx] = RECYCLED
         becomes_sql = sql_day == d
         if becomes_sql.any():
             idx = np.flatnonzero(becomes_sql)
+            handed = idx[(stage[idx] == MQL) & (floor.open_handover[idx] >= 0)]
+            kept, sql_sec[handed] = floor.convert(handed, sql_sec[handed])
+            lost = handed[~kept]  # the rep came too late: the lead is handed back, and never converts
+            record(lost, sql_sec[lost], RECYCLED, "sales", LOST_REASON)
+            stage[lost], sql_day[lost] = RECYCLED, -1
+            idx = np.setdiff1d(idx, lost)
             skip = idx[stage[idx] != MQL]
             record(skip, sql_sec[skip] - 60, MQL, "sales")
             record(idx, sql_sec[idx], SQL_, "sales")
             stage[idx] = SQL_
     del score
+    # an SQL that waited for the rep's first touch is dated then (the latent days before it stay open)
+    sql_day = np.where(sql_day >= 0, sql_sec // SECONDS_PER_DAY, -1)
+    is_sql = sql_day >= 0
     # subscribers become leads at their first conversion activity (a form, a download, ...)
     conversion = np.isin(np.array(type_names)[act_type], ["form_submit", "content_download", "webinar_attended",
                                                           "demo_request", "trial_signup"])
@@ -393,19 +411,14 @@ def generate_crm(
         "email_domain": email_domain, "job_title": titles, "seniority": crm_seniority,
         "department": crm_department, "country": country, "source": source,
         "created_at": _utc(start_ts, created_sec),
+        "owner": floor.owners(np.isin(np.arange(n), np.concatenate(changes_lead[1:])) & (stage != 0)),
     })
     accounts.to_parquet(out / "accounts.parquet", index=False)
     leads.to_parquet(out / "leads.parquet", index=False)
     del alive
-    props = np.array([PROPERTIES.get(t, "{}") for t in type_names])
-    activities = pd.DataFrame({
-        "activity_id": pd.Series(np.arange(len(act_lead))).astype("str").radd("A"),
-        "lead_id": pd.Categorical.from_codes(act_lead, categories=lead_ids),
-        "occurred_at": _utc(start_ts, act_sec),
-        "type": pd.Categorical.from_codes(act_type, categories=type_names),
-        "properties": pd.Categorical.from_codes(act_type, categories=props) if len(set(props)) == len(props)
-        else props[act_type],
-    })
+    t_lead, t_sec, t_kind = floor.touches(horizon)
+    activities = activity_table(start_ts, lead_ids, type_names, settings.sales_activity_names,
+                                (act_lead, act_sec, act_type), (t_lead, t_sec, t_kind))
     n_activities = len(activities)
     activities.to_parquet(out / "activities.parquet", index=False)
     del activities, act_lead, act_sec, act_type, act_day
@@ -420,6 +433,7 @@ def generate_crm(
         "stage": np.array(stage_names)[ch_stage[ch_order]],
         "changed_at": _utc(start_ts, ch_sec[ch_order]),
         "set_by": ch_by[ch_order],
+        "reason": np.concatenate(changes_reason)[ch_order],
     }).drop_duplicates(["lead_id", "changed_at", "stage"])
     opportunities = pd.DataFrame({
         "opportunity_id": _str_ids("O", np.arange(len(opp_idx)), 6),
@@ -451,6 +465,7 @@ def generate_crm(
         "sql_to_opportunity": n_opps / max(int(is_sql.sum()), 1),
         "opportunity_to_won": int(won.sum()) / max(n_closed, 1),
         "rule_mql_threshold": mql_threshold,
+        "sales_touches": len(t_lead),
         "ground_truth_rows": truth_rows,
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -459,6 +474,7 @@ def generate_crm(
         "start": start_ts.isoformat(),
         "generator": {"seed": seed, "leads": n, "months": months, **g.model_dump()},
         "realised": {k: v for k, v in summary.items() if k != "seconds"},
+        "sla": floor.truth(settings.sla.ops.delay_bands_hours, settings.sla.ops.acceptance_days, horizon),
     }
     if scenario is not None:
         shifted_from = (start_ts + pd.Timedelta(days=shift_day)).isoformat()

@@ -269,13 +269,14 @@ def _validate_table(
         raw = raw.assign(**defaults)
     df = _canonical(raw, spec)
     if spec.name == "activities":
-        known = set(settings.activity_names)
+        known = set(settings.activity_names) | set(settings.sales_activity_names)
         typ = df["type"].str.strip().str.lower()
         unknown = typ.notna() & ~typ.isin(known)
         if unknown.any():
             counts = typ[unknown].value_counts().head(5).to_dict()
             report.notes.append(f"{int(unknown.sum())} activities of unknown type stored as 'other' (top: {counts})")
         df["type"] = typ.where(~unknown, "other")
+        df.loc[typ.isin(settings.sales_activity_names), "actor"] = "sales"  # a sales touch is sales-side
     for c in spec.fields:
         if c.choices is not None and c.name in df.columns:  # vocabularies are matched case-insensitively
             df[c.name] = df[c.name].str.strip().str.lower()

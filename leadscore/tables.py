@@ -36,6 +36,10 @@ ID_PATTERN = r"^[^\x00-\x1f\x7f/]+$"
 TEXT_LIMIT = 1000
 #: who set a stage change
 SET_BY = ("rule", "model", "sales", "import")
+#: who acted in an activity: the lead itself (interest), or a rep touching the lead (never interest)
+ACTORS = ("lead", "sales")
+#: a reason code of a stage change: ``word`` or ``group:word`` (the catalogue is ``configs/reasons.yaml``)
+REASON_PATTERN = r"^[a-z0-9_]+(:[a-z0-9_]+)?$"
 #: marker for "the configured lifecycle stages" (``Settings.stages.all``): the vocabulary is config
 STAGES = "stages"
 
@@ -143,6 +147,8 @@ LEADS = TableSpec(
         _text("country"),
         _text("source"),
         _ts("created_at"),
+        Column("owner", "str", max_length=ID_LENGTH,
+               doc="The rep or team that owns the lead (the CRM's owner); empty while unassigned."),
         # True when created_at was sent by the CRM; False when the store inferred it from the first
         # event seen, in which case an earlier (late-arriving) event moves it back.
         Column("created_at_explicit", "bool", nullable=False, default=False, store_only=True),
@@ -161,6 +167,8 @@ ACTIVITIES = TableSpec(
         _ts("occurred_at"),
         Column("type", "str", nullable=False, max_length=64, doc="An activity type of the catalogue."),
         Column("properties", "json"),
+        Column("actor", "str", nullable=False, max_length=16, choices=ACTORS, default="lead",
+               doc="Who acted: the lead, or sales (a rep's call, email or meeting: never the lead's interest)."),
         _ts("received_at", store_only=True),
     ),
     indexes=(("ix_activities_lead_time", ("lead_id", "occurred_at")),),
@@ -174,6 +182,8 @@ STAGE_CHANGES = TableSpec(
         Column("stage", "str", nullable=False, max_length=32, choices=STAGES),
         _ts("changed_at"),
         Column("set_by", "str", nullable=False, max_length=16, choices=SET_BY, default="import"),
+        Column("reason", "str", max_length=64, pattern=REASON_PATTERN,
+               doc="Why sales set it: a code of the reason catalogue (returned_not_ready, disqualified:<code>)."),
     ),
 )
 

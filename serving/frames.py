@@ -276,5 +276,7 @@ def activities_frame(cols: ActivityColumns) -> pd.DataFrame:
         "occurred_at": _ts_array(np.ascontiguousarray(cols.occurred_at, dtype=np.int64)),
         "type": _str_array(cols.type),
         "properties": _str_array(pa.nulls(n, type=pa.large_string())),
+        # not read back, like the SQL path (ACT_COLS): sales touches are recognised by type (features/actors.py)
+        "actor": _str_array(pa.nulls(n, type=pa.large_string())),
     }
     return _frame({c: data[c] for c in ACTIVITIES.columns}, n)

@@ -44,7 +44,13 @@ def test_generated_history_is_valid(crm_5k: tuple[Path, dict[str, object]], sett
     assert all(t.rejected_rows == 0 for t in report.tables.values()), report.to_dict()
     assert len(history.activities) == summary["activities"]
     assert 60 < len(history.activities) / len(history.leads) < 140
-    assert set(history.activities["type"]) <= set(settings.activity_names)
+    acts = history.activities
+    lead_side = acts["actor"] == "lead"
+    assert set(acts.loc[lead_side, "type"]) <= set(settings.activity_names)
+    # the reps' touches (issue 16): sales-side types only, each on a lead sales owns
+    assert set(acts.loc[~lead_side, "type"]) == {"sales_call", "sales_email", "meeting_held"}
+    owned = set(history.leads.dropna(subset=["owner"])["lead_id"])
+    assert set(acts.loc[~lead_side, "lead_id"]) <= owned
     titles = history.leads["job_title"].dropna()
     assert titles.str.contains("Responsabile").any() and titles.str.contains("Directora de").any()
     assert set(history.stage_changes["stage"]) >= {"lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified"}
@@ -107,30 +113,47 @@ def test_generate_and_validate_cli(tmp_path: Path) -> None:
 
 
 #: content digests of the default generator's tables (seed 5, 400 leads, 6 months) recorded before
-#: scenarios existed: the default scenario must keep drawing exactly this history
-DEFAULT_DIGESTS = {
+#: scenarios existed: the default scenario must keep drawing exactly this lead-side history. The sales
+#: floor (issue 16) draws from its own stream: it adds columns (``owner``, ``actor``, ``reason``) and the
+#: reps' touches, and changes what sales did with MQLs, never the accounts, the leads or their own activities.
+LEAD_SIDE_DIGESTS = {
     "accounts": "50beb3b6018f2e6d",
     "activities": "e3326653f6a7bd33",
-    "ground_truth": "8364a4ad4efebb2a",
     "leads": "cba1b6f01a53359b",
-    "opportunities": "4a1452f6fa15086e",
-    "stage_changes": "be6289bd18a99034",
 }
+#: the whole default history with the sales floor (recorded when it was added)
+DEFAULT_DIGESTS = {
+    "accounts": "50beb3b6018f2e6d",
+    "activities": "63f29c37aad89152",
+    "ground_truth": "522666d40e2cb978",
+    "leads": "300d65c1c437668f",
+    "opportunities": "1fa66b1811ab55e8",
+    "stage_changes": "19363a3275619794",
+}
+
+
+def _hash(frame: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes()).hexdigest()[:16]
 
 
 def _content_digest(directory: Path) -> dict[str, str]:
     """Digest of the table contents (not the Parquet bytes, which carry the writer's version)."""
-    out = {}
-    for path in sorted(directory.glob("*.parquet")):
-        frame = pd.read_parquet(path).astype(str)
-        out[path.stem] = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
-    return out
+    return {path.stem: _hash(pd.read_parquet(path)) for path in sorted(directory.glob("*.parquet"))}
+
+
+def _lead_side_digest(directory: Path) -> dict[str, str]:
+    """The same digest of what existed before the sales floor: the lead's side, its columns only."""
+    acts = pd.read_parquet(directory / "activities.parquet")
+    acts = acts[acts["actor"] == "lead"].drop(columns="actor").reset_index(drop=True)
+    return {"accounts": _hash(pd.read_parquet(directory / "accounts.parquet")), "activities": _hash(acts),
+            "leads": _hash(pd.read_parquet(directory / "leads.parquet").drop(columns="owner"))}
 
 
 def test_default_scenario_draws_the_same_history_as_before_scenarios(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["generate", "--out", str(tmp_path / "d"), "--leads", "400", "--months", "6",
                                       "--seed", "5", "--scenario", "default"])
     assert result.exit_code == 0, result.output
+    assert _lead_side_digest(tmp_path / "d") == LEAD_SIDE_DIGESTS
     assert _content_digest(tmp_path / "d") == DEFAULT_DIGESTS
     bad = CliRunner().invoke(app, ["generate", "--out", str(tmp_path / "x"), "--leads", "100", "--scenario", "nope"])
     assert bad.exit_code != 0 and "regime-shift" in bad.output

@@ -74,9 +74,13 @@ def test_request_models_keep_their_published_shape() -> None:
     schema = ActivityIn.model_json_schema()
     assert schema["title"] == "ActivityIn"
     assert schema["required"] == ["activity_id", "lead_id", "occurred_at", "type"]
-    assert list(schema["properties"]) == ["activity_id", "lead_id", "occurred_at", "type", "properties", "lead",
-                                          "account"]
+    assert list(schema["properties"]) == ["activity_id", "lead_id", "occurred_at", "type", "properties", "actor",
+                                          "lead", "account"]
     assert schema["properties"]["lead_id"]["maxLength"] == 128
+    # issue 16: who acted (a rep's touch is never interest); the lead's own activity is the default
+    sent = ActivityIn(activity_id="a", lead_id="l", occurred_at="2026-01-01T00:00:00Z", type="sales_call", actor="sales")
+    assert sent.actor == "sales"
+    assert ACTIVITIES.column("actor").default == "lead"  # left out: the store fills in the lead's own
     assert set(schema["$defs"]) == {"LeadProperties", "AccountProperties"}
     lead = LeadProperties.model_json_schema()
     assert "required" not in lead and "lead_id" not in lead["properties"]

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from leadscore.training.sla_ops_config import SLAOpsConfig
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -165,3 +167,4 @@ class SLAConfig(_Strict):
     # moments, the first months of the window only serve that purpose (see training.sla.Replay).
     warmup_months: int = Field(default=1, ge=0)
     report: SLAReportConfig = Field(default_factory=SLAReportConfig)
+    ops: SLAOpsConfig = Field(default_factory=SLAOpsConfig)

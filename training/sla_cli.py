@@ -243,4 +243,32 @@ def register(app: typer.Typer) -> None:
             console.print(f"Logged to MLflow run {run_id} under sla_review/.")
         console.print(f"Wrote {out} and {out.with_suffix('.json')}.")
 
+    @report_app.command("sla-ops")
+    def sla_ops(
+        ctx: typer.Context,
+        crm: Annotated[str, typer.Option("--crm", help="CRM history: a directory of tables or a database URL.")],
+        months: Annotated[int | None, typer.Option(min=1, help="Only the last N months (default: all).")] = None,
+        out: Annotated[Path, typer.Option(help="HTML file to write (the JSON goes beside it).")] = Path(
+            "reports/sla-ops.html"
+        ),
+    ) -> None:
+        """SLA operations: follow-up speed, hand-backs, rejection reasons, recycling, stage targets, per owner."""
+        from leadscore.history import is_database_url, load_history, read_manifest
+        from leadscore.training.sla_ops import sla_ops_numbers, write_sla_ops_report
+
+        settings = settings_from(ctx)
+        history, validation = load_history(crm, settings, write_rejected=False)
+        if not validation.usable:
+            err_console.print(f"[red]error:[/red] {crm} is not a usable CRM history (run leadscore validate)")
+            raise typer.Exit(2)
+        truth = None if is_database_url(crm) else read_manifest(Path(crm)).get("sla")
+        data = sla_ops_numbers(history, settings, months, truth if isinstance(truth, dict) else None, str(crm))
+        html_path, json_path = write_sla_ops_report(data, out)
+        fu = data["follow_up"]
+        console.print(f"{fu['handovers']} MQLs handed over; median {fu['median_hours']} h to first touch; "
+                      f"{_value({'value': fu['share_within_target']}, True)} within {fu['target_hours']} h "
+                      f"(SLA: {fu['target_share']:.0%}); {data['rejections']['count']} rejections, "
+                      f"{data['recycled']['count']} recycled.")
+        console.print(f"Wrote {html_path} and {json_path}.")
+
     app.add_typer(report_app, name="report", help="Reports for reviewers (SLA review).")

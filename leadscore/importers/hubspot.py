@@ -38,6 +38,7 @@ from leadscore.importers.common import (
     require,
     write_and_validate,
 )
+from leadscore.importers.sla_fields import attach_reasons, dated_activities
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,8 +57,23 @@ CONTACT_FIELDS: dict[str, list[str]] = {
     "source": ["Original Source", "Original Traffic Source", "hs_analytics_source", "Lead Source"],
     "account_id": [
         "Associated Company ID", "Associated Company IDs (Primary)", "Primary Associated Company ID",
-        "associatedcompanyid", "Company ID",
+        "associatedcompanyid", "Company ID", "Associated Company IDs",
     ],
+    "owner": ["Contact owner", "HubSpot Owner", "hubspot_owner_id", "Owner"],
+    "reason": ["Disqualification Reason", "Unqualified Reason", "Lead Status Reason", "hs_lead_disqualification_reason",
+               "Reason Returned", "Rejection Reason"],
+    "owner_assigned": ["Owner Assigned Date", "hubspot_owner_assigneddate"],
+    "last_contacted": ["Last Contacted", "notes_last_contacted"],
+    "last_meeting_booked": ["Date of last meeting booked in meetings tool", "engagements_last_meeting_booked"],
+    "first_email_open": ["First marketing email open date", "hs_email_first_open_date"],
+    "first_email_click": ["First marketing email click date", "hs_email_first_click_date"],
+    "first_email_reply": ["First marketing email reply date", "hs_email_first_reply_date"],
+    "sales_email_opened": ["Recent Sales Email Opened Date", "hs_sales_email_last_opened"],
+    "sales_email_clicked": ["Recent Sales Email Clicked Date", "hs_sales_email_last_clicked"],
+    "sales_email_replied": ["Recent Sales Email Replied Date", "hs_sales_email_last_replied"],
+    "first_deal_created": ["First Deal Created Date", "first_deal_created_date"],
+    "email_bounced": ["Marketing emails bounced", "hs_email_bounce"],
+    "unsubscribed": ["Unsubscribed from all email", "hs_email_optout"],
     "company_name": ["Company Name", "Company"],
     "company_domain": ["Company Domain Name", "Website URL", "Website", "Domain"],
     "industry": ["Industry"],
@@ -106,9 +122,23 @@ EVENT_COLUMNS = {
     "last_email_click": "email_click",
 }
 
+#: dated SLA columns → (activity type, actor). What a rep did is ``sales`` (never interest); the lead's
+#: answers to a sales email are its own (a reply to a rep is interest, whoever wrote first).
+SLA_EVENT_COLUMNS = {
+    "owner_assigned": ("owner_assigned", "sales"),
+    "last_contacted": ("sales_touch", "sales"),
+    "last_meeting_booked": ("meeting_booked", "lead"),
+    "first_email_open": ("email_open", "lead"),
+    "first_email_click": ("email_click", "lead"),
+    "first_email_reply": ("email_click", "lead"),
+    "sales_email_opened": ("email_open", "lead"),
+    "sales_email_clicked": ("email_click", "lead"),
+    "sales_email_replied": ("email_click", "lead"),
+}
+
 #: undated per-lead values kept in ``lead_properties`` (never turned into dated rows)
 PROPERTY_COLUMNS = [
-    "lifecycle_stage", "lead_status", "num_pageviews", "num_sessions", "num_form_submissions",
+    "lifecycle_stage", "lead_status", "reason", "email_bounced", "unsubscribed", "num_pageviews", "num_sessions", "num_form_submissions",
     "num_unique_forms", "num_email_opens", "num_email_clicks", "num_sales_activities",
 ]
 
@@ -183,7 +213,7 @@ def _contacts_to_tables(
     leads = pd.DataFrame(
         {
             "lead_id": lead_id,
-            "account_id": column(contacts, cm, "account_id"),
+            "account_id": _first_id(column(contacts, cm, "account_id"))[0],
             "email_domain": dom,
             "job_title": column(contacts, cm, "job_title"),
             "seniority": column(contacts, cm, "seniority"),
@@ -191,6 +221,7 @@ def _contacts_to_tables(
             "country": column(contacts, cm, "country"),
             "source": column(contacts, cm, "source"),
             "created_at": column(contacts, cm, "created_at"),
+            "owner": column(contacts, cm, "owner"),
         }
     )
     stage_rows = [
@@ -201,7 +232,13 @@ def _contacts_to_tables(
     stages = pd.concat(stage_rows, ignore_index=True) if stage_rows else pd.DataFrame(
         columns=["lead_id", "stage", "changed_at", "set_by"]
     )
-    stages = stages[stages["changed_at"].notna()].reset_index(drop=True)
+    if cm.source("first_deal_created"):  # the first deal is the lead's first opportunity
+        stage_rows.append(pd.DataFrame({"lead_id": lead_id, "stage": "opportunity", "set_by": "import",
+                                        "changed_at": column(contacts, cm, "first_deal_created")}))
+        stages = pd.concat(stage_rows, ignore_index=True)
+    stages = stages[stages["changed_at"].notna()]
+    stages = stages.assign(_ts=parse_ts_lenient(stages["changed_at"])).sort_values("_ts", kind="stable")
+    stages = stages.drop_duplicates(["lead_id", "stage"]).drop(columns="_ts").reset_index(drop=True)
     if not stage_rows:
         notes.append("no 'Became a ... Date' lifecycle column found: no stage changes imported")
 
@@ -218,9 +255,11 @@ def _contacts_to_tables(
                     "occurred_at": when,
                     "type": kind,
                     "properties": json.dumps({"source_field": src, "imported_from": "hubspot"}),
+                    "actor": "lead",
                 }
             )
         )
+    event_rows += dated_activities(contacts, cm, lead_id, SLA_EVENT_COLUMNS, "hubspot")
     if event_rows:
         acts = pd.concat(event_rows, ignore_index=True)
         acts = acts[acts["occurred_at"].notna()]
@@ -228,7 +267,7 @@ def _contacts_to_tables(
         acts = acts.drop_duplicates(["lead_id", "type", "occurred_at"]).reset_index(drop=True)
         acts.insert(0, "activity_id", "hubspot:" + acts["lead_id"].fillna("?") + ":" + acts["type"] + ":" + acts["occurred_at"])
     else:
-        acts = pd.DataFrame(columns=["activity_id", "lead_id", "occurred_at", "type", "properties"])
+        acts = pd.DataFrame(columns=["activity_id", "lead_id", "occurred_at", "type", "properties", "actor"])
         notes.append(
             "no dated activity column (First/Recent Conversion Date, Time First/Last Seen, last email "
             "open/click date) found: the activities table is empty"
@@ -367,6 +406,10 @@ def import_hubspot(
         raise ImportFailed(f"{contacts}: no create-date column (one of: {', '.join(CONTACT_FIELDS['created_at'])})")
     files, notes = [cm], list[str]()
     leads, stages, acts, props = _contacts_to_tables(frame, cm, notes)
+    stages = attach_reasons(stages, column(frame, cm, "reason"), leads["lead_id"], settings, notes)
+    several = _first_id(column(frame, cm, "account_id"))[1]
+    if several:
+        notes.append(f"{several} contacts are associated with several companies: linked to the first listed")
     accounts = _accounts(frame, cm, leads, Path(companies) if companies else None, files, notes)
     opps = _deals(Path(deals), files, notes) if deals else None
     tables = {"leads": leads, "stage_changes": stages, "activities": acts}

@@ -44,6 +44,7 @@ from leadscore.importers.common import (
     write_and_validate,
 )
 from leadscore.importers.hubspot import _clean_domain, _earliest_text
+from leadscore.importers.sla_fields import attach_reasons, dated_activities
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +69,14 @@ LEAD_FIELDS: dict[str, list[str]] = {
     "country": ["Country", "Country Code", "CountryCode"],
     "website": ["Website"],
     "rating": ["Rating"],
+    "owner": ["Owner Name", "Lead Owner", "OwnerId", "Owner ID", "Owner"],
+    "reason": ["Unqualified Reason", "Disqualified Reason", "Disqualification Reason", "Reason Unqualified",
+               "Status Reason", "Rejection Reason"],
+    "last_activity": ["LastActivityDate", "Last Activity", "Last Activity Date"],
+    "last_transfer": ["LastTransferDate", "Last Transfer Date"],
 }
+#: dated Lead columns → (activity type, actor): both are what sales did (a task or event, a hand-over)
+SLA_EVENT_COLUMNS = {"last_activity": ("sales_touch", "sales"), "last_transfer": ("owner_assigned", "sales")}
 
 HISTORY_FIELDS: dict[str, list[str]] = {
     "lead_id": ["LeadId", "Lead ID"],
@@ -387,16 +395,24 @@ def import_salesforce(
             "country": column(raw, lm, "country"),
             "source": column(raw, lm, "source"),
             "created_at": created,
+            "owner": column(raw, lm, "owner"),
         }
     )
     stages = _stage_changes(lead_id, created, raw, lm, Path(history) if history else None, statuses, files, notes)
+    stages = attach_reasons(stages, column(raw, lm, "reason"), lead_id, settings, notes)
     tables: dict[str, pd.DataFrame] = {"accounts": acc_table, "leads": lead_table, "stage_changes": stages}
     if campaign_members:
         tables["activities"] = _campaign_activities(Path(campaign_members), files, notes)
     else:
         tables["activities"] = pd.DataFrame(columns=["activity_id", "lead_id", "occurred_at", "type", "properties"])
-        notes.append("no CampaignMember export: Salesforce Lead/LeadHistory hold no dated activity, "
-                     "so activities is empty")
+        notes.append("no CampaignMember export: Salesforce Lead/LeadHistory hold no dated activity of the "
+                     "lead, so its interest cannot be scored from events")
+    sales = dated_activities(raw, lm, lead_id, SLA_EVENT_COLUMNS, "salesforce")
+    if sales:
+        touches = pd.concat(sales, ignore_index=True)
+        touches.insert(0, "activity_id", "sf:" + touches["lead_id"].fillna("?") + ":" + touches["type"] + ":"
+                       + touches["occurred_at"])
+        tables["activities"] = pd.concat([tables["activities"], touches], ignore_index=True)
     if opportunities:
         tables["opportunities"] = _opportunities(
             Path(opportunities), raw, lm, lead_id, set(acc_table["account_id"].dropna()), files, notes
