@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -103,6 +103,8 @@ def field_type(column: Column) -> Any:
         return Annotated[int, BeforeValidator(_not_bool), Field(ge=column.ge, le=INT64_MAX)]
     if kind == "float":  # finite (JSON parsers accept Infinity and NaN); never a boolean
         return Annotated[float, BeforeValidator(_not_bool), Field(ge=column.ge, allow_inf_nan=False)]
+    if column.choices and kind == "str":  # a closed vocabulary (an activity's actor): named in the schema
+        return Literal[tuple(column.choices)]
     if kind == "id" or not column.nullable:
         return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=column.max_length,
                                                 pattern=column.pattern)]

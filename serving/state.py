@@ -99,7 +99,8 @@ class ServingState:
 
     @property
     def catalogue(self) -> set[str]:
-        return set(self.settings.activity_names)
+        """Every activity type the service knows: the lead's own and the sales-side touches."""
+        return set(self.settings.activity_names) | set(self.settings.sales_activity_names)
 
     def warm_up(self) -> None:
         """Score a made-up lead once, so the first real request does not pay for loading the
@@ -123,11 +124,14 @@ class ServingState:
         if typ not in self.catalogue:
             props.setdefault("original_type", a.type)
             typ = "other"
+        # a sales touch is sales-side whoever sent it (as when a history is loaded): never the lead's interest
+        actor = "sales" if typ in self.settings.sales_activity_names else (a.actor or "lead")
         return {
             "activity_id": a.activity_id,
             "lead_id": a.lead_id,
             "occurred_at": to_micros(pd.Timestamp(a.occurred_at)),
             "type": typ,
+            "actor": actor,
             "properties": json.dumps(props, default=str) if props else None,
             "received_at": received,
         }

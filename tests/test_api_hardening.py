@@ -330,3 +330,20 @@ def test_the_ops_gate_guards_bentoml_metrics_and_docs(state: ServingState) -> No
                                   scorer=state.scorer, store=state.store, api_keys=state.api_keys,
                                   segment_keys=[], hubspot_secret=None)
         assert c.get("/metrics").status_code == 200 and c.get("/docs.json").status_code == 401
+
+
+def test_sales_touches_are_stored_sales_side_and_never_move_the_leads_interest(
+        client: TestClient, state: ServingState) -> None:
+    """A ``sales_call`` posted by the CRM used to be stored as ``other`` and counted as the lead's
+    interest; it is a known type, stored with ``actor = sales``, and the lead's score does not move.
+    An actor outside the vocabulary is refused by index, naming the field."""
+    first = client.post("/activities", json={"activities": [_act("s-1", "L-sales")]}, headers=AUTH).json()
+    touch = {"activity_id": "s-2", "lead_id": "L-sales", "occurred_at": GOOD_AT, "type": "sales_call"}
+    out = client.post("/activities", json={"activities": [touch, {**_act("s-3", "L-sales"), "actor": "bot"}]},
+                      headers=AUTH).json()
+    assert [(e["index"], e["field"]) for e in out["errors"]] == [(1, "activities[1].actor")]
+    with state.store.read() as conn:
+        rows = conn.exec_driver_sql("SELECT type, actor FROM activities WHERE activity_id = 's-2'").all()
+    assert rows == [("sales_call", "sales")]
+    before, after = first["scores"][0], out["scores"][0]
+    assert (after["p_sql"], after["p_opportunity"]) == (before["p_sql"], before["p_opportunity"])
