@@ -10,17 +10,14 @@ lowest-ranked column whose value says something: "2 demo requests in the last 7 
 missing value is worded by its own sentence ("No buying signal yet"). Schemas without concepts (flat
 tables, older bundles) group nothing: each column is its own concept.
 
-TreeSHAP for one row goes through LightGBM's single-row C entry (:class:`SingleRowContrib`), which
-keeps its predictor between calls; ``Booster.predict`` rebuilds one per call, which cost as much as
-the TreeSHAP itself. The values are bit-identical (tested).
+The contributions of one row come from :mod:`training.row_path` (LightGBM's single-row TreeSHAP, the
+logistic terms); :func:`top_reasons` only sums and words them.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -193,55 +190,3 @@ def top_reasons(plan: ReasonPlan, row: Mapping[str, Any], contrib: np.ndarray, k
     pos = sorted((i for i in items if i["contribution"] > 0), key=lambda i: -i["contribution"])[:k]
     neg = sorted((i for i in items if i["contribution"] < 0), key=lambda i: i["contribution"])[:k]
     return {"positive": pos, "negative": neg}
-
-
-class SingleRowContrib:
-    """TreeSHAP contributions of one row through LightGBM's single-row C entry points.
-
-    ``LGBM_BoosterPredictForMatSingleRowFastInit`` parses the parameters and builds the predictor
-    once; each call then only runs TreeSHAP. The booster is loaded from the model text (its own C
-    handle, nothing of ``lightgbm.Booster``'s internals is used); ``lightgbm.basic._LIB`` is the
-    loaded library. Not re-entrant in LightGBM, hence the lock.
-    """
-
-    _PREDICT_CONTRIB = 3  # C_API_PREDICT_CONTRIB
-    _DTYPE_FLOAT64 = 1  # C_API_DTYPE_FLOAT64
-
-    def __init__(self, model_str: str, n_features: int) -> None:
-        from lightgbm.basic import _LIB
-
-        self._lib = _LIB
-        self._handle = ctypes.c_void_p()
-        self._config = ctypes.c_void_p()
-        n_iter = ctypes.c_int(0)
-        self._check(_LIB.LGBM_BoosterLoadModelFromString(ctypes.c_char_p(model_str.encode()), ctypes.byref(n_iter),
-                                                         ctypes.byref(self._handle)))
-        self._check(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-            self._handle, ctypes.c_int(self._PREDICT_CONTRIB), ctypes.c_int(0), ctypes.c_int(-1),
-            ctypes.c_int(self._DTYPE_FLOAT64), ctypes.c_int32(n_features), ctypes.c_char_p(b"num_threads=1"),
-            ctypes.byref(self._config)))
-        self._out = np.empty(n_features + 1, dtype=np.float64)
-        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
-        self._len = ctypes.c_int64(0)
-        self._lock = threading.Lock()
-
-    def _check(self, rc: int) -> None:
-        if rc != 0:
-            raise RuntimeError(self._lib.LGBM_GetLastError().decode())
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Contributions of the single row ``x`` (float64, C order) + the bias as the last entry."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        with self._lock:
-            self._check(self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-                self._config, x.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._len), self._out_ptr))
-            return self._out.copy()
-
-    def __del__(self) -> None:
-        lib = getattr(self, "_lib", None)
-        if lib is None:
-            return
-        if getattr(self, "_config", None) is not None and self._config.value:
-            lib.LGBM_FastConfigFree(self._config)
-        if getattr(self, "_handle", None) is not None and self._handle.value:
-            lib.LGBM_BoosterFree(self._handle)
