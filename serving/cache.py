@@ -18,10 +18,11 @@ Why it stays equal to the database, whichever process wrote:
   refilled on demand. Older rows deleted by hand without a ``VACUUM`` are not noticed: restart the
   service after editing the activities table by hand.
 * Which leads belong to an account *can* change (a lead moved to another account, a lead created), and
-  an update leaves no trace a reader could follow, so every read asks the leads table: as one string
-  (ids length-prefixed, with their creation times) compared to the one kept, so a 4,000-lead account
-  costs one row, not 4,000. When it differs, the members are read, the group loads the rows of
-  members it has not seen (up to ``mark``), and rows of leads that left are kept but never counted.
+  an update leaves no trace a reader could follow, so every read compares the account's membership
+  version (:mod:`leadscore.serving.members`, kept by triggers on the leads table) with the one it read
+  the members at: one indexed row, so a 4,000-lead account costs what a small one costs. When it moved,
+  the members are read, the group loads the rows of members it has not seen (up to ``mark``), and rows
+  of leads that left are kept but never counted.
 * The account roll-ups count the account's activities in a window by binary search: the group keeps
   all its rows' times sorted, and those of the high-intent ones, extended as rows arrive in time order
   (a late row re-sorts), so a lead of a big account reads no more than a lead of a small one.
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from leadscore.features.online import sorted_activities, type_codes
+from leadscore.serving.members import members, members_version
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
@@ -49,11 +51,6 @@ if TYPE_CHECKING:
 #: a sync that finds more new rows than this drops the cache instead of folding them one by one
 _MAX_DELTA = 50_000
 _IN_CHUNK = 500
-#: the account's leads as one string (length-prefixed ids, so equal strings mean equal lead sets and
-#: creation times): read every request instead of thousands of rows, compared to the kept one
-_MEMBERS_KEY = ("SELECT group_concat(length(lead_id) || ':' || lead_id || ':' || coalesce(created_at, ''), ';') "
-                "FROM leads WHERE account_id = ?")
-_MEMBERS = "SELECT lead_id, created_at FROM leads WHERE account_id = ?"
 
 
 @dataclass(frozen=True)
@@ -100,7 +97,7 @@ class _Group:
         self.t_sorted = self._t_sorted[:0]
         self.sort_version = 0  # bumped when a late row made the by-time order be rebuilt
         self.by_lead: dict[int, list[int]] = {}  # code -> positions, in insertion order
-        self.members_key: str | None = None  # the account's leads as last read (``_MEMBERS_KEY``)
+        self.members_version: int | None = None  # the account's membership version they were read at
         self.created = np.empty(0, dtype=np.int64)  # their creation times, sorted
         # high-intent times: [mask bytes, sort_version, rows covered, buffer, length]
         self._high: list[Any] | None = None
@@ -336,15 +333,15 @@ class ActivityCache:
         return memo[2]
 
     def _members(self, raw: Any, key: tuple[str, str], group: _Group, account_id: str) -> None:
-        """Bring the group's members (and their creation times) up to the leads table: one string is
-        read and compared; the rows only when it changed."""
-        members_key = self._fetch(raw, _MEMBERS_KEY, (account_id,))[0][0]
-        if members_key is not None and members_key == group.members_key:
+        """Bring the group's members (and their creation times) up to the leads table: the membership
+        version is read and compared; the members only when it moved."""
+        version = members_version(raw, account_id)
+        if version is not None and version == group.members_version:
             return
-        rows = self._fetch(raw, _MEMBERS, (account_id,))
+        rows = members(raw, account_id)
         self._add_members(raw, key, group, group.set_members([lid for lid, _ in rows]))
         group.created = np.sort(np.array([t for _, t in rows if t is not None], dtype=np.int64))
-        group.members_key = members_key
+        group.members_version = version
 
     def _add_members(self, raw: Any, key: tuple[str, str], group: _Group, new: list[str]) -> None:
         """Load the rows of leads new to the group (up to ``mark``)."""
@@ -363,8 +360,8 @@ class ActivityCache:
         """The lead's activities up to ``cut`` and, with an account, the account roll-ups' arrays
         (``since``: start of the window used when a lead has left the account, see :class:`CachedLead`).
 
-        ``account_id`` is the lead's as just read from the database; the account's members are read
-        from the leads table (the truth) on every call, as one string. ``raw`` is a DBAPI connection
+        ``account_id`` is the lead's as just read from the database; the account's members are
+        checked against the leads table (the truth) on every call, by version. ``raw`` is a DBAPI connection
         of the store.
         """
         key = ("account", account_id) if account_id is not None else ("lead", lead_id)
@@ -384,7 +381,7 @@ class ActivityCache:
                 members = [lead_id] if account_id is None else [*np.array(group.lead_ids, dtype=object)[
                     group.active[: len(group.lead_ids)]], lead_id]
                 self._add_members(raw, key, group, group.set_members(members))
-                group.members_key = None
+                group.members_version = None
             if self.stats["loads"] == loads:
                 self.stats["hits"] += 1
             self._evict(key)

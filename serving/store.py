@@ -28,6 +28,7 @@ from leadscore.history import CRMHistory
 from leadscore.serving import store_checks
 from leadscore.serving.frames import empty_frame, frame_rows, rows_frame
 from leadscore.serving.lead_read import read_lead
+from leadscore.serving.members import account_versions_t  # noqa: F401 - its table joins the metadata
 from leadscore.serving.migrate import upgrade_store
 from leadscore.serving.queries import Statements
 from leadscore.serving.store_tables import (

@@ -144,3 +144,40 @@ def test_scoring_a_stored_lead_builds_no_dataframe(small_model: SmallModel, crm,
     monkeypatch.undo()
     assert 0.0 <= result.p_sql <= 1.0 and result.reasons["positive"] is not None
     store.close()
+
+
+def test_cached_membership_follows_the_leads_table_by_version(crm, settings: Settings, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process moves a lead out of the account and corrects a creation time (plain SQL, no store
+    code): the roll-ups stay exact; while nothing changes, a read checks one version row, not the members."""
+    import sqlite3
+
+    import leadscore.serving.cache as cache_module
+
+    reads: list[str] = []
+    real = cache_module.members
+    monkeypatch.setattr(cache_module, "members", lambda raw, account_id: reads.append(account_id) or real(raw, account_id))
+    db = tmp_path / "e.db"
+    EventStore(f"sqlite:///{db}").import_history(crm)
+    cached = EventStore(f"sqlite:///{db}", cache_rows=1_000_000)
+    sizes = crm.leads.groupby("account_id").size().sort_values()
+    account, elsewhere = sizes.index[-1], sizes.index[0]
+    members = crm.leads.loc[crm.leads["account_id"] == account, "lead_id"].tolist()
+    lead, leaver, corrected = members[0], members[1], members[2]
+    t = crm.cutoff - pd.Timedelta(days=3)
+    moment = pd.DataFrame({"lead_id": [lead], "as_of": pd.Series([t]).astype("datetime64[us, UTC]")})
+    assert not _mismatches(cached, crm, moment, settings)
+    assert not _mismatches(cached, crm, moment, settings)
+    assert reads == [account]  # the second read compared the version only
+
+    leads = crm.leads.copy()
+    new_created = leads.loc[leads["lead_id"] == corrected, "created_at"].iloc[0] - pd.Timedelta(days=40)
+    with sqlite3.connect(db) as other:
+        other.execute("UPDATE leads SET account_id = ? WHERE lead_id = ?", (elsewhere, leaver))
+        other.execute("UPDATE leads SET created_at = ? WHERE lead_id = ?", (to_micros(new_created), corrected))
+    leads.loc[leads["lead_id"] == leaver, "account_id"] = elsewhere
+    leads.loc[leads["lead_id"] == corrected, "created_at"] = new_created
+    moved = type(crm)(crm.accounts, leads, crm.activities, crm.stage_changes, crm.opportunities, crm.cutoff)
+    assert not _mismatches(cached, moved, moment, settings)
+    assert reads == [account, account]
+    cached.close()
