@@ -16,17 +16,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from leadscore.features.arrays import FeatureInputError
-from leadscore.features.engine import Prepared, plan, prepare, rule_scores, static
+from leadscore.features.engine import Prepared, plan, prepare, static
 from leadscore.features.fit import fit_row, fit_rules
 from leadscore.features.kernel import DAY_US, FAR
+from leadscore.features.plan import rule_score_one
 from leadscore.features.registry import KernelInputs
+from leadscore.features.schema import FIT_CATEGORICAL
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
@@ -141,6 +143,8 @@ def opportunity_arrays(created: Sequence[int | None], closed: Sequence[int | Non
 
 
 def _as_of_us(as_of: pd.Timestamp | datetime | str) -> tuple[pd.Timestamp, int]:
+    if isinstance(as_of, pd.Timestamp) and as_of.tzinfo is UTC and as_of.unit == "us":
+        return as_of, as_of.value // 1000  # already what the conversion below returns
     ts = pd.Timestamp(as_of)
     if ts is pd.NaT or (isinstance(ts, float) and math.isnan(ts)):
         raise FeatureInputError("as_of: missing timestamp")
@@ -167,33 +171,45 @@ def kernel_inputs(a: LeadArrays) -> KernelInputs:
                         np.array([a.created], dtype=np.int64), np.array([lead_acc], dtype=np.int64), *acc_arrays)
 
 
+@dataclass(frozen=True)
+class _RowLayout:
+    """Where each schema column of a row comes from, as positions in one list: the kernel output column
+    (``width`` values), then the fit categories, then the fit numbers; kernel category codes apart."""
+
+    names: tuple[str, ...]
+    take: tuple[int, ...]
+    codes: tuple[tuple[str, int, tuple[str, ...]], ...]  # (name, kernel row, category of each code)
+
+
+def _row_layout(settings: Settings) -> _RowLayout:
+    st, p = static(settings), plan(settings)
+    base = {"k": 0, "code": 0, "cat": st.width, "num": st.width + len(FIT_CATEGORICAL)}
+    return _RowLayout(tuple(s.name for s in p.schema), tuple(base[kind] + i for kind, i in p.sources),
+                      tuple((s.name, i, p.categories[s.name]) for s, (kind, i) in zip(p.schema, p.sources, strict=True)
+                            if kind == "code"))
+
+
 def compute_arrays(a: LeadArrays, as_of: Sequence[Any], settings: Settings) -> list[dict[str, object]]:
     """Feature rows of the lead at each moment of ``as_of`` (one kernel call), as :func:`compute_one`."""
     st, p = static(settings), plan(settings)
+    layout = settings.derived("features.online.row_layout", _row_layout)
     stamps = [_as_of_us(t) for t in as_of]
     m_t = np.array([us for _, us in stamps], dtype=np.int64)
     out = np.empty((st.width, len(m_t)), dtype=np.float64)
     st.kernel.run_serial(out, np.zeros(len(m_t), dtype=np.int64), m_t, kernel_inputs(a), st.params)
+    if len(a.fit_cat) != len(FIT_CATEGORICAL):
+        raise FeatureInputError(f"{len(a.fit_cat)} fit categories for {len(FIT_CATEGORICAL)} columns")
+    fit = [*a.fit_cat, *a.fit_num]
     rows: list[dict[str, object]] = []
     for r, (ts, _) in enumerate(stamps):
+        vec = out[:, r].tolist()
+        pool = vec + fit
         row: dict[str, object] = {"lead_id": a.lead_id, "as_of": ts}
-        vec = out[:, r]
-        for spec, (kind, i) in zip(p.schema, p.sources, strict=True):
-            if kind == "k":
-                row[spec.name] = float(vec[i])
-            elif kind == "cat":
-                row[spec.name] = a.fit_cat[i]
-            elif kind == "num":
-                row[spec.name] = a.fit_num[i]
-            else:
-                c = int(vec[i])
-                row[spec.name] = p.categories[spec.name][c] if c >= 0 else float("nan")
-
-        def column(name: str, row: dict[str, object] = row) -> np.ndarray:
-            v = row[name]
-            return np.array([v], dtype=np.float64) if isinstance(v, float) else np.array([v], dtype=object)
-
-        row["rule_score"] = float(rule_scores(p, p.rule_points(out[:, r:r + 1]), column)[0])
+        row.update(zip(layout.names, map(pool.__getitem__, layout.take), strict=True))
+        for name, i, categories in layout.codes:
+            c = int(vec[i])
+            row[name] = categories[c] if c >= 0 else float("nan")
+        row["rule_score"] = rule_score_one(p, vec[p.rule_row] if p.rule_row >= 0 else 0.0, row.__getitem__)
         rows.append(row)
     return rows
 
