@@ -92,6 +92,7 @@ class _Column:
     many: str  # template for any other value
     missing: str
     value_texts: Mapping[str, str]
+    silent_zero: bool  # a zero of this unit says nothing (no such activity, no flag)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,12 @@ class ReasonPlan:
     def text(self, j: int, value: Any) -> str | None:
         """Column ``j``'s sentence for ``value``; None when the value says nothing (a zero count)."""
         c = self.columns[j]
+        if value.__class__ is float:  # the usual value: a kernel float, worded without the general checks
+            if value != value:
+                return c.missing
+            if value == 0.0 and c.silent_zero:
+                return None
+            return (c.one if value == 1.0 else c.many).format(value=_shown(c.unit, value))
         if is_missing(value):
             return c.missing
         if isinstance(value, str):
@@ -132,9 +139,11 @@ def reason_plan(schema: Sequence[Mapping[str, Any]]) -> ReasonPlan:
     for spec in schema:
         name = spec["name"]
         template = spec.get("template") or f"{name}: {{value}}"
+        unit = spec.get("unit", "")
         columns.append(_Column(
-            name=name, unit=spec.get("unit", ""), one=_PLURAL.sub(r"\1", template), many=_PLURAL.sub(r"\2", template),
-            missing=spec.get("missing") or missing_text(name), value_texts=spec.get("value_texts") or {}))
+            name=name, unit=unit, one=_PLURAL.sub(r"\1", template), many=_PLURAL.sub(r"\2", template),
+            missing=spec.get("missing") or missing_text(name), value_texts=spec.get("value_texts") or {},
+            silent_zero=unit in _ZERO_SAYS_NOTHING))
         concept = spec.get("concept") or name
         concept_ids.append(keys.setdefault(concept, len(keys)))
         ranks.append(int(spec.get("rank", 0)))
@@ -166,27 +175,34 @@ def top_reasons(plan: ReasonPlan, row: Mapping[str, Any], contrib: np.ndarray, k
     with their contributions summed.
     """
     sums = np.bincount(plan.concept_of, weights=contrib, minlength=len(plan.concepts))
-    order = np.argsort(-np.abs(sums), kind="stable")
-    by_text: dict[str, dict[str, Any]] = {}
+    order = np.argsort(-np.abs(sums), kind="stable").tolist()
+    by_text: dict[str, list[Any]] = {}  # text -> [concept, column, summed contribution]
     for c in order:
         s = float(sums[c])
         if s == 0.0:
             break
-        worded = plan.concept_text(int(c), row)
+        worded = plan.concept_text(c, row)
         if worded is None:
             continue
         j, text = worded
         item = by_text.get(text)
         if item is None:
-            name = plan.columns[j].name
-            by_text[text] = {"concept": plan.concepts[c], "feature": name, "value": format_value(row[name]),
-                             "contribution": s, "text": text}
+            by_text[text] = [c, j, s]
         else:
-            item["contribution"] += s
-        if sum(1 for i in by_text.values() if i["contribution"] > 0) >= k and \
-                sum(1 for i in by_text.values() if i["contribution"] < 0) >= k:
+            item[2] += s
+        n_pos = n_neg = 0  # counted again: a merge can change an item's side
+        for it in by_text.values():
+            n_pos += it[2] > 0
+            n_neg += it[2] < 0
+        if n_pos >= k and n_neg >= k:
             break
-    items = list(by_text.values())
-    pos = sorted((i for i in items if i["contribution"] > 0), key=lambda i: -i["contribution"])[:k]
-    neg = sorted((i for i in items if i["contribution"] < 0), key=lambda i: i["contribution"])[:k]
+
+    def shown(text: str, it: list[Any]) -> dict[str, Any]:
+        name = plan.columns[it[1]].name
+        return {"concept": plan.concepts[it[0]], "feature": name, "value": format_value(row[name]),
+                "contribution": it[2], "text": text}
+
+    items = list(by_text.items())
+    pos = [shown(t, i) for t, i in sorted((ti for ti in items if ti[1][2] > 0), key=lambda ti: -ti[1][2])[:k]]
+    neg = [shown(t, i) for t, i in sorted((ti for ti in items if ti[1][2] < 0), key=lambda ti: ti[1][2])[:k]]
     return {"positive": pos, "negative": neg}

@@ -66,6 +66,7 @@ class SingleRowBooster:
         self._check(_LIB.LGBM_BoosterLoadModelFromString(ctypes.c_char_p(model_str.encode()), ctypes.byref(n_iter),
                                                          ctypes.byref(self._handle)))
         self._configs: list[ctypes.c_void_p] = []
+        self._buffers: list[tuple[np.ndarray, np.ndarray, ctypes.c_int64]] = []
         self._predict = self._kind(self._NORMAL, 1)
         self._contrib = self._kind(self._CONTRIB, n_features + 1)
 
@@ -81,15 +82,18 @@ class SingleRowBooster:
             ctypes.byref(config)))
         self._configs.append(config)
         out = np.empty(width, dtype=np.float64)
-        out_ptr = out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        inp = np.empty(self._n, dtype=np.float64)  # the row is copied here: its pointer is built once
         length = ctypes.c_int64(0)
+        self._buffers.append((inp, out, length))  # kept alive with the booster
+        args = (config, ctypes.c_void_p(inp.ctypes.data), ctypes.byref(length),
+                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
         lock = threading.Lock()
         fn, check = self._lib.LGBM_BoosterPredictForMatSingleRowFast, self._check
 
         def run(x: np.ndarray) -> np.ndarray:
-            x = np.ascontiguousarray(x, dtype=np.float64)
             with lock:
-                check(fn(config, x.ctypes.data_as(ctypes.c_void_p), ctypes.byref(length), out_ptr))
+                np.copyto(inp, x.reshape(-1), casting="same_kind")
+                check(fn(*args))
                 return out.copy()
 
         return run
@@ -168,7 +172,8 @@ class _Linear:
         out[:k] = self.coef * ((signed_log(np.where(miss, self.fill, v)) - self.center) / self.scale) \
             + self.miss_coef * miss
         for i, (j, coefs) in enumerate(zip(self.cat_pos, self.cat_coefs, strict=True), start=k):
-            out[i] = coefs.get(_category_value(values[j]), 0.0)
+            v = values[j]
+            out[i] = coefs.get(v if v.__class__ is str else _category_value(v), 0.0)
         return out
 
     def probability(self, terms: np.ndarray) -> float:
@@ -275,7 +280,8 @@ class RowScorer:
             values = enc.values
             for j, codes in zip(self.cat_idx, self.targets[target].codes, strict=True):
                 v = values[j]
-                x[j] = math.nan if _missing(v) else codes.get(str(v), math.nan)
+                x[j] = codes.get(v, math.nan) if v.__class__ is str else math.nan if _missing(v) \
+                    else codes.get(str(v), math.nan)
             x = enc._x[target] = x.reshape(1, -1)
         return x
 
