@@ -137,6 +137,29 @@ def opportunity_arrays(created: Sequence[int | None], closed: Sequence[int | Non
     return np.ascontiguousarray(arr[order, 0]), np.ascontiguousarray(arr[order, 1])
 
 
+def rows_arrays(lead: Mapping[str, Any], account: Mapping[str, Any] | None,
+                activities: Sequence[tuple[str, int, str]], settings: Settings) -> LeadArrays:
+    """A lead sent whole as stored rows (``POST /score``): its row (``created_at`` in µs), its account's
+    row or None, its activities as ``(activity_id, occurred_at µs, type)``; no stage changes, no
+    opportunities, and the account holds this lead only. As ``engine.prepare`` does, activities are
+    de-duplicated by id, keeping the earliest copy in (time, type) order."""
+    ids = np.array([a[0] for a in activities], dtype=object)
+    t = np.array([a[1] for a in activities], dtype=np.int64)
+    k = type_codes([a[2] for a in activities], settings)
+    if len(t) > 1:
+        order = np.lexsort((k, t))
+        _, first = np.unique(ids[order], return_index=True)
+        keep = order[np.sort(first)]
+        t, k = np.ascontiguousarray(t[keep]), np.ascontiguousarray(k[keep])
+    created = int(lead["created_at"])
+    fit_cat, fit_num = fit_values(lead, account, settings)
+    acc = None if account is None else AccountArrays(
+        np.array([created], dtype=np.int64), _EMPTY, _EMPTY, t, np.ascontiguousarray(t[static(settings).high[k]]))
+    return LeadArrays(lead_id=str(lead["lead_id"]), created=created, act_t=t, act_k=k, stg_t=_EMPTY,
+                      stg_k=np.zeros(0, dtype=np.int32), fit_cat=fit_cat, fit_num=fit_num, account=acc,
+                      rows_read=len(t))
+
+
 # --------------------------------------------------------------------------------------------------
 # the kernel call on one lead's arrays
 # --------------------------------------------------------------------------------------------------

@@ -181,3 +181,39 @@ def test_cached_membership_follows_the_leads_table_by_version(crm, settings: Set
     assert not _mismatches(cached, moved, moment, settings)
     assert reads == [account, account]
     cached.close()
+
+
+def test_a_lead_sent_as_rows_gives_the_batch_row_of_that_lead_alone(crm, settings: Settings) -> None:
+    """``POST /score``'s arrays (``rows_arrays``: the lead, its account, its activities, duplicates
+    included) give the row ``compute_one`` gives on a history holding just them, bit for bit."""
+    from leadscore.features.online import compute_one, rows_arrays
+
+    rng = np.random.default_rng(5)
+    acts = crm.activities
+    leads = crm.leads.set_index("lead_id", drop=False)
+    accounts = crm.accounts.set_index("account_id", drop=False)
+    busy = acts["lead_id"].value_counts()
+    for lead_id in busy.index[rng.integers(0, len(busy), 12)]:
+        lead_row = leads.loc[lead_id]
+        own = acts[acts["lead_id"] == lead_id]
+        own = pd.concat([own, own.iloc[:3]]).sample(frac=1.0, random_state=1)  # a retry twice, shuffled
+        account_id = lead_row["account_id"]
+        has_account = isinstance(account_id, str) and account_id in accounts.index
+        history = type(crm)(crm.accounts[crm.accounts["account_id"] == account_id], crm.leads[crm.leads["lead_id"] == lead_id],
+                            own, crm.stage_changes.iloc[:0], crm.opportunities.iloc[:0], crm.cutoff)
+
+        def stored(row: pd.Series) -> dict[str, object]:
+            out = {k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v) for k, v in row.items()}
+            return {**out, "created_at": to_micros(row["created_at"])}
+
+        arrays = rows_arrays(stored(lead_row), stored(accounts.loc[account_id]) if has_account else None,
+                             [(a, to_micros(t), typ) for a, t, typ in zip(own["activity_id"], own["occurred_at"],
+                                                                          own["type"], strict=True)], settings)
+        for as_of in (own["occurred_at"].max(), crm.cutoff):
+            as_of = pd.Timestamp(as_of).as_unit("us")
+            want = compute_one(history, lead_id, as_of, settings)
+            got = compute_arrays(arrays, [as_of], settings)[0]
+            assert list(got) == list(want)
+            bad = [(c, got[c], want[c]) for c in want if not _same(got[c], float(want[c]) if isinstance(
+                want[c], np.floating) else want[c])]
+            assert not bad, (lead_id, bad[:5])
