@@ -5,11 +5,12 @@ Usage: python benchmarks/predict.py [--bundle DIR | --model-uri models:/leadscor
 
 Without a bundle, trains a small one (generated CRM of 2,000 leads, 2 trials, nothing logged) first.
 Prints, in-process:
-  * ``predict_row`` (encode a feature mapping, ``Booster.predict`` on a float64 row for both targets,
-    calibration by ``np.interp``): p50/p95/p99 — goal (issue 4 §7): p50 <= 300 µs for both targets;
-  * ``reasons`` (LightGBM pred_contrib for one row + templates): p50/p95/p99;
-  * one lead scored from the kernel arrays a SQLite event store (with its activity cache) reads, for
-    an ordinary lead and for a lead of a 4,000-lead account (goal: p50 within 2x);
+  * ``predict_row`` (encode a feature mapping, both targets' models through LightGBM's single-row
+    predictor, calibration by ``np.interp``): p50/p95/p99 — goal (issue 4 §7): p50 <= 300 µs for both targets;
+  * ``reasons`` (single-row TreeSHAP + the logistic terms, summed per concept, worded): p50/p95/p99;
+  * one lead scored from the kernel arrays a SQLite event store (with its activity cache) reads —
+    features, both models, calibration, reasons, as serving calls them (``BoundBundle.score_row``) —
+    for an ordinary lead and for a lead of a 4,000-lead account (goal: p50 within 2x);
   * batch ``predict`` throughput in rows/s;
   * peak RSS.
 """
@@ -107,7 +108,7 @@ def main() -> None:
             t = time.perf_counter()
             bundle.reasons(r)
             lat.append(time.perf_counter() - t)
-        print(f"reasons (pred_contrib, top 3 each side): {_percentiles(lat)}")
+        print(f"reasons (single-row TreeSHAP, top 3 each side): {_percentiles(lat)}")
 
         reasons_p50 = float(np.percentile(lat, 50) * 1e3)
 
@@ -121,6 +122,22 @@ def main() -> None:
             lat.append(time.perf_counter() - t)
         booster_p50 = float(np.percentile(lat, 50) * 1e3)
         print(f"floor, raw Booster.predict on one encoded row (both targets): {_percentiles(lat)}")
+
+        # the floor of the scoring path: LightGBM's single-row predictions (both targets) and the sql
+        # model's TreeSHAP, on encoded rows, nothing of ours around them
+        from leadscore.training.row_path import SingleRowBooster
+
+        fast = {t: SingleRowBooster(m.model_str, len(bundle.schema)) for t, m in bundle.models.items() if m.model_str}
+        lat = []
+        for i in range(args.reps):
+            t = time.perf_counter()
+            for target, f in fast.items():
+                f.predict(encoded[target][i % 200])
+            if "sql" in fast:
+                fast["sql"].contrib(encoded["sql"][i % 200])
+            lat.append(time.perf_counter() - t)
+        trees_floor_p50 = float(np.percentile(lat, 50) * 1e3)
+        print(f"floor of the scoring path, LightGBM single-row predictions + sql TreeSHAP: {_percentiles(lat)}")
 
         timed = _score_one(bundle, settings, tmp, args.reps // 5)
         score_one = timed["score"]
@@ -144,7 +161,8 @@ def main() -> None:
         "big_vs_ordinary_p50": round(float(np.percentile(timed["big_store_score"], 50)
                                            / np.percentile(timed["store_score"], 50)), 2),
         "predict_row_p50_ms": round(predict_p50, 4), "reasons_p50_ms": round(reasons_p50, 4),
-        "booster_predict_p50_ms": round(booster_p50, 4), "batch_rows_per_s": round(len(big) / dt),
+        "booster_predict_p50_ms": round(booster_p50, 4),
+        "trees_and_treeshap_floor_p50_ms": round(trees_floor_p50, 4), "batch_rows_per_s": round(len(big) / dt),
         "peak_rss_mb": round(rss_mb),
     }))
 
@@ -204,8 +222,7 @@ def _score_one(bundle: Any, settings: Any, tmp: Path, reps: int) -> dict[str, li
                 a = store.load_lead(conn, lead, as_of, settings)
                 t1 = time.perf_counter()
                 row = compute_arrays(a, [as_of], settings)[0]
-                bundle.predict_row(row)
-                bundle.reasons(row)
+                bundle.score_row(row)
                 t2 = time.perf_counter()
                 if i >= 50:  # the first pass is warm-up
                     out[f"{label}store_score"].append(t2 - t)
