@@ -111,8 +111,8 @@ def fit_values(lead: Mapping[str, Any], account: Mapping[str, Any] | None,
                settings: Settings) -> tuple[tuple[object, ...], tuple[float, ...]]:
     """The fit features of a lead from its stored row and its account's (``features.fit.fit_row``)."""
     acc = account or {}
-    row = fit_row(*(_value(lead.get(c)) for c in LEAD_FIT_COLUMNS),
-                  *(_value(acc.get(c)) for c in ACCOUNT_FIT_COLUMNS), rules=fit_rules(settings))
+    values = [_value(lead.get(c)) for c in LEAD_FIT_COLUMNS] + [_value(acc.get(c)) for c in ACCOUNT_FIT_COLUMNS]
+    row = fit_row(*values, rules=fit_rules(settings))  # type: ignore[misc]  # ten values, positional
     n_cat = len(row) - 2
     return tuple(row[:n_cat]), tuple(float(v) for v in row[n_cat:])  # type: ignore[arg-type]
 
