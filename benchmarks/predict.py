@@ -5,9 +5,12 @@ Usage: python benchmarks/predict.py [--bundle DIR | --model-uri models:/leadscor
 
 Without a bundle, trains a small one (generated CRM of 2,000 leads, 2 trials, nothing logged) first.
 Prints, in-process:
-  * ``predict_row`` (encode a feature mapping, ``Booster.predict`` on a float64 row for both targets,
-    calibration by ``np.interp``): p50/p95/p99 — goal (issue 4 §7): p50 <= 300 µs for both targets;
-  * ``reasons`` (LightGBM pred_contrib for one row + templates): p50/p95/p99;
+  * ``predict_row`` (encode a feature mapping, both targets' models through LightGBM's single-row
+    predictor, calibration by ``np.interp``): p50/p95/p99 — goal (issue 4 §7): p50 <= 300 µs for both targets;
+  * ``reasons`` (single-row TreeSHAP + the logistic terms, summed per concept, worded): p50/p95/p99;
+  * one lead scored from the kernel arrays a SQLite event store (with its activity cache) reads —
+    features, both models, calibration, reasons, as serving calls them (``BoundBundle.score_row``) —
+    for an ordinary lead and for a lead of a 4,000-lead account (goal: p50 within 2x);
   * batch ``predict`` throughput in rows/s;
   * peak RSS.
 """
@@ -105,7 +108,7 @@ def main() -> None:
             t = time.perf_counter()
             bundle.reasons(r)
             lat.append(time.perf_counter() - t)
-        print(f"reasons (pred_contrib, top 3 each side): {_percentiles(lat)}")
+        print(f"reasons (single-row TreeSHAP, top 3 each side): {_percentiles(lat)}")
 
         reasons_p50 = float(np.percentile(lat, 50) * 1e3)
 
@@ -120,8 +123,29 @@ def main() -> None:
         booster_p50 = float(np.percentile(lat, 50) * 1e3)
         print(f"floor, raw Booster.predict on one encoded row (both targets): {_percentiles(lat)}")
 
-        score_one = _score_one(bundle, settings, tmp, args.reps // 5)
-        print(f"score one lead (online features + both models + calibration + reasons): {_percentiles(score_one)}")
+        # the floor of the scoring path: LightGBM's single-row predictions (both targets) and the sql
+        # model's TreeSHAP, on encoded rows, nothing of ours around them
+        from leadscore.training.row_path import SingleRowBooster
+
+        fast = {t: SingleRowBooster(m.model_str, len(bundle.schema)) for t, m in bundle.models.items() if m.model_str}
+        lat = []
+        for i in range(args.reps):
+            t = time.perf_counter()
+            for target, f in fast.items():
+                f.predict(encoded[target][i % 200])
+            if "sql" in fast:
+                fast["sql"].contrib(encoded["sql"][i % 200])
+            lat.append(time.perf_counter() - t)
+        trees_floor_p50 = float(np.percentile(lat, 50) * 1e3)
+        print(f"floor of the scoring path, LightGBM single-row predictions + sql TreeSHAP: {_percentiles(lat)}")
+
+        timed = _score_one(bundle, settings, tmp, args.reps // 5)
+        score_one = timed["score"]
+        print(f"score one lead (features from the store's arrays + both models + calibration + reasons): "
+              f"{_percentiles(score_one)}  goal p50 <= 1 ms")
+        print(f"  with the store read (SQLite, activity cache): {_percentiles(timed['store_score'])}")
+        print(f"lead of a 4,000-lead account, score: {_percentiles(timed['big_score'])}; with the store read: "
+              f"{_percentiles(timed['big_store_score'])}  goal p50 <= 2x the ordinary lead's")
 
         big = pd.concat([rows] * 50, ignore_index=True)
         t = time.perf_counter()
@@ -133,37 +157,79 @@ def main() -> None:
     print(json.dumps({
         "score_one_p50_ms": round(float(np.percentile(score_one, 50) * 1e3), 3),
         "score_one_p99_ms": round(float(np.percentile(score_one, 99) * 1e3), 3),
+        **{f"{k}_p50_ms": round(float(np.percentile(v, 50) * 1e3), 3) for k, v in timed.items() if k != "score"},
+        "big_vs_ordinary_p50": round(float(np.percentile(timed["big_store_score"], 50)
+                                           / np.percentile(timed["store_score"], 50)), 2),
         "predict_row_p50_ms": round(predict_p50, 4), "reasons_p50_ms": round(reasons_p50, 4),
-        "booster_predict_p50_ms": round(booster_p50, 4), "batch_rows_per_s": round(len(big) / dt),
+        "booster_predict_p50_ms": round(booster_p50, 4),
+        "trees_and_treeshap_floor_p50_ms": round(trees_floor_p50, 4), "batch_rows_per_s": round(len(big) / dt),
         "peak_rss_mb": round(rss_mb),
     }))
 
 
-def _score_one(bundle: Any, settings: Any, tmp: Path, reps: int) -> list[float]:
-    """Wall time of what the service does per activity once the history is read: features of one lead at
-    one moment from its (account's) history, both calibrated models, reasons."""
-    from leadscore.features.online import compute_one
-    from leadscore.features.testing import sub_histories
+def _big_account(store: Any, history: Any, n: int = 4000) -> str:
+    """Add an account of ``n`` leads to the store, each with a copy of a generated lead's activities
+    (all before the cut-off); returns one of its leads."""
+    import numpy as np
+    import pandas as pd
+
+    from leadscore.serving.store import to_micros
+
+    rng = np.random.default_rng(0)
+    acts = history.activities
+    by_lead = acts.groupby("lead_id").indices
+    donors = list(by_lead)
+    at = history.cutoff - pd.Timedelta(days=200)
+    with store.begin() as conn:
+        store.upsert_account(conn, "big-account", {"name": "Big", "employees": 50_000}, at)
+        for i in range(n):
+            lead = f"big-{i:05d}"
+            store.upsert_lead(conn, lead, {"account_id": "big-account", "job_title": "Engineer"}, at)
+            rows = acts.iloc[by_lead[donors[int(rng.integers(len(donors)))]]]
+            store.add_activities(conn, [
+                {"activity_id": f"{lead}-{j}", "lead_id": lead, "occurred_at": to_micros(t), "type": typ,
+                 "properties": None, "received_at": 0}
+                for j, (t, typ) in enumerate(zip(rows["occurred_at"], rows["type"], strict=True))])
+    return "big-00000"
+
+
+def _score_one(bundle: Any, settings: Any, tmp: Path, reps: int) -> dict[str, list[float]]:
+    """Wall time of what the service does per activity: the lead's kernel arrays read from a SQLite
+    event store with its activity cache, features, both calibrated models, reasons ("store + score");
+    and the part after the read ("score": features + models + calibration + reasons). For a lead of
+    the 50 most active ones, and for a lead of a 4,000-lead account."""
+    from leadscore.features.online import compute_arrays
     from leadscore.generate import generate_crm
     from leadscore.history import load_history
+    from leadscore.serving.store import EventStore
 
     crm = tmp / "crm"
     if not (crm / "leads.parquet").exists():
         generate_crm(crm, n_leads=2000, months=12, seed=1, settings=settings)
     history, _ = load_history(crm, settings, write_rejected=False)
-    make = sub_histories(history)
-    leads = history.activities["lead_id"].value_counts().index[:50]
-    subs = [(lead, make(lead)) for lead in leads]
-    lat = []
-    for i in range(reps + 50):
-        lead, sub = subs[i % len(subs)]
-        t = time.perf_counter()
-        row = compute_one(sub, lead, history.cutoff, settings)
-        bundle.predict_row(row)
-        bundle.reasons(row)
-        if i >= 50:  # the first pass over the leads is warm-up
-            lat.append(time.perf_counter() - t)
-    return lat
+    store = EventStore(f"sqlite:///{tmp / 'events.db'}", cache_rows=5_000_000)
+    store.import_history(history)
+    big = _big_account(store, history)
+    leads = list(history.activities["lead_id"].value_counts().index[:50])
+    as_of = history.cutoff
+    out: dict[str, list[float]] = {"score": [], "store_score": [], "big_store_score": [], "big_score": []}
+    with store.read() as conn:
+        for label, pool in (("", leads), ("big_", [big])):
+            arrays = {lead: store.load_lead(conn, lead, as_of, settings) for lead in pool}
+            for i in range(reps + 50):
+                lead = pool[i % len(pool)]
+                t = time.perf_counter()
+                a = store.load_lead(conn, lead, as_of, settings)
+                t1 = time.perf_counter()
+                row = compute_arrays(a, [as_of], settings)[0]
+                bundle.score_row(row)
+                t2 = time.perf_counter()
+                if i >= 50:  # the first pass is warm-up
+                    out[f"{label}store_score"].append(t2 - t)
+                    out[f"{label}score"].append(t2 - t1)
+            del arrays
+    store.close()
+    return out
 
 
 if __name__ == "__main__":

@@ -101,3 +101,27 @@ def rule_scores(p: Plan, rule_act: np.ndarray, column: Any) -> np.ndarray:
                 mask = (vf >= lo) & (vf <= hi)
         score = score + np.where(mask, pts, 0.0)
     return score
+
+
+def rule_score_one(p: Plan, rule_act: float, value: Any) -> float:
+    """:func:`rule_scores` of one moment with Python scalars (``value(name)``: the feature's value).
+
+    The same float additions in the same order as the array version (IEEE addition does not depend
+    on numpy), so the same bits, without a one-element array per rule. A value the array version
+    would convert (a category column in a range rule) goes through it.
+    """
+    score = float(rule_act)
+    for field, values, lo, hi, pts in p.rules:
+        v = value(field)
+        if values is not None:
+            hit = v in values if isinstance(v, str) else isinstance(v, float) and f"{v:g}" in values
+        elif isinstance(v, float):
+            hit = lo <= v <= hi  # NaN is in no range
+        else:
+            def column(name: str) -> np.ndarray:
+                x = value(name)
+                return np.array([x], dtype=np.float64) if isinstance(x, float) else np.array([x], dtype=object)
+
+            return float(rule_scores(p, np.array([rule_act], dtype=np.float64), column)[0])
+        score = score + (pts if hit else 0.0)
+    return score

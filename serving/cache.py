@@ -1,10 +1,10 @@
 """An in-process copy of the activities that scoring reads, kept equal to a SQLite event store.
 
-Scoring a lead reads its own activities and, for the account roll-ups, the last 31 days of its
-colleagues' activities: ~12k rows for a lead of a 550-person account, 25-40 ms of SQL and frame
-building on every request. This cache keeps, per *group* (an account with all its leads, or a lead
-without account), every activity of the group's leads as columns sorted by time, so a request only
-slices arrays.
+Scoring a lead reads its own activities and, for the account roll-ups, the window of its colleagues'
+activities (``features.account_window_days``): ~12k rows for a lead of a 550-person account, tens of
+ms of SQL on every request. This cache keeps, per *group* (an account with all its leads, or a lead
+without account), every activity of the group's leads as arrays sorted by time, and hands the feature
+kernel the arrays it reads (:class:`CachedLead`).
 
 Why it stays equal to the database, whichever process wrote:
 
@@ -17,10 +17,15 @@ Why it stays equal to the database, whichever process wrote:
   renumbered the rowids, the newest rows were deleted by hand) the whole cache is dropped and
   refilled on demand. Older rows deleted by hand without a ``VACUUM`` are not noticed: restart the
   service after editing the activities table by hand.
-* Which leads belong to an account *can* change (a lead moved to another account), so the cache does
-  not own that: the caller passes the member list it has just read from the database, the group
-  loads the rows of members it has not seen (up to ``mark``), and rows of leads that left are kept
-  but never returned.
+* Which leads belong to an account *can* change (a lead moved to another account, a lead created), and
+  an update leaves no trace a reader could follow, so every read compares the account's membership
+  version (:mod:`leadscore.serving.members`, kept by triggers on the leads table) with the one it read
+  the members at: one indexed row, so a 4,000-lead account costs what a small one costs. When it moved,
+  the members are read, the group loads the rows of members it has not seen (up to ``mark``), and rows
+  of leads that left are kept but never counted.
+* The account roll-ups count the account's activities in a window by binary search: the group keeps
+  all its rows' times sorted, and those of the high-intent ones, extended as rows arrive in time order
+  (a late row re-sorts), so a lead of a big account reads no more than a lead of a small one.
 
 Only SQLite has rowids with that guarantee; other databases read from SQL every time. The cache is
 bounded by rows (least recently used groups are dropped) and guarded by one lock (requests run in a
@@ -33,27 +38,36 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
+
+from leadscore.features.online import sorted_activities, type_codes
+from leadscore.serving.members import members, members_version
+
+if TYPE_CHECKING:
+    from leadscore.config import Settings
 
 #: a sync that finds more new rows than this drops the cache instead of folding them one by one
 _MAX_DELTA = 50_000
 _IN_CHUNK = 500
 
 
-@dataclass
-class ActivityColumns:
-    """Rows of the activities table (without properties), in no particular order."""
+@dataclass(frozen=True)
+class CachedLead:
+    """What :meth:`ActivityCache.lead` returns, in the kernel's layout (catalogue type codes).
 
-    activity_id: pa.Array | pa.ChunkedArray
-    lead_id: pa.Array
-    occurred_at: np.ndarray  # int64 µs
-    type: pa.Array
+    ``account_t`` / ``account_high_t``: sorted times of the activities of the account's current leads
+    (all of them, or those in ``(since, cut]`` when a lead has left the account), this lead's
+    included; ``lead_created``: the sorted creation times of the account's leads. All three are None
+    for a lead without account.
+    """
 
-    def __len__(self) -> int:
-        return len(self.occurred_at)
+    act_t: np.ndarray
+    act_k: np.ndarray
+    account_t: np.ndarray | None
+    account_high_t: np.ndarray | None
+    lead_created: np.ndarray | None
 
 
 def _grow(a: np.ndarray, need: int) -> np.ndarray:
@@ -65,25 +79,28 @@ def _grow(a: np.ndarray, need: int) -> np.ndarray:
 
 
 class _Group:
-    """Every activity of some leads: insertion-order columns plus a by-time order."""
+    """Every activity of some leads: insertion-order columns plus a by-time order, and the sorted
+    times of the high-intent ones, extended as rows arrive (the account roll-ups' binary searches)."""
 
     def __init__(self) -> None:
         self.codes: dict[str, int] = {}  # lead id -> code
         self.lead_ids: list[str] = []
         self.active = np.zeros(0, dtype=bool)  # per code: still a member
+        self.all_active = True
         self.n = 0
         self.t = np.empty(0, dtype=np.int64)
         self.lead = np.empty(0, dtype=np.int32)
-        self.typ = np.empty(0, dtype=np.int32)
-        self.aid: list[str] = []
-        self._aid_chunks: list[pa.Array] = []
-        self._aid_done = 0
+        self.typ = np.empty(0, dtype=np.int32)  # the cache's type codes
         self._order = np.empty(0, dtype=np.int64)  # capacity buffers of the two below
         self._t_sorted = np.empty(0, dtype=np.int64)
         self.order = self._order[:0]  # positions sorted by time (stable)
         self.t_sorted = self._t_sorted[:0]
-        self._names: pa.Array | None = None
+        self.sort_version = 0  # bumped when a late row made the by-time order be rebuilt
         self.by_lead: dict[int, list[int]] = {}  # code -> positions, in insertion order
+        self.members_version: int | None = None  # the account's membership version they were read at
+        self.created = np.empty(0, dtype=np.int64)  # their creation times, sorted
+        # high-intent times: [mask bytes, sort_version, rows covered, buffer, length]
+        self._high: list[Any] | None = None
 
     def add_rows(self, rows: Sequence[tuple[str, str, int, int]]) -> None:
         """Append rows ``(activity_id, lead_id, occurred_at, type code)`` of member leads."""
@@ -95,12 +112,11 @@ class _Group:
         self.lead = _grow(self.lead, end)
         self.typ = _grow(self.typ, end)
         codes, by_lead = self.codes, self.by_lead
-        for i, (aid, lead_id, t, typ) in enumerate(rows, start):
+        for i, (_, lead_id, t, typ) in enumerate(rows, start):
             code = codes[lead_id]
             self.t[i] = t
             self.lead[i] = code
             self.typ[i] = typ
-            self.aid.append(aid)
             by_lead.setdefault(code, []).append(i)
         self.n = end
         new_t = self.t[start:end]
@@ -112,6 +128,7 @@ class _Group:
         else:  # first fill, or a late activity: sort again (stable: ties keep insertion order)
             self._order[:end] = np.argsort(self.t[:end], kind="stable")
             self._t_sorted[:end] = self.t[self._order[:end]]
+            self.sort_version += 1
         self.order, self.t_sorted = self._order[:end], self._t_sorted[:end]
 
     def set_members(self, lead_ids: Sequence[str]) -> list[str]:
@@ -120,43 +137,42 @@ class _Group:
         for lid in new:
             self.codes[lid] = len(self.lead_ids)
             self.lead_ids.append(lid)
-        if new:
-            self._names = None
         active = np.zeros(len(self.lead_ids), dtype=bool)
         active[[self.codes[lid] for lid in lead_ids]] = True
         self.active = active
+        self.all_active = bool(active.all())
         return new
 
-    def _aid_array(self) -> pa.ChunkedArray:
-        if self._aid_done < len(self.aid):
-            self._aid_chunks.append(pa.array(self.aid[self._aid_done :], type=pa.large_string()))
-            self._aid_done = len(self.aid)
-            if len(self._aid_chunks) > 16:
-                self._aid_chunks = [pa.concat_arrays(self._aid_chunks)]
-        return pa.chunked_array(self._aid_chunks, type=pa.large_string())
-
-    def slice(self, lead_id: str, cut: int, since: int | None, types: pa.Array) -> ActivityColumns:
-        """The lead's activities up to ``cut`` and, when ``since`` is given, the other members'
-        activities in ``(since, cut]``; in time order (what the feature engine sorts fastest)."""
+    def own(self, lead_id: str, cut: int) -> np.ndarray:
+        """Positions of the lead's rows dated up to ``cut``."""
         own = np.array(self.by_lead.get(self.codes[lead_id], ()), dtype=np.int64)
-        own_t = self.t[own]
-        if len(own) > 1 and bool(np.any(own_t[1:] < own_t[:-1])):
-            own = own[np.argsort(own_t, kind="stable")]
-            own_t = self.t[own]
+        return own[self.t[own] <= cut]
+
+    def high_sorted(self, high: np.ndarray) -> np.ndarray:
+        """Sorted times of the rows whose type is flagged in ``high`` (per cache type code), extended
+        with the rows appended in time order since the last call, rebuilt after a late row."""
+        key = high.tobytes()
+        h = self._high
+        if h is None or h[0] != key or h[1] != self.sort_version:
+            buf = self.t_sorted[high[self.typ[self.order]]].copy()
+            h = self._high = [key, self.sort_version, self.n, buf, len(buf)]
+        elif h[2] < self.n:
+            pos = self.order[h[2]:self.n]  # appended in time order: they extend the sorted times
+            new = self.t[pos][high[self.typ[pos]]]
+            buf = _grow(h[3], h[4] + len(new))
+            buf[h[4]:h[4] + len(new)] = new
+            h[2], h[3], h[4] = self.n, buf, h[4] + len(new)
+        return h[3][: h[4]]  # type: ignore[no-any-return]
+
+    def window(self, since: int, cut: int, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted times of the current members' rows in ``(since, cut]``, and of the high-intent ones
+        (when a lead left the account: its rows stay here but must not count)."""
+        lo = int(np.searchsorted(self.t_sorted, since, side="right"))
         hi = int(np.searchsorted(self.t_sorted, cut, side="right"))
-        lo = hi if since is None else min(int(np.searchsorted(self.t_sorted, since, side="right")), hi)
-        head = own[own_t <= (cut if since is None else since)]  # the lead's own rows before the window
-        window = self.order[lo:hi]  # empty without ``since``
-        window = window[self.active[self.lead[window]]]  # the lead and its current colleagues
-        pos = np.concatenate([head, window])  # head times <= since < window times: still in time order
-        if self._names is None:
-            self._names = pa.array(self.lead_ids, type=pa.large_string())
-        return ActivityColumns(
-            activity_id=self._aid_array().take(pa.array(pos)),
-            lead_id=self._names.take(pa.array(self.lead[pos])),
-            occurred_at=self.t[pos],
-            type=types.take(pa.array(self.typ[pos])),
-        )
+        pos = self.order[lo:hi]
+        pos = pos[self.active[self.lead[pos]]]
+        t = self.t[pos]
+        return t, t[high[self.typ[pos]]]
 
 
 class ActivityCache:
@@ -171,7 +187,7 @@ class ActivityCache:
         self.mark_id: str | None = None
         self.type_codes: dict[str, int] = {}
         self.type_names: list[str] = []
-        self._types = pa.array([], type=pa.large_string())
+        self._catalogue: tuple[Any, int, np.ndarray] | None = None  # (settings, types mapped, codes)
         self.rows = 0
         self.stats = {"hits": 0, "loads": 0, "resets": 0, "delta_rows": 0}
 
@@ -181,7 +197,6 @@ class ActivityCache:
         if code is None:
             code = self.type_codes[name] = len(self.type_names)
             self.type_names.append(name)
-            self._types = pa.array(self.type_names, type=pa.large_string())
         return code
 
     def _reset(self, mark: int | None, mark_id: str | None) -> None:
@@ -208,7 +223,7 @@ class ActivityCache:
             return
         rows = self._fetch(
             raw,
-            "SELECT rowid, activity_id, lead_id, occurred_at, type FROM activities WHERE rowid >= ? "
+            "SELECT rowid, activity_id, lead_id, occurred_at, type, actor FROM activities WHERE rowid >= ? "
             "ORDER BY rowid LIMIT ?",
             (self.mark, _MAX_DELTA + 2),
         )
@@ -225,9 +240,9 @@ class ActivityCache:
         self.stats["delta_rows"] += len(rows)
         per_group: dict[tuple[str, str], list[tuple[str, str, int, int]]] = {}
         owners = self.owners
-        for _, aid, lead_id, t, typ in rows:
+        for _, aid, lead_id, t, typ, actor in rows:
             keys = owners.get(lead_id)
-            if keys:
+            if keys and actor != "sales":  # sales touches are never interest (features/actors.py)
                 item = (aid, lead_id, int(t), self._type(typ))
                 for key in keys:
                     per_group.setdefault(key, []).append(item)
@@ -245,7 +260,7 @@ class ActivityCache:
             rows = self._fetch(
                 raw,
                 f"SELECT activity_id, lead_id, occurred_at, type FROM activities "  # only placeholders are formatted in
-                f"WHERE lead_id IN ({marks}) AND rowid <= ?",
+                f"WHERE lead_id IN ({marks}) AND rowid <= ? AND actor != 'sales'",
                 (*chunk, self.mark),
             )
             codes, code = self.type_codes, self._type
@@ -310,32 +325,76 @@ class ActivityCache:
         return loaded
 
     # ------------------------------------------------------------------ the read
-    def activities(self, raw: Any, lead_id: str, account_id: str | None, colleagues: Sequence[str], cut: int,
-                   since: int | None) -> ActivityColumns:
-        """What ``EventStore.load_lead_history`` reads from ``activities``: the lead's rows up to ``cut``
-        and, if ``since`` is given, the colleagues' rows in ``(since, cut]``.
+    def _catalogue_codes(self, settings: Settings) -> np.ndarray:
+        """Catalogue position of each of the cache's type codes (``features.online.type_codes``)."""
+        memo = self._catalogue
+        if memo is None or memo[0] is not settings or memo[1] != len(self.type_names):
+            memo = self._catalogue = (settings, len(self.type_names), type_codes(self.type_names, settings))
+        return memo[2]
 
-        ``colleagues`` are the account's other leads as just read from the database (the truth).
-        ``raw`` is a DBAPI connection of the store.
+    def _members(self, raw: Any, key: tuple[str, str], group: _Group, account_id: str) -> None:
+        """Bring the group's members (and their creation times) up to the leads table: the membership
+        version is read and compared; the members only when it moved."""
+        version = members_version(raw, account_id)
+        if version is not None and version == group.members_version:
+            return
+        rows = members(raw, account_id)
+        self._add_members(raw, key, group, group.set_members([lid for lid, _ in rows]))
+        group.created = np.sort(np.array([t for _, t in rows if t is not None], dtype=np.int64))
+        group.members_version = version
+
+    def _add_members(self, raw: Any, key: tuple[str, str], group: _Group, new: list[str]) -> None:
+        """Load the rows of leads new to the group (up to ``mark``)."""
+        if not new:
+            return
+        self.stats["loads"] += 1
+        for lid in new:
+            self.owners.setdefault(lid, []).append(key)
+        rows = self._load(raw, new)
+        group.add_rows(rows)
+        self.rows += len(rows)
+
+    # ------------------------------------------------------------------ the read
+    def lead(self, raw: Any, lead_id: str, account_id: str | None, cut: int, since: int,
+             settings: Settings) -> CachedLead:
+        """The lead's activities up to ``cut`` and, with an account, the account roll-ups' arrays
+        (``since``: start of the window used when a lead has left the account, see :class:`CachedLead`).
+
+        ``account_id`` is the lead's as just read from the database; the account's members are
+        checked against the leads table (the truth) on every call, by version. ``raw`` is a DBAPI connection
+        of the store.
         """
         key = ("account", account_id) if account_id is not None else ("lead", lead_id)
-        members = [lead_id, *colleagues]
         with self.lock:
             self.sync(raw)
+            loads = self.stats["loads"]
             group = self.groups.get(key)
             if group is None:
                 group = self.groups[key] = _Group()
             else:
                 self.groups.move_to_end(key)
-            new = group.set_members(members)
-            if new:
-                self.stats["loads"] += 1
-                for lid in new:
-                    self.owners.setdefault(lid, []).append(key)
-                rows = self._load(raw, new)
-                group.add_rows(rows)
-                self.rows += len(rows)
-                self._evict(key)
-            else:
+            if account_id is not None:
+                self._members(raw, key, group, account_id)
+            code = group.codes.get(lead_id)
+            if code is None or not group.active[code]:
+                # alone, or it joined the account between our two reads: count it, read members again next time
+                members = [lead_id] if account_id is None else [*np.array(group.lead_ids, dtype=object)[
+                    group.active[: len(group.lead_ids)]], lead_id]
+                self._add_members(raw, key, group, group.set_members(members))
+                group.members_version = None
+            if self.stats["loads"] == loads:
                 self.stats["hits"] += 1
-            return group.slice(lead_id, cut, since, self._types)
+            self._evict(key)
+            codes = self._catalogue_codes(settings)
+            own = group.own(lead_id, cut)
+            act_t, act_k = sorted_activities(group.t[own], codes[group.typ[own]])
+            if account_id is None:
+                return CachedLead(act_t, act_k, None, None, None)
+            from leadscore.features.engine import static
+
+            high = static(settings).high[codes]
+            if group.all_active:
+                acc_t, acc_high = group.t_sorted, group.high_sorted(high)
+            else:
+                acc_t, acc_high = group.window(since, cut, high)
+            return CachedLead(act_t, act_k, acc_t, acc_high, group.created)

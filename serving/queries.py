@@ -71,10 +71,6 @@ class Compiled:
             cur.close()
 
 
-ACT_COLS = ("activity_id", "lead_id", "occurred_at", "type")
-LEAD_COLS = ("lead_id", "account_id", "created_at")
-
-
 class Statements:
     """The statements of the scoring path, compiled for one dialect."""
 
@@ -85,23 +81,26 @@ class Statements:
         def c(stmt: sa.ClauseElement) -> Compiled:
             return Compiled(stmt, dialect)
 
-        acols = [a.c[n] for n in ACT_COLS]
         self.lead = c(sa.select(le).where(le.c.lead_id == b("lead_id")))
         self.account = c(sa.select(ac).where(ac.c.account_id == b("account_id")))
-        self.colleagues = c(sa.select(*[le.c[n] for n in LEAD_COLS])
-                            .where(le.c.account_id == b("account_id"), le.c.lead_id != b("lead_id")))
-        self.own_activities = c(sa.select(*acols).where(a.c.lead_id == b("lead_id"), a.c.occurred_at <= b("cut"))
-                                .order_by(a.c.occurred_at, a.c.activity_id))
-        self.colleague_activities = c(
-            sa.select(*acols)
+        # the scoring read (serving/lead_read.py): only the columns the features read
+        # the lead's side only: sales touches are stored (``actor = 'sales'``) but never interest
+        # (features/actors.py drops them in batch the same way)
+        lead_side = a.c.actor != "sales"
+        self.own_activity_times = c(sa.select(a.c.occurred_at, a.c.type)
+                                    .where(a.c.lead_id == b("lead_id"), a.c.occurred_at <= b("cut"), lead_side))
+        self.colleague_activity_times = c(
+            sa.select(a.c.occurred_at, a.c.type)
             .select_from(a.join(le, le.c.lead_id == a.c.lead_id))
             .where(le.c.account_id == b("account_id"), a.c.lead_id != b("lead_id"), a.c.occurred_at > b("since"),
-                   a.c.occurred_at <= b("cut")))
-        self.stage_changes = c(sa.select(sg).where(sg.c.lead_id == b("lead_id"), sg.c.changed_at <= b("cut")))
-        self.opps_of_lead = c(sa.select(op).where(op.c.lead_id == b("lead_id"), op.c.created_at <= b("cut")))
-        self.opps_of_lead_or_account = c(
-            sa.select(op).where(sa.or_(op.c.lead_id == b("lead_id"), op.c.account_id == b("account_id")),
-                                op.c.created_at <= b("cut")))
+                   a.c.occurred_at <= b("cut"), lead_side))
+        self.member_created = c(sa.select(le.c.created_at).where(le.c.account_id == b("account_id")))
+        self.stage_times = c(sa.select(sg.c.stage, sg.c.changed_at)
+                             .where(sg.c.lead_id == b("lead_id"), sg.c.changed_at <= b("cut")))
+        opp_cols = (op.c.account_id, op.c.created_at, op.c.closed_at)
+        self.opp_times_of_lead_or_account = c(
+            sa.select(*opp_cols).where(sa.or_(op.c.lead_id == b("lead_id"), op.c.account_id == b("account_id")),
+                                       op.c.created_at <= b("cut")))
         last_score = (sa.select(sc.c.stage, sc.c.scored_at, sc.c.stage_since)
                       .order_by(sc.c.scored_at.desc(), sc.c.id.desc()).limit(1))
         last_change = (sa.select(sg.c.stage, sg.c.changed_at).order_by(sg.c.changed_at.desc()).limit(1))
@@ -152,6 +151,4 @@ class Statements:
                                                if col.default is not None and not callable(col.default.arg)})  # type: ignore[union-attr]
         self.lead_columns = [col.name for col in le.c]
         self.account_columns = [col.name for col in ac.c]
-        self.stage_columns = [col.name for col in sg.c]
-        self.opp_columns = [col.name for col in op.c]
 

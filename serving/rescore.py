@@ -91,12 +91,12 @@ def score_with_fingerprint(
     """
     q = st.store.q
     mark = None if q.activity_mark is None else int(q.activity_mark.first(conn)[0])  # type: ignore[index]
-    history = st.store.load_lead_history(conn, lead_id, as_of)
+    history = st.store.load_lead(conn, lead_id, as_of, st.settings)
     previous, since = st.store.current_stage(conn, lead_id, as_of)
     days = None if since is None else max((as_of - since).total_seconds(), 0.0) / 86400.0
     result = st.scorer.score(history, lead_id, as_of, previous, days_in_stage=days)
     stage_since = since if (since is not None and result.stage == previous) else as_of
-    read = len(history.activities) if mark is None else mark
+    read = history.rows_read if mark is None else mark
     return result, stage_since, (read, (previous, since))
 
 

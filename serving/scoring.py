@@ -21,6 +21,7 @@ from leadscore.errors import ModelError
 from leadscore.history import CRMHistory
 
 if TYPE_CHECKING:
+    from leadscore.features.online import LeadArrays
     from leadscore.training.bundle import BoundBundle, StagePolicy
 
 BUNDLE_ENV = "LEADSCORE_BUNDLE"
@@ -43,10 +44,14 @@ class ScoreResult:
     model_version: str
 
 
-def _online_features(history: CRMHistory, lead_id: str, as_of: pd.Timestamp, settings: Settings) -> dict[str, Any]:
-    """Features of one moment as a name → value mapping (what the bundle's fast path reads)."""
-    from leadscore.features.online import compute_one
+def _online_features(history: CRMHistory | LeadArrays, lead_id: str, as_of: pd.Timestamp,
+                     settings: Settings) -> dict[str, Any]:
+    """Features of one moment as a name → value mapping (what the bundle's fast path reads): from the
+    kernel arrays the event store read, or from a history sent in the request (``POST /score``)."""
+    from leadscore.features.online import LeadArrays, compute_arrays, compute_one
 
+    if isinstance(history, LeadArrays):
+        return compute_arrays(history, [as_of], settings)[0]
     return dict(compute_one(history, lead_id, as_of, settings))
 
 
@@ -85,12 +90,12 @@ class Scorer:
             raise ModelLoadError(f"{uri}: the bundle has no version")
         return cls(bundle, settings, uri)
 
-    def features(self, history: CRMHistory, lead_id: str, as_of: pd.Timestamp) -> dict[str, Any]:
+    def features(self, history: CRMHistory | LeadArrays, lead_id: str, as_of: pd.Timestamp) -> dict[str, Any]:
         return _online_features(history, lead_id, as_of, self.settings)
 
     def score(
         self,
-        history: CRMHistory,
+        history: CRMHistory | LeadArrays,
         lead_id: str,
         as_of: pd.Timestamp,
         previous_stage: str | None,

@@ -21,12 +21,11 @@ import pandas as pd
 from sqlalchemy.engine import Connection
 
 from leadscore.config import Settings
-from leadscore.history import CRMHistory
 from leadscore.serving.rescore import account_of, rescore_after_ingest, score_with_fingerprint
 from leadscore.serving.schemas import AccountProperties, ActivityIn, Reasons, ScoreOut, ScoreRequest
 from leadscore.serving.scoring import Scorer, ScoreResult
 from leadscore.serving.stale import StaleWorker, mark_late, serialize
-from leadscore.serving.store import EventStore, StoredScore, _rows_frame, empty_frame, to_micros
+from leadscore.serving.store import EventStore, StoredScore, to_micros
 from leadscore.serving.wire import Event, LeadUpsert, Parsed, StageChangeIn, WireError
 from leadscore.training.trend import Trend
 
@@ -209,7 +208,6 @@ def score_out(r: ScoreResult | StoredScore, trend: Trend, changes: list[str]) ->
 
 def score_request(st: ServingState, req: ScoreRequest) -> ScoreResult:
     """Score the lead, account and activities carried by ``req`` (``POST /score``); nothing is stored."""
-    from leadscore.tables import ACCOUNTS, ACTIVITIES, LEADS, OPPORTUNITIES, STAGE_CHANGES
 
     if req.previous_stage is not None and req.previous_stage not in st.settings.stages.all:
         raise WireError(422, f"unknown stage {req.previous_stage!r}; known: {st.settings.stages.all}", "previous_stage")
@@ -230,7 +228,7 @@ def score_request(st: ServingState, req: ScoreRequest) -> ScoreResult:
     for i, a in enumerate(req.activities):
         row = st.activity_row(
             ActivityIn(activity_id=a.activity_id or f"request-{i}", lead_id=req.lead.lead_id, occurred_at=a.occurred_at,
-                       type=a.type, properties=a.properties),
+                       type=a.type, actor=a.actor, properties=a.properties),
             received,
         )
         acts.append(row)
@@ -239,16 +237,13 @@ def score_request(st: ServingState, req: ScoreRequest) -> ScoreResult:
         return [{k: (to_micros(pd.Timestamp(v)) if k in cols and v is not None else v) for k, v in r.items()}
                 for r in rows]
 
-    history = CRMHistory(
-        accounts=_rows_frame(micros(account_rows, ("created_at",)), ACCOUNTS),
-        leads=_rows_frame(micros([lead], ("created_at",)), LEADS),
-        activities=_rows_frame([r for r in acts if r["occurred_at"] <= received], ACTIVITIES).sort_values(
-            ["occurred_at", "activity_id"], ignore_index=True
-        ),
-        stage_changes=empty_frame(STAGE_CHANGES),
-        opportunities=empty_frame(OPPORTUNITIES),
-        cutoff=as_of,
-    )
+    from leadscore.features.online import rows_arrays
+
+    history = rows_arrays(micros([lead], ("created_at",))[0],
+                          micros(account_rows, ("created_at",))[0] if account_rows else None,
+                          [(r["activity_id"], r["occurred_at"], r["type"]) for r in acts
+                           if r["occurred_at"] <= received and r["actor"] != "sales"],
+                          st.settings)
     return st.scorer.score(history, req.lead.lead_id, as_of, req.previous_stage, days_in_stage=None)
 
 

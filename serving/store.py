@@ -5,7 +5,8 @@ production. The tables (:mod:`leadscore.serving.store_tables`) mirror the five C
 (ARCHITECTURE §1) plus ``scores``, the audit trail of every score we answered with and the model
 version that produced it. Opening a store migrates it to the current schema
 (:mod:`leadscore.serving.migrate`). The scoring path's statements are in
-:mod:`leadscore.serving.queries`, the conversion of stored rows to CRM frames in
+:mod:`leadscore.serving.queries`, its read (a lead's feature-kernel arrays) in
+:mod:`leadscore.serving.lead_read`, the bulk import's conversion of frames to rows in
 :mod:`leadscore.serving.frames`.
 """
 
@@ -25,17 +26,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from leadscore.history import CRMHistory
 from leadscore.serving import store_checks
-from leadscore.serving.frames import (
-    account_frame,
-    activities_frame,
-    columns_frame,
-    empty_frame,
-    frame_rows,
-    leads_frame,
-    rows_frame,
-)
+from leadscore.serving.frames import empty_frame, frame_rows, rows_frame
+from leadscore.serving.lead_read import read_lead
+from leadscore.serving.members import account_versions_t  # noqa: F401 - its table joins the metadata
 from leadscore.serving.migrate import upgrade_store
-from leadscore.serving.queries import ACT_COLS, Statements
+from leadscore.serving.queries import Statements
 from leadscore.serving.store_tables import (
     CRM_TABLES,
     accounts_t,
@@ -46,9 +41,10 @@ from leadscore.serving.store_tables import (
     stage_changes_t,
     to_micros,
 )
-from leadscore.tables import ACCOUNTS, ACTIVITIES, OPPORTUNITIES, STAGE_CHANGES
 
 if TYPE_CHECKING:
+    from leadscore.config import Settings
+    from leadscore.features.online import LeadArrays
     from leadscore.serving.cache import ActivityCache
 
 #: what other modules import from here (``_rows_frame`` is the old name of ``frames.rows_frame``)
@@ -102,7 +98,8 @@ class EventStore:
         """
         self.url = url
         #: how far back colleagues' activities are read for a lead's account roll-ups: the features'
-        #: window plus one day of margin (extra rows never change a feature; missing ones would)
+        #: window (``features.account_window_days``, passed by the service) plus one day of margin
+        #: (extra rows never change a feature; missing ones would, so the read refuses a longer window)
         self.colleague_window_us = (account_window_days + 1) * DAY_US
         connect_args: dict[str, Any] = {}
         if url.startswith("sqlite"):
@@ -329,56 +326,10 @@ class EventStore:
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar_one())
 
-    def load_lead_history(self, conn: Connection, lead_id: str, as_of: pd.Timestamp) -> CRMHistory:
-        """The slice of CRM history that the features of ``(lead_id, as_of)`` read, up to ``as_of``.
-
-        The lead with all its activities and stage changes; its account and the account's
-        opportunities; the account's other leads only as far as the account roll-ups look at them
-        (who exists since when, and their activity within the account window). Loading colleagues
-        in full would make a lead of a 500-person account cost seconds instead of milliseconds.
-        Activity ``properties`` are not a feature input and are not read back. Every query hits an
-        index on lead or account id. With the activity cache (SQLite), the activities come from
-        memory, brought up to date with the store first (:mod:`serving.cache`); the rest is read
-        from SQL every time. ``tests/test_serving.py`` checks the result against the batch features
-        computed on the full history.
-        """
-        cut = to_micros(as_of)
-        q = self.q
-        lead = q.lead.first(conn, lead_id=lead_id)
-        if lead is None:
-            raise KeyError(lead_id)
-        lead_row = dict(zip(q.lead_columns, lead, strict=True))
-        account_id = lead_row["account_id"]
-        account_rows: list[dict[str, Any]] = []
-        colleagues: list[tuple[Any, ...]] = []
-        if account_id is not None:
-            acc = q.account.first(conn, account_id=account_id)
-            if acc is not None:
-                account_rows = [dict(zip(q.account_columns, acc, strict=True))]
-            colleagues = q.colleagues.all(conn, account_id=account_id, lead_id=lead_id)
-        since = cut - self.colleague_window_us if colleagues else None
-        if self.cache is not None:
-            cols = self.cache.activities(conn.connection, lead_id, account_id, [c[0] for c in colleagues], cut, since)
-            activities = activities_frame(cols)
-        else:
-            act_rows = q.own_activities.all(conn, lead_id=lead_id, cut=cut)
-            if since is not None:
-                act_rows += q.colleague_activities.all(conn, account_id=account_id, lead_id=lead_id, since=since,
-                                                       cut=cut)
-            activities = columns_frame(list(ACT_COLS), act_rows, ACTIVITIES)
-        stages = q.stage_changes.all(conn, lead_id=lead_id, cut=cut)
-        if account_id is not None:
-            opps = q.opps_of_lead_or_account.all(conn, lead_id=lead_id, account_id=account_id, cut=cut)
-        else:
-            opps = q.opps_of_lead.all(conn, lead_id=lead_id, cut=cut)
-        return CRMHistory(
-            accounts=account_frame(account_rows[0]) if account_rows else empty_frame(ACCOUNTS),
-            leads=leads_frame(lead_row, colleagues),
-            activities=activities,
-            stage_changes=rows_frame([dict(zip(q.stage_columns, r, strict=True)) for r in stages], STAGE_CHANGES),
-            opportunities=rows_frame([dict(zip(q.opp_columns, r, strict=True)) for r in opps], OPPORTUNITIES),
-            cutoff=from_micros(cut),
-        )
+    def load_lead(self, conn: Connection, lead_id: str, as_of: pd.Timestamp, settings: Settings) -> LeadArrays:
+        """What the features of ``(lead_id, as_of)`` read, up to ``as_of``, as the feature kernel's arrays
+        (:func:`leadscore.serving.lead_read.read_lead`); ``KeyError`` for an unknown lead."""
+        return read_lead(self, conn, lead_id, as_of, settings)
 
     def current_stage(
         self, conn: Connection, lead_id: str, before: pd.Timestamp | None = None

@@ -11,7 +11,8 @@ import pytest
 from leadscore.config import Settings
 from leadscore.features.schema import feature_schema
 from leadscore.training.bundle import schema_dicts
-from leadscore.training.reasons import SingleRowContrib, reason_plan, top_reasons
+from leadscore.training.reasons import reason_plan, top_reasons
+from leadscore.training.row_path import SingleRowBooster
 
 SCHEMA = [
     {"name": "n_demo_1d", "dtype": "float64", "template": "{value} [demo request|demo requests] in the last 24 hours",
@@ -83,7 +84,7 @@ def test_no_default_reason_reads_like_a_column_name(settings: Settings) -> None:
     assert any("in the last 24 hours" in t for t in seen) and any(t.startswith("Last activity") for t in seen)
 
 
-def test_single_row_treeshap_is_bit_identical_to_pred_contrib() -> None:
+def test_single_row_predictions_and_treeshap_are_bit_identical_to_booster_predict() -> None:
     import lightgbm as lgb
 
     rng = np.random.default_rng(0)
@@ -92,7 +93,8 @@ def test_single_row_treeshap_is_bit_identical_to_pred_contrib() -> None:
     y = (np.nan_to_num(X[:, 0]) + rng.normal(size=2000) > 0.5).astype(int)
     booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1, "seed": 0, "num_leaves": 15},
                         lgb.Dataset(X, y), 40)
-    fast = SingleRowContrib(booster.model_to_string(), 6)
+    fast = SingleRowBooster(booster.model_to_string(), 6)
     for i in range(50):
         x = X[i:i + 1]
-        np.testing.assert_array_equal(fast(x), booster.predict(x, pred_contrib=True, num_threads=1)[0])
+        np.testing.assert_array_equal(fast.contrib(x), booster.predict(x, pred_contrib=True, num_threads=1)[0])
+        assert fast.predict(x) == booster.predict(x, num_threads=1)[0]

@@ -22,6 +22,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from leadscore.config import Settings
+from leadscore.features.schema import FIT_NUMERIC
 from leadscore.serving.migrate import (
     BASELINE,
     StoreSchemaError,
@@ -99,7 +101,7 @@ def _schema_drift(store: EventStore) -> list[object]:
         return list(compare_metadata(MigrationContext.configure(conn), metadata))
 
 
-def test_store_of_the_previous_release_upgrades_in_place(store_url: str) -> None:
+def test_store_of_the_previous_release_upgrades_in_place(store_url: str, settings: Settings) -> None:
     _v0_store(store_url)
     assert "alembic_version" not in _tables(store_url)
     before = {t: _rows(store_url, t) for t in V0_TABLES}
@@ -120,15 +122,15 @@ def test_store_of_the_previous_release_upgrades_in_place(store_url: str) -> None
             ("mql", "lead", 0.61, None), ("lead", None, 0.12, None)]
         assert scores[0].reasons == {"positive": ["demo request"], "negative": []}
         with store.read() as conn:
-            history = store.load_lead_history(conn, "lead-1", T0 + pd.Timedelta(days=10))
+            history = store.load_lead(conn, "lead-1", T0 + pd.Timedelta(days=10), settings)
             assert store.current_stage(conn, "lead-1") == ("mql", T0 + pd.Timedelta(hours=3))
-            other = store.load_lead_history(conn, "lead-2", T0 + pd.Timedelta(days=10))
-        assert history.activities["activity_id"].tolist() == ["act-0", "act-1", "act-2"]
-        assert history.leads.loc[0, "job_title"] == "CTO" and history.leads["lead_id"].tolist() == ["lead-1"]
-        assert other.leads.loc[0, "job_title"] == "Analyst" and other.activities["type"].tolist() == ["email_open"]
-        assert history.accounts.loc[0, "employees"] == 120
-        assert history.opportunities.loc[0, "amount"] == 12000.0
-        assert history.stage_changes["set_by"].tolist() == ["sales"]
+            other = store.load_lead(conn, "lead-2", T0 + pd.Timedelta(days=10), settings)
+        # the old rows read back as the feature kernel's arrays
+        assert len(history.act_t) == 3 and history.account is not None
+        assert other.act_k.tolist() == [settings.activity_names.index("email_open")]
+        assert history.fit_num[FIT_NUMERIC.index("employees")] == 120.0
+        assert len(history.account.opp_created) == 1
+        assert history.stg_k.tolist() == [settings.stages.all.index("mql")]
         # the new column is written and read back
         with store.begin() as conn:
             store.append_score(conn, StoredScore(

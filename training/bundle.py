@@ -16,14 +16,16 @@ with the settings its features are computed under; that is the one place the fea
 compared (a model fed columns that now mean something else would score silently wrong), and the
 returned :class:`BoundBundle` is the only object with scoring methods.
 
-Serving scores one lead per request, so the bound bundle has a fast path: encode a row straight into
-a float64 array and call ``Booster.predict`` on it (the scikit-learn wrapper costs ~10x per row),
-then calibrate with ``np.interp``.
+Serving scores one lead per request, so the bound bundle has a one-row path (:mod:`training.row_path`):
+the row encoded once into a float64 vector, the trees through LightGBM's single-row C predictor, the
+logistic terms vectorised, calibration by ``np.interp``; :meth:`BoundBundle.score_row` gives the
+probabilities and the reasons of one row from one encoding.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -40,7 +42,8 @@ from leadscore.training.calibration import Calibrator
 from leadscore.training.config import ModelKind
 from leadscore.training.encoding import check_columns, encode_frame
 from leadscore.training.linear import LinearModel, blend_probability
-from leadscore.training.reasons import ReasonPlan, SingleRowContrib, as_mapping, reason_plan, top_reasons
+from leadscore.training.reasons import ReasonPlan, as_mapping, reason_plan, top_reasons
+from leadscore.training.row_path import RowScorer
 from leadscore.training.stage_policy import StagePolicy
 
 if TYPE_CHECKING:
@@ -53,6 +56,7 @@ READABLE_FORMATS = (1, 2)
 MODEL_KINDS: tuple[ModelKind, ...] = ("lightgbm", "logistic", "blend")
 TARGETS = ("sql", "opportunity")
 OUTPUT_COLUMNS = {"sql": "p_sql", "opportunity": "p_opportunity"}
+_ROW_LOCK = threading.Lock()
 
 
 class SchemaMismatchError(ModelError):
@@ -145,7 +149,6 @@ class TargetModel:
     linear: LinearModel | None = None
     blend_weight: float | None = None
     _booster: Any = field(default=None, repr=False, compare=False)
-    _codes: dict[str, dict[str, float]] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -168,7 +171,6 @@ class TargetModel:
 
             lgb = import_lightgbm()
             self._booster = lgb.Booster(model_str=self.model_str)
-            self._codes = {name: {v: float(i) for i, v in enumerate(cats)} for name, cats in self.encodings.items()}
         return self._booster
 
     def to_dict(self) -> dict[str, Any]:
@@ -310,7 +312,7 @@ class BoundBundle(ScoringBundle):
     constructing it: the constructor does not check anything.
     """
 
-    #: what reasons reuse across calls: the concept plan, the single-row TreeSHAP per target
+    #: what the one-row path keeps across calls: the concept plan, the single-row scorer
     _reasons: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ batch scoring
@@ -347,81 +349,36 @@ class BoundBundle(ScoringBundle):
         return pd.DataFrame(contrib[:, : n + 1], columns=[*self.feature_names, "bias"], index=features.index)
 
     # ------------------------------------------------------------------ one-row fast path
-    def encode_row(self, row: Mapping[str, Any], target: str) -> np.ndarray:
-        """One moment's features (a mapping name → value) as a 1×n float64 array for ``Booster.predict``."""
-        model = self.models[target]
-        model.booster  # noqa: B018 - builds the code tables on first use
-        codes = model._codes
-        x = np.empty((1, len(self.schema)), dtype=np.float64)
-        for j, spec in enumerate(self.schema):
-            name = spec["name"]
-            try:
-                v = row[name]
-            except KeyError:
-                raise ValueError(f"feature {name!r} is missing from the row") from None
-            if spec["dtype"] == "str":
-                x[0, j] = codes[name].get(str(v), np.nan) if v is not None and v == v else np.nan
-            else:
-                x[0, j] = np.nan if v is None else float(v)
-        return x
-
-    def _linear_row_terms(self, row: Mapping[str, Any], model: TargetModel) -> np.ndarray | None:
-        """The logistic terms of one row in schema order (None for a trees-only model)."""
-        if model.linear is None or model.kind == "lightgbm":
-            return None
-        missing = [s["name"] for s in self.schema if s["name"] not in row]
-        if missing:
-            raise ValueError(f"feature {missing[0]!r} is missing from the row")
-        terms = dict(zip(model.linear.features, model.linear.row_terms(row), strict=True))
-        return np.array([terms.get(name, 0.0) for name in self.feature_names])
-
-    def predict_row(self, row: Mapping[str, Any]) -> dict[str, float]:
-        """Calibrated probabilities for one moment: ``{"p_sql": ..., "p_opportunity": ...}``."""
-        out = {}
-        for target, model in self.models.items():
-            # one row: a single thread (waking an OpenMP team costs more than the prediction)
-            trees = model.booster.predict(self.encode_row(row, target), num_threads=1) if model.uses_trees else None
-            terms = self._linear_row_terms(row, model)
-            linear = None
-            if terms is not None:
-                assert model.linear is not None
-                linear = np.array([1.0 / (1.0 + np.exp(-(model.linear.intercept + terms.sum())))])
-            raw = model.combine(trees, linear)
-            out[OUTPUT_COLUMNS[target]] = float(np.interp(raw[0], model.calibrator.x, model.calibrator.y))
-        return out
+    def _row(self) -> RowScorer:
+        """The single-row path (:mod:`training.row_path`), built on first use and kept."""
+        scorer = self._reasons.get("row")
+        if scorer is None:
+            with _ROW_LOCK:
+                scorer = self._reasons.get("row")
+                if scorer is None:
+                    scorer = self._reasons["row"] = RowScorer(self.schema, self.models)
+        return scorer  # type: ignore[no-any-return]
 
     def _reason_plan(self) -> ReasonPlan:
         plan = self._reasons.get("plan")
         if plan is None:
             plan = self._reasons["plan"] = reason_plan(self.schema)
-        return plan
+        return plan  # type: ignore[no-any-return]
 
-    def _tree_contrib(self, x: np.ndarray, target: str) -> np.ndarray:
-        """TreeSHAP of one encoded row (bias last), through the kept single-row predictor."""
-        if target not in self._reasons:
-            model = self.models[target]
-            try:
-                self._reasons[target] = SingleRowContrib(model.model_str or "", len(self.schema))
-            except (ImportError, AttributeError, RuntimeError):  # a LightGBM without the entry: the slow path
-                self._reasons[target] = None
-        fast: SingleRowContrib | None = self._reasons[target]
-        if fast is None:
-            return np.asarray(self.models[target].booster.predict(x, pred_contrib=True, num_threads=1)[0])
-        return fast(x)
+    def encode_row(self, row: Mapping[str, Any], target: str) -> np.ndarray:
+        """One moment's features (a mapping name → value) as a 1×n float64 array for ``Booster.predict``."""
+        scorer = self._row()
+        return scorer.x(scorer.encode(row), target)
+
+    def predict_row(self, row: Mapping[str, Any]) -> dict[str, float]:
+        """Calibrated probabilities for one moment: ``{"p_sql": ..., "p_opportunity": ...}``."""
+        scorer = self._row()
+        return {OUTPUT_COLUMNS[t]: p for t, p in scorer.probabilities(scorer.encode(row)).items()}
 
     def row_contributions(self, features_row: Any, target: str = "sql") -> np.ndarray:
         """One row's per-feature log-odds contributions in schema order (no bias), as :meth:`contributions`."""
-        row = as_mapping(features_row)
-        model = self.models[target]
-        trees = None
-        if model.uses_trees:
-            trees = self._tree_contrib(self.encode_row(row, target), target)[: len(self.schema)]
-        terms = self._linear_row_terms(row, model)
-        linear = None
-        if terms is not None:
-            assert model.linear is not None
-            linear = terms - np.array([model.linear.term_means.get(n, 0.0) for n in self.feature_names])
-        return model.combine_contributions(trees, linear)
+        scorer = self._row()
+        return scorer.contributions(scorer.encode(as_mapping(features_row)), target)
 
     def reason_details(self, features_row: Any, k: int = 3, target: str = "sql") -> dict[str, list[dict[str, Any]]]:
         """Top ``k`` concepts for and against: ``{concept, feature, value, contribution, text}`` each
@@ -433,6 +390,16 @@ class BoundBundle(ScoringBundle):
         """The top ``k`` reasons for and against, in plain words from the schema templates."""
         d = self.reason_details(features_row, k=k, target=target)
         return {side: [i["text"] for i in items] for side, items in d.items()}
+
+    def score_row(self, row: Mapping[str, Any], k: int = 3,
+                  target: str = "sql") -> tuple[dict[str, float], dict[str, list[str]]]:
+        """:meth:`predict_row` and :meth:`reasons` of one row, reading and encoding it once (what
+        serving calls per request)."""
+        scorer = self._row()
+        enc = scorer.encode(row)
+        probs = {OUTPUT_COLUMNS[t]: p for t, p in scorer.probabilities(enc).items()}
+        d = top_reasons(self._reason_plan(), row, scorer.contributions(enc, target), k)
+        return probs, {side: [i["text"] for i in items] for side, items in d.items()}
 
 
 def schema_dicts(schema: Sequence[Any]) -> list[FeatureColumn]:

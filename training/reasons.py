@@ -10,17 +10,14 @@ lowest-ranked column whose value says something: "2 demo requests in the last 7 
 missing value is worded by its own sentence ("No buying signal yet"). Schemas without concepts (flat
 tables, older bundles) group nothing: each column is its own concept.
 
-TreeSHAP for one row goes through LightGBM's single-row C entry (:class:`SingleRowContrib`), which
-keeps its predictor between calls; ``Booster.predict`` rebuilds one per call, which cost as much as
-the TreeSHAP itself. The values are bit-identical (tested).
+The contributions of one row come from :mod:`training.row_path` (LightGBM's single-row TreeSHAP, the
+logistic terms); :func:`top_reasons` only sums and words them.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +92,7 @@ class _Column:
     many: str  # template for any other value
     missing: str
     value_texts: Mapping[str, str]
+    silent_zero: bool  # a zero of this unit says nothing (no such activity, no flag)
 
 
 @dataclass(frozen=True)
@@ -109,6 +107,12 @@ class ReasonPlan:
     def text(self, j: int, value: Any) -> str | None:
         """Column ``j``'s sentence for ``value``; None when the value says nothing (a zero count)."""
         c = self.columns[j]
+        if value.__class__ is float:  # the usual value: a kernel float, worded without the general checks
+            if value != value:
+                return c.missing
+            if value == 0.0 and c.silent_zero:
+                return None
+            return (c.one if value == 1.0 else c.many).format(value=_shown(c.unit, value))
         if is_missing(value):
             return c.missing
         if isinstance(value, str):
@@ -135,9 +139,11 @@ def reason_plan(schema: Sequence[Mapping[str, Any]]) -> ReasonPlan:
     for spec in schema:
         name = spec["name"]
         template = spec.get("template") or f"{name}: {{value}}"
+        unit = spec.get("unit", "")
         columns.append(_Column(
-            name=name, unit=spec.get("unit", ""), one=_PLURAL.sub(r"\1", template), many=_PLURAL.sub(r"\2", template),
-            missing=spec.get("missing") or missing_text(name), value_texts=spec.get("value_texts") or {}))
+            name=name, unit=unit, one=_PLURAL.sub(r"\1", template), many=_PLURAL.sub(r"\2", template),
+            missing=spec.get("missing") or missing_text(name), value_texts=spec.get("value_texts") or {},
+            silent_zero=unit in _ZERO_SAYS_NOTHING))
         concept = spec.get("concept") or name
         concept_ids.append(keys.setdefault(concept, len(keys)))
         ranks.append(int(spec.get("rank", 0)))
@@ -169,79 +175,34 @@ def top_reasons(plan: ReasonPlan, row: Mapping[str, Any], contrib: np.ndarray, k
     with their contributions summed.
     """
     sums = np.bincount(plan.concept_of, weights=contrib, minlength=len(plan.concepts))
-    order = np.argsort(-np.abs(sums), kind="stable")
-    by_text: dict[str, dict[str, Any]] = {}
+    order = np.argsort(-np.abs(sums), kind="stable").tolist()
+    by_text: dict[str, list[Any]] = {}  # text -> [concept, column, summed contribution]
     for c in order:
         s = float(sums[c])
         if s == 0.0:
             break
-        worded = plan.concept_text(int(c), row)
+        worded = plan.concept_text(c, row)
         if worded is None:
             continue
         j, text = worded
         item = by_text.get(text)
         if item is None:
-            name = plan.columns[j].name
-            by_text[text] = {"concept": plan.concepts[c], "feature": name, "value": format_value(row[name]),
-                             "contribution": s, "text": text}
+            by_text[text] = [c, j, s]
         else:
-            item["contribution"] += s
-        if sum(1 for i in by_text.values() if i["contribution"] > 0) >= k and \
-                sum(1 for i in by_text.values() if i["contribution"] < 0) >= k:
+            item[2] += s
+        n_pos = n_neg = 0  # counted again: a merge can change an item's side
+        for it in by_text.values():
+            n_pos += it[2] > 0
+            n_neg += it[2] < 0
+        if n_pos >= k and n_neg >= k:
             break
-    items = list(by_text.values())
-    pos = sorted((i for i in items if i["contribution"] > 0), key=lambda i: -i["contribution"])[:k]
-    neg = sorted((i for i in items if i["contribution"] < 0), key=lambda i: i["contribution"])[:k]
+
+    def shown(text: str, it: list[Any]) -> dict[str, Any]:
+        name = plan.columns[it[1]].name
+        return {"concept": plan.concepts[it[0]], "feature": name, "value": format_value(row[name]),
+                "contribution": it[2], "text": text}
+
+    items = list(by_text.items())
+    pos = [shown(t, i) for t, i in sorted((ti for ti in items if ti[1][2] > 0), key=lambda ti: -ti[1][2])[:k]]
+    neg = [shown(t, i) for t, i in sorted((ti for ti in items if ti[1][2] < 0), key=lambda ti: ti[1][2])[:k]]
     return {"positive": pos, "negative": neg}
-
-
-class SingleRowContrib:
-    """TreeSHAP contributions of one row through LightGBM's single-row C entry points.
-
-    ``LGBM_BoosterPredictForMatSingleRowFastInit`` parses the parameters and builds the predictor
-    once; each call then only runs TreeSHAP. The booster is loaded from the model text (its own C
-    handle, nothing of ``lightgbm.Booster``'s internals is used); ``lightgbm.basic._LIB`` is the
-    loaded library. Not re-entrant in LightGBM, hence the lock.
-    """
-
-    _PREDICT_CONTRIB = 3  # C_API_PREDICT_CONTRIB
-    _DTYPE_FLOAT64 = 1  # C_API_DTYPE_FLOAT64
-
-    def __init__(self, model_str: str, n_features: int) -> None:
-        from lightgbm.basic import _LIB
-
-        self._lib = _LIB
-        self._handle = ctypes.c_void_p()
-        self._config = ctypes.c_void_p()
-        n_iter = ctypes.c_int(0)
-        self._check(_LIB.LGBM_BoosterLoadModelFromString(ctypes.c_char_p(model_str.encode()), ctypes.byref(n_iter),
-                                                         ctypes.byref(self._handle)))
-        self._check(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-            self._handle, ctypes.c_int(self._PREDICT_CONTRIB), ctypes.c_int(0), ctypes.c_int(-1),
-            ctypes.c_int(self._DTYPE_FLOAT64), ctypes.c_int32(n_features), ctypes.c_char_p(b"num_threads=1"),
-            ctypes.byref(self._config)))
-        self._out = np.empty(n_features + 1, dtype=np.float64)
-        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
-        self._len = ctypes.c_int64(0)
-        self._lock = threading.Lock()
-
-    def _check(self, rc: int) -> None:
-        if rc != 0:
-            raise RuntimeError(self._lib.LGBM_GetLastError().decode())
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Contributions of the single row ``x`` (float64, C order) + the bias as the last entry."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        with self._lock:
-            self._check(self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-                self._config, x.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._len), self._out_ptr))
-            return self._out.copy()
-
-    def __del__(self) -> None:
-        lib = getattr(self, "_lib", None)
-        if lib is None:
-            return
-        if getattr(self, "_config", None) is not None and self._config.value:
-            lib.LGBM_FastConfigFree(self._config)
-        if getattr(self, "_handle", None) is not None and self._handle.value:
-            lib.LGBM_BoosterFree(self._handle)
