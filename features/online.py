@@ -138,11 +138,14 @@ def opportunity_arrays(created: Sequence[int | None], closed: Sequence[int | Non
 
 
 def rows_arrays(lead: Mapping[str, Any], account: Mapping[str, Any] | None,
-                activities: Sequence[tuple[str, int, str]], settings: Settings) -> LeadArrays:
+                activities: Sequence[tuple[str, int, str, str]], settings: Settings) -> LeadArrays:
     """A lead sent whole as stored rows (``POST /score``): its row (``created_at`` in µs), its account's
-    row or None, its activities as ``(activity_id, occurred_at µs, type)``; no stage changes, no
-    opportunities, and the account holds this lead only. As ``engine.prepare`` does, activities are
-    de-duplicated by id, keeping the earliest copy in (time, type) order."""
+    row or None, its activities as ``(activity_id, occurred_at µs, type, actor)``; no stage changes, no
+    opportunities, and the account holds this lead only. As ``engine.prepare`` does, sales touches
+    are dropped (:func:`features.actors.lead_side`: by actor or by type) and activities de-duplicated
+    by id, keeping the earliest copy in (time, type) order."""
+    sales = set(settings.sales_activity_names)
+    activities = [a for a in activities if a[3] != "sales" and a[2] not in sales]
     ids = np.array([a[0] for a in activities], dtype=object)
     t = np.array([a[1] for a in activities], dtype=np.int64)
     k = type_codes([a[2] for a in activities], settings)

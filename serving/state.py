@@ -241,8 +241,8 @@ def score_request(st: ServingState, req: ScoreRequest) -> ScoreResult:
 
     history = rows_arrays(micros([lead], ("created_at",))[0],
                           micros(account_rows, ("created_at",))[0] if account_rows else None,
-                          [(r["activity_id"], r["occurred_at"], r["type"]) for r in acts
-                           if r["occurred_at"] <= received and r["actor"] != "sales"],
+                          [(r["activity_id"], r["occurred_at"], r["type"], r["actor"]) for r in acts
+                           if r["occurred_at"] <= received],
                           st.settings)
     return st.scorer.score(history, req.lead.lead_id, as_of, req.previous_stage, days_in_stage=None)
 

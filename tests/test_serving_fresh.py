@@ -51,6 +51,33 @@ def _post(st: ServingState, *activities: dict[str, object]) -> None:
     ingest_and_score(st, parsed)
 
 
+def _inputs(st: ServingState, lead_ids: list[str],
+            at: dict[str, pd.Timestamp] | None = None) -> dict[str, tuple[pd.Timestamp, dict[str, object]]]:
+    """Each lead's features from the stored history, at its latest score's moment (or at ``at``'s).
+
+    What a stale mark must catch, whatever the model makes of it: a late activity changes these for
+    its colleagues (account roll-ups) although their scores' moments lie after it. Checking the inputs,
+    not only the probabilities, keeps the tests meaningful for a model that happens to give the
+    roll-ups little weight."""
+    out = {}
+    for lead_id in lead_ids:
+        moment = at[lead_id] if at is not None else st.store.score_history(lead_id, limit=1)[0].scored_at
+        with st.store.read() as conn:
+            arrays = st.store.load_lead(conn, lead_id, moment, st.settings)
+        out[lead_id] = (moment, st.scorer.features(arrays, lead_id, moment))
+    return out
+
+
+def _moved(st: ServingState, before: dict[str, tuple[pd.Timestamp, dict[str, object]]]) -> list[str]:
+    """Leads whose inputs at the moments of ``before`` differ now."""
+    now = _inputs(st, list(before), {lead: moment for lead, (moment, _) in before.items()})
+    return [lead for lead in before if now[lead][1] != before[lead][1]]
+
+
+def _scores(st: ServingState, lead_ids: list[str]) -> dict[str, int]:
+    return {lead: len(st.store.score_history(lead, limit=1000)) for lead in lead_ids}
+
+
 def _stale_leads(st: ServingState, lead_ids: list[str]) -> list[str]:
     """After the queue drained: leads whose latest stored score differs from a score of the stored
     history at its moment."""
@@ -91,10 +118,16 @@ def test_out_of_order_replay_leaves_no_stale_colleague(state: ServingState) -> N
     # a late batch of several leads at once, far in the past of every latest score but inside the window
     late = [{"activity_id": f"ooo-late{i}", "lead_id": leads[i], "type": "demo_request",
              "occurred_at": (start + pd.Timedelta(days=25)).isoformat()} for i in (0, 1)]
+    before, counts = _inputs(state, leads), _scores(state, leads)
     _post(state, *late)
-    # the request scored its own leads only; the colleagues it made stale are marked, not yet rescored
-    assert pending(state) > 0 and _differs(state, leads) != []
+    # the request scored its own leads only; the colleagues whose inputs it moved are marked, not rescored
+    colleagues = [lead for lead in _moved(state, before) if lead not in leads[:2]]
+    assert pending(state) > 0 and colleagues != []
+    assert _scores(state, colleagues) == {lead: counts[lead] for lead in colleagues}
     assert _stale_leads(state, leads) == []
+    # the worker appended a score from the new inputs for each of them
+    after = _scores(state, colleagues)
+    assert all(after[lead] > counts[lead] for lead in colleagues), (after, counts)
 
 
 def test_concurrent_activities_of_one_lead_keep_the_newest_as_latest(state: ServingState) -> None:
@@ -153,11 +186,13 @@ def test_marks_are_committed_with_the_activity_and_drained_by_the_next_process(
     def crash(*_: object) -> None:
         raise SystemExit("killed")
 
+    before, counts = _inputs(state, leads), _scores(state, leads)
     monkeypatch.setattr(ServingState, "rescore_after_ingest", crash)
     with pytest.raises(SystemExit):
         _post(state, late)
     monkeypatch.undo()
-    assert pending(state) == 1 and _differs(state, leads) != []
+    moved = _moved(state, before)
+    assert pending(state) == 1 and [lead for lead in moved if lead != leads[0]] != []
     state.store.close()
     store = EventStore(state.store.url, cache_rows=0)  # the next process, its worker started as the service does
     st2 = ServingState(settings=settings, scorer=Scorer.load(settings, bundle_dir=bundle_dir), store=store,
@@ -167,6 +202,7 @@ def test_marks_are_committed_with_the_activity_and_drained_by_the_next_process(
         assert worker.running
         assert worker.wait_drained(timeout=120)
         assert pending(st2) == 0 and _differs(st2, leads) == []
+        assert all(_scores(st2, moved)[lead] > counts[lead] for lead in moved)
     finally:
         st2.stop_stale_worker()
         store.close()

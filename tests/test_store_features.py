@@ -101,16 +101,19 @@ def test_cached_rollups_stay_exact_as_activities_arrive(crm, settings: Settings,
     added = []
     with cached.read() as conn:
         cached.load_lead(conn, lead, t, settings)  # fill the cache
-    for i, (who, at, typ) in enumerate([(colleague, t - pd.Timedelta(hours=1), "demo_request"),
-                                        (colleague, t - pd.Timedelta(days=10), "pricing_page_view"),  # late
-                                        (lead, t - pd.Timedelta(days=2), "page_view"),
-                                        (colleague, t + pd.Timedelta(hours=5), "trial_signup")]):
+    for i, (who, at, typ, actor) in enumerate([
+            (colleague, t - pd.Timedelta(hours=1), "demo_request", "lead"),
+            (colleague, t - pd.Timedelta(days=10), "pricing_page_view", "lead"),  # late
+            (lead, t - pd.Timedelta(days=2), "page_view", "lead"),
+            (lead, t - pd.Timedelta(hours=2), "sales_call", "sales"),  # a rep's touch: never interest
+            (colleague, t - pd.Timedelta(hours=3), "email_click", "sales"),  # sales-side by actor alone
+            (colleague, t + pd.Timedelta(hours=5), "trial_signup", "lead")]):
         row = {"activity_id": f"new-{i}", "lead_id": who, "occurred_at": to_micros(at), "type": typ,
-               "properties": None, "received_at": 0}
+               "actor": actor, "properties": None, "received_at": 0}
         with writer.begin() as conn:
             writer.add_activities(conn, [row])
         added.append({**row, "occurred_at": at})
-        new = pd.DataFrame(added)[["activity_id", "lead_id", "occurred_at", "type", "properties"]]
+        new = pd.DataFrame(added)[["activity_id", "lead_id", "occurred_at", "type", "actor", "properties"]]
         new["occurred_at"] = pd.to_datetime(new["occurred_at"], utc=True).astype("datetime64[us, UTC]")
         full = type(crm)(crm.accounts, crm.leads,
                          pd.concat([crm.activities, new.astype(crm.activities.dtypes.to_dict())], ignore_index=True),
@@ -118,7 +121,7 @@ def test_cached_rollups_stay_exact_as_activities_arrive(crm, settings: Settings,
         moments = pd.DataFrame({"lead_id": [lead, colleague, lead], "as_of": [t, t, t + pd.Timedelta(days=1)]})
         moments["as_of"] = moments["as_of"].astype("datetime64[us, UTC]")
         assert not _mismatches(cached, full, moments, settings)
-    assert cached.cache is not None and cached.cache.stats["hits"] >= 4
+    assert cached.cache is not None and cached.cache.stats["hits"] >= 6
     writer.close()
     cached.close()
 
@@ -207,8 +210,9 @@ def test_a_lead_sent_as_rows_gives_the_batch_row_of_that_lead_alone(crm, setting
             return {**out, "created_at": to_micros(row["created_at"])}
 
         arrays = rows_arrays(stored(lead_row), stored(accounts.loc[account_id]) if has_account else None,
-                             [(a, to_micros(t), typ) for a, t, typ in zip(own["activity_id"], own["occurred_at"],
-                                                                          own["type"], strict=True)], settings)
+                             [(a, to_micros(t), typ, who) for a, t, typ, who in zip(
+                                 own["activity_id"], own["occurred_at"], own["type"], own["actor"], strict=True)],
+                             settings)
         for as_of in (own["occurred_at"].max(), crm.cutoff):
             as_of = pd.Timestamp(as_of).as_unit("us")
             want = compute_one(history, lead_id, as_of, settings)
