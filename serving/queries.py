@@ -147,8 +147,9 @@ class Statements:
             self.insert_activity = c(dialect_insert(a).values({col.name: b(col.name) for col in a.c})
                                      .on_conflict_do_nothing())
             # a column a caller leaves out gets the table spec's default (``actor`` = the lead), as in Core
-            self.insert_activity.fixed.update({col.name: col.default.arg for col in a.c  # type: ignore[union-attr]
-                                               if col.default is not None and not callable(col.default.arg)})  # type: ignore[union-attr]
+            self.insert_activity.fixed.update({col.name: arg for col in a.c  # a scalar default's value
+                                               if (arg := getattr(col.default, "arg", None)) is not None
+                                               and not callable(arg)})
         self.lead_columns = [col.name for col in le.c]
         self.account_columns = [col.name for col in ac.c]
 
