@@ -263,4 +263,4 @@ def test_account_score_beats_the_best_single_lead(tmp_path: Path) -> None:
     auc_best = roc_auc_score(y, moments["best_lead_p_opportunity"])
     print(f"account moments {len(y)}, positives {int(y.sum())}: AUC account score {auc_account:.4f}, "
           f"best single lead {auc_best:.4f}")
-    assert auc_account > auc_best
+    assert auc_account >= auc_best + 0.02  # measured: 0.763 vs 0.717 on 2,378 account moments (seed 1)
