@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from leadscore.serving.app import create_app
 from leadscore.serving.state import ServingState
 from leadscore.serving.store_tables import scores_t
 from leadscore.training.account_score import account_rows, last_own_activity, lead_role, noisy_or
-from leadscore.training.bands import BandCuts, band_labels, fit_band_cuts
+from leadscore.training.bands import BandCuts, band_labels, fit_band_cuts, fit_bundle_bands
 from leadscore.training.bundle import ScoringBundle
 from tests.api_support import AUTH, make_state
 from tests.conftest import REPO_ROOT, SmallModel
@@ -128,6 +129,10 @@ def test_bundle_ships_cut_points_and_an_old_bundle_answers_no_band(small_model: 
     reasons_new, band_new = new.explain(feats.iloc[[0]], k=3)
     assert band_old is None and band_new is not None and BAND.match(band_new)
     assert reasons_old == reasons_new == new.reasons(feats.iloc[[0]], k=3)
+    refit = fit_bundle_bands(new, feats, seed=0)
+    assert refit is not None and refit.rows == 3
+    no_interest = replace(new, schema=[{**c, "group": "fit"} for c in new.schema], bands=None)
+    assert fit_bundle_bands(no_interest, feats, seed=0) is None and no_interest.bands is None
 
 
 # ------------------------------------------------------------------------------------------- the service

@@ -99,8 +99,9 @@ def band_labels(contrib: np.ndarray, schema: Sequence[Mapping[str, Any]], cuts: 
 
 def fit_bundle_bands(bundle: BoundBundle, rows: pd.DataFrame, seed: int) -> BandCuts | None:
     """Fit ``bundle``'s cut points on (a sample of) ``rows``, the rows its models were trained on; set and
-    return them. None (and nothing set) when the bundle lacks the band target or there are no rows."""
-    if BAND_TARGET not in bundle.models or not len(rows):
+    return them. None (and nothing set) when the bundle lacks the band target, a schema has no column of
+    one of the groups (a grid of a missing group would put every lead in one band) or there are no rows."""
+    if BAND_TARGET not in bundle.models or not len(rows) or not all(m.any() for m in group_masks(bundle.schema).values()):
         return None
     sample = rows.sample(n=min(CUT_SAMPLE_ROWS, len(rows)), random_state=seed) if len(rows) > CUT_SAMPLE_ROWS else rows
     contrib = bundle.contributions(sample, BAND_TARGET).to_numpy()[:, : len(bundle.schema)]
