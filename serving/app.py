@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from leadscore.serving import routes_history, routes_scoring, routes_webhooks
+from leadscore.serving import routes_accounts, routes_history, routes_scoring, routes_webhooks
 from leadscore.serving.http import error_response, install_error_handlers, state_of
 from leadscore.serving.openapi import install_docs
 from leadscore.serving.schemas import ErrorOut
@@ -57,6 +57,7 @@ def create_app(state: ServingState) -> FastAPI:
     app.include_router(routes_scoring.router)
     app.include_router(routes_webhooks.router)
     app.include_router(routes_history.router)
+    app.include_router(routes_accounts.router)
     install_docs(app)
     return app
 

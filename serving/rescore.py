@@ -78,6 +78,7 @@ def stored_score(r: ScoreResult, stage_since: pd.Timestamp) -> StoredScore:
         model_version=r.model_version,
         reasons=r.reasons,
         stage_since=stage_since,
+        band=r.band,
     )
 
 

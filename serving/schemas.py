@@ -178,6 +178,12 @@ class ScoreOut(BaseModel):
                                      "score (leadscore.training.trend).")
     changes: list[str] = Field(description="Reasons gained since the lead's previous score (\"New: ...\"), then "
                                            "those lost (\"Gone: ...\"); empty for a new lead.")
+    band: str | None = Field(default=None, pattern=r"^[ABC][123]$",
+                             description="Fit/engagement grid (HubSpot's A1-C3): fit band A (best) to C from the "
+                                         "model's summed contributions of the lead's fit features, engagement band 1 "
+                                         "(most engaged) to 3 from its interest features, each cut at the terciles "
+                                         "of the training rows (leadscore.training.bands); null for a model "
+                                         "without cut points or a score stored before bands existed.")
 
 
 class BadItem(BaseModel):
@@ -226,6 +232,42 @@ class ScorePage(BaseModel):
     lead_id: str
     scores: list[ScoreOut]
     next_cursor: str | None = Field(description="Pass as ``cursor`` for the next (older) page; null on the last.")
+
+
+Role = Literal["decision_maker", "influencer", "user"]
+
+
+class AccountLead(BaseModel):
+    """One open lead of an account as the account view counts it."""
+
+    lead_id: str
+    role: Role = Field(description="Buying-group role from seniority and department (leadscore.training.account_score).")
+    p_opportunity: float | None = Field(description="The lead's latest calibrated P(opportunity) at or before as_of; "
+                                                    "null when the service has not scored it.")
+    scored_at: datetime | None = Field(description="The moment of that latest score.")
+    band: str | None = Field(default=None, description="The fit/engagement band of that score (A1-C3).")
+    engaged: bool = Field(description="An activity of the lead's own (not a sales touch) in the 30 days to as_of.")
+
+
+class RoleCoverage(BaseModel):
+    leads: int = Field(description="Open leads of the account in this role.")
+    engaged: int = Field(description="Of them, engaged in the 30 days to as_of.")
+
+
+class AccountOut(BaseModel):
+    """The account view (``GET /accounts/{id}``): account score and buying-group coverage."""
+
+    account_id: str
+    as_of: datetime = Field(description="The moment the view describes, UTC.")
+    p_account: float = Field(description="P(an opportunity at the account within the opportunity horizon): noisy-OR "
+                                         "1 - prod(1 - p_i) of its open leads' latest calibrated P(opportunity).")
+    best_lead_p_opportunity: float = Field(description="The highest P(opportunity) of a single open lead.")
+    open_leads: int = Field(description="Leads of the account not closed (customer, disqualified) at as_of.")
+    scored_leads: int = Field(description="Open leads with a score at or before as_of (what p_account reads).")
+    roles_engaged: list[Role] = Field(description="Roles with at least one engaged lead.")
+    buying_group: dict[str, RoleCoverage] = Field(description="Per role (decision_maker, influencer, user): leads and "
+                                                              "engaged leads.")
+    leads: list[AccountLead]
 
 
 class ErrorOut(BaseModel):

@@ -42,6 +42,8 @@ class ScoreResult:
     previous_stage: str | None
     reasons: dict[str, list[str]]
     model_version: str
+    #: fit/engagement band ``A1``..``C3`` (:mod:`training.bands`); None for a bundle without cut points
+    band: str | None = None
 
 
 def _online_features(history: CRMHistory | LeadArrays, lead_id: str, as_of: pd.Timestamp,
@@ -105,7 +107,7 @@ class Scorer:
         probs = self.bundle.predict_row(row)
         p_sql, p_opp = float(probs["p_sql"]), float(probs["p_opportunity"])
         stage = self.policy.stage(p_sql, p_opp, previous_stage, days_in_stage=days_in_stage)
-        reasons = self.bundle.reasons(row, k=3)
+        reasons, band = self.bundle.explain(row, k=3)
         return ScoreResult(
             lead_id=lead_id,
             scored_at=pd.Timestamp(as_of),
@@ -115,4 +117,5 @@ class Scorer:
             previous_stage=previous_stage,
             reasons={"positive": list(reasons["positive"]), "negative": list(reasons["negative"])},
             model_version=self.version,
+            band=band,
         )

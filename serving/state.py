@@ -203,6 +203,7 @@ def score_out(r: ScoreResult | StoredScore, trend: Trend, changes: list[str]) ->
         model_version=r.model_version,
         trend=trend,
         changes=changes,
+        band=r.band,
     )
 
 

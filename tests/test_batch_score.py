@@ -95,6 +95,7 @@ def _same(batch: pd.Series, api: dict[str, Any]) -> None:
     assert json.loads(batch["reasons_negative"]) == api["reasons"]["negative"]
     assert batch["model_version"] == api["model_version"]
     assert pd.Timestamp(api["scored_at"]) == batch["scored_at"]
+    assert batch["band"] == api["band"]  # the grid: same contributions, same cut points
 
 
 def test_every_open_lead_equals_post_score(history: CRMHistory, state: ServingState, settings: Settings) -> None:
@@ -140,7 +141,7 @@ def test_full_crm_equals_the_service_scoring_its_stored_leads(
             result, _ = state.score_stored(conn, row["lead_id"], at)
             api = {"p_sql": result.p_sql, "p_opportunity": result.p_opportunity, "stage": result.stage,
                    "previous_stage": result.previous_stage, "reasons": result.reasons,
-                   "model_version": result.model_version, "scored_at": result.scored_at}
+                   "model_version": result.model_version, "scored_at": result.scored_at, "band": result.band}
             _same(row, api)
 
 

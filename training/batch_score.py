@@ -48,7 +48,7 @@ CLOSED_STAGES = ("customer", "disqualified")
 REASONS_K = 3
 #: the output columns, in order (lists are JSON text so CSV and Parquet hold the same values)
 COLUMNS = ("lead_id", "scored_at", "p_sql", "p_opportunity", "stage", "previous_stage", "days_in_stage",
-           "reasons_positive", "reasons_negative", "model_version", "trend", "changes")
+           "reasons_positive", "reasons_negative", "model_version", "trend", "changes", "band")
 
 
 class BatchScoreError(LeadscoreError):
@@ -93,7 +93,8 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
 
     ``previous``: per lead its previous scores, newest first (:func:`serving.trail.previous_scores`), for
     ``trend`` and ``changes`` (:mod:`training.trend`, the service's rule); a lead without any is ``new``.
-    Without reasons, ``changes`` is empty (there is nothing to compare).
+    Without reasons, ``changes`` is empty (there is nothing to compare), and so is ``band``: the
+    fit/engagement band sums the same contributions the reasons do (:mod:`training.bands`).
     """
     bundle, policy = scorer.bundle, scorer.policy
     probs = bundle.predict(features)
@@ -102,7 +103,10 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     p_opp = probs["p_opportunity"].to_numpy(dtype=np.float64) if "p_opportunity" in probs else p_sql.copy()
     contrib = bundle.contributions(features, "sql").to_numpy()[:, : len(bundle.schema)] if reasons else None
     plan = bundle._reason_plan()
+    from leadscore.training.bands import band_labels
     from leadscore.training.reasons import top_reasons
+
+    bands = band_labels(contrib, bundle.schema, bundle.bands) if contrib is not None else [None] * len(features)
 
     names = bundle.feature_names
     records = features[names].to_dict("records") if reasons else [{}] * len(features)
@@ -136,7 +140,7 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         "p_sql": p_sql, "p_opportunity": p_opp, "stage": stages, "previous_stage": prevs,
         "days_in_stage": days if days is not None else np.full(len(p_sql), np.nan),
         "reasons_positive": pos, "reasons_negative": neg, "model_version": scorer.version,
-        "trend": trends, "changes": changed,
+        "trend": trends, "changes": changed, "band": bands,
     }, columns=list(COLUMNS)).assign(scored_at=lambda f: pd.to_datetime(f["scored_at"], utc=True))
 
 
@@ -239,10 +243,31 @@ def read_scores(path: Path) -> pd.DataFrame:
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
     frame = pd.read_csv(path, dtype={"lead_id": str, "stage": str, "previous_stage": object, "model_version": str,
-                                     "trend": str, "changes": str})
+                                     "trend": str, "changes": str, "band": object})
     frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True)
     frame["previous_stage"] = frame["previous_stage"].astype(object).where(frame["previous_stage"].notna(), None)
+    if "band" in frame:
+        frame["band"] = frame["band"].astype(object).where(frame["band"].notna(), None)
     return frame
+
+
+def account_frame(history: CRMHistory, scores: pd.DataFrame, as_of: pd.Timestamp, settings: Settings) -> pd.DataFrame:
+    """One row per account of the scored open leads (``lead_id, p_opportunity``): account score and
+    buying-group coverage (:mod:`training.account_score`)."""
+    from leadscore.training.account_score import account_rows, last_own_activity, open_lead_frame
+
+    last = last_own_activity(history.activities, as_of)
+    return account_rows(open_lead_frame(history.leads, scores, last, settings), as_of)
+
+
+def write_accounts(frame: pd.DataFrame, path: Path) -> None:
+    """The account rows as Parquet or CSV (``roles_engaged`` as JSON text, like the reasons)."""
+    out = frame.assign(roles_engaged=[json.dumps(list(r)) for r in frame["roles_engaged"]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".csv":
+        out.to_csv(path, index=False)
+    else:
+        out.to_parquet(path, index=False)
 
 
 def resolve_as_of(history: CRMHistory, at: str | None) -> pd.Timestamp:
@@ -273,11 +298,13 @@ def score_crm(
     transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     reasons: bool = True,
     trail: EventStore | None = None,
+    accounts_out: Path | None = None,
 ) -> BatchSummary:
     """``leadscore score``: load and validate the CRM, load the model as the service does, score every open
     lead at ``at`` (default: the cut-off) chunk by chunk into ``out``. ``transform`` turns each chunk of
     scores into the rows written (the CRM import formats and ``--changed-only``, :mod:`training.export`);
-    ``trail`` the service's event store whose audit gives the trends (:func:`iter_scores`)."""
+    ``trail`` the service's event store whose audit gives the trends (:func:`iter_scores`); ``accounts_out``
+    a .parquet or .csv file that gets one row per account (:func:`write_accounts`)."""
     import time
 
     from leadscore.history import load_history
@@ -289,14 +316,23 @@ def score_crm(
         raise BatchScoreError(f"{crm}: the CRM history is not usable (run leadscore validate {crm})")
     as_of = resolve_as_of(history, at)
     scorer = Scorer.load(settings, model_uri=model_uri, bundle_dir=bundle_dir)
+    if accounts_out is not None and accounts_out.suffix.lower() not in (".parquet", ".csv"):
+        raise BatchScoreError(f"--accounts {accounts_out}: write a .parquet or .csv file")
     writer = ScoreWriter(out)
     closed = 0
+    lead_scores: list[pd.DataFrame] = []
     try:
         for frame, n_closed in iter_scores(history, scorer, settings, as_of, chunk_size, on_chunk, reasons, trail):
+            if accounts_out is not None:
+                lead_scores.append(frame[["lead_id", "p_opportunity"]])
             writer.write(frame if transform is None else transform(frame))
             closed += n_closed
     finally:
         writer.close()
+    if accounts_out is not None:
+        scores = pd.concat(lead_scores, ignore_index=True) if lead_scores else pd.DataFrame(
+            {"lead_id": pd.Series(dtype=object), "p_opportunity": pd.Series(dtype=np.float64)})
+        write_accounts(account_frame(history, scores, as_of, settings), accounts_out)
     _, not_created = candidate_leads(history, as_of)
     return BatchSummary(rows=writer.rows, closed=closed, not_created=not_created, as_of=as_of, out=out,
                         seconds=time.perf_counter() - started, model_version=scorer.version)

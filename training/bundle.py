@@ -38,6 +38,7 @@ from typing_extensions import TypedDict
 
 from leadscore.errors import ModelError
 from leadscore.features.config import RulesConfig
+from leadscore.training.bands import BandCuts, band_labels
 from leadscore.training.calibration import Calibrator
 from leadscore.training.config import ModelKind
 from leadscore.training.encoding import check_columns, encode_frame
@@ -222,6 +223,8 @@ class ScoringBundle:
     metrics: dict[str, TargetMetrics] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     version: str | None = None
+    #: the fit/engagement grid's cut points (:mod:`training.bands`); None in bundles from before it
+    bands: BandCuts | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -243,6 +246,7 @@ class ScoringBundle:
             "window": self.window,
             "metrics": self.metrics,
             "info": self.info,
+            "bands": None if self.bands is None else self.bands.to_dict(),
         }
         (directory / BUNDLE_FILE).write_text(json.dumps(doc, indent=1, default=str))
         for target, model in self.models.items():
@@ -269,6 +273,7 @@ class ScoringBundle:
         models = {t: TargetModel.from_dict(d, model_text(t)) for t, d in doc["targets"].items()}
         policy = doc.get("stage_policy")
         window = doc.get("window")
+        bands = doc.get("bands")
         return cls(
             schema=_SCHEMA.validate_python(doc["schema"]), schema_hash=doc["schema_hash"],
             config_hash=doc["config_hash"], models=models,
@@ -276,6 +281,7 @@ class ScoringBundle:
             rules=RulesConfig.model_validate(doc["rules"]),
             window=None if window is None else _WINDOW.validate_python(window),
             metrics=_METRICS.validate_python(doc.get("metrics") or {}), info=doc.get("info", {}),
+            bands=None if bands is None else BandCuts.from_dict(bands),
         )
 
     # ------------------------------------------------------------------ the one schema check
@@ -385,6 +391,15 @@ class BoundBundle(ScoringBundle):
         (see :mod:`training.reasons`; contributions summed per concept, zero counts never a reason)."""
         row = as_mapping(features_row)
         return top_reasons(self._reason_plan(), row, self.row_contributions(row, target), k)
+
+    def explain(self, features_row: Any, k: int = 3) -> tuple[dict[str, list[str]], str | None]:
+        """The reasons of :meth:`reasons` and the fit/engagement band (:mod:`training.bands`) from one
+        TreeSHAP of the row (the band sums the same contributions the reasons do)."""
+        row = as_mapping(features_row)
+        contrib = self.row_contributions(row, "sql")
+        d = top_reasons(self._reason_plan(), row, contrib, k)
+        band = band_labels(contrib, self.schema, self.bands)[0] if self.bands is not None else None
+        return {side: [i["text"] for i in items] for side, items in d.items()}, band
 
     def reasons(self, features_row: Any, k: int = 3, target: str = "sql") -> dict[str, list[str]]:
         """The top ``k`` reasons for and against, in plain words from the schema templates."""

@@ -119,6 +119,8 @@ def register(app: typer.Typer) -> None:
                                                   "each lead's trend and changes; --changed-only keeps its export state "
                                                   "there.")] = None,
         reasons: Annotated[bool, typer.Option(help="Word the top reasons (exact TreeSHAP).")] = True,
+        accounts: Annotated[Path | None, typer.Option(help="Also write one row per account (.parquet or .csv): "
+                                                      "P(opportunity at the account), buying-group coverage.")] = None,
         flat: Annotated[Path | None, typer.Option(help="Score the rows of this flat table with a flat model "
                                                   "(--model models:/leadscore-flat-<name>@champion).")] = None,
         mapping: Annotated[Path | None, typer.Option(help="With --flat: the mapping YAML (default: the one logged "
@@ -145,6 +147,7 @@ def register(app: typer.Typer) -> None:
             with progress:  # type: ignore[attr-defined]
                 summary = score_crm(crm, settings, out, at=at, model_uri=model, bundle_dir=bundle, chunk_size=chunk_size,
                                     on_chunk=on_chunk, reasons=reasons, trail=event_store,  # type: ignore[arg-type]
+                                    accounts_out=accounts,
                                     transform=export.transform if fmt is not None or changed_only else None)
             export.finish()
         finally:
@@ -156,6 +159,8 @@ def register(app: typer.Typer) -> None:
         console.print(f"scored {summary.rows:,} open leads as of {summary.as_of.isoformat()} with model version "
                       f"{summary.model_version} into {out} ({summary.closed:,} closed and {summary.not_created:,} "
                       f"not yet created skipped; {summary.seconds:.1f} s)")
+        if accounts is not None:
+            console.print(f"account scores and buying-group coverage written to {accounts}")
 
 
 def register_history(app: typer.Typer) -> None:

@@ -250,6 +250,7 @@ def train_from_dataset(
         args = (spec, schema_hash, settings, cutoff, len(dataset), trials)
         backtest = _bundle(results, {t: r.model for t, r in results.items()}, *args)
         bundle = _bundle(results, {t: r.shipped for t, r in results.items()}, *args)
+        _fit_bands(dataset, results, bundle, backtest, cfg.seed)
         first = results[targets[0]].split
         as_of, known = dataset["as_of"], dataset[TARGETS[targets[0]]].notna()
         cal_mask = np.asarray((as_of >= first.validation_start) & (as_of < first.test_start) & known)
@@ -277,6 +278,22 @@ def train_from_dataset(
             import mlflow
 
             mlflow.end_run()
+
+
+def _fit_bands(dataset: pd.DataFrame, results: dict[str, TargetResult], bundle: BoundBundle, backtest: BoundBundle,
+               seed: int) -> None:
+    """The fit/engagement grid's cut points (:mod:`training.bands`): each model's terciles over the labelled
+    rows it was trained on (the refit's months for the shipped model, the backtest's training months for
+    the backtest model)."""
+    from leadscore.training.bands import BAND_TARGET, fit_bundle_bands
+
+    r = results.get(BAND_TARGET)
+    if r is None:
+        return
+    as_of, known = dataset["as_of"], dataset[TARGETS[BAND_TARGET]].notna()
+    shipped_end = r.refit.rows.end if r.refit is not None else r.split.fitted_end
+    fit_bundle_bands(bundle, dataset[(as_of < shipped_end) & known], seed)
+    fit_bundle_bands(backtest, dataset[(as_of < r.split.validation_start) & known], seed)
 
 
 def _fit_policy(scored_cal: pd.DataFrame, settings: Settings) -> Any:
