@@ -104,10 +104,9 @@ class Scorer:
         days_in_stage: float | None = None,
     ) -> ScoreResult:
         row = self.features(history, lead_id, as_of)
-        probs = self.bundle.predict_row(row)
+        probs, reasons, band = self.bundle.score_row(row, k=3)
         p_sql, p_opp = float(probs["p_sql"]), float(probs["p_opportunity"])
         stage = self.policy.stage(p_sql, p_opp, previous_stage, days_in_stage=days_in_stage)
-        reasons, band = self.bundle.explain(row, k=3)
         return ScoreResult(
             lead_id=lead_id,
             scored_at=pd.Timestamp(as_of),

@@ -129,6 +129,11 @@ def test_bundle_ships_cut_points_and_an_old_bundle_answers_no_band(small_model: 
     reasons_new, band_new = new.explain(feats.iloc[[0]], k=3)
     assert band_old is None and band_new is not None and BAND.match(band_new)
     assert reasons_old == reasons_new == new.reasons(feats.iloc[[0]], k=3)
+    # serving's one-encoding path gives the same probabilities, reasons and band
+    from leadscore.training.bundle import as_mapping
+
+    row = as_mapping(feats.iloc[[0]])
+    assert new.score_row(row, k=3) == (new.predict_row(row), reasons_new, band_new)
     refit = fit_bundle_bands(new, feats, seed=0)
     assert refit is not None and refit.rows == 3
     no_interest = replace(new, schema=[{**c, "group": "fit"} for c in new.schema], bands=None)

@@ -406,15 +406,17 @@ class BoundBundle(ScoringBundle):
         d = self.reason_details(features_row, k=k, target=target)
         return {side: [i["text"] for i in items] for side, items in d.items()}
 
-    def score_row(self, row: Mapping[str, Any], k: int = 3,
-                  target: str = "sql") -> tuple[dict[str, float], dict[str, list[str]]]:
-        """:meth:`predict_row` and :meth:`reasons` of one row, reading and encoding it once (what
-        serving calls per request)."""
+    def score_row(self, row: Mapping[str, Any],
+                  k: int = 3) -> tuple[dict[str, float], dict[str, list[str]], str | None]:
+        """:meth:`predict_row`, :meth:`explain`'s reasons and band of one row, reading and encoding it
+        once and running one TreeSHAP (what serving calls per request)."""
         scorer = self._row()
         enc = scorer.encode(row)
         probs = {OUTPUT_COLUMNS[t]: p for t, p in scorer.probabilities(enc).items()}
-        d = top_reasons(self._reason_plan(), row, scorer.contributions(enc, target), k)
-        return probs, {side: [i["text"] for i in items] for side, items in d.items()}
+        contrib = scorer.contributions(enc, "sql")
+        d = top_reasons(self._reason_plan(), row, contrib, k)
+        band = band_labels(contrib, self.schema, self.bands)[0] if self.bands is not None else None
+        return probs, {side: [i["text"] for i in items] for side, items in d.items()}, band
 
 
 def schema_dicts(schema: Sequence[Any]) -> list[FeatureColumn]:
