@@ -23,9 +23,9 @@ demo: $(VENV)/.installed
 	DEMO=$(DEMO) BIN=$(BIN) bash scripts/demo.sh
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
-# everything but the real-server and long training tiers, on both cores (about 1.5 minutes on 2 cores)
+# everything but the real-server and long training tiers, on both cores
 test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not server and not training" -n 2
 
