@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from leadscore.features.online import sorted_activities, type_codes
-from leadscore.serving.members import members, members_version
+from leadscore.serving.members import fetch, members, members_version
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
@@ -206,14 +206,7 @@ class ActivityCache:
         self.mark, self.mark_id = mark, mark_id
         self.stats["resets"] += 1
 
-    @staticmethod
-    def _fetch(raw: Any, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
-        cur = raw.cursor()
-        try:
-            cur.execute(sql, tuple(args))
-            return list(cur.fetchall())
-        finally:
-            cur.close()
+    _fetch = staticmethod(fetch)
 
     def sync(self, raw: Any) -> None:
         """Fold in every activity committed since the last look (by any process)."""

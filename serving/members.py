@@ -30,7 +30,8 @@ _VERSION = "SELECT version FROM account_versions WHERE account_id = ?"
 _MEMBERS = "SELECT lead_id, created_at FROM leads WHERE account_id = ?"
 
 
-def _fetch(raw: Any, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+def fetch(raw: Any, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows of one statement on a raw DBAPI connection (the cache's reads: no SQLAlchemy per call)."""
     cur = raw.cursor()
     try:
         cur.execute(sql, tuple(args))
@@ -41,10 +42,10 @@ def _fetch(raw: Any, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
 
 def members_version(raw: Any, account_id: str) -> int | None:
     """The account's membership version (None: no lead ever named it since the migration)."""
-    rows = _fetch(raw, _VERSION, (account_id,))
+    rows = fetch(raw, _VERSION, (account_id,))
     return int(rows[0][0]) if rows else None
 
 
 def members(raw: Any, account_id: str) -> list[tuple[str, int | None]]:
     """``(lead_id, created_at)`` of the account's leads, as the leads table holds them now."""
-    return [(str(lid), t) for lid, t in _fetch(raw, _MEMBERS, (account_id,))]
+    return [(str(lid), t) for lid, t in fetch(raw, _MEMBERS, (account_id,))]

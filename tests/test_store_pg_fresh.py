@@ -17,14 +17,14 @@ import pytest
 from sqlalchemy import event as sa_event
 
 from leadscore.config import Settings
-from leadscore.serving.schemas import ActivityIn
 from leadscore.serving.scoring import Scorer
-from leadscore.serving.state import ServingState, ingest_and_score
+from leadscore.serving.state import ServingState
 from leadscore.serving.store import EventStore
-from leadscore.serving.wire import Parsed
 from tests.conftest import SmallModel
 from tests.pg_support import PostgresServer
 from tests.test_serving_fresh import (  # noqa: F401  (collected here, on PostgreSQL)
+    _post,
+    _stale_leads,
     test_concurrent_activities_of_one_lead_keep_the_newest_as_latest,
     test_out_of_order_replay_leaves_no_stale_colleague,
 )
@@ -54,25 +54,6 @@ def two_replicas(settings: Settings, scorer: Scorer, postgres: PostgresServer) -
     yield states
     for st in states:
         st.store.close()
-
-
-def _post(st: ServingState, *activities: dict[str, object]) -> None:
-    parsed = Parsed()
-    parsed.events.extend((i, ActivityIn.model_validate(a)) for i, a in enumerate(activities))
-    ingest_and_score(st, parsed)
-
-
-def stale_leads(st: ServingState, lead_ids: list[str]) -> list[str]:
-    """Leads whose latest stored score differs from the score of the stored history at its moment."""
-    assert st.wait_fresh(timeout=120), "the stale queue did not drain"
-    stale = []
-    for lead_id in lead_ids:
-        latest = st.store.score_history(lead_id, limit=1)[0]
-        with st.store.read() as conn:
-            fresh, _ = st.score_stored(conn, lead_id, latest.scored_at)
-        if (latest.p_sql, latest.p_opportunity) != pytest.approx((fresh.p_sql, fresh.p_opportunity), abs=1e-12):
-            stale.append(lead_id)
-    return stale
 
 
 def test_concurrent_activities_of_one_lead_on_two_replicas_leave_a_fresh_latest_score(
@@ -107,7 +88,7 @@ def test_concurrent_activities_of_one_lead_on_two_replicas_leave_a_fresh_latest_
             t.join()
     assert errors == []
     assert two_replicas[0].store.count_activities() == 16 * 5
-    assert stale_leads(two_replicas[1], leads) == []
+    assert _stale_leads(two_replicas[1], leads) == []
 
 
 @pytest.fixture()
@@ -193,4 +174,4 @@ def test_a_late_activity_committed_while_a_newer_score_commits_leaves_no_stale_l
         thread.join()
     assert errors == []
     assert a.store.count_activities(lead) == 3
-    assert stale_leads(b, [lead]) == []
+    assert _stale_leads(b, [lead]) == []
