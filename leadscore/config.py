@@ -98,6 +98,45 @@ class GeneratorConfig(_Strict):
     disqualify_share_of_mqls: float = Field(default=0.15, ge=0, lt=1)
 
 
+#: the buying-group roles, in precedence order (the last one is everyone the others do not claim)
+BUYING_ROLES = ("decision_maker", "influencer", "user")
+
+
+class RoleRule(_Strict):
+    """Who plays one buying-group role: a lead whose seniority or department is listed (lower case)."""
+
+    seniority: list[str] = Field(default_factory=list)
+    departments: list[str] = Field(default_factory=list)
+
+
+def _default_roles() -> dict[str, RoleRule]:
+    return {"decision_maker": RoleRule(seniority=["c_level", "vp"], departments=["executive"]),
+            "influencer": RoleRule(seniority=["head", "director", "manager"], departments=["procurement", "finance"])}
+
+
+class AccountsConfig(_Strict):
+    """The account view (``accounts:``): how leads map to buying-group roles, when a role counts as engaged.
+
+    ``roles`` maps ``decision_maker`` and ``influencer`` to the seniorities and departments that make a
+    lead play them (checked in that order; everyone else is a ``user``); a role is engaged when one of
+    its leads acted itself in the ``engaged_days`` before the moment.
+    """
+
+    engaged_days: int = Field(default=30, ge=1)
+    roles: dict[str, RoleRule] = Field(default_factory=_default_roles)
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, v: dict[str, RoleRule]) -> dict[str, RoleRule]:
+        unknown = sorted(set(v) - set(BUYING_ROLES[:-1]))
+        if unknown:
+            raise ValueError(f"roles {unknown} are not mappable: map {list(BUYING_ROLES[:-1])} "
+                             f"('{BUYING_ROLES[-1]}' is everyone else)")
+        return {r: RoleRule(seniority=[x.strip().lower() for x in v[r].seniority],
+                            departments=[x.strip().lower() for x in v[r].departments])
+                for r in BUYING_ROLES if r in v}
+
+
 class Settings(_Strict):
     activities: list[ActivityType]
     #: sales touches (actor = sales): kept for the SLA review, never interest (configs/activities.yaml)
@@ -115,6 +154,7 @@ class Settings(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     sla: SLAConfig = Field(default_factory=SLAConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    accounts: AccountsConfig = Field(default_factory=AccountsConfig)
 
     @field_validator("activities")
     @classmethod

@@ -2,9 +2,10 @@
 
 Read from the event store as of a moment (default: now): the account's leads, those the CRM has not
 closed (latest stage change at or before the moment not ``customer``/``disqualified``), each one's
-latest stored score at or before the moment, and whether it had an activity of its own in the 30 days
-before. The arithmetic (noisy-OR, roles, coverage) is :mod:`leadscore.training.account_score`, shared
-with ``leadscore score --accounts``. Leads the service never scored count for coverage, not for the score.
+latest stored score at or before the moment, and whether it had an activity of its own in the
+``accounts.engaged_days`` (30) days before. The arithmetic (noisy-OR, the bundle's account calibrator,
+roles from the ``accounts:`` config, coverage) is :mod:`leadscore.training.account_score`, shared with
+``leadscore score --accounts``. Leads the service never scored count for coverage, not for the score.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from leadscore.serving.store_tables import (
     to_micros,
 )
 from leadscore.tables import ID_LENGTH, ID_PATTERN
-from leadscore.training.account_score import ENGAGED_DAYS, ROLES, account_rows, lead_roles
+from leadscore.training.account_score import ROLES, account_rows, lead_roles
 from leadscore.training.batch_score import CLOSED_STAGES
 
 router = APIRouter()
@@ -49,8 +50,8 @@ async def get_account(
     as_of: UtcDatetime | None = Query(None, description="The moment to describe (UTC; default: now)."),
     st: ServingState = Depends(authorized),
 ) -> JSONResponse:
-    """The account's score (noisy-OR of its open leads' latest P(opportunity)) and which buying-group roles
-    (decision maker, influencer, user) engaged in the last 30 days."""
+    """The account's score (calibrated noisy-OR of its open leads' latest P(opportunity)) and which
+    buying-group roles (decision maker, influencer, user) engaged in the window (30 days by default)."""
     at = pd.Timestamp(as_of or datetime.now(UTC))
     out = await run_blocking(account_view, st, account_id, at)
     if out is None:
@@ -89,14 +90,14 @@ def _latest_scores(conn: Connection, ids: list[str], cut: int) -> dict[str, tupl
     return out
 
 
-def _last_own_activity(conn: Connection, ids: list[str], cut: int) -> dict[str, int]:
+def _last_own_activity(conn: Connection, ids: list[str], cut: int, days: int) -> dict[str, int]:
     """Per lead, its latest own (``actor = lead``) activity in the engagement window ending at ``cut``."""
     c = activities_t.c
     out: dict[str, int] = {}
     for part in _chunks(ids):
         for lead, at in conn.execute(sa.select(c.lead_id, sa.func.max(c.occurred_at))
                                      .where(c.lead_id.in_(part), c.actor == "lead", c.occurred_at <= cut,
-                                            c.occurred_at > cut - ENGAGED_DAYS * DAY_US).group_by(c.lead_id)):
+                                            c.occurred_at > cut - days * DAY_US).group_by(c.lead_id)):
             out[str(lead)] = int(at)
     return out
 
@@ -104,6 +105,7 @@ def _last_own_activity(conn: Connection, ids: list[str], cut: int) -> dict[str, 
 def account_view(st: ServingState, account_id: str, as_of: pd.Timestamp) -> AccountOut | None:
     """The account view at ``as_of`` (None for an unknown account)."""
     cut = to_micros(as_of)
+    days = st.settings.accounts.engaged_days
     with st.store.read() as conn:
         if conn.execute(sa.select(accounts_t.c.account_id).where(accounts_t.c.account_id == account_id)).first() is None:
             return None
@@ -114,7 +116,7 @@ def account_view(st: ServingState, account_id: str, as_of: pd.Timestamp) -> Acco
         ids = [str(i) for i in leads["lead_id"]]
         open_ids = _open_leads(conn, ids, cut)
         scores = _latest_scores(conn, sorted(open_ids), cut)
-        engaged_at = _last_own_activity(conn, sorted(open_ids), cut)
+        engaged_at = _last_own_activity(conn, sorted(open_ids), cut, days)
     leads = leads[leads["lead_id"].astype(str).isin(open_ids)].reset_index(drop=True)
     lead_ids = leads["lead_id"].astype(str).tolist()
     frame = pd.DataFrame({
@@ -124,9 +126,9 @@ def account_view(st: ServingState, account_id: str, as_of: pd.Timestamp) -> Acco
         "last_engaged_at": pd.to_datetime([from_micros(engaged_at[i]) if i in engaged_at else pd.NaT for i in lead_ids],
                                           utc=True),
     })
-    rows = account_rows(frame, as_of)
+    rows = account_rows(frame, as_of, days, st.scorer.bundle.account_calibration)
     row = rows.iloc[0].to_dict() if len(rows) else None
-    since = as_of - pd.Timedelta(days=ENGAGED_DAYS)
+    since = as_of - pd.Timedelta(days=days)
     out_leads = [
         AccountLead(lead_id=lead, role=role,
                     p_opportunity=scores[lead][0] if lead in scores else None,

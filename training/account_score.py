@@ -4,19 +4,21 @@ B2B deals are bought by groups; a per-person score misses an account where three
 once. The account score is computed from what the lead model already gives, so it needs no model of
 its own and serving, batch scoring and the acceptance test share these pure functions:
 
-* **Account score** = noisy-OR of the calibrated P(opportunity) of the account's open leads,
-  ``1 - Π(1 - p_i)``: the probability that at least one of them turns into an opportunity within the
-  opportunity horizon, if the leads converted independently. Each ``p_i`` is calibrated, so the
-  account score is a probability on the same horizon. Leads of one account are positively correlated
-  (one deal, one budget), so the noisy-OR is an upper bound in calibration terms; what it adds over
-  the best single lead is the *breadth* of interest (two 20 % leads rank above one 30 % lead), which
-  is what predicts an account opportunity better (``tests/test_account_view.py`` measures it).
+* **Account score**: the noisy-OR of the calibrated P(opportunity) of the account's open leads,
+  ``1 - Π(1 - p_i)`` (``p_noisy_or``): the probability that at least one of them turns into an
+  opportunity within the opportunity horizon *if* the leads converted independently. They do not
+  (one deal, one budget), so the noisy-OR over-counts; what it adds over the best single lead is the
+  *breadth* of interest (two 20 % leads rank above one 30 % lead), which is what predicts an account
+  opportunity better (``tests/test_account_view.py`` measures it). ``p_account`` is the noisy-OR put
+  through the bundle's account calibrator (:mod:`training.account_calibration`, fitted on
+  point-in-time account moments at training time), the raw noisy-OR when a bundle has none.
 * **Buying-group coverage**: each lead has a role from its seniority and department
-  (:func:`lead_role`); a role is *engaged* when one of its leads had an activity of its own (actor
-  ``lead``, never a sales touch) in the last ``window_days`` (30) days before ``as_of``.
+  (:func:`lead_role`, mapping from the ``accounts:`` config section); a role is *engaged* when one of
+  its leads had an activity of its own (actor ``lead``, never a sales touch) in the last
+  ``accounts.engaged_days`` (30) days before ``as_of``.
 
-Role mapping (first that applies; seniority is the CRM's value, else what the title implies, as the
-fit features read it):
+Default role mapping (``configs/accounts.yaml``; first that applies; seniority is the CRM's value,
+else what the title implies, as the fit features read it):
 
 ========================  ===================================================================
 ``decision_maker``        seniority ``c_level`` or ``vp``, or department ``executive``
@@ -35,20 +37,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from leadscore.config import BUYING_ROLES, AccountsConfig
+
 if TYPE_CHECKING:
     from leadscore.config import Settings
+    from leadscore.training.account_calibration import AccountCalibrator
 
-ROLES = ("decision_maker", "influencer", "user")
-DECISION_SENIORITY = frozenset({"c_level", "vp"})
-INFLUENCER_SENIORITY = frozenset({"head", "director", "manager"})
-DECISION_DEPARTMENTS = frozenset({"executive"})
-INFLUENCER_DEPARTMENTS = frozenset({"procurement", "finance"})
-#: a role is engaged when one of its leads acted in this many days before the moment
-ENGAGED_DAYS = 30
+ROLES = BUYING_ROLES
 #: the columns of one account row (batch ``--accounts`` output, in order)
-ACCOUNT_COLUMNS = ("account_id", "as_of", "p_account", "best_lead_p_opportunity", "open_leads", "scored_leads",
+ACCOUNT_COLUMNS = ("account_id", "as_of", "p_account", "p_noisy_or", "best_lead_p_opportunity", "open_leads",
+                   "scored_leads",
                    "roles_engaged", "decision_maker_engaged", "influencer_engaged", "user_engaged",
                    "decision_maker_leads", "influencer_leads", "user_leads")
+
+
+_DEFAULT_ACCOUNTS = AccountsConfig()
 
 
 def _token(v: Any) -> str | None:
@@ -58,20 +61,22 @@ def _token(v: Any) -> str | None:
     return s or None
 
 
-def lead_role(seniority: Any, department: Any) -> str:
-    """The buying-group role of a lead (module docstring table)."""
+def lead_role(seniority: Any, department: Any, accounts: AccountsConfig | None = None) -> str:
+    """The buying-group role of a lead: the first of ``accounts.roles`` (default: the module docstring
+    table) that lists its seniority or department, else the last role (``user``)."""
     sen, dep = _token(seniority), _token(department)
-    if sen in DECISION_SENIORITY or dep in DECISION_DEPARTMENTS:
-        return "decision_maker"
-    if sen in INFLUENCER_SENIORITY or dep in INFLUENCER_DEPARTMENTS:
-        return "influencer"
-    return "user"
+    for role, rule in (accounts or _DEFAULT_ACCOUNTS).roles.items():
+        if sen in rule.seniority or dep in rule.departments:
+            return role
+    return ROLES[-1]
 
 
 def lead_roles(leads: pd.DataFrame, settings: Settings | None = None) -> pd.Series:
     """Role per lead (indexed like ``leads``): the CRM's seniority/department, else the title's (``icp.yaml``
-    title rules, as the fit features read them) when ``settings`` are given."""
+    title rules, as the fit features read them) and ``settings.accounts``' role mapping when ``settings``
+    are given (the default mapping without)."""
     rules = None
+    accounts = settings.accounts if settings is not None else None
     if settings is not None and "job_title" in leads:
         from leadscore.features.fit import fit_rules, title_to_roles
 
@@ -85,7 +90,7 @@ def lead_roles(leads: pd.DataFrame, settings: Settings | None = None) -> pd.Seri
             t_sen, t_dep = title_to_roles(title, rules)
             sen = sen if _token(sen) is not None else t_sen
             dep = dep if _token(dep) is not None else t_dep
-        out.append(lead_role(sen, dep))
+        out.append(lead_role(sen, dep, accounts))
     return pd.Series(out, index=leads.index, dtype=object)
 
 
@@ -99,8 +104,10 @@ def noisy_or(p: Iterable[float]) -> float:
     return float(-np.expm1(np.log1p(-a).sum()))
 
 
-def account_rows(leads: pd.DataFrame, as_of: pd.Timestamp, window_days: int = ENGAGED_DAYS) -> pd.DataFrame:
-    """One row per account (:data:`ACCOUNT_COLUMNS`) from its open leads.
+def account_rows(leads: pd.DataFrame, as_of: pd.Timestamp, window_days: int = _DEFAULT_ACCOUNTS.engaged_days,
+                 calibrator: AccountCalibrator | None = None) -> pd.DataFrame:
+    """One row per account (:data:`ACCOUNT_COLUMNS`) from its open leads: ``p_noisy_or`` and, through
+    ``calibrator`` (the bundle's; None: the noisy-OR itself), ``p_account``.
 
     ``leads``: one row per open lead with ``account_id, lead_id, p_opportunity`` (NaN: not scored; it
     counts for coverage, not for the score), ``role`` (:func:`lead_role`) and ``last_engaged_at`` (the
@@ -117,7 +124,7 @@ def account_rows(leads: pd.DataFrame, as_of: pd.Timestamp, window_days: int = EN
     for account, idx in frame.groupby("account_id", sort=True).indices.items():
         ps = p[idx]
         scored = ps[~np.isnan(ps)]
-        row: dict[str, Any] = {"account_id": str(account), "as_of": as_of, "p_account": noisy_or(scored),
+        row: dict[str, Any] = {"account_id": str(account), "as_of": as_of, "p_noisy_or": noisy_or(scored),
                                "best_lead_p_opportunity": float(scored.max()) if len(scored) else 0.0,
                                "open_leads": len(idx), "scored_leads": len(scored)}
         for role in ROLES:
@@ -128,6 +135,7 @@ def account_rows(leads: pd.DataFrame, as_of: pd.Timestamp, window_days: int = EN
         rows.append(row)
     out = pd.DataFrame(rows, columns=list(ACCOUNT_COLUMNS))
     out["as_of"] = pd.to_datetime(out["as_of"], utc=True)
+    out["p_account"] = out["p_noisy_or"] if calibrator is None else calibrator.apply(out)
     return out
 
 

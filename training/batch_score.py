@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from leadscore.history import CRMHistory
     from leadscore.serving.scoring import Scorer
     from leadscore.serving.store import EventStore
+    from leadscore.training.account_calibration import AccountCalibrator
 
 #: stages whose leads are not scored: the CRM closed them (ARCHITECTURE §4, issue 14)
 CLOSED_STAGES = ("customer", "disqualified")
@@ -251,13 +252,16 @@ def read_scores(path: Path) -> pd.DataFrame:
     return frame
 
 
-def account_frame(history: CRMHistory, scores: pd.DataFrame, as_of: pd.Timestamp, settings: Settings) -> pd.DataFrame:
-    """One row per account of the scored open leads (``lead_id, p_opportunity``): account score and
-    buying-group coverage (:mod:`training.account_score`)."""
+def account_frame(history: CRMHistory, scores: pd.DataFrame, as_of: pd.Timestamp, settings: Settings,
+                  calibrator: AccountCalibrator | None = None) -> pd.DataFrame:
+    """One row per account of the scored open leads (``lead_id, p_opportunity``): account score (through
+    the bundle's ``calibrator``, as ``GET /accounts/{id}`` applies it) and buying-group coverage
+    (:mod:`training.account_score`)."""
     from leadscore.training.account_score import account_rows, last_own_activity, open_lead_frame
 
     last = last_own_activity(history.activities, as_of)
-    return account_rows(open_lead_frame(history.leads, scores, last, settings), as_of)
+    return account_rows(open_lead_frame(history.leads, scores, last, settings), as_of,
+                        settings.accounts.engaged_days, calibrator)
 
 
 def write_accounts(frame: pd.DataFrame, path: Path) -> None:
@@ -332,7 +336,8 @@ def score_crm(
     if accounts_out is not None:
         scores = pd.concat(lead_scores, ignore_index=True) if lead_scores else pd.DataFrame(
             {"lead_id": pd.Series(dtype=object), "p_opportunity": pd.Series(dtype=np.float64)})
-        write_accounts(account_frame(history, scores, as_of, settings), accounts_out)
+        write_accounts(account_frame(history, scores, as_of, settings, scorer.bundle.account_calibration),
+                       accounts_out)
     _, not_created = candidate_leads(history, as_of)
     return BatchSummary(rows=writer.rows, closed=closed, not_created=not_created, as_of=as_of, out=out,
                         seconds=time.perf_counter() - started, model_version=scorer.version)

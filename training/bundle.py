@@ -38,6 +38,7 @@ from typing_extensions import TypedDict
 
 from leadscore.errors import ModelError
 from leadscore.features.config import RulesConfig
+from leadscore.training.account_calibration import AccountCalibrator
 from leadscore.training.bands import BandCuts, band_labels
 from leadscore.training.calibration import Calibrator
 from leadscore.training.config import ModelKind
@@ -225,6 +226,8 @@ class ScoringBundle:
     version: str | None = None
     #: the fit/engagement grid's cut points (:mod:`training.bands`); None in bundles from before it
     bands: BandCuts | None = None
+    #: the account score's calibration map (:mod:`training.account_calibration`); None: raw noisy-OR
+    account_calibration: AccountCalibrator | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -247,6 +250,7 @@ class ScoringBundle:
             "metrics": self.metrics,
             "info": self.info,
             "bands": None if self.bands is None else self.bands.to_dict(),
+            "account_calibration": None if self.account_calibration is None else self.account_calibration.to_dict(),
         }
         (directory / BUNDLE_FILE).write_text(json.dumps(doc, indent=1, default=str))
         for target, model in self.models.items():
@@ -274,6 +278,7 @@ class ScoringBundle:
         policy = doc.get("stage_policy")
         window = doc.get("window")
         bands = doc.get("bands")
+        account_cal = doc.get("account_calibration")
         return cls(
             schema=_SCHEMA.validate_python(doc["schema"]), schema_hash=doc["schema_hash"],
             config_hash=doc["config_hash"], models=models,
@@ -282,6 +287,7 @@ class ScoringBundle:
             window=None if window is None else _WINDOW.validate_python(window),
             metrics=_METRICS.validate_python(doc.get("metrics") or {}), info=doc.get("info", {}),
             bands=None if bands is None else BandCuts.from_dict(bands),
+            account_calibration=None if account_cal is None else AccountCalibrator.from_dict(account_cal),
         )
 
     # ------------------------------------------------------------------ the one schema check

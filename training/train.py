@@ -34,6 +34,7 @@ import pandas as pd
 
 from leadscore.config import Settings
 from leadscore.errors import DataError
+from leadscore.training.account_calibration import AccountMoments
 from leadscore.training.artifacts import log_run, trial_logger, write_artifacts
 from leadscore.training.backtest import (
     SHIPPED,
@@ -188,6 +189,7 @@ def train_from_dataset(
     out_dir: Path | None = None,
     data_info: dict[str, Any] | None = None,
     targets: Sequence[str] = tuple(TARGETS),
+    account_moments: AccountMoments | None = None,
 ) -> TrainResult:
     """Train ``targets`` (default both) on a moments dataset (columns ``lead_id, as_of, <schema>,
     rule_score, y_sql, y_opp``; the stage policy's replay reads both labels).
@@ -195,6 +197,8 @@ def train_from_dataset(
     A one-label table (the flat path) trains one target: its bundle holds that one model, and the
     scored frames report its probability under both output names (see :func:`_scored_frame`). With ``log_to_mlflow`` (the default) everything is logged to a parent run with nested trial runs and
     the bundle is registered as the ``challenger``; ``out_dir`` keeps a copy of the bundle and artifacts.
+    ``account_moments`` (:func:`training.account_calibration.training_moments`, from the event-log path)
+    fit the account score's calibrator into both bundles.
     Raises :class:`~training.split.InsufficientDataError` when a minimum is not met.
     """
     cfg = settings.training
@@ -251,6 +255,10 @@ def train_from_dataset(
         backtest = _bundle(results, {t: r.model for t, r in results.items()}, *args)
         bundle = _bundle(results, {t: r.shipped for t, r in results.items()}, *args)
         _fit_bands(dataset, results, bundle, backtest, cfg.seed)
+        if "opportunity" in results:
+            from leadscore.training.account_calibration import calibrate_bundles
+
+            calibrate_bundles(account_moments, results["opportunity"].split, backtest, bundle, settings)
         first = results[targets[0]].split
         as_of, known = dataset["as_of"], dataset[TARGETS[targets[0]]].notna()
         cal_mask = np.asarray((as_of >= first.validation_start) & (as_of < first.test_start) & known)
@@ -339,6 +347,9 @@ def train(
     _emit(progress, "phase", "building point-in-time features and labels")
     dataset, _summary = build_dataset(history, settings)
     cutoff_ts = history.cutoff
+    from leadscore.training.account_calibration import training_moments
+
+    account_moments = training_moments(history, dataset, settings)
     del history  # from here on only the moments are needed; free the tables before boosting
     truth = None
     truth_path = None if is_database_url(crm_dir) else Path(crm_dir) / GROUND_TRUTH_FILE
@@ -347,7 +358,7 @@ def train(
     return train_from_dataset(
         dataset, feature_schema(settings), settings, cutoff_ts, schema_hash=schema_hash(settings),
         truth=truth, trials=trials, timeout=timeout, progress=progress, out_dir=out_dir,
-        data_info={"crm_dir": _source_name(crm_dir), "moments": len(dataset)},
+        data_info={"crm_dir": _source_name(crm_dir), "moments": len(dataset)}, account_moments=account_moments,
     )
 
 
