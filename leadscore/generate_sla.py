@@ -36,6 +36,15 @@ SLA_STREAM = 4241
 #: (rep, median hours to first touch, share of the team's weekly capacity)
 REPS = (("rep_ana", 1.5, 0.22), ("rep_ben", 4.0, 0.20), ("rep_cai", 10.0, 0.18), ("rep_dee", 20.0, 0.14),
         ("rep_eli", 40.0, 0.12), ("rep_fay", 6.0, 0.14))
+#: the sales teams: rep_ana, rep_ben, rep_cai (fast) in the first, rep_dee, rep_eli, rep_fay (slower) in the second
+TEAMS = ("team_north", "team_south")
+
+
+def rep_team(rep: str) -> str:
+    """The team of a generated rep (deterministic: its position in :data:`REPS`)."""
+    return TEAMS[[r[0] for r in REPS].index(rep) * len(TEAMS) // len(REPS)]
+
+
 #: the floor the effect of delay tends to, and its time scale in hours
 EFFECT_FLOOR, EFFECT_HOURS = 0.45, 36.0
 #: negative reasons for a disqualification, with a weight for low-fit and for other leads
@@ -190,7 +199,8 @@ class SalesFloor:
                          else None})
         return {"multiplier": f"{EFFECT_FLOOR} + {1 - EFFECT_FLOOR:g}*exp(-hours/{EFFECT_HOURS:g})",
                 "bands_hours": list(bands_hours), "acceptance_days": acceptance_days, "by_band": rows,
-                "reps": {r[0]: {"median_hours": r[1]} for r in REPS}}
+                "reps": {r[0]: {"median_hours": r[1]} for r in REPS},
+                "owner_teams": {r[0]: rep_team(r[0]) for r in REPS}}
 
 
 def activity_table(

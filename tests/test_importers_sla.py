@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -16,10 +17,10 @@ HUBSPOT = """Record ID,Create Date,Email,Contact owner,Owner Assigned Date,Last 
 Date of last meeting booked in meetings tool,First marketing email open date,First marketing email click date,\
 First marketing email reply date,Recent Sales Email Opened Date,Recent Sales Email Clicked Date,\
 Recent Sales Email Replied Date,First Deal Created Date,Marketing emails bounced,Unsubscribed from all email,\
-Associated Company IDs,Favourite Colour
+Associated Company IDs,HubSpot Team,Favourite Colour
 1,2026-01-02 09:00,a@acme.com,Rita Rep,2026-01-03 10:00,2026-01-04 11:00,2026-01-05 12:00,2026-01-02 13:00,\
-2026-01-02 14:00,2026-01-02 15:00,2026-01-04 16:00,2026-01-04 17:00,2026-01-04 18:00,2026-01-06 09:00,0,false,11;12,red
-2,2026-01-03 09:00,b@init.io,Sam Sales,2026-01-03 12:00,,,,,,,,,,2,true,12,blue
+2026-01-02 14:00,2026-01-02 15:00,2026-01-04 16:00,2026-01-04 17:00,2026-01-04 18:00,2026-01-06 09:00,0,false,11;12,EMEA,red
+2,2026-01-03 09:00,b@init.io,Sam Sales,2026-01-03 12:00,,,,,,,,,,2,true,12,,blue
 """
 COMPANIES = "Record ID,Company name,Create Date\n11,Acme,2025-01-01\n12,Initech,2025-02-01\n"
 
@@ -45,11 +46,17 @@ def test_hubspot_sla_columns(tmp_path: Path, settings: Settings) -> None:
     props = pd.read_parquet(tmp_path / "out" / "lead_properties.parquet")
     assert {"email_bounced", "unsubscribed"} <= set(props.columns)  # undated: kept per lead, never invented
     assert any("several companies" in n for n in report.notes)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["owner_teams"] == {"Rita Rep": "EMEA"}  # Sam's team is not filled: no team declared
 
 
-SF_LEADS = """Id,Company,Email,Status,CreatedDate,Owner Name,Unqualified Reason,LastActivityDate,LastTransferDate
-00Q1,Acme,a@acme.com,Closed - Not Converted,2026-01-05T09:00:00Z,Rita Rep,No Budget,2026-01-07T10:00:00Z,2026-01-05T12:00:00Z
-00Q2,Init,b@init.io,Nurturing,2026-01-06T09:00:00Z,Sam Sales,Not ready,2026-01-08T10:00:00Z,
+SF_LEADS = """Id,Company,Email,Status,CreatedDate,Owner Name,Owner Role,Unqualified Reason,LastActivityDate,\
+LastTransferDate
+00Q1,Acme,a@acme.com,Closed - Not Converted,2026-01-05T09:00:00Z,Rita Rep,EMEA SDR,No Budget,2026-01-07T10:00:00Z,\
+2026-01-05T12:00:00Z
+00Q2,Init,b@init.io,Nurturing,2026-01-06T09:00:00Z,Sam Sales,US SDR,Not ready,2026-01-08T10:00:00Z,
+00Q3,Hooli,c@hooli.com,Nurturing,2026-01-06T09:00:00Z,Sam Sales,US SDR,,,
+00Q4,Pied,d@pied.com,Nurturing,2026-01-06T09:00:00Z,Sam Sales,EMEA SDR,,,
 """
 SF_HISTORY = """Id,LeadId,Field,OldValue,NewValue,CreatedDate
 1,00Q1,Status,Open - Not Contacted,Working - Contacted,2026-01-06T10:00:00Z
@@ -64,8 +71,11 @@ def test_salesforce_owner_reason_and_sales_touches(tmp_path: Path, settings: Set
     import_salesforce(tmp_path / "l.csv", tmp_path / "out", settings, history=tmp_path / "h.csv")
     history, validation = load_history(tmp_path / "out", settings, write_rejected=False)
     assert all(t.rejected_rows == 0 for t in validation.tables.values()), validation.to_dict()
-    assert dict(zip(history.leads["lead_id"], history.leads["owner"], strict=True)) == {"00Q1": "Rita Rep",
-                                                                                        "00Q2": "Sam Sales"}
+    owners = dict(zip(history.leads["lead_id"], history.leads["owner"], strict=True))
+    assert owners == {"00Q1": "Rita Rep", "00Q2": "Sam Sales", "00Q3": "Sam Sales", "00Q4": "Sam Sales"}
+    # the owner role is the team; one lead filed under another role does not move the rep
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["owner_teams"] == {"Rita Rep": "EMEA SDR", "Sam Sales": "US SDR"}
     sc = history.stage_changes.dropna(subset=["reason"])
     assert dict(zip(sc["lead_id"], sc["reason"], strict=True)) == {"00Q1": "disqualified:no_budget",
                                                                    "00Q2": "returned_not_ready"}

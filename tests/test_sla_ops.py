@@ -67,6 +67,33 @@ def test_review_numbers_cover_the_sla(numbers: tuple[dict, dict], settings: Sett
     assert "rule" in data["rejections"]["rate_by_set_by"]
 
 
+
+def test_review_groups_owners_into_teams(numbers: tuple[dict, dict], crm: Path, settings: Settings) -> None:
+    from leadscore.generate_sla import REPS, rep_team
+    from leadscore.training.sla_ops import NO_TEAM, owner_teams
+
+    data, _ = numbers
+    # the generated reps' teams (from the manifest): every hand-over of a team is one of its members'
+    assert data["team_members"] == {"team_north": ["rep_ana", "rep_ben", "rep_cai"],
+                                    "team_south": ["rep_dee", "rep_eli", "rep_fay"]}
+    assert {r[0]: rep_team(r[0]) for r in REPS} == json.loads((crm / "manifest.json").read_text())["sla"]["owner_teams"]
+    teams = {t["team"]: t for t in data["by_team"]}
+    owners = {o["owner"]: o for o in data["by_owner"]}
+    for team, members in data["team_members"].items():
+        assert teams[team]["handovers"] == sum(owners[m]["handovers"] for m in members)
+        assert teams[team]["acceptance"]["n"] == sum(owners[m]["acceptance"]["n"] for m in members)
+    assert sum(t["handovers"] for t in data["by_team"]) == data["follow_up"]["handovers"]
+    assert teams["team_north"]["median_hours"] < teams["team_south"]["median_hours"]  # the fast reps' team
+    # configs/sla.yaml's mapping wins over the CRM's; owners in neither have no team
+    custom = settings.with_overrides(["sla.ops.teams={rep_ana: inbound, rep_fay: inbound}"])
+    mapping = owner_teams({"sla": {"owner_teams": {"rep_ana": "team_north", "rep_ben": "team_north"}}}, custom)
+    assert mapping == {"rep_ana": "inbound", "rep_ben": "team_north", "rep_fay": "inbound"}
+    history, _ = load_history(crm, settings, write_rejected=False)
+    regrouped = sla_ops_numbers(history, custom, teams=mapping)
+    assert regrouped["team_members"]["inbound"] == ["rep_ana", "rep_fay"]
+    assert regrouped["team_members"][NO_TEAM] == ["rep_cai", "rep_dee", "rep_eli"]
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -99,7 +126,8 @@ def test_cli_report_opens_in_headless_chromium(crm: Path, tmp_path: Path) -> Non
     assert console == [], console  # no console message at all, errors included
     rendered = len(re.findall(r'class="main-svg"', run.stdout))
     plots = page.count('class="plotly-graph-div"')
-    assert plots == 4 and rendered >= plots, (plots, rendered)  # every plot drew its SVG
+    assert plots == 5 and rendered >= plots, (plots, rendered)  # every plot drew its SVG, the teams' one too
+    assert doc["by_team"] and 'id="teams"' in page and "team_north" in run.stdout
 
 
 def test_sales_touches_never_reach_the_features(crm: Path, settings: Settings) -> None:

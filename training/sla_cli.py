@@ -252,17 +252,19 @@ def register(app: typer.Typer) -> None:
             "reports/sla-ops.html"
         ),
     ) -> None:
-        """SLA operations: follow-up speed, hand-backs, rejection reasons, recycling, stage targets, per owner."""
+        """SLA operations: follow-up speed, hand-backs, rejection reasons, recycling, stage targets, per owner and team."""
         from leadscore.history import is_database_url, load_history, read_manifest
-        from leadscore.training.sla_ops import sla_ops_numbers, write_sla_ops_report
+        from leadscore.training.sla_ops import owner_teams, sla_ops_numbers, write_sla_ops_report
 
         settings = settings_from(ctx)
         history, validation = load_history(crm, settings, write_rejected=False)
         if not validation.usable:
             err_console.print(f"[red]error:[/red] {crm} is not a usable CRM history (run leadscore validate)")
             raise typer.Exit(2)
-        truth = None if is_database_url(crm) else read_manifest(Path(crm)).get("sla")
-        data = sla_ops_numbers(history, settings, months, truth if isinstance(truth, dict) else None, str(crm))
+        manifest = {} if is_database_url(crm) else read_manifest(Path(crm))
+        truth = manifest.get("sla")
+        data = sla_ops_numbers(history, settings, months, truth if isinstance(truth, dict) else None, str(crm),
+                               teams=owner_teams(manifest, settings))
         html_path, json_path = write_sla_ops_report(data, out)
         fu = data["follow_up"]
         console.print(f"{fu['handovers']} MQLs handed over; median {fu['median_hours']} h to first touch; "

@@ -1,8 +1,8 @@
 """The SLA operations review: what sales did with each MQL, from the CRM history alone (issue 16).
 
 The SLA review of the model (:mod:`leadscore.training.report`) compares MQL thresholds; this one
-looks at the other half of the agreement, the way the monthly marketing-sales review does: per month
-and per owner, the MQLs handed over, how fast sales touched them (median hours, share within
+looks at the other half of the agreement, the way the monthly marketing-sales review does: per month,
+per owner and per team, the MQLs handed over, how fast sales touched them (median hours, share within
 ``sla.follow_up_hours``), the attempts before a hand-back, acceptance (MQL→SQL) and the reasons of
 rejections, what became of recycled leads, the conversion of every stage against the SLA's targets,
 acceptance by follow-up delay band (with Wilson intervals), and whether model-set MQLs are rejected
@@ -13,10 +13,16 @@ qualification is no hand-over). It lasts until the lead's next stage change; its
 lead's first sales-side activity (``actor = sales``) after it, before it ended; it is **accepted**
 when it ends in ``sql`` (or beyond) within ``sla.ops.acceptance_days``, and counted for acceptance
 only once that window is over (matured) before the cut-off.
+
+An owner's **team** (:func:`owner_teams`): ``sla.ops.teams`` in ``configs/sla.yaml`` when it names the
+owner, else the team the CRM declares in its ``manifest.json`` (``owner_teams``: the importers read
+HubSpot's ``HubSpot Team`` and Salesforce's ``Owner Role``; the generated CRM's reps have teams), else
+``(no team)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +37,18 @@ if TYPE_CHECKING:
 QUALIFIED = ("sql", "opportunity", "customer")
 REJECTED = ("recycled", "disqualified")
 UNASSIGNED = "(unassigned)"
+NO_TEAM = "(no team)"
+
+
+def owner_teams(manifest: Mapping[str, Any], settings: Settings) -> dict[str, str]:
+    """Owner -> team: what the CRM declares (``owner_teams`` in its manifest, top level from an importer or
+    in the generator's ``sla`` entry), overridden by ``sla.ops.teams``."""
+    declared: dict[str, str] = {}
+    for source in (manifest.get("sla"), manifest):
+        teams = source.get("owner_teams") if isinstance(source, Mapping) else None
+        if isinstance(teams, Mapping):
+            declared.update({str(k): str(v) for k, v in teams.items() if v is not None})
+    return {**declared, **settings.sla.ops.teams}
 
 
 def rate(k: int, n: int, confidence: float) -> dict[str, Any]:
@@ -43,8 +61,9 @@ def rate(k: int, n: int, confidence: float) -> dict[str, Any]:
             "k": int(k), "n": int(n)}
 
 
-def handovers(history: CRMHistory, settings: Settings) -> pd.DataFrame:
-    """One row per hand-over (module docstring): when, owner, first touch, attempts, how it ended."""
+def handovers(history: CRMHistory, settings: Settings, teams: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per hand-over (module docstring): when, owner, team (``teams``: owner -> team), first touch,
+    attempts, how it ended."""
     sc = history.stage_changes.sort_values("changed_at", kind="stable")
     sc = sc.assign(lead_id=sc["lead_id"].astype("str"))
     if "reason" not in sc.columns:
@@ -73,6 +92,7 @@ def handovers(history: CRMHistory, settings: Settings) -> pd.DataFrame:
     owners = history.leads.assign(lead_id=history.leads["lead_id"].astype("str")).set_index("lead_id")
     owner = owners["owner"] if "owner" in owners.columns else pd.Series(dtype="str")
     h["owner"] = h["lead_id"].map(owner).fillna(UNASSIGNED).astype("str")
+    h["team"] = h["owner"].map(dict(teams or {})).fillna(NO_TEAM).astype("str")
     h["month"] = h["at"].dt.strftime("%Y-%m")
     window = pd.Timedelta(days=settings.sla.ops.acceptance_days)
     h["matured"] = h["at"] + window <= cutoff
@@ -156,11 +176,16 @@ def _rejections(h: pd.DataFrame, settings: Settings) -> dict[str, Any]:
 
 
 def sla_ops_numbers(history: CRMHistory, settings: Settings, months: int | None = None,
-                    truth: dict[str, Any] | None = None, source: str = "") -> dict[str, Any]:
+                    truth: dict[str, Any] | None = None, source: str = "",
+                    teams: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Every number of the review (the HTML is rendered from these only); ``truth`` is the generator's
-    ``manifest.json`` ``sla`` entry, shown beside the delay bands when the window is the whole history."""
+    ``manifest.json`` ``sla`` entry, shown beside the delay bands when the window is the whole history;
+    ``teams`` owner -> team (:func:`owner_teams`; None: the configured ``sla.ops.teams`` and, from
+    ``truth``, the generator's)."""
     cutoff = pd.Timestamp(history.cutoff)
-    h = handovers(history, settings)
+    if teams is None:
+        teams = owner_teams({"sla": truth or {}}, settings)
+    h = handovers(history, settings, teams)
     start = None if months is None else cutoff - pd.DateOffset(months=months)
     if start is not None:
         h = h[h["at"] >= start]
@@ -195,6 +220,8 @@ def sla_ops_numbers(history: CRMHistory, settings: Settings, months: int | None 
         "truth_multiplier": (truth or {}).get("multiplier") if truth_rows else None,
         "by_month": _group(h, "month", settings),
         "by_owner": _group(h, "owner", settings),
+        "by_team": _group(h, "team", settings),
+        "team_members": {str(t): sorted(g["owner"].unique().tolist()) for t, g in h.groupby("team", sort=True)},
         "notes": [f"{int((~h['first_touch'].notna()).sum())} hand-overs ended (or are open) without a sales touch",
                   f"acceptance counts hand-overs whose {settings.sla.ops.acceptance_days}-day window ended "
                   f"before the cut-off ({len(m_all)} of {len(h)})"],

@@ -26,6 +26,9 @@ class SLAOpsConfig(BaseModel):
     target_share_within: float = Field(default=0.9, gt=0, le=1)
     #: confidence level of the intervals the review shows
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    #: owner -> team, for CRMs whose export names no team (it wins over a team the CRM declares);
+    #: owners in neither are grouped under "(no team)"
+    teams: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("delay_bands_hours")
     @classmethod

@@ -21,6 +21,7 @@ SECTIONS = {
     "recycled": "Recycled leads and their later outcome",
     "months": "Per month",
     "owners": "Per owner",
+    "teams": "Per team",
 }
 
 
@@ -129,13 +130,36 @@ def _owners_html(d: dict[str, Any]) -> str:
     return _figure(fig) + _group_html(d, "by_owner", "owner")
 
 
+def _teams_html(d: dict[str, Any]) -> str:
+    """Each team's follow-up within the SLA and acceptance side by side, the table, and who is in it."""
+    import plotly.graph_objects as go
+
+    teams = d["by_team"]
+    names = [t["team"] for t in teams]
+    acc = [t["acceptance"] for t in teams]
+    fig = go.Figure([
+        go.Bar(x=names, y=[t["share_within_target"] for t in teams], name="touched within the SLA",
+               marker_color="#9ecae1"),
+        go.Bar(x=names, y=[a["value"] for a in acc], name="acceptance (MQL→SQL)", marker_color="#3182bd",
+               error_y={"type": "data", "array": [None if a["value"] is None else a["ci_high"] - a["value"] for a in acc],
+                        "arrayminus": [None if a["value"] is None else a["value"] - a["ci_low"] for a in acc]}),
+    ])
+    fig.update_layout(title="Teams: follow-up within the SLA and acceptance", barmode="group")
+    fig.update_yaxes(tickformat=".0%")
+    members = [f'<tr><th>{html.escape(t)}</th><td class="txt">{html.escape(", ".join(owners))}</td></tr>'
+               for t, owners in d["team_members"].items()]
+    return (_figure(fig) + _group_html(d, "by_team", "team") + "<h3>Members</h3>"
+            + _table(["team", "owners"], members))
+
+
 def render_sla_ops_html(data: dict[str, Any]) -> str:
     """The self-contained review page (plotly.js inlined once; no network needed)."""
     import plotly.offline
 
     renderers = {"follow_up": _follow_up_html, "delay": _delay_html, "stages": _stages_html,
                  "rejections": _rejections_html, "recycled": _recycled_html,
-                 "months": lambda d: _group_html(d, "by_month", "month"), "owners": _owners_html}
+                 "months": lambda d: _group_html(d, "by_month", "month"), "owners": _owners_html,
+                 "teams": _teams_html}
     meta = (f'<p class="meta">Source {html.escape(data["source"])}, cut-off {html.escape(data["cutoff"])}, '
             f'months {html.escape(", ".join(data["months"][:1] + data["months"][-1:]))}. '
             f"Config {html.escape(data['config_hash'])}, generated {html.escape(data['generated_at'])}.</p>")

@@ -38,7 +38,7 @@ from leadscore.importers.common import (
     require,
     write_and_validate,
 )
-from leadscore.importers.sla_fields import attach_reasons, dated_activities
+from leadscore.importers.sla_fields import attach_reasons, dated_activities, owner_team_map
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,6 +60,7 @@ CONTACT_FIELDS: dict[str, list[str]] = {
         "associatedcompanyid", "Company ID", "Associated Company IDs",
     ],
     "owner": ["Contact owner", "HubSpot Owner", "hubspot_owner_id", "Owner"],
+    "team": ["HubSpot Team", "hubspot_team_id"],
     "reason": ["Disqualification Reason", "Unqualified Reason", "Lead Status Reason", "hs_lead_disqualification_reason",
                "Reason Returned", "Rejection Reason"],
     "owner_assigned": ["Owner Assigned Date", "hubspot_owner_assigneddate"],
@@ -421,8 +422,10 @@ def import_hubspot(
     if opps is not None:
         ts_cols += [opps["created_at"], opps["closed_at"]]
     cut = default_cutoff(ts_cols) if cutoff is None else parse_cutoff(cutoff)
+    teams = owner_team_map(column(frame, cm, "owner"), column(frame, cm, "team"))
     report = write_and_validate(
-        tables, out_dir, settings, cut, {"imported_from": "hubspot", "files": [m.file for m in files]}, props
+        tables, out_dir, settings, cut,
+        {"imported_from": "hubspot", "files": [m.file for m in files], "owner_teams": teams}, props
     )
     counts = {name: len(t) for name, t in tables.items()}
     return ImportReport("hubspot", Path(out_dir), files, notes, report, counts)

@@ -44,7 +44,7 @@ from leadscore.importers.common import (
     write_and_validate,
 )
 from leadscore.importers.hubspot import _clean_domain, _earliest_text
-from leadscore.importers.sla_fields import attach_reasons, dated_activities
+from leadscore.importers.sla_fields import attach_reasons, dated_activities, owner_team_map
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,6 +70,7 @@ LEAD_FIELDS: dict[str, list[str]] = {
     "website": ["Website"],
     "rating": ["Rating"],
     "owner": ["Owner Name", "Lead Owner", "OwnerId", "Owner ID", "Owner"],
+    "team": ["Owner Role", "Owner Role Name", "Owner: Role", "Owner Role: Name"],
     "reason": ["Unqualified Reason", "Disqualified Reason", "Disqualification Reason", "Reason Unqualified",
                "Status Reason", "Rejection Reason"],
     "last_activity": ["LastActivityDate", "Last Activity", "Last Activity Date"],
@@ -423,8 +424,10 @@ def import_salesforce(
     if "opportunities" in tables:
         ts_cols += [tables["opportunities"]["created_at"], tables["opportunities"]["closed_at"]]
     cut = default_cutoff(ts_cols) if cutoff is None else parse_cutoff(cutoff)
+    teams = owner_team_map(column(raw, lm, "owner"), column(raw, lm, "team"))
     report = write_and_validate(
-        tables, out_dir, settings, cut, {"imported_from": "salesforce", "files": [m.file for m in files]}, props
+        tables, out_dir, settings, cut,
+        {"imported_from": "salesforce", "files": [m.file for m in files], "owner_teams": teams}, props
     )
     counts = {name: len(t) for name, t in tables.items()}
     return ImportReport("salesforce", Path(out_dir), files, notes, report, counts)

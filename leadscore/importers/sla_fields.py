@@ -2,7 +2,9 @@
 
 Shared by the HubSpot and Salesforce importers so the two map the same concepts the same way:
 
-* an **owner** column (a rep's name or id) → ``leads.owner``;
+* an **owner** column (a rep's name or id) → ``leads.owner``; a **team** column (HubSpot's team,
+  Salesforce's owner role) → an owner → team map in ``manifest.json`` (``owner_teams``, read by the SLA
+  operations review; :func:`owner_team_map`);
 * **dated** columns → one activity per filled date, at exactly that time, with the ``actor`` that
   acted: ``sales`` for what a rep did (assigned, contacted, sent a sales email), ``lead`` for what the
   lead did (opened, clicked or replied to an email, booked a meeting). A sales touch is kept for the
@@ -44,6 +46,19 @@ def dated_activities(
                              "actor": actor})
         out.append(part[part["occurred_at"].notna()])
     return out
+
+
+def owner_team_map(owner: pd.Series, team: pd.Series) -> dict[str, str]:
+    """Owner → team from an export's per-lead owner and team columns: each owner's most frequent team
+    (ties: the first in name order), so one mis-filed lead does not move a rep."""
+    import pandas as pd
+
+    pairs = pd.DataFrame({"owner": owner, "team": team}).dropna()
+    if pairs.empty:
+        return {}
+    counts = pairs.groupby(["owner", "team"]).size().reset_index(name="n")
+    counts = counts.sort_values(["owner", "n", "team"], ascending=[True, False, True], kind="stable")
+    return {str(o): str(t) for o, t in counts.drop_duplicates("owner")[["owner", "team"]].itertuples(index=False)}
 
 
 def _slug(text: str) -> str:
