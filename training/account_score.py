@@ -1,8 +1,9 @@
 """The account view: P(an opportunity at the account) and the buying group's coverage, from lead scores.
 
 B2B deals are bought by groups; a per-person score misses an account where three people research at
-once. The account score is computed from what the lead model already gives, so it needs no model of
-its own and serving, batch scoring and the acceptance test share these pure functions:
+once. The account score is computed from what the lead model already gives (plus a two-parameter
+calibration fitted with it), so it needs no model of its own and serving, batch scoring and the
+acceptance test share these pure functions:
 
 * **Account score**: the noisy-OR of the calibrated P(opportunity) of the account's open leads,
   ``1 - Π(1 - p_i)`` (``p_noisy_or``): the probability that at least one of them turns into an
@@ -46,11 +47,10 @@ if TYPE_CHECKING:
 ROLES = BUYING_ROLES
 #: the columns of one account row (batch ``--accounts`` output, in order)
 ACCOUNT_COLUMNS = ("account_id", "as_of", "p_account", "p_noisy_or", "best_lead_p_opportunity", "open_leads",
-                   "scored_leads",
-                   "roles_engaged", "decision_maker_engaged", "influencer_engaged", "user_engaged",
+                   "scored_leads", "roles_engaged", "decision_maker_engaged", "influencer_engaged", "user_engaged",
                    "decision_maker_leads", "influencer_leads", "user_leads")
 
-
+#: the default ``accounts:`` section (callers without settings: the pure functions' tests)
 _DEFAULT_ACCOUNTS = AccountsConfig()
 
 
