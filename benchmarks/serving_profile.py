@@ -5,10 +5,11 @@ Usage: python benchmarks/serving_profile.py [--leads 2000] [--months 9] [--reque
 
 Builds the same generated CRM, event store and model as ``benchmarks/serving.py``, starts the service
 state the way a worker does (``serving.service.build_state``: model, event store, activity cache warmed),
-then runs what the route runs for single activities of random existing leads, timing each phase with
-``perf_counter`` (wall) and the request's thread CPU time: body parse and validation, the write
-transaction (lead upsert, activity insert, commit), the history read, the stage lookups, the features,
-the model, the reasons, the score append (with its commit) and the JSON answer. ``--gap-ms`` sleeps
+then runs what the route runs for single activities of random existing leads (validation,
+``state.ingest_and_score``, ``trail.answers``, the JSON answer), timing each phase and the steps inside
+with ``perf_counter`` (wall) and the request's thread CPU time: the late check of the ingest
+transaction, the history read, the stage lookups, the features and model, the score insert, the
+freshness check, the previous scores of the trend. ``--gap-ms`` sleeps
 between requests: a request after an idle gap costs about twice the CPU of back-to-back ones (cold
 caches), which is what a fixed request rate sees. Requests of leads in accounts of 100+ leads are also
 summarised apart (they read the most colleagues' activities).
