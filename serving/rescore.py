@@ -106,13 +106,17 @@ def still_current(st: ServingState, conn: Connection, lead_id: str, as_of: pd.Ti
     if st.store.current_stage(conn, lead_id, as_of) != seen[1]:
         return False
     q, cut = st.store.q, to_micros(as_of)
-    account_id = account_of(st, conn, lead_id)
     if q.activities_since_mark is not None:
-        for who, at, account in q.activities_since_mark.all(conn, mark=seen[0]):
+        since_read = q.activities_since_mark.all(conn, mark=seen[0])
+        if not since_read:  # the common case: nothing committed meanwhile, no account to look up
+            return True
+        account_id = account_of(st, conn, lead_id)
+        for who, at, account in since_read:
             if at <= cut and (who == lead_id or (account_id is not None and account == account_id
                                                  and at > cut - st.store.colleague_window_us)):
                 return False
         return True
+    account_id = account_of(st, conn, lead_id)
     n = int(q.count_own_activities.first(conn, lead_id=lead_id, cut=cut)[0])  # type: ignore[index]
     if account_id is not None:
         n += int(q.count_colleague_activities.first(  # type: ignore[index]
@@ -130,12 +134,12 @@ def account_of(st: ServingState, conn: Connection, lead_id: str) -> Any:
 def append_checked(st: ServingState, lead_id: str, as_of: pd.Timestamp) -> ScoreResult:
     """Score the lead at ``as_of`` and append it; if a concurrent write moved what it read, mark the lead
     stale in the same transaction (the background worker rescores it) rather than scoring again."""
-    from leadscore.serving.stale import mark_own, serialize
+    from leadscore.serving.stale import mark_own, serialize_leads
 
     with st.store.read() as conn:  # reads and the model outside the write lock
         result, since, seen = score_with_fingerprint(st, conn, lead_id, as_of)
     with st.store.begin() as conn:
-        serialize(st, conn, {lead_id: account_of(st, conn, lead_id)})
+        serialize_leads(st, conn, [lead_id])
         st.store.append_score(conn, stored_score(result, since))
         moved = not still_current(st, conn, lead_id, as_of, seen)
         if moved:

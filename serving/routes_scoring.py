@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
 
 from leadscore.serving.http import (
     ERRORS,
@@ -60,7 +60,7 @@ def _limits(st_doc: str) -> str:
     responses=ERRORS_ENCODED,
     openapi_extra=openapi_body(ActivityIn, [ActivityBatch], limit=_limits("One activity or a batch.")),
 )
-async def post_activities(request: Request, st: ServingState = Depends(authorized)) -> JSONResponse:
+async def post_activities(request: Request, st: ServingState = Depends(authorized)) -> Response:
     """Store one activity (or ``{"activities": [...]}``) idempotently, then re-score each lead.
 
     Stored (committed) before the answer. Bad items of a batch are reported by index; the good ones
@@ -91,15 +91,23 @@ async def post_activities(request: Request, st: ServingState = Depends(authorize
         return error_response(422, errors[0].error, errors[0].field, errors)
     if not parsed.events and errors:
         return error_response(422, "no valid activity in the batch", prefix, errors)
-    stored, dupes, per_lead = await run_blocking(ingest_and_score, st, parsed)
-    out = ActivitiesOut(
-        stored=stored,
-        duplicates=dupes,
-        rejected=len({e.index for e in errors}),
-        scores=await run_blocking(answers, st, per_lead),
-        errors=errors,
-    )
-    return JSONResponse(out.model_dump(mode="json"))
+    stored, dupes, scores = await run_blocking(ingest_and_answer, st, parsed)
+    out = ActivitiesOut(stored=stored, duplicates=dupes, rejected=len({e.index for e in errors}), scores=scores,
+                        errors=errors)
+    return json_response(out)
+
+
+def ingest_and_answer(st: ServingState, parsed: Parsed) -> tuple[int, int, list[ScoreOut]]:
+    """Store, score and build the score answers in one trip to the thread pool: each trip is a hand-over
+    to another thread and back (and, under load, a wait for a free one), for work that blocks anyway."""
+    stored, dupes, results = ingest_and_score(st, parsed)
+    return stored, dupes, answers(st, results)
+
+
+def json_response(model: BaseModel) -> Response:
+    """``model`` as a JSON answer, serialized by pydantic's own encoder in one step (no intermediate
+    dict of JSON-ready values re-encoded by ``json.dumps``: about a third of the cost)."""
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 def validate_activities(items: list[Any], prefix: str, check_size: bool, max_event_bytes: int,
@@ -121,7 +129,7 @@ def validate_activities(items: list[Any], prefix: str, check_size: bool, max_eve
 
 @router.post("/score", tags=["scoring"], response_model=ScoreOut, responses=ERRORS,
              openapi_extra=openapi_body(ScoreRequest, limit=_limits("A lead with its history.")))
-async def post_score(request: Request, st: ServingState = Depends(authorized)) -> JSONResponse:
+async def post_score(request: Request, st: ServingState = Depends(authorized)) -> Response:
     """Score a lead from the history in the request; nothing is stored (what-if, backfills)."""
     cfg = st.settings.serving
     body = parse_json(await read_body(request, cfg.max_batch_bytes), cfg.max_json_depth)
@@ -130,8 +138,8 @@ async def post_score(request: Request, st: ServingState = Depends(authorized)) -
     except ValidationError as exc:
         bad = [BadItem(index=0, field=f, error=m) for f, m in all_validation_fields(exc)]
         return error_response(422, bad[0].error, bad[0].field, bad)
-    result = await run_blocking(score_request, st, payload)
-    return JSONResponse((await run_blocking(answers, st, [result]))[0].model_dump(mode="json"))
+    answer = await run_blocking(lambda: answers(st, [score_request(st, payload)])[0])
+    return json_response(answer)
 
 
 @router.get("/leads/{lead_id}", tags=["scoring"], response_model=LeadOut, responses={**ERRORS, 404: {"model": ErrorOut}})

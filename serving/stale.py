@@ -197,6 +197,16 @@ def serialize(st: ServingState, conn: Connection, accounts: Mapping[str, str | N
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": name})
 
 
+def serialize_leads(st: ServingState, conn: Connection, lead_ids: Iterable[str]) -> None:
+    """:func:`serialize` for leads whose accounts are not at hand: looked up only where a lock is taken
+    (PostgreSQL), not a query per write transaction for nothing on SQLite."""
+    if st.store.dialect != "postgresql":
+        return
+    from leadscore.serving.rescore import account_of
+
+    serialize(st, conn, {lead_id: account_of(st, conn, lead_id) for lead_id in lead_ids})
+
+
 def mark_own(st: ServingState, conn: Connection, lead_id: str, at: pd.Timestamp) -> None:
     """In a score's append transaction: the score just appended at ``at`` missed a concurrent write."""
     cut = to_micros(at)
@@ -262,7 +272,7 @@ def refresh(st: ServingState, m: Mark) -> bool:
 
     Returns whether the mark was cleared (a mark made meanwhile, or a score that a concurrent write
     moved again, leaves the lead marked)."""
-    from leadscore.serving.rescore import account_of, score_with_fingerprint, still_current, stored_score
+    from leadscore.serving.rescore import score_with_fingerprint, still_current, stored_score
 
     q = statements(st)
     with st.store.read() as conn:
@@ -274,7 +284,7 @@ def refresh(st: ServingState, m: Mark) -> bool:
     with st.store.begin() as conn:
         if not stale:
             return q.clear.run(conn, lead_id=m.lead_id, token=m.token) == 1
-        serialize(st, conn, {m.lead_id: account_of(st, conn, m.lead_id)})
+        serialize_leads(st, conn, [m.lead_id])
         st.store.append_score(conn, stored_score(result, since))
         if not still_current(st, conn, m.lead_id, at, seen):
             mark_own(st, conn, m.lead_id, at)

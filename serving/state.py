@@ -24,7 +24,7 @@ from leadscore.config import Settings
 from leadscore.serving.rescore import account_of, rescore_after_ingest, score_with_fingerprint
 from leadscore.serving.schemas import AccountProperties, ActivityIn, Reasons, ScoreOut, ScoreRequest
 from leadscore.serving.scoring import Scorer, ScoreResult
-from leadscore.serving.stale import StaleWorker, mark_late, serialize
+from leadscore.serving.stale import StaleWorker, mark_late, serialize, serialize_leads
 from leadscore.serving.store import EventStore, StoredScore, to_micros
 from leadscore.serving.wire import Event, LeadUpsert, Parsed, StageChangeIn, WireError
 from leadscore.training.trend import Trend
@@ -277,5 +277,4 @@ def store_only(st: ServingState, parsed: Parsed) -> None:
     """Store the parsed events (CRM stage changes and properties) without scoring."""
     with st.store.begin() as conn:
         st.store_events(conn, parsed.events)
-        leads = {ev.lead_id for _, ev in parsed.events}
-        serialize(st, conn, {lead_id: account_of(st, conn, lead_id) for lead_id in leads})
+        serialize_leads(st, conn, {ev.lead_id for _, ev in parsed.events})

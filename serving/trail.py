@@ -69,7 +69,8 @@ def answers(st: ServingState, results: Sequence[ScoreResult]) -> list[ScoreOut]:
     out = []
     with st.store.read() as conn:
         for r in results:
-            previous = previous_scores(conn, [r.lead_id], r.scored_at).get(r.lead_id, [])
+            previous = [_past(reasons, p) for p, reasons in st.store.previous_scores(conn, r.lead_id, r.scored_at,
+                                                                                        PREVIOUS)]
             trend, changes = annotate(r.p_sql, r.reasons, previous)
             out.append(score_out(r, trend, changes))
     return out

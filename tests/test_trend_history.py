@@ -113,6 +113,29 @@ def test_history_route_pages_by_cursor_with_trend_independent_of_the_page(client
     assert recent["scores"] == whole["scores"][:3]
 
 
+def test_one_lead_previous_scores_match_the_general_form(state: ServingState) -> None:
+    """``EventStore.previous_scores`` (what each ``POST /activities`` answer reads) against the general
+    window-function form (batch scoring, ``serving.trail.previous_scores``): newest row per moment, strictly
+    before the cut, the last n moments newest first; on moments refreshed twice and at every cut."""
+    from leadscore.serving.trail import PREVIOUS, previous_scores
+
+    for day, p in enumerate([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], start=1):
+        _append(state, "lead-p", day, p, _r(f"reason {day}"))
+    _append(state, "lead-p", 3, 0.33, _r("refreshed 3"))
+    _append(state, "lead-p", 3, 0.34, _r("refreshed 3 again"))
+    _append(state, "lead-p", 6, 0.66, _r("refreshed 6"))
+    _append(state, "lead-q", 5, 0.9, _r("another lead"))
+    with state.store.read() as conn:
+        for day in range(1, 9):
+            cut = pd.Timestamp(f"2026-10-{day:02d}T09:00:00Z")
+            general = previous_scores(conn, ["lead-p"], cut).get("lead-p", [])
+            one = [PastScore(float(p), json.loads(r)) for p, r in state.store.previous_scores(conn, "lead-p", cut,
+                                                                                                PREVIOUS)]
+            assert one == general, day
+        at_7 = state.store.previous_scores(conn, "lead-p", pd.Timestamp("2026-10-07T09:00:00Z"), PREVIOUS)
+    assert [float(p) for p, _ in at_7] == [0.66, 0.5, 0.4, 0.34][:PREVIOUS]
+
+
 def test_history_route_errors_name_the_field(client: TestClient, state: ServingState) -> None:
     _append(state, "lead-e", 1, 0.1, _r())
     bad = client.get("/leads/lead-e/scores", params={"cursor": "99999999999999999999-1"}, headers=AUTH)
