@@ -27,7 +27,14 @@ import numpy as np
 import pandas as pd
 
 from leadscore.features.build import BuildSummary
-from leadscore.features.dask_parts import Part, load_part, merge_reports, partition_count, parts_of, repartition
+from leadscore.features.dask_parts import (
+    Part,
+    load_part,
+    merge_reports,
+    partition_count,
+    parts_of,
+    repartition,
+)
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -138,6 +145,7 @@ class DaskBuild:
     summary: BuildSummary
     report: ValidationReport
     parts: int
+    cutoff: pd.Timestamp
 
 
 def build_dataset_dask(
@@ -180,7 +188,7 @@ def build_dataset_dask(
             shutil.rmtree(work, ignore_errors=True)
     out = totals.summary(cut, schema_hash(settings), len(feature_schema(settings)))
     out.seconds = round(time.perf_counter() - started, 3)
-    return DaskBuild(out, merge_reports(reports, cut), len(parts))
+    return DaskBuild(out, merge_reports(reports, cut), len(parts), cut)
 
 
 class _Totals:
@@ -254,11 +262,39 @@ class ParquetSink:
 def build_frame_dask(source: Path | str, settings: Settings, client: Client, cutoff: str | pd.Timestamp | None = None,
                      scratch: Path | None = None) -> tuple[pd.DataFrame, DaskBuild]:
     """The whole dataset as one frame on the client (training reads it in memory), rows sorted by
-    ``(lead_id, as_of)`` so that the order does not depend on the number of parts."""
+    ``(lead_id, as_of)`` so that the order does not depend on the number of parts. An unusable history
+    is a :class:`~leadscore.errors.DataError`, as on the single-machine path."""
+    from leadscore.errors import DataError
+
     frames: list[pd.DataFrame] = []
     build = build_dataset_dask(source, settings, client, frames.append, cutoff=cutoff, scratch=scratch)
-    if not frames:
-        raise ValueError(f"{source}: no lead in any part")
+    if not build.report.usable or not frames:
+        bad = {n: t.unusable for n, t in build.report.tables.items() if t.unusable} or "no lead in any part"
+        raise DataError(f"CRM history in {source} is not usable: {bad}")
     frame = pd.concat(frames, ignore_index=True)
     del frames
     return frame.sort_values(["lead_id", "as_of"], kind="stable", ignore_index=True), build
+
+
+#: the values of the commands' ``--engine`` option
+ENGINES = ("local", "dask")
+
+
+def check_engine(engine: str, scheduler: str | None) -> None:
+    """Refuse an unknown ``--engine``, or a ``--scheduler`` without ``--engine dask`` (ValueError, for the CLI)."""
+    if engine not in ENGINES:
+        raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "local" and scheduler is not None:
+        raise ValueError("--scheduler goes with --engine dask")
+
+
+@contextmanager
+def engine_client(engine: str, scheduler: str | None) -> Iterator[Client | None]:
+    """``--engine``/``--scheduler`` of a command: None for the single-machine path, else a Dask client
+    (of ``scheduler``, or of a ``LocalCluster`` with one single-threaded worker process per core)."""
+    check_engine(engine, scheduler)
+    if engine == "local":
+        yield None
+        return
+    with dask_client(DaskOptions(scheduler=scheduler)) as client:
+        yield client

@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from leadscore.history import MANIFEST, TableReport, ValidationReport, is_database_url, load_history, read_manifest
+from leadscore.history import (
+    MANIFEST,
+    TableReport,
+    ValidationReport,
+    is_database_url,
+    load_history,
+    read_manifest,
+)
 from leadscore.tables import ESSENTIAL_TABLES, TABLES
 
 if TYPE_CHECKING:
@@ -179,36 +186,49 @@ def _source_chunks(source: str, table: str) -> tuple[list[Any], pd.DataFrame] | 
 def _sql_chunks(url: str, table: str) -> tuple[list[Any], pd.DataFrame] | None:
     """A SQL table read in chunks of :data:`SQL_CHUNK_ROWS` ordered by its key (one task per chunk)."""
     import dask
-    from sqlalchemy import create_engine, func, inspect, select, table as sa_table
+    from sqlalchemy import create_engine, func, inspect, select
 
     engine = create_engine(url)
     try:
         if not inspect(engine).has_table(table):
             return None
+        reflected = _reflect(engine, table)
         with engine.connect() as conn:
-            rows = conn.execute(select(func.count()).select_from(sa_table(table))).scalar_one()
-        meta = pd.read_sql_query(f'SELECT * FROM "{table}" WHERE 1 = 0', engine)
+            rows = int(conn.execute(select(func.count()).select_from(reflected)).scalar_one())
     finally:
         engine.dispose()
-    key = ", ".join(f'"{c}"' for c in TABLES[table].key if c in meta.columns) or "1"
-    chunks = [dask.delayed(_sql_chunk)(url, f'SELECT * FROM "{table}" ORDER BY {key} LIMIT {SQL_CHUNK_ROWS} '
-                                            f"OFFSET {start}")
-              for start in range(0, max(int(rows), 1), SQL_CHUNK_ROWS)]
-    return chunks, meta
+    meta = pd.DataFrame({c.name: pd.Series(dtype=object) for c in reflected.columns})
+    starts = range(0, max(rows, 1), SQL_CHUNK_ROWS)
+    return [dask.delayed(_sql_chunk)(url, table, start, SQL_CHUNK_ROWS) for start in starts], meta
 
 
-def _sql_chunk(url: str, query: str) -> pd.DataFrame:
-    """One chunk; JSON columns (dicts/lists from PostgreSQL) become JSON text, as the loader makes them."""
-    from sqlalchemy import create_engine
+def _reflect(engine: Any, table: str) -> Any:
+    from sqlalchemy import MetaData, Table
+
+    return Table(table, MetaData(), autoload_with=engine)
+
+
+def _sql_chunk(url: str, table: str, start: int, rows: int) -> pd.DataFrame:
+    """Rows ``start..start+rows`` of ``table`` in key order, typed by the table's reflected column types
+    as ``pandas.read_sql_table`` types them (SQLite keeps times as text and booleans as 0/1: SQLAlchemy's
+    result processing turns them back); JSON columns (dicts/lists from PostgreSQL) become JSON text."""
+    from sqlalchemy import DateTime, create_engine, select
 
     engine = create_engine(url)
     try:
-        frame = pd.read_sql_query(query, engine)
+        reflected = _reflect(engine, table)
+        key = [reflected.c[c] for c in TABLES[table].key if c in reflected.c]
+        query = select(reflected).order_by(*key).limit(rows).offset(start)
+        with engine.connect() as conn:
+            frame = pd.read_sql(query, conn)
     finally:
         engine.dispose()
-    for col in frame.select_dtypes(include="object").columns:
-        if frame[col].map(lambda v: isinstance(v, dict | list)).any():
-            frame[col] = frame[col].map(lambda v: json.dumps(v) if isinstance(v, dict | list) else v)
+    for col in reflected.columns:
+        if isinstance(col.type, DateTime):
+            frame[col.name] = pd.to_datetime(frame[col.name], utc=bool(getattr(col.type, "timezone", False)))
+    for name in frame.select_dtypes(include="object").columns:
+        if frame[name].map(lambda v: isinstance(v, dict | list)).any():
+            frame[name] = frame[name].map(lambda v: json.dumps(v) if isinstance(v, dict | list) else v)
     return frame
 
 
