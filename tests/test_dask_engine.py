@@ -9,11 +9,8 @@ compared after sorting by ``(lead_id, as_of)``; float columns are compared as th
 from __future__ import annotations
 
 import json
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -24,17 +21,14 @@ from leadscore.features.dask_parts import PART_FILE, partition_count, parts_of
 from leadscore.features.testing import generated_crm_dir
 from leadscore.history import load_history
 from leadscore.tables import TABLES
+from tests.dask_support import (  # noqa: F401  (two_worker_client: the ``client`` fixture)
+    assert_bit_identical,
+    sorted_rows,
+    two_worker_client,
+    write_partitioned,
+)
 
 N_LEADS, MONTHS, SEED = 700, 8, 4
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[object]:
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1.5GiB",
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -45,48 +39,7 @@ def crm(settings: Settings) -> str:
 @pytest.fixture(scope="module")
 def reference(crm: str, settings: Settings) -> pd.DataFrame:
     history, _ = load_history(crm, settings, write_rejected=False)
-    return _sorted(build_dataset(history, settings)[0])
-
-
-def write_partitioned(source: str | Path, dest: Path, parts: int) -> Path:
-    """The agreed layout from a one-file-per-table CRM, with pandas only: part k of every table holds the
-    accounts whose crc32 falls in bucket k, their leads and those leads' rows (leads without account by
-    their own id's crc32)."""
-    raw = {name: pd.read_parquet(Path(source) / f"{name}.parquet") for name in TABLES
-           if (Path(source) / f"{name}.parquet").exists()}
-
-    def bucket(key: object) -> int:
-        return zlib.crc32(str(key).encode()) % parts
-
-    leads = raw["leads"]
-    lead_part = {lid: bucket(acc) if isinstance(acc, str) else bucket(lid)
-                 for lid, acc in zip(leads["lead_id"], leads["account_id"], strict=True)}
-    for name, frame in raw.items():
-        if name == "accounts":
-            keys = frame["account_id"].map(bucket)
-        else:
-            keys = frame["lead_id"].map(lead_part)
-        (dest / name).mkdir(parents=True)
-        for k in range(parts):
-            frame[(keys == k).to_numpy()].to_parquet(dest / name / PART_FILE.format(k), index=False)
-    manifest = json.loads((Path(source) / "manifest.json").read_text())
-    manifest["partitioning"] = {"by": "account", "parts": parts}
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    return dest
-
-
-def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.sort_values(["lead_id", "as_of"], kind="stable", ignore_index=True)
-
-
-def assert_bit_identical(got: pd.DataFrame, want: pd.DataFrame) -> None:
-    """Same columns, dtypes and values; floats compared as bit patterns (NaN, -0.0 and all)."""
-    assert list(got.columns) == list(want.columns)
-    assert len(got) == len(want) > 0
-    pd.testing.assert_frame_equal(got, want, check_exact=True)
-    for col in want.columns:
-        if want[col].dtype == np.float64:
-            assert np.array_equal(got[col].to_numpy().view(np.int64), want[col].to_numpy().view(np.int64)), col
+    return sorted_rows(build_dataset(history, settings)[0])
 
 
 def test_partitioned_crm_builds_the_single_machine_dataset(client: object, crm: str, settings: Settings,
@@ -96,7 +49,7 @@ def test_partitioned_crm_builds_the_single_machine_dataset(client: object, crm: 
     frames: list[pd.DataFrame] = []
     build = build_dataset_dask(parts, settings, client, frames.append)  # type: ignore[arg-type]
     assert build.parts == 3 and len(frames) == 3  # one frame per part, in part order
-    assert_bit_identical(_sorted(pd.concat(frames, ignore_index=True)), reference)
+    assert_bit_identical(sorted_rows(pd.concat(frames, ignore_index=True)), reference)
     history, _ = load_history(crm, settings, write_rejected=False)
     want = build_dataset(history, settings)[1]
     got = build.summary
@@ -119,7 +72,7 @@ def test_csv_crm_builds_the_same_dataset(client: object, crm: str, settings: Set
         pd.read_parquet(Path(crm) / f"{name}.parquet").to_csv(tmp_path / f"{name}.csv", index=False)
     (tmp_path / "manifest.json").write_text((Path(crm) / "manifest.json").read_text())
     single, _ = load_history(tmp_path, settings, write_rejected=False)
-    want = _sorted(build_dataset(single, settings)[0])
+    want = sorted_rows(build_dataset(single, settings)[0])
     frame, _ = build_frame_dask(tmp_path, settings, client)  # type: ignore[arg-type]
     assert_bit_identical(frame, want)
 
@@ -138,7 +91,7 @@ def test_sql_database_is_read_in_chunks(client: object, crm: str, settings: Sett
     monkeypatch.setattr(dask_parts, "SQL_CHUNK_ROWS", 5_000)  # the activities table is ~10 chunks
     cutoff = json.loads((Path(crm) / "manifest.json").read_text())["cutoff"]
     single, _ = load_history(url, settings, cutoff=cutoff, write_rejected=False)
-    want = _sorted(build_dataset(single, settings)[0])
+    want = sorted_rows(build_dataset(single, settings)[0])
     frame, _ = build_frame_dask(url, settings, client, cutoff=cutoff)  # type: ignore[arg-type]
     assert_bit_identical(frame, want)
 
@@ -158,7 +111,7 @@ def test_a_part_without_leads_and_invalid_rows_are_handled_like_the_whole(client
         frame.to_parquet(source / f"{name}.parquet", index=False)
     (source / "manifest.json").write_text((Path(crm) / "manifest.json").read_text())
     history, report = load_history(source, settings, write_rejected=False)
-    want = _sorted(build_dataset(history, settings)[0])
+    want = sorted_rows(build_dataset(history, settings)[0])
     parts = write_partitioned(source, tmp_path / "parts", 4)
     for name in TABLES:  # part 3 emptied: its rows moved to part 0
         a, b = parts / name / PART_FILE.format(0), parts / name / PART_FILE.format(3)
@@ -167,7 +120,7 @@ def test_a_part_without_leads_and_invalid_rows_are_handled_like_the_whole(client
     sink = ParquetSink(tmp_path / "out.parquet")
     build = build_dataset_dask(parts, settings, client, sink)  # type: ignore[arg-type]
     sink.close()
-    assert_bit_identical(_sorted(pd.read_parquet(tmp_path / "out.parquet")), want)
+    assert_bit_identical(sorted_rows(pd.read_parquet(tmp_path / "out.parquet")), want)
     assert build.report.usable
     for name in TABLES:
         assert build.report.tables[name].rejected_rows == report.tables[name].rejected_rows, name
