@@ -112,7 +112,7 @@ def resolve_source_cutoff(source: Path | str, cutoff: str | pd.Timestamp | None)
     return resolve_cutoff(None if is_database_url(source) else Path(source), cutoff)
 
 
-def ordered_results(client: Client, futures: list[Any]) -> Iterator[Any]:
+def ordered_results(futures: list[Any]) -> Iterator[Any]:
     """Each future's result in submission order, releasing it at once (a worker keeps only unread parts)."""
     for i, future in enumerate(futures):
         yield future.result()
@@ -176,7 +176,7 @@ def build_dataset_dask(
         futures = [client.submit(_build_part, p, shared, cut, pure=False) for p in parts]
         totals = _Totals()
         reports = []
-        for frame, report, summary in ordered_results(client, futures):
+        for frame, report, summary in ordered_results(futures):
             reports.append(report)
             if frame is not None and summary is not None:
                 totals.add(frame, summary, settings)

@@ -91,7 +91,7 @@ def score_parts(crm: str | Path, settings: Settings, client: Client, scorer: Sco
             [shared_settings, shared_scorer] = client.scatter([settings, scorer], broadcast=True)
             futures = [client.submit(_score_part, p, shared_settings, shared_scorer, cut, as_of, chunk_size, reasons,
                                      trail_url, with_accounts, pure=False) for p in parts]
-            yield from ordered_results(client, futures)
+            yield from ordered_results(futures)
         finally:
             if work is not None:
                 import shutil
