@@ -68,7 +68,8 @@ def _generated(directory: Path, leads: int, months: int, seed: int, parts: int |
         return directory
     t = time.perf_counter()
     if "partitions" in inspect.signature(generate_crm).parameters:
-        generate_crm(directory, n_leads=leads, months=months, seed=seed, settings=settings, partitions=parts)
+        generate: Any = generate_crm  # the partitioned generator (issue 15) takes ``partitions``
+        generate(directory, n_leads=leads, months=months, seed=seed, settings=settings, partitions=parts)
     else:  # one file per table first, then the engine's shuffle into the layout
         from leadscore.features.dask_engine import DaskOptions, dask_client
         from leadscore.features.dask_parts import repartition

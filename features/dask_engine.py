@@ -86,7 +86,7 @@ def _limit_threads() -> None:
         threads = get_worker().state.nthreads
     except ValueError:  # not on a worker (a synchronous scheduler): leave numba as it is
         return
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
 
 
 def _threads(client: Client) -> int:
