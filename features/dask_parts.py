@@ -161,8 +161,11 @@ def row_buckets(frame: pd.DataFrame, table: str, parts: int, lead_part: pd.Serie
         return lead_buckets(frame, parts)
     ids = _ids(frame["lead_id"])
     found = lead_part.reindex(ids).to_numpy()
-    fallback = _hash_bucket(ids, parts)
-    return np.where(np.isnan(found), fallback, np.nan_to_num(found)).astype(np.int64)
+    out = np.nan_to_num(found).astype(np.int64)
+    unknown = np.isnan(found)
+    if unknown.any():
+        out[unknown] = _hash_bucket(ids[unknown], parts)
+    return out
 
 
 def _source_chunks(source: str, table: str) -> tuple[list[Any], pd.DataFrame] | None:
