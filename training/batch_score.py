@@ -37,6 +37,8 @@ from leadscore.errors import LeadscoreError
 from leadscore.training.trend import PastScore, annotate, trend
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from leadscore.config import Settings
     from leadscore.history import CRMHistory
     from leadscore.serving.scoring import Scorer
@@ -303,13 +305,22 @@ def score_crm(
     reasons: bool = True,
     trail: EventStore | None = None,
     accounts_out: Path | None = None,
+    client: Client | None = None,
 ) -> BatchSummary:
     """``leadscore score``: load and validate the CRM, load the model as the service does, score every open
     lead at ``at`` (default: the cut-off) chunk by chunk into ``out``. ``transform`` turns each chunk of
     scores into the rows written (the CRM import formats and ``--changed-only``, :mod:`training.export`);
     ``trail`` the service's event store whose audit gives the trends (:func:`iter_scores`); ``accounts_out``
-    a .parquet or .csv file that gets one row per account (:func:`write_accounts`)."""
+    a .parquet or .csv file that gets one row per account (:func:`write_accounts`). ``client``: a Dask
+    client; the CRM is then scored part by part on its cluster (:mod:`training.dask_score`)."""
     import time
+
+    if client is not None:
+        from leadscore.training.dask_score import score_crm_dask
+
+        return score_crm_dask(crm, settings, out, client, at=at, model_uri=model_uri, bundle_dir=bundle_dir,
+                              chunk_size=chunk_size, on_chunk=on_chunk, transform=transform, reasons=reasons,
+                              trail=trail, accounts_out=accounts_out)
 
     from leadscore.history import load_history
     from leadscore.serving.scoring import Scorer

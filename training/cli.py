@@ -141,12 +141,21 @@ def register(app: typer.Typer) -> None:
         flat: Annotated[Path | None, typer.Option(help="Train from a flat one-row-per-lead file instead.")] = None,
         mapping: Annotated[Path | None, typer.Option(help="Column mapping (YAML) for --flat.")] = None,
         summary: Annotated[Path | None, typer.Option(help="Write the test-month figures and drift as JSON here.")] = None,
+        engine: Annotated[str, typer.Option(help="Build the moments with local (this process) or dask (a Dask "
+                                                 "cluster, part by part); the models train here either way.")] = "local",
+        scheduler: Annotated[str | None, typer.Option(help="With --engine dask: the scheduler's address "
+                                                      "(default: a LocalCluster on this machine).")] = None,
     ) -> None:
         """Monthly retrain: tune, calibrate, backtest against baselines, log to MLflow, register a challenger."""
         # InsufficientDataError (exit 3), MappingError, LeakageError, HistoryError (exit 2) are
         # LeadscoreErrors: the root command group prints them as one line.
         settings = settings_from(ctx)
+        from leadscore.features.cli import checked_engine
+
+        engine_client = checked_engine(engine, scheduler)
         if flat is not None or mapping is not None:
+            if engine != "local":
+                raise typer.BadParameter("--flat trains on this machine only", param_hint="--engine")
             if flat is None or mapping is None:
                 err_console.print("[red]error:[/red] --flat and --mapping go together")
                 raise typer.Exit(2)
@@ -164,8 +173,9 @@ def register(app: typer.Typer) -> None:
 
         n_trials = trials or settings.training.trials
         progress, on_event = _progress_display(console, n_trials)
-        with progress:
-            result = run_train(crm, settings, cutoff, trials=trials, timeout=timeout, progress=on_event, out_dir=out)
+        with engine_client(engine, scheduler) as client, progress:
+            result = run_train(crm, settings, cutoff, trials=trials, timeout=timeout, progress=on_event, out_dir=out,
+                               client=client)
         print_results(result, console)
         if summary is not None:
             write_summary(result, summary)

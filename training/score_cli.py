@@ -125,9 +125,18 @@ def register(app: typer.Typer) -> None:
                                                   "(--model models:/leadscore-flat-<name>@champion).")] = None,
         mapping: Annotated[Path | None, typer.Option(help="With --flat: the mapping YAML (default: the one logged "
                                                      "with the model).")] = None,
+        engine: Annotated[str, typer.Option(help="local (this process) or dask (a Dask cluster, part by "
+                                                 "part).")] = "local",
+        scheduler: Annotated[str | None, typer.Option(help="With --engine dask: the scheduler's address "
+                                                      "(default: a LocalCluster on this machine).")] = None,
     ) -> None:
         """Score every open lead (not customer or disqualified) as the service would, into a file."""
         settings = settings_from(ctx)
+        from leadscore.features.cli import checked_engine
+
+        engine_client = checked_engine(engine, scheduler)
+        if flat is not None and engine != "local":
+            raise typer.BadParameter("--flat scores on this machine only", param_hint="--engine")
         if flat is not None:
             _score_flat(settings, flat, model, mapping, out, reasons)
             return
@@ -144,10 +153,10 @@ def register(app: typer.Typer) -> None:
         export = _Export(fmt, changed_only, event_store)
         progress, on_chunk = _progress()
         try:
-            with progress:  # type: ignore[attr-defined]
+            with engine_client(engine, scheduler) as client, progress:  # type: ignore[attr-defined]
                 summary = score_crm(crm, settings, out, at=at, model_uri=model, bundle_dir=bundle, chunk_size=chunk_size,
                                     on_chunk=on_chunk, reasons=reasons, trail=event_store,  # type: ignore[arg-type]
-                                    accounts_out=accounts,
+                                    accounts_out=accounts, client=client,
                                     transform=export.transform if fmt is not None or changed_only else None)
             export.finish()
         finally:

@@ -333,24 +333,39 @@ def train(
     timeout: float | None = None,
     progress: ProgressFn | None = None,
     out_dir: Path | None = None,
+    client: Any = None,
 ) -> TrainResult:
-    """``leadscore train``: load and validate the CRM, build matured moments, train, log and register."""
+    """``leadscore train``: load and validate the CRM, build matured moments, train, log and register.
+
+    ``client``: a Dask client; the moments are then built part by part on its cluster
+    (:func:`features.dask_engine.build_frame_dask`), and the training runs here as without it.
+    """
     from leadscore.features.build import build_dataset
     from leadscore.features.schema import feature_schema, schema_hash
     from leadscore.history import is_database_url, load_history
+    from leadscore.training.account_calibration import AccountMoments, training_moments
 
-    _emit(progress, "phase", "loading CRM history")
-    history, report = load_history(crm_dir, settings, cutoff=cutoff)
-    if not report.usable:
-        bad = {n: t.unusable for n, t in report.tables.items() if t.unusable}
-        raise DataError(f"CRM history in {crm_dir} is not usable: {bad}")
-    _emit(progress, "phase", "building point-in-time features and labels")
-    dataset, _summary = build_dataset(history, settings)
-    cutoff_ts = history.cutoff
-    from leadscore.training.account_calibration import training_moments
+    if client is not None:  # the moments built part by part on the cluster, rows sorted by lead and time
+        from leadscore.features.dask_engine import build_frame_dask
 
-    account_moments = training_moments(history, dataset, settings)
-    del history  # from here on only the moments are needed; free the tables before boosting
+        _emit(progress, "phase", "building point-in-time features and labels on the Dask cluster")
+        dataset, build = build_frame_dask(crm_dir, settings, client, cutoff=cutoff)
+        cutoff_ts = build.cutoff
+        # the account calibrator's moments need every table of an account in one history; on the
+        # cluster they are not built, so the raw noisy-OR ships
+        account_moments: AccountMoments | None = None
+        _emit(progress, "phase", "account score left uncalibrated: account moments are not built on Dask")
+    else:
+        _emit(progress, "phase", "loading CRM history")
+        history, report = load_history(crm_dir, settings, cutoff=cutoff)
+        if not report.usable:
+            bad = {n: t.unusable for n, t in report.tables.items() if t.unusable}
+            raise DataError(f"CRM history in {crm_dir} is not usable: {bad}")
+        _emit(progress, "phase", "building point-in-time features and labels")
+        dataset, _summary = build_dataset(history, settings)
+        cutoff_ts = history.cutoff
+        account_moments = training_moments(history, dataset, settings)
+        del history  # from here on only the moments are needed; free the tables before boosting
     truth = None
     truth_path = None if is_database_url(crm_dir) else Path(crm_dir) / GROUND_TRUTH_FILE
     if truth_path is not None and truth_path.exists():
@@ -359,6 +374,7 @@ def train(
         dataset, feature_schema(settings), settings, cutoff_ts, schema_hash=schema_hash(settings),
         truth=truth, trials=trials, timeout=timeout, progress=progress, out_dir=out_dir,
         data_info={"crm_dir": _source_name(crm_dir), "moments": len(dataset)}, account_moments=account_moments,
+        # a lightgbm.dask final fit would take the Dask client here (train_from_dataset(..., dask_client=client))
     )
 
 
