@@ -55,6 +55,7 @@ from leadscore.training.drift import drift_report, label_rate_by_month, verdict
 from leadscore.training.metrics import METRICS, MetricCI
 from leadscore.training.refit import refit_target
 from leadscore.training.split import TARGETS, check_data, split_target
+from leadscore.training.threads import configure_openmp
 
 SCORED_COLUMNS = ["lead_id", "as_of", "p_sql", "p_opportunity", "rule_score", "y_sql", "y_opp",
                   "source", "industry", "employee_band", "days_since_created"]
@@ -149,7 +150,7 @@ def _bundle(results: dict[str, TargetResult], models: dict[str, TargetModel], sp
 
 
 def _refit(dataset: pd.DataFrame, spec: Any, settings: Settings, cutoff: pd.Timestamp, r: TargetResult,
-           progress: ProgressFn | None) -> None:
+           progress: ProgressFn | None, client: Any = None) -> None:
     """Refit the target's chosen model on all matured months (training.refit); keep the backtest model if
     the refit's months lack an outcome."""
     _emit(progress, "phase", f"{r.target}: refit on all matured months")
@@ -158,7 +159,7 @@ def _refit(dataset: pd.DataFrame, spec: Any, settings: Settings, cutoff: pd.Time
     labelled = dataset[label].notna().to_numpy()
     try:
         r.refit = refit_target(dataset, y, labelled, spec, settings.training, r.split, r.recency.chosen, r.choice,
-                               r.fit)
+                               r.fit, client)
     except ValueError:
         r.refit = None
 
@@ -188,6 +189,7 @@ def train_from_dataset(
     out_dir: Path | None = None,
     data_info: dict[str, Any] | None = None,
     targets: Sequence[str] = tuple(TARGETS),
+    dask_client: Any = None,
 ) -> TrainResult:
     """Train ``targets`` (default both) on a moments dataset (columns ``lead_id, as_of, <schema>,
     rule_score, y_sql, y_opp``; the stage policy's replay reads both labels).
@@ -195,8 +197,11 @@ def train_from_dataset(
     A one-label table (the flat path) trains one target: its bundle holds that one model, and the
     scored frames report its probability under both output names (see :func:`_scored_frame`). With ``log_to_mlflow`` (the default) everything is logged to a parent run with nested trial runs and
     the bundle is registered as the ``challenger``; ``out_dir`` keeps a copy of the bundle and artifacts.
+    ``dask_client`` (a ``distributed.Client``): the production refit of a table of at least
+    ``training.dask.min_rows`` rows is fitted on that cluster (:mod:`training.dask_fit`); the search stays here.
     Raises :class:`~training.split.InsufficientDataError` when a minimum is not met.
     """
+    configure_openmp()  # before anything loads an OpenMP runtime (training.threads)
     cfg = settings.training
     trials = trials if trials is not None else cfg.trials
     timeout = timeout if timeout is not None else cfg.timeout_seconds
@@ -241,7 +246,7 @@ def train_from_dataset(
                                            truth=truth_cols, progress=progress, on_trial=on_trial)
         if cfg.refit == "last_months":
             for r in results.values():
-                _refit(dataset, spec, settings, cutoff, r, progress)
+                _refit(dataset, spec, settings, cutoff, r, progress, dask_client)
         _emit(progress, "phase", "drift, bundle, stage policy and artifacts")
         drift = _drift(dataset, spec, results, settings, cutoff)
         verdicts = {t: verdict(t, r.choice.kind, r.metrics[SHIPPED]["roc_auc"].value,
@@ -327,6 +332,7 @@ def train(
     out_dir: Path | None = None,
 ) -> TrainResult:
     """``leadscore train``: load and validate the CRM, build matured moments, train, log and register."""
+    configure_openmp()
     from leadscore.features.build import build_dataset
     from leadscore.features.schema import feature_schema, schema_hash
     from leadscore.history import is_database_url, load_history
