@@ -129,8 +129,8 @@ def _watch(client: Any, job: Future[Any], workers: Sequence[str], timeout_s: flo
         lost = set(workers) - set(_running_workers(client))
         if lost:
             _cancel_fit_tasks(client)
-            raise DaskFitError(f"Dask worker(s) {', '.join(sorted(lost))} left during the LightGBM fit; "
-                               "the fit was abandoned (restart the cluster before fitting again)")
+            raise DaskFitError(f"Dask worker(s) {', '.join(sorted(lost))} left or paused (memory) during the "
+                               "LightGBM fit; the fit was abandoned (restart the cluster before fitting again)")
         if time.monotonic() >= deadline:
             _cancel_fit_tasks(client)
             raise DaskFitTimeout(f"the distributed LightGBM fit did not finish within {timeout_s:g} s "

@@ -12,7 +12,9 @@ more than the second thread saves even on a quiet machine. So:
   ``taskset -c 0`` gives one) that the *other* processes leave idle, capped at ``lightgbm.max_threads``.
   The others' demand is the 1-minute load average less this process's own average CPU use (its
   CPU time over its lifetime), so a fit's own threads do not talk the next fit out of them;
-* ``lightgbm.num_threads`` > 0 overrides all of it.
+* ``lightgbm.num_threads`` > 0 overrides all of it. LightGBM's ``deterministic`` promises the same
+  model for the same data, seed *and thread count*; on tables above ``parallel_min_rows`` the automatic
+  count follows the load, so a run that must repeat bit for bit fixes ``num_threads``.
 
 Idle OpenMP workers spin for a while before sleeping (GNU OpenMP's default), burning a core another
 process or thread could use; ``OMP_WAIT_POLICY=PASSIVE`` makes them sleep at once. The runtime reads it
