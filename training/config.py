@@ -43,8 +43,8 @@ class LightGBMConfig(_Strict):
     early_stopping_rounds: int = Field(default=30, ge=1)
     max_bin: int = Field(default=127, ge=3)
     #: 0 = automatic (training.threads): one thread below ``parallel_min_rows`` training rows (on small
-    #: data OpenMP synchronisation costs more than it saves), else the CPUs other processes leave idle,
-    #: at most ``max_threads``; > 0 = exactly that many
+    #: data OpenMP synchronisation costs more than it saves), else the CPUs this process may use, at
+    #: most ``max_threads``; > 0 = exactly that many
     num_threads: int = Field(default=0, ge=0)
     parallel_min_rows: int = Field(default=50_000, ge=0)
     max_threads: int = Field(default=2, ge=1)

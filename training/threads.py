@@ -1,33 +1,33 @@
 """How many OpenMP threads a LightGBM fit gets, and how its idle threads wait: decided here, once.
 
-Why a policy at all: LightGBM parallelises every boosting round over many short OpenMP regions, each
-ending in a barrier that waits for *all* its threads. On two cores that other processes also want, the
-second thread is often descheduled, and every barrier then waits for the OS to give it a core back: a
-fit that takes 3 minutes on a quiet machine took over 10 with two threads on a busy one (issue 13),
-while one thread degrades only in proportion to the load. On small tables the synchronisation costs
-more than the second thread saves even on a quiet machine. So:
+Why a policy at all: LightGBM parallelises every boosting round over many short OpenMP regions. On
+small tables their synchronisation costs more than a second thread saves, so:
 
 * one thread below ``lightgbm.parallel_min_rows`` training rows;
 * otherwise as many threads as there are CPUs this process may run on (``os.sched_getaffinity``:
-  ``taskset -c 0`` gives one) that the *other* processes leave idle, capped at ``lightgbm.max_threads``.
-  The others' demand is the 1-minute load average less this process's own average CPU use (its
-  CPU time over its lifetime), so a fit's own threads do not talk the next fit out of them;
-* ``lightgbm.num_threads`` > 0 overrides all of it. LightGBM's ``deterministic`` promises the same
-  model for the same data, seed *and thread count*; on tables above ``parallel_min_rows`` the automatic
-  count follows the load, so a run that must repeat bit for bit fixes ``num_threads``.
+  ``taskset -c 0`` or a cgroup cpuset narrows it), at most ``lightgbm.max_threads``;
+* ``lightgbm.num_threads`` > 0 overrides both.
+
+Not the load average. Issue 13's collapse on a busy machine (a 3-minute fit taking over 10) was the
+OpenMP *wait policy*, not the thread count: numba's parallel feature build loads GNU OpenMP before
+LightGBM did, with the default policy (idle threads spin), and two spinning threads on two busy cores
+burn their time slices waiting for each other. Measured on the shared 2-core machine at load 20-23
+(60k rows x 130 features, 100 rounds): spinning, 2 threads 357 s wall (35 s CPU) against 66 s for 1;
+sleeping (``PASSIVE``), 2 threads 12-13 s against 39-53 s for 1, and 12 s against 45 s even pinned to
+one core. With sleeping threads a second thread never hurts under load (the scheduler shares a busy
+core per thread, and an idle thread costs nothing), so fewer threads would only slow the fit down.
 
 Idle OpenMP workers spin for a while before sleeping (GNU OpenMP's default), burning a core another
 process or thread could use; ``OMP_WAIT_POLICY=PASSIVE`` makes them sleep at once. The runtime reads it
-once, when ``libgomp`` is loaded, so :func:`configure_openmp` must run before the first LightGBM (or
-scikit-learn) import; child processes (``make demo``'s steps, Dask workers started from this process)
+once, when ``libgomp`` is loaded, so :func:`configure_openmp` must run before anything loads it (the
+feature build's numba kernels do, before LightGBM is imported): every ``leadscore`` command calls it
+first; child processes (``make demo``'s steps, Dask workers started from this process)
 inherit it from the environment.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import time
 import warnings
 from pathlib import Path
 
@@ -68,38 +68,13 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _own_cpu_share() -> float:
-    """This process's average CPU use since it started (in CPUs), the part of the load average it made."""
-    try:
-        ticks = os.sysconf("SC_CLK_TCK")
-        start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 1.0
-    lived = uptime - start
-    return time.process_time() / lived if lived > 1.0 else 1.0
-
-
-def others_load() -> float:
-    """Runnable demand of the other processes: the 1-minute load average less this process's share."""
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return 0.0
-    return max(0.0, load - _own_cpu_share())
-
-
 def lightgbm_threads(cfg: LightGBMConfig, rows: int) -> int:
     """Threads for a LightGBM fit on ``rows`` training rows (module docstring)."""
     if cfg.num_threads:
         return cfg.num_threads
     if rows < cfg.parallel_min_rows:
         return 1
-    cpus = available_cpus()
-    if cpus < 2:
-        return 1
-    idle = math.floor(cpus - others_load() + 0.5)
-    return max(1, min(cfg.max_threads, cpus, idle))
+    return max(1, min(cfg.max_threads, available_cpus()))
 
 
-__all__ = ["WAIT_POLICY", "available_cpus", "configure_openmp", "lightgbm_threads", "others_load"]
+__all__ = ["WAIT_POLICY", "available_cpus", "configure_openmp", "lightgbm_threads"]
