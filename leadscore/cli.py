@@ -16,6 +16,7 @@ from rich.table import Table
 
 from leadscore.cli_context import ErrorBoundaryGroup, State, console, print_validation_report, settings_from
 from leadscore.env import set_offline_env
+from leadscore.training.threads import configure_openmp
 
 app = typer.Typer(
     name="leadscore",
@@ -40,6 +41,7 @@ def main(
 ) -> None:
     """Global options shared by every command."""
     set_offline_env()
+    configure_openmp()  # before numba or LightGBM loads the OpenMP runtime (training.threads)
     ctx.obj = State(config, list(set_ or []))
 
 

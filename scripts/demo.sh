@@ -6,12 +6,16 @@ set -euo pipefail
 DEMO=${DEMO:-demo}
 BIN=${BIN:-.venv/bin}
 export BENTOML_DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+# idle OpenMP threads (LightGBM, scikit-learn) sleep instead of spinning on cores the other steps and
+# processes need; read once when each process loads its OpenMP runtime, so it is set for every step here
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
-# step TITLE: print the previous step's wall time, then the new title (SECONDS is bash's clock)
+# step TITLE: print the previous step's wall time and the 1-minute load average it ended on (on a shared
+# machine the load explains a slow step), then the new title (SECONDS is bash's clock)
 STEP_START=$SECONDS
 STEP_NAME=
 step() {
-  [ -n "$STEP_NAME" ] && echo "-- ($STEP_NAME: $((SECONDS - STEP_START)) s)"
+  [ -n "$STEP_NAME" ] && echo "-- ($STEP_NAME: $((SECONDS - STEP_START)) s, load $(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo ?))"
   STEP_NAME=${1%%.*}; STEP_START=$SECONDS
   echo "== $1 =="
 }

@@ -42,10 +42,12 @@ class LightGBMConfig(_Strict):
     max_rounds: int = Field(default=2000, ge=10)
     early_stopping_rounds: int = Field(default=30, ge=1)
     max_bin: int = Field(default=127, ge=3)
-    #: 0 = automatic: one thread below ``parallel_min_rows`` training rows (on small data OpenMP
-    #: synchronisation costs more than it saves, badly so on a shared machine), else up to 2.
+    #: 0 = automatic (training.threads): one thread below ``parallel_min_rows`` training rows (on small
+    #: data OpenMP synchronisation costs more than it saves), else the CPUs this process may use, at
+    #: most ``max_threads``; > 0 = exactly that many
     num_threads: int = Field(default=0, ge=0)
     parallel_min_rows: int = Field(default=50_000, ge=0)
+    max_threads: int = Field(default=2, ge=1)
     #: Optuna pruning: a trial is compared with the others every ``report_every`` rounds,
     #: after ``pruning_warmup_rounds`` rounds.
     report_every: int = Field(default=10, ge=1)
@@ -53,6 +55,19 @@ class LightGBMConfig(_Strict):
     #: the final model boosts at the tuned learning rate times this (early stopping finds the rounds):
     #: tuning needs fast trials, the one final fit can afford smaller steps
     final_learning_rate_factor: float = Field(default=0.25, gt=0, le=1)
+
+
+class DaskTrainingConfig(_Strict):
+    """The final fit on a Dask cluster (training.dask_fit), for training tables beyond one machine."""
+
+    #: final fits on at least this many rows go to the cluster when a client is given; smaller ones stay here
+    min_rows: int = Field(default=5_000_000, ge=1)
+    #: wall-clock budget of one distributed fit; past it the fit is abandoned with an error
+    timeout_s: float = Field(default=3600.0, gt=0)
+    #: row chunks per worker (every chunk non-empty, placed round-robin)
+    partitions_per_worker: int = Field(default=1, ge=1)
+    #: ``host:port,host:port`` to pin LightGBM's ports (firewalled clusters); None: free ports per worker
+    machines: str | None = None
 
 
 class RecencyConfig(_Strict):
@@ -107,6 +122,7 @@ class TrainingConfig(_Strict):
     #: features listed by train's drift report (highest PSI first)
     drift_top_features: int = Field(default=5, ge=1)
     lightgbm: LightGBMConfig = Field(default_factory=LightGBMConfig)
+    dask: DaskTrainingConfig = Field(default_factory=DaskTrainingConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     minimums: MinimumsConfig = Field(default_factory=MinimumsConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)

@@ -37,7 +37,8 @@ import pandas as pd
 from leadscore.training.calibration import Calibrator, fit_calibrator
 from leadscore.training.config import TrainingConfig
 from leadscore.training.encoding import categorical_indices, encode_frame, fit_encodings
-from leadscore.training.tune import TuneResult, fit_lightgbm, make_dataset, threads_for, tune_lightgbm
+from leadscore.training.threads import lightgbm_threads
+from leadscore.training.tune import TuneResult, fit_lightgbm, make_dataset, tune_lightgbm
 
 ROLES = ("fit", "early_stop", "calibration", "test")
 
@@ -204,7 +205,7 @@ def fit_target(
     del X_tune
 
     n_learn = len(learn)
-    params = {**tune.params, "num_threads": threads_for(cfg, n_learn),
+    params = {**tune.params, "num_threads": lightgbm_threads(cfg.lightgbm, n_learn),
               "learning_rate": tune.params["learning_rate"] * cfg.lightgbm.final_learning_rate_factor}
     dataset_params = {"max_bin": cfg.lightgbm.max_bin}
     if bag_folds < 2:

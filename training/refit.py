@@ -34,11 +34,11 @@ from leadscore.training.bundle import TargetModel
 from leadscore.training.calibration import Calibrator, fit_isotonic, fit_sigmoid
 from leadscore.training.choice import ModelChoice, Recency, candidate_raw
 from leadscore.training.config import TrainingConfig
+from leadscore.training.dask_fit import final_booster
 from leadscore.training.encoding import categorical_indices, encode_frame, fit_encodings
 from leadscore.training.fit import FitResult
 from leadscore.training.linear import fit_linear
 from leadscore.training.split import TimeSplit
-from leadscore.training.tune import import_lightgbm, make_dataset
 
 
 @dataclass(frozen=True)
@@ -113,19 +113,19 @@ class RefitModels:
 
 def refit_models(
     frame: pd.DataFrame, y: np.ndarray, rows: RefitRows, schema: Sequence[Mapping[str, Any]], cfg: TrainingConfig,
-    recency: Recency, backtest: FitResult, *, trees: bool = True, linear: bool = True,
+    recency: Recency, backtest: FitResult, *, trees: bool = True, linear: bool = True, client: Any = None,
 ) -> RefitModels:
     """Fit the booster (the backtest's parameters and final rounds) and/or the logistic model on
-    ``rows.fit``, weighted by ``recency``'s decay counted back from the calibration slice."""
+    ``rows.fit``, weighted by ``recency``'s decay counted back from the calibration slice; the booster
+    on the Dask cluster behind ``client`` when the rows are many (:func:`training.dask_fit.final_booster`)."""
     if len(rows.fit) == 0 or len(np.unique(y[rows.fit])) < 2 or len(np.unique(y[rows.calibration])) < 2:
         raise ValueError("the refit's fit or calibration months lack one of the outcomes")
     weights = recency.weights(frame["as_of"].iloc[rows.fit], rows.calibration_start)
     model_str, encodings, booster = None, backtest.encodings, None
     if trees:
         encodings = fit_encodings(frame.iloc[rows.fit], schema)
-        train_set = make_dataset(encode_frame(frame.iloc[rows.fit], schema, encodings), y[rows.fit],
-                                 categorical_indices(schema), params={"max_bin": cfg.lightgbm.max_bin}, weight=weights)
-        booster = import_lightgbm().train(backtest.params, train_set, num_boost_round=max(1, backtest.rounds[0]))
+        booster = final_booster(encode_frame(frame.iloc[rows.fit], schema, encodings), y[rows.fit], weights,
+                                categorical_indices(schema), backtest.params, backtest.rounds[0], cfg, client)
         model_str = str(booster.model_to_string())
     lin = fit_linear(frame.iloc[rows.fit], y[rows.fit], schema, weights=weights, seed=cfg.seed) if linear else None
     return RefitModels(model_str, encodings, lin, schema, booster)
@@ -139,11 +139,11 @@ def calibrate_as(method: str, raw: np.ndarray, y: np.ndarray) -> Calibrator:
 
 def refit_on_rows(
     frame: pd.DataFrame, y: np.ndarray, rows: RefitRows, schema: Sequence[Mapping[str, Any]], cfg: TrainingConfig,
-    recency: Recency, choice: ModelChoice, backtest: FitResult,
+    recency: Recency, choice: ModelChoice, backtest: FitResult, client: Any = None,
 ) -> Refit:
     """Refit the backtest's chosen model on ``rows.fit``; calibrate it on ``rows.calibration``."""
     models = refit_models(frame, y, rows, schema, cfg, recency, backtest, trees=choice.kind != "logistic",
-                          linear=choice.kind != "lightgbm")
+                          linear=choice.kind != "lightgbm", client=client)
     y_cal = y[rows.calibration]
     raw = models.raw(frame.iloc[rows.calibration], choice.kind, choice.blend_weight)
     calibrator = calibrate_as(choice.calibrator.method, raw, y_cal)
@@ -157,10 +157,11 @@ def refit_on_rows(
 def refit_target(
     frame: pd.DataFrame, y: np.ndarray, labelled: np.ndarray, schema: Sequence[Mapping[str, Any]],
     cfg: TrainingConfig, split: TimeSplit, recency: Recency, choice: ModelChoice, backtest: FitResult,
+    client: Any = None,
 ) -> Refit:
     """Refit the backtest's chosen model on all matured months (module docstring); calibrate on the slice."""
     rows = refit_rows(frame["as_of"], labelled, split, recency, cfg.split.calibration_months)
-    return refit_on_rows(frame, y, rows, schema, cfg, recency, choice, backtest)
+    return refit_on_rows(frame, y, rows, schema, cfg, recency, choice, backtest, client)
 
 
 __all__ = ["Refit", "RefitModels", "RefitRows", "calibrate_as", "refit_models", "refit_on_rows", "refit_rows",

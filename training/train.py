@@ -56,6 +56,7 @@ from leadscore.training.drift import drift_report, label_rate_by_month, verdict
 from leadscore.training.metrics import METRICS, MetricCI
 from leadscore.training.refit import refit_target
 from leadscore.training.split import TARGETS, check_data, split_target
+from leadscore.training.threads import configure_openmp
 
 SCORED_COLUMNS = ["lead_id", "as_of", "p_sql", "p_opportunity", "rule_score", "y_sql", "y_opp",
                   "source", "industry", "employee_band", "days_since_created"]
@@ -150,7 +151,7 @@ def _bundle(results: dict[str, TargetResult], models: dict[str, TargetModel], sp
 
 
 def _refit(dataset: pd.DataFrame, spec: Any, settings: Settings, cutoff: pd.Timestamp, r: TargetResult,
-           progress: ProgressFn | None) -> None:
+           progress: ProgressFn | None, client: Any = None) -> None:
     """Refit the target's chosen model on all matured months (training.refit); keep the backtest model if
     the refit's months lack an outcome."""
     _emit(progress, "phase", f"{r.target}: refit on all matured months")
@@ -159,7 +160,7 @@ def _refit(dataset: pd.DataFrame, spec: Any, settings: Settings, cutoff: pd.Time
     labelled = dataset[label].notna().to_numpy()
     try:
         r.refit = refit_target(dataset, y, labelled, spec, settings.training, r.split, r.recency.chosen, r.choice,
-                               r.fit)
+                               r.fit, client)
     except ValueError:
         r.refit = None
 
@@ -190,6 +191,7 @@ def train_from_dataset(
     data_info: dict[str, Any] | None = None,
     targets: Sequence[str] = tuple(TARGETS),
     account_moments: AccountMoments | None = None,
+    dask_client: Any = None,
 ) -> TrainResult:
     """Train ``targets`` (default both) on a moments dataset (columns ``lead_id, as_of, <schema>,
     rule_score, y_sql, y_opp``; the stage policy's replay reads both labels).
@@ -199,8 +201,11 @@ def train_from_dataset(
     the bundle is registered as the ``challenger``; ``out_dir`` keeps a copy of the bundle and artifacts.
     ``account_moments`` (:func:`training.account_calibration.training_moments`, from the event-log path)
     fit the account score's calibrator into both bundles.
+    ``dask_client`` (a ``distributed.Client``): the production refit of a table of at least
+    ``training.dask.min_rows`` rows is fitted on that cluster (:mod:`training.dask_fit`); the search stays here.
     Raises :class:`~training.split.InsufficientDataError` when a minimum is not met.
     """
+    configure_openmp()  # before anything loads an OpenMP runtime (training.threads)
     cfg = settings.training
     trials = trials if trials is not None else cfg.trials
     timeout = timeout if timeout is not None else cfg.timeout_seconds
@@ -245,7 +250,7 @@ def train_from_dataset(
                                            truth=truth_cols, progress=progress, on_trial=on_trial)
         if cfg.refit == "last_months":
             for r in results.values():
-                _refit(dataset, spec, settings, cutoff, r, progress)
+                _refit(dataset, spec, settings, cutoff, r, progress, dask_client)
         _emit(progress, "phase", "drift, bundle, stage policy and artifacts")
         drift = _drift(dataset, spec, results, settings, cutoff)
         verdicts = {t: verdict(t, r.choice.kind, r.metrics[SHIPPED]["roc_auc"].value,
@@ -340,6 +345,7 @@ def train(
     ``client``: a Dask client; the moments are then built part by part on its cluster
     (:func:`features.dask_engine.build_frame_dask`), and the training runs here as without it.
     """
+    configure_openmp()
     from leadscore.features.build import build_dataset
     from leadscore.features.schema import feature_schema, schema_hash
     from leadscore.history import is_database_url, load_history
@@ -374,7 +380,7 @@ def train(
         dataset, feature_schema(settings), settings, cutoff_ts, schema_hash=schema_hash(settings),
         truth=truth, trials=trials, timeout=timeout, progress=progress, out_dir=out_dir,
         data_info={"crm_dir": _source_name(crm_dir), "moments": len(dataset)}, account_moments=account_moments,
-        # a lightgbm.dask final fit would take the Dask client here (train_from_dataset(..., dask_client=client))
+        dask_client=client,  # the production refit goes to the cluster above training.dask.min_rows
     )
 
 

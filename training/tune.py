@@ -8,7 +8,6 @@ product is a calibrated probability: a model that ranks well but is badly shaped
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from leadscore.training.config import TrainingConfig
+from leadscore.training.threads import configure_openmp, lightgbm_threads
 
 
 @dataclass
@@ -31,22 +31,11 @@ class TuneResult:
 
 
 def import_lightgbm() -> Any:
-    """Import LightGBM with OpenMP threads that sleep instead of spin when idle.
-
-    On a shared machine spinning OpenMP workers slow a two-thread fit down by an order of magnitude;
-    the policy is read once, when the OpenMP runtime loads, so it must be set before the first import.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Import LightGBM after :func:`training.threads.configure_openmp` (idle OpenMP threads sleep)."""
+    configure_openmp()
     import lightgbm
 
     return lightgbm
-
-
-def threads_for(cfg: TrainingConfig, rows: int) -> int:
-    """LightGBM threads for a fit on ``rows`` rows (see ``LightGBMConfig.num_threads``)."""
-    if cfg.lightgbm.num_threads:
-        return cfg.lightgbm.num_threads
-    return 1 if rows < cfg.lightgbm.parallel_min_rows else max(1, min(2, os.cpu_count() or 1))
 
 
 def base_params(cfg: TrainingConfig, seed: int, rows: int = 0) -> dict[str, Any]:
@@ -58,7 +47,7 @@ def base_params(cfg: TrainingConfig, seed: int, rows: int = 0) -> dict[str, Any]
         "seed": seed,
         "deterministic": True,
         "force_col_wise": True,
-        "num_threads": threads_for(cfg, rows),
+        "num_threads": lightgbm_threads(cfg.lightgbm, rows),
         "bagging_freq": 1,
         # 127 bins: histograms ~2x cheaper than the default 255 with no measurable loss on these features
         "max_bin": cfg.lightgbm.max_bin,
