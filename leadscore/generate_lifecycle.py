@@ -132,7 +132,7 @@ def run_lifecycle(
     armed = np.ones(n, dtype=bool)
     mql_since = np.full(n, -1)
     dq_at = np.full(n, -1)
-    dq_norm = fixed("dq_norm", lambda: np.mean(np.exp(-0.8 * fit)))
+    dq_norm = fixed("dq_norm", lambda: float(np.mean(np.exp(-0.8 * fit))))
     dq_prob = np.clip(g.disqualify_share_of_mqls * np.exp(-0.8 * fit) / dq_norm, 0, 0.9)
     dq_draw = rng.random(n)
     dq_delay = rng.integers(1, 6, n)

@@ -17,7 +17,9 @@ leads back, and whether speed matters. The generator plays that on top of the la
 * disqualifications carry a reason (low-fit leads more often ``wrong_persona``), MQLs recycled after
   ``recycle_after_days`` are ``returned_not_ready`` or ``returned_bad_timing``.
 
-All draws come from their own random stream, so the lead-side history (accounts, leads, the lead's own
+Each block of leads (:mod:`leadscore.generate_block`) has its own team of these reps, its capacity sized
+to the block, so a large CRM is many teams as loaded as a small one's. All draws come from their own
+random stream, so the lead-side history (accounts, leads, the lead's own
 activities, the latent states and the ground truth) is exactly what the generator drew before the
 sales floor existed.
 """

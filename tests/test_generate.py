@@ -121,7 +121,8 @@ LEAD_SIDE_DIGESTS = {
     "activities": "e3326653f6a7bd33",
     "leads": "cba1b6f01a53359b",
 }
-#: the whole default history with the sales floor (recorded when it was added)
+#: the whole default history with the sales floor (recorded when it was added). Both still hold since the
+#: generator draws in blocks: a CRM of at most ``BLOCK_LEADS`` leads is block 0, whose streams are the old ones.
 DEFAULT_DIGESTS = {
     "accounts": "50beb3b6018f2e6d",
     "activities": "63f29c37aad89152",

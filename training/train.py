@@ -329,7 +329,7 @@ def train(
     """``leadscore train``: load and validate the CRM, build matured moments, train, log and register."""
     from leadscore.features.build import build_dataset
     from leadscore.features.schema import feature_schema, schema_hash
-    from leadscore.history import is_database_url, load_history
+    from leadscore.history import is_database_url, load_history, read_parquet_table
 
     _emit(progress, "phase", "loading CRM history")
     history, report = load_history(crm_dir, settings, cutoff=cutoff)
@@ -340,10 +340,8 @@ def train(
     dataset, _summary = build_dataset(history, settings)
     cutoff_ts = history.cutoff
     del history  # from here on only the moments are needed; free the tables before boosting
-    truth = None
-    truth_path = None if is_database_url(crm_dir) else Path(crm_dir) / GROUND_TRUTH_FILE
-    if truth_path is not None and truth_path.exists():
-        truth = pd.read_parquet(truth_path)
+    # ground_truth.parquet, or ground_truth/part-*.parquet in a partitioned generated CRM
+    truth = None if is_database_url(crm_dir) else read_parquet_table(Path(crm_dir), Path(GROUND_TRUTH_FILE).stem)
     return train_from_dataset(
         dataset, feature_schema(settings), settings, cutoff_ts, schema_hash=schema_hash(settings),
         truth=truth, trials=trials, timeout=timeout, progress=progress, out_dir=out_dir,
