@@ -65,7 +65,7 @@ SCHEMAS: dict[str, pa.Schema] = {
                         ("job_title", pa.string()), ("seniority", pa.string()), ("department", pa.string()),
                         ("country", pa.string()), ("source", pa.string()), ("created_at", _TS), ("owner", pa.string())]),
     "activities": pa.schema([("activity_id", pa.string()), ("lead_id", _DICT), ("occurred_at", _TS), ("type", _DICT),
-                             ("properties", _DICT), ("actor", _DICT)]),
+                             ("properties", pa.string()), ("actor", _DICT)]),
     "stage_changes": pa.schema([("lead_id", pa.string()), ("stage", pa.string()), ("changed_at", _TS),
                                 ("set_by", pa.string()), ("reason", pa.string())]),
     "opportunities": pa.schema([("opportunity_id", pa.string()), ("lead_id", pa.string()), ("account_id", pa.string()),
@@ -86,6 +86,8 @@ class TableWriter:
     def __init__(self, out: Path, parts: int | None) -> None:
         self.out, self.parts = out, parts
         self.writers: dict[str, pq.ParquetWriter] = {}
+        #: each table's pandas metadata (from its first block), so readers get today's dtypes back
+        self.metadata: dict[str, dict[bytes, bytes] | None] = {}
         self.part = 0
         for name in SCHEMAS:  # a previous history in either layout must not mix with this one
             shutil.rmtree(out / name, ignore_errors=True)
@@ -98,7 +100,8 @@ class TableWriter:
 
     def _finish_part(self) -> None:
         for name, schema in SCHEMAS.items():
-            writer = self.writers.pop(name, None) or pq.ParquetWriter(self._path(name, self.part), schema)
+            writer = self.writers.pop(name, None) or pq.ParquetWriter(
+                self._path(name, self.part), schema.with_metadata(self.metadata.get(name)))
             writer.close()  # a part with no row of a table still gets its (empty) file
 
     def write(self, part: int, tables: dict[str, pd.DataFrame | pa.Table]) -> None:
@@ -109,9 +112,11 @@ class TableWriter:
             schema = SCHEMAS[name]
             table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, schema=schema,
                                                                                   preserve_index=False)
+            self.metadata.setdefault(name, table.schema.metadata)
             if name not in self.writers:
-                self.writers[name] = pq.ParquetWriter(self._path(name, part), schema)
-            self.writers[name].write_table(table.replace_schema_metadata(None), row_group_size=ROW_GROUP_ROWS)
+                self.writers[name] = pq.ParquetWriter(self._path(name, part),
+                                                      schema.with_metadata(self.metadata[name]))
+            self.writers[name].write_table(table, row_group_size=ROW_GROUP_ROWS)
 
     def close(self) -> None:
         last = 0 if self.parts is None else self.parts - 1
