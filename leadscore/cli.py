@@ -58,15 +58,23 @@ def generate(
         typer.Option(help="default, or regime-shift: the last months convert several-fold more, come from "
                      "accounts larger than any before, and one activity type changes meaning."),
     ] = "default",
+    partitions: Annotated[
+        int | None,
+        typer.Option(min=1, help="Write <table>/part-NNNNN.parquet files in N parts, each holding whole accounts "
+                     "with all their leads' rows (default: one <table>.parquet per table up to 100,000 leads, "
+                     "above that one part per 100,000 leads). The rows are the same for any N."),
+    ] = None,
 ) -> None:
-    """Write a realistic generated B2B CRM history, with the ground truth it knows."""
+    """Write a realistic generated B2B CRM history, with the ground truth it knows.
+
+    Streamed block by block, so memory stays bounded (about 1-2 GB) whatever ``--leads``."""
     from leadscore.generate import generate_crm
     from leadscore.scenarios import SCENARIOS
 
     if scenario not in SCENARIOS:
         raise typer.BadParameter(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}", param_hint="--scenario")
     summary = generate_crm(out, n_leads=leads, months=months, seed=seed, settings=settings_from(ctx), end=end,
-                           scenario=SCENARIOS[scenario])
+                           scenario=SCENARIOS[scenario], partitions=partitions)
     table = Table(title=f"Generated CRM in {out}")
     table.add_column("what")
     table.add_column("value", justify="right")

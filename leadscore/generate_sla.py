@@ -17,7 +17,9 @@ leads back, and whether speed matters. The generator plays that on top of the la
 * disqualifications carry a reason (low-fit leads more often ``wrong_persona``), MQLs recycled after
   ``recycle_after_days`` are ``returned_not_ready`` or ``returned_bad_timing``.
 
-All draws come from their own random stream, so the lead-side history (accounts, leads, the lead's own
+Each block of leads (:mod:`leadscore.generate_block`) has its own team of these reps, its capacity sized
+to the block, so a large CRM is many teams as loaded as a small one's. All draws come from their own
+random stream, so the lead-side history (accounts, leads, the lead's own
 activities, the latent states and the ground truth) is exactly what the generator drew before the
 sales floor existed.
 """
@@ -80,8 +82,9 @@ class SalesFloor:
     h_attempts: list[int] = field(default_factory=list)
 
     @classmethod
-    def draw(cls, seed: int, n: int, n_days: int, fit: np.ndarray, mql_share: float) -> SalesFloor:
-        rng = np.random.default_rng([seed, SLA_STREAM])
+    def draw(cls, rng: np.random.Generator, n: int, n_days: int, fit: np.ndarray, mql_share: float) -> SalesFloor:
+        """The team of one block of leads (``rng``: the block's sales-floor stream); its capacity is sized
+        to the block, so every block's team is as loaded as the whole company's was."""
         shares = np.array([r[2] for r in REPS])
         weekly = max(mql_share * n / max(n_days / 7, 1.0), 1.0)
         return cls(rng=rng, rep=rng.choice(len(REPS), size=n, p=shares / shares.sum()),
@@ -176,39 +179,46 @@ class SalesFloor:
                 kind.append("meeting_held")
         return np.array(lead, dtype=np.int64), np.array(sec, dtype=np.int64), np.array(kind, dtype=object)
 
-    def truth(self, bands_hours: list[float], acceptance_days: int, horizon_sec: int) -> dict[str, object]:
-        """The effect as the review measures it: per delay band, the expected acceptance rate of the
-        matured, touched hand-overs (would-be SQLs within ``acceptance_days`` × the multiplier of their delay)."""
-        mql = np.array(self.h_mql_sec, dtype=np.int64)
-        hours = (np.array(self.h_touch_sec, dtype=np.int64) - mql) / 3600
-        sql = np.array(self.h_sql_sec, dtype=np.int64)
-        end = np.array(self.h_end_sec, dtype=np.int64)
-        touch = np.array(self.h_touch_sec, dtype=np.int64)
-        would_in = np.array(self.h_would) & (end - mql <= acceptance_days * SECONDS_PER_DAY)
-        # what the review can see: hand-overs touched before they ended (a lead disqualified before the
-        # rep got to it has no follow-up delay), matured over the acceptance window
-        touched = touch < np.where(end >= 0, end, horizon_sec)
-        matured = (mql + acceptance_days * SECONDS_PER_DAY <= horizon_sec) & touched
-        band = np.searchsorted(np.asarray(bands_hours, dtype=float), hours, side="right")
-        expected = would_in * follow_up_multiplier(hours)
-        rows = []
-        for b in range(len(bands_hours) + 1):
-            m = matured & (band == b)
-            rows.append({"handovers": int(m.sum()), "expected_acceptance": float(expected[m].mean()) if m.any()
-                         else None, "realised_acceptance": float(((sql >= 0) & would_in)[m].mean()) if m.any()
-                         else None})
-        return {"multiplier": f"{EFFECT_FLOOR} + {1 - EFFECT_FLOOR:g}*exp(-hours/{EFFECT_HOURS:g})",
-                "bands_hours": list(bands_hours), "acceptance_days": acceptance_days, "by_band": rows,
-                "reps": {r[0]: {"median_hours": r[1]} for r in REPS},
-                "owner_teams": {r[0]: rep_team(r[0]) for r in REPS}}
+    def handovers(self) -> dict[str, np.ndarray]:
+        """Every hand-over as arrays (what :func:`sla_truth` needs), so blocks can be pooled."""
+        return {"mql_sec": np.array(self.h_mql_sec, dtype=np.int64), "touch_sec": np.array(self.h_touch_sec, dtype=np.int64),
+                "sql_sec": np.array(self.h_sql_sec, dtype=np.int64), "end_sec": np.array(self.h_end_sec, dtype=np.int64),
+                "would": np.array(self.h_would, dtype=bool)}
+
+
+def sla_truth(h: dict[str, np.ndarray], bands_hours: list[float], acceptance_days: int, horizon_sec: int) -> dict[str, object]:
+    """The effect as the review measures it: per delay band, the expected acceptance rate of the
+    matured, touched hand-overs (would-be SQLs within ``acceptance_days`` × the multiplier of their delay).
+    ``h``: :meth:`SalesFloor.handovers`, pooled over every block."""
+    mql, touch, sql, end = h["mql_sec"], h["touch_sec"], h["sql_sec"], h["end_sec"]
+    hours = (touch - mql) / 3600
+    would_in = h["would"] & (end - mql <= acceptance_days * SECONDS_PER_DAY)
+    # what the review can see: hand-overs touched before they ended (a lead disqualified before the
+    # rep got to it has no follow-up delay), matured over the acceptance window
+    touched = touch < np.where(end >= 0, end, horizon_sec)
+    matured = (mql + acceptance_days * SECONDS_PER_DAY <= horizon_sec) & touched
+    band = np.searchsorted(np.asarray(bands_hours, dtype=float), hours, side="right")
+    expected = would_in * follow_up_multiplier(hours)
+    rows = []
+    for b in range(len(bands_hours) + 1):
+        m = matured & (band == b)
+        rows.append({"handovers": int(m.sum()), "expected_acceptance": float(expected[m].mean()) if m.any()
+                     else None, "realised_acceptance": float(((sql >= 0) & would_in)[m].mean()) if m.any()
+                     else None})
+    return {"multiplier": f"{EFFECT_FLOOR} + {1 - EFFECT_FLOOR:g}*exp(-hours/{EFFECT_HOURS:g})",
+            "bands_hours": list(bands_hours), "acceptance_days": acceptance_days, "by_band": rows,
+            "reps": {r[0]: {"median_hours": r[1]} for r in REPS},
+            "owner_teams": {r[0]: rep_team(r[0]) for r in REPS}}
 
 
 def activity_table(
     start: pd.Timestamp, lead_ids: np.ndarray, type_names: list[str], sales_names: list[str],
     lead_side: tuple[np.ndarray, np.ndarray, np.ndarray], touches: tuple[np.ndarray, np.ndarray, np.ndarray],
+    first_ids: tuple[int, int] = (0, 0),
 ) -> pd.DataFrame:
     """The lead's own activities (``A…``, actor ``lead``) then the reps' touches (``S…``, actor ``sales``),
-    as categoricals (millions of rows stay small in memory)."""
+    as categoricals (millions of rows stay small in memory). ``first_ids``: the numbers the block's first
+    ``A…`` and ``S…`` ids carry (ids run on across blocks)."""
     a_lead, a_sec, a_type = lead_side
     t_lead, t_sec, t_kind = touches
     cats = list(type_names) + list(sales_names)
@@ -216,8 +226,8 @@ def activity_table(
     types = np.concatenate([a_type.astype(np.int16), t_type])
     props = np.array([PROPERTIES.get(t, "{}") for t in cats])
     seconds = np.concatenate([a_sec, t_sec]).astype(np.int64)
-    ids = np.concatenate([np.char.add("A", np.arange(len(a_lead)).astype(str)),
-                          np.char.add("S", np.arange(len(t_lead)).astype(str))])
+    ids = np.concatenate([np.char.add("A", np.arange(first_ids[0], first_ids[0] + len(a_lead)).astype(str)),
+                          np.char.add("S", np.arange(first_ids[1], first_ids[1] + len(t_lead)).astype(str))])
     return pd.DataFrame({
         "activity_id": ids.astype(object),
         "lead_id": pd.Categorical.from_codes(np.concatenate([a_lead, t_lead]).astype(np.int64), categories=lead_ids),

@@ -7,13 +7,15 @@ the state and the lead, so P(SQL within H days | state today) follows by dynamic
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from leadscore.config import Settings
 from leadscore.generate_world import SECONDS_PER_DAY, TRANSITIONS
+
+TRUTH_SCHEMA = pa.schema([("lead_id", pa.string()), ("day", pa.timestamp("us", tz="UTC")),
+                          ("p_sql_30d", pa.float32()), ("p_opp_90d", pa.float32())])
 
 
 def exact_truth(
@@ -69,8 +71,7 @@ def exact_truth_shifted(
     return v30, p_opp * q_opp[None, :, None].astype(np.float32)
 
 
-def write_truth(
-    path: Path,
+def truth_table(
     start_ts: pd.Timestamp,
     lead_ids: np.ndarray,
     state: np.ndarray,
@@ -79,8 +80,8 @@ def write_truth(
     p_sql: np.ndarray,
     p_opp: np.ndarray,
     shift_day: int,
-) -> None:
-    """``ground_truth.parquet``: one row per lead and open day, written block by block so memory stays flat.
+) -> pa.Table:
+    """One block's ``ground_truth`` rows: one per lead and open day (``truth_len`` days from creation).
 
     ``p_sql``/``p_opp`` are lead × state, or (from :func:`exact_truth_shifted`) per number of
     unshifted horizon days × lead × state, that number being ``shift_day - day`` clipped to the horizon.
@@ -91,26 +92,12 @@ def write_truth(
             return p[lead, st]
         return p[np.clip(shift_day - day, 0, len(p) - 1), lead, st]
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema([("lead_id", pa.string()), ("day", pa.timestamp("us", tz="UTC")),
-                        ("p_sql_30d", pa.float32()), ("p_opp_90d", pa.float32())])
-    day0_us = start_ts.value // 1000
-    with pq.ParquetWriter(path, schema) as writer:
-        for first in range(0, len(lead_ids), 16384):
-            b = slice(first, min(first + 16384, len(lead_ids)))
-            lens = truth_len[b]
-            if lens.sum() == 0:
-                continue
-            lead = np.repeat(np.arange(b.start, b.stop), lens)
-            day = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(created_day[b], lens)
-            st = state[lead, day].astype(np.intp)
-            writer.write_table(pa.table({
-                "lead_id": pa.array(lead_ids[lead]),
-                "day": pa.array(day0_us + day.astype(np.int64) * SECONDS_PER_DAY * 1_000_000, pa.timestamp("us", tz="UTC")),
-                "p_sql_30d": pa.array(at(p_sql, lead, day, st).astype(np.float32)),
-                "p_opp_90d": pa.array(at(p_opp, lead, day, st).astype(np.float32)),
-            }, schema=schema))
-
-
+    lead = np.repeat(np.arange(len(lead_ids)), truth_len)
+    day = np.arange(len(lead)) - np.repeat(np.cumsum(truth_len) - truth_len, truth_len) + np.repeat(created_day, truth_len)
+    st = state[lead, day].astype(np.intp)
+    return pa.table({
+        "lead_id": pa.array(lead_ids[lead]),
+        "day": pa.array(start_ts.value // 1000 + day.astype(np.int64) * SECONDS_PER_DAY * 1_000_000, TRUTH_SCHEMA.field("day").type),
+        "p_sql_30d": pa.array(at(p_sql, lead, day, st).astype(np.float32)),
+        "p_opp_90d": pa.array(at(p_opp, lead, day, st).astype(np.float32)),
+    }, schema=TRUTH_SCHEMA)

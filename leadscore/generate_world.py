@@ -128,11 +128,12 @@ def pick(rng: np.random.Generator, table: dict[str, tuple[float, object]], n: in
     return names[idx], idx
 
 
-def company_names(rng: np.random.Generator, n: int) -> np.ndarray:
+def company_names(rng: np.random.Generator, n: int, first: int = 0) -> np.ndarray:
+    """``n`` company names, numbered from ``first`` (the account's number in the whole CRM: names stay unique)."""
     parts = rng.integers(0, len(SYLLABLES), size=(n, 3))
     syl = np.array(SYLLABLES)
     base = np.char.add(np.char.add(syl[parts[:, 0]], syl[parts[:, 1]]), syl[parts[:, 2]])
-    return np.char.add(np.char.capitalize(base), np.char.mod(" %d", np.arange(n)))
+    return np.char.add(np.char.capitalize(base), np.char.mod(" %d", np.arange(first, first + n)))
 
 
 def job_titles(rng: np.random.Generator, seniority: np.ndarray, department: np.ndarray, lang: np.ndarray) -> np.ndarray:

@@ -1,5 +1,8 @@
 """Read and validate CRM history: five tables from a directory of Parquet or CSV files, or a SQL database.
 
+A directory holds ``<table>.parquet`` (or ``.csv``) per table, or the generator's partitioned layout
+(``<table>/part-00000.parquet ...``), read here in part order into one frame.
+
 A source is a directory or a SQLAlchemy URL (``postgresql+psycopg://.../crm``, ``sqlite:///crm.db``)
 whose tables carry the five names: a CRM replica can be scored without exporting it first.
 
@@ -94,10 +97,24 @@ def empty_table(spec: TableSpec) -> pd.DataFrame:
     return _canonical(pd.DataFrame({c: pd.Series([], dtype="str") for c in spec.columns}), spec)
 
 
+def read_parquet_table(directory: Path, name: str) -> pd.DataFrame | None:
+    """``<name>.parquet``, or the partitioned layout's ``<name>/part-*.parquet`` concatenated in part order
+    (:mod:`leadscore.generate`); ``None`` when neither exists."""
+    parts = sorted((directory / name).glob("part-*.parquet")) if (directory / name).is_dir() else []
+    if parts:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        return pa.concat_tables([pq.read_table(p) for p in parts]).to_pandas()
+    path = directory / f"{name}.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
 def _read_raw(directory: Path, name: str) -> pd.DataFrame | None:
-    parquet, csv = directory / f"{name}.parquet", directory / f"{name}.csv"
-    if parquet.exists():
-        return pd.read_parquet(parquet)
+    parquet = read_parquet_table(directory, name)
+    if parquet is not None:
+        return parquet
+    csv = directory / f"{name}.csv"
     if csv.exists():
         # Everything as text: a bad cell must become a rejected row, not a failed read.
         return pd.read_csv(csv, dtype=str, keep_default_na=False, na_values=[""])

@@ -121,7 +121,8 @@ LEAD_SIDE_DIGESTS = {
     "activities": "e3326653f6a7bd33",
     "leads": "cba1b6f01a53359b",
 }
-#: the whole default history with the sales floor (recorded when it was added)
+#: the whole default history with the sales floor (recorded when it was added). Both still hold since the
+#: generator draws in blocks: a CRM of at most ``BLOCK_LEADS`` leads is block 0, whose streams are the old ones.
 DEFAULT_DIGESTS = {
     "accounts": "50beb3b6018f2e6d",
     "activities": "63f29c37aad89152",
@@ -217,3 +218,92 @@ def test_regime_shift_moves_an_account_signal_out_of_range_and_an_activity_chang
     lift_pre = pre.loc[pre["type"] == changed, "p_sql_30d"].mean() / pre["p_sql_30d"].mean()
     lift_post = post.loc[post["type"] == changed, "p_sql_30d"].mean() / post["p_sql_30d"].mean()
     assert lift_pre >= 1.3 and lift_post <= 0.7, (lift_pre, lift_post)
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Path:
+    """One small history (2,000 leads in blocks of 300: 7 blocks) in the files layout and in 1, 3 and 7 parts."""
+    root = tmp_path_factory.mktemp("layouts")
+    for parts in (None, 1, 3, 7):
+        generate_crm(root / f"p{parts}", n_leads=2000, months=6, seed=5, settings=settings, partitions=parts,
+                     block_leads=300)
+    return root
+
+
+def test_any_partitioning_holds_the_same_rows_in_the_same_order(layouts: Path) -> None:
+    from leadscore.generate import SCHEMAS
+    from leadscore.history import read_parquet_table
+
+    assert not (layouts / "pNone" / "leads").exists() and (layouts / "pNone" / "leads.parquet").exists()
+    for name in SCHEMAS:
+        files = read_parquet_table(layouts / "pNone", name)
+        assert files is not None and len(files) > 0
+        for parts in (1, 3, 7):
+            assert sorted(p.name for p in (layouts / f"p{parts}" / name).iterdir()) == [
+                f"part-{k:05d}.parquet" for k in range(parts)]
+            pd.testing.assert_frame_equal(read_parquet_table(layouts / f"p{parts}", name), files)
+    files_manifest = json.loads((layouts / "pNone" / "manifest.json").read_text())
+    manifest = json.loads((layouts / "p3" / "manifest.json").read_text())
+    assert "partitioning" not in files_manifest
+    assert manifest["partitioning"] == {"by": "account", "parts": 3, "blocks": 7, "block_leads": 300,
+                                        "part_blocks": [[0, 3], [3, 5], [5, 7]]}
+    assert manifest["realised"] == files_manifest["realised"] and manifest["sla"] == files_manifest["sla"]
+
+
+def test_each_part_holds_whole_accounts_with_all_their_leads_rows(layouts: Path) -> None:
+    directory = layouts / "p7"
+    manifest = json.loads((directory / "manifest.json").read_text())["partitioning"]
+    seen_leads: set[str] = set()
+    for k in range(7):
+        part = {name: pd.read_parquet(directory / name / f"part-{k:05d}.parquet")
+                for name in ("accounts", "leads", "activities", "stage_changes", "opportunities", "ground_truth")}
+        accounts, leads = set(part["accounts"]["account_id"]), set(part["leads"]["lead_id"])
+        assert set(part["leads"]["account_id"].dropna()) <= accounts
+        assert set(part["opportunities"]["account_id"].dropna()) <= accounts
+        for name in ("activities", "stage_changes", "opportunities", "ground_truth"):
+            assert set(part[name]["lead_id"].astype(str)) <= leads, (k, name)
+        # a lead (with an account or without) sits in the block its number falls in
+        first, end = manifest["part_blocks"][k]
+        numbers = part["leads"]["lead_id"].str[1:].astype(int)
+        assert numbers.between(first * 300, end * 300 - 1).all() and len(numbers) == min(end * 300, 2000) - first * 300
+        assert part["leads"]["account_id"].isna().any() and part["leads"]["account_id"].notna().any()
+        assert not leads & seen_leads
+        seen_leads |= leads
+    assert len(seen_leads) == 2000
+
+
+def test_partitioned_history_loads_and_validates_like_the_files(layouts: Path, settings: Settings) -> None:
+    files, _ = load_history(layouts / "pNone", settings, write_rejected=False)
+    parts, report = load_history(layouts / "p3", settings, write_rejected=False)
+    assert report.usable and all(t.rejected_rows == 0 for t in report.tables.values()), report.to_dict()
+    for name in ("accounts", "leads", "activities", "stage_changes", "opportunities"):
+        pd.testing.assert_frame_equal(parts.table(name), files.table(name))
+    assert parts.cutoff == files.cutoff
+
+
+def test_many_blocks_keep_the_funnel_calibrated(tmp_path: Path, settings: Settings) -> None:
+    """Blocks after the first reuse the constants solved on block 0: the whole CRM still hits the funnel."""
+    summary = generate_crm(tmp_path / "crm", n_leads=12_000, months=6, seed=2, settings=settings, block_leads=3000)
+    manifest = json.loads((tmp_path / "crm" / "manifest.json").read_text())
+    assert manifest["generator"]["block_leads"] == 3000 and set(manifest["calibration"]) >= {"sql_offset", "kappa"}
+    assert summary["leads"] == 12_000 and summary["accounts"] == 4 * round(settings.generator.accounts_per_lead * 3000)
+    for key in ("lead_to_mql", "mql_to_sql", "sql_to_opportunity", "opportunity_to_won"):
+        target = getattr(settings.generator, key)
+        assert abs(float(summary[key]) - target) <= 0.2 * target, (key, summary[key], target)  # type: ignore[arg-type]
+    ids = pd.read_parquet(tmp_path / "crm" / "activities.parquet", columns=["activity_id"])["activity_id"]
+    accounts = pd.read_parquet(tmp_path / "crm" / "accounts.parquet")
+    assert ids.is_unique and accounts["account_id"].is_unique and accounts["name"].is_unique
+
+
+def test_generate_cli_writes_the_parts_asked_for(tmp_path: Path) -> None:
+    out = tmp_path / "crm"
+    result = CliRunner().invoke(app, ["generate", "--out", str(out), "--leads", "300", "--months", "3", "--seed", "2",
+                                      "--partitions", "2"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["partitioning"]["parts"] == 2
+    assert sorted(p.name for p in (out / "activities").iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    result = CliRunner().invoke(app, ["validate", str(out)])
+    assert result.exit_code == 0, result.output
+    # regenerating in the files layout replaces the parts (two layouts never mix in one directory)
+    assert CliRunner().invoke(app, ["generate", "--out", str(out), "--leads", "300", "--months", "3"]).exit_code == 0
+    assert not (out / "activities").exists() and (out / "activities.parquet").exists()

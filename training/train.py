@@ -348,8 +348,8 @@ def train(
     configure_openmp()
     from leadscore.features.build import build_dataset
     from leadscore.features.schema import feature_schema, schema_hash
-    from leadscore.history import is_database_url, load_history
-    from leadscore.training.account_calibration import AccountMoments, training_moments
+    from leadscore.history import is_database_url, load_history, read_parquet_table
+    from leadscore.training.account_calibration import training_moments
 
     if client is not None:  # the moments built part by part on the cluster, rows sorted by lead and time
         from leadscore.features.dask_engine import build_frame_dask
@@ -372,10 +372,8 @@ def train(
         cutoff_ts = history.cutoff
         account_moments = training_moments(history, dataset, settings)
         del history  # from here on only the moments are needed; free the tables before boosting
-    truth = None
-    truth_path = None if is_database_url(crm_dir) else Path(crm_dir) / GROUND_TRUTH_FILE
-    if truth_path is not None and truth_path.exists():
-        truth = pd.read_parquet(truth_path)
+    # ground_truth.parquet, or ground_truth/part-*.parquet in a partitioned generated CRM
+    truth = None if is_database_url(crm_dir) else read_parquet_table(Path(crm_dir), Path(GROUND_TRUTH_FILE).stem)
     return train_from_dataset(
         dataset, feature_schema(settings), settings, cutoff_ts, schema_hash=schema_hash(settings),
         truth=truth, trials=trials, timeout=timeout, progress=progress, out_dir=out_dir,
