@@ -34,7 +34,7 @@ from leadscore.features.arrays import (
 )
 from leadscore.features.driver import driver, kernel_params
 from leadscore.features.fit import fit_row, fit_rules
-from leadscore.features.kernel import DAY_US, FAR, group_sort
+from leadscore.features.kernel import DAY_US, FAR, group_sort, is_sorted_by
 from leadscore.features.plan import Plan, plan, rule_scores
 from leadscore.features.registry import KernelInputs, registry
 from leadscore.features.schema import FIT_CATEGORICAL, FIT_NUMERIC
@@ -233,14 +233,21 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         idx = np.flatnonzero(known)
         a_lead, a_type, a_t, a_ids = a_lead[idx], a_type[idx], a_t[idx], a_ids[idx]
     # (lead, time, type) order; time*K + type is exact in int64 for any real date
-    order, act_ptr = group_sort(a_lead, a_t * len(type_lookup) + a_type, n_leads)
     in_lead, in_type, in_t = a_lead, a_type, a_t  # input order, for the account arrays below
-    a_lead, a_type, a_t = a_lead[order], a_type[order], a_t[order]
-    keep = np.ones(len(order), dtype=bool) if surely_distinct(a_ids) else first_occurrence(a_ids[order])
+    sort_key = a_t * len(type_lookup) + a_type
+    order: np.ndarray | None = None  # None: the input is in that order already (no sort, no gathers)
+    if is_sorted_by(a_lead, sort_key):
+        act_ptr = csr_offsets(a_lead, n_leads)
+    else:
+        order, act_ptr = group_sort(a_lead, sort_key, n_leads)
+        a_lead, a_type, a_t = a_lead[order], a_type[order], a_t[order]
+    del sort_key
+    keep = (np.ones(len(a_lead), dtype=bool) if surely_distinct(a_ids)
+            else first_occurrence(a_ids if order is None else a_ids[order]))
     if not keep.all():
         a_lead, a_type, a_t = a_lead[keep], a_type[keep], a_t[keep]
         act_ptr = csr_offsets(a_lead, n_leads)
-        kept = np.sort(order[keep])
+        kept = np.flatnonzero(keep) if order is None else np.sort(order[keep])
         in_lead, in_type, in_t = in_lead[kept], in_type[kept], in_t[kept]
     act_k = a_type.astype(np.int32)
 

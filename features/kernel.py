@@ -50,6 +50,19 @@ def hash_strings(offsets: np.ndarray, data: np.ndarray, out: np.ndarray) -> None
 
 
 @njit(cache=True)
+def is_sorted_by(group: np.ndarray, key: np.ndarray) -> bool:
+    """True when rows are already ordered by (group, key): :func:`group_sort` would return the identity.
+
+    One sequential pass; CRM exports grouped by lead (and the event store's replays) skip the sort
+    and the gathers behind it.
+    """
+    for i in range(1, group.shape[0]):
+        if group[i] < group[i - 1] or (group[i] == group[i - 1] and key[i] < key[i - 1]):
+            return False
+    return True
+
+
+@njit(cache=True)
 def group_sort(group: np.ndarray, key: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Order rows by (group, key), stable; returns (order, CSR pointers over groups).
 
