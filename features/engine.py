@@ -34,7 +34,7 @@ from leadscore.features.arrays import (
 )
 from leadscore.features.driver import driver, kernel_params
 from leadscore.features.fit import fit_row, fit_rules
-from leadscore.features.kernel import DAY_US, FAR, group_sort, is_sorted_by
+from leadscore.features.kernel import DAY_US, FAR, account_times, group_sort, is_sorted_by
 from leadscore.features.plan import Plan, plan, rule_scores
 from leadscore.features.registry import KernelInputs, registry
 from leadscore.features.schema import FIT_CATEGORICAL, FIT_NUMERIC
@@ -295,14 +295,7 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     # kept rows in *input* order, so that time-ordered input (the usual export, the online cache) is
     # already sorted within each account; the lead-major order above would need a full sort. Only the
     # sorted times are kept, so the values are the same whichever order the rows arrive in.
-    high = st.high
-    x_acc = lead_acc[in_lead]
-    in_acc = x_acc >= 0
-    x_acc, x_t, x_hi = x_acc[in_acc], in_t[in_acc], high[in_type[in_acc]]
-    order, acca_ptr = group_sort(x_acc, x_t, n_acc)
-    acca_t = x_t[order]
-    hi_idx = order[x_hi[order]]
-    acch_ptr, acch_t = csr_offsets(x_acc[hi_idx], n_acc), x_t[hi_idx]
+    acca_ptr, acca_t, acch_ptr, acch_t = account_times(in_lead, lead_acc, in_t, in_type, st.high, n_acc)
 
     inputs = KernelInputs(
         act_ptr=act_ptr, act_t=a_t, act_k=act_k, act_day=a_t // DAY_US, stg_ptr=stg_ptr, stg_t=s_t,
@@ -335,7 +328,7 @@ def moment_codes(prep: Prepared, moments: pd.DataFrame) -> tuple[np.ndarray, np.
     return m_lead, m_t
 
 
-def _take_str(values: np.ndarray, idx: np.ndarray) -> pd.Series:
+def take_str(values: np.ndarray, idx: np.ndarray) -> pd.Series:
     """``values[idx]`` as a pandas ``str`` Series (NaN where idx < 0 or the value is missing).
 
     Gathering through pyarrow avoids materialising a million Python strings (~20x faster).
@@ -351,18 +344,18 @@ def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray
     """``lead_id``, ``as_of``, every feature and ``rule_score`` as columns (numpy or ``str`` Series)."""
     out = run(prep, m_lead, m_t, parallel=True)
     data: dict[str, Any] = {
-        "lead_id": _take_str(prep.leads.values, m_lead),
+        "lead_id": take_str(prep.leads.values, m_lead),
         "as_of": pd.Series(pd.to_datetime(m_t, unit="us", utc=True)).astype("datetime64[us, UTC]"),
     }
     for spec, (kind, i) in zip(p.schema, p.sources, strict=True):
         if kind == "cat":
             codes, uniques = pd.factorize(prep.fit_cat[i], use_na_sentinel=True)
-            data[spec.name] = _take_str(np.asarray(uniques, dtype=object), codes[m_lead])
+            data[spec.name] = take_str(np.asarray(uniques, dtype=object), codes[m_lead])
         elif kind == "num":
             data[spec.name] = prep.fit_num[i][m_lead]
         elif kind == "code":
             cats = np.array(p.categories[spec.name], dtype=object)
-            data[spec.name] = _take_str(cats, out[i].astype(np.int64))
+            data[spec.name] = take_str(cats, out[i].astype(np.int64))
         else:
             data[spec.name] = out[i]
     data["rule_score"] = rule_scores(p, p.rule_points(out), data.__getitem__)
