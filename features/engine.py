@@ -12,6 +12,7 @@ that order (the earliest copy), so shuffled or replayed input gives the same fea
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------------------------------
 # preparation
 # --------------------------------------------------------------------------------------------------
+
+#: from this many leads, the fit block runs on a second thread beside the activity arrays
+_OVERLAP_MIN = 20_000
 
 
 @dataclass
@@ -210,7 +214,17 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     n_acc = len(ak)
     lead_acc = (ak.codes(column(leads, "account_id")) if "account_id" in leads.columns and n_acc
                 else np.full(n_leads, -1, dtype=np.int64))
-    fit_cat, fit_num = _fit_block(leads, accounts, lead_acc, settings, only)
+    # The fit block is Python (one fit_row per lead) and everything below until the kernel arrays are
+    # built is numba, numpy and Arrow code that releases the GIL: a big history runs them side by side.
+    fit_later: Future[tuple[list[np.ndarray], list[np.ndarray]]] | None = None
+    if only is None and n_leads >= _OVERLAP_MIN:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="leadscore-fit")
+        fit_later = pool.submit(_fit_block, leads, accounts, lead_acc, settings, None)
+        pool.shutdown(wait=False)  # the thread ends with its one task
+        fit_cat: list[np.ndarray] = []
+        fit_num: list[np.ndarray] = []
+    else:
+        fit_cat, fit_num = _fit_block(leads, accounts, lead_acc, settings, only)
 
     # ---- activities ------------------------------------------------------------------------------
     type_lookup, other = st.type_lookup, st.other
@@ -303,6 +317,8 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         acco_ptr=acco_ptr, acco_created=acco_created, acco_closed=acco_closed, acca_ptr=acca_ptr, acca_t=acca_t,
         acch_ptr=acch_ptr, acch_t=acch_t,
     )
+    if fit_later is not None:
+        fit_cat, fit_num = fit_later.result()
     return Prepared(lk, fit_cat, fit_num, inputs, st.kernel, st.params, st.width)
 
 

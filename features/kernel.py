@@ -35,7 +35,7 @@ def upper(a: np.ndarray, lo: int, hi: int, v: int) -> int:
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def hash_strings(offsets: np.ndarray, data: np.ndarray, out: np.ndarray) -> None:
     """64-bit FNV-1a of each string of an Arrow string buffer (``offsets`` has len(out) + 1 entries).
 
@@ -49,7 +49,7 @@ def hash_strings(offsets: np.ndarray, data: np.ndarray, out: np.ndarray) -> None
         out[i] = h
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def is_sorted_by(group: np.ndarray, key: np.ndarray) -> bool:
     """True when rows are already ordered by (group, key): :func:`group_sort` would return the identity.
 
@@ -62,7 +62,7 @@ def is_sorted_by(group: np.ndarray, key: np.ndarray) -> bool:
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def group_sort(group: np.ndarray, key: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Order rows by (group, key), stable; returns (order, CSR pointers over groups).
 
@@ -106,7 +106,7 @@ def group_sort(group: np.ndarray, key: np.ndarray, n_groups: int) -> tuple[np.nd
     return order, ptr
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def account_times(lead: np.ndarray, lead_acc: np.ndarray, t: np.ndarray, k: np.ndarray, high: np.ndarray,
                   n_acc: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per account, the sorted times of all its rows and of its high-intent rows (CSR: ptr, times).
@@ -145,7 +145,7 @@ def account_times(lead: np.ndarray, lead_acc: np.ndarray, t: np.ndarray, k: np.n
     return ptr, out, hptr, hout
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sort_slices(values: np.ndarray, ptr: np.ndarray) -> None:
     """Sort ``values[ptr[g]:ptr[g+1]]`` in place for every group g: a natural merge sort.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from leadscore.features.kernel import account_times, group_sort, is_sorted_by
 
@@ -40,3 +41,22 @@ def test_account_times_are_each_accounts_sorted_times() -> None:
         for a in range(n_acc):
             assert np.array_equal(out[ptr[a]:ptr[a + 1]], np.sort(t[acc == a]))
             assert np.array_equal(hout[hptr[a]:hptr[a + 1]], np.sort(t[(acc == a) & high[k]]))
+
+
+def test_prepare_on_two_threads_gives_the_same_arrays(settings, monkeypatch) -> None:
+    """The fit block on its own thread (histories of many leads) yields exactly the inline result, and
+    shuffled input (no pre-sorted fast path, accounts' times out of order) the same kernel arrays."""
+    from leadscore.features import engine
+    from leadscore.features.testing import generated_history
+
+    h = generated_history(settings, n_leads=300, months=4, seed=2)
+    inline = engine.prepare(h, settings)
+    monkeypatch.setattr(engine, "_OVERLAP_MIN", 0)
+    threaded = engine.prepare(h, settings)
+    shuffled = engine.prepare(type(h)(**{**vars(h), "activities": h.activities.sample(frac=1.0, random_state=4)
+                                         .reset_index(drop=True)}), settings)
+    for got in (threaded, shuffled):
+        for a, b in zip(inline.fit_cat + inline.fit_num, got.fit_cat + got.fit_num, strict=True):
+            assert pd.Series(a).equals(pd.Series(b))  # object arrays: NaN == NaN here
+        for name, a, b in zip(inline.inputs._fields, inline.inputs, got.inputs, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)
