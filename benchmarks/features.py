@@ -8,7 +8,8 @@ then times, in one process:
   * the full build (index, moments, features + rule score, labels) — goal (issue 3 §9): 100k leads /
     ~10M activities in under 2 minutes on 2 cores, peak memory under 6 GB;
   * the floor: a bare DuckDB group-by count of activities per lead and type over the same in-memory
-    table, and our build time / that floor (goal <= 5x);
+    table, and our build time / that floor (issue 12's goal: <= 5x wall, peak RSS <= 3.3 GB). On a
+    shared machine compare the ratios and ``ratio_cpu``, not seconds;
   * the online path as the service runs it: ``features.online.compute_arrays`` on the lead's kernel
     arrays (``LeadArrays``, what ``serving.lead_read`` reads from the event store; here sliced from the
     prepared sub-history) for a lead with about 200 activities (goal: p50 under 1 ms in-process), plus a
