@@ -72,8 +72,9 @@ def build_dataset(
         state["moments"] = moments_frame(prep, *codes)
 
     def s_features() -> None:
-        m_lead, m_t = state["codes"]  # type: ignore[misc]
-        state["features"] = feature_columns(state["prep"], plan(settings), m_lead, m_t)  # type: ignore[arg-type]
+        prep: Prepared = state["prep"]  # type: ignore[assignment]
+        codes: tuple[np.ndarray, np.ndarray] = state["codes"]  # type: ignore[assignment]
+        state["features"] = feature_columns(prep, plan(settings), *codes)
 
     def s_labels() -> None:
         state["labels"] = make_labels(history, state["moments"], settings, state["prep"])  # type: ignore[arg-type]
