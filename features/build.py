@@ -52,9 +52,9 @@ def build_dataset(
     ``progress`` shows a console progress display (the CLI); ``on_step`` is called with each step's
     name as it starts (for callers with their own display).
     """
-    from leadscore.features.engine import columns_frame, feature_columns, moment_codes, plan, prepare
+    from leadscore.features.engine import Prepared, columns_frame, feature_columns, plan, prepare
     from leadscore.features.labels import make_labels
-    from leadscore.features.moments import training_moments
+    from leadscore.features.moments import moment_arrays, moments_frame
     from leadscore.features.rules import rule_is_mql
     from leadscore.features.schema import feature_schema, schema_hash
 
@@ -67,12 +67,14 @@ def build_dataset(
         state["prep"] = prepare(history, settings)
 
     def s_moments() -> None:
-        state["moments"] = training_moments(history, settings, state["prep"])  # type: ignore[arg-type]
+        prep: Prepared = state["prep"]  # type: ignore[assignment]
+        state["codes"] = codes = moment_arrays(history, settings, prep)
+        state["moments"] = moments_frame(prep, *codes)
 
     def s_features() -> None:
-        prep = state["prep"]
-        m_lead, m_t = moment_codes(prep, state["moments"])  # type: ignore[arg-type]
-        state["features"] = feature_columns(prep, plan(settings), m_lead, m_t)  # type: ignore[arg-type]
+        prep: Prepared = state["prep"]  # type: ignore[assignment]
+        codes: tuple[np.ndarray, np.ndarray] = state["codes"]  # type: ignore[assignment]
+        state["features"] = feature_columns(prep, plan(settings), *codes)
 
     def s_labels() -> None:
         state["labels"] = make_labels(history, state["moments"], settings, state["prep"])  # type: ignore[arg-type]

@@ -113,8 +113,12 @@ def driver(reg: Registry) -> ModuleType:
     digest = hashlib.sha256(text.encode())
     from leadscore.features import kernel as kernel_module
 
-    for module in {kernel_module, *(sys.modules[r.family.kernel.__module__] for r in reg.families
-                                    if r.family.kernel is not None)}:
+    # sorted by name: a set's iteration order follows object ids, so it changes from one process to the
+    # next, and an unordered digest would name a new file (a full recompile) in every process
+    modules = {kernel_module.__name__: kernel_module}
+    modules.update((r.family.kernel.__module__, sys.modules[r.family.kernel.__module__]) for r in reg.families
+                   if r.family.kernel is not None)
+    for _, module in sorted(modules.items()):
         digest.update(inspect.getsource(module).encode())
     name = f"leadscore_kernel_{digest.hexdigest()[:20]}"
     if name in _LOADED:

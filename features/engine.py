@@ -12,6 +12,7 @@ that order (the earliest copy), so shuffled or replayed input gives the same fea
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ from leadscore.features.arrays import (
 )
 from leadscore.features.driver import driver, kernel_params
 from leadscore.features.fit import fit_row, fit_rules
-from leadscore.features.kernel import DAY_US, FAR, group_sort
+from leadscore.features.kernel import DAY_US, FAR, account_times, group_sort, is_sorted_by
 from leadscore.features.plan import Plan, plan, rule_scores
 from leadscore.features.registry import KernelInputs, registry
 from leadscore.features.schema import FIT_CATEGORICAL, FIT_NUMERIC
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------------------------------
 # preparation
 # --------------------------------------------------------------------------------------------------
+
+#: from this many leads, the fit block runs on a second thread beside the activity arrays
+_OVERLAP_MIN = 20_000
 
 
 @dataclass
@@ -210,7 +214,17 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     n_acc = len(ak)
     lead_acc = (ak.codes(column(leads, "account_id")) if "account_id" in leads.columns and n_acc
                 else np.full(n_leads, -1, dtype=np.int64))
-    fit_cat, fit_num = _fit_block(leads, accounts, lead_acc, settings, only)
+    # The fit block is Python (one fit_row per lead) and everything below until the kernel arrays are
+    # built is numba, numpy and Arrow code that releases the GIL: a big history runs them side by side.
+    fit_later: Future[tuple[list[np.ndarray], list[np.ndarray]]] | None = None
+    if only is None and n_leads >= _OVERLAP_MIN:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="leadscore-fit")
+        fit_later = pool.submit(_fit_block, leads, accounts, lead_acc, settings, None)
+        pool.shutdown(wait=False)  # the thread ends with its one task
+        fit_cat: list[np.ndarray] = []
+        fit_num: list[np.ndarray] = []
+    else:
+        fit_cat, fit_num = _fit_block(leads, accounts, lead_acc, settings, only)
 
     # ---- activities ------------------------------------------------------------------------------
     type_lookup, other = st.type_lookup, st.other
@@ -233,14 +247,21 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         idx = np.flatnonzero(known)
         a_lead, a_type, a_t, a_ids = a_lead[idx], a_type[idx], a_t[idx], a_ids[idx]
     # (lead, time, type) order; time*K + type is exact in int64 for any real date
-    order, act_ptr = group_sort(a_lead, a_t * len(type_lookup) + a_type, n_leads)
     in_lead, in_type, in_t = a_lead, a_type, a_t  # input order, for the account arrays below
-    a_lead, a_type, a_t = a_lead[order], a_type[order], a_t[order]
-    keep = np.ones(len(order), dtype=bool) if surely_distinct(a_ids) else first_occurrence(a_ids[order])
+    sort_key = a_t * len(type_lookup) + a_type
+    order: np.ndarray | None = None  # None: the input is in that order already (no sort, no gathers)
+    if is_sorted_by(a_lead, sort_key):
+        act_ptr = csr_offsets(a_lead, n_leads)
+    else:
+        order, act_ptr = group_sort(a_lead, sort_key, n_leads)
+        a_lead, a_type, a_t = a_lead[order], a_type[order], a_t[order]
+    del sort_key
+    keep = (np.ones(len(a_lead), dtype=bool) if surely_distinct(a_ids)
+            else first_occurrence(a_ids if order is None else a_ids[order]))
     if not keep.all():
         a_lead, a_type, a_t = a_lead[keep], a_type[keep], a_t[keep]
         act_ptr = csr_offsets(a_lead, n_leads)
-        kept = np.sort(order[keep])
+        kept = np.flatnonzero(keep) if order is None else np.sort(order[keep])
         in_lead, in_type, in_t = in_lead[kept], in_type[kept], in_t[kept]
     act_k = a_type.astype(np.int32)
 
@@ -288,14 +309,7 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     # kept rows in *input* order, so that time-ordered input (the usual export, the online cache) is
     # already sorted within each account; the lead-major order above would need a full sort. Only the
     # sorted times are kept, so the values are the same whichever order the rows arrive in.
-    high = st.high
-    x_acc = lead_acc[in_lead]
-    in_acc = x_acc >= 0
-    x_acc, x_t, x_hi = x_acc[in_acc], in_t[in_acc], high[in_type[in_acc]]
-    order, acca_ptr = group_sort(x_acc, x_t, n_acc)
-    acca_t = x_t[order]
-    hi_idx = order[x_hi[order]]
-    acch_ptr, acch_t = csr_offsets(x_acc[hi_idx], n_acc), x_t[hi_idx]
+    acca_ptr, acca_t, acch_ptr, acch_t = account_times(in_lead, lead_acc, in_t, in_type, st.high, n_acc)
 
     inputs = KernelInputs(
         act_ptr=act_ptr, act_t=a_t, act_k=act_k, act_day=a_t // DAY_US, stg_ptr=stg_ptr, stg_t=s_t,
@@ -303,6 +317,8 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         acco_ptr=acco_ptr, acco_created=acco_created, acco_closed=acco_closed, acca_ptr=acca_ptr, acca_t=acca_t,
         acch_ptr=acch_ptr, acch_t=acch_t,
     )
+    if fit_later is not None:
+        fit_cat, fit_num = fit_later.result()
     return Prepared(lk, fit_cat, fit_num, inputs, st.kernel, st.params, st.width)
 
 
@@ -328,7 +344,7 @@ def moment_codes(prep: Prepared, moments: pd.DataFrame) -> tuple[np.ndarray, np.
     return m_lead, m_t
 
 
-def _take_str(values: np.ndarray, idx: np.ndarray) -> pd.Series:
+def take_str(values: np.ndarray, idx: np.ndarray) -> pd.Series:
     """``values[idx]`` as a pandas ``str`` Series (NaN where idx < 0 or the value is missing).
 
     Gathering through pyarrow avoids materialising a million Python strings (~20x faster).
@@ -344,18 +360,18 @@ def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray
     """``lead_id``, ``as_of``, every feature and ``rule_score`` as columns (numpy or ``str`` Series)."""
     out = run(prep, m_lead, m_t, parallel=True)
     data: dict[str, Any] = {
-        "lead_id": _take_str(prep.leads.values, m_lead),
+        "lead_id": take_str(prep.leads.values, m_lead),
         "as_of": pd.Series(pd.to_datetime(m_t, unit="us", utc=True)).astype("datetime64[us, UTC]"),
     }
     for spec, (kind, i) in zip(p.schema, p.sources, strict=True):
         if kind == "cat":
             codes, uniques = pd.factorize(prep.fit_cat[i], use_na_sentinel=True)
-            data[spec.name] = _take_str(np.asarray(uniques, dtype=object), codes[m_lead])
+            data[spec.name] = take_str(np.asarray(uniques, dtype=object), codes[m_lead])
         elif kind == "num":
             data[spec.name] = prep.fit_num[i][m_lead]
         elif kind == "code":
             cats = np.array(p.categories[spec.name], dtype=object)
-            data[spec.name] = _take_str(cats, out[i].astype(np.int64))
+            data[spec.name] = take_str(cats, out[i].astype(np.int64))
         else:
             data[spec.name] = out[i]
     data["rule_score"] = rule_scores(p, p.rule_points(out), data.__getitem__)

@@ -35,7 +35,7 @@ def upper(a: np.ndarray, lo: int, hi: int, v: int) -> int:
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def hash_strings(offsets: np.ndarray, data: np.ndarray, out: np.ndarray) -> None:
     """64-bit FNV-1a of each string of an Arrow string buffer (``offsets`` has len(out) + 1 entries).
 
@@ -49,7 +49,20 @@ def hash_strings(offsets: np.ndarray, data: np.ndarray, out: np.ndarray) -> None
         out[i] = h
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
+def is_sorted_by(group: np.ndarray, key: np.ndarray) -> bool:
+    """True when rows are already ordered by (group, key): :func:`group_sort` would return the identity.
+
+    One sequential pass; CRM exports grouped by lead (and the event store's replays) skip the sort
+    and the gathers behind it.
+    """
+    for i in range(1, group.shape[0]):
+        if group[i] < group[i - 1] or (group[i] == group[i - 1] and key[i] < key[i - 1]):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
 def group_sort(group: np.ndarray, key: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Order rows by (group, key), stable; returns (order, CSR pointers over groups).
 
@@ -59,16 +72,23 @@ def group_sort(group: np.ndarray, key: np.ndarray, n_groups: int) -> tuple[np.nd
     """
     n = group.shape[0]
     ptr = np.zeros(n_groups + 1, dtype=np.int64)
+    grouped = True
     for i in range(n):
         ptr[group[i] + 1] += 1
+        if i > 0 and group[i] < group[i - 1]:
+            grouped = False
     for g in range(n_groups):
         ptr[g + 1] += ptr[g]
-    fill = ptr[:-1].copy()
     order = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        g = group[i]
-        order[fill[g]] = i
-        fill[g] += 1
+    if grouped:  # rows already grouped (a lead-major export): the counting sort is the identity
+        for i in range(n):
+            order[i] = i
+    else:
+        fill = ptr[:-1].copy()
+        for i in range(n):
+            g = group[i]
+            order[fill[g]] = i
+            fill[g] += 1
     for g in range(n_groups):
         lo, hi = ptr[g], ptr[g + 1]
         if hi - lo < 2:
@@ -84,3 +104,92 @@ def group_sort(group: np.ndarray, key: np.ndarray, n_groups: int) -> tuple[np.nd
             for j in range(hi - lo):
                 order[lo + j] = idx[sub[j]]
     return order, ptr
+
+
+@njit(cache=True, nogil=True)
+def account_times(lead: np.ndarray, lead_acc: np.ndarray, t: np.ndarray, k: np.ndarray, high: np.ndarray,
+                  n_acc: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per account, the sorted times of all its rows and of its high-intent rows (CSR: ptr, times).
+
+    Row i belongs to lead ``lead[i]``, whose account is ``lead_acc[lead[i]]`` (-1: none, skipped); ``k[i]`` is its type code, ``high[k]`` whether the
+    type is high intent. Only sorted *values* leave this function, so a counting scatter of the times
+    and an unstable sort of each account's slice give exactly what a stable sort of the rows gives,
+    without an index array, its gathers and a sort key read through it.
+    """
+    n = lead.shape[0]
+    ptr = np.zeros(n_acc + 1, dtype=np.int64)
+    hptr = np.zeros(n_acc + 1, dtype=np.int64)
+    for i in range(n):
+        a = lead_acc[lead[i]]
+        if a >= 0:
+            ptr[a + 1] += 1
+            if high[k[i]]:
+                hptr[a + 1] += 1
+    for a in range(n_acc):
+        ptr[a + 1] += ptr[a]
+        hptr[a + 1] += hptr[a]
+    out = np.empty(ptr[n_acc], dtype=np.int64)
+    hout = np.empty(hptr[n_acc], dtype=np.int64)
+    fill = ptr[:-1].copy()
+    hfill = hptr[:-1].copy()
+    for i in range(n):
+        a = lead_acc[lead[i]]
+        if a >= 0:
+            out[fill[a]] = t[i]
+            fill[a] += 1
+            if high[k[i]]:
+                hout[hfill[a]] = t[i]
+                hfill[a] += 1
+    _sort_slices(out, ptr)
+    _sort_slices(hout, hptr)
+    return ptr, out, hptr, hout
+
+
+@njit(cache=True, nogil=True)
+def _sort_slices(values: np.ndarray, ptr: np.ndarray) -> None:
+    """Sort ``values[ptr[g]:ptr[g+1]]`` in place for every group g: a natural merge sort.
+
+    An account's slice is the concatenation of its leads' rows, each lead's already in time order
+    when the input is (a lead-major export), so it is a few sorted runs: merging runs costs a pass or
+    two, where a general sort of the slice costs log2(n) passes. A sorted slice costs one check.
+    """
+    longest = 0
+    for g in range(ptr.shape[0] - 1):
+        longest = max(longest, ptr[g + 1] - ptr[g])
+    buf = np.empty(longest, dtype=values.dtype)
+    bounds = np.empty(longest + 1, dtype=np.int64)
+    for g in range(ptr.shape[0] - 1):
+        lo, hi = ptr[g], ptr[g + 1]
+        n_runs = 1
+        bounds[0] = lo
+        for j in range(lo + 1, hi):
+            if values[j] < values[j - 1]:
+                bounds[n_runs] = j
+                n_runs += 1
+        bounds[n_runs] = hi
+        while n_runs > 1:  # merge runs pairwise until one is left
+            w = 0
+            for r in range(0, n_runs, 2):
+                start = bounds[r]
+                if r + 1 < n_runs:
+                    mid, end = bounds[r + 1], bounds[r + 2]
+                    i, j, o = start, mid, 0
+                    while i < mid and j < end:
+                        if values[j] < values[i]:
+                            buf[o] = values[j]
+                            j += 1
+                        else:
+                            buf[o] = values[i]
+                            i += 1
+                        o += 1
+                    while i < mid:
+                        buf[o] = values[i]
+                        i += 1
+                        o += 1
+                    # the rest of the right run is already in place
+                    for q in range(o):
+                        values[start + q] = buf[q]
+                bounds[w] = start
+                w += 1
+            bounds[w] = hi
+            n_runs = w

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from leadscore.features.engine import prepare
+from leadscore.features.engine import prepare, take_str
 from leadscore.features.kernel import FAR
 from leadscore.features.labels import conversion_events
 
@@ -82,16 +82,30 @@ def first_sql_times(history: CRMHistory, settings: Settings, prep: Prepared) -> 
     return first
 
 
-def training_moments(history: CRMHistory, settings: Settings, prep: Prepared | None = None) -> pd.DataFrame:
-    """``lead_id, as_of`` of the sampled moments, ordered by lead (history order) then time."""
-    prep = prep if prep is not None else prepare(history, settings)
+def moment_arrays(history: CRMHistory, settings: Settings, prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """Lead codes and µs times of the sampled moments (what :func:`training_moments` returns as a frame).
+
+    The batch build hands these straight to the kernel: looking a million lead ids up again would
+    cost more than the sampling.
+    """
     mc = settings.moments
     first = first_sql_times(history, settings, prep)
     lead_hash = pd.util.hash_array(prep.leads.values.astype(object)).astype(np.uint64)
     gap = round(mc.min_gap_hours * 3_600_000_000)
     idx = _sample(prep.act_ptr, prep.act_t, first, lead_hash, gap, int(mc.max_per_lead), int(mc.seed))
     lead_of = np.repeat(np.arange(len(prep.act_ptr) - 1), np.diff(prep.act_ptr))
+    return lead_of[idx], prep.act_t[idx]
+
+
+def moments_frame(prep: Prepared, m_lead: np.ndarray, m_t: np.ndarray) -> pd.DataFrame:
+    """``lead_id, as_of`` of moments given as lead codes of ``prep`` and µs times."""
     return pd.DataFrame({
-        "lead_id": pd.Series(prep.leads.values[lead_of[idx]], dtype="str"),
-        "as_of": pd.Series(pd.to_datetime(prep.act_t[idx], unit="us", utc=True)).astype("datetime64[us, UTC]"),
+        "lead_id": take_str(prep.leads.values, m_lead),
+        "as_of": pd.Series(pd.to_datetime(m_t, unit="us", utc=True)).astype("datetime64[us, UTC]"),
     })
+
+
+def training_moments(history: CRMHistory, settings: Settings, prep: Prepared | None = None) -> pd.DataFrame:
+    """``lead_id, as_of`` of the sampled moments, ordered by lead (history order) then time."""
+    prep = prep if prep is not None else prepare(history, settings)
+    return moments_frame(prep, *moment_arrays(history, settings, prep))
