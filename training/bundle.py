@@ -38,6 +38,7 @@ from typing_extensions import TypedDict
 
 from leadscore.errors import ModelError
 from leadscore.features.config import RulesConfig
+from leadscore.reasons import Attribution
 from leadscore.training.bands import BandCuts, band_labels
 from leadscore.training.calibration import Calibrator
 from leadscore.training.config import ModelKind
@@ -49,6 +50,7 @@ from leadscore.training.stage_policy import StagePolicy
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
+    from leadscore.training.attribution import PathModel
 
 BUNDLE_FILE = "bundle.json"
 FORMAT_VERSION = 2
@@ -150,6 +152,7 @@ class TargetModel:
     linear: LinearModel | None = None
     blend_weight: float | None = None
     _booster: Any = field(default=None, repr=False, compare=False)
+    _paths: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -173,6 +176,15 @@ class TargetModel:
             lgb = import_lightgbm()
             self._booster = lgb.Booster(model_str=self.model_str)
         return self._booster
+
+    def path_model(self, n_features: int) -> PathModel:
+        """The trees compiled for the path attribution (:mod:`training.attribution`), built once."""
+        if self._paths is None:
+            from leadscore.training.attribution import compile_booster  # numba: imported when first used
+
+            assert self.model_str is not None
+            self._paths = compile_booster(self.model_str, n_features)
+        return self._paths  # type: ignore[no-any-return]
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "encodings": self.encodings, "calibrator": self.calibrator.to_dict(),
@@ -225,6 +237,9 @@ class ScoringBundle:
     version: str | None = None
     #: the fit/engagement grid's cut points (:mod:`training.bands`); None in bundles from before it
     bands: BandCuts | None = None
+    #: how the trees' contributions are attributed (``reasons.attribution`` at training; the band cut
+    #: points were fitted on it); bundles from before the choice used TreeSHAP
+    attribution: Attribution = "path"
 
     @property
     def feature_names(self) -> list[str]:
@@ -247,6 +262,7 @@ class ScoringBundle:
             "metrics": self.metrics,
             "info": self.info,
             "bands": None if self.bands is None else self.bands.to_dict(),
+            "attribution": self.attribution,
         }
         (directory / BUNDLE_FILE).write_text(json.dumps(doc, indent=1, default=str))
         for target, model in self.models.items():
@@ -281,7 +297,7 @@ class ScoringBundle:
             rules=RulesConfig.model_validate(doc["rules"]),
             window=None if window is None else _WINDOW.validate_python(window),
             metrics=_METRICS.validate_python(doc.get("metrics") or {}), info=doc.get("info", {}),
-            bands=None if bands is None else BandCuts.from_dict(bands),
+            bands=None if bands is None else BandCuts.from_dict(bands), attribution=doc.get("attribution", "shap"),
         )
 
     # ------------------------------------------------------------------ the one schema check
@@ -340,14 +356,24 @@ class BoundBundle(ScoringBundle):
             out[OUTPUT_COLUMNS[target]] = model.calibrator(self.predict_raw(features, target))
         return pd.DataFrame(out, index=features.index)
 
+    def tree_contributions(self, x: np.ndarray, target: str) -> np.ndarray:
+        """The trees' contributions of encoded rows ``x`` + the bias as the last column, by the bundle's
+        ``attribution``: the path attribution (:mod:`training.attribution`) or LightGBM's TreeSHAP."""
+        m = self.models[target]
+        if self.attribution == "shap":
+            return np.asarray(m.booster.predict(x, pred_contrib=True))
+        paths = m.path_model(len(self.schema))
+        _, contrib = paths.margins(x)
+        return np.column_stack([contrib, np.full(len(contrib), paths.bias)])
+
     def contributions(self, features: pd.DataFrame, target: str = "sql") -> pd.DataFrame:
-        """Per-feature contributions in log-odds of the raw model + ``bias``: LightGBM's SHAP values
-        (``pred_contrib``), the logistic model's exact linear SHAP values, or their blend."""
+        """Per-feature contributions in log-odds of the raw model + ``bias``: the trees' (path attribution
+        or TreeSHAP, :meth:`tree_contributions`), the logistic model's exact linear SHAP values, or their blend."""
         m = self.models[target]
         n = len(self.schema)
         trees = linear = None
         if m.uses_trees:
-            trees = m.booster.predict(self.encode(features, target), pred_contrib=True)
+            trees = self.tree_contributions(self.encode(features, target), target)
         if m.linear is not None and m.kind != "lightgbm":
             c = m.linear.contributions(features)[self.feature_names].to_numpy()
             linear = np.column_stack([c, np.full(len(features), m.linear.offset)])
@@ -362,7 +388,7 @@ class BoundBundle(ScoringBundle):
             with _ROW_LOCK:
                 scorer = self._reasons.get("row")
                 if scorer is None:
-                    scorer = self._reasons["row"] = RowScorer(self.schema, self.models)
+                    scorer = self._reasons["row"] = RowScorer(self.schema, self.models, self.attribution)
         return scorer  # type: ignore[no-any-return]
 
     def _reason_plan(self) -> ReasonPlan:
@@ -409,11 +435,12 @@ class BoundBundle(ScoringBundle):
     def score_row(self, row: Mapping[str, Any],
                   k: int = 3) -> tuple[dict[str, float], dict[str, list[str]], str | None]:
         """:meth:`predict_row`, :meth:`explain`'s reasons and band of one row, reading and encoding it
-        once and running one TreeSHAP (what serving calls per request)."""
+        once and attributing it once (what serving calls per request; a path walk's margin also gives
+        the sql probability)."""
         scorer = self._row()
         enc = scorer.encode(row)
-        probs = {OUTPUT_COLUMNS[t]: p for t, p in scorer.probabilities(enc).items()}
         contrib = scorer.contributions(enc, "sql")
+        probs = {OUTPUT_COLUMNS[t]: p for t, p in scorer.probabilities(enc).items()}
         d = top_reasons(self._reason_plan(), row, contrib, k)
         band = band_labels(contrib, self.schema, self.bands)[0] if self.bands is not None else None
         return probs, {side: [i["text"] for i in items] for side, items in d.items()}, band
