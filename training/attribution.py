@@ -24,6 +24,7 @@ the leaf indices to ``predict(pred_leaf=True)``, NaN and unseen categories inclu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,8 @@ class PathModel:
     leaf_offset: np.ndarray  # int32 per tree: its first global leaf index
     bias: float  # sum over trees of E[tree] (TreeSHAP's expected value)
     n_features: int
+    #: the model's probability is the logistic of its margin (``objective=binary sigmoid:1``)
+    binary_logit: bool = False
 
     def _arrays(self) -> tuple[np.ndarray, ...]:
         return (self.feature, self.threshold, self.decision, self.left, self.right, self.delta_left,
@@ -76,12 +79,24 @@ class PathModel:
         margin = _one(np.ascontiguousarray(x, dtype=np.float64).reshape(-1), contrib, _NO_LEAVES, *self._arrays())
         return float(margin), contrib
 
+    def probabilities(self, margin: np.ndarray) -> np.ndarray:
+        """``Booster.predict``'s probability from margins: the logistic, per element through ``math.exp``
+        as the one-row path (:func:`logistic`) computes it, so batch and service agree to the bit."""
+        if not self.binary_logit:
+            raise ValueError("the model's output is not the logistic of its margin")
+        return np.array([logistic(m) for m in margin.tolist()], dtype=np.float64)
+
     def leaves(self, x: np.ndarray) -> np.ndarray:
         """Per row and tree the leaf index within its tree (``Booster.predict(pred_leaf=True)``)."""
         x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, self.n_features)
         out = np.empty((len(x), len(self.roots)), dtype=np.int32)
         _rows(x, np.zeros((len(x), self.n_features)), np.empty(len(x)), out, *self._arrays())
         return out - self.leaf_offset[None, :]
+
+
+def logistic(margin: float) -> float:
+    """LightGBM's binary sigmoid (scale 1) of one margin: ``1 / (1 + exp(-margin))`` in double."""
+    return 1.0 / (1.0 + math.exp(-margin))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,7 +183,7 @@ def compile_booster(model_str: str, n_features: int) -> PathModel:
         delta_right=cat("dr", np.float64), cat_start=cat("cat_start", np.int32), cat_words=cat("cat_words", np.int32),
         cat_bits=cat("cat_bits", np.uint32), leaf_value=cat("leaf", np.float64),
         roots=np.array(roots, dtype=np.int32), leaf_offset=np.array(leaf_offsets, dtype=np.int32), bias=bias,
-        n_features=n_features)
+        n_features=n_features, binary_logit="\nobjective=binary sigmoid:1\n" in model_str)
 
 
 def _child_value(child: np.ndarray, value: np.ndarray, leaf_value: np.ndarray) -> np.ndarray:

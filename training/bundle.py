@@ -380,6 +380,35 @@ class BoundBundle(ScoringBundle):
         contrib = m.combine_contributions(trees, linear)
         return pd.DataFrame(contrib[:, : n + 1], columns=[*self.feature_names, "bias"], index=features.index)
 
+    def predict_explained(self, features: pd.DataFrame, target: str = "sql") -> tuple[pd.DataFrame, np.ndarray]:
+        """:meth:`predict` and :meth:`contributions` of ``target`` (schema columns, no bias) from one encoding
+        and one set of logistic terms per target (batch scoring); with the path attribution the walk that
+        attributes ``target`` also gives its trees' probability, as on the one-row path."""
+        check_columns(features, self.schema)
+        out: dict[str, np.ndarray] = {}
+        contrib = np.zeros((len(features), len(self.schema)))
+        for t, m in self.models.items():
+            x = self.encode(features, t) if m.uses_trees else None
+            lin = m.linear if m.kind != "lightgbm" else None
+            terms = None if lin is None else lin.terms(features)
+            # LinearModel.predict's arithmetic on the terms computed once
+            p_lin = None if lin is None or terms is None else \
+                1.0 / (1.0 + np.exp(-(lin.intercept + terms.to_numpy().sum(axis=1))))
+            p_trees = trees = None
+            if x is not None and t == target and self.attribution == "path" and m.path_model(len(self.schema)).binary_logit:
+                paths = m.path_model(len(self.schema))
+                margin, trees = paths.margins(x)
+                p_trees = paths.probabilities(margin)
+            elif x is not None:
+                p_trees = m.booster.predict(x)
+                trees = self.tree_contributions(x, t)[:, :-1] if t == target else None
+            out[OUTPUT_COLUMNS[t]] = m.calibrator(np.asarray(m.combine(p_trees, p_lin), dtype=np.float64))
+            if t == target:
+                linear = None if terms is None or lin is None else \
+                    (terms - pd.Series(lin.term_means)[terms.columns])[self.feature_names].to_numpy()
+                contrib = m.combine_contributions(trees, linear)
+        return pd.DataFrame(out, index=features.index), contrib
+
     # ------------------------------------------------------------------ one-row fast path
     def _row(self) -> RowScorer:
         """The single-row path (:mod:`training.row_path`), built on first use and kept."""

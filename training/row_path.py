@@ -208,7 +208,11 @@ class _Target:
         self.trees = SingleRowBooster(model.model_str, len(schema)) if model.uses_trees and model.model_str else None
         self.paths = model.path_model(len(schema)) if self.trees is not None and attribution == "path" else None
         #: the margin of a path walk gives the probability LightGBM would (its binary sigmoid, scale 1)
-        self.margin_is_logit = self.paths is not None and "objective=binary sigmoid:1" in str(model.model_str)
+        self.margin_is_logit = self.paths is not None and self.paths.binary_logit
+        if self.margin_is_logit:
+            from leadscore.training.attribution import logistic  # numba: loaded with the path model
+
+            self._logistic = logistic
         self.linear = _Linear.of(model.linear, names) if model.linear is not None and model.kind != "lightgbm" \
             else None
 
@@ -218,7 +222,7 @@ class _Target:
         if self.trees is None:
             p_trees = None
         elif margin is not None and self.margin_is_logit:
-            p_trees = 1.0 / (1.0 + math.exp(-margin))
+            p_trees = self._logistic(margin)
         else:
             p_trees = self.trees.predict(x)
         if self.linear is None:
