@@ -25,6 +25,7 @@ the leaf indices to ``predict(pred_leaf=True)``, NaN and unseen categories inclu
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,9 @@ _MISSING_ZERO = 1
 _MISSING_NAN = 2
 _ZERO = 1e-35  # kZeroThreshold (a float in LightGBM; as a double the boundary is the same for our values)
 _NO_LEAVES = np.empty(0, dtype=np.int32)
+#: numba's ``workqueue`` threading layer (the fallback without OpenMP or TBB) aborts on concurrent parallel
+#: kernels; each such call uses every core anyway, so concurrent batch callers take turns
+_PARALLEL = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ class PathModel:
         x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, self.n_features)
         contrib = np.zeros((len(x), self.n_features))
         margin = np.empty(len(x))
-        _rows(x, contrib, margin, np.empty((0, 0), dtype=np.int32), *self._arrays())
+        with _PARALLEL:
+            _rows(x, contrib, margin, np.empty((0, 0), dtype=np.int32), *self._arrays())
         return margin, contrib
 
     def row(self, x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -90,7 +95,8 @@ class PathModel:
         """Per row and tree the leaf index within its tree (``Booster.predict(pred_leaf=True)``)."""
         x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, self.n_features)
         out = np.empty((len(x), len(self.roots)), dtype=np.int32)
-        _rows(x, np.zeros((len(x), self.n_features)), np.empty(len(x)), out, *self._arrays())
+        with _PARALLEL:
+            _rows(x, np.zeros((len(x), self.n_features)), np.empty(len(x)), out, *self._arrays())
         return out - self.leaf_offset[None, :]
 
 
