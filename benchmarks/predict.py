@@ -7,7 +7,8 @@ Without a bundle, trains a small one (generated CRM of 2,000 leads, 2 trials, no
 Prints, in-process:
   * ``predict_row`` (encode a feature mapping, both targets' models through LightGBM's single-row
     predictor, calibration by ``np.interp``): p50/p95/p99 — goal (issue 4 §7): p50 <= 300 µs for both targets;
-  * ``reasons`` (single-row TreeSHAP + the logistic terms, summed per concept, worded): p50/p95/p99;
+  * ``reasons`` (the bundle's attribution of one row — path walk or single-row TreeSHAP — + the logistic
+    terms, summed per concept, worded): p50/p95/p99;
   * one lead scored from the kernel arrays a SQLite event store (with its activity cache) reads —
     features, both models, calibration, reasons, as serving calls them (``BoundBundle.score_row``) —
     for an ordinary lead and for a lead of a 4,000-lead account (goal: p50 within 2x);
@@ -89,7 +90,7 @@ def main() -> None:
         rows = rows[bundle.feature_names].head(2000)
         records = rows.to_dict("records")
         print(f"bundle: {len(bundle.schema)} features, targets {list(bundle.models)}, "
-              f"trees {[m.booster.num_trees() for m in bundle.models.values()]}")
+              f"kinds {[m.kind for m in bundle.models.values()]}, trees {[m.booster.num_trees() for m in bundle.models.values() if m.uses_trees]}")
 
         for r in records[:200]:  # warm-up
             bundle.predict_row(r)
@@ -108,7 +109,7 @@ def main() -> None:
             t = time.perf_counter()
             bundle.reasons(r)
             lat.append(time.perf_counter() - t)
-        print(f"reasons (single-row TreeSHAP, top 3 each side): {_percentiles(lat)}")
+        print(f"reasons ({bundle.attribution} attribution, top 3 each side): {_percentiles(lat)}")
 
         reasons_p50 = float(np.percentile(lat, 50) * 1e3)
 
@@ -118,26 +119,34 @@ def main() -> None:
         for i in range(args.reps):
             t = time.perf_counter()
             for target, model in bundle.models.items():
-                model.booster.predict(encoded[target][i % 200: i % 200 + 1])
+                if model.uses_trees:
+                    model.booster.predict(encoded[target][i % 200: i % 200 + 1])
             lat.append(time.perf_counter() - t)
         booster_p50 = float(np.percentile(lat, 50) * 1e3)
         print(f"floor, raw Booster.predict on one encoded row (both targets): {_percentiles(lat)}")
 
         # the floor of the scoring path: LightGBM's single-row predictions (both targets) and the sql
-        # model's TreeSHAP, on encoded rows, nothing of ours around them
+        # model's TreeSHAP (or its path walk, which gives its prediction too), on encoded rows
         from leadscore.training.row_path import SingleRowBooster
 
         fast = {t: SingleRowBooster(m.model_str, len(bundle.schema)) for t, m in bundle.models.items() if m.model_str}
+        paths = bundle.models["sql"].path_model(len(bundle.schema)) if "sql" in fast else None
+        if paths is not None:
+            paths.row(encoded["sql"][0])  # compile (or load the cached) kernel
         lat = []
         for i in range(args.reps):
             t = time.perf_counter()
             for target, f in fast.items():
+                if target == "sql" and bundle.attribution == "path":
+                    continue  # the path walk gives the sql prediction
                 f.predict(encoded[target][i % 200])
-            if "sql" in fast:
+            if "sql" in fast and bundle.attribution == "shap":
                 fast["sql"].contrib(encoded["sql"][i % 200])
+            elif paths is not None:
+                paths.row(encoded["sql"][i % 200])
             lat.append(time.perf_counter() - t)
         trees_floor_p50 = float(np.percentile(lat, 50) * 1e3)
-        print(f"floor of the scoring path, LightGBM single-row predictions + sql TreeSHAP: {_percentiles(lat)}")
+        print(f"floor of the scoring path, single-row predictions + sql {bundle.attribution}: {_percentiles(lat)}")
 
         timed = _score_one(bundle, settings, tmp, args.reps // 5)
         score_one = timed["score"]
@@ -162,7 +171,8 @@ def main() -> None:
                                            / np.percentile(timed["store_score"], 50)), 2),
         "predict_row_p50_ms": round(predict_p50, 4), "reasons_p50_ms": round(reasons_p50, 4),
         "booster_predict_p50_ms": round(booster_p50, 4),
-        "trees_and_treeshap_floor_p50_ms": round(trees_floor_p50, 4), "batch_rows_per_s": round(len(big) / dt),
+        "trees_and_attribution_floor_p50_ms": round(trees_floor_p50, 4), "batch_rows_per_s": round(len(big) / dt),
+        "attribution": bundle.attribution,
         "peak_rss_mb": round(rss_mb),
     }))
 

@@ -7,12 +7,13 @@ Times, over the feature rows of every open lead at the cut-off (best of ``--reps
 
 * ``rows_per_s``: :func:`training.batch_score.score_frame`, what ``leadscore score`` does to each chunk
   of feature rows: encode, both targets' calibrated probabilities, the stage policy with hysteresis,
-  TreeSHAP contributions and the worded top-3 reasons;
+  the contributions (the bundle's ``attribution``: path walk or TreeSHAP) and the worded top-3 reasons;
 * ``booster_rows_per_s``: ``Booster.predict`` of both targets' boosters over the same rows already
   encoded (the floor any scorer pays), and ``ratio`` of the two (goal: >= 0.5);
 * ``no_reasons_rows_per_s``/``no_reasons_ratio``: ``leadscore score --no-reasons`` (probabilities and
-  stages; exact TreeSHAP costs ~50x a prediction, so the reasons dominate ``rows_per_s``); ``end_to_end_rows_per_s``: the
-  whole command (load, features, scoring, writing Parquet).
+  stages; TreeSHAP costs ~30-50x a prediction, the path attribution about one, and wording the reasons
+  is per-row Python); ``end_to_end_rows_per_s``: the whole command (load, features, scoring, writing
+  Parquet); ``attribution``: the bundle's.
 
 The last line is one JSON object with these figures.
 """
@@ -89,7 +90,7 @@ def main() -> None:
             for t, x in encoded.items():
                 boosters[t].predict(x)
 
-        score_frame(scorer, feats.head(50))  # warm the code tables and the TreeSHAP predictor
+        score_frame(scorer, feats.head(50))  # warm the code tables, the TreeSHAP predictor or the path kernel
         t_raw = _best(raw, args.reps)
         t_predict = _best(lambda: score_frame(scorer, feats, reasons=False), args.reps)
         t_score = _best(lambda: score_frame(scorer, feats), args.reps)
@@ -105,6 +106,7 @@ def main() -> None:
         "no_reasons_ratio": round(t_raw / t_predict, 4),
         "end_to_end_rows_per_s": round(summary.rows / t_all, 1),
         "trees": {t: int(b.num_trees()) for t, b in boosters.items()},
+        "attribution": bundle.attribution,
     }
     print(json.dumps(figures))
 

@@ -36,12 +36,20 @@ class Reason(BaseModel):
     label_rule: Literal["negative", "censor"] = "censor"
 
 
+#: how a tree model's score is split among the features for the worded reasons and the band
+#: (:mod:`training.attribution`): ``path`` (Saabas, about one prediction) or ``shap`` (TreeSHAP, ~30-50x)
+Attribution = Literal["path", "shap"]
+
+
 class ReasonsConfig(BaseModel):
-    """The reason catalogue; the defaults are what ``configs/reasons.yaml`` ships."""
+    """The reason catalogue, and how a score's reasons are attributed; defaults: ``configs/reasons.yaml``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     catalogue: list[Reason] = Field(default_factory=list)
+    #: recorded in the bundle at training (its band cut points are fitted on it), so the service and
+    #: batch scoring of one bundle always attribute alike
+    attribution: Attribution = "path"
 
     @field_validator("catalogue")
     @classmethod

@@ -3,18 +3,20 @@
 A score answer's ``band`` is a letter and a digit: the **fit band** A (best) to C from the lead's
 ``fit`` feature group (firmographics, title, ICP match), the **engagement band** 1 (most engaged) to 3
 from its ``interest`` group (activities, recency, velocity, the account's activity). Each group's
-score is the sum of the model's exact per-feature contributions (TreeSHAP / linear terms in log-odds,
-the same ones the reasons sum per concept, :mod:`training.reasons`) over the group's columns: SHAP
-values are additive, so the two sums split the lead's log-odds into "fit" and "engagement" with
-nothing counted twice, and the grid ranks leads by what the model actually learned rather than by
+score is the sum of the model's exact per-feature contributions (the trees' path attribution or
+TreeSHAP, as the bundle's ``attribution`` says, :mod:`training.attribution`; the linear terms; in
+log-odds, the same ones the reasons sum per concept, :mod:`training.reasons`) over the group's columns:
+both attributions are additive, so the two sums split the lead's log-odds into "fit" and "engagement"
+with nothing counted twice, and the grid ranks leads by what the model actually learned rather than by
 hand-set points.
 
 The cut points are **fitted state**: the terciles of each sum over a sample of the rows the shipped
 model was trained on (:func:`fit_band_cuts`, run by the retrain) and shipped in the bundle
 (``bands`` in ``bundle.json``), so "A" means "top third of fit among the leads this model learned
-from" and every consumer (service, batch scoring) cuts identically. A bundle without cut points
+from" and every consumer (service, batch scoring) cuts identically. They are fitted on the bundle's own
+attribution (:meth:`BoundBundle.contributions`), the one every consumer then sums. A bundle without cut points
 (older bundles) answers ``band = None``. The P(SQL) model's contributions are used (those of the
-reasons), so a band costs no extra TreeSHAP on the serving path.
+reasons), so a band costs no extra attribution on the serving path.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ GROUPS = ("fit", "interest")
 #: fit letters and engagement digits from the lowest tercile up
 FIT_LETTERS = ("C", "B", "A")
 ENGAGEMENT_DIGITS = ("3", "2", "1")
-#: rows of the training window the terciles are fitted on (TreeSHAP costs ~50x a prediction)
+#: rows of the training window the terciles are fitted on (a bundle may attribute by TreeSHAP, ~50x a prediction)
 CUT_SAMPLE_ROWS = 5000
 #: the model whose contributions the grid sums (the reasons' model: no extra TreeSHAP online)
 BAND_TARGET = "sql"

@@ -10,8 +10,10 @@ on a schedule. It reuses the service's pieces instead of copying them:
   online entry runs, so a lead's row equals the one the service computes for ``(lead, T)``;
 * probabilities are the bound bundle's batch ``predict`` (one ``Booster.predict`` per chunk, the same
   trees and the same ``np.interp`` calibration as the one-row path);
-* reasons are the same :func:`training.reasons.top_reasons` over the same TreeSHAP contributions,
-  computed for the whole chunk at once (``pred_contrib``) instead of one row at a time;
+* reasons are the same sentences as :func:`training.reasons.top_reasons` over the same contributions
+  (the bundle's attribution, :mod:`training.attribution`), computed for the whole chunk at once
+  (:meth:`~training.bundle.BoundBundle.predict_explained`: one walk of the sql trees gives its
+  probability and contributions; the concept sums for all rows, :func:`training.reasons.concept_sums`);
 * the stage is the bundle's :class:`StagePolicy`, with hysteresis from the lead's current stage and
   the days it has held it, both read from the kernel's own ``current_stage``/``days_in_stage``
   features: the stage the CRM recorded last at or before ``T``, as the service reads it.
@@ -75,6 +77,44 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+class _RowView(Mapping[str, Any]):
+    """Row ``i`` of :class:`_RowViews`: what the reasons read of a row, without building its dict."""
+
+    __slots__ = ("_cols", "_i")
+
+    def __init__(self, cols: dict[str, list[Any]], i: int) -> None:
+        self._cols, self._i = cols, i
+
+    def __getitem__(self, name: str) -> Any:
+        return self._cols[name][self._i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cols)
+
+    def __len__(self) -> int:
+        return len(self._cols)
+
+
+class _RowViews(Sequence[Mapping[str, Any]]):
+    """The rows of a feature frame as mappings over per-column lists (``Series.tolist``: the values
+    ``to_dict("records")`` gives); the reasons read a handful of a row's ~100 columns."""
+
+    def __init__(self, frame: pd.DataFrame, names: Sequence[str]) -> None:
+        self._cols = {n: frame[n].tolist() for n in names}
+        self._n = len(frame)
+
+    def __getitem__(self, i: Any) -> Any:
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return _RowView(self._cols, i)
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        return (_RowView(self._cols, i) for i in range(self._n))
+
+    def __len__(self) -> int:
+        return self._n
+
+
 def candidate_leads(history: CRMHistory, as_of: pd.Timestamp) -> tuple[np.ndarray, int]:
     """Ids of the leads that exist at ``as_of`` (created at or before it), sorted; and how many do not."""
     leads = history.leads
@@ -91,8 +131,9 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     ``previous_stage`` and ``days_in_stage`` are the rows' own ``current_stage``/``days_in_stage``
     features (the CRM's last stage change at or before the moment), which is what the service passes
     to the policy for a stored lead it has not scored yet, and what a CRM sends ``POST /score`` as
-    ``previous_stage``. ``reasons=False`` leaves the reason columns empty (``[]``): exact TreeSHAP costs
-    ~50x a prediction (``benchmarks/score.py``), so a probability-and-stage refresh can skip it.
+    ``previous_stage``. ``reasons=False`` leaves the reason columns empty (``[]``): wording the reasons
+    costs more than the models (``benchmarks/score.py``; a TreeSHAP bundle ~50x a prediction), so a
+    probability-and-stage refresh can skip it.
 
     ``previous``: per lead its previous scores, newest first (:func:`serving.trail.previous_scores`), for
     ``trend`` and ``changes`` (:mod:`training.trend`, the service's rule); a lead without any is ``new``.
@@ -100,19 +141,24 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     fit/engagement band sums the same contributions the reasons do (:mod:`training.bands`).
     """
     bundle, policy = scorer.bundle, scorer.policy
-    probs = bundle.predict(features)
+    contrib = None
+    if reasons:
+        probs, contrib = bundle.predict_explained(features, "sql")
+    else:
+        probs = bundle.predict(features)
     p_sql = probs["p_sql"].to_numpy(dtype=np.float64)
     # a one-target (flat) bundle's probability stands for both stages, as its stage policy was fitted
     p_opp = probs["p_opportunity"].to_numpy(dtype=np.float64) if "p_opportunity" in probs else p_sql.copy()
-    contrib = bundle.contributions(features, "sql").to_numpy()[:, : len(bundle.schema)] if reasons else None
     plan = bundle._reason_plan()
     from leadscore.training.bands import band_labels
-    from leadscore.training.reasons import top_reasons
+    from leadscore.training.reasons import concept_sums, top_texts
 
     bands = band_labels(contrib, bundle.schema, bundle.bands) if contrib is not None else [None] * len(features)
+    sums, order = concept_sums(plan, contrib) if contrib is not None else (None, None)
+    memo: dict[tuple[int, Any], str | None] = {}
 
     names = bundle.feature_names
-    records = features[names].to_dict("records") if reasons else [{}] * len(features)
+    records: Sequence[Mapping[str, Any]] = _RowViews(features, names) if reasons else [{}] * len(features)
     prev = features["current_stage"].to_numpy(dtype=object) if "current_stage" in features else [None] * len(features)
     days = features["days_in_stage"].to_numpy(dtype=np.float64) if "days_in_stage" in features else None
     leads = features["lead_id"].astype(object).to_numpy()
@@ -130,8 +176,8 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
             trends.append(trend(float(p_sql[i]), past))
             changed.append("[]")
             continue
-        r = top_reasons(plan, row, contrib[i], REASONS_K)
-        texts = {side: [x["text"] for x in r[side]] for side in ("positive", "negative")}
+        texts = dict(zip(("positive", "negative"), top_texts(plan, row, sums[i], order[i], REASONS_K, memo),  # type: ignore[index]
+                         strict=True))
         pos.append(json.dumps(texts["positive"]))
         neg.append(json.dumps(texts["negative"]))
         t, c = annotate(float(p_sql[i]), texts, past)

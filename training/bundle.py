@@ -38,6 +38,7 @@ from typing_extensions import TypedDict
 
 from leadscore.errors import ModelError
 from leadscore.features.config import RulesConfig
+from leadscore.reasons import Attribution
 from leadscore.training.account_calibration import AccountCalibrator
 from leadscore.training.bands import BandCuts, band_labels
 from leadscore.training.calibration import Calibrator
@@ -50,6 +51,7 @@ from leadscore.training.stage_policy import StagePolicy
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
+    from leadscore.training.attribution import PathModel
 
 BUNDLE_FILE = "bundle.json"
 FORMAT_VERSION = 2
@@ -151,6 +153,7 @@ class TargetModel:
     linear: LinearModel | None = None
     blend_weight: float | None = None
     _booster: Any = field(default=None, repr=False, compare=False)
+    _paths: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -174,6 +177,15 @@ class TargetModel:
             lgb = import_lightgbm()
             self._booster = lgb.Booster(model_str=self.model_str)
         return self._booster
+
+    def path_model(self, n_features: int) -> PathModel:
+        """The trees compiled for the path attribution (:mod:`training.attribution`), built once."""
+        if self._paths is None:
+            from leadscore.training.attribution import compile_booster  # numba: imported when first used
+
+            assert self.model_str is not None
+            self._paths = compile_booster(self.model_str, n_features)
+        return self._paths  # type: ignore[no-any-return]
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "encodings": self.encodings, "calibrator": self.calibrator.to_dict(),
@@ -228,6 +240,9 @@ class ScoringBundle:
     bands: BandCuts | None = None
     #: the account score's calibration map (:mod:`training.account_calibration`); None: raw noisy-OR
     account_calibration: AccountCalibrator | None = None
+    #: how the trees' contributions are attributed (``reasons.attribution`` at training; the band cut
+    #: points were fitted on it); bundles from before the choice used TreeSHAP
+    attribution: Attribution = "path"
 
     @property
     def feature_names(self) -> list[str]:
@@ -251,6 +266,7 @@ class ScoringBundle:
             "info": self.info,
             "bands": None if self.bands is None else self.bands.to_dict(),
             "account_calibration": None if self.account_calibration is None else self.account_calibration.to_dict(),
+            "attribution": self.attribution,
         }
         (directory / BUNDLE_FILE).write_text(json.dumps(doc, indent=1, default=str))
         for target, model in self.models.items():
@@ -286,7 +302,7 @@ class ScoringBundle:
             rules=RulesConfig.model_validate(doc["rules"]),
             window=None if window is None else _WINDOW.validate_python(window),
             metrics=_METRICS.validate_python(doc.get("metrics") or {}), info=doc.get("info", {}),
-            bands=None if bands is None else BandCuts.from_dict(bands),
+            bands=None if bands is None else BandCuts.from_dict(bands), attribution=doc.get("attribution", "shap"),
             account_calibration=None if account_cal is None else AccountCalibrator.from_dict(account_cal),
         )
 
@@ -346,19 +362,58 @@ class BoundBundle(ScoringBundle):
             out[OUTPUT_COLUMNS[target]] = model.calibrator(self.predict_raw(features, target))
         return pd.DataFrame(out, index=features.index)
 
+    def tree_contributions(self, x: np.ndarray, target: str) -> np.ndarray:
+        """The trees' contributions of encoded rows ``x`` + the bias as the last column, by the bundle's
+        ``attribution``: the path attribution (:mod:`training.attribution`) or LightGBM's TreeSHAP."""
+        m = self.models[target]
+        if self.attribution == "shap":
+            return np.asarray(m.booster.predict(x, pred_contrib=True))
+        paths = m.path_model(len(self.schema))
+        _, contrib = paths.margins(x)
+        return np.column_stack([contrib, np.full(len(contrib), paths.bias)])
+
     def contributions(self, features: pd.DataFrame, target: str = "sql") -> pd.DataFrame:
-        """Per-feature contributions in log-odds of the raw model + ``bias``: LightGBM's SHAP values
-        (``pred_contrib``), the logistic model's exact linear SHAP values, or their blend."""
+        """Per-feature contributions in log-odds of the raw model + ``bias``: the trees' (path attribution
+        or TreeSHAP, :meth:`tree_contributions`), the logistic model's exact linear SHAP values, or their blend."""
         m = self.models[target]
         n = len(self.schema)
         trees = linear = None
         if m.uses_trees:
-            trees = m.booster.predict(self.encode(features, target), pred_contrib=True)
+            trees = self.tree_contributions(self.encode(features, target), target)
         if m.linear is not None and m.kind != "lightgbm":
             c = m.linear.contributions(features)[self.feature_names].to_numpy()
             linear = np.column_stack([c, np.full(len(features), m.linear.offset)])
         contrib = m.combine_contributions(trees, linear)
         return pd.DataFrame(contrib[:, : n + 1], columns=[*self.feature_names, "bias"], index=features.index)
+
+    def predict_explained(self, features: pd.DataFrame, target: str = "sql") -> tuple[pd.DataFrame, np.ndarray]:
+        """:meth:`predict` and :meth:`contributions` of ``target`` (schema columns, no bias) from one encoding
+        and one set of logistic terms per target (batch scoring); with the path attribution the walk that
+        attributes ``target`` also gives its trees' probability, as on the one-row path."""
+        check_columns(features, self.schema)
+        out: dict[str, np.ndarray] = {}
+        contrib = np.zeros((len(features), len(self.schema)))
+        for t, m in self.models.items():
+            x = self.encode(features, t) if m.uses_trees else None
+            lin = m.linear if m.kind != "lightgbm" else None
+            terms = None if lin is None else lin.terms(features)
+            # LinearModel.predict's arithmetic on the terms computed once
+            p_lin = None if lin is None or terms is None else \
+                1.0 / (1.0 + np.exp(-(lin.intercept + terms.to_numpy().sum(axis=1))))
+            p_trees = trees = None
+            if x is not None and t == target and self.attribution == "path" and m.path_model(len(self.schema)).binary_logit:
+                paths = m.path_model(len(self.schema))
+                margin, trees = paths.margins(x)
+                p_trees = paths.probabilities(margin)
+            elif x is not None:
+                p_trees = m.booster.predict(x)
+                trees = self.tree_contributions(x, t)[:, :-1] if t == target else None
+            out[OUTPUT_COLUMNS[t]] = m.calibrator(np.asarray(m.combine(p_trees, p_lin), dtype=np.float64))
+            if t == target:
+                linear = None if terms is None or lin is None else \
+                    (terms - pd.Series(lin.term_means)[terms.columns])[self.feature_names].to_numpy()
+                contrib = m.combine_contributions(trees, linear)
+        return pd.DataFrame(out, index=features.index), contrib
 
     # ------------------------------------------------------------------ one-row fast path
     def _row(self) -> RowScorer:
@@ -368,7 +423,7 @@ class BoundBundle(ScoringBundle):
             with _ROW_LOCK:
                 scorer = self._reasons.get("row")
                 if scorer is None:
-                    scorer = self._reasons["row"] = RowScorer(self.schema, self.models)
+                    scorer = self._reasons["row"] = RowScorer(self.schema, self.models, self.attribution)
         return scorer  # type: ignore[no-any-return]
 
     def _reason_plan(self) -> ReasonPlan:
@@ -415,11 +470,12 @@ class BoundBundle(ScoringBundle):
     def score_row(self, row: Mapping[str, Any],
                   k: int = 3) -> tuple[dict[str, float], dict[str, list[str]], str | None]:
         """:meth:`predict_row`, :meth:`explain`'s reasons and band of one row, reading and encoding it
-        once and running one TreeSHAP (what serving calls per request)."""
+        once and attributing it once (what serving calls per request; a path walk's margin also gives
+        the sql probability)."""
         scorer = self._row()
         enc = scorer.encode(row)
-        probs = {OUTPUT_COLUMNS[t]: p for t, p in scorer.probabilities(enc).items()}
         contrib = scorer.contributions(enc, "sql")
+        probs = {OUTPUT_COLUMNS[t]: p for t, p in scorer.probabilities(enc).items()}
         d = top_reasons(self._reason_plan(), row, contrib, k)
         band = band_labels(contrib, self.schema, self.bands)[0] if self.bands is not None else None
         return probs, {side: [i["text"] for i in items] for side, items in d.items()}, band

@@ -166,6 +166,18 @@ def as_mapping(features_row: Any) -> Mapping[str, Any]:
     raise TypeError(f"expected a mapping, Series or one-row DataFrame, got {type(features_row).__name__}")
 
 
+def concept_sums(plan: ReasonPlan, contrib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For many rows at once (``contrib``: rows x columns): each concept's summed contribution, added in
+    column order exactly as :func:`top_reasons`' ``np.bincount`` does for one row (the same bits), and each
+    row's concepts by decreasing absolute sum (stable). Batch scoring's per-row numpy calls cost more than
+    the walk of the trees."""
+    c = np.atleast_2d(np.asarray(contrib, dtype=np.float64))
+    sums = np.zeros((len(c), len(plan.concepts)))
+    for j, concept in enumerate(plan.concept_of.tolist()):
+        sums[:, concept] += c[:, j]
+    return sums, np.argsort(-np.abs(sums), axis=1, kind="stable")
+
+
 def top_reasons(plan: ReasonPlan, row: Mapping[str, Any], contrib: np.ndarray, k: int) -> dict[str, list[dict[str, Any]]]:
     """The ``k`` strongest concepts for and against (``contrib``: per column, schema order, no bias).
 
@@ -175,13 +187,33 @@ def top_reasons(plan: ReasonPlan, row: Mapping[str, Any], contrib: np.ndarray, k
     with their contributions summed.
     """
     sums = np.bincount(plan.concept_of, weights=contrib, minlength=len(plan.concepts))
-    order = np.argsort(-np.abs(sums), kind="stable").tolist()
+    pos, neg = _select(plan, row, sums.tolist(), np.argsort(-np.abs(sums), kind="stable").tolist(), k, None)
+
+    def shown(text: str, it: list[Any]) -> dict[str, Any]:
+        name = plan.columns[it[1]].name
+        return {"concept": plan.concepts[it[0]], "feature": name, "value": format_value(row[name]),
+                "contribution": it[2], "text": text}
+
+    return {"positive": [shown(t, i) for t, i in pos], "negative": [shown(t, i) for t, i in neg]}
+
+
+def top_texts(plan: ReasonPlan, row: Mapping[str, Any], sums: np.ndarray, order: np.ndarray, k: int,
+              memo: dict[tuple[int, Any], str | None]) -> tuple[list[str], list[str]]:
+    """:func:`top_reasons`' sentences only, for one row of :func:`concept_sums` (batch scoring); ``memo``
+    keeps each (column, value)'s sentence across the rows of a batch (counts and categories repeat)."""
+    pos, neg = _select(plan, row, sums.tolist(), order.tolist(), k, memo)
+    return [t for t, _ in pos], [t for t, _ in neg]
+
+
+def _select(plan: ReasonPlan, row: Mapping[str, Any], sums: list[float], order: list[int], k: int,
+            memo: dict[tuple[int, Any], str | None] | None) -> tuple[list[tuple[str, list[Any]]], ...]:
+    """The worded concepts for and against, strongest first: ``(text, [concept, column, summed contribution])``."""
     by_text: dict[str, list[Any]] = {}  # text -> [concept, column, summed contribution]
     for c in order:
-        s = float(sums[c])
+        s = sums[c]
         if s == 0.0:
             break
-        worded = plan.concept_text(c, row)
+        worded = plan.concept_text(c, row) if memo is None else _memo_concept_text(plan, c, row, memo)
         if worded is None:
             continue
         j, text = worded
@@ -196,13 +228,21 @@ def top_reasons(plan: ReasonPlan, row: Mapping[str, Any], contrib: np.ndarray, k
             n_neg += it[2] < 0
         if n_pos >= k and n_neg >= k:
             break
-
-    def shown(text: str, it: list[Any]) -> dict[str, Any]:
-        name = plan.columns[it[1]].name
-        return {"concept": plan.concepts[it[0]], "feature": name, "value": format_value(row[name]),
-                "contribution": it[2], "text": text}
-
     items = list(by_text.items())
-    pos = [shown(t, i) for t, i in sorted((ti for ti in items if ti[1][2] > 0), key=lambda ti: -ti[1][2])[:k]]
-    neg = [shown(t, i) for t, i in sorted((ti for ti in items if ti[1][2] < 0), key=lambda ti: ti[1][2])[:k]]
-    return {"positive": pos, "negative": neg}
+    pos = sorted((ti for ti in items if ti[1][2] > 0), key=lambda ti: -ti[1][2])[:k]
+    neg = sorted((ti for ti in items if ti[1][2] < 0), key=lambda ti: ti[1][2])[:k]
+    return pos, neg
+
+
+def _memo_concept_text(plan: ReasonPlan, concept: int, row: Mapping[str, Any],
+                       memo: dict[tuple[int, Any], str | None]) -> tuple[int, str] | None:
+    """:meth:`ReasonPlan.concept_text` through ``memo`` (a NaN never hits: it is not equal to itself)."""
+    for j in plan.members[concept]:
+        value = row[plan.columns[j].name]
+        key = (j, value)
+        text = memo.get(key, memo)
+        if text is memo:
+            text = memo[key] = plan.text(j, value)
+        if text is not None:
+            return j, text  # type: ignore[return-value]
+    return None

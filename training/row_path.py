@@ -12,6 +12,9 @@ calibration curves) and each call then does:
 * the trees through LightGBM's single-row C entry (:class:`SingleRowBooster`): the parameters are
   parsed and the predictor built once (``LGBM_BoosterPredictForMatSingleRowFastInit``), each call only
   walks the trees (prediction) or runs TreeSHAP (contributions), bit-identical to ``Booster.predict``;
+  with the bundle's ``attribution`` ``path`` the contributions come from one walk of the compiled trees
+  (:mod:`training.attribution`), whose margin (LightGBM's, to the bit) then gives that target's
+  probability too, so a scored row walks the sql trees once;
 * the logistic terms as one vectorised expression over the numeric columns (the arithmetic of
   :meth:`training.linear.LinearModel.terms`, in its order), a dict look-up per category term;
 * the blend in log-odds and the calibration by ``np.interp`` (:mod:`training.calibration`).
@@ -27,7 +30,7 @@ import math
 import operator
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +39,7 @@ import pandas as pd
 from leadscore.training.linear import _category_value, signed_log
 
 if TYPE_CHECKING:
+    from leadscore.reasons import Attribution
     from leadscore.training.bundle import FeatureColumn, TargetModel
     from leadscore.training.linear import LinearModel
 
@@ -194,19 +198,33 @@ def _logit(p: float) -> float:
 class _Target:
     """One target's model, resolved for single rows."""
 
-    def __init__(self, model: TargetModel, schema: Sequence[FeatureColumn], cat_idx: list[int]) -> None:
+    def __init__(self, model: TargetModel, schema: Sequence[FeatureColumn], cat_idx: list[int],
+                 attribution: Attribution) -> None:
         self.kind = model.kind
         self.weight = model.blend_weight
         self.cal_x, self.cal_y = model.calibrator.x, model.calibrator.y
         names = [s["name"] for s in schema]
         self.codes = [{v: float(i) for i, v in enumerate(model.encodings.get(names[j], []))} for j in cat_idx]
         self.trees = SingleRowBooster(model.model_str, len(schema)) if model.uses_trees and model.model_str else None
+        self.paths = model.path_model(len(schema)) if self.trees is not None and attribution == "path" else None
+        #: the margin of a path walk gives the probability LightGBM would (its binary sigmoid, scale 1)
+        self.margin_is_logit = self.paths is not None and self.paths.binary_logit
+        if self.margin_is_logit:
+            from leadscore.training.attribution import logistic  # numba: loaded with the path model
+
+            self._logistic = logistic
         self.linear = _Linear.of(model.linear, names) if model.linear is not None and model.kind != "lightgbm" \
             else None
 
-    def raw(self, x: np.ndarray, terms: np.ndarray | None) -> float:
-        """The uncalibrated probability of this kind (``TargetModel.combine`` for one row)."""
-        p_trees = None if self.trees is None else self.trees.predict(x)
+    def raw(self, x: np.ndarray, terms: np.ndarray | None, margin: float | None = None) -> float:
+        """The uncalibrated probability of this kind (``TargetModel.combine`` for one row); ``margin``: the
+        trees' raw score from a path walk of this row, if one ran."""
+        if self.trees is None:
+            p_trees = None
+        elif margin is not None and self.margin_is_logit:
+            p_trees = self._logistic(margin)
+        else:
+            p_trees = self.trees.predict(x)
         if self.linear is None:
             assert p_trees is not None
             return p_trees
@@ -217,17 +235,22 @@ class _Target:
         w = float(self.weight)  # type: ignore[arg-type]
         return 1.0 / (1.0 + math.exp(-(w * _logit(p_trees) + (1.0 - w) * _logit(p_linear))))
 
-    def contributions(self, x: np.ndarray, terms: np.ndarray | None, n: int) -> np.ndarray:
-        """Per-feature log-odds contributions in schema order (``TargetModel.combine_contributions``)."""
-        trees = None if self.trees is None else self.trees.contrib(x)[:n]
+    def contributions(self, x: np.ndarray, terms: np.ndarray | None, n: int) -> tuple[np.ndarray, float | None]:
+        """Per-feature log-odds contributions in schema order (``TargetModel.combine_contributions``), and
+        the trees' margin when the path walk gave it."""
+        trees, margin = None, None
+        if self.paths is not None:
+            margin, trees = self.paths.row(x)
+        elif self.trees is not None:
+            trees = self.trees.contrib(x)[:n]
         linear = None if self.linear is None or terms is None else self.linear.contributions(terms)
         if linear is None:
             assert trees is not None
-            return trees
+            return trees, margin
         if trees is None:
-            return linear
+            return linear, margin
         w = float(self.weight)  # type: ignore[arg-type]
-        return w * trees + (1.0 - w) * linear
+        return w * trees + (1.0 - w) * linear, margin
 
 
 @dataclass
@@ -239,19 +262,22 @@ class EncodedRow:
     numeric: np.ndarray  # float64 over the schema, NaN at the category columns
     _x: dict[str, np.ndarray]
     _terms: dict[str, np.ndarray | None]
+    #: per target the trees' margin, when a path walk of this row gave it
+    _margin: dict[str, float] = field(default_factory=dict)
 
 
 class RowScorer:
     """A bound bundle's single-row path (module docstring); built once per bundle, thread-safe."""
 
-    def __init__(self, schema: Sequence[FeatureColumn], models: Mapping[str, TargetModel]) -> None:
+    def __init__(self, schema: Sequence[FeatureColumn], models: Mapping[str, TargetModel],
+                 attribution: Attribution = "path") -> None:
         self.names = [s["name"] for s in schema]
         self.n = len(self.names)
         self.cat_idx = [j for j, s in enumerate(schema) if s["dtype"] == "str"]
         self.num_idx = np.array([j for j, s in enumerate(schema) if s["dtype"] != "str"], dtype=np.intp)
         self._all = _getter(self.names)
         self._num = _getter([self.names[j] for j in self.num_idx])
-        self.targets = {t: _Target(m, schema, self.cat_idx) for t, m in models.items()}
+        self.targets = {t: _Target(m, schema, self.cat_idx, attribution) for t, m in models.items()}
 
     def encode(self, row: Mapping[str, Any]) -> EncodedRow:
         """Read the row once; ``ValueError`` naming a missing feature or a non-numeric value."""
@@ -295,10 +321,14 @@ class RowScorer:
         """Calibrated probability per target."""
         out = {}
         for target, t in self.targets.items():
-            raw = t.raw(self.x(enc, target), self._terms(enc, target))
+            raw = t.raw(self.x(enc, target), self._terms(enc, target), enc._margin.get(target))
             out[target] = float(np.interp(raw, t.cal_x, t.cal_y))
         return out
 
     def contributions(self, enc: EncodedRow, target: str) -> np.ndarray:
-        """Per-feature log-odds contributions of one target's model, schema order, no bias."""
-        return self.targets[target].contributions(self.x(enc, target), self._terms(enc, target), self.n)
+        """Per-feature log-odds contributions of one target's model, schema order, no bias (a path walk
+        keeps its margin on ``enc`` for :meth:`probabilities`)."""
+        contrib, margin = self.targets[target].contributions(self.x(enc, target), self._terms(enc, target), self.n)
+        if margin is not None:
+            enc._margin[target] = margin
+        return contrib

@@ -137,7 +137,7 @@ def _bundle(results: dict[str, TargetResult], models: dict[str, TargetModel], sp
     cfg = settings.training
     return ScoringBundle(
         schema=spec, schema_hash=schema_hash, config_hash=settings.config_hash(), models=models,
-        rules=settings.rules, window=_window(results, cutoff, n),
+        rules=settings.rules, window=_window(results, cutoff, n), attribution=settings.reasons.attribution,
         metrics={t: {"test": {m: _metrics_dict(v) for m, v in r.metrics.items()},
                      "calibration_method": r.model.calibrator.method,
                      "calibration_log_loss": r.choice.calibration_log_loss,
