@@ -62,6 +62,11 @@ def fit_flaml(X: pd.DataFrame, y: np.ndarray, X_test: pd.DataFrame, budget: floa
     automl = AutoML()
     automl.fit(X, y.astype(int), task="classification", metric="log_loss", time_budget=max(budget, 1.0),
                n_jobs=2, verbose=0, seed=seed)
+    # what FLAML ended with, so a gap can be traced to a learner, its parameters or its trial count
+    print(json.dumps({"flaml_best": {"estimator": automl.best_estimator, "config": automl.best_config,
+                                     "best_iteration": automl.best_iteration, "val_loss": automl.best_loss,
+                                     "trials": len(automl.config_history), "rows": len(y)}}, default=str),
+          file=sys.stderr, flush=True)
     return np.asarray(automl.predict_proba(X_test))[:, 1]
 
 
@@ -234,6 +239,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for leadscore (e.g. training.refit=last_months to measure a variant)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "leadscore-bench-automl")
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{args.work / 'mlruns.db'}")
@@ -243,7 +250,7 @@ def main() -> None:
     from leadscore.env import set_offline_env
 
     set_offline_env()
-    settings = load_settings(None, [f"training.trials={args.trials}", "training.bootstrap_samples=20"])
+    settings = load_settings(None, [f"training.trials={args.trials}", "training.bootstrap_samples=20", *args.set])
     systems = [s for s in args.systems.split(",") if s]
     lines = []
     for name in [d for d in args.datasets.split(",") if d]:
