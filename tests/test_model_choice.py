@@ -273,13 +273,15 @@ def test_cross_fit_refit_fits_every_month_and_calibrates_on_leads_its_fold_model
     per = {p: np.flatnonzero(split.mask(frame["as_of"], p)) for p in ("train", "validation", "calibration")}
     feats = SCHEMA
     backtest = fit_target(frame, y, RowSets(per["train"], per["validation"], per["calibration"]), feats, cfg, trials=1)
-    # a booster that memorises: small leaves, many rounds, no regularisation
-    memorise = {**backtest.params, "num_leaves": 64, "min_data_in_leaf": 2, "lambda_l2": 0.0, "learning_rate": 0.3,
-                "feature_fraction": 1.0, "bagging_fraction": 1.0, "min_sum_hessian_in_leaf": 0.0}
-    backtest = dataclasses.replace(backtest, params=memorise, rounds=[300])
+    # a booster that memorises: small leaves, many rounds, no regularisation (the refit boosts at 4x the
+    # final learning rate for a quarter of the rounds: 0.3 for 300 rounds)
+    memorise = {**backtest.params, "num_leaves": 64, "min_data_in_leaf": 2, "lambda_l2": 0.0, "learning_rate": 0.075,
+                "feature_fraction": 1.0, "bagging_fraction": 1.0}
+    backtest = dataclasses.replace(backtest, params=memorise, rounds=[1200])
     choice = ModelChoice("lightgbm", None, Calibrator("sigmoid", np.array([0.0, 1.0]), np.array([0.0, 1.0])), {}, {})
     refit = refit_target(frame, y, np.ones(len(y), dtype=bool), feats, cfg, split, Recency(), choice, backtest)
     assert refit.rows.scheme == "cross_fit" and refit.window()["scheme"] == "cross_fit"
+    assert refit.model.params["learning_rate"] == pytest.approx(0.3) and refit.model.params["num_iterations"] == 300
     # every matured month fits, the newest two included; those two also calibrate
     assert set(refit.rows.fit) == set(range(len(y)))
     assert (frame["as_of"].iloc[refit.rows.calibration] >= pd.Timestamp("2024-11-01", tz="UTC")).all()
