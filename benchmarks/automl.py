@@ -24,7 +24,15 @@ end to end; ``leadscore_candidates`` lists every candidate it chose from, on the
 
 Both AutoML systems optimise log loss (a proper score, so their ECE is comparable); AutoGluon runs
 ``presets="medium_quality"`` on CPU. Output: one JSON line per dataset (each system's ROC AUC, log
-loss, ECE, seconds) and a final summary line. Figures depend on the machine and its load; say so.
+loss, ECE, seconds) and a final summary line; on stderr, FLAML's final learner, its configuration and
+its trial count per fit. ``--set KEY=VALUE`` measures a leadscore variant under the same protocol (e.g.
+``training.refit=last_months``). Figures depend on the machine and its load; say so: the budget is
+leadscore's wall time, and FLAML's trial count grows with it.
+
+On the generated CRMs the AutoML systems fit the newest pre-test months, whose last ``H_sql`` days
+carry labels that look into the test months (a lead's moment just before the test months, labelled by
+its conversion inside them); leadscore's refit now fits those months too (``training.refit: cross_fit``),
+so both sides see the same rows.
 """
 
 from __future__ import annotations
