@@ -24,7 +24,15 @@ end to end; ``leadscore_candidates`` lists every candidate it chose from, on the
 
 Both AutoML systems optimise log loss (a proper score, so their ECE is comparable); AutoGluon runs
 ``presets="medium_quality"`` on CPU. Output: one JSON line per dataset (each system's ROC AUC, log
-loss, ECE, seconds) and a final summary line. Figures depend on the machine and its load; say so.
+loss, ECE, seconds) and a final summary line; on stderr, FLAML's final learner, its configuration and
+its trial count per fit. ``--set KEY=VALUE`` measures a leadscore variant under the same protocol (e.g.
+``training.refit=last_months``). Figures depend on the machine and its load; say so: the budget is
+leadscore's wall time, and FLAML's trial count grows with it.
+
+On the generated CRMs the AutoML systems fit the newest pre-test months, whose last ``H_sql`` days
+carry labels that look into the test months (a lead's moment just before the test months, labelled by
+its conversion inside them); leadscore's refit now fits those months too (``training.refit: cross_fit``),
+so both sides see the same rows.
 """
 
 from __future__ import annotations
@@ -62,6 +70,11 @@ def fit_flaml(X: pd.DataFrame, y: np.ndarray, X_test: pd.DataFrame, budget: floa
     automl = AutoML()
     automl.fit(X, y.astype(int), task="classification", metric="log_loss", time_budget=max(budget, 1.0),
                n_jobs=2, verbose=0, seed=seed)
+    # what FLAML ended with, so a gap can be traced to a learner, its parameters or its trial count
+    print(json.dumps({"flaml_best": {"estimator": automl.best_estimator, "config": automl.best_config,
+                                     "best_iteration": automl.best_iteration, "val_loss": automl.best_loss,
+                                     "trials": len(automl.config_history), "rows": len(y)}}, default=str),
+          file=sys.stderr, flush=True)
     return np.asarray(automl.predict_proba(X_test))[:, 1]
 
 
@@ -234,6 +247,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for leadscore (e.g. training.refit=last_months to measure a variant)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "leadscore-bench-automl")
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{args.work / 'mlruns.db'}")
@@ -243,7 +258,7 @@ def main() -> None:
     from leadscore.env import set_offline_env
 
     set_offline_env()
-    settings = load_settings(None, [f"training.trials={args.trials}", "training.bootstrap_samples=20"])
+    settings = load_settings(None, [f"training.trials={args.trials}", "training.bootstrap_samples=20", *args.set])
     systems = [s for s in args.systems.split(",") if s]
     lines = []
     for name in [d for d in args.datasets.split(",") if d]:

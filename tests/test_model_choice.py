@@ -197,14 +197,14 @@ def test_a_format_1_bundle_still_loads_as_lightgbm(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ refit
 
 
-def test_refit_never_fits_its_calibration_rows(settings: Settings) -> None:
+def test_last_months_refit_never_fits_its_calibration_rows(settings: Settings) -> None:
     from leadscore.training.choice import ModelChoice
     from leadscore.training.fit import RowSets, fit_target
     from leadscore.training.refit import refit_target
     from leadscore.training.split import TimeSplit
 
     frame, y = _linear_data(3000, seed=5, months=12)
-    cfg = settings.training
+    cfg = settings.training.model_copy(update={"refit": "last_months"})
     feats = SCHEMA[1:]
     as_of = frame["as_of"]
     m = pd.Timestamp("2024-01-01", tz="UTC")
@@ -230,6 +230,81 @@ def test_refit_never_fits_its_calibration_rows(settings: Settings) -> None:
     assert first.model.linear == second.model.linear
     assert not np.allclose(first.model.calibrator(np.array([0.2])), second.model.calibrator(np.array([0.2])))
     assert first.window()["calibration_months"] == ["2024-11", "2024-12"]
+
+
+def _leads_without_signal(n_leads: int, seed: int, start: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Leads with 4 moments each in one month from ``start``, a label per lead that no feature predicts, and
+    a feature (``rid``) that names the lead: a model can only learn the leads it has seen."""
+    rng = np.random.default_rng(seed)
+    lead = np.repeat(np.arange(n_leads), 4)
+    y = np.repeat((rng.random(n_leads) < 0.3).astype(np.float64), 4)
+    days = np.repeat(rng.uniform(0, 26, n_leads), 4) + np.tile(np.arange(4), n_leads)
+    frame = pd.DataFrame({"as_of": pd.Timestamp(start, tz="UTC") + pd.to_timedelta(days, unit="D"),
+                          "lead_id": [f"{start}-{i}" for i in lead], "rid": (lead + seed * 100_000).astype(np.float64),
+                          "x1": rng.normal(size=len(lead)), "x2": rng.normal(size=len(lead)),
+                          "source": pd.Series(rng.choice(["ads", "referral"], len(lead)), dtype="str")})
+    return frame, y
+
+
+def test_cross_fit_refit_fits_every_month_and_calibrates_on_leads_its_fold_models_never_saw(
+    settings: Settings,
+) -> None:
+    """The default refit fits the newest months too; its map sees out-of-fold scores grouped by lead.
+
+    On labels no feature predicts, a booster free to memorise leads scores the leads it was fitted on
+    with confidence. A map fitted on those in-sample scores (or on folds that split a lead's moments)
+    would be steep, and new leads would get confident, wrong scores; out-of-fold by lead, the map is
+    flat and new leads get the base rate."""
+    import dataclasses
+
+    from leadscore.training.choice import ModelChoice
+    from leadscore.training.encoding import encode_frame
+    from leadscore.training.fit import RowSets, fit_target
+    from leadscore.training.refit import refit_target
+    from leadscore.training.split import TimeSplit
+
+    cfg = settings.training.model_copy(update={"refit": "cross_fit"})
+    months = [f"2024-{m:02d}-01" for m in range(1, 13)]
+    parts = [_leads_without_signal(150, seed=k + 1, start=m) for k, m in enumerate(months)]
+    frame = pd.concat([p[0] for p in parts], ignore_index=True)
+    y = np.concatenate([p[1] for p in parts])
+    edge = [pd.Timestamp(m, tz="UTC") for m in ("2024-01-01", "2024-07-01", "2024-09-01", "2024-11-01")]
+    split = TimeSplit("sql", 30, *edge, pd.Timestamp("2025-01-01", tz="UTC"))
+    per = {p: np.flatnonzero(split.mask(frame["as_of"], p)) for p in ("train", "validation", "calibration")}
+    feats = SCHEMA
+    backtest = fit_target(frame, y, RowSets(per["train"], per["validation"], per["calibration"]), feats, cfg, trials=1)
+    # a booster that memorises: small leaves, many rounds, no regularisation (the refit boosts at 4x the
+    # final learning rate for a quarter of the rounds: 0.3 for 300 rounds)
+    memorise = {**backtest.params, "num_leaves": 64, "min_data_in_leaf": 2, "lambda_l2": 0.0, "learning_rate": 0.075,
+                "feature_fraction": 1.0, "bagging_fraction": 1.0}
+    backtest = dataclasses.replace(backtest, params=memorise, rounds=[1200])
+    choice = ModelChoice("lightgbm", None, Calibrator("sigmoid", np.array([0.0, 1.0]), np.array([0.0, 1.0])), {}, {})
+    refit = refit_target(frame, y, np.ones(len(y), dtype=bool), feats, cfg, split, Recency(), choice, backtest)
+    assert refit.rows.scheme == "cross_fit" and refit.window()["scheme"] == "cross_fit"
+    assert refit.model.params["learning_rate"] == pytest.approx(0.3) and refit.model.params["num_iterations"] == 300
+    # every matured month fits, the newest two included; those two also calibrate
+    assert set(refit.rows.fit) == set(range(len(y)))
+    assert (frame["as_of"].iloc[refit.rows.calibration] >= pd.Timestamp("2024-11-01", tz="UTC")).all()
+    assert refit.window()["fit_months"][-1] == "2024-12" and refit.window()["calibration_months"] == ["2024-11",
+                                                                                                        "2024-12"]
+    booster = refit.model.booster
+    seen = booster.predict(encode_frame(frame.iloc[refit.rows.calibration], feats, refit.model.encodings))
+    assert np.corrcoef(seen, y[refit.rows.calibration])[0, 1] > 0.9  # it did memorise the leads it saw
+    new, y_new = _leads_without_signal(400, seed=99, start="2025-01-01")
+    p = refit.model.calibrator(booster.predict(encode_frame(new, feats, refit.model.encodings)))
+    base = y[refit.rows.calibration].mean()
+    assert np.std(p) < 0.05 and abs(np.mean(p) - base) < 0.02
+
+    def loss(q: np.ndarray) -> float:
+        return float(-np.mean(y_new * np.log(q) + (1 - y_new) * np.log(1 - q)))
+
+    assert loss(p) < loss(np.full(len(p), base)) + 0.01
+    # the contrast: the same map fitted on the shipped booster's in-sample scores is steep and costs dearly
+    from leadscore.training.calibration import fit_sigmoid
+
+    steep = fit_sigmoid(seen, y[refit.rows.calibration])(booster.predict(encode_frame(new, feats,
+                                                                                      refit.model.encodings)))
+    assert np.std(steep) > 0.2 and loss(np.clip(steep, 1e-6, 1 - 1e-6)) > loss(p) + 0.2
 
 
 # ------------------------------------------------------------------------------------------ drift

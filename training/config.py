@@ -114,9 +114,12 @@ class TrainingConfig(_Strict):
     #: the logistic baseline is fitted on a time-stratified sample: its dense design matrix is copied
     #: by every pipeline step, and 100k rows already pin a linear model down
     logreg_max_rows: int = 100_000
-    #: the registered model: ``last_months`` refits it on all matured months, the newest
-    #: ``split.calibration_months`` calibrating it (training.refit); ``none`` ships the backtest's model
-    refit: Literal["last_months", "none"] = "last_months"
+    #: the registered model (training.refit): refit on all matured months, the newest
+    #: ``split.calibration_months`` calibrating it: ``cross_fit`` fits them too and calibrates on their
+    #: out-of-fold scores, ``last_months`` leaves them out of the fit; ``none`` ships the backtest's model
+    refit: Literal["cross_fit", "last_months", "none"] = "cross_fit"
+    #: ``cross_fit``: folds (by lead) of the newest months whose out-of-fold scores fit the calibration map
+    refit_calibration_folds: int = Field(default=3, ge=2)
     recency: RecencyConfig = Field(default_factory=RecencyConfig)
     model_choice: ModelChoiceConfig = Field(default_factory=ModelChoiceConfig)
     #: features listed by train's drift report (highest PSI first)

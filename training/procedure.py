@@ -147,23 +147,29 @@ def refit_scores(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The production refit before the test rows, and every candidate's calibrated test scores.
 
-    As ``train`` registers its model (:mod:`training.refit`): the candidates are refit with the chosen
-    rounds, window and decay on the train and validation rows (inside the window counted back from the
-    calibration rows' start), calibrated on the calibration rows, never fitted on them; then scored on
-    the test rows. ``frame`` holds ``as_of``. Returns the scores (:func:`candidate_scores`) and a record.
+    As ``train`` registers its model (:mod:`training.refit`, scheme ``training.refit``; ``none`` measures
+    ``last_months``): the candidates are refit with the chosen rounds, window and decay on the train and
+    validation rows (inside the window counted back from the calibration rows' start) and, with
+    ``cross_fit``, on the calibration rows too, which then calibrate on out-of-fold scores; with
+    ``last_months`` the calibration rows are never fitted. Then scored on the test rows. ``frame`` holds
+    ``as_of``. Returns the scores (:func:`candidate_scores`) and a record.
     """
     as_of = frame["as_of"]
     pool = np.sort(np.concatenate([roles.train, roles.validation]))
     cal_start = pd.Timestamp(as_of.iloc[roles.calibration].min())
     recency = chosen.recency.chosen
-    fit_rows = recency.rows(pool, as_of, cal_start)
-    rows = RefitRows(fit_rows, roles.calibration, pd.Timestamp(as_of.iloc[fit_rows].min()), cal_start,
-                     pd.Timestamp(as_of.iloc[roles.calibration].max()))
+    rows = RefitRows.of(recency.rows(pool, as_of, cal_start), roles.calibration, as_of, cal_start,
+                        pd.Timestamp(as_of.iloc[roles.calibration].max()),
+                        "last_months" if cfg.refit == "none" else cfg.refit)
     models = refit_models(frame, y, rows, schema, cfg, recency, chosen.fit, linear=chosen.linear is not None)
-    parts = {"calibration": roles.calibration, "test": roles.test}
-    scores = candidate_scores(lambda part, kind, w: models.raw(frame.iloc[parts[part]], kind, w),
-                              np.asarray(y, dtype=np.float64)[roles.calibration], chosen.choice, cfg)
-    return scores, {"fit_rows": len(fit_rows), "calibration_rows": len(roles.calibration),
+
+    def raw(part: str, kind: str, w: float | None) -> np.ndarray:
+        if part == "calibration":
+            return models.calibration_raw(frame.iloc[roles.calibration], kind, w)
+        return models.raw(frame.iloc[roles.test], kind, w)
+
+    scores = candidate_scores(raw, np.asarray(y, dtype=np.float64)[roles.calibration], chosen.choice, cfg)
+    return scores, {"fit_rows": len(rows.fit), "calibration_rows": len(roles.calibration), "scheme": rows.scheme,
                     "rounds": chosen.fit.rounds[0], "fit_start": str(rows.fit_start)}
 
 

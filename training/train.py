@@ -248,7 +248,7 @@ def train_from_dataset(
             on_trial = trial_logger(target, progress, log_to_mlflow, run)
             results[target] = train_target(dataset, spec, settings, cutoff, target, trials=trials, timeout=timeout,
                                            truth=truth_cols, progress=progress, on_trial=on_trial)
-        if cfg.refit == "last_months":
+        if cfg.refit != "none":
             for r in results.values():
                 _refit(dataset, spec, settings, cutoff, r, progress, dask_client)
         _emit(progress, "phase", "drift, bundle, stage policy and artifacts")
