@@ -103,7 +103,9 @@ def _scatter_chunks(client: Any, workers: Sequence[str], arrays: Sequence[np.nda
         parts = []
         for i in range(chunks):
             piece = np.ascontiguousarray(a[bounds[i]:bounds[i + 1]])
-            future = client.scatter(piece, workers=[workers[i % len(workers)]], direct=True)
+            # hash=False: each fit's pieces get keys of their own, so cancelling an abandoned fit can never
+            # take the equal pieces of the next fit with it (content-hashed keys would be shared)
+            future = client.scatter(piece, workers=[workers[i % len(workers)]], direct=True, hash=False)
             parts.append(da.from_delayed(future, shape=piece.shape, dtype=piece.dtype))
         out.append(da.concatenate(parts, axis=0))
     return out
