@@ -330,7 +330,9 @@ def simulate_block(
         v30, p_opp_truth = exact_truth(hazard, q_opp, opp_delay_p, settings)
     else:  # per number of unshifted days at the start of the horizon
         v30, p_opp_truth = exact_truth_shifted(hazard, hazard_late, q_opp, opp_delay_p, settings)
-    truth_len = np.maximum(np.where(is_sql, sql_day, n_days - 1) - created_day + 1, 0)
+    # a hand-over accepted after the cut-off leaves an SQL day past the history: the truth ends with it
+    last_day = np.minimum(np.where(is_sql, sql_day, n_days - 1), n_days - 1)
+    truth_len = np.maximum(last_day - created_day + 1, 0)
     start_ts = world.start_ts
     lead_ids = str_ids("L", lead0 + np.arange(n), world.lead_width)
     truth = truth_table(start_ts, lead_ids, state, created_day, truth_len, v30, p_opp_truth, shift_day)
