@@ -1,6 +1,6 @@
 """Benchmark the feature build on a Dask cluster against the single-machine build.
 
-Usage: python benchmarks/scale.py [--leads 1000000] [--baseline-leads 100000] [--months 18] [--seed 7]
+Usage: python benchmarks/scale.py [--leads 1000000] [--baseline-leads 100000] [--months 12] [--seed 7]
           [--workers 2] [--memory-limit 6GB] [--parts N] [--dir /tmp/leadscore-bench-scale]
 
 Goal (issue 15): 1M leads (~100M activities) built on a 2-worker ``LocalCluster`` with each worker's peak
@@ -131,7 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--baseline-leads", type=int, default=100_000)
-    parser.add_argument("--months", type=int, default=18)
+    parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="6GB", help="per worker (Dask pauses, then restarts, a worker "
