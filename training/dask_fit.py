@@ -167,11 +167,12 @@ def fit_booster_dask(
             raise DaskFitError(f"{len(y)} rows cannot fill {chunks} partitions (every worker needs rows)")
         dX, dy, dw = _scatter_chunks(client, workers, [X, y, weight], chunks)
         fixed = {k: v for k, v in params.items() if k not in _NETWORK_PARAMS}
+        network: dict[str, Any] = {"machines": cfg.machines} if cfg.machines else {}
         model = DaskLGBMClassifier(
             client=client, n_estimators=max(1, rounds), tree_learner="data",
             # LightGBM's socket time-out is in minutes: a worker stuck on the network gives up by itself
             time_out=max(1, math.ceil(cfg.timeout_s / 60)),
-            **({"machines": cfg.machines} if cfg.machines else {}), **fixed,
+            **network, **fixed,
         )
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadscore-dask-fit")
         job = pool.submit(model.fit, dX, dy, sample_weight=dw, categorical_feature=categorical or "auto")
