@@ -54,13 +54,14 @@ def _contrib(n: int, m: int, seed: int) -> np.ndarray:
     return c
 
 
-@pytest.mark.parametrize("k", [1, 3])
-def test_batch_reasons_equal_top_reasons_row_by_row(settings: Settings, k: int) -> None:
+@pytest.mark.parametrize(("k", "window"), [(1, None), (3, None), (3, 1)])
+def test_batch_reasons_equal_top_reasons_row_by_row(settings: Settings, k: int, window: int | None) -> None:
+    """``window=1``: every row's walk goes past the concepts worded first, so the second pass words the rest."""
     for schema, seed in ((SCHEMA, 1), (schema_dicts(feature_schema(settings)), 2)):
         frame = _rows(schema, 600, seed)
         contrib = _contrib(len(frame), len(schema), seed)
         plan = reason_plan(schema)
-        pos, neg, texts = batch_top_ids(plan, frame, contrib, k)
+        pos, neg, texts = batch_top_ids(plan, frame, contrib, k, window)
         rows = frame.to_dict("records")
         merged = 0
         for i, row in enumerate(rows):

@@ -16,12 +16,14 @@ from numba import njit
 
 
 @njit(cache=True)
-def select_top(sums: np.ndarray, order: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the sentence ids of the ``k`` strongest reasons for and against (-1 pads a short side).
+def select_top(sums: np.ndarray, order: np.ndarray, ids: np.ndarray,
+               k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the sentence ids of the ``k`` strongest reasons for and against (-1 pads a short side),
+    and whether the row's walk reached a concept not worded (its answer is then to be recomputed).
 
     ``sums``: rows x concepts summed contributions; ``order``: each row's concepts by decreasing
     absolute sum (stable); ``ids``: rows x concepts sentence id of the concept in that row (-1: the
-    concept words nothing there). The exact rule of ``training.reasons._select``.
+    concept words nothing there; -2: not worded). The exact rule of ``training.reasons._select``.
     """
     n, n_concepts = sums.shape
     pos = np.full((n, k), -1, dtype=np.int64)
@@ -29,6 +31,7 @@ def select_top(sums: np.ndarray, order: np.ndarray, ids: np.ndarray, k: int) -> 
     item_id = np.empty(n_concepts, dtype=np.int64)
     item_sum = np.empty(n_concepts, dtype=np.float64)
     used = np.zeros(n_concepts, dtype=np.bool_)
+    short = np.zeros(n, dtype=np.bool_)
     for i in range(n):
         m = 0
         for p in range(n_concepts):
@@ -37,6 +40,9 @@ def select_top(sums: np.ndarray, order: np.ndarray, ids: np.ndarray, k: int) -> 
             if s == 0.0:
                 break
             t = ids[i, c]
+            if t == -2:
+                short[i] = True
+                break
             if t < 0:
                 continue
             found = -1
@@ -79,7 +85,7 @@ def select_top(sums: np.ndarray, order: np.ndarray, ids: np.ndarray, k: int) -> 
                 break
             used[best] = True
             neg[i, r] = item_id[best]
-    return pos, neg
+    return pos, neg, short
 
 
 __all__ = ["select_top"]

@@ -228,51 +228,66 @@ def _select(plan: ReasonPlan, row: Mapping[str, Any], sums: list[float], order: 
     return pos, neg
 
 
-def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """Every row's sentence for every concept at once (batch scoring), as ids into the returned sentences:
-    rows x concepts, -1 where the concept words nothing (its columns' values are all silent zeros).
+#: a (row, concept) sentence id not computed (:func:`concept_text_ids` with ``need``)
+NOT_WORDED = -2
+
+
+def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, index: dict[str, int]) -> np.ndarray:
+    """The sentence of each concept in each row where ``need`` (rows x concepts) holds, as ids into
+    ``index`` (sentence -> id, extended here): -1 where the concept words nothing there (its columns'
+    values are silent zeros), :data:`NOT_WORDED` where not needed.
 
     The sentence of a (column, value) depends on nothing else, and a batch holds few distinct values per
-    column (counts, categories, days), so each column is factorised and each distinct value worded once
-    (:meth:`ReasonPlan.text`, the values ``Series.tolist`` gives, missing ones as None); a concept's id per
-    row is then its first member's that words something, as :meth:`ReasonPlan.concept_text` picks it.
-    Equal sentences share an id, which is what :func:`top_reasons` merges on.
+    column (counts, categories, days), so each column's needed values are factorised and each distinct
+    value worded once (:meth:`ReasonPlan.text` of the value ``Series.tolist`` gives, a missing one as
+    None); a concept's id in a row is its first member's that words something, as
+    :meth:`ReasonPlan.concept_text` picks it. Equal sentences share an id: :func:`top_reasons` merges them.
     """
-    index: dict[str, int] = {}
-    per_column: dict[int, np.ndarray] = {}
-
-    def column_ids(j: int) -> np.ndarray:
-        got = per_column.get(j)
-        if got is None:
-            codes, uniques = pd.factorize(frame[plan.columns[j].name], use_na_sentinel=True)
-            ids = [-1 if (t := plan.text(j, v)) is None else index.setdefault(t, len(index))
-                   for v in [*uniques.tolist(), None]]  # the last: a missing value (code -1)
-            got = per_column[j] = np.asarray(ids, dtype=np.int64)[codes]
-        return got
-
-    out = np.empty((len(frame), len(plan.concepts)), dtype=np.int64)
+    out = np.full(need.shape, NOT_WORDED, dtype=np.int64)
     for c, members in enumerate(plan.members):
-        ids = column_ids(members[0])
-        for j in members[1:]:
-            silent = ids < 0
-            if not silent.any():
+        rows = np.flatnonzero(need[:, c])
+        ids = np.full(len(rows), -1, dtype=np.int64)
+        todo = np.arange(len(rows))
+        for j in members:
+            if not len(todo):
                 break
-            ids = np.where(silent, column_ids(j), ids)
-        out[:, c] = ids
-    return out, list(index)
+            values = frame[plan.columns[j].name].to_numpy()[rows[todo]]
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+            worded = [-1 if (t := plan.text(j, v)) is None else index.setdefault(t, len(index))
+                      for v in [*uniques.tolist(), None]]  # the last: a missing value (code -1)
+            ids[todo] = np.asarray(worded, dtype=np.int64)[codes]
+            todo = todo[ids[todo] < 0]
+        out[rows, c] = ids
+    return out
 
 
-def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray,
-                  k: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k: int,
+                  window: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """:func:`top_reasons`' sentences of every row of ``frame`` (``contrib``: rows x schema columns), as
     ids (rows x ``k``, -1 pads a short side) into the returned sentences: positive, negative, sentences.
-    The same sums (:func:`concept_sums`), the same walk (:func:`training.reason_select.select_top`)."""
+
+    The same sums (:func:`concept_sums`) and the same walk (:func:`training.reason_select.select_top`).
+    A row's walk rarely goes past its ``window`` (default ``4k``) strongest concepts, so only those are
+    worded first; the rows whose walk went further are worded in full and walked again.
+    """
     from leadscore.training.reason_select import select_top  # numba: compiled when first used
 
     sums, order = concept_sums(plan, contrib)
-    ids, texts = concept_text_ids(plan, frame)
-    pos, neg = select_top(np.ascontiguousarray(sums), np.ascontiguousarray(order, dtype=np.int64), ids, k)
-    return pos, neg, texts
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    index: dict[str, int] = {}
+    need = np.zeros(sums.shape, dtype=bool)
+    np.put_along_axis(need, order[:, : 4 * k if window is None else window], True, axis=1)
+    need &= sums != 0.0  # a zero sum ends the walk before its sentence is read
+    ids = concept_text_ids(plan, frame, need, index)
+    pos, neg, short = select_top(sums, order, ids, k)
+    if short.any():
+        rows = np.flatnonzero(short)
+        rest = np.zeros(sums.shape, dtype=bool)
+        rest[rows] = (sums[rows] != 0.0) & (ids[rows] == NOT_WORDED)
+        ids = np.where(rest, concept_text_ids(plan, frame, rest, index), ids)
+        pos[rows], neg[rows], short = select_top(sums[rows], order[rows], ids[rows], k)
+        assert not short.any()
+    return pos, neg, list(index)
 
 
 def json_lists(ids: np.ndarray, texts: Sequence[str]) -> np.ndarray:
