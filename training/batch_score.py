@@ -13,10 +13,15 @@ on a schedule. It reuses the service's pieces instead of copying them:
 * reasons are the same sentences as :func:`training.reasons.top_reasons` over the same contributions
   (the bundle's attribution, :mod:`training.attribution`), computed for the whole chunk at once
   (:meth:`~training.bundle.BoundBundle.predict_explained`: one walk of the sql trees gives its
-  probability and contributions; the concept sums for all rows, :func:`training.reasons.concept_sums`);
+  probability and contributions; :func:`training.reasons.batch_top_ids` sums the concepts of all rows,
+  words each distinct (column, value) once and runs the one-row selection rule compiled);
 * the stage is the bundle's :class:`StagePolicy`, with hysteresis from the lead's current stage and
   the days it has held it, both read from the kernel's own ``current_stage``/``days_in_stage``
-  features: the stage the CRM recorded last at or before ``T``, as the service reads it.
+  features: the stage the CRM recorded last at or before ``T``, as the service reads it
+  (:func:`policy_stages`: the policy's comparisons over arrays).
+
+Nothing here loops over rows in Python except for leads with previous scores (their trend and changes):
+the per-row wording and policy calls cost several times the models (``benchmarks/score.py``).
 
 Memory stays bounded by the chunk: the history is prepared once (the kernel's arrays), then features,
 predictions and reasons are computed ``chunk_size`` leads at a time and each chunk is written out before

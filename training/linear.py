@@ -74,6 +74,15 @@ class FrameColumns:
             out[i] = self._numeric[n]
         return out
 
+    @property
+    def has_numeric(self) -> bool:
+        return bool(self._numeric)
+
+    def add_numeric(self, names: Sequence[str], block: np.ndarray) -> None:
+        """Columns already converted as :meth:`numeric` converts them (a bundle's encoding, the same call):
+        ``block`` is names x rows."""
+        self._numeric.update(zip(names, block, strict=True))
+
     def codes(self, name: str) -> tuple[np.ndarray, list[str]]:
         """Column ``name``'s codes into its labels (:func:`_category_codes`)."""
         got = self._codes.get(name)
