@@ -81,6 +81,9 @@ def test_json_lists_are_json_dumps() -> None:
     ids = np.array([[0, 1, -1], [2, -1, -1], [-1, -1, -1], [0, 1, -1], [3, 2, 1]])
     assert json_lists(ids, texts).tolist() == [json.dumps([texts[t] for t in r if t >= 0]) for r in ids]
     assert json_lists(np.empty((0, 3), dtype=np.int64), texts).tolist() == []
+    many = [f"reason {i}" for i in range(3000)]  # too many sentences for one integer per row of 6
+    wide = np.random.default_rng(0).integers(-1, 3000, (50, 6))
+    assert json_lists(wide, many).tolist() == [json.dumps([many[t] for t in r if t >= 0]) for r in wide]
 
 
 @pytest.mark.parametrize("recycle", [45, None])

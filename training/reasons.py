@@ -299,7 +299,17 @@ def json_lists(ids: np.ndarray, texts: Sequence[str]) -> np.ndarray:
     if not len(ids):
         return np.empty(0, dtype=object)
     quoted = [json.dumps(t) for t in texts]
-    rows, inverse = np.unique(ids, axis=0, return_inverse=True)
+    base = len(texts) + 1
+    if base ** ids.shape[1] < 2**62:  # each row as one integer: a hash factorisation, not a sort of rows
+        key = np.zeros(len(ids), dtype=np.int64)
+        for col in ids.T:
+            key = key * base + (col + 1)
+        inverse, distinct = pd.factorize(key)
+        first = np.empty(len(distinct), dtype=np.intp)
+        first[inverse[::-1]] = np.arange(len(ids) - 1, -1, -1)
+        rows = ids[first]
+    else:
+        rows, inverse = np.unique(ids, axis=0, return_inverse=True)
     encoded = np.array(["[" + ", ".join(quoted[t] for t in row if t >= 0) + "]" for row in rows.tolist()],
                        dtype=object)
     return encoded[inverse.reshape(-1)]
