@@ -138,3 +138,21 @@ def test_term_matrix_equals_the_per_column_terms_and_the_row_terms() -> None:
         np.testing.assert_allclose(model.row_terms(row), new[i], rtol=0, atol=1e-12)
     contrib = model.contributions(frame)
     np.testing.assert_array_equal(contrib.to_numpy(), old - np.array([model.term_means[n] for n in model.features]))
+
+
+def test_category_codes_equal_the_categorical_of_the_text() -> None:
+    """Unknown, missing (None, NaN, pd.NA), non-string and string/category dtypes: the encoding's codes."""
+    import warnings
+
+    from leadscore.training.encoding import category_codes
+
+    cats = ["paid_search", "true", "1", "1.5", "None", "nan"]
+    values = ["true", None, np.nan, "paid_search", 1, 1.5, "x", pd.NA, "true", "nan", "None"]
+    cols = [pd.Series(values * 5, dtype=object), pd.Series(["true", None, "x", "1"] * 5, dtype="string"),
+            pd.Series(["true", None, "x"] * 5, dtype="category"), pd.Series([1.0, np.nan, 1.5] * 5),
+            pd.Series(["true", "x"] * 5, index=np.arange(10, 0, -1))]
+    for col in cols:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas deprecates unknown values in a Categorical
+            want = pd.Categorical(col.astype("str"), categories=cats).codes
+        np.testing.assert_array_equal(category_codes(col, cats), want)
