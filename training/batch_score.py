@@ -128,19 +128,7 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         bands = band_labels(contrib, bundle.schema, bundle.bands)
         pos_ids, neg_ids, texts = batch_top_ids(bundle._reason_plan(), features, contrib, REASONS_K)
         pos, neg = json_lists(pos_ids, texts), json_lists(neg_ids, texts)
-    trends = np.full(n, "new", dtype=object)
-    changed = np.full(n, "[]", dtype=object)
-    for i, lead in enumerate(leads.tolist()) if previous else ():
-        past = previous.get(lead, ())  # type: ignore[union-attr]
-        if not past:
-            continue  # "new", no changes: what trend and annotate answer without a previous score
-        if contrib is None:
-            trends[i] = trend(float(p_sql[i]), past)
-            continue
-        worded = {"positive": [texts[t] for t in pos_ids[i].tolist() if t >= 0],
-                  "negative": [texts[t] for t in neg_ids[i].tolist() if t >= 0]}
-        trends[i], c = annotate(float(p_sql[i]), worded, past)
-        changed[i] = json.dumps(c)
+    trends, changed = _trends(leads, p_sql, previous or {}, texts, pos_ids, neg_ids, worded=contrib is not None)
     return pd.DataFrame({
         "lead_id": leads,
         "scored_at": pd.to_datetime(features["as_of"], utc=True).to_numpy(),
@@ -149,6 +137,29 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         "reasons_positive": pos, "reasons_negative": neg, "model_version": scorer.version,
         "trend": trends, "changes": changed, "band": bands,
     }, columns=list(COLUMNS)).assign(scored_at=lambda f: pd.to_datetime(f["scored_at"], utc=True))
+
+
+def _trends(leads: np.ndarray, p_sql: np.ndarray, previous: Mapping[str, Sequence[PastScore]], texts: Sequence[str],
+            pos_ids: np.ndarray, neg_ids: np.ndarray, worded: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``trend`` and ``changes`` (JSON) by :mod:`training.trend`; a lead without previous scores
+    is ``new`` with no changes (what the rule answers for it), so only leads with a past are visited.
+    Without the reasons (``worded`` false) there is nothing to compare: no changes."""
+    trends = np.full(len(leads), "new", dtype=object)
+    changed = np.full(len(leads), "[]", dtype=object)
+    if not previous:
+        return trends, changed
+    for i, lead in enumerate(leads.tolist()):
+        past = previous.get(lead, ())
+        if not past:
+            continue
+        if not worded:
+            trends[i] = trend(float(p_sql[i]), past)
+            continue
+        reasons = {"positive": [texts[t] for t in pos_ids[i].tolist() if t >= 0],
+                   "negative": [texts[t] for t in neg_ids[i].tolist() if t >= 0]}
+        trends[i], c = annotate(float(p_sql[i]), reasons, past)
+        changed[i] = json.dumps(c)
+    return trends, changed
 
 
 def _previous_stages(features: pd.DataFrame) -> np.ndarray:

@@ -90,10 +90,15 @@ def category_codes(col: pd.Series, categories: Sequence[str]) -> np.ndarray:
         return [pos.get(t, -1) if isinstance(t, str) else -1 for t in texts]  # a missing value stays missing
 
     codes, uniques = pd.factorize(col, use_na_sentinel=True)
-    out = np.asarray([*lookup(pd.Series(uniques, dtype=object).astype("str").tolist()), -1], dtype=np.int64)[codes]
-    missing = codes < 0
-    if missing.any():  # as astype("str") words them (pandas 2: "None"/"nan"; 3: missing)
-        out[missing] = lookup(col[missing].astype("str").tolist())
+    values = uniques.tolist()
+    if not all(v.__class__ is str for v in values):  # a str is its own text
+        values = pd.Series(uniques, dtype=object).astype("str").tolist()
+    out = np.asarray([*lookup(values), -1], dtype=np.int64)[codes]
+    missing = np.flatnonzero(codes < 0)
+    if len(missing):  # as astype("str") words them (pandas 2: "None"/"nan"; 3: missing); a typed column
+        # holds one missing value (its dtype's), an object column any of None, NaN, NA
+        rows = missing if col.dtype == object else missing[:1]
+        out[missing] = lookup(col.iloc[rows].astype("str").tolist())
     return out
 
 
