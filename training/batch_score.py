@@ -13,10 +13,15 @@ on a schedule. It reuses the service's pieces instead of copying them:
 * reasons are the same sentences as :func:`training.reasons.top_reasons` over the same contributions
   (the bundle's attribution, :mod:`training.attribution`), computed for the whole chunk at once
   (:meth:`~training.bundle.BoundBundle.predict_explained`: one walk of the sql trees gives its
-  probability and contributions; the concept sums for all rows, :func:`training.reasons.concept_sums`);
+  probability and contributions; :func:`training.reasons.batch_top_ids` sums the concepts of all rows,
+  words each distinct (column, value) once and runs the one-row selection rule compiled);
 * the stage is the bundle's :class:`StagePolicy`, with hysteresis from the lead's current stage and
   the days it has held it, both read from the kernel's own ``current_stage``/``days_in_stage``
-  features: the stage the CRM recorded last at or before ``T``, as the service reads it.
+  features: the stage the CRM recorded last at or before ``T``, as the service reads it
+  (:func:`policy_stages`: the policy's comparisons over arrays).
+
+Nothing here loops over rows in Python except for leads with previous scores (their trend and changes):
+the per-row wording and policy calls cost several times the models (``benchmarks/score.py``).
 
 Memory stays bounded by the chunk: the history is prepared once (the kernel's arrays), then features,
 predictions and reasons are computed ``chunk_size`` leads at a time and each chunk is written out before
@@ -26,7 +31,6 @@ the next is computed.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.errors import LeadscoreError
+from leadscore.training.stage_policy import _FUNNEL_RANK, StagePolicy
 from leadscore.training.trend import PastScore, annotate, trend
 
 if TYPE_CHECKING:
@@ -73,48 +78,6 @@ class BatchSummary:
     model_version: str
 
 
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-class _RowView(Mapping[str, Any]):
-    """Row ``i`` of :class:`_RowViews`: what the reasons read of a row, without building its dict."""
-
-    __slots__ = ("_cols", "_i")
-
-    def __init__(self, cols: dict[str, list[Any]], i: int) -> None:
-        self._cols, self._i = cols, i
-
-    def __getitem__(self, name: str) -> Any:
-        return self._cols[name][self._i]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._cols)
-
-    def __len__(self) -> int:
-        return len(self._cols)
-
-
-class _RowViews(Sequence[Mapping[str, Any]]):
-    """The rows of a feature frame as mappings over per-column lists (``Series.tolist``: the values
-    ``to_dict("records")`` gives); the reasons read a handful of a row's ~100 columns."""
-
-    def __init__(self, frame: pd.DataFrame, names: Sequence[str]) -> None:
-        self._cols = {n: frame[n].tolist() for n in names}
-        self._n = len(frame)
-
-    def __getitem__(self, i: Any) -> Any:
-        if not 0 <= i < self._n:
-            raise IndexError(i)
-        return _RowView(self._cols, i)
-
-    def __iter__(self) -> Iterator[Mapping[str, Any]]:
-        return (_RowView(self._cols, i) for i in range(self._n))
-
-    def __len__(self) -> int:
-        return self._n
-
-
 def candidate_leads(history: CRMHistory, as_of: pd.Timestamp) -> tuple[np.ndarray, int]:
     """Ids of the leads that exist at ``as_of`` (created at or before it), sorted; and how many do not."""
     leads = history.leads
@@ -140,7 +103,8 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     Without reasons, ``changes`` is empty (there is nothing to compare), and so is ``band``: the
     fit/engagement band sums the same contributions the reasons do (:mod:`training.bands`).
     """
-    bundle, policy = scorer.bundle, scorer.policy
+    bundle = scorer.bundle
+    n = len(features)
     contrib = None
     if reasons:
         probs, contrib = bundle.predict_explained(features, "sql")
@@ -149,49 +113,98 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     p_sql = probs["p_sql"].to_numpy(dtype=np.float64)
     # a one-target (flat) bundle's probability stands for both stages, as its stage policy was fitted
     p_opp = probs["p_opportunity"].to_numpy(dtype=np.float64) if "p_opportunity" in probs else p_sql.copy()
-    plan = bundle._reason_plan()
-    from leadscore.training.bands import band_labels
-    from leadscore.training.reasons import concept_sums, top_texts
-
-    bands = band_labels(contrib, bundle.schema, bundle.bands) if contrib is not None else [None] * len(features)
-    sums, order = concept_sums(plan, contrib) if contrib is not None else (None, None)
-    memo: dict[tuple[int, Any], str | None] = {}
-
-    names = bundle.feature_names
-    records: Sequence[Mapping[str, Any]] = _RowViews(features, names) if reasons else [{}] * len(features)
-    prev = features["current_stage"].to_numpy(dtype=object) if "current_stage" in features else [None] * len(features)
+    prevs = _previous_stages(features)
     days = features["days_in_stage"].to_numpy(dtype=np.float64) if "days_in_stage" in features else None
+    stages = policy_stages(scorer.policy, p_sql, p_opp, prevs, days)
     leads = features["lead_id"].astype(object).to_numpy()
-    previous = previous or {}
-    stages, prevs, pos, neg, trends, changed = [], [], [], [], [], []
-    for i, row in enumerate(records):
-        previous_stage = None if _missing(prev[i]) else str(prev[i])
-        d = None if days is None or math.isnan(days[i]) else float(days[i])
-        stages.append(str(policy.stage(float(p_sql[i]), float(p_opp[i]), previous_stage, days_in_stage=d)))
-        prevs.append(previous_stage)
-        past = previous.get(leads[i], ())
-        if contrib is None:
-            pos.append("[]")
-            neg.append("[]")
-            trends.append(trend(float(p_sql[i]), past))
-            changed.append("[]")
-            continue
-        texts = dict(zip(("positive", "negative"), top_texts(plan, row, sums[i], order[i], REASONS_K, memo),  # type: ignore[index]
-                         strict=True))
-        pos.append(json.dumps(texts["positive"]))
-        neg.append(json.dumps(texts["negative"]))
-        t, c = annotate(float(p_sql[i]), texts, past)
-        trends.append(t)
-        changed.append(json.dumps(c))
+    pos = neg = np.full(n, "[]", dtype=object)
+    bands: Sequence[str | None] = [None] * n
+    texts: list[str] = []
+    pos_ids = neg_ids = np.empty((n, 0), dtype=np.int64)
+    if contrib is not None:
+        from leadscore.training.bands import band_labels
+        from leadscore.training.reasons import batch_top_ids, json_lists
+
+        bands = band_labels(contrib, bundle.schema, bundle.bands)
+        pos_ids, neg_ids, texts = batch_top_ids(bundle._reason_plan(), features, contrib, REASONS_K)
+        pos, neg = json_lists(pos_ids, texts), json_lists(neg_ids, texts)
+    trends, changed = _trends(leads, p_sql, previous or {}, texts, pos_ids, neg_ids, worded=contrib is not None)
     return pd.DataFrame({
         "lead_id": leads,
         "scored_at": pd.to_datetime(features["as_of"], utc=True).to_numpy(),
         "p_sql": p_sql, "p_opportunity": p_opp, "stage": stages, "previous_stage": prevs,
-        "days_in_stage": days if days is not None else np.full(len(p_sql), np.nan),
+        "days_in_stage": days if days is not None else np.full(n, np.nan),
         "reasons_positive": pos, "reasons_negative": neg, "model_version": scorer.version,
         "trend": trends, "changes": changed, "band": bands,
     }, columns=list(COLUMNS)).assign(scored_at=lambda f: pd.to_datetime(f["scored_at"], utc=True))
 
+
+def _trends(leads: np.ndarray, p_sql: np.ndarray, previous: Mapping[str, Sequence[PastScore]], texts: Sequence[str],
+            pos_ids: np.ndarray, neg_ids: np.ndarray, worded: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``trend`` and ``changes`` (JSON) by :mod:`training.trend`; a lead without previous scores
+    is ``new`` with no changes (what the rule answers for it), so only leads with a past are visited.
+    Without the reasons (``worded`` false) there is nothing to compare: no changes."""
+    trends = np.full(len(leads), "new", dtype=object)
+    changed = np.full(len(leads), "[]", dtype=object)
+    if not previous:
+        return trends, changed
+    for i, lead in enumerate(leads.tolist()):
+        past = previous.get(lead, ())
+        if not past:
+            continue
+        if not worded:
+            trends[i] = trend(float(p_sql[i]), past)
+            continue
+        reasons = {"positive": [texts[t] for t in pos_ids[i].tolist() if t >= 0],
+                   "negative": [texts[t] for t in neg_ids[i].tolist() if t >= 0]}
+        trends[i], c = annotate(float(p_sql[i]), reasons, past)
+        changed[i] = json.dumps(c)
+    return trends, changed
+
+
+def _previous_stages(features: pd.DataFrame) -> np.ndarray:
+    """Each row's ``current_stage`` feature as the policy's previous stage: its text, or None when missing."""
+    if "current_stage" not in features:
+        return np.full(len(features), None, dtype=object)
+    codes, uniques = pd.factorize(features["current_stage"], use_na_sentinel=True)
+    return np.array([*(str(v) for v in uniques.tolist()), None], dtype=object)[codes]
+
+
+def policy_stages(policy: StagePolicy, p_sql: np.ndarray, p_opp: np.ndarray, previous: np.ndarray,
+                  days: np.ndarray | None) -> np.ndarray:
+    """:meth:`StagePolicy.stage` of every row as array comparisons (``previous``: stage text or None;
+    ``days``: NaN where unknown). Per distinct previous stage the bars are the policy's own arithmetic
+    on the same doubles, compared with the same ``>=``; ``tests/test_batch_score.py`` checks every branch
+    against the one-row rule, which stays the definition."""
+    n = len(p_sql)
+    out = np.empty(n, dtype=object)
+    codes, uniques = pd.factorize(pd.Series(previous, dtype=object), use_na_sentinel=True)
+    labels: list[str | None] = [*(str(v) for v in uniques.tolist()), None]
+    codes = np.where(codes < 0, len(labels) - 1, codes)
+    limit = policy.recycle_after_days
+    long_held = np.zeros(n, dtype=bool) if days is None or limit is None else \
+        np.nan_to_num(np.asarray(days, dtype=np.float64), nan=-np.inf) >= limit
+    keep, lift = 1.0 - policy.hysteresis, 1.0 + policy.hysteresis
+    for code, label in enumerate(labels):
+        rows = np.flatnonzero(codes == code)
+        if not len(rows):
+            continue
+        prev = label or "lead"
+        if prev in policy.sales_owned_stages:
+            out[rows] = prev
+            continue
+        sql_bar, mql_bar = {"sql": (policy.sql_threshold * keep, policy.mql_threshold * keep),
+                            "mql": (policy.sql_threshold, policy.mql_threshold * keep),
+                            "recycled": (policy.sql_threshold * lift, policy.mql_threshold * lift),
+                            }.get(prev, (policy.sql_threshold, policy.mql_threshold))
+        rest = prev if prev in ("subscriber", "recycled") else "lead"
+        new = np.where(p_opp[rows] >= sql_bar, "sql", np.where(p_sql[rows] >= mql_bar, "mql", rest)).astype(object)
+        if prev in ("mql", "sql"):  # no progress for recycle_after_days: back to marketing
+            no_progress = np.array([_FUNNEL_RANK[s] <= _FUNNEL_RANK[prev] for s in ("sql", "mql", "lead")])
+            rank = np.select([new == "sql", new == "mql"], [0, 1], 2)
+            new[long_held[rows] & no_progress[rank]] = "recycled"
+        out[rows] = new
+    return out
 
 def iter_scores(
     history: CRMHistory,

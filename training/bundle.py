@@ -44,7 +44,7 @@ from leadscore.training.bands import BandCuts, band_labels
 from leadscore.training.calibration import Calibrator
 from leadscore.training.config import ModelKind
 from leadscore.training.encoding import check_columns, encode_frame
-from leadscore.training.linear import LinearModel, blend_probability
+from leadscore.training.linear import FrameColumns, LinearModel, blend_probability
 from leadscore.training.reasons import ReasonPlan, as_mapping, reason_plan, top_reasons
 from leadscore.training.row_path import RowScorer
 from leadscore.training.stage_policy import StagePolicy
@@ -347,19 +347,24 @@ class BoundBundle(ScoringBundle):
     def encode(self, features: pd.DataFrame, target: str) -> np.ndarray:
         return encode_frame(features, self.schema, self.models[target].encodings)
 
-    def predict_raw(self, features: pd.DataFrame, target: str) -> np.ndarray:
-        """Uncalibrated probability of the target's model kind (what the calibrator was fitted on)."""
+    def predict_raw(self, features: pd.DataFrame, target: str, cols: FrameColumns | None = None) -> np.ndarray:
+        """Uncalibrated probability of the target's model kind (what the calibrator was fitted on);
+        ``cols``: the frame's columns as already converted for another target's logistic model."""
+        from leadscore.training.batch_explain import encode_shared
+
         m = self.models[target]
-        trees = m.booster.predict(self.encode(features, target)) if m.uses_trees else None
-        linear = m.linear.predict(features) if m.linear is not None and m.kind != "lightgbm" else None
+        cols = cols or FrameColumns(features)
+        trees = m.booster.predict(encode_shared(self, features, target, cols)) if m.uses_trees else None
+        linear = m.linear.predict_columns(cols) if m.linear is not None and m.kind != "lightgbm" else None
         return np.asarray(m.combine(trees, linear), dtype=np.float64)
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Calibrated ``p_sql`` and ``p_opportunity``, one row per input row (same index)."""
         check_columns(features, self.schema)
+        cols = FrameColumns(features)
         out = {}
         for target, model in self.models.items():
-            out[OUTPUT_COLUMNS[target]] = model.calibrator(self.predict_raw(features, target))
+            out[OUTPUT_COLUMNS[target]] = model.calibrator(self.predict_raw(features, target, cols))
         return pd.DataFrame(out, index=features.index)
 
     def tree_contributions(self, x: np.ndarray, target: str) -> np.ndarray:
@@ -389,31 +394,11 @@ class BoundBundle(ScoringBundle):
     def predict_explained(self, features: pd.DataFrame, target: str = "sql") -> tuple[pd.DataFrame, np.ndarray]:
         """:meth:`predict` and :meth:`contributions` of ``target`` (schema columns, no bias) from one encoding
         and one set of logistic terms per target (batch scoring); with the path attribution the walk that
-        attributes ``target`` also gives its trees' probability, as on the one-row path."""
-        check_columns(features, self.schema)
-        out: dict[str, np.ndarray] = {}
-        contrib = np.zeros((len(features), len(self.schema)))
-        for t, m in self.models.items():
-            x = self.encode(features, t) if m.uses_trees else None
-            lin = m.linear if m.kind != "lightgbm" else None
-            terms = None if lin is None else lin.terms(features)
-            # LinearModel.predict's arithmetic on the terms computed once
-            p_lin = None if lin is None or terms is None else \
-                1.0 / (1.0 + np.exp(-(lin.intercept + terms.to_numpy().sum(axis=1))))
-            p_trees = trees = None
-            if x is not None and t == target and self.attribution == "path" and m.path_model(len(self.schema)).binary_logit:
-                paths = m.path_model(len(self.schema))
-                margin, trees = paths.margins(x)
-                p_trees = paths.probabilities(margin)
-            elif x is not None:
-                p_trees = m.booster.predict(x)
-                trees = self.tree_contributions(x, t)[:, :-1] if t == target else None
-            out[OUTPUT_COLUMNS[t]] = m.calibrator(np.asarray(m.combine(p_trees, p_lin), dtype=np.float64))
-            if t == target:
-                linear = None if terms is None or lin is None else \
-                    (terms - pd.Series(lin.term_means)[terms.columns])[self.feature_names].to_numpy()
-                contrib = m.combine_contributions(trees, linear)
-        return pd.DataFrame(out, index=features.index), contrib
+        attributes ``target`` also gives its trees' probability, as on the one-row path
+        (:mod:`training.batch_explain`)."""
+        from leadscore.training.batch_explain import explain_frame
+
+        return explain_frame(self, features, target)
 
     # ------------------------------------------------------------------ one-row fast path
     def _row(self) -> RowScorer:

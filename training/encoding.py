@@ -75,10 +75,31 @@ def encode_frame(
                     raise ValueError(f"feature {name!r} must be numeric: {exc}") from exc
     for j, spec in enumerate(schema):
         if spec["dtype"] == "str":
-            col = frame[spec["name"]]
-            codes = pd.Categorical(col.astype("str"), categories=list(encodings.get(spec["name"], []))).codes
+            codes = category_codes(frame[spec["name"]], encodings.get(spec["name"], []))
             X[:, j] = np.where(codes < 0, np.nan, codes)
     return X
+
+
+def category_codes(col: pd.Series, categories: Sequence[str]) -> np.ndarray:
+    """Each value's position in ``categories`` (-1: unknown or missing), as
+    ``pd.Categorical(col.astype("str"), categories=categories).codes`` gives it, but converting and looking
+    up each distinct value once (batch scoring: the per-row ``astype`` cost more than a prediction)."""
+    pos = {c: i for i, c in enumerate(categories)}
+
+    def lookup(texts: list[Any]) -> list[int]:
+        return [pos.get(t, -1) if isinstance(t, str) else -1 for t in texts]  # a missing value stays missing
+
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    values = uniques.tolist()
+    if not all(v.__class__ is str for v in values):  # a str is its own text
+        values = pd.Series(uniques, dtype=object).astype("str").tolist()
+    out = np.asarray([*lookup(values), -1], dtype=np.int64)[codes]
+    missing = np.flatnonzero(codes < 0)
+    if len(missing):  # as astype("str") words them (pandas 2: "None"/"nan"; 3: missing); a typed column
+        # holds one missing value (its dtype's), an object column any of None, NaN, NA
+        rows = missing if col.dtype == object else missing[:1]
+        out[missing] = lookup(col.iloc[rows].astype("str").tolist())
+    return out
 
 
 def categorical_indices(schema: Sequence[Mapping[str, Any]]) -> list[int]:

@@ -46,6 +46,51 @@ def blend_probability(p_trees: np.ndarray, p_linear: np.ndarray, weight: float) 
     return np.asarray(1.0 / (1.0 + np.exp(-z)))
 
 
+class FrameColumns:
+    """A feature frame's columns as the logistic terms read them, each converted once per batch: numeric
+    ones as float64 (``pd.to_numeric(errors="coerce")``), string ones as codes into their
+    :func:`_category_value` labels. Both targets' models of a bundle read the same columns; converting
+    them per model and per column cost more than the boosted trees' prediction."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.rows = len(frame)
+        self._numeric: dict[str, np.ndarray] = {}
+        self._codes: dict[str, tuple[np.ndarray, list[str]]] = {}
+
+    def numeric(self, names: Sequence[str]) -> np.ndarray:
+        """The columns ``names`` as a (names x rows) float64 array (missing and non-numeric values NaN)."""
+        todo = [n for n in dict.fromkeys(names) if n not in self._numeric]
+        if todo:
+            try:  # one block conversion; a column that will not convert falls back to coercion below
+                block = self.frame[todo].to_numpy(dtype=np.float64, na_value=np.nan).T
+            except (ValueError, TypeError):
+                block = np.array([pd.to_numeric(self.frame[n], errors="coerce").to_numpy(dtype=np.float64,
+                                                                                        na_value=np.nan)
+                                  for n in todo], dtype=np.float64).reshape(len(todo), self.rows)
+            self._numeric.update(zip(todo, block, strict=True))
+        out = np.empty((len(names), self.rows), dtype=np.float64)
+        for i, n in enumerate(names):
+            out[i] = self._numeric[n]
+        return out
+
+    @property
+    def has_numeric(self) -> bool:
+        return bool(self._numeric)
+
+    def add_numeric(self, names: Sequence[str], block: np.ndarray) -> None:
+        """Columns already converted as :meth:`numeric` converts them (a bundle's encoding, the same call):
+        ``block`` is names x rows."""
+        self._numeric.update(zip(names, block, strict=True))
+
+    def codes(self, name: str) -> tuple[np.ndarray, list[str]]:
+        """Column ``name``'s codes into its labels (:func:`_category_codes`)."""
+        got = self._codes.get(name)
+        if got is None:
+            got = self._codes[name] = _category_codes(self.frame[name])
+        return got
+
+
 @dataclass(frozen=True)
 class NumericTerm:
     name: str
@@ -83,20 +128,31 @@ class LinearModel:
 
     def terms(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Each feature's additive log-odds term, one column per feature (logit = intercept + row sum)."""
-        out: dict[str, np.ndarray] = {}
-        for t in self.numeric:
-            x = pd.to_numeric(frame[t.name], errors="coerce").to_numpy(dtype=np.float64)
+        return pd.DataFrame(self.term_matrix(FrameColumns(frame)), columns=self.features, index=frame.index)
+
+    def term_matrix(self, cols: FrameColumns) -> np.ndarray:
+        """:meth:`terms` as a rows x terms array (model order), from a batch's columns converted once.
+
+        The numeric terms are one array expression over all of them, element by element the arithmetic
+        of one column at a time; the category terms one coefficient per distinct value, gathered by code.
+        The array is Fortran-ordered, one contiguous column per term, like ``terms(frame).to_numpy()``,
+        so its row sums add in the same order (the same bits).
+        """
+        out = np.empty((len(self.numeric) + len(self.categorical), cols.rows), dtype=np.float64)
+        if self.numeric:
+            fill, center, scale, coef, miss_coef = (a[:, None] for a in self._numeric_arrays)
+            x = cols.numeric([t.name for t in self.numeric])
             miss = np.isnan(x)
-            z = (signed_log(np.where(miss, t.fill, x)) - t.center) / t.scale
-            out[t.name] = t.coef * z + (t.missing_coef or 0.0) * miss
-        for c in self.categorical:
-            codes, labels = _category_codes(frame[c.name])
-            out[c.name] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
-        return pd.DataFrame(out, index=frame.index)
+            z = (signed_log(np.where(miss, fill, x)) - center) / scale
+            out[: len(self.numeric)] = coef * z + miss_coef * miss
+        for i, c in enumerate(self.categorical, start=len(self.numeric)):
+            codes, labels = cols.codes(c.name)
+            out[i] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
+        return out.T
 
     @cached_property
     def _numeric_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """fill, center, scale, coef, missing coef of the numeric terms as arrays (for :meth:`row_terms`)."""
+        """fill, center, scale, coef, missing coef of the numeric terms as arrays (:meth:`row_terms`, :meth:`term_matrix`)."""
         t = self.numeric
         return (np.array([x.fill for x in t], dtype=np.float64), np.array([x.center for x in t], dtype=np.float64),
                 np.array([x.scale for x in t], dtype=np.float64), np.array([x.coef for x in t], dtype=np.float64),
@@ -119,16 +175,31 @@ class LinearModel:
         return out
 
     def logit(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.intercept + self.terms(frame).to_numpy().sum(axis=1)
+        return self.intercept + self.term_matrix(FrameColumns(frame)).sum(axis=1)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """P(label) on a frame holding the feature columns."""
-        return 1.0 / (1.0 + np.exp(-self.logit(frame)))
+        return self.predict_columns(FrameColumns(frame))
+
+    def predict_columns(self, cols: FrameColumns) -> np.ndarray:
+        """:meth:`predict` of a batch's converted columns (shared with the other target's model)."""
+        return self.probability(self.term_matrix(cols))
+
+    def probability(self, terms: np.ndarray) -> np.ndarray:
+        """P(label) from a :meth:`term_matrix` (so a caller that also needs the terms computes them once)."""
+        return np.asarray(1.0 / (1.0 + np.exp(-(self.intercept + terms.sum(axis=1)))))
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Exact linear SHAP values in log-odds (term minus its fit-row mean), one column per feature."""
-        terms = self.terms(frame)
-        return terms - pd.Series(self.term_means)[terms.columns]
+        return pd.DataFrame(self.schema_contributions(self.term_matrix(FrameColumns(frame)), self.features),
+                            columns=self.features, index=frame.index)
+
+    def schema_contributions(self, terms: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """:meth:`contributions` from a :meth:`term_matrix`, as a rows x ``names`` array (``names``: the
+        model's features in the caller's order, e.g. the bundle schema)."""
+        pos = {n: i for i, n in enumerate(self.features)}
+        means = np.array([self.term_means[n] for n in self.features], dtype=np.float64)
+        return np.asarray((terms - means)[:, [pos[n] for n in names]])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,4 +287,4 @@ def fit_linear(
     return LinearModel(model.intercept, numeric, categorical, means)
 
 
-__all__ = ["CategoricalTerm", "LinearModel", "NumericTerm", "blend_probability", "fit_linear", "logit", "signed_log"]
+__all__ = ["CategoricalTerm", "FrameColumns", "LinearModel", "NumericTerm", "blend_probability", "fit_linear", "logit", "signed_log"]

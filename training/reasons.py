@@ -11,7 +11,8 @@ missing value is worded by its own sentence ("No buying signal yet"). Schemas wi
 tables, older bundles) group nothing: each column is its own concept.
 
 The contributions of one row come from :mod:`training.row_path` (LightGBM's single-row TreeSHAP, the
-logistic terms); :func:`top_reasons` only sums and words them.
+logistic terms); :func:`top_reasons` only sums and words them. Batch scoring words a whole chunk at once
+(:func:`batch_top_ids`): the same sums, each distinct value worded once, the same walk compiled.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def top_reasons(plan: ReasonPlan, row: Mapping[str, Any], contrib: np.ndarray, k
     with their contributions summed.
     """
     sums = np.bincount(plan.concept_of, weights=contrib, minlength=len(plan.concepts))
-    pos, neg = _select(plan, row, sums.tolist(), np.argsort(-np.abs(sums), kind="stable").tolist(), k, None)
+    pos, neg = _select(plan, row, sums.tolist(), np.argsort(-np.abs(sums), kind="stable").tolist(), k)
 
     def shown(text: str, it: list[Any]) -> dict[str, Any]:
         name = plan.columns[it[1]].name
@@ -197,23 +198,16 @@ def top_reasons(plan: ReasonPlan, row: Mapping[str, Any], contrib: np.ndarray, k
     return {"positive": [shown(t, i) for t, i in pos], "negative": [shown(t, i) for t, i in neg]}
 
 
-def top_texts(plan: ReasonPlan, row: Mapping[str, Any], sums: np.ndarray, order: np.ndarray, k: int,
-              memo: dict[tuple[int, Any], str | None]) -> tuple[list[str], list[str]]:
-    """:func:`top_reasons`' sentences only, for one row of :func:`concept_sums` (batch scoring); ``memo``
-    keeps each (column, value)'s sentence across the rows of a batch (counts and categories repeat)."""
-    pos, neg = _select(plan, row, sums.tolist(), order.tolist(), k, memo)
-    return [t for t, _ in pos], [t for t, _ in neg]
-
-
-def _select(plan: ReasonPlan, row: Mapping[str, Any], sums: list[float], order: list[int], k: int,
-            memo: dict[tuple[int, Any], str | None] | None) -> tuple[list[tuple[str, list[Any]]], ...]:
-    """The worded concepts for and against, strongest first: ``(text, [concept, column, summed contribution])``."""
+def _select(plan: ReasonPlan, row: Mapping[str, Any], sums: list[float], order: list[int],
+            k: int) -> tuple[list[tuple[str, list[Any]]], ...]:
+    """The worded concepts for and against, strongest first: ``(text, [concept, column, summed contribution])``
+    (the rule :func:`training.reason_select.select_top` compiles for batches: change both together)."""
     by_text: dict[str, list[Any]] = {}  # text -> [concept, column, summed contribution]
     for c in order:
         s = sums[c]
         if s == 0.0:
             break
-        worded = plan.concept_text(c, row) if memo is None else _memo_concept_text(plan, c, row, memo)
+        worded = plan.concept_text(c, row)
         if worded is None:
             continue
         j, text = worded
@@ -234,15 +228,88 @@ def _select(plan: ReasonPlan, row: Mapping[str, Any], sums: list[float], order: 
     return pos, neg
 
 
-def _memo_concept_text(plan: ReasonPlan, concept: int, row: Mapping[str, Any],
-                       memo: dict[tuple[int, Any], str | None]) -> tuple[int, str] | None:
-    """:meth:`ReasonPlan.concept_text` through ``memo`` (a NaN never hits: it is not equal to itself)."""
-    for j in plan.members[concept]:
-        value = row[plan.columns[j].name]
-        key = (j, value)
-        text = memo.get(key, memo)
-        if text is memo:
-            text = memo[key] = plan.text(j, value)
-        if text is not None:
-            return j, text  # type: ignore[return-value]
-    return None
+#: a (row, concept) sentence id not computed (:func:`concept_text_ids` with ``need``)
+NOT_WORDED = -2
+
+
+def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, index: dict[str, int]) -> np.ndarray:
+    """The sentence of each concept in each row where ``need`` (rows x concepts) holds, as ids into
+    ``index`` (sentence -> id, extended here): -1 where the concept words nothing there (its columns'
+    values are silent zeros), :data:`NOT_WORDED` where not needed.
+
+    The sentence of a (column, value) depends on nothing else, and a batch holds few distinct values per
+    column (counts, categories, days), so each column's needed values are factorised and each distinct
+    value worded once (:meth:`ReasonPlan.text` of the value ``Series.tolist`` gives, a missing one as
+    None); a concept's id in a row is its first member's that words something, as
+    :meth:`ReasonPlan.concept_text` picks it. Equal sentences share an id: :func:`top_reasons` merges them.
+    """
+    out = np.full(need.shape, NOT_WORDED, dtype=np.int64)
+    for c, members in enumerate(plan.members):
+        rows = np.flatnonzero(need[:, c])
+        ids = np.full(len(rows), -1, dtype=np.int64)
+        todo = np.arange(len(rows))
+        for j in members:
+            if not len(todo):
+                break
+            values = frame[plan.columns[j].name].to_numpy()[rows[todo]]
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+            worded = [-1 if (t := plan.text(j, v)) is None else index.setdefault(t, len(index))
+                      for v in [*uniques.tolist(), None]]  # the last: a missing value (code -1)
+            ids[todo] = np.asarray(worded, dtype=np.int64)[codes]
+            todo = todo[ids[todo] < 0]
+        out[rows, c] = ids
+    return out
+
+
+def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k: int,
+                  window: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`top_reasons`' sentences of every row of ``frame`` (``contrib``: rows x schema columns), as
+    ids (rows x ``k``, -1 pads a short side) into the returned sentences: positive, negative, sentences.
+
+    The same sums (:func:`concept_sums`) and the same walk (:func:`training.reason_select.select_top`).
+    A row's walk rarely goes past its ``window`` (default ``4k``) strongest concepts, so only those are
+    worded first; the rows whose walk went further are worded in full and walked again.
+    """
+    from leadscore.training.reason_select import select_top  # numba: compiled when first used
+
+    sums, order = concept_sums(plan, contrib)
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    index: dict[str, int] = {}
+    need = np.zeros(sums.shape, dtype=bool)
+    np.put_along_axis(need, order[:, : 4 * k if window is None else window], True, axis=1)
+    need &= sums != 0.0  # a zero sum ends the walk before its sentence is read
+    ids = concept_text_ids(plan, frame, need, index)
+    pos, neg, short = select_top(sums, order, ids, k)
+    if short.any():
+        rows = np.flatnonzero(short)
+        rest = np.zeros(sums.shape, dtype=bool)
+        rest[rows] = (sums[rows] != 0.0) & (ids[rows] == NOT_WORDED)
+        ids = np.where(rest, concept_text_ids(plan, frame, rest, index), ids)
+        pos[rows], neg[rows], short = select_top(sums[rows], order[rows], ids[rows], k)
+        assert not short.any()
+    return pos, neg, list(index)
+
+
+def json_lists(ids: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    """Each row of ``ids`` (rows x k sentence ids, -1 padding at the end) as the JSON text of its list of
+    sentences, ``json.dumps(list)`` exactly; each distinct row is encoded once."""
+    import json
+
+    ids = np.asarray(ids, dtype=np.int64)
+    if not len(ids):
+        return np.empty(0, dtype=object)
+    quoted = [json.dumps(t) for t in texts]
+    base = len(texts) + 1
+    if base ** ids.shape[1] < 2**62:  # each row as one integer: a hash factorisation, not a sort of rows
+        key = np.zeros(len(ids), dtype=np.int64)
+        for col in ids.T:
+            key = key * base + (col + 1)
+        inverse, distinct = pd.factorize(key)
+        first = np.empty(len(distinct), dtype=np.intp)
+        first[inverse[::-1]] = np.arange(len(ids) - 1, -1, -1)
+        rows = ids[first]
+    else:
+        rows, inverse = np.unique(ids, axis=0, return_inverse=True)
+    encoded = np.array(["[" + ", ".join(quoted[t] for t in row if t >= 0) + "]" for row in rows.tolist()],
+                       dtype=object)
+    return encoded[inverse.reshape(-1)]

@@ -1,0 +1,158 @@
+"""Batch scoring's array forms equal the one-row rules they replace, row by row.
+
+``score_frame`` words the reasons of a chunk at once (:func:`training.reasons.batch_top_ids`), encodes
+their JSON once per distinct list (:func:`training.reasons.json_lists`), applies the stage policy as
+array comparisons (:func:`training.batch_score.policy_stages`) and computes the logistic terms as one
+array expression (:meth:`training.linear.LinearModel.term_matrix`). Each is checked here against the
+definition it must equal (``top_reasons``, ``json.dumps``, ``StagePolicy.stage``, the per-column terms and
+``row_terms``) on rows built to reach every branch: ties, zero sums, silent zeros, shared sentences,
+unknown categories, every previous stage, days around the recycling limit.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leadscore.config import Settings
+from leadscore.features.schema import feature_schema
+from leadscore.training.batch_score import policy_stages
+from leadscore.training.bundle import schema_dicts
+from leadscore.training.linear import CategoricalTerm, FrameColumns, LinearModel, NumericTerm, signed_log
+from leadscore.training.reasons import batch_top_ids, json_lists, reason_plan, top_reasons
+from leadscore.training.stage_policy import StagePolicy
+from tests.test_reasons import SCHEMA
+
+STAGES = [None, "lead", "subscriber", "recycled", "mql", "sql", "opportunity", "customer", "disqualified"]
+
+
+def _rows(schema: list[dict], n: int, seed: int) -> pd.DataFrame:
+    """Values that repeat (small counts, zeros, NaN) and a few that do not; categories incl. unknown/None."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, object] = {}
+    for s in schema:
+        if s["dtype"] == "str":
+            cols[s["name"]] = rng.choice(np.array(["true", "false", "paid_search", "c_level", None], dtype=object), n)
+        else:
+            v = rng.choice([0.0, 0.0, 1.0, 2.0, 3.5, np.nan, 12.0, 0.25], n)
+            wild = rng.random(n) < 0.1
+            v[wild] = rng.exponential(100.0, wild.sum())
+            cols[s["name"]] = v
+    return pd.DataFrame(cols)
+
+
+def _contrib(n: int, m: int, seed: int) -> np.ndarray:
+    """Contributions with exact ties, exact zeros and opposite signs that cancel when concepts merge."""
+    rng = np.random.default_rng(seed)
+    c = rng.choice([0.0, 0.5, -0.5, 0.25, -0.25, 1.0], (n, m)) * (rng.random((n, m)) < 0.6)
+    noisy = rng.random((n, m)) < 0.5
+    c[noisy] = rng.normal(0.0, 1.0, noisy.sum())
+    c[:5] = 0.0  # rows with nothing to say
+    return c
+
+
+@pytest.mark.parametrize(("k", "window"), [(1, None), (3, None), (3, 1)])
+def test_batch_reasons_equal_top_reasons_row_by_row(settings: Settings, k: int, window: int | None) -> None:
+    """``window=1``: every row's walk goes past the concepts worded first, so the second pass words the rest."""
+    for schema, seed in ((SCHEMA, 1), (schema_dicts(feature_schema(settings)), 2)):
+        frame = _rows(schema, 600, seed)
+        contrib = _contrib(len(frame), len(schema), seed)
+        plan = reason_plan(schema)
+        pos, neg, texts = batch_top_ids(plan, frame, contrib, k, window)
+        rows = frame.to_dict("records")
+        merged = 0
+        for i, row in enumerate(rows):
+            want = top_reasons(plan, row, contrib[i], k)
+            got_pos = [texts[t] for t in pos[i] if t >= 0]
+            got_neg = [texts[t] for t in neg[i] if t >= 0]
+            assert got_pos == [r["text"] for r in want["positive"]], i
+            assert got_neg == [r["text"] for r in want["negative"]], i
+            merged += any(r["text"] == "No company known" for r in want["negative"] + want["positive"])
+        assert (pos >= 0).sum() > len(frame) * k // 2 and (neg >= 0).sum() > len(frame) * k // 2
+        if schema is SCHEMA:
+            assert merged > 0  # the shared sentence's merge was exercised
+
+
+def test_json_lists_are_json_dumps() -> None:
+    texts = ['He said "hi"', "Ünïcode", "plain", "a, b"]
+    ids = np.array([[0, 1, -1], [2, -1, -1], [-1, -1, -1], [0, 1, -1], [3, 2, 1]])
+    assert json_lists(ids, texts).tolist() == [json.dumps([texts[t] for t in r if t >= 0]) for r in ids]
+    assert json_lists(np.empty((0, 3), dtype=np.int64), texts).tolist() == []
+    many = [f"reason {i}" for i in range(3000)]  # too many sentences for one integer per row of 6
+    wide = np.random.default_rng(0).integers(-1, 3000, (50, 6))
+    assert json_lists(wide, many).tolist() == [json.dumps([many[t] for t in r if t >= 0]) for r in wide]
+
+
+@pytest.mark.parametrize("recycle", [45, None])
+def test_policy_stages_equal_the_one_row_policy(recycle: int | None) -> None:
+    policy = StagePolicy(mql_threshold=0.2, sql_threshold=0.4, hysteresis=0.1, rule_mql_threshold=50.0,
+                         recycle_after_days=recycle)
+    rng = np.random.default_rng(0)
+    n = 5000
+    bars = [0.2, 0.4, 0.2 * 0.9, 0.4 * 0.9, 0.2 * 1.1, 0.4 * 1.1]  # every bar exactly, and its neighbours
+    near = np.array(bars + [np.nextafter(b, 0) for b in bars] + [np.nextafter(b, 1) for b in bars])
+    p_sql = np.where(rng.random(n) < 0.5, rng.choice(near, n), rng.random(n) * 0.6)
+    p_opp = np.where(rng.random(n) < 0.5, rng.choice(near, n), rng.random(n) * 0.6)
+    prev = np.array(STAGES, dtype=object)[rng.integers(0, len(STAGES), n)]
+    days = rng.choice([np.nan, 0.0, 44.9, 45.0, 90.0], n)
+    want = [policy.stage(float(a), float(b), p, days_in_stage=None if np.isnan(d) else float(d))
+            for a, b, p, d in zip(p_sql, p_opp, prev, days, strict=True)]
+    assert policy_stages(policy, p_sql, p_opp, prev, days).tolist() == want
+    assert set(want) >= {"lead", "mql", "sql", "subscriber", "opportunity"} | ({"recycled"} if recycle else set())
+    without = [policy.stage(float(a), float(b), p) for a, b, p in zip(p_sql, p_opp, prev, strict=True)]
+    assert policy_stages(policy, p_sql, p_opp, prev, None).tolist() == without
+
+
+def _old_terms(model: LinearModel, frame: pd.DataFrame) -> np.ndarray:
+    """The per-column terms as they were computed before :meth:`LinearModel.term_matrix` (the reference)."""
+    out = {}
+    for t in model.numeric:
+        x = pd.to_numeric(frame[t.name], errors="coerce").to_numpy(dtype=np.float64)
+        miss = np.isnan(x)
+        z = (signed_log(np.where(miss, t.fill, x)) - t.center) / t.scale
+        out[t.name] = t.coef * z + (t.missing_coef or 0.0) * miss
+    for c in model.categorical:
+        vals = ["(missing)" if v is None or (isinstance(v, float) and v != v) else str(v) for v in frame[c.name]]
+        out[c.name] = np.array([c.coefs.get(v, 0.0) for v in vals], dtype=np.float64)
+    return pd.DataFrame(out).to_numpy()
+
+
+def test_term_matrix_equals_the_per_column_terms_and_the_row_terms() -> None:
+    rng = np.random.default_rng(3)
+    frame = _rows(SCHEMA, 400, 3).assign(n_unsub=lambda f: f["n_unsub"].astype(object))
+    frame.loc[::7, "n_unsub"] = "not a number"  # coerced to missing, as pd.to_numeric(errors="coerce")
+    numeric = [NumericTerm(s["name"], float(rng.random()), float(rng.normal()), float(rng.random() + 0.5),
+                           float(rng.normal()), None if j % 2 else float(rng.normal()))
+               for j, s in enumerate(SCHEMA) if s["dtype"] != "str"]
+    cat = [CategoricalTerm("icp", {"true": 0.7, "false": -0.2, "(missing)": 0.1})]
+    model = LinearModel(-1.5, numeric, cat, {n: float(i) / 10 for i, n in enumerate([t.name for t in numeric] + ["icp"])})
+    old = _old_terms(model, frame)
+    new = model.term_matrix(FrameColumns(frame))
+    np.testing.assert_array_equal(new, old)  # the same bits
+    np.testing.assert_array_equal(model.logit(frame), model.intercept + old.sum(axis=1))
+    for i, row in enumerate(frame.to_dict("records")):
+        row = {k: (np.nan if v == "not a number" else v) for k, v in row.items()}
+        np.testing.assert_allclose(model.row_terms(row), new[i], rtol=0, atol=1e-12)
+    contrib = model.contributions(frame)
+    np.testing.assert_array_equal(contrib.to_numpy(), old - np.array([model.term_means[n] for n in model.features]))
+
+
+def test_category_codes_equal_the_categorical_of_the_text() -> None:
+    """Unknown, missing (None, NaN, pd.NA), non-string and string/category dtypes: the encoding's codes."""
+    import warnings
+
+    from leadscore.training.encoding import category_codes
+
+    cats = ["paid_search", "true", "1", "1.5", "None", "nan"]
+    values = ["true", None, np.nan, "paid_search", 1, 1.5, "x", pd.NA, "true", "nan", "None"]
+    cols = [pd.Series(values * 5, dtype=object), pd.Series(["true", None, "x", "1"] * 5, dtype="string"),
+            pd.Series(["true", None, "x"] * 5, dtype="category"), pd.Series([1.0, np.nan, 1.5] * 5),
+            pd.Series(["true", "x"] * 5, index=np.arange(10, 0, -1))]
+    for col in cols:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas deprecates unknown values in a Categorical
+            want = pd.Categorical(col.astype("str"), categories=cats).codes
+        np.testing.assert_array_equal(category_codes(col, cats), want)
