@@ -33,14 +33,14 @@ step "3. train: backtest vs the rule score, refit on every matured month, regist
 step "4. promote the challenger if it passes the gate (first model: must beat the rule score)"
 "$BIN/leadscore" promote --crm "$DEMO/crm"
 step "4b. batch-score every open lead with the champion as of the cut-off (what POST /score would answer)"
-# --no-reasons: exact TreeSHAP for ~19k leads x 2 targets costs minutes of CPU; step 8 shows a lead's reasons
-"$BIN/leadscore" score --crm "$DEMO/crm" --model models:/leadscore@champion --out "$DEMO/scores.parquet" --no-reasons
+# with reasons: path attribution costs about one prediction (~1 s more for ~19k leads than --no-reasons)
+"$BIN/leadscore" score --crm "$DEMO/crm" --model models:/leadscore@champion --out "$DEMO/scores.parquet"
 "$BIN/python" -c '
 import sys, pandas as pd
 s = pd.read_parquet(sys.argv[1])
 print(s["stage"].value_counts().to_string())
 with pd.option_context("display.width", 200, "display.max_colwidth", 60):
-    print(s.sort_values("p_sql", ascending=False).head(5)[["lead_id", "p_sql", "p_opportunity", "stage", "previous_stage"]].to_string(index=False))
+    print(s.sort_values("p_sql", ascending=False).head(5)[["lead_id", "p_sql", "p_opportunity", "stage", "band", "reasons_positive"]].to_string(index=False))
 ' "$DEMO/scores.parquet"
 step "5. build the point-in-time training set on its own (train did this internally)"
 "$BIN/leadscore" features build --crm "$DEMO/crm" --out "$DEMO/features.parquet" --no-progress
