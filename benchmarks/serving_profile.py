@@ -6,13 +6,16 @@ Usage: python benchmarks/serving_profile.py [--leads 2000] [--months 9] [--reque
 Builds the same generated CRM, event store and model as ``benchmarks/serving.py``, starts the service
 state the way a worker does (``serving.service.build_state``: model, event store, activity cache warmed),
 then runs what the route runs for single activities of random existing leads (validation,
-``state.ingest_and_score``, ``trail.answers``, the JSON answer), timing each phase and the steps inside
+``state.ingest_score_answer``: store, score, append, the answer's trend read; the JSON answer), timing
+each phase and the steps inside
 with ``perf_counter`` (wall) and the request's thread CPU time: the late check of the ingest
 transaction, the history read, the stage lookups, the features and model, the score insert, the
 freshness check, the previous scores of the trend. ``--gap-ms`` sleeps
 between requests: a request after an idle gap costs about twice the CPU of back-to-back ones (cold
 caches), which is what a fixed request rate sees. Requests of leads in accounts of 100+ leads are also
-summarised apart (they read the most colleagues' activities).
+summarised apart (they read the most colleagues' activities). Also counted per request (SQLite):
+the SQL statements run (``serving.sql_count``: the work's own, and the ``BEGIN``/``COMMIT`` of its
+transactions) and the connections checked out of the pool.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script: ``benchmarks.serving`` must be importable
     sys.path.insert(0, str(REPO_ROOT))
+
+
+#: requests whose SQL is counted (after the timed ones)
+COUNTED = 100
 
 
 def main() -> None:
@@ -58,8 +65,8 @@ def main() -> None:
     from leadscore.serving.routes_scoring import json_response, request_context, validate_activities
     from leadscore.serving.schemas import ActivitiesOut
     from leadscore.serving.service import build_state
-    from leadscore.serving.state import ingest_and_score
-    from leadscore.serving.trail import answers
+    from leadscore.serving.sql_count import SqlCounter
+    from leadscore.serving.state import ingest_score_answer
 
     st = build_state()
     wall: dict[str, list[float]] = defaultdict(list)
@@ -82,16 +89,17 @@ def main() -> None:
     import leadscore.serving.state as state_mod
     import leadscore.serving.trail as T
 
-    timed(state_mod, "rescore_after_ingest", "score + append (below)")
+    timed(state_mod, "_ingest_and_score", "ingest + score (below)")
+    timed(state_mod.ServingState, "rescore_after_ingest", "score + append (below)")
     timed(state_mod, "mark_late", "late check (ingest txn)")
     timed(R, "score_with_fingerprint", "score read + model")
-    timed(st.store, "load_lead", "history read")
+    timed(st.store, "load_lead_marked", "history read")
     timed(st.store, "current_stage", "stage lookups")
     timed(st.scorer, "score", "features + model")
     timed(S, "_online_features", "features")
     timed(st.store, "append_score", "score insert")
     timed(R, "still_current", "freshness check")
-    timed(T, "previous_scores", "previous scores (trend)")
+    timed(T, "answers", "answers (trend read)")
 
     leads = history.leads
     lead_ids = leads["lead_id"].to_numpy()
@@ -116,8 +124,7 @@ def main() -> None:
         t, c = time.perf_counter(), time.thread_time()
         parsed = phase("parse + validate", lambda: validate_activities(
             [parse_json(raw, 32)], "", False, 32_000, request_context(st)))
-        stored, dupes, results = phase("ingest_and_score (all)", lambda: ingest_and_score(st, parsed))
-        scores = phase("answers (trend read)", lambda: answers(st, results))
+        stored, dupes, _, scores = phase("ingest_score_answer (all)", lambda: ingest_score_answer(st, parsed))
         phase("answer JSON", lambda: json_response(ActivitiesOut(
             stored=stored, duplicates=dupes, rejected=0, scores=scores, errors=[])).body)
         w, u = time.perf_counter() - t, time.thread_time() - c
@@ -142,6 +149,18 @@ def main() -> None:
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(str(args.cprofile))
+    timings = [{label: list(values) for label, values in d.items()} for d in (wall, cpu, totals)]
+    # SQL counted apart, after the timed requests (the trace callback costs time of its own)
+    counted = 30 + args.requests
+    with SqlCounter(st.store.engine) as sql:
+        one(counted)
+        sample, sample_checkouts = list(sql.statements), sql.checkouts
+        sql.reset()
+        for i in range(counted + 1, counted + 1 + COUNTED):
+            one(i)
+    for d, kept in zip((wall, cpu, totals), timings, strict=True):
+        d.clear()
+        d.update(kept)
 
     def row(label: str, values: list[float], per: int | None = None) -> str:
         a = np.array(values) * 1e3
@@ -159,6 +178,12 @@ def main() -> None:
         print(row(label, values))
     for label, values in totals.items():
         print(row(label, values, len(values)) + f"   ({len(values)} requests)")
+    n = COUNTED
+    print(f"SQL per request: {len(sql.queries) / n:.2f} statements + {sql.transactions / n:.2f} transactions "
+          f"({dict(sorted(sql.kinds().items()))} over {n} requests), {sql.checkouts / n:.2f} connection checkouts")
+    print(f"one request's SQL ({sample_checkouts} checkouts):")
+    for stmt in sample:
+        print("   ", " ".join(stmt.split())[:150])
     if st.store.cache is not None:
         print(f"activity cache: {st.store.cache.rows} rows, {st.store.cache.stats}")
     st.store.close()

@@ -68,6 +68,9 @@ class CachedLead:
     account_t: np.ndarray | None
     account_high_t: np.ndarray | None
     lead_created: np.ndarray | None
+    #: the store's activity rowid mark these were read at: every activity committed up to it is counted,
+    #: none after (what a score's check reads the rows after: :func:`leadscore.serving.rescore.still_current`)
+    mark: int = 0
 
 
 def _grow(a: np.ndarray, need: int) -> np.ndarray:
@@ -381,8 +384,9 @@ class ActivityCache:
             codes = self._catalogue_codes(settings)
             own = group.own(lead_id, cut)
             act_t, act_k = sorted_activities(group.t[own], codes[group.typ[own]])
+            mark = self.mark or 0
             if account_id is None:
-                return CachedLead(act_t, act_k, None, None, None)
+                return CachedLead(act_t, act_k, None, None, None, mark)
             from leadscore.features.engine import static
 
             high = static(settings).high[codes]
@@ -390,4 +394,4 @@ class ActivityCache:
                 acc_t, acc_high = group.t_sorted, group.high_sorted(high)
             else:
                 acc_t, acc_high = group.window(since, cut, high)
-            return CachedLead(act_t, act_k, acc_t, acc_high, group.created)
+            return CachedLead(act_t, act_k, acc_t, acc_high, group.created, mark)

@@ -55,23 +55,33 @@ def _ints(values: list[Any]) -> np.ndarray:
 def read_lead(store: EventStore, conn: Connection, lead_id: str, as_of: pd.Timestamp,
               settings: Settings) -> LeadArrays:
     """The kernel inputs of ``(lead_id, as_of)`` (module docstring); ``KeyError`` for an unknown lead."""
+    return read_lead_marked(store, conn, lead_id, as_of, settings)[0]
+
+
+def read_lead_marked(store: EventStore, conn: Connection, lead_id: str, as_of: pd.Timestamp,
+                     settings: Settings) -> tuple[LeadArrays, int]:
+    """:func:`read_lead`, and what a check that the score is still current compares with: with the
+    activity cache, the store's activity rowid mark the arrays were read at (every activity committed up
+    to it is in them); without, the activities read (:func:`leadscore.serving.rescore.still_current`)."""
     cut = to_micros(as_of)
     q = store.q
-    row = q.lead.first(conn, lead_id=lead_id)
+    row = q.lead_and_account.first(conn, lead_id=lead_id)
     if row is None:
         raise KeyError(lead_id)
-    lead = dict(zip(q.lead_columns, row, strict=True))
+    n = len(q.lead_columns)
+    lead = dict(zip(q.lead_columns, row[:n], strict=True))
     account_id = lead["account_id"]
-    acc_row = None if account_id is None else q.account.first(conn, account_id=account_id)
-    account = None if acc_row is None else dict(zip(q.account_columns, acc_row, strict=True))
-    if account is None:  # no account, or one without a row: no roll-ups (as the batch path)
+    # no account, or one without a row (its key reads NULL): no roll-ups (as the batch path)
+    account = None if row[n] is None else dict(zip(q.account_columns, row[n:], strict=True))
+    if account is None:
         account_id = None
     since = cut - window_us(store, settings)
+    seen = 0
     if store.cache is not None:
         # grouped by the account the lead names (whether or not it has a row), as the cache was warmed
         got = store.cache.lead(conn.connection, lead_id, lead["account_id"], cut, since, settings)
         act_t, act_k = got.act_t, got.act_k
-        rows_read = len(act_t)
+        rows_read, seen = len(act_t), got.mark
         acc_t, acc_high, created = got.account_t, got.account_high_t, got.lead_created
     else:
         own = q.own_activity_times.all(conn, lead_id=lead_id, cut=cut)
@@ -100,9 +110,10 @@ def read_lead(store: EventStore, conn: Connection, lead_id: str, as_of: pd.Times
         o_created, o_closed = opportunity_arrays([o[0] for o in opps], [o[1] for o in opps])
         acc_arrays = AccountArrays(np.ascontiguousarray(created), o_created, o_closed, np.ascontiguousarray(acc_t),
                                    np.ascontiguousarray(acc_high))
-    return LeadArrays(lead_id=lead_id, created=int(lead["created_at"]), act_t=act_t, act_k=act_k,
-                      stg_t=np.ascontiguousarray(stg_t), stg_k=np.ascontiguousarray(stg_k), fit_cat=fit_cat,
-                      fit_num=fit_num, account=acc_arrays, rows_read=rows_read)
+    arrays = LeadArrays(lead_id=lead_id, created=int(lead["created_at"]), act_t=act_t, act_k=act_k,
+                        stg_t=np.ascontiguousarray(stg_t), stg_k=np.ascontiguousarray(stg_k), fit_cat=fit_cat,
+                        fit_num=fit_num, account=acc_arrays, rows_read=rows_read)
+    return arrays, (rows_read if store.cache is None else seen)
 
 
 def _account_opportunities(store: EventStore, conn: Connection, lead_id: str, account_id: str,

@@ -83,6 +83,10 @@ class Statements:
 
         self.lead = c(sa.select(le).where(le.c.lead_id == b("lead_id")))
         self.account = c(sa.select(ac).where(ac.c.account_id == b("account_id")))
+        # the scoring read's first statement: the lead and the account it names, one row (no account row:
+        # the account's columns are all NULL, told apart from a row by its key)
+        self.lead_and_account = c(sa.select(le, ac).select_from(le.outerjoin(ac, ac.c.account_id == le.c.account_id))
+                                  .where(le.c.lead_id == b("lead_id")))
         # the scoring read (serving/lead_read.py): only the columns the features read
         # the lead's side only: sales touches are stored (``actor = 'sales'``) but never interest
         # (features/actors.py drops them in batch the same way)
@@ -105,9 +109,17 @@ class Statements:
                       .order_by(sc.c.scored_at.desc(), sc.c.id.desc()).limit(1))
         last_change = (sa.select(sg.c.stage, sg.c.changed_at).order_by(sg.c.changed_at.desc()).limit(1))
         self.last_score = c(last_score.where(sc.c.lead_id == b("lead_id")))
-        self.last_score_before = c(last_score.where(sc.c.lead_id == b("lead_id"), sc.c.scored_at < b("cut")))
         self.last_change = c(last_change.where(sg.c.lead_id == b("lead_id")))
-        self.last_change_before = c(last_change.where(sg.c.lead_id == b("lead_id"), sg.c.changed_at <= b("cut")))
+        # the stage just before a moment, read at a score and again at its check: the last score strictly
+        # before and the last CRM change at or before, in one statement (rows ``(0, stage, scored_at,
+        # stage_since)`` and ``(1, stage, changed_at, changed_at)``, each present if it exists)
+        score_before = last_score.where(sc.c.lead_id == b("lead_id"), sc.c.scored_at < b("cut")).subquery("s")
+        change_before = last_change.where(sg.c.lead_id == b("lead_id"), sg.c.changed_at <= b("cut")).subquery("g")
+        self.stage_before = c(sa.union_all(
+            sa.select(sa.literal(0).label("kind"), score_before.c.stage, score_before.c.scored_at.label("at"),
+                      score_before.c.stage_since.label("since")),
+            sa.select(sa.literal(1).label("kind"), change_before.c.stage, change_before.c.changed_at.label("at"),
+                      change_before.c.changed_at.label("since"))))
         # what one score read, counted again at its append (serving/rescore.py): own rows, colleagues' window
         self.count_own_activities = c(sa.select(sa.func.count()).select_from(a)
                                       .where(a.c.lead_id == b("lead_id"), a.c.occurred_at <= b("cut")))

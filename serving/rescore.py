@@ -90,15 +90,18 @@ def score_with_fingerprint(
     Also returns since when the lead holds the resulting stage (for recycling and the audit) and
     what the score was computed from (to check it is still current when it is appended).
     """
-    q = st.store.q
-    mark = None if q.activity_mark is None else int(q.activity_mark.first(conn)[0])  # type: ignore[index]
-    history = st.store.load_lead(conn, lead_id, as_of, st.settings)
-    previous, since = st.store.current_stage(conn, lead_id, as_of)
+    store = st.store
+    if store.cache is None and store.q.activity_mark is not None:
+        # no cache on SQLite: the rowid mark, read before the history
+        mark = int(store.q.activity_mark.first(conn)[0])  # type: ignore[index]
+        history = store.load_lead(conn, lead_id, as_of, st.settings)
+    else:  # the cache's mark at its read (SQLite), or the activities read (elsewhere)
+        history, mark = store.load_lead_marked(conn, lead_id, as_of, st.settings)
+    previous, since = store.current_stage(conn, lead_id, as_of)
     days = None if since is None else max((as_of - since).total_seconds(), 0.0) / 86400.0
     result = st.scorer.score(history, lead_id, as_of, previous, days_in_stage=days)
     stage_since = since if (since is not None and result.stage == previous) else as_of
-    read = history.rows_read if mark is None else mark
-    return result, stage_since, (read, (previous, since))
+    return result, stage_since, (mark, (previous, since))
 
 
 def still_current(st: ServingState, conn: Connection, lead_id: str, as_of: pd.Timestamp, seen: Fingerprint) -> bool:
@@ -131,14 +134,16 @@ def account_of(st: ServingState, conn: Connection, lead_id: str) -> Any:
     return None if row is None else row[q.lead_columns.index("account_id")]
 
 
-def append_checked(st: ServingState, lead_id: str, as_of: pd.Timestamp) -> ScoreResult:
+def append_checked(st: ServingState, conn: Connection, lead_id: str, as_of: pd.Timestamp) -> ScoreResult:
     """Score the lead at ``as_of`` and append it; if a concurrent write moved what it read, mark the lead
-    stale in the same transaction (the background worker rescores it) rather than scoring again."""
+    stale in the same transaction (the background worker rescores it) rather than scoring again.
+
+    ``conn`` is the request's connection, outside any transaction: the reads and the model run outside
+    the write lock, the append and its check in a write transaction of their own."""
     from leadscore.serving.stale import mark_own, serialize_leads
 
-    with st.store.read() as conn:  # reads and the model outside the write lock
-        result, since, seen = score_with_fingerprint(st, conn, lead_id, as_of)
-    with st.store.begin() as conn:
+    result, since, seen = score_with_fingerprint(st, conn, lead_id, as_of)
+    with st.store.write(conn):
         serialize_leads(st, conn, [lead_id])
         st.store.append_score(conn, stored_score(result, since))
         moved = not still_current(st, conn, lead_id, as_of, seen)
@@ -149,7 +154,8 @@ def append_checked(st: ServingState, lead_id: str, as_of: pd.Timestamp) -> Score
     return result
 
 
-def rescore_after_ingest(st: ServingState, per_lead: dict[str, list[tuple[pd.Timestamp, bool]]]) -> list[ScoreResult]:
+def rescore_after_ingest(st: ServingState, conn: Connection,
+                         per_lead: dict[str, list[tuple[pd.Timestamp, bool]]]) -> list[ScoreResult]:
     """One answered score per lead, at the latest activity time of this request.
 
     The answer is the score at the time the activity happened. Stored scores that the new activities
@@ -160,8 +166,7 @@ def rescore_after_ingest(st: ServingState, per_lead: dict[str, list[tuple[pd.Tim
     for lead_id, items in per_lead.items():
         as_of = max(t for t, _ in items)
         if not any(new for _, new in items):
-            with st.store.read() as conn:
-                results.append(score_with_fingerprint(st, conn, lead_id, as_of)[0])
+            results.append(score_with_fingerprint(st, conn, lead_id, as_of)[0])
             continue
-        results.append(append_checked(st, lead_id, as_of))
+        results.append(append_checked(st, conn, lead_id, as_of))
     return results

@@ -36,7 +36,7 @@ from leadscore.serving.schemas import (
     ScoreRequest,
     validation_context,
 )
-from leadscore.serving.state import ServingState, ingest_and_score, score_request
+from leadscore.serving.state import ServingState, ingest_score_answer, score_request
 from leadscore.serving.trail import answers, history_answers
 from leadscore.serving.wire import Parsed, WireError, all_validation_fields, decode_body
 from leadscore.tables import ID_LENGTH, ID_PATTERN
@@ -100,8 +100,8 @@ async def post_activities(request: Request, st: ServingState = Depends(authorize
 def ingest_and_answer(st: ServingState, parsed: Parsed) -> tuple[int, int, list[ScoreOut]]:
     """Store, score and build the score answers in one trip to the thread pool: each trip is a hand-over
     to another thread and back (and, under load, a wait for a free one), for work that blocks anyway."""
-    stored, dupes, results = ingest_and_score(st, parsed)
-    return stored, dupes, answers(st, results)
+    stored, dupes, _, scores = ingest_score_answer(st, parsed)
+    return stored, dupes, scores
 
 
 def json_response(model: BaseModel) -> Response:

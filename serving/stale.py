@@ -87,11 +87,6 @@ class StaleStatements:
         self.max_score_id = c(sa.select(sa.func.coalesce(sa.func.max(sc.c.id), 0)))
         self.own_latest = c(sa.select(sc.c.scored_at, sc.c.id).where(sc.c.lead_id == b("lead_id"))
                             .order_by(sc.c.scored_at.desc(), sc.c.id.desc()).limit(1))
-        # any score of the account's leads in a window: is a colleague possibly stale? (index on lead, time)
-        self.account_scored = c(
-            sa.select(sa.literal(1)).select_from(le.join(sc, sc.c.lead_id == le.c.lead_id))
-            .where(le.c.account_id == b("account_id"), sc.c.scored_at >= b("lo"), sc.c.scored_at <= b("hi"))
-            .limit(1))
         # the latest score of every lead of the account: (lead, scored_at, id)
         s2 = sc.alias("s2")
         latest_id = (sa.select(s2.c.id).where(s2.c.lead_id == le.c.lead_id)
@@ -99,6 +94,16 @@ class StaleStatements:
         self.account_latest = c(sa.select(le.c.lead_id, sc.c.scored_at, sc.c.id)
                                 .select_from(le.join(sc, sc.c.id == latest_id))
                                 .where(le.c.account_id == b("account_id")))
+        # the ingest's late check in one statement, inside its write transaction: the lead's account as stored
+        # now, its newest scored moment, and whether a lead of that account has a score in ``[lo, hi]``
+        other, sc2 = le.alias("other"), sc.alias("sc2")
+        self.late = c(sa.select(
+            le.c.account_id,
+            sa.select(sa.func.max(sc.c.scored_at)).where(sc.c.lead_id == le.c.lead_id).scalar_subquery(),
+            sa.exists(sa.select(sa.literal(1)).select_from(other.join(sc2, sc2.c.lead_id == other.c.lead_id))
+                      .where(other.c.account_id == le.c.account_id, sc2.c.scored_at >= b("lo"),
+                             sc2.c.scored_at <= b("hi"))),
+        ).where(le.c.lead_id == b("lead_id")))
         self.upsert: Compiled | None = None
         if dialect.name in ("sqlite", "postgresql"):
             if dialect.name == "sqlite":
@@ -158,8 +163,7 @@ def max_score_id(st: ServingState, conn: Connection) -> int:
     return int(statements(st).max_score_id.first(conn)[0])  # type: ignore[index]
 
 
-def mark_late(st: ServingState, conn: Connection, lead_id: str, account_id: str | None,
-              first: pd.Timestamp, last: pd.Timestamp) -> bool:
+def mark_late(st: ServingState, conn: Connection, lead_id: str, first: pd.Timestamp, last: pd.Timestamp) -> bool:
     """In the ingest transaction: mark ``lead_id`` if its new activities at ``[first, last]`` are late.
 
     Late means a score is already stored at or after ``first`` for the lead itself, or for a lead of
@@ -167,13 +171,18 @@ def mark_late(st: ServingState, conn: Connection, lead_id: str, account_id: str 
     nothing). The mark records the newest score id now: scores appended after this commit were
     computed or checked (:func:`~leadscore.serving.rescore.still_current`) against a history that
     holds these activities. Returns whether a mark was written.
+
+    One statement reads the lead's account, own latest score and the account's scores in the window
+    (:attr:`StaleStatements.late`), after the activities' insert, so SQLite's write lock already orders
+    it with every other writer.
     """
     q = statements(st)
     lo, hi = to_micros(first), to_micros(last)
-    own = q.own_latest.first(conn, lead_id=lead_id)
-    own_late = own is not None and int(own[0]) >= lo
-    colleagues = account_id is not None and q.account_scored.first(
-        conn, account_id=account_id, lo=lo, hi=hi + st.store.colleague_window_us) is not None
+    row = q.late.first(conn, lead_id=lead_id, lo=lo, hi=hi + st.store.colleague_window_us)
+    if row is None:  # no such lead (nothing stored it): nothing scored either
+        return False
+    account_id, own_latest, colleagues = row[0], row[1], bool(row[2])
+    own_late = own_latest is not None and int(own_latest) >= lo
     if not (own_late or colleagues):
         return False
     upsert_mark(st, conn, new_mark(lead_id, account_id, lo, hi, max_score_id(st, conn), colleagues))

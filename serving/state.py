@@ -184,10 +184,11 @@ class ServingState:
         result, since, _ = score_with_fingerprint(self, conn, lead_id, as_of)
         return result, since
 
-    def rescore_after_ingest(self, per_lead: dict[str, list[tuple[pd.Timestamp, bool]]]) -> list[ScoreResult]:
-        """Score each lead of the request and refresh every stored score it made stale
-        (:func:`leadscore.serving.rescore.rescore_after_ingest`)."""
-        return rescore_after_ingest(self, per_lead)
+    def rescore_after_ingest(self, conn: Connection,
+                             per_lead: dict[str, list[tuple[pd.Timestamp, bool]]]) -> list[ScoreResult]:
+        """Score each lead of the request on its connection ``conn`` (outside any transaction) and append
+        the scores (:func:`leadscore.serving.rescore.rescore_after_ingest`)."""
+        return rescore_after_ingest(self, conn, per_lead)
 
 
 def score_out(r: ScoreResult | StoredScore, trend: Trend, changes: list[str]) -> ScoreOut:
@@ -253,24 +254,40 @@ def ingest_and_score(st: ServingState, parsed: Parsed) -> tuple[int, int, list[S
 
     The same transaction marks the leads whose new activities are late (their stored scores, and
     their account colleagues', are rescored in the background: :mod:`leadscore.serving.stale`)."""
-    with st.scoring_slots:
-        return _ingest_and_score(st, parsed)
+    stored, dupes, results, _ = ingest_score_answer(st, parsed, answer=False)
+    return stored, dupes, results
 
 
-def _ingest_and_score(st: ServingState, parsed: Parsed) -> tuple[int, int, list[ScoreResult]]:
+def ingest_score_answer(st: ServingState, parsed: Parsed, answer: bool = True
+                        ) -> tuple[int, int, list[ScoreResult], list[ScoreOut]]:
+    """:func:`ingest_and_score` and, with ``answer``, the answers of its scores (trend and changes read
+    from the audit trail: :func:`leadscore.serving.trail.answers`), on one connection.
+
+    One connection for the whole request, taken once it holds a scoring slot (so waiting requests hold
+    none): its write transactions (the events, then each score's append) commit on it in turn, each
+    before the next step, exactly as durable as on connections of their own.
+    """
+    from leadscore.serving.trail import answers
+
+    with st.scoring_slots, st.store.engine.connect() as conn:
+        stored, dupes, results = _ingest_and_score(st, conn, parsed)
+        return stored, dupes, results, answers(st, results, conn) if answer else []
+
+
+def _ingest_and_score(st: ServingState, conn: Connection, parsed: Parsed) -> tuple[int, int, list[ScoreResult]]:
     marked = False
-    with st.store.begin() as conn:
+    with st.store.write(conn):
         stored, dupes, _, per_lead = st.store_events(conn, parsed.events)
-        accounts = {lead_id: account_of(st, conn, lead_id) for lead_id in per_lead}
-        serialize(st, conn, accounts)
+        if st.store.dialect == "postgresql":  # the advisory locks: SQLite's single writer already orders these
+            serialize(st, conn, {lead_id: account_of(st, conn, lead_id) for lead_id in per_lead})
         for lead_id, items in per_lead.items():
             new = [t for t, is_new in items if is_new]
             if new:
-                marked |= mark_late(st, conn, lead_id, accounts[lead_id], min(new), max(new))
+                marked |= mark_late(st, conn, lead_id, min(new), max(new))
     # committed: from here on a crash loses no event, only the score (which is recomputable)
     if marked:
         st.wake_stale_worker()
-    return stored, dupes, st.rescore_after_ingest(per_lead)
+    return stored, dupes, st.rescore_after_ingest(conn, per_lead)
 
 
 def store_only(st: ServingState, parsed: Parsed) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from leadscore.history import CRMHistory
 from leadscore.serving import store_checks
 from leadscore.serving.frames import empty_frame, frame_rows, rows_frame
-from leadscore.serving.lead_read import read_lead
+from leadscore.serving.lead_read import read_lead, read_lead_marked
 from leadscore.serving.members import account_versions_t  # noqa: F401 - its table joins the metadata
 from leadscore.serving.migrate import upgrade_store
 from leadscore.serving.queries import Compiled, Statements
@@ -174,6 +174,14 @@ class EventStore:
         10 ms... between tries; a lock hands over at once. (Other processes still meet the busy handler.)
         """
         with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self, conn: Connection) -> Iterator[Connection]:
+        """:meth:`begin` on a connection the caller holds: a request that stores, reads, scores and appends
+        checks one connection out of the pool for all of it (each checkout and its reset on return is
+        ~0.1 ms) and commits each of its write transactions here, before going on."""
+        with self._write_lock, conn.begin():
             yield conn
 
     @contextmanager
@@ -332,6 +340,11 @@ class EventStore:
         (:func:`leadscore.serving.lead_read.read_lead`); ``KeyError`` for an unknown lead."""
         return read_lead(self, conn, lead_id, as_of, settings)
 
+    def load_lead_marked(self, conn: Connection, lead_id: str, as_of: pd.Timestamp,
+                         settings: Settings) -> tuple[LeadArrays, int]:
+        """:meth:`load_lead` and what it was read at (:func:`leadscore.serving.lead_read.read_lead_marked`)."""
+        return read_lead_marked(self, conn, lead_id, as_of, settings)
+
     def current_stage(
         self, conn: Connection, lead_id: str, before: pd.Timestamp | None = None
     ) -> tuple[str | None, pd.Timestamp | None]:
@@ -341,10 +354,13 @@ class EventStore:
         the CRM's last stage change (at or before): a stage set by sales overrides our earlier advice.
         """
         q = self.q
-        if before is not None:
-            cut = to_micros(before)
-            score = q.last_score_before.first(conn, lead_id=lead_id, cut=cut)
-            change = q.last_change_before.first(conn, lead_id=lead_id, cut=cut)
+        if before is not None:  # the scoring path's form: one statement (it runs at every score and check)
+            score = change = None
+            for kind, stage, at, since in q.stage_before.all(conn, lead_id=lead_id, cut=to_micros(before)):
+                if kind == 0:
+                    score = (stage, at, since)
+                else:
+                    change = (stage, at)
         else:
             score = q.last_score.first(conn, lead_id=lead_id)
             change = q.last_change.first(conn, lead_id=lead_id)

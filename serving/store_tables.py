@@ -105,10 +105,10 @@ CRM_TABLES: dict[str, tuple[sa.Table, TableSpec]] = {name: (metadata.tables[name
 
 def to_micros(ts: pd.Timestamp) -> int:
     """UTC timestamp → integer microseconds since the epoch (the stored form)."""
-    t = pd.Timestamp(ts)
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    # ``Timestamp.value`` is nanoseconds whatever the unit.
-    return int(t.value // 1000)
+    # ``Timestamp.value`` is nanoseconds since the epoch in UTC whatever the unit and the time zone, and a
+    # naive timestamp is read as UTC (so is its ``value``): no conversion needed (each costs ~5 µs, and
+    # one request converts a dozen times)
+    return int(pd.Timestamp(ts).value // 1000)
 
 
 def from_micros(value: int) -> pd.Timestamp:

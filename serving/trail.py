@@ -62,17 +62,22 @@ def previous_scores(conn: Connection, lead_ids: Iterable[str], before: pd.Timest
     return out
 
 
-def answers(st: ServingState, results: Sequence[ScoreResult]) -> list[ScoreOut]:
-    """The score answers of fresh scores (``POST /activities``, ``POST /score``), trend and changes included."""
+def answers(st: ServingState, results: Sequence[ScoreResult], conn: Connection | None = None) -> list[ScoreOut]:
+    """The score answers of fresh scores (``POST /activities``, ``POST /score``), trend and changes included;
+    read on ``conn`` when given (the request's own connection), else on one of their own."""
     from leadscore.serving.state import score_out
 
+    if conn is None:
+        if not results:
+            return []
+        with st.store.read() as own:
+            return answers(st, results, own)
     out = []
-    with st.store.read() as conn:
-        for r in results:
-            previous = [_past(reasons, p) for p, reasons in st.store.previous_scores(conn, r.lead_id, r.scored_at,
-                                                                                        PREVIOUS)]
-            trend, changes = annotate(r.p_sql, r.reasons, previous)
-            out.append(score_out(r, trend, changes))
+    for r in results:
+        previous = [_past(reasons, p) for p, reasons in st.store.previous_scores(conn, r.lead_id, r.scored_at,
+                                                                                    PREVIOUS)]
+        trend, changes = annotate(r.p_sql, r.reasons, previous)
+        out.append(score_out(r, trend, changes))
     return out
 
 
