@@ -38,8 +38,9 @@ gets to it (normally well under a second; ``GET /ready`` reports ``stale_leads``
 a table (``stale_marks``) rather than memory, so marks survive ``kill -9`` (they are committed with
 the write that made them) and any replica's worker can drain them.
 
-On SQLite "committed since the read" is a rowid mark read before the history (rowids are handed out
-in commit order, see :mod:`serving.cache`), so the check reads only the few rows committed meanwhile
+On SQLite "committed since the read" is a rowid mark (rowids are handed out in commit order, see
+:mod:`serving.cache`): the activity cache's, at which it handed out the history, or without the cache
+one read before the history. So the check reads only the few rows committed meanwhile
 and holds the write lock for well under a millisecond. Elsewhere the rows the score read are counted
 again (activities are insert-only, so equal counts mean equal rows). PostgreSQL runs that check under
 READ COMMITTED, which alone leaves a window (a late activity committing while a checked score waits at

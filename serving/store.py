@@ -104,7 +104,11 @@ class EventStore:
         connect_args: dict[str, Any] = {}
         if url.startswith("sqlite"):
             connect_args = {"check_same_thread": False, "timeout": 30}
-        self.engine: Engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=False)
+        # LIFO: the connection a request returns is the next one handed out, so a request finds the pages
+        # it reads in the connection's own cache (each SQLite connection caches its own pages, and drops
+        # them only when another connection wrote) rather than rotating through the pool's idle ones
+        self.engine: Engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=False,
+                                               pool_use_lifo=True)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
