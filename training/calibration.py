@@ -51,12 +51,13 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
-def fit_sigmoid(p: np.ndarray, y: np.ndarray) -> Calibrator:
-    """Platt scaling on the logit of the raw probability, tabulated on a logit-spaced grid."""
+def fit_sigmoid(p: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> Calibrator:
+    """Platt scaling on the logit of the raw probability (rows weighted by ``weights``), tabulated on a
+    logit-spaced grid."""
     from sklearn.linear_model import LogisticRegression
 
     lr = LogisticRegression(C=1e6, max_iter=1000)
-    lr.fit(_logit(p).reshape(-1, 1), y.astype(int))
+    lr.fit(_logit(p).reshape(-1, 1), y.astype(int), sample_weight=weights)
     a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
     grid = 1.0 / (1.0 + np.exp(-np.linspace(-14.0, 14.0, 1401)))
     x = np.concatenate([[0.0], grid, [1.0]])
@@ -64,12 +65,13 @@ def fit_sigmoid(p: np.ndarray, y: np.ndarray) -> Calibrator:
     return Calibrator("sigmoid", x, np.clip(yy, _CLIP, 1 - _CLIP))
 
 
-def fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibrator:
-    """Isotonic regression; its prediction already is linear interpolation between thresholds."""
+def fit_isotonic(p: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> Calibrator:
+    """Isotonic regression (rows weighted by ``weights``); its prediction already is linear interpolation
+    between thresholds."""
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(out_of_bounds="clip", y_min=_CLIP, y_max=1 - _CLIP)
-    iso.fit(p, y)
+    iso.fit(p, y, sample_weight=weights)
     x = np.asarray(iso.X_thresholds_, dtype=np.float64)
     yy = np.asarray(iso.y_thresholds_, dtype=np.float64)
     return Calibrator("isotonic", x, yy)
