@@ -118,7 +118,9 @@ def choose_and_fit(
     if set(cfg.model_choice.candidates) - {"lightgbm"}:
         linear = fit_linear(frame.iloc[learn], y[learn], schema, weights=w_learn, seed=seed)
         linear_raw = {p: linear.predict(frame.iloc[getattr(roles, p)]) for p in ("calibration", "test")}
-    choice = choose_model(fit.raw["calibration"], linear_raw["calibration"], y[roles.calibration], cfg, seed=seed)
+    leads = frame["lead_id"].iloc[roles.calibration].astype(str).to_numpy() if "lead_id" in frame.columns else None
+    choice = choose_model(fit.raw["calibration"], linear_raw["calibration"], y[roles.calibration], cfg, seed=seed,
+                          groups=leads)
     return Chosen(recency, fit, linear, choice, learn, w_learn, linear_raw)
 
 
