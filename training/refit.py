@@ -21,8 +21,9 @@ of the newest months alone is not a target: a map fitted on the newest two month
 until it was measured) applies their base rate to the months after them, and a two-month base rate
 does not carry. On the generated CRMs the newest pre-test months' label rate was 1.1-1.5x the test
 months' (regime-shift: 0.177 in the calibration months, 0.122 in the test months; the lift converts
-the stock of old open leads first, then fades; every month's rate also carries the moment sampling's
-bias, see the README of the benchmark), and that map over-predicted every test month (test ECE
+the stock of old open leads first, then fades; and every older month's rate is inflated by the moment
+sampling, whose per-lead strata span the lead's whole history up to the cut-off, so older months keep
+fewer moments of leads that stayed open), and that map over-predicted every test month (test ECE
 0.038-0.068 over seeds 1-3, against 0.011-0.018 with the map on all months). Cost:
 ``refit_calibration_folds`` more boosters, each on the fitting rows less a fold, at the tuned learning
 rate (:func:`refit_boosting`); the logistic model is not refit per fold (it cannot memorise leads; see
