@@ -32,7 +32,10 @@ leadscore's wall time, and FLAML's trial count grows with it.
 On the generated CRMs the AutoML systems fit the newest pre-test months, whose last ``H_sql`` days
 carry labels that look into the test months (a lead's moment just before the test months, labelled by
 its conversion inside them); leadscore's refit now fits those months too (``training.refit: cross_fit``),
-so both sides see the same rows.
+so both sides see the same rows. Their older months' label rates are inflated by the moment sampling
+(``moments.max_per_lead`` strata span a lead's whole history; README, Results), which every system's
+level inherits: ``--set moments.max_per_lead=100000`` measures on every moment. Compare ECE with its
+interval (``ece_ci``) and ``mean_p`` against ``rate``, over several ``--seed``: one run's gap is often noise.
 """
 
 from __future__ import annotations
