@@ -107,7 +107,7 @@ def fit_calibrator(
 
     ``groups`` (a lead id per row) keeps a lead's moments in one fold: they share a label and nearly a
     score, so folds that split them let isotonic's steps learn the held-out rows' own leads. On the
-    3,000-lead generated CRMs (~3.7 moments per lead in the calibration months, seeds 1-3 of both
+    3,000-lead generated CRMs (3.5-3.7 moments per lead in the calibration months, seeds 1-3 of both
     scenarios) isotonic won 3 of the 6 choices by 0.0004-0.004 with folds that split leads; by lead its
     out-of-fold log loss rose by 0.001-0.013 and sigmoid won all 6, as it did on the test months
     (lower log loss in all 6).
