@@ -6,6 +6,11 @@ Usage (benchmark extras, in their own virtualenv: AutoGluon pins pandas<2.4 and 
     LEADSCORE_SHARED_DATA=/path/to/shared/data /tmp/bench/bin/python benchmarks/automl.py \
         [--trials 30] [--leads 3000] [--months 12] [--seed 1] [--systems flaml,autogluon] [--datasets ...]
 
+Caution: AutoGluon's pandas<2.4 changes what ``leadscore.history`` accepts from a generated CRM (under
+pandas 2.3.3 it rejected 766 of 3,000 leads as "unknown account_id" and 5,308 of 5,400 stage changes,
+most as "control characters in reason"), so the generated datasets there are not the main environment's;
+Olist and X Education load the same rows in both (check ``rows_train`` / ``rows_test``).
+
 Per dataset, leadscore runs first and is timed; each AutoML system then gets the same wall-clock
 budget (per fold for cross-validation) on the same training rows and is scored on the same test rows.
 leadscore's figure is the model a user gets, not the backtest's LightGBM: train's whole procedure
