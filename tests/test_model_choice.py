@@ -249,7 +249,7 @@ def _leads_without_signal(n_leads: int, seed: int, start: str) -> tuple[pd.DataF
 def test_cross_fit_refit_fits_every_month_and_calibrates_on_leads_its_fold_models_never_saw(
     settings: Settings,
 ) -> None:
-    """The default refit fits the newest months too; its map sees out-of-fold scores grouped by lead.
+    """The default refit fits every month; its map sees out-of-fold scores of every fitting row, grouped by lead.
 
     On labels no feature predicts, a booster free to memorise leads scores the leads it was fitted on
     with confidence. A map fitted on those in-sample scores (or on folds that split a lead's moments)
@@ -282,11 +282,11 @@ def test_cross_fit_refit_fits_every_month_and_calibrates_on_leads_its_fold_model
     refit = refit_target(frame, y, np.ones(len(y), dtype=bool), feats, cfg, split, Recency(), choice, backtest)
     assert refit.rows.scheme == "cross_fit" and refit.window()["scheme"] == "cross_fit"
     assert refit.model.params["learning_rate"] == pytest.approx(0.3) and refit.model.params["num_iterations"] == 300
-    # every matured month fits, the newest two included; those two also calibrate
-    assert set(refit.rows.fit) == set(range(len(y)))
-    assert (frame["as_of"].iloc[refit.rows.calibration] >= pd.Timestamp("2024-11-01", tz="UTC")).all()
-    assert refit.window()["fit_months"][-1] == "2024-12" and refit.window()["calibration_months"] == ["2024-11",
-                                                                                                        "2024-12"]
+    # every matured month fits, the newest two included; every fitting row calibrates (out of fold)
+    assert set(refit.rows.fit) == set(range(len(y))) and np.array_equal(refit.rows.calibration, refit.rows.fit)
+    assert refit.rows.calibration_start == pd.Timestamp("2024-11-01", tz="UTC")
+    assert refit.window()["fit_months"][-1] == "2024-12"
+    assert refit.window()["calibration_months"] == refit.window()["fit_months"]
     booster = refit.model.booster
     seen = booster.predict(encode_frame(frame.iloc[refit.rows.calibration], feats, refit.model.encodings))
     assert np.corrcoef(seen, y[refit.rows.calibration])[0, 1] > 0.9  # it did memorise the leads it saw
@@ -305,6 +305,58 @@ def test_cross_fit_refit_fits_every_month_and_calibrates_on_leads_its_fold_model
     steep = fit_sigmoid(seen, y[refit.rows.calibration])(booster.predict(encode_frame(new, feats,
                                                                                       refit.model.encodings)))
     assert np.std(steep) > 0.2 and loss(np.clip(steep, 1e-6, 1 - 1e-6)) > loss(p) + 0.2
+
+
+def test_cross_fit_map_targets_the_fits_recency_weighted_level_not_the_newest_months_alone(
+    settings: Settings,
+) -> None:
+    """A lift in the newest two months that no feature explains (the stock of open leads converting
+    after a new offer, then fading) is not carried to the months after them: the map is fitted on every
+    fitting row's out-of-fold score with the fit's recency weights, so its level is the one the recency
+    choice validated. A map on the newest months alone (the scheme before) applies their rate to every
+    later month; a short half-life moves the level towards the newest months, as the weights say."""
+    from leadscore.training.calibration import fit_sigmoid
+    from leadscore.training.choice import ModelChoice
+    from leadscore.training.encoding import encode_frame
+    from leadscore.training.fit import RowSets, fit_target
+    from leadscore.training.refit import RefitRows, refit_models, refit_target
+    from leadscore.training.split import TimeSplit
+
+    cfg = settings.training.model_copy(update={"refit": "cross_fit"})
+    feats = SCHEMA[1:]
+    frame, _ = _linear_data(8000, seed=11, months=12)
+    cal_start = pd.Timestamp("2024-11-01", tz="UTC")
+    newest = np.asarray(frame["as_of"] >= cal_start)
+
+    def z(f: pd.DataFrame) -> np.ndarray:
+        return np.asarray(-1.5 + 1.2 * f["x1"] - 0.8 * f["x2"] + 0.7 * (f["source"] == "referral"))
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(len(frame)) < 1 / (1 + np.exp(-(z(frame) + 1.5 * newest)))).astype(np.float64)
+    later, _ = _linear_data(4000, seed=12, months=1)
+    base = float(np.mean(1 / (1 + np.exp(-z(later)))))  # what the months after the lift convert at
+    assert y[newest].mean() > base + 0.15
+    edge = [pd.Timestamp(m, tz="UTC") for m in ("2024-01-01", "2024-07-01", "2024-09-01", "2024-11-01", "2025-01-01")]
+    split = TimeSplit("sql", 30, *edge)
+    per = {p: np.flatnonzero(split.mask(frame["as_of"], p)) for p in ("train", "validation", "calibration")}
+    backtest = fit_target(frame, y, RowSets(per["train"], per["validation"], per["calibration"]), feats, cfg, trials=1)
+    choice = ModelChoice("lightgbm", None, Calibrator("sigmoid", np.array([0.0, 1.0]), np.array([0.0, 1.0])), {}, {})
+    level = {}
+    for name, recency in (("plain", Recency()), ("decay", Recency(None, 1.0))):
+        refit = refit_target(frame, y, np.ones(len(y), dtype=bool), feats, cfg, split, recency, choice, backtest)
+        raw = refit.model.booster.predict(encode_frame(later, feats, refit.model.encodings))
+        level[name] = float(np.mean(refit.model.calibrator(raw)))
+    # all history, no decay: the level of all months (10 plain, 2 lifted), far from the lifted months' rate
+    assert abs(level["plain"] - base) < 0.06 < y[newest].mean() - level["plain"]
+    # a one-month half-life weighs the newest months most: the level follows
+    assert level["decay"] > level["plain"] + 0.03
+    # the contrast: the same out-of-fold scores, a map on the newest months only, over-predicts the later months
+    rows = RefitRows.of(np.flatnonzero(~newest), np.flatnonzero(newest), frame["as_of"], cal_start, edge[-1],
+                        "cross_fit")
+    models = refit_models(frame, y, rows, feats, cfg, Recency(), backtest, linear=False)
+    oof = models.calibration_raw(frame.iloc[rows.calibration], "lightgbm", None)
+    only_newest = fit_sigmoid(oof[newest[rows.calibration]], y[rows.calibration][newest[rows.calibration]])
+    assert float(np.mean(only_newest(models.raw(later, "lightgbm", None)))) > base + 0.1
 
 
 # ------------------------------------------------------------------------------------------ drift

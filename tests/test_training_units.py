@@ -65,6 +65,30 @@ def test_calibrator_fixes_overconfident_scores_and_roundtrips() -> None:
         fit_calibrator(raw[:100], np.zeros(100))
 
 
+def _leads(n_leads: int, seed: int, moments: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibrated raw scores of leads with ``moments`` moments each: one label per lead, nearly one score."""
+    rng = np.random.default_rng(seed)
+    true = 1 / (1 + np.exp(-(-3 + 1.5 * rng.normal(size=n_leads))))
+    y = np.repeat((rng.random(n_leads) < true).astype(float), moments)
+    p = np.repeat(true, moments) * np.exp(rng.normal(0, 0.02, n_leads * moments))
+    return p, y, np.repeat(np.arange(n_leads), moments)
+
+
+def test_calibration_method_is_chosen_on_folds_that_keep_a_lead_together() -> None:
+    """Folds that split a lead's moments hand isotonic the held-out rows' own leads (same label, nearly
+    the same score): it looks better than it is and wins; by lead the choice is sigmoid, which is also
+    the better map on leads neither saw."""
+    from sklearn.metrics import log_loss
+
+    p, y, leads = _leads(1500, seed=0)
+    split_leads, split_scores = fit_calibrator(p, y, 1000, seed=0)
+    by_lead, lead_scores = fit_calibrator(p, y, 1000, seed=0, groups=leads)
+    assert split_leads.method == "isotonic" and by_lead.method == "sigmoid"
+    assert lead_scores["isotonic"] > split_scores["isotonic"] + 0.01  # the optimism folds by lead remove
+    p_new, y_new, _ = _leads(1500, seed=1)
+    assert log_loss(y_new, by_lead(p_new)) < log_loss(y_new, split_leads(p_new))
+
+
 def _as_of(months: int, per_month: int = 50) -> pd.Series:
     start = pd.Timestamp("2025-01-01", tz="UTC")
     days = np.repeat(np.arange(months) * 30.4, per_month) + np.tile(np.linspace(0, 29, per_month), months)

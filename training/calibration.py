@@ -51,12 +51,13 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
-def fit_sigmoid(p: np.ndarray, y: np.ndarray) -> Calibrator:
-    """Platt scaling on the logit of the raw probability, tabulated on a logit-spaced grid."""
+def fit_sigmoid(p: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> Calibrator:
+    """Platt scaling on the logit of the raw probability (rows weighted by ``weights``), tabulated on a
+    logit-spaced grid."""
     from sklearn.linear_model import LogisticRegression
 
     lr = LogisticRegression(C=1e6, max_iter=1000)
-    lr.fit(_logit(p).reshape(-1, 1), y.astype(int))
+    lr.fit(_logit(p).reshape(-1, 1), y.astype(int), sample_weight=weights)
     a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
     grid = 1.0 / (1.0 + np.exp(-np.linspace(-14.0, 14.0, 1401)))
     x = np.concatenate([[0.0], grid, [1.0]])
@@ -64,24 +65,30 @@ def fit_sigmoid(p: np.ndarray, y: np.ndarray) -> Calibrator:
     return Calibrator("sigmoid", x, np.clip(yy, _CLIP, 1 - _CLIP))
 
 
-def fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibrator:
-    """Isotonic regression; its prediction already is linear interpolation between thresholds."""
+def fit_isotonic(p: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> Calibrator:
+    """Isotonic regression (rows weighted by ``weights``); its prediction already is linear interpolation
+    between thresholds."""
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(out_of_bounds="clip", y_min=_CLIP, y_max=1 - _CLIP)
-    iso.fit(p, y)
+    iso.fit(p, y, sample_weight=weights)
     x = np.asarray(iso.X_thresholds_, dtype=np.float64)
     yy = np.asarray(iso.y_thresholds_, dtype=np.float64)
     return Calibrator("isotonic", x, yy)
 
 
 def _out_of_fold_log_loss(
-    fit: Callable[[np.ndarray, np.ndarray], Calibrator], p: np.ndarray, y: np.ndarray, folds: int, seed: int
+    fit: Callable[[np.ndarray, np.ndarray], Calibrator], p: np.ndarray, y: np.ndarray, folds: int, seed: int,
+    groups: np.ndarray | None = None,
 ) -> float:
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     out = np.empty(len(p))
-    for own, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(p.reshape(-1, 1), y):
+    if groups is None:
+        split = StratifiedKFold(folds, shuffle=True, random_state=seed).split(p.reshape(-1, 1), y)
+    else:
+        split = StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(p.reshape(-1, 1), y, groups)
+    for own, held in split:
         out[held] = fit(p[own], y[own])(p[held])
     return _log_loss(y, out)
 
@@ -93,9 +100,17 @@ def fit_calibrator(
     *,
     folds: int = 5,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> tuple[Calibrator, dict[str, float]]:
     """Fit sigmoid and (with enough rows) isotonic on the calibration rows; keep the one with the lower
     out-of-fold log loss on those same rows, refitted on all of them.
+
+    ``groups`` (a lead id per row) keeps a lead's moments in one fold: they share a label and nearly a
+    score, so folds that split them let isotonic's steps learn the held-out rows' own leads. On the
+    3,000-lead generated CRMs (3.5-3.7 moments per lead in the calibration months, seeds 1-3 of both
+    scenarios) isotonic won 3 of the 6 choices by 0.0004-0.004 with folds that split leads; by lead its
+    out-of-fold log loss rose by 0.001-0.013 and sigmoid won all 6, as it did on the test months
+    (lower log loss in all 6).
 
     The choice uses nothing but the calibration rows: the rows the model was fitted or stopped early
     on score optimistically, so choosing (or fitting) the map there would favour an overconfident
@@ -113,6 +128,6 @@ def fit_calibrator(
     scores = {"identity": _log_loss(y, p)}
     k = min(folds, int(counts.min()))
     for method, fit in fitters.items():
-        scores[method] = _out_of_fold_log_loss(fit, p, y, k, seed) if k >= 2 else float("nan")
+        scores[method] = _out_of_fold_log_loss(fit, p, y, k, seed, groups) if k >= 2 else float("nan")
     best = min(fitters, key=lambda m: (np.nan_to_num(scores[m], nan=np.inf), m != "sigmoid"))
     return fitters[best](p, y), scores

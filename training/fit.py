@@ -233,8 +233,9 @@ def fit_target(
     if rows.test is not None:
         raw["test"] = _mean_raw(boosters, X(rows.test))
     # only the calibration rows' scores and labels reach the calibrator (see the module docstring)
+    leads = frame["lead_id"].iloc[rows.calibration].astype(str).to_numpy() if "lead_id" in frame.columns else None
     calibrator, cal_scores = fit_calibrator(raw["calibration"], y[rows.calibration], cfg.min_isotonic_rows,
-                                            seed=seed)
+                                            seed=seed, groups=leads)
     return FitResult(
         rows=rows, encodings=encodings, boosters=boosters, rounds=[int(b.best_iteration) for b in boosters],
         params=params, tune=tune, calibrator=calibrator, calibration_log_loss=cal_scores,

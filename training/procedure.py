@@ -118,24 +118,27 @@ def choose_and_fit(
     if set(cfg.model_choice.candidates) - {"lightgbm"}:
         linear = fit_linear(frame.iloc[learn], y[learn], schema, weights=w_learn, seed=seed)
         linear_raw = {p: linear.predict(frame.iloc[getattr(roles, p)]) for p in ("calibration", "test")}
-    choice = choose_model(fit.raw["calibration"], linear_raw["calibration"], y[roles.calibration], cfg, seed=seed)
+    leads = frame["lead_id"].iloc[roles.calibration].astype(str).to_numpy() if "lead_id" in frame.columns else None
+    choice = choose_model(fit.raw["calibration"], linear_raw["calibration"], y[roles.calibration], cfg, seed=seed,
+                          groups=leads)
     return Chosen(recency, fit, linear, choice, learn, w_learn, linear_raw)
 
 
 def candidate_scores(
     raw: Callable[[str, str, float | None], np.ndarray], y_cal: np.ndarray, choice: ModelChoice, cfg: TrainingConfig,
+    w_cal: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Every candidate's calibrated test scores plus ``shipped`` (the chosen one), by candidate name.
 
     ``raw(part, kind, weight)`` gives a candidate's raw probability on the ``calibration`` or ``test``
     rows (the backtest's :meth:`Chosen.raw`, or a refit's); each candidate is calibrated on the
-    calibration rows by the method model choice picked for it.
+    calibration rows (weighted by ``w_cal``) by the method model choice picked for it.
     """
     out: dict[str, np.ndarray] = {}
     for kind, weight in candidate_options(cfg):
         name = candidate_name(kind, weight)
         calibrator = calibrate_as(choice.methods.get(name, choice.calibrator.method), raw("calibration", kind, weight),
-                                y_cal)
+                                  y_cal, w_cal)
         out[name] = np.asarray(calibrator(raw("test", kind, weight)))
     out["shipped"] = out[candidate_name(choice.kind, choice.blend_weight)]
     return out
@@ -150,9 +153,10 @@ def refit_scores(
     As ``train`` registers its model (:mod:`training.refit`, scheme ``training.refit``; ``none`` measures
     ``last_months``): the candidates are refit with the chosen rounds, window and decay on the train and
     validation rows (inside the window counted back from the calibration rows' start) and, with
-    ``cross_fit``, on the calibration rows too, which then calibrate on out-of-fold scores; with
-    ``last_months`` the calibration rows are never fitted. Then scored on the test rows. ``frame`` holds
-    ``as_of``. Returns the scores (:func:`candidate_scores`) and a record.
+    ``cross_fit``, on the calibration rows too, every fitting row then calibrating on its out-of-fold
+    score (weighted as the fit); with ``last_months`` the calibration rows are never fitted and calibrate
+    alone. Then scored on the test rows. ``frame`` holds ``as_of``. Returns the scores
+    (:func:`candidate_scores`) and a record.
     """
     as_of = frame["as_of"]
     pool = np.sort(np.concatenate([roles.train, roles.validation]))
@@ -165,11 +169,12 @@ def refit_scores(
 
     def raw(part: str, kind: str, w: float | None) -> np.ndarray:
         if part == "calibration":
-            return models.calibration_raw(frame.iloc[roles.calibration], kind, w)
+            return models.calibration_raw(frame.iloc[rows.calibration], kind, w)
         return models.raw(frame.iloc[roles.test], kind, w)
 
-    scores = candidate_scores(raw, np.asarray(y, dtype=np.float64)[roles.calibration], chosen.choice, cfg)
-    return scores, {"fit_rows": len(rows.fit), "calibration_rows": len(roles.calibration), "scheme": rows.scheme,
+    scores = candidate_scores(raw, np.asarray(y, dtype=np.float64)[rows.calibration], chosen.choice, cfg,
+                              rows.calibration_weights(as_of, recency))
+    return scores, {"fit_rows": len(rows.fit), "calibration_rows": len(rows.calibration), "scheme": rows.scheme,
                     "rounds": chosen.fit.rounds[0], "fit_start": str(rows.fit_start)}
 
 

@@ -6,20 +6,28 @@ Shipping that backtest model would throw away the newest third of the history (v
 calibration and test months), exactly the months most like the ones it will score. So the model that
 is registered is refit with the backtest's choices on all matured months, newest included.
 
-**Scheme ``cross_fit`` (default): every matured month fits, the newest are calibrated out of fold.**
-The newest ``split.calibration_months`` matured months are the rows most like the ones the model will
-score, and on a growing CRM they are also the largest (on the 3,000-lead generated CRMs 45% of the
-matured rows): leaving them out of the fit cost 0.03 AUC (the registered booster 0.750 → 0.780 with them
-on the regime-shift CRM's test months). So the shipped models learn from every matured month, and the
-calibration map is fitted on *out-of-fold* scores of those newest months: ``refit_calibration_folds``
-models, each fitted on all the fitting rows but one fold of the newest months' leads (grouped by lead,
-so a lead's other moments never score it), score the held fold. Folds split leads, not time: every
-fold model has seen the newest regime, as the shipped one has, so the map corrects the shipped
-booster's level rather than lifting scores for a regime it already knows (the failure of cross-fitting
-*over time*, where left-out models miss the newest months and the map applies the lift twice). Cost:
-``refit_calibration_folds`` more boosters, each at the tuned learning rate (:func:`refit_boosting`),
-so the refit costs what the slice's one slow-rate booster did; the logistic model is not refit per
-fold (it cannot memorise leads; see :func:`refit_models`).
+**Scheme ``cross_fit`` (default): every matured month fits, and the map is fitted out of fold on
+all of them.** The newest ``split.calibration_months`` matured months are the rows most like the ones
+the model will score, and on a growing CRM they are also the largest (on the 3,000-lead generated CRMs
+45% of the matured rows): leaving them out of the fit cost 0.03 AUC (the registered booster 0.750 →
+0.780 with them on the regime-shift CRM's test months). So the shipped models learn from every matured
+month, and the calibration map is fitted on *out-of-fold* scores of every fitting row:
+``refit_calibration_folds`` models, each fitted on the fitting rows but one fold of leads (grouped by
+lead, so a lead's other moments never score it), score the held fold. The map is fitted with the
+fit's own recency weights, so it targets the distribution the booster was fitted to, the one the
+recency choice found best on the validation months. What it corrects is the booster's *shape*
+(boosters that memorise leads score new leads lower and flatter than the leads they saw); the *level*
+of the newest months alone is not a target: a map fitted on the newest two months only (this scheme
+until it was measured) applies their base rate to the months after them, and a two-month base rate
+does not carry. On the generated CRMs the newest pre-test months' label rate was 1.1-1.5x the test
+months' (regime-shift: 0.177 in the calibration months, 0.122 in the test months; the lift converts
+the stock of old open leads first, then fades; and every older month's rate is inflated by the moment
+sampling, whose per-lead strata span the lead's whole history up to the cut-off, so older months keep
+fewer moments of leads that stayed open), and that map over-predicted every test month (test ECE
+0.038-0.068 over seeds 1-3, against 0.011-0.018 with the map on all months). Cost:
+``refit_calibration_folds`` more boosters, each on the fitting rows less a fold, at the tuned learning
+rate (:func:`refit_boosting`); the logistic model is not refit per fold (it cannot memorise leads; see
+:func:`refit_models`).
 
 **Scheme ``last_months``: a slice.** The newest ``split.calibration_months`` matured months calibrate
 the refit; every older matured month (within the chosen recency window) fits it. Calibration rows are
@@ -56,10 +64,12 @@ RefitScheme = Literal["cross_fit", "last_months"]
 
 @dataclass(frozen=True)
 class RefitRows:
-    """Positions of the refit's fit and calibration rows and the months they span.
+    """Positions of the refit's fit rows and of the rows its calibration map is fitted on, and the months.
 
-    ``scheme`` ``last_months``: ``fit`` and ``calibration`` are disjoint; ``cross_fit``: ``fit`` holds
-    the calibration rows too (they are calibrated out of fold, see the module docstring).
+    ``scheme`` ``last_months``: ``fit`` and ``calibration`` (the newest months) are disjoint;
+    ``cross_fit``: ``fit`` holds the newest months too and ``calibration`` is ``fit`` (every fitting row
+    is scored out of fold for the map, see the module docstring). ``calibration_start`` is where the
+    newest months start either way (recency weights count back from it).
     """
 
     fit: np.ndarray
@@ -73,16 +83,24 @@ class RefitRows:
     def of(cls, older: np.ndarray, calibration: np.ndarray, as_of: pd.Series, calibration_start: pd.Timestamp,
            end: pd.Timestamp, scheme: RefitScheme) -> RefitRows:
         """The rows of ``scheme`` from the older fitting rows (already windowed) and the newest months."""
-        fit = older if scheme == "last_months" else np.sort(np.concatenate([older, calibration]))
+        if scheme == "last_months":
+            fit = older
+        else:
+            fit = calibration = np.sort(np.concatenate([older, calibration]))
         fit_start = pd.Timestamp(as_of.iloc[fit].min()) if len(fit) else calibration_start
         return cls(fit, calibration, fit_start, calibration_start, end, scheme)
+
+    def calibration_weights(self, as_of: pd.Series, recency: Recency) -> np.ndarray | None:
+        """The map's row weights: the fit's recency weights (``last_months``: its rows are all newer than
+        ``calibration_start``, so all 1)."""
+        return recency.weights(as_of.iloc[self.calibration], self.calibration_start)
 
 
 def refit_rows(as_of: pd.Series, labelled: np.ndarray, split: TimeSplit, recency: Recency,
                calibration_months: int, scheme: RefitScheme = "cross_fit") -> RefitRows:
     """Every labelled moment before ``split.test_end`` (the last matured month's end): the newest
     ``calibration_months`` calibrate, the older ones inside the recency window fit (with ``cross_fit``
-    the newest ones fit too)."""
+    the newest ones fit too and every fitting row calibrates)."""
     end = split.test_end
     cal_start = end - pd.DateOffset(months=calibration_months)
     before = np.flatnonzero(labelled & np.asarray(as_of < cal_start))
@@ -96,7 +114,7 @@ class Refit:
     model: TargetModel
     rows: RefitRows
     positives: dict[str, int]
-    #: calibrated log loss on the calibration slice (in-sample for the map; it describes the fit, not the procedure)
+    #: calibrated log loss on the map's rows (in-sample for the map; it describes the fit, not the procedure)
     calibration_log_loss: float
 
     def window(self) -> dict[str, Any]:
@@ -105,7 +123,8 @@ class Refit:
         cal = str(self.rows.calibration_start.tz_localize(None).to_period("M"))
         names = [str(m) for m in months[:-1]]
         fitted = names if self.rows.scheme == "cross_fit" else [m for m in names if m < cal]
-        return {"fit_months": fitted, "calibration_months": [m for m in names if m >= cal],
+        calibrated = names if self.rows.scheme == "cross_fit" else [m for m in names if m >= cal]
+        return {"fit_months": fitted, "calibration_months": calibrated,
                 "rows": {"fit": len(self.rows.fit), "calibration": len(self.rows.calibration)},
                 "positives": self.positives, "calibration_log_loss": self.calibration_log_loss,
                 "scheme": self.rows.scheme}
@@ -125,7 +144,7 @@ class RefitModels:
     linear: Any
     schema: Sequence[Mapping[str, Any]]
     booster: Any = None
-    #: ``cross_fit``: out-of-fold raw scores of the calibration rows, by model (``trees``, ``linear``)
+    #: ``cross_fit``: out-of-fold raw scores of the calibration (= fitting) rows, by model (``trees``, ``linear``)
     out_of_fold: dict[str, np.ndarray] | None = None
 
     def raw(self, frame: pd.DataFrame, kind: str, weight: float | None) -> np.ndarray:
@@ -219,10 +238,10 @@ def _calibration_folds(frame: pd.DataFrame, y: np.ndarray, calibration: np.ndarr
     return [held for _, held in split]
 
 
-def calibrate_as(method: str, raw: np.ndarray, y: np.ndarray) -> Calibrator:
-    """Refit a calibration map of the given method (``identity`` needs no fit)."""
+def calibrate_as(method: str, raw: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> Calibrator:
+    """Refit a calibration map of the given method, rows weighted by ``weights`` (``identity`` needs no fit)."""
     fitter = {"sigmoid": fit_sigmoid, "isotonic": fit_isotonic}.get(method)
-    return fitter(raw, y) if fitter is not None else Calibrator.identity()
+    return fitter(raw, y, weights) if fitter is not None else Calibrator.identity()
 
 
 def refit_on_rows(
@@ -234,7 +253,7 @@ def refit_on_rows(
                           linear=choice.kind != "lightgbm", client=client)
     y_cal = y[rows.calibration]
     raw = models.calibration_raw(frame.iloc[rows.calibration], choice.kind, choice.blend_weight)
-    calibrator = calibrate_as(choice.calibrator.method, raw, y_cal)
+    calibrator = calibrate_as(choice.calibrator.method, raw, y_cal, rows.calibration_weights(frame["as_of"], recency))
     params, rounds = refit_boosting(backtest, cfg, rows.scheme)
     model = TargetModel(model_str=models.model_str, encodings=models.encodings, calibrator=calibrator,
                         params={**params, "num_iterations": rounds}, kind=choice.kind,
@@ -248,7 +267,7 @@ def refit_target(
     cfg: TrainingConfig, split: TimeSplit, recency: Recency, choice: ModelChoice, backtest: FitResult,
     client: Any = None,
 ) -> Refit:
-    """Refit the backtest's chosen model on all matured months (module docstring); calibrate on the slice."""
+    """Refit the backtest's chosen model on all matured months (module docstring) and calibrate it."""
     if cfg.refit == "none":
         raise ValueError("training.refit is 'none': there is no refit to make")
     rows = refit_rows(frame["as_of"], labelled, split, recency, cfg.split.calibration_months, cfg.refit)
