@@ -54,8 +54,10 @@ def print_results(result: TrainResult, console: Console, *, flat: bool = False) 
         console.print(line)
         if tr.refit is not None:
             months = tr.refit.window()
-            console.print(f"  registered model: refit on {months['fit_months'][0]}..{months['fit_months'][-1]}, "
-                          f"calibrated on {', '.join(months['calibration_months'])}")
+            cal = months["calibration_months"]
+            how = ("calibrated out of fold on those months" if months["scheme"] == "cross_fit"
+                   else f"calibrated on {cal[0]}..{cal[-1]}" if cal else "not recalibrated")
+            console.print(f"  registered model: refit on {months['fit_months'][0]}..{months['fit_months'][-1]}, {how}")
     if result.drift:
         k = result.bundle.info.get("drift_top_features", 5)
         console.print(f"drift of the test months against the training rows (PSI): {escape(describe_top(result.drift, k))}")
