@@ -36,6 +36,15 @@ def encode_shared(bundle: BoundBundle, features: pd.DataFrame, target: str, cols
 
 def explain_frame(bundle: BoundBundle, features: pd.DataFrame, target: str) -> tuple[pd.DataFrame, np.ndarray]:
     """:meth:`BoundBundle.predict_explained` (see there and the module docstring)."""
+    probs, contrib, _ = explain_block(bundle, features, target)
+    return probs, contrib
+
+
+def explain_block(bundle: BoundBundle, features: pd.DataFrame,
+                  target: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """:func:`explain_frame` and the rows' schema columns as float64 (rows x columns; numeric columns as
+    the encoding converts them, string columns as their codes): what the reasons word the values from
+    (:func:`training.reasons.batch_top_ids`), converted once with everything else."""
     from leadscore.training.bundle import OUTPUT_COLUMNS
 
     check_columns(features, bundle.schema)
@@ -43,6 +52,7 @@ def explain_frame(bundle: BoundBundle, features: pd.DataFrame, target: str) -> t
     cols = FrameColumns(features)
     out: dict[str, np.ndarray] = {}
     contrib = np.zeros((len(features), n))
+    block: np.ndarray | None = None
     for t, m in bundle.models.items():
         x = encode_shared(bundle, features, t, cols) if m.uses_trees else None
         lin = m.linear if m.kind != "lightgbm" else None
@@ -60,7 +70,11 @@ def explain_frame(bundle: BoundBundle, features: pd.DataFrame, target: str) -> t
         if t == target:
             linear = None if terms is None or lin is None else lin.schema_contributions(terms, bundle.feature_names)
             contrib = m.combine_contributions(trees, linear)
-    return pd.DataFrame(out, index=features.index), contrib
+        if x is not None:
+            block = x
+    if block is None:
+        block = encode_shared(bundle, features, target, cols)
+    return pd.DataFrame(out, index=features.index), contrib, block
 
 
-__all__ = ["encode_shared", "explain_frame"]
+__all__ = ["encode_shared", "explain_block", "explain_frame"]

@@ -105,9 +105,11 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     """
     bundle = scorer.bundle
     n = len(features)
-    contrib = None
+    contrib = block = None
     if reasons:
-        probs, contrib = bundle.predict_explained(features, "sql")
+        from leadscore.training.batch_explain import explain_block
+
+        probs, contrib, block = explain_block(bundle, features, "sql")
     else:
         probs = bundle.predict(features)
     p_sql = probs["p_sql"].to_numpy(dtype=np.float64)
@@ -126,7 +128,7 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         from leadscore.training.reasons import batch_top_ids, json_lists
 
         bands = band_labels(contrib, bundle.schema, bundle.bands)
-        pos_ids, neg_ids, texts = batch_top_ids(bundle._reason_plan(), features, contrib, REASONS_K)
+        pos_ids, neg_ids, texts = batch_top_ids(bundle._reason_plan(), features, contrib, REASONS_K, block=block)
         pos, neg = json_lists(pos_ids, texts), json_lists(neg_ids, texts)
     trends, changed = _trends(leads, p_sql, previous or {}, texts, pos_ids, neg_ids, worded=contrib is not None)
     return pd.DataFrame({

@@ -25,10 +25,8 @@ import numpy as np
 import pandas as pd
 
 MISSING = "(missing)"
-
-
-#: rows per block of :meth:`LinearModel.term_matrix`'s numeric terms (a few MB of temporaries per block)
-_TERM_BLOCK = 8192
+#: rows per block of :meth:`FrameColumns.signed_logs` (a few MB of temporaries per block)
+_LOG_BLOCK = 8192
 
 
 def signed_log(x: np.ndarray) -> np.ndarray:
@@ -61,6 +59,7 @@ class FrameColumns:
         self.rows = len(frame)
         self._numeric: dict[str, np.ndarray] = {}
         self._codes: dict[str, tuple[np.ndarray, list[str]]] = {}
+        self._logs: dict[str, np.ndarray] = {}
 
     def numeric(self, names: Sequence[str]) -> np.ndarray:
         """The columns ``names`` as a (names x rows) float64 array (missing and non-numeric values NaN)."""
@@ -76,6 +75,21 @@ class FrameColumns:
         out = np.empty((len(names), self.rows), dtype=np.float64)
         for i, n in enumerate(names):
             out[i] = self._numeric[n]
+        return out
+
+    def signed_logs(self, names: Sequence[str]) -> np.ndarray:
+        """:func:`signed_log` of :meth:`numeric` (NaN where missing) as a (names x rows) array, computed once
+        per column and batch (both targets' logistic models read the same columns), in blocks of rows: on a
+        training table (200k rows) whole-array temporaries cost more than the arithmetic."""
+        todo = [n for n in dict.fromkeys(names) if n not in self._logs]
+        if todo:
+            x = self.numeric(todo)
+            for lo in range(0, self.rows, _LOG_BLOCK):
+                x[:, lo:lo + _LOG_BLOCK] = signed_log(x[:, lo:lo + _LOG_BLOCK])
+            self._logs.update(zip(todo, x, strict=True))
+        out = np.empty((len(names), self.rows), dtype=np.float64)
+        for i, n in enumerate(names):
+            out[i] = self._logs[n]
         return out
 
     @property
@@ -137,22 +151,19 @@ class LinearModel:
     def term_matrix(self, cols: FrameColumns) -> np.ndarray:
         """:meth:`terms` as a rows x terms array (model order), from a batch's columns converted once.
 
-        The numeric terms are one array expression over all of them, element by element the arithmetic
-        of one column at a time; the category terms one coefficient per distinct value, gathered by code.
+        The numeric terms are one compiled pass (:mod:`training.linear_terms`) over the signed logs the batch
+        computes once for every model that reads it, element by element the arithmetic of one column at a
+        time; the category terms one coefficient per distinct value, gathered by code.
         The array is Fortran-ordered, one contiguous column per term, like ``terms(frame).to_numpy()``,
         so its row sums add in the same order (the same bits).
         """
         out = np.empty((len(self.numeric) + len(self.categorical), cols.rows), dtype=np.float64)
         if self.numeric:
-            fill, center, scale, coef, miss_coef = (a[:, None] for a in self._numeric_arrays)
-            x = cols.numeric([t.name for t in self.numeric])
-            # in blocks of rows: on a training table (200k rows) whole-array temporaries cost twice the
-            # arithmetic in memory traffic; element-wise, the blocks give the same bits
-            for lo in range(0, cols.rows, _TERM_BLOCK):
-                xb = x[:, lo:lo + _TERM_BLOCK]
-                miss = np.isnan(xb)
-                z = (signed_log(np.where(miss, fill, xb)) - center) / scale
-                out[: len(self.numeric), lo:lo + _TERM_BLOCK] = coef * z + miss_coef * miss
+            from leadscore.training.linear_terms import numeric_terms  # numba: compiled when first used
+
+            fill, center, scale, coef, miss_coef = self._numeric_arrays
+            numeric_terms(cols.signed_logs([t.name for t in self.numeric]), signed_log(fill), center, scale, coef,
+                          miss_coef, out)
         for i, c in enumerate(self.categorical, start=len(self.numeric)):
             codes, labels = cols.codes(c.name)
             out[i] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]

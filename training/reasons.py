@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.features.schema import missing_text
+from leadscore.training.reason_keys import display_keys, first_rows, unit_codes
 
 #: units whose zero carries no information (no such activity, no flag, no weight)
 _ZERO_SAYS_NOTHING = frozenset({"count", "weight", "flag", "number", "money", ""})
@@ -94,6 +95,7 @@ class _Column:
     missing: str
     value_texts: Mapping[str, str]
     silent_zero: bool  # a zero of this unit says nothing (no such activity, no flag)
+    numeric: bool  # not a ``str`` column: batch scoring reads its values from the encoded float block
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def reason_plan(schema: Sequence[Mapping[str, Any]]) -> ReasonPlan:
         columns.append(_Column(
             name=name, unit=unit, one=_PLURAL.sub(r"\1", template), many=_PLURAL.sub(r"\2", template),
             missing=spec.get("missing") or missing_text(name), value_texts=spec.get("value_texts") or {},
-            silent_zero=unit in _ZERO_SAYS_NOTHING))
+            silent_zero=unit in _ZERO_SAYS_NOTHING, numeric=spec.get("dtype") != "str"))
         concept = spec.get("concept") or name
         concept_ids.append(keys.setdefault(concept, len(keys)))
         ranks.append(int(spec.get("rank", 0)))
@@ -232,43 +234,102 @@ def _select(plan: ReasonPlan, row: Mapping[str, Any], sums: list[float], order: 
 NOT_WORDED = -2
 
 
-def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, index: dict[str, int]) -> np.ndarray:
+def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, index: dict[str, int],
+                     block: np.ndarray | None = None,
+                     factorised: dict[int, tuple[np.ndarray, Any]] | None = None) -> np.ndarray:
     """The sentence of each concept in each row where ``need`` (rows x concepts) holds, as ids into
     ``index`` (sentence -> id, extended here): -1 where the concept words nothing there (its columns'
     values are silent zeros), :data:`NOT_WORDED` where not needed.
 
-    The sentence of a (column, value) depends on nothing else, and a batch holds few distinct values per
-    column (counts, categories, days), so each column's needed values are factorised and each distinct
-    value worded once (:meth:`ReasonPlan.text` of the value ``Series.tolist`` gives, a missing one as
-    None); a concept's id in a row is its first member's that words something, as
-    :meth:`ReasonPlan.concept_text` picks it. Equal sentences share an id: :func:`top_reasons` merges them.
+    A concept's id in a row is its first member's that words something, as
+    :meth:`ReasonPlan.concept_text` picks it: all needed (row, concept) cells try their first member at
+    once, those it leaves silent their second, and so on. The sentence of a (column, value) depends on
+    nothing else, and a batch holds few distinct *shown* values per column (counts, categories, days,
+    values to 2 decimals), so float values are grouped by column and shown value
+    (:func:`training.reason_keys.display_keys`) and each group worded once; other values (categories, and
+    the few floats the keys leave exact) once per distinct (column, value). Equal sentences share an id:
+    :func:`top_reasons` merges them. ``block``: the frame's schema columns as float64 (rows x columns, the
+    bundle's encoding: numeric columns converted as ``to_numpy(float64)`` converts them, which words them
+    as the frame's values do); without it the frame's float64 columns are read. ``factorised``: the
+    string columns' ``pd.factorize`` by column index, kept across calls on one batch (filled here).
     """
+    factorised = {} if factorised is None else factorised
     out = np.full(need.shape, NOT_WORDED, dtype=np.int64)
-    for c, members in enumerate(plan.members):
-        rows = np.flatnonzero(need[:, c])
-        ids = np.full(len(rows), -1, dtype=np.int64)
-        todo = np.arange(len(rows))
-        for j in members:
-            if not len(todo):
-                break
-            values = frame[plan.columns[j].name].to_numpy()[rows[todo]]
-            codes, uniques = pd.factorize(values, use_na_sentinel=True)
-            worded = [-1 if (t := plan.text(j, v)) is None else index.setdefault(t, len(index))
-                      for v in [*uniques.tolist(), None]]  # the last: a missing value (code -1)
-            ids[todo] = np.asarray(worded, dtype=np.int64)[codes]
-            todo = todo[ids[todo] < 0]
-        out[rows, c] = ids
+    rows, concepts = np.nonzero(need)
+    n_cols = len(plan.columns)
+    width = max((len(m) for m in plan.members), default=0)
+    member = np.full((len(plan.members), width), -1, dtype=np.int64)
+    for c, m in enumerate(plan.members):
+        member[c, : len(m)] = m
+    floats = np.array([c.numeric if block is not None else frame[c.name].dtype == np.float64
+                       for c in plan.columns], dtype=bool)
+    units = unit_codes([c.unit for c in plan.columns])
+    ids = np.full(len(rows), -1, dtype=np.int64)
+    todo = np.arange(len(rows))
+    for level in range(width):
+        todo = todo[member[concepts[todo], level] >= 0]
+        if not len(todo):
+            break
+        r, j = rows[todo], member[concepts[todo], level]
+        got = np.empty(len(todo), dtype=np.int64)
+        is_float = floats[j]
+        at = np.flatnonzero(is_float)
+        if len(at):
+            values = block[r[at], j[at]] if block is not None else _gather(frame, plan, r[at], j[at])
+            key, exact = display_keys(units[j[at]], values)
+            keyed = np.flatnonzero(~exact)
+            if len(keyed):
+                codes, uniques = pd.factorize(key[keyed])
+                codes, uniques = pd.factorize(codes * n_cols + j[at][keyed])
+                first = first_rows(codes, len(uniques))
+                got[at[keyed]] = _word(plan, index, j[at][keyed][first].tolist(),
+                                       values[keyed][first].tolist())[codes]
+            other = at[exact]
+        else:
+            other = at
+        other = np.concatenate([other, np.flatnonzero(~is_float)])
+        for col in np.unique(j[other]).tolist():  # by value: categories, and floats left exact
+            sel = other[j[other] == col]
+            if floats[col]:
+                vals = block[r[sel], col] if block is not None else frame[plan.columns[col].name].to_numpy()[r[sel]]
+                codes, uniques = pd.factorize(vals, use_na_sentinel=True)
+            else:  # a whole column factorised once per batch: converting a string column row by row is slow
+                whole = factorised.get(col)
+                if whole is None:
+                    whole = factorised[col] = pd.factorize(frame[plan.columns[col].name], use_na_sentinel=True)
+                codes, uniques = whole[0][r[sel]], whole[1]
+            distinct = [*uniques.tolist(), None]  # the last: a missing value (code -1)
+            got[sel] = _word(plan, index, [col] * len(distinct), distinct)[codes]
+        ids[todo] = got
+        todo = todo[got < 0]
+    out[rows, concepts] = ids
     return out
 
 
+def _gather(frame: pd.DataFrame, plan: ReasonPlan, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The frame's float64 values at (rows, cols) pairs, one column read per distinct column."""
+    out = np.empty(len(rows))
+    for col in np.unique(cols).tolist():
+        sel = np.flatnonzero(cols == col)
+        out[sel] = frame[plan.columns[col].name].to_numpy()[rows[sel]]
+    return out
+
+
+def _word(plan: ReasonPlan, index: dict[str, int], cols: list[int], values: list[Any]) -> np.ndarray:
+    """The sentence id of each (column, value) (-1: it says nothing), new sentences added to ``index``."""
+    return np.asarray([-1 if (t := plan.text(j, v)) is None else index.setdefault(t, len(index))
+                       for j, v in zip(cols, values, strict=True)], dtype=np.int64)
+
+
 def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k: int,
-                  window: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                  window: int | None = None, block: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """:func:`top_reasons`' sentences of every row of ``frame`` (``contrib``: rows x schema columns), as
     ids (rows x ``k``, -1 pads a short side) into the returned sentences: positive, negative, sentences.
 
     The same sums (:func:`concept_sums`) and the same walk (:func:`training.reason_select.select_top`).
     A row's walk rarely goes past its ``window`` (default ``4k``) strongest concepts, so only those are
-    worded first; the rows whose walk went further are worded in full and walked again.
+    worded first; the rows whose walk went further are worded in full and walked again. ``block``: the
+    frame's columns as float64 (:func:`concept_text_ids`).
     """
     from leadscore.training.reason_select import select_top  # numba: compiled when first used
 
@@ -278,13 +339,14 @@ def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
     need = np.zeros(sums.shape, dtype=bool)
     np.put_along_axis(need, order[:, : 4 * k if window is None else window], True, axis=1)
     need &= sums != 0.0  # a zero sum ends the walk before its sentence is read
-    ids = concept_text_ids(plan, frame, need, index)
+    factorised: dict[int, tuple[np.ndarray, Any]] = {}
+    ids = concept_text_ids(plan, frame, need, index, block, factorised)
     pos, neg, short = select_top(sums, order, ids, k)
     if short.any():
         rows = np.flatnonzero(short)
         rest = np.zeros(sums.shape, dtype=bool)
         rest[rows] = (sums[rows] != 0.0) & (ids[rows] == NOT_WORDED)
-        ids = np.where(rest, concept_text_ids(plan, frame, rest, index), ids)
+        ids = np.where(rest, concept_text_ids(plan, frame, rest, index, block, factorised), ids)
         pos[rows], neg[rows], short = select_top(sums[rows], order[rows], ids[rows], k)
         assert not short.any()
     return pos, neg, list(index)
