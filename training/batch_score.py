@@ -108,8 +108,10 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     contrib = block = None
     if reasons:
         from leadscore.training.batch_explain import explain_block
+        from leadscore.training.linear import FrameColumns
 
-        probs, contrib, block = explain_block(bundle, features, "sql")
+        cols = FrameColumns(features)
+        probs, contrib, block = explain_block(bundle, features, "sql", cols)
     else:
         probs = bundle.predict(features)
     p_sql = probs["p_sql"].to_numpy(dtype=np.float64)
@@ -128,7 +130,8 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         from leadscore.training.reasons import batch_top_ids, json_lists
 
         bands = band_labels(contrib, bundle.schema, bundle.bands)
-        pos_ids, neg_ids, texts = batch_top_ids(bundle._reason_plan(), features, contrib, REASONS_K, block=block)
+        pos_ids, neg_ids, texts = batch_top_ids(bundle._reason_plan(), features, contrib, REASONS_K, block=block,
+                                                 factorize=cols.factorized)
         pos, neg = json_lists(pos_ids, texts), json_lists(neg_ids, texts)
     trends, changed = _trends(leads, p_sql, previous or {}, texts, pos_ids, neg_ids, worded=contrib is not None)
     return pd.DataFrame({

@@ -60,6 +60,7 @@ class FrameColumns:
         self._numeric: dict[str, np.ndarray] = {}
         self._codes: dict[str, tuple[np.ndarray, list[str]]] = {}
         self._logs: dict[str, np.ndarray] = {}
+        self._factorized: dict[str, tuple[np.ndarray, Any]] = {}
 
     def numeric(self, names: Sequence[str]) -> np.ndarray:
         """The columns ``names`` as a (names x rows) float64 array (missing and non-numeric values NaN)."""
@@ -105,7 +106,15 @@ class FrameColumns:
         """Column ``name``'s codes into its labels (:func:`_category_codes`)."""
         got = self._codes.get(name)
         if got is None:
-            got = self._codes[name] = _category_codes(self.frame[name])
+            got = self._codes[name] = _category_codes(self.frame[name], self.factorized(name))
+        return got
+
+    def factorized(self, name: str) -> tuple[np.ndarray, Any]:
+        """``pd.factorize(column, use_na_sentinel=True)``, once per batch: the logistic terms, the encoding
+        (:func:`training.encoding.category_codes`) and the reasons all read a string column's distinct values."""
+        got = self._factorized.get(name)
+        if got is None:
+            got = self._factorized[name] = pd.factorize(self.frame[name], use_na_sentinel=True)
         return got
 
 
@@ -235,10 +244,11 @@ def _category_value(v: Any) -> str:
     return MISSING if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
 
 
-def _category_codes(s: pd.Series) -> tuple[np.ndarray, list[str]]:
+def _category_codes(s: pd.Series, factorized: tuple[np.ndarray, Any] | None = None) -> tuple[np.ndarray, list[str]]:
     """Each row's position in ``labels`` (its :func:`_category_value`), computed once per distinct value:
-    a per-row Python call cost seconds per feature on a few hundred thousand rows."""
-    codes, uniques = pd.factorize(s.astype(object), use_na_sentinel=True)
+    a per-row Python call cost seconds per feature on a few hundred thousand rows. ``factorized``: the
+    column's ``pd.factorize`` already computed (the same distinct values, missing ones as -1)."""
+    codes, uniques = factorized if factorized is not None else pd.factorize(s, use_na_sentinel=True)
     labels = [_category_value(v) for v in uniques] + [MISSING]
     return np.where(codes < 0, len(labels) - 1, codes), labels
 

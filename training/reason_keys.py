@@ -13,7 +13,8 @@ divisor and digits) with its sign bit and its shown number: the integer, ``rint(
 ``rint(v * 10)``, ``int(v)`` days. Python's ``f"{v:.2f}"`` (and ``.3g`` of an amount in [1, 1000))
 rounds the exact binary value correctly; ``rint(v * 100)`` is that rounding except when ``v * 100`` lies
 within its own rounding error of a half, so such values (and huge ones) are marked ``exact``: the caller
-words them by their exact value. The tests hold every unit's key groups to the one-value rule.
+words them by their exact value. The tests hold every unit's key groups to the one-value rule. One
+compiled pass over the values (numba, compiled on first use and cached on disk: imported when first used).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numba import njit
 
 #: beyond this magnitude values are worded one by one (keys must fit in int64 with their class)
 _BIG = 1e12
@@ -37,53 +39,63 @@ def unit_codes(units: Sequence[str]) -> np.ndarray:
     return np.array([_UNIT_CODE.get(u, PLAIN) for u in units], dtype=np.int64)
 
 
-def _rounded(s: np.ndarray, cls: np.ndarray, shown: np.ndarray, exact: np.ndarray, mask: np.ndarray,
-             code: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where ``mask``: ``rint(s)`` as the shown number, class ``code``; exact where ``s`` is near a half."""
-    r = np.rint(s)
-    near_half = np.abs(np.abs(s - r) - 0.5) <= 1e-9 * (np.abs(s) + 1.0)
-    return np.where(mask, code, cls), np.where(mask, r, shown), exact | (mask & near_half)
+@njit(cache=True)
+def _key(shown: float, cls: int, negative: bool) -> int:
+    return (int(shown) * _CLASSES + cls) * 2 + (1 if negative else 0)
+
+
+@njit(cache=True)
+def _near_half(s: float) -> bool:
+    """``rint(s)`` may not be the correct rounding of the exact product ``s`` was rounded from."""
+    return abs(abs(s - np.rint(s)) - 0.5) <= 1e-9 * (abs(s) + 1.0)
+
+
+@njit(cache=True)
+def _keys(unit: np.ndarray, v: np.ndarray, key: np.ndarray, exact: np.ndarray) -> None:
+    for i in range(len(v)):
+        x = v[i]
+        u = unit[i]
+        neg = np.signbit(x)
+        exact[i] = False
+        if x != x:
+            key[i] = _key(0.0, _MISSING, neg)
+        elif x == 0.0:
+            key[i] = _key(0.0, _ZERO, neg)
+        elif x == 1.0:
+            key[i] = _key(0.0, _ONE, neg)
+        elif not abs(x) <= _BIG:  # inf too
+            key[i] = 0
+            exact[i] = True
+        elif u == DAYS:  # _days: "less than a day", "1 day", "{int(v)} days"
+            key[i] = _key(-1.0 if x < 1.0 else (1.0 if x < 2.0 else np.trunc(x)), _DAYS, neg)
+        elif u == MONEY:  # _money: under 1,000 to the unit; else / 1e9, 1e6 or 1e3 to 3 significant digits
+            if x < 1e3:
+                s, cls = x, _UNITS
+            else:
+                d = 2 if x >= 1e9 else (1 if x >= 1e6 else 0)
+                w = x / (1e9 if d == 2 else (1e6 if d == 1 else 1e3))
+                digits = 0 if w < 10.0 else (1 if w < 100.0 else 2)
+                s = w * (100.0 if digits == 0 else (10.0 if digits == 1 else 1.0))
+                cls = _MONEY + 3 * d + digits
+            exact[i] = _near_half(s)
+            key[i] = _key(np.rint(s), cls, neg)
+        elif x == np.floor(x) and u != RATIO:  # format_value and number: integers whole
+            key[i] = _key(x, _INT, neg)
+        else:  # ratio: 1 decimal; number: 2; format_value: 2 under 10, 1 from 10 on
+            cents = u == NUMBER or (u == PLAIN and abs(x) < 10.0)
+            s = x * 100.0 if cents else x * 10.0
+            exact[i] = _near_half(s)
+            key[i] = _key(np.rint(s), _CENTS if cents else _TENTHS, neg)
 
 
 def display_keys(unit: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(key, exact)`` per value of ``v`` (float64) of a column of unit code ``unit`` (per value, or one):
+    """``(key, exact)`` per value of ``v`` (float64) of a column of unit code ``unit`` (per value):
     equal keys of one column word equal sentences where ``exact`` is false (module docstring)."""
-    v = np.asarray(v, dtype=np.float64)
-    unit = np.broadcast_to(np.asarray(unit, dtype=np.int64), v.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        missing = np.isnan(v)
-        big = ~missing & ~(np.abs(v) <= _BIG)  # inf too
-        safe = np.where(big | missing, 0.0, v)
-        whole = safe == np.floor(safe)
-        small = np.abs(safe) < 10.0
-        plain, number, ratio = unit == PLAIN, unit == NUMBER, unit == RATIO
-        days, money = unit == DAYS, unit == MONEY
-        cls = np.full(v.shape, _INT, dtype=np.int64)
-        shown = safe.copy()  # the integer of an _INT value
-        exact = big.copy()
-        # format_value: integers whole, else 2 decimals under 10 and 1 from 10 on; number: integers whole,
-        # else 2 decimals (with thousands separators); ratio: always 1 decimal
-        cents = ((plain & small) | number) & ~whole
-        tenths = (plain & ~small & ~whole) | ratio
-        cls, shown, exact = _rounded(safe * 100.0, cls, shown, exact, cents, _CENTS)
-        cls, shown, exact = _rounded(safe * 10.0, cls, shown, exact, tenths, _TENTHS)
-        # _days: "less than a day", "1 day", "{int(v)} days"
-        cls = np.where(days, _DAYS, cls)
-        shown = np.where(days, np.where(safe < 1.0, -1.0, np.where(safe < 2.0, 1.0, np.trunc(safe))), shown)
-        # _money: under 1,000 to the unit; else v / (1e9, 1e6 or 1e3) to 3 significant digits
-        under = money & (safe < 1e3)
-        cls, shown, exact = _rounded(safe, cls, shown, exact, under, _UNITS)
-        d = np.where(safe >= 1e9, 2, np.where(safe >= 1e6, 1, 0))
-        w = safe / np.array([1e3, 1e6, 1e9])[d]
-        digits = np.where(w < 10.0, 0, np.where(w < 100.0, 1, 2))
-        amount = money & ~under
-        cls, shown, exact = _rounded(w * np.array([100.0, 10.0, 1.0])[digits], cls, shown, exact, amount,
-                                     _MONEY + 3 * d + digits)
-        cls = np.where(v == 0.0, _ZERO, np.where(v == 1.0, _ONE, cls))
-        cls = np.where(missing, _MISSING, cls)
-        shown = np.where((cls == _ZERO) | (cls == _ONE) | missing | big, 0.0, shown)
-    key = (shown.astype(np.int64) * _CLASSES + cls) * 2 + np.signbit(v)
-    return key, exact & ~missing
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    key = np.empty(len(v), dtype=np.int64)
+    exact = np.empty(len(v), dtype=np.bool_)
+    _keys(np.ascontiguousarray(np.broadcast_to(unit, v.shape), dtype=np.int64), v, key, exact)
+    return key, exact
 
 
 def first_rows(codes: np.ndarray, n: int) -> np.ndarray:

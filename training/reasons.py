@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from leadscore.features.schema import missing_text
-from leadscore.training.reason_keys import display_keys, first_rows, unit_codes
 
 #: units whose zero carries no information (no such activity, no flag, no weight)
 _ZERO_SAYS_NOTHING = frozenset({"count", "weight", "flag", "number", "money", ""})
@@ -236,7 +235,7 @@ NOT_WORDED = -2
 
 def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, index: dict[str, int],
                      block: np.ndarray | None = None,
-                     factorised: dict[int, tuple[np.ndarray, Any]] | None = None) -> np.ndarray:
+                     factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None) -> np.ndarray:
     """The sentence of each concept in each row where ``need`` (rows x concepts) holds, as ids into
     ``index`` (sentence -> id, extended here): -1 where the concept words nothing there (its columns'
     values are silent zeros), :data:`NOT_WORDED` where not needed.
@@ -250,10 +249,14 @@ def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, in
     the few floats the keys leave exact) once per distinct (column, value). Equal sentences share an id:
     :func:`top_reasons` merges them. ``block``: the frame's schema columns as float64 (rows x columns, the
     bundle's encoding: numeric columns converted as ``to_numpy(float64)`` converts them, which words them
-    as the frame's values do); without it the frame's float64 columns are read. ``factorised``: the
-    string columns' ``pd.factorize`` by column index, kept across calls on one batch (filled here).
+    as the frame's values do); without it the frame's float64 columns are read. ``factorize``: a
+    string column's ``pd.factorize(column, use_na_sentinel=True)`` by name, kept by the caller for the
+    batch (:meth:`training.linear.FrameColumns.factorized`; default: computed here).
     """
-    factorised = {} if factorised is None else factorised
+    from leadscore.training.reason_keys import display_keys, first_rows, unit_codes  # numba: when first used
+
+    if factorize is None:
+        factorize = _factorizer(frame)
     out = np.full(need.shape, NOT_WORDED, dtype=np.int64)
     rows, concepts = np.nonzero(need)
     n_cols = len(plan.columns)
@@ -294,16 +297,26 @@ def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, in
                 vals = block[r[sel], col] if block is not None else frame[plan.columns[col].name].to_numpy()[r[sel]]
                 codes, uniques = pd.factorize(vals, use_na_sentinel=True)
             else:  # a whole column factorised once per batch: converting a string column row by row is slow
-                whole = factorised.get(col)
-                if whole is None:
-                    whole = factorised[col] = pd.factorize(frame[plan.columns[col].name], use_na_sentinel=True)
-                codes, uniques = whole[0][r[sel]], whole[1]
+                whole, uniques = factorize(plan.columns[col].name)
+                codes = whole[r[sel]]
             distinct = [*uniques.tolist(), None]  # the last: a missing value (code -1)
             got[sel] = _word(plan, index, [col] * len(distinct), distinct)[codes]
         ids[todo] = got
         todo = todo[got < 0]
     out[rows, concepts] = ids
     return out
+
+
+def _factorizer(frame: pd.DataFrame) -> Callable[[str], tuple[np.ndarray, Any]]:
+    """``pd.factorize`` of a column of ``frame`` by name, each computed once."""
+    done: dict[str, tuple[np.ndarray, Any]] = {}
+
+    def factorize(name: str) -> tuple[np.ndarray, Any]:
+        if name not in done:
+            done[name] = pd.factorize(frame[name], use_na_sentinel=True)
+        return done[name]
+
+    return factorize
 
 
 def _gather(frame: pd.DataFrame, plan: ReasonPlan, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -322,14 +335,15 @@ def _word(plan: ReasonPlan, index: dict[str, int], cols: list[int], values: list
 
 
 def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k: int,
-                  window: int | None = None, block: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                  window: int | None = None, block: np.ndarray | None = None,
+                  factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """:func:`top_reasons`' sentences of every row of ``frame`` (``contrib``: rows x schema columns), as
     ids (rows x ``k``, -1 pads a short side) into the returned sentences: positive, negative, sentences.
 
     The same sums (:func:`concept_sums`) and the same walk (:func:`training.reason_select.select_top`).
     A row's walk rarely goes past its ``window`` (default ``4k``) strongest concepts, so only those are
     worded first; the rows whose walk went further are worded in full and walked again. ``block``: the
-    frame's columns as float64 (:func:`concept_text_ids`).
+    frame's columns as float64, ``factorize`` its string columns' factorisations (:func:`concept_text_ids`).
     """
     from leadscore.training.reason_select import select_top  # numba: compiled when first used
 
@@ -339,14 +353,14 @@ def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
     need = np.zeros(sums.shape, dtype=bool)
     np.put_along_axis(need, order[:, : 4 * k if window is None else window], True, axis=1)
     need &= sums != 0.0  # a zero sum ends the walk before its sentence is read
-    factorised: dict[int, tuple[np.ndarray, Any]] = {}
-    ids = concept_text_ids(plan, frame, need, index, block, factorised)
+    factorize = _factorizer(frame) if factorize is None else factorize
+    ids = concept_text_ids(plan, frame, need, index, block, factorize)
     pos, neg, short = select_top(sums, order, ids, k)
     if short.any():
         rows = np.flatnonzero(short)
         rest = np.zeros(sums.shape, dtype=bool)
         rest[rows] = (sums[rows] != 0.0) & (ids[rows] == NOT_WORDED)
-        ids = np.where(rest, concept_text_ids(plan, frame, rest, index, block, factorised), ids)
+        ids = np.where(rest, concept_text_ids(plan, frame, rest, index, block, factorize), ids)
         pos[rows], neg[rows], short = select_top(sums[rows], order[rows], ids[rows], k)
         assert not short.any()
     return pos, neg, list(index)
