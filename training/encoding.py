@@ -103,9 +103,18 @@ def category_codes(col: pd.Series, categories: Sequence[str],
     missing = np.flatnonzero(codes < 0)
     if len(missing):  # as astype("str") words them (pandas 2: "None"/"nan"; 3: missing); a typed column
         # holds one missing value (its dtype's), an object column any of None, NaN, NA
-        rows = missing if col.dtype == object else missing[:1]
-        out[missing] = lookup(col.iloc[rows].astype("str").tolist())
+        if col.dtype == object:
+            out[missing] = lookup(col.iloc[missing].astype("str").tolist())
+        else:
+            text = _MISSING_TEXT.get(col.dtype)
+            if text is None:  # a one-row astype costs more than the rest of the column: once per dtype
+                text = _MISSING_TEXT[col.dtype] = col.iloc[missing[:1]].astype("str").tolist()
+            out[missing] = lookup(text)
     return out
+
+
+#: per typed column dtype, its missing value as ``astype("str")`` words it (:func:`category_codes`)
+_MISSING_TEXT: dict[Any, list[Any]] = {}
 
 
 def categorical_indices(schema: Sequence[Mapping[str, Any]]) -> list[int]:

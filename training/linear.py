@@ -226,8 +226,12 @@ class LinearModel:
         """:meth:`contributions` from a :meth:`term_matrix`, as a rows x ``names`` array (``names``: the
         model's features in the caller's order, e.g. the bundle schema)."""
         pos = {n: i for i, n in enumerate(self.features)}
-        means = np.array([self.term_means[n] for n in self.features], dtype=np.float64)
-        return np.asarray((terms - means)[:, [pos[n] for n in names]])
+        take = [pos[n] for n in names]
+        means = np.array([self.term_means[n] for n in self.features], dtype=np.float64)[take]
+        # row-major, as the trees' contributions it is blended with and summed per concept are
+        out = np.empty((len(terms), len(take)), dtype=np.float64)
+        np.subtract(terms[:, take], means, out=out)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -374,7 +374,8 @@ def json_lists(ids: np.ndarray, texts: Sequence[str]) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64)
     if not len(ids):
         return np.empty(0, dtype=object)
-    quoted = [json.dumps(t) for t in texts]
+    used = np.unique(ids[ids >= 0]).tolist()  # a batch words many sentences; its lists show a part of them
+    quoted = dict(zip(used, [json.dumps(texts[t]) for t in used], strict=True))
     base = len(texts) + 1
     if base ** ids.shape[1] < 2**62:  # each row as one integer: a hash factorisation, not a sort of rows
         key = np.zeros(len(ids), dtype=np.int64)
