@@ -47,7 +47,7 @@ def _key(shown: float, cls: int, negative: bool) -> int:
 @njit(cache=True)
 def _near_half(s: float) -> bool:
     """``rint(s)`` may not be the correct rounding of the exact product ``s`` was rounded from."""
-    return abs(abs(s - np.rint(s)) - 0.5) <= 1e-9 * (abs(s) + 1.0)
+    return abs(abs(s - np.rint(s)) - 0.5) <= 1e-12 * (abs(s) + 1.0)  # the product is off by <= 1.2e-16 |s|
 
 
 @njit(cache=True)

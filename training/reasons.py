@@ -10,6 +10,14 @@ lowest-ranked column whose value says something: "2 demo requests in the last 7 
 missing value is worded by its own sentence ("No buying signal yet"). Schemas without concepts (flat
 tables, older bundles) group nothing: each column is its own concept.
 
+A column may read as a buying signal (``only_for`` in the registry: recent pricing views, demo requests,
+buying signals by colleagues). The high-intent columns overlap (a lead who asked for a demo also viewed
+pricing), and an attribution splits their shared credit so that one of them can sum negative for the
+lead with the most intent of all; "2 pricing page views in the last 24 hours" as a reason *against*
+reads as nonsense to a salesperson. So a concept whose sum is negative and whose wording column reads as
+a buying signal (its value present) is not worded, as a concept that says nothing is not: the sums
+stay exact (the bands and the other reasons are unchanged), only that sentence is not shown.
+
 The contributions of one row come from :mod:`training.row_path` (LightGBM's single-row TreeSHAP, the
 logistic terms); :func:`top_reasons` only sums and words them. Batch scoring words a whole chunk at once
 (:func:`batch_top_ids`): the same sums, each distinct value worded once, the same walk compiled.
@@ -95,6 +103,7 @@ class _Column:
     value_texts: Mapping[str, str]
     silent_zero: bool  # a zero of this unit says nothing (no such activity, no flag)
     numeric: bool  # not a ``str`` column: batch scoring reads its values from the encoded float block
+    only_for: bool  # a present value reads as a buying signal: never worded as a reason against
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,11 @@ class ReasonPlan:
             return None
         return (c.one if v == 1.0 else c.many).format(value=_shown(c.unit, v))
 
+    def against(self, j: int, value: Any) -> bool:
+        """Whether column ``j``'s sentence for ``value`` may be a reason *against* the lead: not when the
+        column reads as a buying signal (``only_for``) and the value is present (module docstring)."""
+        return not self.columns[j].only_for or is_missing(value)
+
     def concept_text(self, concept: int, row: Mapping[str, Any]) -> tuple[int, str] | None:
         for j in self.members[concept]:
             text = self.text(j, row[self.columns[j].name])
@@ -145,7 +159,8 @@ def reason_plan(schema: Sequence[Mapping[str, Any]]) -> ReasonPlan:
         columns.append(_Column(
             name=name, unit=unit, one=_PLURAL.sub(r"\1", template), many=_PLURAL.sub(r"\2", template),
             missing=spec.get("missing") or missing_text(name), value_texts=spec.get("value_texts") or {},
-            silent_zero=unit in _ZERO_SAYS_NOTHING, numeric=spec.get("dtype") != "str"))
+            silent_zero=unit in _ZERO_SAYS_NOTHING, numeric=spec.get("dtype") != "str",
+            only_for=bool(spec.get("only_for", False))))
         concept = spec.get("concept") or name
         concept_ids.append(keys.setdefault(concept, len(keys)))
         ranks.append(int(spec.get("rank", 0)))
@@ -212,6 +227,8 @@ def _select(plan: ReasonPlan, row: Mapping[str, Any], sums: list[float], order: 
         if worded is None:
             continue
         j, text = worded
+        if s < 0.0 and not plan.against(j, row[plan.columns[j].name]):
+            continue  # a buying signal the model's credit assignment counts against: not a reason
         item = by_text.get(text)
         if item is None:
             by_text[text] = [c, j, s]
@@ -235,7 +252,8 @@ NOT_WORDED = -2
 
 def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, index: dict[str, int],
                      block: np.ndarray | None = None,
-                     factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None) -> np.ndarray:
+                     factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None,
+                     sums: np.ndarray | None = None) -> np.ndarray:
     """The sentence of each concept in each row where ``need`` (rows x concepts) holds, as ids into
     ``index`` (sentence -> id, extended here): -1 where the concept words nothing there (its columns'
     values are silent zeros), :data:`NOT_WORDED` where not needed.
@@ -251,7 +269,8 @@ def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, in
     bundle's encoding: numeric columns converted as ``to_numpy(float64)`` converts them, which words them
     as the frame's values do); without it the frame's float64 columns are read. ``factorize``: a
     string column's ``pd.factorize(column, use_na_sentinel=True)`` by name, kept by the caller for the
-    batch (:meth:`training.linear.FrameColumns.factorized`; default: computed here).
+    batch (:meth:`training.linear.FrameColumns.factorized`; default: computed here). ``sums``: the
+    concepts' sums (rows x concepts); a negative one worded by a buying signal is -1 (:meth:`ReasonPlan.against`).
     """
     from leadscore.training.reason_keys import display_keys, first_rows, unit_codes  # numba: when first used
 
@@ -267,6 +286,8 @@ def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, in
     floats = np.array([c.numeric if block is not None else frame[c.name].dtype == np.float64
                        for c in plan.columns], dtype=bool)
     units = unit_codes([c.unit for c in plan.columns])
+    only_for = np.array([c.only_for for c in plan.columns], dtype=bool)
+    negative = np.zeros(len(rows), dtype=bool) if sums is None or not only_for.any() else sums[rows, concepts] < 0.0
     ids = np.full(len(rows), -1, dtype=np.int64)
     todo = np.arange(len(rows))
     for level in range(width):
@@ -275,10 +296,12 @@ def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, in
             break
         r, j = rows[todo], member[concepts[todo], level]
         got = np.empty(len(todo), dtype=np.int64)
+        present = np.ones(len(todo), dtype=bool)
         is_float = floats[j]
         at = np.flatnonzero(is_float)
         if len(at):
             values = block[r[at], j[at]] if block is not None else _gather(frame, plan, r[at], j[at])
+            present[at] = values == values
             key, exact = display_keys(units[j[at]], values)
             keyed = np.flatnonzero(~exact)
             if len(keyed):
@@ -299,10 +322,13 @@ def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, in
             else:  # a whole column factorised once per batch: converting a string column row by row is slow
                 whole, uniques = factorize(plan.columns[col].name)
                 codes = whole[r[sel]]
+                present[sel] = codes >= 0
             distinct = [*uniques.tolist(), None]  # the last: a missing value (code -1)
             got[sel] = _word(plan, index, [col] * len(distinct), distinct)[codes]
+        silent = got < 0
+        got[~silent & negative[todo] & only_for[j] & present] = -1  # a buying signal against: not worded
         ids[todo] = got
-        todo = todo[got < 0]
+        todo = todo[silent]
     out[rows, concepts] = ids
     return out
 
@@ -354,13 +380,13 @@ def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
     np.put_along_axis(need, order[:, : 4 * k if window is None else window], True, axis=1)
     need &= sums != 0.0  # a zero sum ends the walk before its sentence is read
     factorize = _factorizer(frame) if factorize is None else factorize
-    ids = concept_text_ids(plan, frame, need, index, block, factorize)
+    ids = concept_text_ids(plan, frame, need, index, block, factorize, sums)
     pos, neg, short = select_top(sums, order, ids, k)
     if short.any():
         rows = np.flatnonzero(short)
         rest = np.zeros(sums.shape, dtype=bool)
         rest[rows] = (sums[rows] != 0.0) & (ids[rows] == NOT_WORDED)
-        ids = np.where(rest, concept_text_ids(plan, frame, rest, index, block, factorize), ids)
+        ids = np.where(rest, concept_text_ids(plan, frame, rest, index, block, factorize, sums), ids)
         pos[rows], neg[rows], short = select_top(sums[rows], order[rows], ids[rows], k)
         assert not short.any()
     return pos, neg, list(index)
