@@ -83,7 +83,7 @@ def test_batch_reasons_equal_top_reasons_row_by_row(settings: Settings, k: int, 
 
 def test_json_lists_are_json_dumps() -> None:
     texts = ['He said "hi"', "Ünïcode", "plain", "a, b"]
-    ids = np.array([[0, 1, -1], [2, -1, -1], [-1, -1, -1], [0, 1, -1], [3, 2, 1]])
+    ids = np.array([[0, 1, -1], [2, -1, -1], [-1, -1, -1], [0, 1, -1], [3, 2, 1], [-1, 2, -1], [-1, -1, 3]])
     assert json_lists(ids, texts).tolist() == [json.dumps([texts[t] for t in r if t >= 0]) for r in ids]
     assert json_lists(np.empty((0, 3), dtype=np.int64), texts).tolist() == []
     many = [f"reason {i}" for i in range(3000)]  # too many sentences for one integer per row of 6
@@ -189,3 +189,18 @@ def test_values_with_one_display_key_read_alike(unit: str) -> None:
     # the values at halves are worded one by one; the others are keyed, and keys group them
     # (a ratio shows 1 decimal: the values rounded to 2 are often at its halves)
     assert exact[-10_500:].mean() < (0.05 if unit != "ratio" else 0.1) and len(by_key) < (~exact).sum() / 2
+
+
+def test_concept_sums_are_the_one_row_bincount_and_stable_order() -> None:
+    """The compiled sums add in column order as ``np.bincount`` does for one row (the same bits), and the
+    order is ``argsort(-|sum|, stable)``: exact ties, zeros and NaN (numpy's order) included."""
+    from leadscore.training.reasons import concept_sums
+
+    plan = reason_plan(SCHEMA)
+    contrib = _contrib(400, len(SCHEMA), 4)
+    for c in (contrib, np.where(np.arange(len(SCHEMA)) == 3, np.nan, contrib)):
+        sums, order = concept_sums(plan, c)
+        for i in range(len(c)):
+            want = np.bincount(plan.concept_of, weights=c[i], minlength=len(plan.concepts))
+            np.testing.assert_array_equal(sums[i], want)
+            np.testing.assert_array_equal(order[i], np.argsort(-np.abs(want), kind="stable"))

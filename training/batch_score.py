@@ -136,12 +136,12 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     trends, changed = _trends(leads, p_sql, previous or {}, texts, pos_ids, neg_ids, worded=contrib is not None)
     return pd.DataFrame({
         "lead_id": leads,
-        "scored_at": pd.to_datetime(features["as_of"], utc=True).to_numpy(),
+        "scored_at": pd.to_datetime(features["as_of"], utc=True).array,  # UTC, no index to align
         "p_sql": p_sql, "p_opportunity": p_opp, "stage": stages, "previous_stage": prevs,
         "days_in_stage": days if days is not None else np.full(n, np.nan),
         "reasons_positive": pos, "reasons_negative": neg, "model_version": scorer.version,
         "trend": trends, "changes": changed, "band": bands,
-    }, columns=list(COLUMNS)).assign(scored_at=lambda f: pd.to_datetime(f["scored_at"], utc=True))
+    }, columns=list(COLUMNS))
 
 
 def _trends(leads: np.ndarray, p_sql: np.ndarray, previous: Mapping[str, Sequence[PastScore]], texts: Sequence[str],

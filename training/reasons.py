@@ -189,6 +189,10 @@ def concept_sums(plan: ReasonPlan, contrib: np.ndarray) -> tuple[np.ndarray, np.
     row's concepts by decreasing absolute sum (stable). Batch scoring's per-row numpy calls cost more than
     the walk of the trees."""
     c = np.atleast_2d(np.asarray(contrib, dtype=np.float64))
+    if not np.isnan(c).any():  # compiled (training.reason_select): the same bits, no per-column numpy call
+        from leadscore.training.reason_select import concept_order
+
+        return concept_order(np.ascontiguousarray(c), plan.concept_of, len(plan.concepts))  # type: ignore[no-any-return]
     sums = np.zeros((len(c), len(plan.concepts)))
     for j, concept in enumerate(plan.concept_of.tolist()):
         sums[:, concept] += c[:, j]
@@ -394,25 +398,24 @@ def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
 
 def json_lists(ids: np.ndarray, texts: Sequence[str]) -> np.ndarray:
     """Each row of ``ids`` (rows x k sentence ids, -1 padding at the end) as the JSON text of its list of
-    sentences, ``json.dumps(list)`` exactly; each distinct row is encoded once."""
+    sentences, ``json.dumps(list)`` exactly: each sentence shown is quoted once, and the lists are
+    concatenated column by column as object arrays (one C loop per column, no per-row Python)."""
     import json
 
     ids = np.asarray(ids, dtype=np.int64)
     if not len(ids):
         return np.empty(0, dtype=object)
-    used = np.unique(ids[ids >= 0]).tolist()  # a batch words many sentences; its lists show a part of them
-    quoted = dict(zip(used, [json.dumps(texts[t]) for t in used], strict=True))
-    base = len(texts) + 1
-    if base ** ids.shape[1] < 2**62:  # each row as one integer: a hash factorisation, not a sort of rows
-        key = np.zeros(len(ids), dtype=np.int64)
-        for col in ids.T:
-            key = key * base + (col + 1)
-        inverse, distinct = pd.factorize(key)
-        first = np.empty(len(distinct), dtype=np.intp)
-        first[inverse[::-1]] = np.arange(len(ids) - 1, -1, -1)
-        rows = ids[first]
-    else:
-        rows, inverse = np.unique(ids, axis=0, return_inverse=True)
-    encoded = np.array(["[" + ", ".join(quoted[t] for t in row if t >= 0) + "]" for row in rows.tolist()],
-                       dtype=object)
-    return encoded[inverse.reshape(-1)]
+    used = np.unique(ids[ids >= 0])  # a batch words many sentences; its lists show a part of them
+    quoted = np.full(len(texts) + 1, "", dtype=object)  # the last: the padding (-1), nothing
+    quoted[used] = [json.dumps(texts[t]) for t in used.tolist()]
+    following = np.full(len(texts) + 1, "", dtype=object)
+    following[used] = [", " + q for q in quoted[used].tolist()]
+    out = quoted[ids[:, 0]] if ids.shape[1] else np.full(len(ids), "", dtype=object)
+    started = ids[:, 0] >= 0 if ids.shape[1] else np.zeros(len(ids), dtype=bool)
+    for col in ids.T[1:]:
+        out = out + following[col]
+        first = ~started & (col >= 0)  # a list whose first sentence comes after a -1: no separator
+        if first.any():
+            out[first] = quoted[col[first]]
+        started |= col >= 0
+    return np.asarray("[" + out + "]", dtype=object)
