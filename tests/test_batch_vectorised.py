@@ -72,6 +72,15 @@ def test_batch_reasons_equal_top_reasons_row_by_row(settings: Settings, k: int, 
             assert got_neg == [r["text"] for r in want["negative"]], i
             merged += any(r["text"] == "No company known" for r in want["negative"] + want["positive"])
         assert (pos >= 0).sum() > len(frame) * k // 2 and (neg >= 0).sum() > len(frame) * k // 2
+        # a second batch with the same plan: its sentences memorised from the first are still right
+        again = _rows(schema, 300, seed + 10)
+        contrib2 = _contrib(len(again), len(schema), seed + 10)
+        pos2, neg2, texts2 = batch_top_ids(plan, again, contrib2, k, window)
+        assert plan.memo
+        for i, row in enumerate(again.to_dict("records")):
+            want = top_reasons(plan, row, contrib2[i], k)
+            assert [texts2[t] for t in pos2[i] if t >= 0] == [r["text"] for r in want["positive"]], i
+            assert [texts2[t] for t in neg2[i] if t >= 0] == [r["text"] for r in want["negative"]], i
         if schema is SCHEMA:
             assert merged > 0  # the shared sentence's merge was exercised
             # and buying signals were left out of the reasons against (the rule of the one-row path)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -114,6 +114,9 @@ class ReasonPlan:
     concept_of: np.ndarray  # concept index of each column
     concepts: list[str]
     members: list[list[int]]  # per concept: column indices, lowest rank first
+    #: batch wording's sentences by (column, display key) (:func:`concept_text_ids`), kept across the chunks
+    #: of a run: a CRM's chunks show mostly the same values; cleared when it holds :data:`_MEMO_SIZE`
+    memo: dict[tuple[int, int], str | None] = field(default_factory=dict, compare=False, repr=False)
 
     def text(self, j: int, value: Any) -> str | None:
         """Column ``j``'s sentence for ``value``; None when the value says nothing (a zero count)."""
@@ -312,8 +315,8 @@ def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, in
                 codes, uniques = pd.factorize(key[keyed])
                 codes, uniques = pd.factorize(codes * n_cols + j[at][keyed])
                 first = first_rows(codes, len(uniques))
-                got[at[keyed]] = _word(plan, index, j[at][keyed][first].tolist(),
-                                       values[keyed][first].tolist())[codes]
+                got[at[keyed]] = _word_keyed(plan, index, j[at][keyed][first].tolist(), key[keyed][first].tolist(),
+                                             values[keyed][first].tolist())[codes]
             other = at[exact]
         else:
             other = at
@@ -356,6 +359,27 @@ def _gather(frame: pd.DataFrame, plan: ReasonPlan, rows: np.ndarray, cols: np.nd
         sel = np.flatnonzero(cols == col)
         out[sel] = frame[plan.columns[col].name].to_numpy()[rows[sel]]
     return out
+
+
+def _word_keyed(plan: ReasonPlan, index: dict[str, int], cols: list[int], keys: list[int],
+                values: list[float]) -> np.ndarray:
+    """:func:`_word` of values that word as their display key says (:func:`training.reason_keys.display_keys`),
+    each (column, key) worded once per plan (:attr:`ReasonPlan.memo`)."""
+    memo = plan.memo
+    if len(memo) > _MEMO_SIZE:
+        memo.clear()
+    out = np.empty(len(cols), dtype=np.int64)
+    for i, (j, k, v) in enumerate(zip(cols, keys, values, strict=True)):
+        t = memo.get((j, k), _UNSEEN)
+        if t is _UNSEEN:
+            t = memo[(j, k)] = plan.text(j, v)
+        out[i] = -1 if t is None else index.setdefault(t, len(index))  # type: ignore[arg-type]
+    return out
+
+
+#: :attr:`ReasonPlan.memo` entries at most (a few MB of sentences)
+_MEMO_SIZE = 100_000
+_UNSEEN = object()
 
 
 def _word(plan: ReasonPlan, index: dict[str, int], cols: list[int], values: list[Any]) -> np.ndarray:
