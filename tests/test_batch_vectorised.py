@@ -1,6 +1,6 @@
 """Batch scoring's array forms equal the one-row rules they replace, row by row.
 
-``score_frame`` words the reasons of a chunk at once (:func:`training.reasons.batch_top_ids`), encodes
+``score_frame`` words the reasons of a chunk at once (:func:`training.reason_batch.batch_top_ids`), encodes
 their JSON once per distinct list (:func:`training.reasons.json_lists`), applies the stage policy as
 array comparisons (:func:`training.batch_score.policy_stages`) and computes the logistic terms as one
 array expression (:meth:`training.linear.LinearModel.term_matrix`). Each is checked here against the
@@ -22,7 +22,8 @@ from leadscore.features.schema import feature_schema
 from leadscore.training.batch_score import policy_stages
 from leadscore.training.bundle import schema_dicts
 from leadscore.training.linear import CategoricalTerm, FrameColumns, LinearModel, NumericTerm, signed_log
-from leadscore.training.reasons import batch_top_ids, json_lists, reason_plan, top_reasons
+from leadscore.training.reason_batch import batch_top_ids, json_lists
+from leadscore.training.reasons import reason_plan, top_reasons
 from leadscore.training.stage_policy import StagePolicy
 from tests.test_reasons import SCHEMA
 
@@ -203,7 +204,7 @@ def test_values_with_one_display_key_read_alike(unit: str) -> None:
 def test_concept_sums_are_the_one_row_bincount_and_stable_order() -> None:
     """The compiled sums add in column order as ``np.bincount`` does for one row (the same bits), and the
     order is ``argsort(-|sum|, stable)``: exact ties, zeros and NaN (numpy's order) included."""
-    from leadscore.training.reasons import concept_sums
+    from leadscore.training.reason_batch import concept_sums
 
     plan = reason_plan(SCHEMA)
     contrib = _contrib(400, len(SCHEMA), 4)

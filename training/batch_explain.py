@@ -44,7 +44,7 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str,
                   cols: FrameColumns | None = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """:func:`explain_frame` and the rows' schema columns as float64 (rows x columns; numeric columns as
     the encoding converts them, string columns as their codes): what the reasons word the values from
-    (:func:`training.reasons.batch_top_ids`), converted once with everything else. ``cols``: the frame's
+    (:func:`training.reason_batch.batch_top_ids`), converted once with everything else. ``cols``: the frame's
     columns as the caller keeps them (the reasons read its string columns' factorisations)."""
     from leadscore.training.bundle import OUTPUT_COLUMNS
 

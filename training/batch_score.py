@@ -12,9 +12,9 @@ on a schedule. It reuses the service's pieces instead of copying them:
   trees and the same ``np.interp`` calibration as the one-row path);
 * reasons are the same sentences as :func:`training.reasons.top_reasons` over the same contributions
   (the bundle's attribution, :mod:`training.attribution`), computed for the whole chunk at once
-  (:meth:`~training.bundle.BoundBundle.predict_explained`: one walk of the sql trees gives its
-  probability and contributions; :func:`training.reasons.batch_top_ids` sums the concepts of all rows,
-  words each distinct (column, value) once and runs the one-row selection rule compiled);
+  (:func:`~training.batch_explain.explain_block`: one walk of the sql trees gives its
+  probability and contributions; :func:`training.reason_batch.batch_top_ids` sums the concepts of all rows,
+  words each distinct (column, shown value) once and runs the one-row selection rule compiled);
 * the stage is the bundle's :class:`StagePolicy`, with hysteresis from the lead's current stage and
   the days it has held it, both read from the kernel's own ``current_stage``/``days_in_stage``
   features: the stage the CRM recorded last at or before ``T``, as the service reads it
@@ -127,7 +127,7 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     pos_ids = neg_ids = np.empty((n, 0), dtype=np.int64)
     if contrib is not None:
         from leadscore.training.bands import band_labels
-        from leadscore.training.reasons import batch_top_ids, json_lists
+        from leadscore.training.reason_batch import batch_top_ids, json_lists
 
         bands = band_labels(contrib, bundle.schema, bundle.bands)
         pos_ids, neg_ids, texts = batch_top_ids(bundle._reason_plan(), features, contrib, REASONS_K, block=block,

@@ -1,6 +1,6 @@
 """Which values of a numeric column read the same in a reason: word each *shown* value once, not each float.
 
-Batch scoring words the reasons of a chunk at once (:func:`training.reasons.concept_text_ids`). A column's
+Batch scoring words the reasons of a chunk at once (:func:`training.reason_batch.concept_text_ids`). A column's
 sentence depends only on its value as the reason shows it (:func:`training.reasons.format_value` and the
 unit formats: "0.87", "3", "12 days", "1.5M"), and a chunk of decayed counts holds thousands of distinct
 floats but a few hundred shown values. Here each value gets an integer key computed with array

@@ -4,7 +4,7 @@ Batch scoring words the reasons of every row of a chunk. The rule of one row (st
 a zero sum ends the walk, a concept that words nothing is skipped, concepts that word the same sentence
 merge with their sums added, the walk stops once both sides hold ``k``; then each side sorted, stable)
 is a short loop that cost ~3 predictions per row in Python. Here it runs over sentence ids instead of
-sentences (:func:`training.reasons.concept_text_ids` words each distinct (column, value) once per
+sentences (:func:`training.reason_batch.concept_text_ids` words each distinct (column, value) once per
 batch), the same comparisons and the same float additions in the same order, so the chosen sentences
 are the same. Imported when first used: numba compiles on first call (cached on disk).
 """
