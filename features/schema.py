@@ -44,7 +44,9 @@ class FeatureSpec:
     missing value ("No buying signal yet" is a reason a reviewer understands, "Last buying signal
     none days ago" is not); ``value_texts`` gives whole sentences for known category values.
     Reasons sum the contributions of the columns of one ``concept`` (every column about demo
-    requests, say) and word the sum with the applicable column of lowest ``rank``.
+    requests, say) and word the sum with the applicable column of lowest ``rank``. ``only_for``: a
+    present value reads as a buying signal ("2 pricing page views in the last 24 hours"), so the column
+    never words a reason *against* the lead (training.reasons).
     """
 
     name: str
@@ -58,6 +60,7 @@ class FeatureSpec:
     unit: str = ""
     rank: int = 0
     value_texts: dict[str, str] = field(default_factory=dict)
+    only_for: bool = False
 
 
 def num(x: float) -> str:
@@ -73,11 +76,11 @@ def missing_text(name: str) -> str:
 
 def feature(name: str, dtype: Literal["float64", "str"], group: Literal["fit", "interest"], description: str,
             template: str, missing: str = "", *, concept: str = "", unit: str = "", rank: int = 0,
-            value_texts: dict[str, str] | None = None) -> FeatureSpec:
+            value_texts: dict[str, str] | None = None, only_for: bool = False) -> FeatureSpec:
     """A :class:`FeatureSpec` with the defaults filled in (missing sentence, concept = its own name)."""
     return FeatureSpec(name, dtype, group, description, template, missing or missing_text(name),
                        concept or name, unit or ("category" if dtype == "str" else "number"), rank,
-                       dict(value_texts or {}))
+                       dict(value_texts or {}), only_for)
 
 
 def count_name(activity: str, window_days: int) -> str:

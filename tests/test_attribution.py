@@ -78,6 +78,21 @@ def test_routes_and_margins_equal_lightgbm(params: dict[str, object]) -> None:
     assert any(d & 1 for d in decisions)  # a categorical split was exercised
 
 
+def test_batch_probabilities_are_the_one_row_logistic_bit_for_bit() -> None:
+    """The compiled logistic of the batch path calls the C library's ``exp`` as ``math.exp`` does: the same
+    bits as the one-row :func:`logistic` (numpy's vectorised ``exp`` may differ in the last bit)."""
+    from leadscore.training.attribution import PathModel, logistic
+
+    rng = np.random.default_rng(5)
+    margin = np.concatenate([rng.normal(0.0, 3.0, 200_000), rng.uniform(-40.0, 40.0, 50_000),
+                             [0.0, -0.0, 700.0, -700.0, 1e-300, np.nan]])
+    empty = np.empty(0)
+    model = PathModel(*[empty] * 13, bias=0.0, n_features=0, binary_logit=True)  # type: ignore[arg-type]
+    got = model.probabilities(margin)
+    want = np.array([logistic(m) for m in margin.tolist()])
+    np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+
+
 def test_a_one_leaf_tree_adds_to_the_bias_only() -> None:
     import lightgbm as lgb
 

@@ -1,6 +1,6 @@
 """Batch scoring's array forms equal the one-row rules they replace, row by row.
 
-``score_frame`` words the reasons of a chunk at once (:func:`training.reasons.batch_top_ids`), encodes
+``score_frame`` words the reasons of a chunk at once (:func:`training.reason_batch.batch_top_ids`), encodes
 their JSON once per distinct list (:func:`training.reasons.json_lists`), applies the stage policy as
 array comparisons (:func:`training.batch_score.policy_stages`) and computes the logistic terms as one
 array expression (:meth:`training.linear.LinearModel.term_matrix`). Each is checked here against the
@@ -22,7 +22,8 @@ from leadscore.features.schema import feature_schema
 from leadscore.training.batch_score import policy_stages
 from leadscore.training.bundle import schema_dicts
 from leadscore.training.linear import CategoricalTerm, FrameColumns, LinearModel, NumericTerm, signed_log
-from leadscore.training.reasons import batch_top_ids, json_lists, reason_plan, top_reasons
+from leadscore.training.reason_batch import batch_top_ids, json_lists
+from leadscore.training.reasons import reason_plan, top_reasons
 from leadscore.training.stage_policy import StagePolicy
 from tests.test_reasons import SCHEMA
 
@@ -72,13 +73,27 @@ def test_batch_reasons_equal_top_reasons_row_by_row(settings: Settings, k: int, 
             assert got_neg == [r["text"] for r in want["negative"]], i
             merged += any(r["text"] == "No company known" for r in want["negative"] + want["positive"])
         assert (pos >= 0).sum() > len(frame) * k // 2 and (neg >= 0).sum() > len(frame) * k // 2
+        # a second batch with the same plan: its sentences memorised from the first are still right
+        again = _rows(schema, 300, seed + 10)
+        contrib2 = _contrib(len(again), len(schema), seed + 10)
+        pos2, neg2, texts2 = batch_top_ids(plan, again, contrib2, k, window)
+        assert plan.memo
+        for i, row in enumerate(again.to_dict("records")):
+            want = top_reasons(plan, row, contrib2[i], k)
+            assert [texts2[t] for t in pos2[i] if t >= 0] == [r["text"] for r in want["positive"]], i
+            assert [texts2[t] for t in neg2[i] if t >= 0] == [r["text"] for r in want["negative"]], i
         if schema is SCHEMA:
             assert merged > 0  # the shared sentence's merge was exercised
+            # and buying signals were left out of the reasons against (the rule of the one-row path)
+            plain = reason_plan([{**s, "only_for": False} for s in schema])
+            kept = sum(any("demo request" in r["text"] for r in top_reasons(plain, row, contrib[i], k)["negative"])
+                       for i, row in enumerate(rows))
+            assert kept > 20 and not any("demo request" in texts[t] for t in neg.ravel() if t >= 0)
 
 
 def test_json_lists_are_json_dumps() -> None:
     texts = ['He said "hi"', "Ünïcode", "plain", "a, b"]
-    ids = np.array([[0, 1, -1], [2, -1, -1], [-1, -1, -1], [0, 1, -1], [3, 2, 1]])
+    ids = np.array([[0, 1, -1], [2, -1, -1], [-1, -1, -1], [0, 1, -1], [3, 2, 1], [-1, 2, -1], [-1, -1, 3]])
     assert json_lists(ids, texts).tolist() == [json.dumps([texts[t] for t in r if t >= 0]) for r in ids]
     assert json_lists(np.empty((0, 3), dtype=np.int64), texts).tolist() == []
     many = [f"reason {i}" for i in range(3000)]  # too many sentences for one integer per row of 6
@@ -156,3 +171,46 @@ def test_category_codes_equal_the_categorical_of_the_text() -> None:
             warnings.simplefilter("ignore")  # pandas deprecates unknown values in a Categorical
             want = pd.Categorical(col.astype("str"), categories=cats).codes
         np.testing.assert_array_equal(category_codes(col, cats), want)
+
+
+@pytest.mark.parametrize("unit", ["count", "weight", "flag", "", "days", "money", "number", "ratio"])
+def test_values_with_one_display_key_read_alike(unit: str) -> None:
+    """Batch wording groups a column's floats by what the reason shows (:func:`display_keys`) and words one per
+    group: every value of a group must word the same sentence, at rounding halves, signs, 0, 1, magnitudes."""
+    from leadscore.training.reason_keys import display_keys, unit_codes
+
+    plan = reason_plan([{"name": "x", "dtype": "float64", "template": "[one x|{value} x]", "unit": unit}])
+    rng = np.random.default_rng(7)
+    halves = np.concatenate([np.arange(-2100, 2100) / 200.0, np.arange(-2100, 2100) / 20.0,
+                             np.array([0.5, 1.5, 2.5, 999.5, 1e3 - 0.5, 1e6 - 500, 9.995e6, 99.95e6, 999.5e6])])
+    values = np.concatenate([
+        halves, np.nextafter(halves, np.inf), np.nextafter(halves, -np.inf),
+        [0.0, -0.0, 1.0, -1.0, np.nextafter(1.0, 2.0), np.nextafter(1.0, 0.0), 1.999, 2.0, 9.995, 9.9949999,
+         10.0, 10.04, 1e3, 1e6, 1e9, 1e12, 1.2345e12, -1e13, np.inf, -np.inf, np.nan],
+        rng.exponential(3.0, 3000), rng.exponential(1e6, 3000), -rng.exponential(50.0, 500),
+        np.round(rng.exponential(3.0, 3000), 2), rng.integers(0, 5000, 1000).astype(np.float64)])
+    if unit == "days":
+        values = values[~np.isinf(values)]  # not a number of days (the one-value rule cannot word it)
+    key, exact = display_keys(unit_codes([unit] * len(values)), values)
+    texts = [plan.text(0, v) for v in values.tolist()]
+    by_key: dict[int, str | None] = {}
+    for kk, t in zip(key[~exact].tolist(), np.array(texts, dtype=object)[~exact].tolist(), strict=True):
+        assert by_key.setdefault(kk, t) == t, (unit, kk, t, by_key[kk])
+    # the values at halves are worded one by one; the others are keyed, and keys group them
+    # (a ratio shows 1 decimal: the values rounded to 2 are often at its halves)
+    assert exact[-10_500:].mean() < (0.05 if unit != "ratio" else 0.1) and len(by_key) < (~exact).sum() / 2
+
+
+def test_concept_sums_are_the_one_row_bincount_and_stable_order() -> None:
+    """The compiled sums add in column order as ``np.bincount`` does for one row (the same bits), and the
+    order is ``argsort(-|sum|, stable)``: exact ties, zeros and NaN (numpy's order) included."""
+    from leadscore.training.reason_batch import concept_sums
+
+    plan = reason_plan(SCHEMA)
+    contrib = _contrib(400, len(SCHEMA), 4)
+    for c in (contrib, np.where(np.arange(len(SCHEMA)) == 3, np.nan, contrib)):
+        sums, order = concept_sums(plan, c)
+        for i in range(len(c)):
+            want = np.bincount(plan.concept_of, weights=c[i], minlength=len(plan.concepts))
+            np.testing.assert_array_equal(sums[i], want)
+            np.testing.assert_array_equal(order[i], np.argsort(-np.abs(want), kind="stable"))

@@ -16,9 +16,9 @@ from leadscore.training.row_path import SingleRowBooster
 
 SCHEMA = [
     {"name": "n_demo_1d", "dtype": "float64", "template": "{value} [demo request|demo requests] in the last 24 hours",
-     "concept": "demo", "unit": "count", "rank": 0},
+     "concept": "demo", "unit": "count", "rank": 0, "only_for": True},
     {"name": "n_demo_30d", "dtype": "float64", "template": "{value} [demo request|demo requests] in the last 30 days",
-     "concept": "demo", "unit": "count", "rank": 1},
+     "concept": "demo", "unit": "count", "rank": 1, "only_for": True},
     {"name": "decay_demo", "dtype": "float64", "template": "Demo requests long ago ({value})", "concept": "demo",
      "unit": "weight", "rank": 50},
     {"name": "days_last", "dtype": "float64", "template": "Last activity {value} ago", "missing": "No activity yet",
@@ -48,6 +48,42 @@ def test_concepts_sum_their_columns_and_speak_through_the_lowest_applicable_rank
     # sentence and count once, summed
     assert neg == ["Last activity less than a day ago", "No company known"]
     assert out["negative"][1]["contribution"] == pytest.approx(-0.25)
+
+
+def test_a_buying_signal_is_never_a_reason_against() -> None:
+    """Issue 12: the demo's top lead read "2 pricing page views in the last 24 hours" as a reason against (the
+    high-intent concepts overlap; the attribution gave that one a negative share). A concept worded by a
+    buying signal (``only_for``) with a negative sum is not worded; the other reasons and the sums are
+    unchanged, and the same concept worded by a column that is not a buying signal still may be against."""
+    plan = reason_plan(SCHEMA)
+    row = {"n_demo_1d": 2.0, "n_demo_30d": 3.0, "decay_demo": 0.5, "days_last": 3.0, "n_unsub": 1.0, "icp": "false",
+           "acc_a": 2.0, "acc_b": 1.0}
+    contrib = np.array([-0.5, -0.3, -0.1, -0.2, -0.4, 0.3, 0.05, -0.01])
+    out = top_reasons(plan, row, contrib, k=3)
+    assert [i["text"] for i in out["negative"]] == ["1 unsubscribes", "Last activity 3 days ago", "1 colleagues"]
+    assert [i["text"] for i in out["positive"]] == ["ICP: false", "2 people"]
+    assert out["negative"][0]["contribution"] == -0.4  # the sums stay the concepts' exact sums
+    # the same signal counted for the lead is a reason as before
+    up = top_reasons(plan, row, -contrib, k=3)["positive"]
+    assert up[0] == {"concept": "demo", "feature": "n_demo_1d", "value": "2", "contribution": pytest.approx(0.9),
+                     "text": "2 demo requests in the last 24 hours"}
+    # no recent request: the decayed count words the concept, a fading signal, and may count against
+    faded = top_reasons(plan, {**row, "n_demo_1d": 0.0, "n_demo_30d": 0.0}, contrib, k=3)["negative"]
+    assert faded[0]["text"] == "Demo requests long ago (0.50)" and faded[0]["feature"] == "decay_demo"
+
+
+def test_the_registry_marks_recent_high_intent_activity_as_buying_signals(settings: Settings) -> None:
+    from leadscore.features.schema import count_name
+
+    schema = schema_dicts(feature_schema(settings))
+    flagged = {s["name"] for s in schema if s.get("only_for")}
+    windows = settings.features.windows_days
+    high = [a.name for a in settings.activities if a.high_intent]
+    assert "pricing_page_view" in high
+    assert {count_name(a, w) for a in high for w in windows} | {f"n_high_intent_{w}d" for w in windows} <= flagged
+    low = [a.name for a in settings.activities if not a.high_intent]
+    assert not flagged & {count_name(a, w) for a in low for w in windows}
+    assert not any(n.startswith(("decay_", "days_since")) for n in flagged)  # a fading or old signal may be against
 
 
 def test_singular_and_missing_and_flat_schemas() -> None:

@@ -85,11 +85,14 @@ class PathModel:
         return float(margin), contrib
 
     def probabilities(self, margin: np.ndarray) -> np.ndarray:
-        """``Booster.predict``'s probability from margins: the logistic, per element through ``math.exp``
-        as the one-row path (:func:`logistic`) computes it, so batch and service agree to the bit."""
+        """``Booster.predict``'s probability from margins: the logistic, per element through the C library's
+        ``exp`` as the one-row path (:func:`logistic`, ``math.exp``) computes it, compiled, so batch and
+        service agree to the bit (not numpy's vectorised ``exp``, which may differ in the last bit)."""
         if not self.binary_logit:
             raise ValueError("the model's output is not the logistic of its margin")
-        return np.array([logistic(m) for m in margin.tolist()], dtype=np.float64)
+        out = np.empty(len(margin))
+        _logistic(np.ascontiguousarray(margin, dtype=np.float64), out)
+        return out
 
     def leaves(self, x: np.ndarray) -> np.ndarray:
         """Per row and tree the leaf index within its tree (``Booster.predict(pred_leaf=True)``)."""
@@ -268,6 +271,13 @@ def _one(x: np.ndarray, contrib: np.ndarray, leaves: np.ndarray, feature: np.nda
         if record:
             leaves[t] = ~node
     return margin
+
+
+@njit(cache=True)
+def _logistic(margin: np.ndarray, out: np.ndarray) -> None:
+    """:func:`logistic` of each margin (``math.exp`` compiles to the C library's ``exp``, as CPython calls it)."""
+    for i in range(len(margin)):
+        out[i] = 1.0 / (1.0 + math.exp(-margin[i]))
 
 
 @njit(cache=True, parallel=True)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from leadscore.training.encoding import check_columns
+from leadscore.training.encoding import check_columns, encode_frame
 from leadscore.training.linear import FrameColumns
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def encode_shared(bundle: BoundBundle, features: pd.DataFrame, target: str, cols: FrameColumns) -> np.ndarray:
     """``bundle.encode(features, target)``, its numeric columns kept in ``cols`` for the logistic terms
     (the encoding converts them exactly as :meth:`FrameColumns.numeric` would: the same call)."""
-    x = bundle.encode(features, target)
+    x = encode_frame(features, bundle.schema, bundle.models[target].encodings, cols.factorized)
     if not cols.has_numeric:
         num = [j for j, s in enumerate(bundle.schema) if s["dtype"] != "str"]
         cols.add_numeric([bundle.schema[j]["name"] for j in num], x[:, num].T)
@@ -36,13 +36,24 @@ def encode_shared(bundle: BoundBundle, features: pd.DataFrame, target: str, cols
 
 def explain_frame(bundle: BoundBundle, features: pd.DataFrame, target: str) -> tuple[pd.DataFrame, np.ndarray]:
     """:meth:`BoundBundle.predict_explained` (see there and the module docstring)."""
+    probs, contrib, _ = explain_block(bundle, features, target)
+    return probs, contrib
+
+
+def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str,
+                  cols: FrameColumns | None = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """:func:`explain_frame` and the rows' schema columns as float64 (rows x columns; numeric columns as
+    the encoding converts them, string columns as their codes): what the reasons word the values from
+    (:func:`training.reason_batch.batch_top_ids`), converted once with everything else. ``cols``: the frame's
+    columns as the caller keeps them (the reasons read its string columns' factorisations)."""
     from leadscore.training.bundle import OUTPUT_COLUMNS
 
     check_columns(features, bundle.schema)
     n = len(bundle.schema)
-    cols = FrameColumns(features)
+    cols = FrameColumns(features) if cols is None else cols
     out: dict[str, np.ndarray] = {}
     contrib = np.zeros((len(features), n))
+    block: np.ndarray | None = None
     for t, m in bundle.models.items():
         x = encode_shared(bundle, features, t, cols) if m.uses_trees else None
         lin = m.linear if m.kind != "lightgbm" else None
@@ -60,7 +71,11 @@ def explain_frame(bundle: BoundBundle, features: pd.DataFrame, target: str) -> t
         if t == target:
             linear = None if terms is None or lin is None else lin.schema_contributions(terms, bundle.feature_names)
             contrib = m.combine_contributions(trees, linear)
-    return pd.DataFrame(out, index=features.index), contrib
+        if x is not None:
+            block = x
+    if block is None:
+        block = encode_shared(bundle, features, target, cols)
+    return pd.DataFrame(out, index=features.index), contrib, block
 
 
-__all__ = ["encode_shared", "explain_frame"]
+__all__ = ["encode_shared", "explain_block", "explain_frame"]

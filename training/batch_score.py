@@ -12,9 +12,9 @@ on a schedule. It reuses the service's pieces instead of copying them:
   trees and the same ``np.interp`` calibration as the one-row path);
 * reasons are the same sentences as :func:`training.reasons.top_reasons` over the same contributions
   (the bundle's attribution, :mod:`training.attribution`), computed for the whole chunk at once
-  (:meth:`~training.bundle.BoundBundle.predict_explained`: one walk of the sql trees gives its
-  probability and contributions; :func:`training.reasons.batch_top_ids` sums the concepts of all rows,
-  words each distinct (column, value) once and runs the one-row selection rule compiled);
+  (:func:`~training.batch_explain.explain_block`: one walk of the sql trees gives its
+  probability and contributions; :func:`training.reason_batch.batch_top_ids` sums the concepts of all rows,
+  words each distinct (column, shown value) once and runs the one-row selection rule compiled);
 * the stage is the bundle's :class:`StagePolicy`, with hysteresis from the lead's current stage and
   the days it has held it, both read from the kernel's own ``current_stage``/``days_in_stage``
   features: the stage the CRM recorded last at or before ``T``, as the service reads it
@@ -105,9 +105,13 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     """
     bundle = scorer.bundle
     n = len(features)
-    contrib = None
+    contrib = block = None
     if reasons:
-        probs, contrib = bundle.predict_explained(features, "sql")
+        from leadscore.training.batch_explain import explain_block
+        from leadscore.training.linear import FrameColumns
+
+        cols = FrameColumns(features)
+        probs, contrib, block = explain_block(bundle, features, "sql", cols)
     else:
         probs = bundle.predict(features)
     p_sql = probs["p_sql"].to_numpy(dtype=np.float64)
@@ -123,20 +127,21 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     pos_ids = neg_ids = np.empty((n, 0), dtype=np.int64)
     if contrib is not None:
         from leadscore.training.bands import band_labels
-        from leadscore.training.reasons import batch_top_ids, json_lists
+        from leadscore.training.reason_batch import batch_top_ids, json_lists
 
         bands = band_labels(contrib, bundle.schema, bundle.bands)
-        pos_ids, neg_ids, texts = batch_top_ids(bundle._reason_plan(), features, contrib, REASONS_K)
+        pos_ids, neg_ids, texts = batch_top_ids(bundle._reason_plan(), features, contrib, REASONS_K, block=block,
+                                                 factorize=cols.factorized)
         pos, neg = json_lists(pos_ids, texts), json_lists(neg_ids, texts)
     trends, changed = _trends(leads, p_sql, previous or {}, texts, pos_ids, neg_ids, worded=contrib is not None)
     return pd.DataFrame({
         "lead_id": leads,
-        "scored_at": pd.to_datetime(features["as_of"], utc=True).to_numpy(),
+        "scored_at": pd.to_datetime(features["as_of"], utc=True).array,  # UTC, no index to align
         "p_sql": p_sql, "p_opportunity": p_opp, "stage": stages, "previous_stage": prevs,
         "days_in_stage": days if days is not None else np.full(n, np.nan),
         "reasons_positive": pos, "reasons_negative": neg, "model_version": scorer.version,
         "trend": trends, "changes": changed, "band": bands,
-    }, columns=list(COLUMNS)).assign(scored_at=lambda f: pd.to_datetime(f["scored_at"], utc=True))
+    }, columns=list(COLUMNS))
 
 
 def _trends(leads: np.ndarray, p_sql: np.ndarray, previous: Mapping[str, Sequence[PastScore]], texts: Sequence[str],

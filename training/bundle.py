@@ -85,6 +85,7 @@ class FeatureColumn(TypedDict):
     unit: NotRequired[str]  # how a value reads in a reason
     rank: NotRequired[int]  # which column of its concept words the reason (lowest applicable first)
     value_texts: NotRequired[dict[str, str]]  # whole sentences for known category values
+    only_for: NotRequired[bool]  # a present value reads as a buying signal: never a reason against
 
 
 class TargetWindow(TypedDict):

@@ -8,7 +8,7 @@ routes like a missing value instead of guessing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
@@ -53,12 +53,15 @@ def check_columns(frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]]) -> N
 
 
 def encode_frame(
-    frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]], encodings: Mapping[str, Sequence[str]]
+    frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]], encodings: Mapping[str, Sequence[str]],
+    factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None,
 ) -> np.ndarray:
     """A C-contiguous float64 matrix in schema order (what ``Booster.predict`` consumes fastest).
 
     Numeric columns are converted as one block; string columns through ``pd.Categorical`` against
-    the fitted categories (unknown and missing → NaN), both vectorised.
+    the fitted categories (unknown and missing → NaN), both vectorised. ``factorize``: a string column's
+    ``pd.factorize`` by name, when the caller keeps them for other readers of the batch
+    (:meth:`training.linear.FrameColumns.factorized`).
     """
     check_columns(frame, schema)
     X = np.empty((len(frame), len(schema)), dtype=np.float64)
@@ -75,21 +78,24 @@ def encode_frame(
                     raise ValueError(f"feature {name!r} must be numeric: {exc}") from exc
     for j, spec in enumerate(schema):
         if spec["dtype"] == "str":
-            codes = category_codes(frame[spec["name"]], encodings.get(spec["name"], []))
+            codes = category_codes(frame[spec["name"]], encodings.get(spec["name"], []),
+                                   None if factorize is None else factorize(spec["name"]))
             X[:, j] = np.where(codes < 0, np.nan, codes)
     return X
 
 
-def category_codes(col: pd.Series, categories: Sequence[str]) -> np.ndarray:
+def category_codes(col: pd.Series, categories: Sequence[str],
+                   factorized: tuple[np.ndarray, Any] | None = None) -> np.ndarray:
     """Each value's position in ``categories`` (-1: unknown or missing), as
     ``pd.Categorical(col.astype("str"), categories=categories).codes`` gives it, but converting and looking
-    up each distinct value once (batch scoring: the per-row ``astype`` cost more than a prediction)."""
+    up each distinct value once (batch scoring: the per-row ``astype`` cost more than a prediction).
+    ``factorized``: ``pd.factorize(col, use_na_sentinel=True)`` already computed."""
     pos = {c: i for i, c in enumerate(categories)}
 
     def lookup(texts: list[Any]) -> list[int]:
         return [pos.get(t, -1) if isinstance(t, str) else -1 for t in texts]  # a missing value stays missing
 
-    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    codes, uniques = factorized if factorized is not None else pd.factorize(col, use_na_sentinel=True)
     values = uniques.tolist()
     if not all(v.__class__ is str for v in values):  # a str is its own text
         values = pd.Series(uniques, dtype=object).astype("str").tolist()
@@ -97,9 +103,18 @@ def category_codes(col: pd.Series, categories: Sequence[str]) -> np.ndarray:
     missing = np.flatnonzero(codes < 0)
     if len(missing):  # as astype("str") words them (pandas 2: "None"/"nan"; 3: missing); a typed column
         # holds one missing value (its dtype's), an object column any of None, NaN, NA
-        rows = missing if col.dtype == object else missing[:1]
-        out[missing] = lookup(col.iloc[rows].astype("str").tolist())
+        if col.dtype == object:
+            out[missing] = lookup(col.iloc[missing].astype("str").tolist())
+        else:
+            text = _MISSING_TEXT.get(col.dtype)
+            if text is None:  # a one-row astype costs more than the rest of the column: once per dtype
+                text = _MISSING_TEXT[col.dtype] = col.iloc[missing[:1]].astype("str").tolist()
+            out[missing] = lookup(text)
     return out
+
+
+#: per typed column dtype, its missing value as ``astype("str")`` words it (:func:`category_codes`)
+_MISSING_TEXT: dict[Any, list[Any]] = {}
 
 
 def categorical_indices(schema: Sequence[Mapping[str, Any]]) -> list[int]:

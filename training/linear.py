@@ -25,10 +25,8 @@ import numpy as np
 import pandas as pd
 
 MISSING = "(missing)"
-
-
-#: rows per block of :meth:`LinearModel.term_matrix`'s numeric terms (a few MB of temporaries per block)
-_TERM_BLOCK = 8192
+#: rows per block of :meth:`FrameColumns.signed_logs` (a few MB of temporaries per block)
+_LOG_BLOCK = 8192
 
 
 def signed_log(x: np.ndarray) -> np.ndarray:
@@ -61,6 +59,8 @@ class FrameColumns:
         self.rows = len(frame)
         self._numeric: dict[str, np.ndarray] = {}
         self._codes: dict[str, tuple[np.ndarray, list[str]]] = {}
+        self._logs: dict[str, np.ndarray] = {}
+        self._factorized: dict[str, tuple[np.ndarray, Any]] = {}
 
     def numeric(self, names: Sequence[str]) -> np.ndarray:
         """The columns ``names`` as a (names x rows) float64 array (missing and non-numeric values NaN)."""
@@ -78,6 +78,21 @@ class FrameColumns:
             out[i] = self._numeric[n]
         return out
 
+    def signed_logs(self, names: Sequence[str]) -> np.ndarray:
+        """:func:`signed_log` of :meth:`numeric` (NaN where missing) as a (names x rows) array, computed once
+        per column and batch (both targets' logistic models read the same columns), in blocks of rows: on a
+        training table (200k rows) whole-array temporaries cost more than the arithmetic."""
+        todo = [n for n in dict.fromkeys(names) if n not in self._logs]
+        if todo:
+            x = self.numeric(todo)
+            for lo in range(0, self.rows, _LOG_BLOCK):
+                x[:, lo:lo + _LOG_BLOCK] = signed_log(x[:, lo:lo + _LOG_BLOCK])
+            self._logs.update(zip(todo, x, strict=True))
+        out = np.empty((len(names), self.rows), dtype=np.float64)
+        for i, n in enumerate(names):
+            out[i] = self._logs[n]
+        return out
+
     @property
     def has_numeric(self) -> bool:
         return bool(self._numeric)
@@ -91,7 +106,15 @@ class FrameColumns:
         """Column ``name``'s codes into its labels (:func:`_category_codes`)."""
         got = self._codes.get(name)
         if got is None:
-            got = self._codes[name] = _category_codes(self.frame[name])
+            got = self._codes[name] = _category_codes(self.frame[name], self.factorized(name))
+        return got
+
+    def factorized(self, name: str) -> tuple[np.ndarray, Any]:
+        """``pd.factorize(column, use_na_sentinel=True)``, once per batch: the logistic terms, the encoding
+        (:func:`training.encoding.category_codes`) and the reasons all read a string column's distinct values."""
+        got = self._factorized.get(name)
+        if got is None:
+            got = self._factorized[name] = pd.factorize(self.frame[name], use_na_sentinel=True)
         return got
 
 
@@ -137,22 +160,19 @@ class LinearModel:
     def term_matrix(self, cols: FrameColumns) -> np.ndarray:
         """:meth:`terms` as a rows x terms array (model order), from a batch's columns converted once.
 
-        The numeric terms are one array expression over all of them, element by element the arithmetic
-        of one column at a time; the category terms one coefficient per distinct value, gathered by code.
+        The numeric terms are one compiled pass (:mod:`training.linear_terms`) over the signed logs the batch
+        computes once for every model that reads it, element by element the arithmetic of one column at a
+        time; the category terms one coefficient per distinct value, gathered by code.
         The array is Fortran-ordered, one contiguous column per term, like ``terms(frame).to_numpy()``,
         so its row sums add in the same order (the same bits).
         """
         out = np.empty((len(self.numeric) + len(self.categorical), cols.rows), dtype=np.float64)
         if self.numeric:
-            fill, center, scale, coef, miss_coef = (a[:, None] for a in self._numeric_arrays)
-            x = cols.numeric([t.name for t in self.numeric])
-            # in blocks of rows: on a training table (200k rows) whole-array temporaries cost twice the
-            # arithmetic in memory traffic; element-wise, the blocks give the same bits
-            for lo in range(0, cols.rows, _TERM_BLOCK):
-                xb = x[:, lo:lo + _TERM_BLOCK]
-                miss = np.isnan(xb)
-                z = (signed_log(np.where(miss, fill, xb)) - center) / scale
-                out[: len(self.numeric), lo:lo + _TERM_BLOCK] = coef * z + miss_coef * miss
+            from leadscore.training.linear_terms import numeric_terms  # numba: compiled when first used
+
+            fill, center, scale, coef, miss_coef = self._numeric_arrays
+            numeric_terms(cols.signed_logs([t.name for t in self.numeric]), signed_log(fill), center, scale, coef,
+                          miss_coef, out)
         for i, c in enumerate(self.categorical, start=len(self.numeric)):
             codes, labels = cols.codes(c.name)
             out[i] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
@@ -206,8 +226,12 @@ class LinearModel:
         """:meth:`contributions` from a :meth:`term_matrix`, as a rows x ``names`` array (``names``: the
         model's features in the caller's order, e.g. the bundle schema)."""
         pos = {n: i for i, n in enumerate(self.features)}
-        means = np.array([self.term_means[n] for n in self.features], dtype=np.float64)
-        return np.asarray((terms - means)[:, [pos[n] for n in names]])
+        take = [pos[n] for n in names]
+        means = np.array([self.term_means[n] for n in self.features], dtype=np.float64)[take]
+        # row-major, as the trees' contributions it is blended with and summed per concept are
+        out = np.empty((len(terms), len(take)), dtype=np.float64)
+        np.subtract(terms[:, take], means, out=out)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -224,10 +248,11 @@ def _category_value(v: Any) -> str:
     return MISSING if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
 
 
-def _category_codes(s: pd.Series) -> tuple[np.ndarray, list[str]]:
+def _category_codes(s: pd.Series, factorized: tuple[np.ndarray, Any] | None = None) -> tuple[np.ndarray, list[str]]:
     """Each row's position in ``labels`` (its :func:`_category_value`), computed once per distinct value:
-    a per-row Python call cost seconds per feature on a few hundred thousand rows."""
-    codes, uniques = pd.factorize(s.astype(object), use_na_sentinel=True)
+    a per-row Python call cost seconds per feature on a few hundred thousand rows. ``factorized``: the
+    column's ``pd.factorize`` already computed (the same distinct values, missing ones as -1)."""
+    codes, uniques = factorized if factorized is not None else pd.factorize(s, use_na_sentinel=True)
     labels = [_category_value(v) for v in uniques] + [MISSING]
     return np.where(codes < 0, len(labels) - 1, codes), labels
 

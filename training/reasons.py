@@ -10,9 +10,17 @@ lowest-ranked column whose value says something: "2 demo requests in the last 7 
 missing value is worded by its own sentence ("No buying signal yet"). Schemas without concepts (flat
 tables, older bundles) group nothing: each column is its own concept.
 
+A column may read as a buying signal (``only_for`` in the registry: recent pricing views, demo requests,
+buying signals by colleagues). The high-intent columns overlap (a lead who asked for a demo also viewed
+pricing), and an attribution splits their shared credit so that one of them can sum negative for the
+lead with the most intent of all; "2 pricing page views in the last 24 hours" as a reason *against*
+reads as nonsense to a salesperson. So a concept whose sum is negative and whose wording column reads as
+a buying signal (its value present) is not worded, as a concept that says nothing is not: the sums
+stay exact (the bands and the other reasons are unchanged), only that sentence is not shown.
+
 The contributions of one row come from :mod:`training.row_path` (LightGBM's single-row TreeSHAP, the
 logistic terms); :func:`top_reasons` only sums and words them. Batch scoring words a whole chunk at once
-(:func:`batch_top_ids`): the same sums, each distinct value worded once, the same walk compiled.
+(:mod:`training.reason_batch`): the same sums, each distinct shown value worded once, the same walk compiled.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -94,6 +102,8 @@ class _Column:
     missing: str
     value_texts: Mapping[str, str]
     silent_zero: bool  # a zero of this unit says nothing (no such activity, no flag)
+    numeric: bool  # not a ``str`` column: batch scoring reads its values from the encoded float block
+    only_for: bool  # a present value reads as a buying signal: never worded as a reason against
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,9 @@ class ReasonPlan:
     concept_of: np.ndarray  # concept index of each column
     concepts: list[str]
     members: list[list[int]]  # per concept: column indices, lowest rank first
+    #: batch wording's sentences by (column, display key) (:mod:`training.reason_batch`), kept across the
+    #: chunks of a run: a CRM's chunks show mostly the same values (bounded there)
+    memo: dict[tuple[int, int], str | None] = field(default_factory=dict, compare=False, repr=False)
 
     def text(self, j: int, value: Any) -> str | None:
         """Column ``j``'s sentence for ``value``; None when the value says nothing (a zero count)."""
@@ -122,6 +135,11 @@ class ReasonPlan:
         if v == 0.0 and c.unit in _ZERO_SAYS_NOTHING:
             return None
         return (c.one if v == 1.0 else c.many).format(value=_shown(c.unit, v))
+
+    def against(self, j: int, value: Any) -> bool:
+        """Whether column ``j``'s sentence for ``value`` may be a reason *against* the lead: not when the
+        column reads as a buying signal (``only_for``) and the value is present (module docstring)."""
+        return not self.columns[j].only_for or is_missing(value)
 
     def concept_text(self, concept: int, row: Mapping[str, Any]) -> tuple[int, str] | None:
         for j in self.members[concept]:
@@ -144,7 +162,8 @@ def reason_plan(schema: Sequence[Mapping[str, Any]]) -> ReasonPlan:
         columns.append(_Column(
             name=name, unit=unit, one=_PLURAL.sub(r"\1", template), many=_PLURAL.sub(r"\2", template),
             missing=spec.get("missing") or missing_text(name), value_texts=spec.get("value_texts") or {},
-            silent_zero=unit in _ZERO_SAYS_NOTHING))
+            silent_zero=unit in _ZERO_SAYS_NOTHING, numeric=spec.get("dtype") != "str",
+            only_for=bool(spec.get("only_for", False))))
         concept = spec.get("concept") or name
         concept_ids.append(keys.setdefault(concept, len(keys)))
         ranks.append(int(spec.get("rank", 0)))
@@ -165,18 +184,6 @@ def as_mapping(features_row: Any) -> Mapping[str, Any]:
     if isinstance(features_row, Mapping):
         return features_row
     raise TypeError(f"expected a mapping, Series or one-row DataFrame, got {type(features_row).__name__}")
-
-
-def concept_sums(plan: ReasonPlan, contrib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For many rows at once (``contrib``: rows x columns): each concept's summed contribution, added in
-    column order exactly as :func:`top_reasons`' ``np.bincount`` does for one row (the same bits), and each
-    row's concepts by decreasing absolute sum (stable). Batch scoring's per-row numpy calls cost more than
-    the walk of the trees."""
-    c = np.atleast_2d(np.asarray(contrib, dtype=np.float64))
-    sums = np.zeros((len(c), len(plan.concepts)))
-    for j, concept in enumerate(plan.concept_of.tolist()):
-        sums[:, concept] += c[:, j]
-    return sums, np.argsort(-np.abs(sums), axis=1, kind="stable")
 
 
 def top_reasons(plan: ReasonPlan, row: Mapping[str, Any], contrib: np.ndarray, k: int) -> dict[str, list[dict[str, Any]]]:
@@ -211,6 +218,8 @@ def _select(plan: ReasonPlan, row: Mapping[str, Any], sums: list[float], order: 
         if worded is None:
             continue
         j, text = worded
+        if s < 0.0 and not plan.against(j, row[plan.columns[j].name]):
+            continue  # a buying signal the model's credit assignment counts against: not a reason
         item = by_text.get(text)
         if item is None:
             by_text[text] = [c, j, s]
@@ -226,90 +235,3 @@ def _select(plan: ReasonPlan, row: Mapping[str, Any], sums: list[float], order: 
     pos = sorted((ti for ti in items if ti[1][2] > 0), key=lambda ti: -ti[1][2])[:k]
     neg = sorted((ti for ti in items if ti[1][2] < 0), key=lambda ti: ti[1][2])[:k]
     return pos, neg
-
-
-#: a (row, concept) sentence id not computed (:func:`concept_text_ids` with ``need``)
-NOT_WORDED = -2
-
-
-def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, index: dict[str, int]) -> np.ndarray:
-    """The sentence of each concept in each row where ``need`` (rows x concepts) holds, as ids into
-    ``index`` (sentence -> id, extended here): -1 where the concept words nothing there (its columns'
-    values are silent zeros), :data:`NOT_WORDED` where not needed.
-
-    The sentence of a (column, value) depends on nothing else, and a batch holds few distinct values per
-    column (counts, categories, days), so each column's needed values are factorised and each distinct
-    value worded once (:meth:`ReasonPlan.text` of the value ``Series.tolist`` gives, a missing one as
-    None); a concept's id in a row is its first member's that words something, as
-    :meth:`ReasonPlan.concept_text` picks it. Equal sentences share an id: :func:`top_reasons` merges them.
-    """
-    out = np.full(need.shape, NOT_WORDED, dtype=np.int64)
-    for c, members in enumerate(plan.members):
-        rows = np.flatnonzero(need[:, c])
-        ids = np.full(len(rows), -1, dtype=np.int64)
-        todo = np.arange(len(rows))
-        for j in members:
-            if not len(todo):
-                break
-            values = frame[plan.columns[j].name].to_numpy()[rows[todo]]
-            codes, uniques = pd.factorize(values, use_na_sentinel=True)
-            worded = [-1 if (t := plan.text(j, v)) is None else index.setdefault(t, len(index))
-                      for v in [*uniques.tolist(), None]]  # the last: a missing value (code -1)
-            ids[todo] = np.asarray(worded, dtype=np.int64)[codes]
-            todo = todo[ids[todo] < 0]
-        out[rows, c] = ids
-    return out
-
-
-def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k: int,
-                  window: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """:func:`top_reasons`' sentences of every row of ``frame`` (``contrib``: rows x schema columns), as
-    ids (rows x ``k``, -1 pads a short side) into the returned sentences: positive, negative, sentences.
-
-    The same sums (:func:`concept_sums`) and the same walk (:func:`training.reason_select.select_top`).
-    A row's walk rarely goes past its ``window`` (default ``4k``) strongest concepts, so only those are
-    worded first; the rows whose walk went further are worded in full and walked again.
-    """
-    from leadscore.training.reason_select import select_top  # numba: compiled when first used
-
-    sums, order = concept_sums(plan, contrib)
-    order = np.ascontiguousarray(order, dtype=np.int64)
-    index: dict[str, int] = {}
-    need = np.zeros(sums.shape, dtype=bool)
-    np.put_along_axis(need, order[:, : 4 * k if window is None else window], True, axis=1)
-    need &= sums != 0.0  # a zero sum ends the walk before its sentence is read
-    ids = concept_text_ids(plan, frame, need, index)
-    pos, neg, short = select_top(sums, order, ids, k)
-    if short.any():
-        rows = np.flatnonzero(short)
-        rest = np.zeros(sums.shape, dtype=bool)
-        rest[rows] = (sums[rows] != 0.0) & (ids[rows] == NOT_WORDED)
-        ids = np.where(rest, concept_text_ids(plan, frame, rest, index), ids)
-        pos[rows], neg[rows], short = select_top(sums[rows], order[rows], ids[rows], k)
-        assert not short.any()
-    return pos, neg, list(index)
-
-
-def json_lists(ids: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-    """Each row of ``ids`` (rows x k sentence ids, -1 padding at the end) as the JSON text of its list of
-    sentences, ``json.dumps(list)`` exactly; each distinct row is encoded once."""
-    import json
-
-    ids = np.asarray(ids, dtype=np.int64)
-    if not len(ids):
-        return np.empty(0, dtype=object)
-    quoted = [json.dumps(t) for t in texts]
-    base = len(texts) + 1
-    if base ** ids.shape[1] < 2**62:  # each row as one integer: a hash factorisation, not a sort of rows
-        key = np.zeros(len(ids), dtype=np.int64)
-        for col in ids.T:
-            key = key * base + (col + 1)
-        inverse, distinct = pd.factorize(key)
-        first = np.empty(len(distinct), dtype=np.intp)
-        first[inverse[::-1]] = np.arange(len(ids) - 1, -1, -1)
-        rows = ids[first]
-    else:
-        rows, inverse = np.unique(ids, axis=0, return_inverse=True)
-    encoded = np.array(["[" + ", ".join(quoted[t] for t in row if t >= 0) + "]" for row in rows.tolist()],
-                       dtype=object)
-    return encoded[inverse.reshape(-1)]

@@ -42,7 +42,7 @@ def _columns(settings: Settings, params: Any) -> list[FeatureSpec]:
         feature(f"account_other_leads_high_intent_{w}d", "float64", "interest",
                 f"High-intent activities of the other leads of the same account in the last {w} days (NaN: no account).",
                 f"{{value}} buying [signal|signals] by colleagues in the last {w} days", NO_COMPANY,
-                concept="colleagues", unit="count"),
+                concept="colleagues", unit="count", only_for=True),
     ]
 
 

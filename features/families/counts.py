@@ -27,7 +27,7 @@ def _columns(settings: Settings, params: Any) -> list[FeatureSpec]:
             cols.append(feature(count_name(a.name, w), "float64", "interest",
                                 f"Number of {a.name} activities in the last {w} days.",
                                 f"{{value}} [{singular(a.label)}|{a.label}] in the last {window_phrase(w)}",
-                                concept=f"activity:{a.name}", unit="count", rank=i))
+                                concept=f"activity:{a.name}", unit="count", rank=i, only_for=a.high_intent))
     for i, w in enumerate(windows):
         cols.append(feature(f"n_total_{num(w)}d", "float64", "interest",
                             f"Number of activities of any type in the last {w} days.",
@@ -36,7 +36,7 @@ def _columns(settings: Settings, params: Any) -> list[FeatureSpec]:
         cols.append(feature(f"n_high_intent_{num(w)}d", "float64", "interest",
                             f"Number of high-intent activities (pricing, demo, trial, meeting...) in the last {w} days.",
                             f"{{value}} buying [signal|signals] in the last {window_phrase(w)}",
-                            concept="buying_signals", unit="count", rank=i))
+                            concept="buying_signals", unit="count", rank=i, only_for=True))
     return cols
 
 
