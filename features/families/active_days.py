@@ -26,18 +26,21 @@ def _columns(settings: Settings, params: Any) -> list[FeatureSpec]:
 
 
 def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
-    return (np.array([w * DAY_US for w in _windows(settings)], dtype=np.int64),)
+    win_us = np.array([w * DAY_US for w in _windows(settings)], dtype=np.int64)
+    return win_us, np.int64(win_us.max() if len(win_us) else 0)
 
 
 @njit(cache=True)
 def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int, hi: int) -> None:
-    win_us = p[0]
+    win_us, longest = p
     last_day = -(1 << 62)
     for j in range(hi - 1, lo - 1, -1):
+        dt = t - x.act_t[j]
+        if dt >= longest:  # rows are in time order: every earlier one is outside every window too
+            break
         day = x.act_day[j]
         if day != last_day:
             last_day = day
-            dt = t - x.act_t[j]
             for w in range(win_us.shape[0]):
                 if dt < win_us[w]:
                     row[off + w] += 1.0

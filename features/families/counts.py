@@ -43,16 +43,18 @@ def _columns(settings: Settings, params: Any) -> list[FeatureSpec]:
 def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
     high = np.array([a.high_intent for a in settings.activities], dtype=np.bool_)
     win_us = np.array([int(w) * DAY_US for w in settings.features.windows_days], dtype=np.int64)
-    return high, win_us
+    return high, win_us, np.int64(win_us.max())
 
 
 @njit(cache=True)
 def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int, hi: int) -> None:
-    high, win_us = p
+    high, win_us, longest = p
     nw = win_us.shape[0]
     tot = off + high.shape[0] * nw  # then (total, high intent) per window
     for j in range(hi - 1, lo - 1, -1):
         dt = t - x.act_t[j]
+        if dt >= longest:  # rows are in time order: every earlier one is outside every window too
+            break
         k = x.act_k[j]
         for w in range(nw):
             if dt < win_us[w]:

@@ -27,19 +27,21 @@ def _columns(settings: Settings, params: Any) -> list[FeatureSpec]:
 
 
 def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
-    return (np.array([k for k, a in enumerate(settings.activities) if a.negative], dtype=np.int64),)
+    # per type code: its column after n_activities_total, or -1 (one pass over the rows for all of them)
+    slot = np.full(len(settings.activities), -1, dtype=np.int64)
+    for i, k in enumerate(k for k, a in enumerate(settings.activities) if a.negative):
+        slot[k] = i
+    return (slot,)
 
 
 @njit(cache=True)
 def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int, hi: int) -> None:
-    negative = p[0]
+    slot = p[0]
     row[off] = hi - lo
-    for i in range(negative.shape[0]):
-        c = 0
-        for j in range(lo, hi):
-            if x.act_k[j] == negative[i]:
-                c += 1
-        row[off + 1 + i] = c
+    for j in range(lo, hi):  # the driver zeroed the row: counts start at 0
+        s = slot[x.act_k[j]]
+        if s >= 0:
+            row[off + 1 + s] += 1.0
 
 
 FAMILY = Family(
