@@ -107,3 +107,27 @@ def test_decayed_sums_equal_the_direct_formula(settings) -> None:
             terms = points[k[inside]] * (np.exp(-age[inside] * rule_hl[0]) if len(rule_hl) else 1.0)
             got = col[reg.slot["rule_points"]]
             assert abs(got - terms.sum()) <= 1e-12 * np.abs(terms).sum() + 1e-300, (got, terms.sum())
+
+
+def test_sales_touches_are_masked_out_by_actor_and_by_type(settings) -> None:
+    """``prepare`` drops sales touches by masking its code arrays (no filtered copy of the frame): the
+    kernel arrays equal those of the history without them (``features.actors.lead_side``), with
+    non-canonical type names, a sales type sent by the lead's side and a duplicated id in the mix."""
+    from leadscore.features import engine
+    from leadscore.features import testing as T
+    from leadscore.features.actors import lead_side
+
+    t0 = pd.Timestamp("2026-03-01", tz="UTC")
+    rows = [("a0", "L0", 0, "page_view", "lead"), ("a1", "L0", 1, "sales_call", "lead"),
+            ("a2", "L0", 2, "page_view", "sales"), ("a3", "L1", 3, " Demo_Request ", "lead"),
+            ("a4", "L1", 3, "sales_email", None), ("a5", "L0", 4, "podcast", "lead"),
+            ("a0", "L0", 5, "email_open", "lead"), ("a6", "L1", 6, "meeting_held", "sales")]
+    h = T.history("2026-06-01", leads=[{"lead_id": "L0", "created_at": t0}, {"lead_id": "L1", "created_at": t0}],
+                  activities=[{"activity_id": i, "lead_id": lead, "occurred_at": t0 + pd.Timedelta(days=d),
+                               "type": typ, "actor": actor} for i, lead, d, typ, actor in rows])
+    got = engine.prepare(h, settings).inputs
+    ref = engine.prepare(type(h)(**{**vars(h), "activities": lead_side(h.activities, settings)}), settings).inputs
+    for name, a, b in zip(got._fields, got, ref, strict=True):
+        assert np.array_equal(a, b), name
+    names = settings.activity_names
+    assert [names[k] for k in got.act_k] == ["page_view", "other", "demo_request"]
