@@ -1,4 +1,9 @@
-"""Active days: distinct UTC days with any activity, per window longer than one day."""
+"""Active days: distinct UTC days with any activity, per window longer than one day.
+
+Counted without walking the rows: the rows in a window are a suffix of the lead's rows up to the
+moment (one binary search), and the distinct days of a suffix are the difference of a per-row running
+count of distinct days (:func:`day_index`, derived once per row).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numba import njit
 
-from leadscore.features.kernel import DAY_US
+from leadscore.features.kernel import DAY_US, upper
 from leadscore.features.registry import Family
 from leadscore.features.schema import FeatureSpec, feature, num
 
@@ -26,24 +31,29 @@ def _columns(settings: Settings, params: Any) -> list[FeatureSpec]:
 
 
 def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
-    win_us = np.array([w * DAY_US for w in _windows(settings)], dtype=np.int64)
-    return win_us, np.int64(win_us.max() if len(win_us) else 0)
+    return (np.array([w * DAY_US for w in _windows(settings)], dtype=np.int64),)
+
+
+@njit(cache=True)
+def day_index(out: np.ndarray, p: Any, x: Any, lo: int, hi: int) -> None:
+    """``out[0, j]``: how many distinct days the lead's rows ``lo..j`` fall on (rows are in time order)."""
+    n = 0.0
+    for j in range(lo, hi):
+        if j == lo or x.act_day[j] != x.act_day[j - 1]:
+            n += 1.0
+        out[0, j] = n
 
 
 @njit(cache=True)
 def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int, hi: int) -> None:
-    win_us, longest = p
-    last_day = -(1 << 62)
-    for j in range(hi - 1, lo - 1, -1):
-        dt = t - x.act_t[j]
-        if dt >= longest:  # rows are in time order: every earlier one is outside every window too
-            break
-        day = x.act_day[j]
-        if day != last_day:
-            last_day = day
-            for w in range(win_us.shape[0]):
-                if dt < win_us[w]:
-                    row[off + w] += 1.0
+    win_us, days = p
+    if hi <= lo:
+        return
+    for w in range(win_us.shape[0]):
+        # the rows in the window are a suffix j..hi-1; a day counts when any of its rows is in it
+        j = upper(x.act_t, lo, hi, t - win_us[w])
+        if j < hi:
+            row[off + w] = days[0, hi - 1] - days[0, j] + 1.0
 
 
 FAMILY = Family(
@@ -54,4 +64,6 @@ FAMILY = Family(
     inputs=frozenset({"act_t", "act_day"}),
     kernel=kernel,
     params=_params,
+    derive=day_index,
+    derived_rows=lambda settings, params: 1,
 )
