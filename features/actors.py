@@ -13,20 +13,33 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from leadscore.config import Settings
 
 
-def lead_side(activities: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """``activities`` without sales touches (the frame itself when there are none: no copy)."""
+def sales_rows(activities: pd.DataFrame, settings: Settings,
+               sales_type: np.ndarray | None = None) -> np.ndarray | None:
+    """Mask of the sales touches of ``activities``, by ``actor`` or by type; None when there are none.
+
+    ``sales_type`` (optional): which rows have a sales type, when the caller already matched the type
+    names exactly (``features.engine.prepare`` does, in its one pass over them); else ``isin`` here.
+    """
     sales = settings.sales_activity_names
     drop = None
     if "actor" in activities.columns:
         drop = (activities["actor"] == "sales").to_numpy(dtype=bool, na_value=False)
     if sales and "type" in activities.columns:
-        by_type = activities["type"].isin(sales).to_numpy(dtype=bool, na_value=False)
+        by_type = (sales_type if sales_type is not None
+                   else activities["type"].isin(sales).to_numpy(dtype=bool, na_value=False))
         drop = by_type if drop is None else drop | by_type
-    if drop is None or not drop.any():
+    return drop if drop is not None and drop.any() else None
+
+
+def lead_side(activities: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """``activities`` without sales touches (the frame itself when there are none: no copy)."""
+    drop = sales_rows(activities, settings)
+    if drop is None:
         return activities
     return activities.loc[~drop].reset_index(drop=True)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from leadscore.features.actors import lead_side
+from leadscore.features.actors import sales_rows
 from leadscore.features.arrays import (
     DICT_MAX,
     NAT,
@@ -144,6 +144,9 @@ class Static:
 
     type_lookup: dict[str, int]
     type_index: pd.Index
+    #: the lead's types then the sales touches' (``sales_activities``): one exact match finds both
+    any_type_lookup: dict[str, int]
+    any_type_index: pd.Index
     other: int
     stage_lookup: dict[str, int]
     stage_index: pd.Index
@@ -161,11 +164,14 @@ def static(settings: Settings) -> Static:
 
 def _build_static(settings: Settings) -> Static:
     names = settings.activity_names
+    any_names = names + settings.sales_activity_names
     stages = settings.stages.all
     reg = registry(settings)
     return Static(
         type_lookup={n: i for i, n in enumerate(names)},
         type_index=pd.Index(names),
+        any_type_lookup={n: i for i, n in enumerate(any_names)},
+        any_type_index=pd.Index(any_names),
         other=names.index("other"),
         stage_lookup={n: i for i, n in enumerate(stages)},
         stage_index=pd.Index(stages),
@@ -183,7 +189,7 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     ``only_lead`` (the online path) computes fit features for that lead only; every array the kernel
     reads is built exactly as in the batch path.
     """
-    leads, acts, stg = history.leads, lead_side(history.activities, settings), history.stage_changes
+    leads, acts, stg = history.leads, history.activities, history.stage_changes
     accounts, opps = history.accounts, history.opportunities
     _need(leads, "leads", ["lead_id", "created_at"])
     _need(acts, "activities", ["activity_id", "lead_id", "occurred_at", "type"])
@@ -227,25 +233,33 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         fit_cat, fit_num = _fit_block(leads, accounts, lead_acc, settings, only)
 
     # ---- activities ------------------------------------------------------------------------------
+    # Sales touches are dropped here (features.actors) by masking the code arrays: a filtered copy of
+    # the frame would copy every column, the properties' JSON text included, to read four of them.
     type_lookup, other = st.type_lookup, st.other
     a_lead = lk.codes(column(acts, "lead_id"))
     raw_types = column(acts, "type")
-    a_type = key_codes(raw_types, st.type_index, type_lookup)
-    if (a_type < 0).any():  # not canonical: normalise case/blanks, unknown → "other"
+    a_type = key_codes(raw_types, st.any_type_index, st.any_type_lookup)
+    sales = sales_rows(acts, settings, sales_type=a_type >= len(type_lookup))
+    known = a_lead >= 0  # activities of leads not in this history cannot be attributed to anyone
+    if sales is not None:
+        known &= ~sales
+    odd = np.flatnonzero((a_type < 0) & known)
+    if len(odd):  # not canonical: normalise case/blanks, unknown → "other"
         raw = objects(raw_types)
-        for i in np.flatnonzero(a_type < 0):
+        for i in odd:
             v = raw[i]
             a_type[i] = type_lookup.get(v.strip().lower(), other) if isinstance(v, str) else other
     a_t = ts_us(column(acts, "occurred_at"), "activities.occurred_at")
-    if (a_t == NAT).any():
-        raise FeatureInputError(f"activities.occurred_at: {int((a_t == NAT).sum())} missing timestamps")
-    a_ids = column(acts, "activity_id")
-    if len(a_ids) < DICT_MAX:
-        a_ids = objects(a_ids)
-    known = a_lead >= 0  # activities of leads not in this history cannot be attributed to anyone
+    missing = a_t == NAT
+    if sales is not None:
+        missing &= ~sales
+    if missing.any():
+        raise FeatureInputError(f"activities.occurred_at: {int(missing.sum())} missing timestamps")
+    all_ids = column(acts, "activity_id")
+    kept_rows: np.ndarray | None = None  # rows of the frame kept, None: all of them
     if not known.all():
-        idx = np.flatnonzero(known)
-        a_lead, a_type, a_t, a_ids = a_lead[idx], a_type[idx], a_t[idx], a_ids[idx]
+        kept_rows = np.flatnonzero(known)
+        a_lead, a_type, a_t = a_lead[kept_rows], a_type[kept_rows], a_t[kept_rows]
     # (lead, time, type) order; time*K + type is exact in int64 for any real date
     in_lead, in_type, in_t = a_lead, a_type, a_t  # input order, for the account arrays below
     sort_key = a_t * len(type_lookup) + a_type
@@ -256,8 +270,13 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         order, act_ptr = group_sort(a_lead, sort_key, n_leads)
         a_lead, a_type, a_t = a_lead[order], a_type[order], a_t[order]
     del sort_key
-    keep = (np.ones(len(a_lead), dtype=bool) if surely_distinct(a_ids)
-            else first_occurrence(a_ids if order is None else a_ids[order]))
+    # distinct over all rows implies distinct over the kept ones: the ids are only gathered when not
+    if surely_distinct(all_ids):
+        keep = np.ones(len(a_lead), dtype=bool)
+    else:
+        a_ids = all_ids if len(all_ids) >= DICT_MAX else objects(all_ids)
+        a_ids = a_ids if kept_rows is None else a_ids[kept_rows]
+        keep = first_occurrence(a_ids if order is None else a_ids[order])
     if not keep.all():
         a_lead, a_type, a_t = a_lead[keep], a_type[keep], a_t[keep]
         act_ptr = csr_offsets(a_lead, n_leads)

@@ -9,7 +9,10 @@ fit attributes — a numba function with the one signature every family shares::
 
 ``row`` is the moment's output row, ``off`` the family's first slot in it, ``p`` its parameters (a
 tuple from :attr:`Family.params`), ``x`` the :class:`KernelInputs`, and ``lo:hi`` the lead's
-activities dated ``<= t``. From the enabled families, :func:`resolve` derives the feature schema,
+activities dated ``<= t``. A family whose per-moment work repeats a costly per-activity term (the
+decay factors) may also declare ``derive(out, p, x, lo, hi)``: per-activity values computed once per
+kernel call and lead, handed to its kernel as the last item of ``p`` (see :attr:`Family.derive`).
+From the enabled families, :func:`resolve` derives the feature schema,
 every slot offset and the kernel driver (:mod:`features.driver`), so adding a family never edits an
 offset, an unpack or a signature anywhere else.
 
@@ -94,11 +97,20 @@ class Family:
     slots: Callable[[Settings, Any], list[str]] | None = None
     #: for ``str`` columns written by the kernel as codes: column name → categories (code = position)
     categories: Callable[[Settings], dict[str, tuple[str, ...]]] = lambda s: {}
+    #: optional numba function ``derive(out, p, x, lo, hi)`` filling ``out[:, lo:hi]`` (float64, shape
+    #: ``(derived_rows, activities)``) for one lead's activities ``lo:hi``; the driver runs it for every
+    #: lead with a moment, batch and online alike, and appends ``out`` to the kernel's ``p``. A value of
+    #: row j may depend on rows ``<= j`` of the lead only: then a moment reads nothing computed from
+    #: rows after it, and its values stay independent of which other rows and moments are present.
+    derive: Any = None
+    derived_rows: Callable[[Settings, Any], int] = lambda s, p: 0
 
     def __post_init__(self) -> None:
         unknown = self.inputs - INPUTS
         if unknown:
             raise ConfigError(f"feature family {self.name!r} reads unknown input(s) {sorted(unknown)}")
+        if self.derive is not None and self.kernel is None:
+            raise ConfigError(f"feature family {self.name!r} derives inputs for a kernel it does not have")
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ class Resolved:
     slots: list[str]
     offset: int  # first kernel slot (meaningless for families without a kernel)
     kernel_params: tuple[Any, ...]
+    derived_rows: int = 0  # rows of the family's derived per-activity array (0: no derive)
 
 
 @dataclass(frozen=True)
@@ -182,7 +195,8 @@ def resolve(settings: Settings) -> Registry:
                 raise ConfigError(f"feature family {fam.name!r}: slot {name!r} is already written by another family")
             slot[name] = pos + i
         kp = fam.params(settings, params) if fam.kernel is not None else ()
-        out.append(Resolved(fam, params, cols, slots, pos, kp))
+        derived = fam.derived_rows(settings, params) if fam.derive is not None else 0
+        out.append(Resolved(fam, params, cols, slots, pos, kp, derived))
         pos += len(slots)
     schema = [c for r in out for c in r.columns]
     names = [c.name for c in schema]

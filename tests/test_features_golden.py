@@ -4,8 +4,12 @@
 a generated CRM and (b) the features at arbitrary instants of that CRM, computed by the feature code
 *before* the registry rewrite. A family switched off by default adds no column, so the shipped
 default's values and schema hash stay exactly what trained models were fed. Regenerate only for an
-intended change of meaning (and bump ``FEATURE_CODE_VERSION``):
-``python -m tests.test_features_golden > tests/data/features_golden.json``.
+intended change of meaning (and bump ``FEATURE_CODE_VERSION``) or of rounding alone:
+``python -m tests.test_features_golden > tests/data/features_golden.json``. The one rounding change
+so far (issue 12): the decayed sums (``decay_*`` and the rule's points, hence ``rule_score``) became
+running products of per-activity factors, within 1e-12 relative of the direct sum
+(``test_features_kernel.test_decayed_sums_equal_the_direct_formula``). No version bump for that: no
+value means anything else, and a model trained before sees the same numbers to 13 digits.
 """
 
 from __future__ import annotations

@@ -60,3 +60,74 @@ def test_prepare_on_two_threads_gives_the_same_arrays(settings, monkeypatch) -> 
             assert pd.Series(a).equals(pd.Series(b))  # object arrays: NaN == NaN here
         for name, a, b in zip(inline.inputs._fields, inline.inputs, got.inputs, strict=True):
             np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_decayed_sums_equal_the_direct_formula(settings) -> None:
+    """The decay family and the rule's points use a running product of per-activity factors (one ``exp``
+    per moment, not per activity and moment): each value equals the direct sum of
+    ``2^(-age / half-life)`` to 1e-12 of the sum of its terms' sizes, on a generated history and on a
+    lead whose activities span ten years (weights that underflow)."""
+    from leadscore.features import engine
+    from leadscore.features import testing as T
+    from leadscore.features.kernel import DAY_US
+    from leadscore.features.moments import moment_arrays
+    from leadscore.features.registry import registry
+    from leadscore.features.schema import decay_name
+    from leadscore.features.testing import generated_history
+
+    h = generated_history(settings, n_leads=200, months=6, seed=4)
+    t0 = pd.Timestamp("2016-01-01", tz="UTC")
+    old = T.history("2026-06-01", leads=[{"lead_id": "old", "created_at": t0}],
+                    activities=[{"activity_id": f"o{i}", "lead_id": "old", "type": "page_view",
+                                 "occurred_at": t0 + pd.Timedelta(days=float(d))}
+                                for i, d in enumerate(np.cumsum(np.random.default_rng(1).exponential(40, 90)))])
+    reg, names = registry(settings), settings.activity_names
+    decay, rule = reg.family("decay"), reg.family("rule")
+    assert decay is not None and rule is not None
+    points, window, rule_hl = rule.kernel_params[:3]
+    for hist in (h, old):
+        prep = engine.prepare(hist, settings)
+        m_lead, m_t = moment_arrays(hist, settings, prep)
+        m_lead = np.concatenate([m_lead, np.zeros(5, dtype=np.int64)])
+        m_t = np.concatenate([m_t, prep.act_t[:5] + 7 * DAY_US])
+        out = engine.run(prep, m_lead, m_t)
+        x = prep.inputs
+        for lead, t, col in zip(m_lead, m_t, out.T, strict=True):
+            lo, hi = x.act_ptr[lead], x.act_ptr[lead + 1]
+            keep = x.act_t[lo:hi] <= t
+            age, k = (t - x.act_t[lo:hi][keep]) / DAY_US, x.act_k[lo:hi][keep]
+            for hl in settings.features.half_lives_days:
+                w = np.exp2(-age / hl)
+                for code, name in enumerate(names):
+                    ref = w[k == code].sum()
+                    got = col[reg.slot[decay_name(name, hl)]]
+                    assert abs(got - ref) <= 1e-12 * ref + 1e-300, (name, hl, got, ref)
+                assert abs(col[reg.slot[decay_name("total", hl)]] - w.sum()) <= 1e-12 * w.sum() + 1e-300
+            inside = age * DAY_US < window
+            terms = points[k[inside]] * (np.exp(-age[inside] * rule_hl[0]) if len(rule_hl) else 1.0)
+            got = col[reg.slot["rule_points"]]
+            assert abs(got - terms.sum()) <= 1e-12 * np.abs(terms).sum() + 1e-300, (got, terms.sum())
+
+
+def test_sales_touches_are_masked_out_by_actor_and_by_type(settings) -> None:
+    """``prepare`` drops sales touches by masking its code arrays (no filtered copy of the frame): the
+    kernel arrays equal those of the history without them (``features.actors.lead_side``), with
+    non-canonical type names, a sales type sent by the lead's side and a duplicated id in the mix."""
+    from leadscore.features import engine
+    from leadscore.features import testing as T
+    from leadscore.features.actors import lead_side
+
+    t0 = pd.Timestamp("2026-03-01", tz="UTC")
+    rows = [("a0", "L0", 0, "page_view", "lead"), ("a1", "L0", 1, "sales_call", "lead"),
+            ("a2", "L0", 2, "page_view", "sales"), ("a3", "L1", 3, " Demo_Request ", "lead"),
+            ("a4", "L1", 3, "sales_email", None), ("a5", "L0", 4, "podcast", "lead"),
+            ("a0", "L0", 5, "email_open", "lead"), ("a6", "L1", 6, "meeting_held", "sales")]
+    h = T.history("2026-06-01", leads=[{"lead_id": "L0", "created_at": t0}, {"lead_id": "L1", "created_at": t0}],
+                  activities=[{"activity_id": i, "lead_id": lead, "occurred_at": t0 + pd.Timedelta(days=d),
+                               "type": typ, "actor": actor} for i, lead, d, typ, actor in rows])
+    got = engine.prepare(h, settings).inputs
+    ref = engine.prepare(type(h)(**{**vars(h), "activities": lead_side(h.activities, settings)}), settings).inputs
+    for name, a, b in zip(got._fields, got, ref, strict=True):
+        assert np.array_equal(a, b), name
+    names = settings.activity_names
+    assert [names[k] for k in got.act_k] == ["page_view", "other", "demo_request"]

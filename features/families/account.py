@@ -52,8 +52,19 @@ def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
 
 
 @njit(cache=True)
+def high_counts(out: np.ndarray, p: Any, x: Any, lo: int, hi: int) -> None:
+    """``out[0, j]``: high-intent rows among the lead's rows ``lo..j`` (a running count)."""
+    high = p[1]
+    n = 0.0
+    for j in range(lo, hi):
+        if high[x.act_k[j]]:
+            n += 1.0
+        out[0, j] = n
+
+
+@njit(cache=True)
 def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int, hi: int) -> None:
-    win, high = p
+    win, _, high_seen = p  # the high-intent flags went into high_seen
     a = x.lead_acc[lead]
     if a < 0:
         for i in range(5):
@@ -69,14 +80,10 @@ def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int
                 opn = 1.0
     row[off + 1] = opn
     row[off + 2] = had
-    own = 0
-    own_hi = 0
-    for j in range(hi - 1, lo - 1, -1):
-        if t - x.act_t[j] >= win:
-            break
-        own += 1
-        if high[x.act_k[j]]:
-            own_hi += 1
+    # the lead's own rows in the window are a suffix j..hi-1; its high-intent ones from running counts
+    j = upper(x.act_t, lo, hi, t - win)
+    own = hi - j
+    own_hi = high_seen[0, hi - 1] - (high_seen[0, j - 1] if j > lo else 0.0) if hi > lo else 0.0
     p0, p1 = x.acca_ptr[a], x.acca_ptr[a + 1]
     row[off + 3] = (upper(x.acca_t, p0, p1, t) - upper(x.acca_t, p0, p1, t - win)) - own
     q0, q1 = x.acch_ptr[a], x.acch_ptr[a + 1]
@@ -93,4 +100,6 @@ FAMILY = Family(
                       "acca_t", "acch_ptr", "acch_t", "act_t", "act_k"}),
     kernel=kernel,
     params=_params,
+    derive=high_counts,
+    derived_rows=lambda settings, params: 1,
 )

@@ -1,4 +1,9 @@
-"""Active days: distinct UTC days with any activity, per window longer than one day."""
+"""Active days: distinct UTC days with any activity, per window longer than one day.
+
+Counted without walking the rows: the rows in a window are a suffix of the lead's rows up to the
+moment (one binary search), and the distinct days of a suffix are the difference of a per-row running
+count of distinct days (:func:`day_index`, derived once per row).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numba import njit
 
-from leadscore.features.kernel import DAY_US
+from leadscore.features.kernel import DAY_US, upper
 from leadscore.features.registry import Family
 from leadscore.features.schema import FeatureSpec, feature, num
 
@@ -30,17 +35,25 @@ def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
 
 
 @njit(cache=True)
+def day_index(out: np.ndarray, p: Any, x: Any, lo: int, hi: int) -> None:
+    """``out[0, j]``: how many distinct days the lead's rows ``lo..j`` fall on (rows are in time order)."""
+    n = 0.0
+    for j in range(lo, hi):
+        if j == lo or x.act_day[j] != x.act_day[j - 1]:
+            n += 1.0
+        out[0, j] = n
+
+
+@njit(cache=True)
 def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int, hi: int) -> None:
-    win_us = p[0]
-    last_day = -(1 << 62)
-    for j in range(hi - 1, lo - 1, -1):
-        day = x.act_day[j]
-        if day != last_day:
-            last_day = day
-            dt = t - x.act_t[j]
-            for w in range(win_us.shape[0]):
-                if dt < win_us[w]:
-                    row[off + w] += 1.0
+    win_us, days = p
+    if hi <= lo:
+        return
+    for w in range(win_us.shape[0]):
+        # the rows in the window are a suffix j..hi-1; a day counts when any of its rows is in it
+        j = upper(x.act_t, lo, hi, t - win_us[w])
+        if j < hi:
+            row[off + w] = days[0, hi - 1] - days[0, j] + 1.0
 
 
 FAMILY = Family(
@@ -51,4 +64,6 @@ FAMILY = Family(
     inputs=frozenset({"act_t", "act_day"}),
     kernel=kernel,
     params=_params,
+    derive=day_index,
+    derived_rows=lambda settings, params: 1,
 )

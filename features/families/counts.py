@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numba import njit
 
-from leadscore.features.kernel import DAY_US
+from leadscore.features.kernel import DAY_US, upper
 from leadscore.features.registry import Family
 from leadscore.features.schema import FeatureSpec, count_name, feature, num, singular, window_phrase
 
@@ -43,23 +43,36 @@ def _columns(settings: Settings, params: Any) -> list[FeatureSpec]:
 def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
     high = np.array([a.high_intent for a in settings.activities], dtype=np.bool_)
     win_us = np.array([int(w) * DAY_US for w in settings.features.windows_days], dtype=np.int64)
-    return high, win_us
+    return high, win_us, np.argsort(win_us, kind="stable").astype(np.int64)
 
 
 @njit(cache=True)
 def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int, hi: int) -> None:
-    high, win_us = p
+    high, win_us, narrow = p  # narrow: the windows from the narrowest to the widest
     nw = win_us.shape[0]
-    tot = off + high.shape[0] * nw  # then (total, high intent) per window
+    nk = high.shape[0]
+    tot = off + nk * nw  # then (total, high intent) per window
+    # Walking back in time, each row is counted once, in the narrowest window that holds it; a
+    # window's count is then its own rows plus every narrower window's (exact: whole numbers).
+    b = 0
     for j in range(hi - 1, lo - 1, -1):
         dt = t - x.act_t[j]
+        while b < nw and dt >= win_us[narrow[b]]:
+            b += 1
+        if b == nw:  # rows are in time order: every earlier one is outside every window too
+            break
+        w = narrow[b]
         k = x.act_k[j]
-        for w in range(nw):
-            if dt < win_us[w]:
-                row[off + k * nw + w] += 1.0
-                row[tot + 2 * w] += 1.0
-                if high[k]:
-                    row[tot + 2 * w + 1] += 1.0
+        row[off + k * nw + w] += 1.0
+        if high[k]:
+            row[tot + 2 * w + 1] += 1.0
+    for i in range(1, nw):
+        w, v = narrow[i], narrow[i - 1]
+        for k in range(nk):
+            row[off + k * nw + w] += row[off + k * nw + v]
+        row[tot + 2 * w + 1] += row[tot + 2 * v + 1]
+    for w in range(nw):  # the rows in a window are a suffix of the lead's rows up to the moment
+        row[tot + 2 * w] = hi - upper(x.act_t, lo, hi, t - win_us[w])
 
 
 FAMILY = Family(

@@ -3,6 +3,13 @@
 Half-lives are ``features.half_lives_days``. The weights are for the model; a reason words them as
 "only more than N days ago" (N the longest window), since a type with recent activity is worded by
 its windowed counts first.
+
+Why a running product: a moment sees every activity of its lead, and a lead has about ten moments,
+so an ``exp`` per activity, half-life and moment was most of the kernel's time. The weight of an
+activity is the next later one's weight times ``2^(-gap / half-life)``, a factor that does not depend
+on the moment: :func:`steps` computes it once per activity (:func:`features.kernel.decay_steps`) and
+the kernel needs one ``exp`` per moment and half-life, for the latest activity, and a multiplication
+per activity.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numba import njit
 
-from leadscore.features.kernel import DAY_US, LN2
+from leadscore.features.kernel import DAY_US, LN2, decay_steps
 from leadscore.features.registry import Family
 from leadscore.features.schema import FeatureSpec, decay_name, feature, num
 
@@ -44,17 +51,26 @@ def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
 
 
 @njit(cache=True)
+def steps(out: np.ndarray, p: Any, x: Any, lo: int, hi: int) -> None:
+    decay_steps(out, p[0], x.act_t, lo, hi)
+
+
+@njit(cache=True)
 def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int, hi: int) -> None:
-    hl_inv, n_types = p
+    hl_inv, n_types, step = p
     nh = hl_inv.shape[0]
     tot = off + n_types * nh
-    for j in range(hi - 1, lo - 1, -1):
-        dtd = (t - x.act_t[j]) / DAY_US
-        k = x.act_k[j]
-        for h in range(nh):
-            d = np.exp(-dtd * hl_inv[h])
-            row[off + k * nh + h] += d
-            row[tot + h] += d
+    if hi <= lo:
+        return
+    age = (t - x.act_t[hi - 1]) / DAY_US
+    for h in range(nh):
+        d = np.exp(-age * hl_inv[h])  # the latest activity's weight; each earlier one's from the steps
+        total = 0.0
+        for j in range(hi - 1, lo - 1, -1):
+            row[off + x.act_k[j] * nh + h] += d
+            total += d
+            d *= step[h, j]
+        row[tot + h] = total
 
 
 FAMILY = Family(
@@ -65,4 +81,6 @@ FAMILY = Family(
     inputs=frozenset({"act_t", "act_k"}),
     kernel=kernel,
     params=_params,
+    derive=steps,
+    derived_rows=lambda settings, params: len(settings.features.half_lives_days),
 )

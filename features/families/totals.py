@@ -27,19 +27,32 @@ def _columns(settings: Settings, params: Any) -> list[FeatureSpec]:
 
 
 def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
-    return (np.array([k for k, a in enumerate(settings.activities) if a.negative], dtype=np.int64),)
+    # per type code: its column after n_activities_total, or -1
+    slot = np.full(len(settings.activities), -1, dtype=np.int64)
+    for i, k in enumerate(k for k, a in enumerate(settings.activities) if a.negative):
+        slot[k] = i
+    return (slot,)
+
+
+@njit(cache=True)
+def running_counts(out: np.ndarray, p: Any, x: Any, lo: int, hi: int) -> None:
+    """``out[i, j]``: rows of the i-th negative type among the lead's rows ``lo..j`` (a running count)."""
+    slot = p[0]
+    for j in range(lo, hi):
+        for i in range(out.shape[0]):
+            out[i, j] = out[i, j - 1] if j > lo else 0.0
+        s = slot[x.act_k[j]]
+        if s >= 0:
+            out[s, j] += 1.0
 
 
 @njit(cache=True)
 def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int, hi: int) -> None:
-    negative = p[0]
+    counts = p[1]
     row[off] = hi - lo
-    for i in range(negative.shape[0]):
-        c = 0
-        for j in range(lo, hi):
-            if x.act_k[j] == negative[i]:
-                c += 1
-        row[off + 1 + i] = c
+    if hi > lo:  # else the driver's zeros
+        for i in range(counts.shape[0]):
+            row[off + 1 + i] = counts[i, hi - 1]
 
 
 FAMILY = Family(
@@ -50,4 +63,6 @@ FAMILY = Family(
     inputs=frozenset({"act_k"}),
     kernel=kernel,
     params=_params,
+    derive=running_counts,
+    derived_rows=lambda settings, params: sum(a.negative for a in settings.activities),
 )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numba import njit
 
-from leadscore.features.kernel import DAY_US
+from leadscore.features.kernel import DAY_US, upper
 from leadscore.features.registry import Family
 from leadscore.features.schema import FeatureSpec, feature
 
@@ -31,16 +31,10 @@ def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
 @njit(cache=True)
 def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int, hi: int) -> None:
     recent_us, base_us = p
-    n_recent = 0
-    n_base = 0
-    for j in range(hi - 1, lo - 1, -1):
-        dt = t - x.act_t[j]
-        if dt < recent_us:
-            n_recent += 1
-        elif dt < recent_us + base_us:
-            n_base += 1
-        else:
-            break
+    # rows are in time order: each span's count is the distance between two binary searches
+    since_recent = upper(x.act_t, lo, hi, t - recent_us)  # first row with t - act_t < recent_us
+    n_recent = hi - since_recent
+    n_base = since_recent - upper(x.act_t, lo, since_recent, t - recent_us - base_us)
     rd = recent_us / DAY_US
     bd = base_us / DAY_US
     prior = 1.0 / (rd + bd)  # one activity over the whole span: no activity at all reads as pace 1.0
