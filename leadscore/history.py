@@ -43,7 +43,8 @@ def text_dtype() -> pd.StringDtype:
 
     Spelled out because ``astype("str")`` means that dtype on pandas 3 only: on pandas 2 it is numpy's
     ``str``, which turns a missing value into the text ``"None"`` or ``"nan"``, so an empty optional
-    ``account_id`` became an unknown account and an empty ``reason`` a malformed reason code.
+    ``account_id`` became an unknown account, an empty ``reason`` a malformed reason code and a blank
+    number an unparseable one.
     """
     try:
         return pd.StringDtype(na_value=np.nan)  # pandas >= 2.3 (what pandas 3 calls "str")
