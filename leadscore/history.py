@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,21 @@ TS_DTYPE = "datetime64[us, UTC]"
 _RAW = "__raw__"
 _TRUE = {"true", "1", "yes", "y", "t", "won"}
 _FALSE = {"false", "0", "no", "n", "f", "lost"}
+
+
+@cache
+def text_dtype() -> pd.StringDtype:
+    """The dtype of every text column of a history frame: pandas 3's ``str`` (missing is NaN), on any pandas.
+
+    Spelled out because ``astype("str")`` means that dtype on pandas 3 only: on pandas 2 it is numpy's
+    ``str``, which turns a missing value into the text ``"None"`` or ``"nan"``, so an empty optional
+    ``account_id`` became an unknown account, an empty ``reason`` a malformed reason code and a blank
+    number an unparseable one.
+    """
+    try:
+        return pd.StringDtype(na_value=np.nan)  # pandas >= 2.3 (what pandas 3 calls "str")
+    except TypeError:  # pandas 2.2: the same type under its provisional name
+        return pd.StringDtype("pyarrow_numpy")
 
 
 @dataclass
@@ -94,7 +110,7 @@ class HistoryError(DataError):
 
 def empty_table(spec: TableSpec) -> pd.DataFrame:
     """A zero-row frame with the canonical columns and dtypes of ``spec``."""
-    return _canonical(pd.DataFrame({c: pd.Series([], dtype="str") for c in spec.columns}), spec)
+    return _canonical(pd.DataFrame({c: pd.Series([], dtype=text_dtype()) for c in spec.columns}), spec)
 
 
 def read_parquet_table(directory: Path, name: str) -> pd.DataFrame | None:
@@ -141,7 +157,7 @@ def _read_sql(engine: object, name: str) -> pd.DataFrame | None:
 
 def _blank_to_na(s: pd.Series) -> pd.Series:
     if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
-        s = s.astype("str")
+        s = s.astype(text_dtype())
         return s.where(s.str.strip().str.len() > 0)
     return s
 
@@ -158,7 +174,7 @@ def _parse_ts(s: pd.Series) -> pd.Series:
 def _parse_bool(s: pd.Series) -> pd.Series:
     if pd.api.types.is_bool_dtype(s.dtype):
         return s.astype("boolean")
-    text = s.astype("str").str.strip().str.lower()
+    text = s.astype(text_dtype()).str.strip().str.lower()
     out = pd.Series(pd.NA, index=s.index, dtype="boolean")
     out[text.isin(_TRUE)] = True
     out[text.isin(_FALSE)] = False
@@ -170,12 +186,12 @@ def _canonical(df: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     """Parse every column to its kind; unparseable cells become missing (the raw value is kept)."""
     out = pd.DataFrame(index=df.index)
     for col, kind in spec.columns.items():
-        raw = _blank_to_na(df[col]) if col in df.columns else pd.Series(pd.NA, index=df.index, dtype="str")
+        raw = _blank_to_na(df[col]) if col in df.columns else pd.Series(np.nan, index=df.index, dtype=text_dtype())
         if kind in ("id", "str", "json"):
             if kind == "id" and pd.api.types.is_float_dtype(raw.dtype):
                 # Ids read from Parquet may be floats; "12.0" must not differ from "12".
                 raw = raw.astype("Int64") if (raw.dropna() % 1 == 0).all() else raw
-            out[col] = raw.astype("str")
+            out[col] = raw.astype(text_dtype())
         elif kind == "ts":
             out[col] = _parse_ts(raw)
         elif kind in ("float", "int"):
@@ -273,7 +289,7 @@ def _validate_table(
         report.unusable = f"required column(s) missing: {', '.join(missing)}"
         report.rejected_rows = len(raw)
         report.reasons = {report.unusable: len(raw)} if len(raw) else {}
-        rejected = raw.astype("str").assign(reason=report.unusable)
+        rejected = raw.astype(text_dtype()).assign(reason=report.unusable)
         return empty_table(spec), rejected, report
     absent = [c for c in spec.columns if c not in raw.columns]
     if absent:
@@ -315,7 +331,7 @@ def _validate_table(
     valid = df.loc[~mask, list(spec.columns)].reset_index(drop=True)
     rejected = raw.loc[mask].copy()
     if bad:
-        rejected = rejected.astype("str")
+        rejected = rejected.astype(text_dtype())
         rejected["reason"] = ["; ".join(bad[i]) for i in rejected.index]
         for i in sorted(bad):
             for reason in bad[i]:
