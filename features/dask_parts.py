@@ -40,6 +40,7 @@ from leadscore.history import (
     is_database_url,
     load_history,
     read_manifest,
+    text_dtype,
 )
 from leadscore.tables import ESSENTIAL_TABLES, TABLES
 
@@ -135,7 +136,7 @@ def _ids(values: pd.Series) -> np.ndarray:
     s = values
     if pd.api.types.is_float_dtype(s.dtype) and (s.dropna() % 1 == 0).all():
         s = s.astype("Int64")
-    text = s.astype("str").str.strip()
+    text = s.astype(text_dtype()).str.strip()
     return text.where(s.notna() & (text.str.len() > 0)).to_numpy(dtype=object, na_value=None)
 
 

@@ -39,6 +39,7 @@ from leadscore.features.kernel import DAY_US, FAR, account_times, group_sort, is
 from leadscore.features.plan import Plan, plan, rule_scores
 from leadscore.features.registry import KernelInputs, registry
 from leadscore.features.schema import FIT_CATEGORICAL, FIT_NUMERIC
+from leadscore.history import text_dtype
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
@@ -372,7 +373,7 @@ def take_str(values: np.ndarray, idx: np.ndarray) -> pd.Series:
 
     table = pa.array([v if isinstance(v, str) else None for v in values], type=pa.large_string())
     taken = table.take(pa.array(idx, mask=idx < 0))
-    return pd.Series(pd.array(taken, dtype="str"))
+    return pd.Series(pd.array(taken, dtype=text_dtype()))
 
 
 def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray) -> dict[str, Any]:

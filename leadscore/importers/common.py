@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leadscore.errors import DataError
+from leadscore.history import text_dtype
 
 if TYPE_CHECKING:  # pandas is imported inside functions so ``leadscore --help`` stays fast
     import pandas as pd
@@ -102,8 +103,8 @@ def column(df: pd.DataFrame, match: ColumnMatch, target: str) -> pd.Series:
 
     src = match.source(target)
     if src is None:
-        return pd.Series(pd.NA, index=df.index, dtype="str")
-    s = df[src].astype("str").str.strip()
+        return pd.Series(pd.NA, index=df.index, dtype=text_dtype())
+    s = df[src].astype(text_dtype()).str.strip()
     return s.where(s.str.len() > 0)
 
 
@@ -117,9 +118,9 @@ def require(match: ColumnMatch, targets: list[str], aliases: dict[str, list[str]
 
 def email_domain(email: pd.Series) -> pd.Series:
     """The part after the last ``@``, lower-cased; missing when the value holds no ``@``."""
-    text = email.astype("str").str.strip().str.lower()
+    text = email.astype(text_dtype()).str.strip().str.lower()
     dom = text.str.extract(r"@([^@\s]+)$", expand=False)
-    return dom.astype("str")
+    return dom.astype(text_dtype())
 
 
 def parse_ts_lenient(values: pd.Series) -> pd.Series:
@@ -220,7 +221,7 @@ def write_and_validate(
             if path.exists():
                 path.unlink()
             continue
-        frame = frame[[c for c in spec.columns if c in frame.columns]].astype("str")
+        frame = frame[[c for c in spec.columns if c in frame.columns]].astype(text_dtype())
         frame.to_parquet(path, index=False)
     if properties is not None:
         properties.to_parquet(out / f"{LEAD_PROPERTIES}.parquet", index=False)

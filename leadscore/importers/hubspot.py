@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from leadscore.history import text_dtype
 from leadscore.importers.common import (
     ColumnMatch,
     ImportFailed,
@@ -178,17 +179,17 @@ _LOST = {"closedlost", "lost", "closed lost"}
 
 def _clean_domain(s: pd.Series) -> pd.Series:
     """``https://www.Acme.com/about`` → ``acme.com``: the same company must get the same key."""
-    d = s.astype("str").str.strip().str.lower()
+    d = s.astype(text_dtype()).str.strip().str.lower()
     d = d.str.replace(r"^[a-z]+://", "", regex=True).str.replace(r"^www\.", "", regex=True)
-    return d.str.replace(r"[/?#].*$", "", regex=True).astype("str")
+    return d.str.replace(r"[/?#].*$", "", regex=True).astype(text_dtype())
 
 
 def _first_id(s: pd.Series) -> tuple[pd.Series, int]:
     """First id of a ``;``/``,``-separated association list, and how many cells held several."""
-    text = s.astype("str").str.strip()
+    text = s.astype(text_dtype()).str.strip()
     several = int(text.str.contains(r"[;,]", regex=True, na=False).sum())
-    first = text.str.extract(r"^\s*([^;,]*?)\s*(?:[;,]|$)", expand=False).astype("str")
-    return first.where(first.str.len() > 0).astype("str"), several
+    first = text.str.extract(r"^\s*([^;,]*?)\s*(?:[;,]|$)", expand=False).astype(text_dtype())
+    return first.where(first.str.len() > 0).astype(text_dtype()), several
 
 
 def _earliest_text(ts_text: pd.Series, keys: pd.Series) -> pd.Series:
@@ -197,7 +198,7 @@ def _earliest_text(ts_text: pd.Series, keys: pd.Series) -> pd.Series:
 
     frame = pd.DataFrame({"key": keys, "text": ts_text, "ts": parse_ts_lenient(ts_text)}).dropna(subset=["key", "ts"])
     first = frame.sort_values("ts").drop_duplicates("key")
-    return pd.Series(first["text"].to_numpy(), index=first["key"].to_numpy(), dtype="str")
+    return pd.Series(first["text"].to_numpy(), index=first["key"].to_numpy(), dtype=text_dtype())
 
 
 def _contacts_to_tables(
@@ -210,7 +211,7 @@ def _contacts_to_tables(
 
     lead_id = column(contacts, cm, "lead_id")
     dom = column(contacts, cm, "email_domain")
-    dom = dom.str.lower().astype("str") if cm.source("email_domain") else email_domain(column(contacts, cm, "email"))
+    dom = dom.str.lower().astype(text_dtype()) if cm.source("email_domain") else email_domain(column(contacts, cm, "email"))
     leads = pd.DataFrame(
         {
             "lead_id": lead_id,
@@ -336,7 +337,7 @@ def _accounts(
     ).dropna(subset=["account_id"])
     created = _earliest_text(leads["created_at"], key)
     accounts = frame.groupby("account_id", sort=False).first().reset_index()
-    accounts["created_at"] = accounts["account_id"].map(created).astype("str")
+    accounts["created_at"] = accounts["account_id"].map(created).astype(text_dtype())
     notes.append(
         f"no companies export: {len(accounts)} accounts built from the company fields on contacts "
         "(created_at = earliest create date of their contacts)"
@@ -359,7 +360,7 @@ def _deals(path: Path, files: list[ColumnMatch], notes: list[str]) -> pd.DataFra
     stage_key = stage.str.lower().str.replace(r"[^a-z ]", "", regex=True).str.strip()
     won = column(deals, dm, "is_won")
     if dm.source("is_won") is None:
-        won = pd.Series(pd.NA, index=deals.index, dtype="str")
+        won = pd.Series(pd.NA, index=deals.index, dtype=text_dtype())
         won[stage_key.isin(_WON) | stage_key.str.replace(" ", "").isin(_WON)] = "true"
         won[stage_key.isin(_LOST) | stage_key.str.replace(" ", "").isin(_LOST)] = "false"
     if dm.source("is_closed") is None:

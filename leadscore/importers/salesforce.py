@@ -30,6 +30,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from leadscore.history import text_dtype
 from leadscore.importers.common import (
     ColumnMatch,
     ImportFailed,
@@ -207,7 +208,7 @@ def _accounts(
         }
     ).dropna(subset=["account_id"])
     built = built.groupby("account_id", sort=False).first().reset_index()
-    built["created_at"] = built["account_id"].map(_earliest_text(created, key)).astype("str")
+    built["created_at"] = built["account_id"].map(_earliest_text(created, key)).astype(text_dtype())
     if accounts_path is None:
         notes.append(f"no Account export: {len(built)} accounts built from the leads' company fields")
         return built, key
@@ -256,7 +257,7 @@ def _stage_changes(
             pd.DataFrame(
                 {
                     "lead_id": column(hist, hm, "lead_id")[is_status],
-                    "stage": stage.astype("str"),
+                    "stage": stage.astype(text_dtype()),
                     "changed_at": column(hist, hm, "changed_at")[is_status],
                 }
             ).dropna(subset=["stage"])
@@ -286,7 +287,7 @@ def _opportunities(
     link = pd.Series(lead_id.to_numpy(), index=column(leads_raw, lm, "converted_opportunity_id").to_numpy())
     link = link[link.index.notna()]
     link = link[~link.index.duplicated()]
-    lead = column(raw, om, "lead_id").fillna(opp_id.map(link)).astype("str")
+    lead = column(raw, om, "lead_id").fillna(opp_id.map(link)).astype(text_dtype())
     if lead.isna().any():
         notes.append(f"{int(lead.isna().sum())} opportunities are not the conversion of any imported lead: "
                      "rejected (an opportunity needs a lead)")
@@ -355,8 +356,8 @@ def _campaign_activities(path: Path, files: list[ColumnMatch], notes: list[str])
             "activity_id": "salesforce:" + key,
             "lead_id": lead,
             "occurred_at": responded_at,
-            "type": ctype.map(kind).astype("str"),
-            "properties": pd.Series(props, index=raw.index, dtype="str"),
+            "type": ctype.map(kind).astype(text_dtype()),
+            "properties": pd.Series(props, index=raw.index, dtype=text_dtype()),
         }
     )
     return acts[responded].reset_index(drop=True)

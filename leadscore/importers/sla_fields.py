@@ -19,6 +19,7 @@ import json
 import re
 from typing import TYPE_CHECKING
 
+from leadscore.history import text_dtype
 from leadscore.importers.common import ColumnMatch, column, parse_ts_lenient
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def attach_reasons(stages: pd.DataFrame, reasons: pd.Series, lead_id: pd.Series,
     stages = stages.copy()
     if "reason" not in stages.columns:
         stages["reason"] = None
-    by_lead = dict(zip(lead_id.astype("str"), reasons, strict=True))
+    by_lead = dict(zip(lead_id.astype(text_dtype()), reasons, strict=True))
     rejected = stages[stages["stage"].isin(["disqualified", "recycled"])].copy()
     if rejected.empty:
         if reasons.notna().any():
