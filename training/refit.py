@@ -48,6 +48,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from leadscore.features.moments import moment_weights
 from leadscore.training.bundle import TargetModel
 from leadscore.training.calibration import Calibrator, fit_isotonic, fit_sigmoid
 from leadscore.training.choice import ModelChoice, Recency, candidate_raw
@@ -90,10 +91,20 @@ class RefitRows:
         fit_start = pd.Timestamp(as_of.iloc[fit].min()) if len(fit) else calibration_start
         return cls(fit, calibration, fit_start, calibration_start, end, scheme)
 
-    def calibration_weights(self, as_of: pd.Series, recency: Recency) -> np.ndarray | None:
+    def calibration_weights(self, frame: pd.DataFrame, recency: Recency) -> np.ndarray:
         """The map's row weights: the fit's recency weights (``last_months``: its rows are all newer than
-        ``calibration_start``, so all 1)."""
-        return recency.weights(as_of.iloc[self.calibration], self.calibration_start)
+        ``calibration_start``, so all 1) times the rows' moment weights.
+
+        The recency weights make the map target the distribution the booster was fitted to; the moment
+        weights (:func:`~leadscore.features.moments.moment_weights`) make each row count for the scoring
+        moments it stands for, so the map's level is that of every moment production scores, not of the
+        capped sample (whose older months over-represent converting leads). The booster itself is fitted
+        without them: its ranking does not need them, and weights of up to ~100 make it noisier.
+        """
+        rows = frame.iloc[self.calibration]
+        w = moment_weights(rows)
+        decay = recency.weights(rows["as_of"], self.calibration_start)
+        return w if decay is None else w * decay
 
 
 def refit_rows(as_of: pd.Series, labelled: np.ndarray, split: TimeSplit, recency: Recency,
@@ -253,7 +264,7 @@ def refit_on_rows(
                           linear=choice.kind != "lightgbm", client=client)
     y_cal = y[rows.calibration]
     raw = models.calibration_raw(frame.iloc[rows.calibration], choice.kind, choice.blend_weight)
-    calibrator = calibrate_as(choice.calibrator.method, raw, y_cal, rows.calibration_weights(frame["as_of"], recency))
+    calibrator = calibrate_as(choice.calibrator.method, raw, y_cal, rows.calibration_weights(frame, recency))
     params, rounds = refit_boosting(backtest, cfg, rows.scheme)
     model = TargetModel(model_str=models.model_str, encodings=models.encodings, calibrator=calibrator,
                         params={**params, "num_iterations": rounds}, kind=choice.kind,
