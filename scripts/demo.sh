@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The end-to-end demo on the embedded default: a generated CRM, validated; each stage of the
 # pipeline appends its step here. Local state: $DEMO/ (CRM), mlruns.db + mlartifacts/ (MLflow),
-# reports/ (SLA review), leadscore-events.db (event store).
+# reports/ (SLA review), $DEMO/events.db (event store, fresh on every run).
 set -euo pipefail
 DEMO=${DEMO:-demo}
 BIN=${BIN:-.venv/bin}
@@ -53,6 +53,9 @@ step "8. serve the champion and score a few activities as the CRM would"
 PORT=${PORT:-3000}
 export LEADSCORE_API_KEYS=${LEADSCORE_API_KEYS:-demo-key}
 URL="http://127.0.0.1:$PORT"
+# a fresh event store: a rerun would otherwise find the demo's activities already stored (duplicates)
+# and show the previous run's scores
+rm -f "$DEMO/events.db" "$DEMO/events.db-wal" "$DEMO/events.db-shm"
 "$BIN/leadscore" serve --port "$PORT" --store "sqlite:///$DEMO/events.db" > "$DEMO/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true' EXIT
