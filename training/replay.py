@@ -380,6 +380,17 @@ def with_ci(point: dict[str, float], cis: dict[str, tuple[float, float]], digits
     return out
 
 
+def exact_or_none(value: float) -> float | None:
+    """The value as a plain float (JSON writes its shortest exact form), None when missing or not finite.
+
+    Not ``round(value, 17)``: 17 decimals after the point are fewer than 17 significant digits below 0.1,
+    so rounding moved a threshold like 0.058357397276317856 by one unit in the last place.
+    """
+    if value is None or not np.isfinite(value):
+        return None
+    return float(value)
+
+
 def round_or_none(value: float, digits: int) -> float | None:
     if value is None or not np.isfinite(value):
         return None

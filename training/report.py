@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.training.bundle import StagePolicy
-from leadscore.training.replay import SEGMENT_COLUMNS, Replay, round_or_none, with_ci
+from leadscore.training.replay import SEGMENT_COLUMNS, Replay, exact_or_none, round_or_none, with_ci
 from leadscore.training.report_html import render_html
 
 if TYPE_CHECKING:
@@ -302,7 +302,7 @@ def sla_numbers(
         "policy": policy.policy,
         "sql_threshold": round_or_none(policy.sql_threshold, 17),
         "notes": [*NOTES, f"Replay {replay.warmup_note}."],
-        "thresholds": {k: round_or_none(v, 17) for k, v in thresholds.items()},  # exact: replayable
+        "thresholds": {k: exact_or_none(v) for k, v in thresholds.items()},  # exact: replayable
         "policy_columns": POLICY_COLUMN,
         "policies": policies,
         "acceptance": acceptance,
