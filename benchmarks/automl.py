@@ -38,12 +38,8 @@ On the generated CRMs the AutoML systems fit the newest pre-test months, whose l
 carry labels that look into the test months (a lead's moment just before the test months, labelled by
 its conversion inside them); leadscore's refit now fits those months too (``training.refit: cross_fit``),
 so both sides see the same rows. Their older months' label rates are inflated by the moment sampling
-(``moments.max_per_lead`` strata span a lead's whole history; README, Results), which an unweighted
-system's level inherits; leadscore's calibration maps weight each moment by the scoring moments it
-stands for (the dataset's ``moment_weight``, :mod:`features.moments`; the AutoML systems are given the
-features only). Each system's ``population`` figures weight the test rows the same way: they describe
-every moment production scores (the test months are capped too), the plain figures the sample.
-``--set moments.max_per_lead=100000`` measures on every moment. Compare ECE with its
+(``moments.max_per_lead`` strata span a lead's whole history; README, Results), which every system's
+level inherits: ``--set moments.max_per_lead=100000`` measures on every moment. Compare ECE with its
 interval (``ece_ci``) and ``mean_p`` against ``rate``, over several ``--seed``: one run's gap is often noise.
 """
 
@@ -112,26 +108,6 @@ def _scores(y: np.ndarray, p: np.ndarray, settings: Any, seconds: float) -> dict
     return {"roc_auc": round(m["roc_auc"].value, 4), "log_loss": round(m["log_loss"].value, 4),
             "ece": round(m["ece"].value, 4), "ece_ci": [round(m["ece"].lo, 4), round(m["ece"].hi, 4)],
             "mean_p": round(float(np.mean(p)), 4), "rate": round(float(np.mean(y)), 4), "seconds": round(seconds, 1)}
-
-
-def _population(y: np.ndarray, p: np.ndarray, w: np.ndarray, n_bins: int) -> dict[str, float]:
-    """AUC, log loss and ECE over every scoring moment, not the sample: each test row weighted by its
-    ``moment_weight`` (the eligible moments it stands for). Test months are capped too (on the
-    regime-shift CRM their moments stand for 2.5-2.8 each, and the sample's SQL rate is ~1.25x the
-    population's), so the sample's ECE partly measures the sampling, not the model. ECE bins hold equal
-    weight."""
-    from sklearn.metrics import roc_auc_score
-
-    order = np.argsort(p, kind="stable")
-    ps, ys, ws = p[order], y[order], w[order]
-    cw = np.cumsum(ws)
-    b = np.minimum(((cw - ws) * n_bins // cw[-1]).astype(np.int64), n_bins - 1)
-    gap = np.bincount(b, ws * (ps - ys), minlength=n_bins)
-    pc = np.clip(p, 1e-6, 1 - 1e-6)
-    ll = -(y * np.log(pc) + (1 - y) * np.log1p(-pc))
-    return {"roc_auc": round(float(roc_auc_score(y, p, sample_weight=w)), 4),
-            "log_loss": round(float(np.average(ll, weights=w)), 4), "ece": round(float(np.abs(gap).sum() / cw[-1]), 4),
-            "mean_p": round(float(np.average(p, weights=w)), 4), "rate": round(float(np.average(y, weights=w)), 4)}
 
 
 def _candidates(y: np.ndarray, scores: dict[str, np.ndarray], settings: Any) -> dict[str, dict[str, float]]:
@@ -212,7 +188,6 @@ def bench_olist(settings: Any, systems: list[str]) -> dict[str, Any]:
 def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int, months: int, seed: int,
                     root: Path) -> dict[str, Any]:
     from leadscore.features.build import build_dataset
-    from leadscore.features.moments import WEIGHT_COLUMN
     from leadscore.features.schema import feature_schema
     from leadscore.generate import generate_crm
     from leadscore.history import load_history
@@ -248,9 +223,6 @@ def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int
     ok = np.isfinite(t)  # all systems on the rows with a truth, as train does
     all_scores = {"leadscore": (refit["shipped"], seconds), **fitted}
     result = {name: _scores(y[test][ok], p[ok], settings, sec) for name, (p, sec) in all_scores.items()}
-    w_test = dataset[WEIGHT_COLUMN].to_numpy(dtype=np.float64)[test][ok]
-    for name, (p, _sec) in all_scores.items():
-        result[name]["population"] = _population(y[test][ok], p[ok], w_test, settings.training.ece_bins)
     ceiling = _scores(y[test][ok], t[ok], settings, 0.0)
     for r in result.values():
         r["share_of_ceiling_lift"] = round((r["roc_auc"] - 0.5) / (ceiling["roc_auc"] - 0.5), 4)

@@ -46,9 +46,9 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _log_loss(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) -> float:
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     p = np.clip(p, _CLIP, 1 - _CLIP)
-    return float(-np.average(y * np.log(p) + (1 - y) * np.log1p(-p), weights=weights))
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
 def fit_sigmoid(p: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> Calibrator:
@@ -78,8 +78,8 @@ def fit_isotonic(p: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None
 
 
 def _out_of_fold_log_loss(
-    fit: Callable[[np.ndarray, np.ndarray, np.ndarray | None], Calibrator], p: np.ndarray, y: np.ndarray, folds: int,
-    seed: int, groups: np.ndarray | None = None, weights: np.ndarray | None = None,
+    fit: Callable[[np.ndarray, np.ndarray], Calibrator], p: np.ndarray, y: np.ndarray, folds: int, seed: int,
+    groups: np.ndarray | None = None,
 ) -> float:
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
@@ -89,8 +89,8 @@ def _out_of_fold_log_loss(
     else:
         split = StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(p.reshape(-1, 1), y, groups)
     for own, held in split:
-        out[held] = fit(p[own], y[own], None if weights is None else weights[own])(p[held])
-    return _log_loss(y, out, weights)
+        out[held] = fit(p[own], y[own])(p[held])
+    return _log_loss(y, out)
 
 
 def fit_calibrator(
@@ -101,7 +101,6 @@ def fit_calibrator(
     folds: int = 5,
     seed: int = 0,
     groups: np.ndarray | None = None,
-    weights: np.ndarray | None = None,
 ) -> tuple[Calibrator, dict[str, float]]:
     """Fit sigmoid and (with enough rows) isotonic on the calibration rows; keep the one with the lower
     out-of-fold log loss on those same rows, refitted on all of them.
@@ -113,10 +112,6 @@ def fit_calibrator(
     out-of-fold log loss rose by 0.001-0.013 and sigmoid won all 6, as it did on the test months
     (lower log loss in all 6).
 
-    ``weights`` (each row's :data:`~leadscore.features.moments.WEIGHT_COLUMN`, how many scoring moments
-    it stands for) weight both the maps and their log losses: the map must describe every moment
-    production scores, not the sample's mix, which over-represents converting leads.
-
     The choice uses nothing but the calibration rows: the rows the model was fitted or stopped early
     on score optimistically, so choosing (or fitting) the map there would favour an overconfident
     one. Returns the chosen calibrator and the out-of-fold log loss of every candidate (including the
@@ -127,12 +122,12 @@ def fit_calibrator(
     counts = np.bincount(y.astype(int), minlength=2)
     if counts.min() == 0:
         raise ValueError("the calibration rows contain only one class; calibration needs both")
-    fitters: dict[Method, Callable[[np.ndarray, np.ndarray, np.ndarray | None], Calibrator]] = {"sigmoid": fit_sigmoid}
+    fitters: dict[Method, Callable[[np.ndarray, np.ndarray], Calibrator]] = {"sigmoid": fit_sigmoid}
     if len(p) >= min_isotonic_rows:
         fitters["isotonic"] = fit_isotonic
-    scores = {"identity": _log_loss(y, p, weights)}
+    scores = {"identity": _log_loss(y, p)}
     k = min(folds, int(counts.min()))
     for method, fit in fitters.items():
-        scores[method] = _out_of_fold_log_loss(fit, p, y, k, seed, groups, weights) if k >= 2 else float("nan")
+        scores[method] = _out_of_fold_log_loss(fit, p, y, k, seed, groups) if k >= 2 else float("nan")
     best = min(fitters, key=lambda m: (np.nan_to_num(scores[m], nan=np.inf), m != "sigmoid"))
-    return fitters[best](p, y, weights), scores
+    return fitters[best](p, y), scores

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from leadscore.features.moments import moment_weights
 from leadscore.training.choice import (
     ModelChoice,
     Recency,
@@ -121,7 +120,7 @@ def choose_and_fit(
         linear_raw = {p: linear.predict(frame.iloc[getattr(roles, p)]) for p in ("calibration", "test")}
     leads = frame["lead_id"].iloc[roles.calibration].astype(str).to_numpy() if "lead_id" in frame.columns else None
     choice = choose_model(fit.raw["calibration"], linear_raw["calibration"], y[roles.calibration], cfg, seed=seed,
-                          groups=leads, weights=moment_weights(frame.iloc[roles.calibration]))
+                          groups=leads)
     return Chosen(recency, fit, linear, choice, learn, w_learn, linear_raw)
 
 
@@ -174,7 +173,7 @@ def refit_scores(
         return models.raw(frame.iloc[roles.test], kind, w)
 
     scores = candidate_scores(raw, np.asarray(y, dtype=np.float64)[rows.calibration], chosen.choice, cfg,
-                              rows.calibration_weights(frame, recency))
+                              rows.calibration_weights(as_of, recency))
     return scores, {"fit_rows": len(rows.fit), "calibration_rows": len(rows.calibration), "scheme": rows.scheme,
                     "rounds": chosen.fit.rounds[0], "fit_start": str(rows.fit_start)}
 

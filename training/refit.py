@@ -15,23 +15,15 @@ month, and the calibration map is fitted on *out-of-fold* scores of every fittin
 ``refit_calibration_folds`` models, each fitted on the fitting rows but one fold of leads (grouped by
 lead, so a lead's other moments never score it), score the held fold. The map is fitted with the
 fit's own recency weights, so it targets the distribution the booster was fitted to, the one the
-recency choice found best on the validation months, times each row's moment weight (the number of
-scoring moments it stands for, :data:`~leadscore.features.moments.WEIGHT_COLUMN`), so its level is that
-of every moment production scores rather than of the capped sample, whose older months over-represent
-converting leads (:meth:`RefitRows.calibration_weights`). Generated CRM, seeds 1-3, test ECE over all
-moments (test rows weighted too) 0.020/0.019/0.017 → 0.006/0.008/0.004, on the sample 0.017/0.014/0.017
-→ 0.007/0.013/0.005. Regime-shift CRM: over all moments 0.017/0.031/0.025 → 0.030/0.023/0.026 (its
-level drifts: the all-month weighted level, ~0.075, under-predicts the test months' 0.094-0.105, as
-the unweighted 0.12 over-predicted it); on the sample, whose test months are capped too (rate ~1.25x
-the population's), 0.011-0.018 → 0.043-0.047. What it corrects is the booster's *shape*
+recency choice found best on the validation months. What it corrects is the booster's *shape*
 (boosters that memorise leads score new leads lower and flatter than the leads they saw); the *level*
 of the newest months alone is not a target: a map fitted on the newest two months only (this scheme
 until it was measured) applies their base rate to the months after them, and a two-month base rate
 does not carry. On the generated CRMs the newest pre-test months' label rate was 1.1-1.5x the test
 months' (regime-shift: 0.177 in the calibration months, 0.122 in the test months; the lift converts
-the stock of old open leads first, then fades; and, unweighted, every older month's rate is inflated
-by the moment sampling, whose per-lead strata span the lead's whole history up to the cut-off, so older
-months keep fewer moments of leads that stayed open), and that map over-predicted every test month (test ECE
+the stock of old open leads first, then fades; and every older month's rate is inflated by the moment
+sampling, whose per-lead strata span the lead's whole history up to the cut-off, so older months keep
+fewer moments of leads that stayed open), and that map over-predicted every test month (test ECE
 0.038-0.068 over seeds 1-3, against 0.011-0.018 with the map on all months). Cost:
 ``refit_calibration_folds`` more boosters, each on the fitting rows less a fold, at the tuned learning
 rate (:func:`refit_boosting`); the logistic model is not refit per fold (it cannot memorise leads; see
@@ -56,7 +48,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from leadscore.features.moments import moment_weights
 from leadscore.training.bundle import TargetModel
 from leadscore.training.calibration import Calibrator, fit_isotonic, fit_sigmoid
 from leadscore.training.choice import ModelChoice, Recency, candidate_raw
@@ -99,20 +90,10 @@ class RefitRows:
         fit_start = pd.Timestamp(as_of.iloc[fit].min()) if len(fit) else calibration_start
         return cls(fit, calibration, fit_start, calibration_start, end, scheme)
 
-    def calibration_weights(self, frame: pd.DataFrame, recency: Recency) -> np.ndarray:
+    def calibration_weights(self, as_of: pd.Series, recency: Recency) -> np.ndarray | None:
         """The map's row weights: the fit's recency weights (``last_months``: its rows are all newer than
-        ``calibration_start``, so all 1) times the rows' moment weights.
-
-        The recency weights make the map target the distribution the booster was fitted to; the moment
-        weights (:func:`~leadscore.features.moments.moment_weights`) make each row count for the scoring
-        moments it stands for, so the map's level is that of every moment production scores, not of the
-        capped sample (whose older months over-represent converting leads). The booster itself is fitted
-        without them: its ranking does not need them, and weights of up to ~100 make it noisier.
-        """
-        rows = frame.iloc[self.calibration]
-        w = moment_weights(rows)
-        decay = recency.weights(rows["as_of"], self.calibration_start)
-        return w if decay is None else w * decay
+        ``calibration_start``, so all 1)."""
+        return recency.weights(as_of.iloc[self.calibration], self.calibration_start)
 
 
 def refit_rows(as_of: pd.Series, labelled: np.ndarray, split: TimeSplit, recency: Recency,
@@ -272,7 +253,7 @@ def refit_on_rows(
                           linear=choice.kind != "lightgbm", client=client)
     y_cal = y[rows.calibration]
     raw = models.calibration_raw(frame.iloc[rows.calibration], choice.kind, choice.blend_weight)
-    calibrator = calibrate_as(choice.calibrator.method, raw, y_cal, rows.calibration_weights(frame, recency))
+    calibrator = calibrate_as(choice.calibrator.method, raw, y_cal, rows.calibration_weights(frame["as_of"], recency))
     params, rounds = refit_boosting(backtest, cfg, rows.scheme)
     model = TargetModel(model_str=models.model_str, encodings=models.encodings, calibrator=calibrator,
                         params={**params, "num_iterations": rounds}, kind=choice.kind,
