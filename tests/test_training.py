@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 from typer.testing import CliRunner
 
 from leadscore.config import Settings, load_settings
@@ -212,6 +213,14 @@ def _champion(settings: Settings) -> str:
     return str(MlflowClient().get_model_version_by_alias(settings.training.registered_model_name, "champion").version)
 
 
+def _has_champion(settings: Settings) -> bool:
+    try:
+        _champion(settings)
+    except MlflowException:
+        return False
+    return True
+
+
 def test_same_seed_same_predictions_and_rollback(trained: Trained, tmp_path: Path) -> None:
     import mlflow
 
@@ -227,7 +236,11 @@ def test_same_seed_same_predictions_and_rollback(trained: Trained, tmp_path: Pat
     first = trained.result.bundle  # type: ignore[attr-defined]
     rows = trained.dataset
     pd.testing.assert_frame_equal(again.bundle.predict(rows), first.predict(rows))  # bit-identical
-    # register the identical retrain, promote it (equal AUC is within tolerance), then roll back
+    # register the identical retrain, promote it (equal AUC is within tolerance), then roll back.
+    # A champion must exist to roll back to: the module's first promotion may have run in another
+    # test process (pytest-xdist spreads this module's tests), so promote the trained model if none is
+    if not _has_champion(settings):
+        assert promote(settings, dataset=trained.dataset, cutoff=trained.cutoff).promoted
     before = _champion(settings)
     again.bundle.save(tmp_path / "bundle")
     with mlflow.start_run(experiment_id=ensure_experiment("leadscore-tests", settings)):
