@@ -39,7 +39,7 @@ from leadscore.features.kernel import DAY_US, FAR, account_times, group_sort, is
 from leadscore.features.plan import Plan, plan, rule_scores
 from leadscore.features.registry import KernelInputs, registry
 from leadscore.features.schema import FIT_CATEGORICAL, FIT_NUMERIC
-from leadscore.history import text_dtype
+from leadscore.tables import text_dtype
 
 if TYPE_CHECKING:
     from leadscore.config import Settings

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from pandera.errors import SchemaErrors
 
 from leadscore.config import Settings
 from leadscore.errors import DataError
-from leadscore.tables import ESSENTIAL_TABLES, STAGES, TABLES, Column, TableSpec
+from leadscore.tables import ESSENTIAL_TABLES, STAGES, TABLES, Column, TableSpec, text_dtype
 
 REJECTED_DIR = "_rejected"
 MANIFEST = "manifest.json"
@@ -35,21 +34,6 @@ TS_DTYPE = "datetime64[us, UTC]"
 _RAW = "__raw__"
 _TRUE = {"true", "1", "yes", "y", "t", "won"}
 _FALSE = {"false", "0", "no", "n", "f", "lost"}
-
-
-@cache
-def text_dtype() -> pd.StringDtype:
-    """The dtype of every text column of a history frame: pandas 3's ``str`` (missing is NaN), on any pandas.
-
-    Spelled out because ``astype("str")`` means that dtype on pandas 3 only: on pandas 2 it is numpy's
-    ``str``, which turns a missing value into the text ``"None"`` or ``"nan"``, so an empty optional
-    ``account_id`` became an unknown account, an empty ``reason`` a malformed reason code and a blank
-    number an unparseable one.
-    """
-    try:
-        return pd.StringDtype(na_value=np.nan)  # pandas >= 2.3 (what pandas 3 calls "str")
-    except TypeError:  # pandas 2.2: the same type under its provisional name
-        return pd.StringDtype("pyarrow_numpy")
 
 
 @dataclass

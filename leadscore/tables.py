@@ -15,8 +15,11 @@ Kinds drive parsing and storage (``id``/``str`` → string, ``ts`` → UTC times
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any, Literal
+from functools import cache, cached_property
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Kind = Literal["id", "str", "ts", "float", "int", "bool", "json", "serial"]
 
@@ -232,3 +235,21 @@ TABLES: dict[str, TableSpec] = {
 SERVICE_TABLES: dict[str, TableSpec] = {SCORES.name: SCORES}
 #: tables without which nothing can be scored
 ESSENTIAL_TABLES = ("leads", "activities")
+
+
+@cache
+def text_dtype() -> pd.StringDtype:
+    """The dtype of every text column of a history frame: pandas 3's ``str`` (missing is NaN), on any pandas.
+
+    Spelled out because ``astype("str")`` means that dtype on pandas 3 only: on pandas 2 it is numpy's
+    ``str``, which turns a missing value into the text ``"None"`` or ``"nan"``, so an empty optional
+    ``account_id`` became an unknown account, an empty ``reason`` a malformed reason code and a blank
+    number an unparseable one.
+    """
+    import numpy as np
+    import pandas as pd
+
+    try:
+        return pd.StringDtype(na_value=np.nan)  # pandas >= 2.3 (what pandas 3 calls "str")
+    except TypeError:  # pandas 2.2: the same type under its provisional name
+        return pd.StringDtype("pyarrow_numpy")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leadscore.errors import DataError
-from leadscore.history import text_dtype
+from leadscore.tables import text_dtype
 
 if TYPE_CHECKING:  # pandas is imported inside functions so ``leadscore --help`` stays fast
     import pandas as pd

@@ -24,7 +24,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from leadscore.history import text_dtype
 from leadscore.importers.common import (
     ColumnMatch,
     ImportFailed,
@@ -40,6 +39,7 @@ from leadscore.importers.common import (
     write_and_validate,
 )
 from leadscore.importers.sla_fields import attach_reasons, dated_activities, owner_team_map
+from leadscore.tables import text_dtype
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -30,7 +30,6 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from leadscore.history import text_dtype
 from leadscore.importers.common import (
     ColumnMatch,
     ImportFailed,
@@ -46,6 +45,7 @@ from leadscore.importers.common import (
 )
 from leadscore.importers.hubspot import _clean_domain, _earliest_text
 from leadscore.importers.sla_fields import attach_reasons, dated_activities, owner_team_map
+from leadscore.tables import text_dtype
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -19,8 +19,8 @@ import json
 import re
 from typing import TYPE_CHECKING
 
-from leadscore.history import text_dtype
 from leadscore.importers.common import ColumnMatch, column, parse_ts_lenient
+from leadscore.tables import text_dtype
 
 if TYPE_CHECKING:
     import pandas as pd
