@@ -12,7 +12,6 @@ that order (the earliest copy), so shuffled or replayed input gives the same fea
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ from leadscore.features.arrays import (
     ts_us,
 )
 from leadscore.features.driver import driver, kernel_params
-from leadscore.features.fit import fit_row, fit_rules
+from leadscore.features.fit import fit_columns, fit_row, fit_rules
 from leadscore.features.kernel import DAY_US, FAR, account_times, group_sort, is_sorted_by
 from leadscore.features.plan import Plan, plan, rule_scores
 from leadscore.features.registry import KernelInputs, registry
@@ -48,10 +47,6 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------------------------------
 # preparation
 # --------------------------------------------------------------------------------------------------
-
-#: from this many leads, the fit block runs on a second thread beside the activity arrays
-_OVERLAP_MIN = 20_000
-
 
 @dataclass
 class Prepared:
@@ -95,47 +90,39 @@ def _need(frame: pd.DataFrame, table: str, columns: list[str]) -> None:
 
 def _fit_block(leads: pd.DataFrame, accounts: pd.DataFrame, lead_acc: np.ndarray, settings: Settings,
                only: int | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per-lead fit features via :func:`features.fit.fit_row` (``only``: just that lead, others NaN)."""
+    """Per-lead fit features (``only``: just that lead via :func:`features.fit.fit_row`, others NaN;
+    else every lead via :func:`features.fit.fit_columns`, the same functions per distinct value)."""
     rules = fit_rules(settings)
     n = len(leads)
-    rows_idx = np.arange(n) if only is None else np.array([only])
 
-    def pick(frame: pd.DataFrame, name: str, rows: np.ndarray) -> np.ndarray:
-        out = np.full(len(rows), np.nan, dtype=object)
-        ok = rows >= 0
-        if name not in frame.columns or not ok.any():
-            return out
-        values = column(frame, name)
-        if len(rows) == 1:  # online: one scalar read instead of converting the whole column
-            v = values[int(rows[0])]
-            out[0] = np.nan if v is pd.NA or v is None else v
-        else:
-            out[ok] = objects(values)[rows[ok]]
-        return out
+    def values(frame: pd.DataFrame, name: str, rows: np.ndarray | None) -> np.ndarray:
+        size = len(frame) if rows is None else len(rows)
+        if name not in frame.columns or not size:
+            return np.full(size, np.nan, dtype=object)
+        col = column(frame, name)
+        if rows is None:
+            return col  # type: ignore[no-any-return]
+        v = col[int(rows[0])]  # online: one scalar read instead of converting the whole column
+        return np.array([np.nan if v is pd.NA or v is None else v], dtype=object)
 
-    acc = lead_acc[rows_idx]
-
-    def lcol(name: str) -> np.ndarray:
-        return pick(leads, name, rows_idx)
-
-    def acol(name: str) -> np.ndarray:
-        return pick(accounts, name, acc)
-
-    cols = [lcol("source"), lcol("job_title"), lcol("seniority"), lcol("department"), lcol("email_domain"),
-            lcol("country"), acol("industry"), acol("employees"), acol("annual_revenue"), acol("country")]
-    rows = [fit_row(*vals, rules=rules) for vals in zip(*cols, strict=True)]  # type: ignore[misc]
+    lead_names = ("source", "job_title", "seniority", "department", "email_domain", "country")
+    acc_names = ("industry", "employees", "annual_revenue", "country")
     n_cat = len(FIT_CATEGORICAL)
-    fit_cat: list[np.ndarray] = []
-    fit_num: list[np.ndarray] = []
-    for i in range(n_cat + len(FIT_NUMERIC)):
+    if only is None:
+        cols = fit_columns([values(leads, c, None) for c in lead_names],
+                           [values(accounts, c, None) for c in acc_names], lead_acc, rules)
+        return cols[:n_cat], [np.asarray(c, dtype=np.float64) for c in cols[n_cat:]]
+    a = int(lead_acc[only])
+    acc_vals = ([values(accounts, c, np.array([a]))[0] for c in acc_names] if a >= 0
+                else [np.nan] * len(acc_names))
+    row = fit_row(*[values(leads, c, np.array([only]))[0] for c in lead_names], *acc_vals, rules=rules)
+    fit_cat = [np.full(n, np.nan, dtype=object) for _ in range(n_cat)]
+    fit_num = [np.full(n, np.nan, dtype=np.float64) for _ in FIT_NUMERIC]
+    for i, v in enumerate(row):
         if i < n_cat:
-            col = np.full(n, np.nan, dtype=object)
-            col[rows_idx] = [r[i] for r in rows]
-            fit_cat.append(col)
+            fit_cat[i][only] = v
         else:
-            num = np.full(n, np.nan, dtype=np.float64)
-            num[rows_idx] = np.array([r[i] for r in rows], dtype=np.float64)
-            fit_num.append(num)
+            fit_num[i - n_cat][only] = v
     return fit_cat, fit_num
 
 
@@ -221,17 +208,7 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     n_acc = len(ak)
     lead_acc = (ak.codes(column(leads, "account_id")) if "account_id" in leads.columns and n_acc
                 else np.full(n_leads, -1, dtype=np.int64))
-    # The fit block is Python (one fit_row per lead) and everything below until the kernel arrays are
-    # built is numba, numpy and Arrow code that releases the GIL: a big history runs them side by side.
-    fit_later: Future[tuple[list[np.ndarray], list[np.ndarray]]] | None = None
-    if only is None and n_leads >= _OVERLAP_MIN:
-        pool = ThreadPoolExecutor(1, thread_name_prefix="leadscore-fit")
-        fit_later = pool.submit(_fit_block, leads, accounts, lead_acc, settings, None)
-        pool.shutdown(wait=False)  # the thread ends with its one task
-        fit_cat: list[np.ndarray] = []
-        fit_num: list[np.ndarray] = []
-    else:
-        fit_cat, fit_num = _fit_block(leads, accounts, lead_acc, settings, only)
+    fit_cat, fit_num = _fit_block(leads, accounts, lead_acc, settings, only)
 
     # ---- activities ------------------------------------------------------------------------------
     # Sales touches are dropped here (features.actors) by masking the code arrays: a filtered copy of
@@ -337,8 +314,6 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         acco_ptr=acco_ptr, acco_created=acco_created, acco_closed=acco_closed, acca_ptr=acca_ptr, acca_t=acca_t,
         acch_ptr=acch_ptr, acch_t=acch_t,
     )
-    if fit_later is not None:
-        fit_cat, fit_num = fit_later.result()
     return Prepared(lk, fit_cat, fit_num, inputs, st.kernel, st.params, st.width)
 
 

@@ -12,7 +12,10 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
 
 from leadscore.errors import ConfigError
 from leadscore.features.schema import FIT_CATEGORICAL, FIT_NUMERIC
@@ -169,6 +172,42 @@ def _role(crm_value: object, from_title: str | float, known: frozenset[str],
     return NAN
 
 
+def _mail(email_domain: object, rules: FitRules) -> str:
+    if _missing(email_domain):
+        return "unknown"
+    domain = str(email_domain).strip().lower().rsplit("@", 1)[-1]
+    return "free_mail" if domain in rules.free_mail else "corporate"
+
+
+def _upper(x: object) -> str | float:
+    return NAN if _missing(x) else str(x).strip().upper()
+
+
+def _roles(job_title: object, seniority: object, department: object,
+           rules: FitRules) -> tuple[str | float, str | float]:
+    t_sen, t_dep = title_to_roles(job_title, rules)
+    return (_role(seniority, t_sen, rules.seniority_values, rules.seniority),
+            _role(department, t_dep, rules.department_values, rules.department))
+
+
+def _amount(x: object, edges: list[float], labels: list[str]) -> tuple[float, str | float]:
+    """A size as a number (NaN when unknown) and its band label."""
+    v = _number(x)
+    return v, _band(v, edges, labels)
+
+
+def _place(lc: str | float, ac: str | float, ind: str | float, emp: float, rules: FitRules) -> tuple[str | float, str]:
+    """(country, icp_match) from the lead's and the account's countries, the industry and the size."""
+    country = lc if isinstance(lc, str) else ac
+    icp_country = ac if isinstance(ac, str) else country
+    icp = (
+        (not rules.icp_industries or (isinstance(ind, str) and ind in rules.icp_industries))
+        and (not rules.icp_countries or (isinstance(icp_country, str) and icp_country in rules.icp_countries))
+        and (not math.isnan(emp) and rules.icp_min <= emp <= rules.icp_max)
+    )
+    return country, "true" if icp else "false"
+
+
 def fit_row(
     source: object,
     job_title: object,
@@ -185,7 +224,7 @@ def fit_row(
     """The fit features of one lead, in ``FIT_CATEGORICAL + FIT_NUMERIC`` order.
 
     Strings for categories (NaN when unknown), floats for numbers. Pure: same inputs, same output,
-    whichever path calls it.
+    whichever path calls it. Built from the same parts :func:`fit_columns` applies per distinct value.
     """
     key: tuple[object, ...] = (source, job_title, seniority, department, email_domain, lead_country, industry,
                                employees, annual_revenue, account_country)
@@ -195,40 +234,84 @@ def fit_row(
         hit, key = None, ()
     if hit is not None:
         return hit
-    t_sen, t_dep = title_to_roles(job_title, rules)
-    sen = _role(seniority, t_sen, rules.seniority_values, rules.seniority)
-    dep = _role(department, t_dep, rules.department_values, rules.department)
-    if _missing(email_domain):
-        mail: str = "unknown"
-    else:
-        domain = str(email_domain).strip().lower().rsplit("@", 1)[-1]
-        mail = "free_mail" if domain in rules.free_mail else "corporate"
-    lc = NAN if _missing(lead_country) else str(lead_country).strip().upper()
-    ac = NAN if _missing(account_country) else str(account_country).strip().upper()
-    country = lc if isinstance(lc, str) else ac
+    sen, dep = _roles(job_title, seniority, department, rules)
     ind = _token(industry)
-    emp = _number(employees)
-    rev = _number(annual_revenue)
-    icp_country = ac if isinstance(ac, str) else country
-    icp = (
-        (not rules.icp_industries or (isinstance(ind, str) and ind in rules.icp_industries))
-        and (not rules.icp_countries or (isinstance(icp_country, str) and icp_country in rules.icp_countries))
-        and (not math.isnan(emp) and rules.icp_min <= emp <= rules.icp_max)
-    )
-    row: FitRow = (
-        _token(source),
-        ind,
-        _band(emp, rules.emp_edges, rules.emp_labels),
-        _band(rev, rules.rev_edges, rules.rev_labels),
-        country,
-        "true" if icp else "false",
-        sen,
-        dep,
-        mail,
-        emp,
-        rev,
-    )
+    emp, emp_band = _amount(employees, rules.emp_edges, rules.emp_labels)
+    rev, rev_band = _amount(annual_revenue, rules.rev_edges, rules.rev_labels)
+    country, icp = _place(_upper(lead_country), _upper(account_country), ind, emp, rules)
+    row: FitRow = (_token(source), ind, emp_band, rev_band, country, icp, sen, dep, _mail(email_domain, rules),
+                   emp, rev)
     assert len(row) == len(FIT_CATEGORICAL) + len(FIT_NUMERIC)
     if key and len(rules.cache) < 500_000:
         rules.cache[key] = row
     return row
+
+
+def _groups(*columns: Any) -> tuple[list[np.ndarray], np.ndarray]:
+    """The distinct combinations of the columns' values (one object array of values per column) and
+    each row's combination.
+
+    Values are compared as ``pd.factorize`` compares them, the equality :func:`fit_row`'s cache keys
+    use too, and any missing value stands for all of them (every part of the fit treats None, NaN,
+    pd.NA alike). Only the distinct values become Python objects.
+    """
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    per_column = []
+    for i, col in enumerate(columns):
+        codes, uniques = pd.factorize(col, use_na_sentinel=True)
+        values = np.empty(len(uniques) + 1, dtype=object)
+        values[:-1] = uniques.to_numpy(dtype=object) if hasattr(uniques, "to_numpy") else uniques
+        values[-1] = NAN
+        codes = np.where(codes < 0, len(uniques), codes)
+        per_column.append((codes, values))
+        key = key * (len(uniques) + 1) + codes
+        if i + 1 < len(columns):  # dense again, so that the next product cannot overflow
+            key = np.unique(key, return_inverse=True)[1]
+    first, group = np.unique(key, return_index=True, return_inverse=True)[1:]
+    return [values[codes[first]] for codes, values in per_column], group
+
+
+def fit_columns(lead_cols: list[Any], acc_cols: list[Any], lead_acc: np.ndarray, rules: FitRules) -> list[np.ndarray]:
+    """:func:`fit_row` for every lead at once, as ``FIT_CATEGORICAL + FIT_NUMERIC`` columns.
+
+    ``lead_cols``: the lead's six arguments of :func:`fit_row` (arrays over leads); ``acc_cols``: the
+    account's four (arrays over accounts); ``lead_acc``: each lead's account row (-1: none). Each part
+    of :func:`fit_row` runs once per distinct value of what it reads (a few thousand titles, not one
+    call per lead), then the results are gathered: the same functions on the same values, so each
+    lead gets exactly what :func:`fit_row` gives it.
+    """
+    source, job_title, seniority, department, email_domain, lead_country = lead_cols
+    industry, employees, annual_revenue, account_country = acc_cols
+
+    def part(fn: Any, *cols: Any) -> tuple[list[Any], np.ndarray]:
+        """``fn`` of each distinct combination of the columns' values, and each row's combination."""
+        if not len(cols[0]):
+            return [], np.zeros(0, dtype=np.int64)
+        reps, group = _groups(*cols)
+        return [fn(*vals) for vals in zip(*reps, strict=True)], group
+
+    def column(values: list[Any], group: np.ndarray, item: int | None = None, dtype: Any = object) -> np.ndarray:
+        picked = values if item is None else [v[item] for v in values]
+        return np.fromiter(picked, dtype=dtype, count=len(picked))[group]
+
+    def with_none(values: list[Any], group: np.ndarray, none: Any) -> tuple[list[Any], np.ndarray]:
+        """Account-level results gathered to leads; leads without an account get ``none``."""
+        return [*values, none], np.where(lead_acc >= 0, group[np.maximum(lead_acc, 0)] if len(group) else 0,
+                                         len(values))
+
+    src, g_src = part(_token, source)
+    roles, g_roles = part(lambda t, s, d: _roles(t, s, d, rules), job_title, seniority, department)
+    mail, g_mail = part(lambda v: _mail(v, rules), email_domain)
+    lc, g_lc = part(_upper, lead_country)
+    # account parts per distinct account value, then per lead through its account
+    ind, g_ind = with_none(*part(_token, industry), _token(NAN))
+    emp, g_emp = with_none(*part(lambda v: _amount(v, rules.emp_edges, rules.emp_labels), employees),
+                           _amount(NAN, rules.emp_edges, rules.emp_labels))
+    rev, g_rev = with_none(*part(lambda v: _amount(v, rules.rev_edges, rules.rev_labels), annual_revenue),
+                           _amount(NAN, rules.rev_edges, rules.rev_labels))
+    ac, g_ac = with_none(*part(_upper, account_country), _upper(NAN))
+    place, g_place = part(lambda a, b, c, d: _place(lc[a], ac[b], ind[c], emp[d][0], rules), g_lc, g_ac, g_ind, g_emp)
+    return [column(src, g_src), column(ind, g_ind), column(emp, g_emp, 1), column(rev, g_rev, 1),
+            column(place, g_place, 0), column(place, g_place, 1), column(roles, g_roles, 0),
+            column(roles, g_roles, 1), column(mail, g_mail), column(emp, g_emp, 0, np.float64),
+            column(rev, g_rev, 0, np.float64)]

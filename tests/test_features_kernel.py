@@ -43,23 +43,60 @@ def test_account_times_are_each_accounts_sorted_times() -> None:
             assert np.array_equal(hout[hptr[a]:hptr[a + 1]], np.sort(t[(acc == a) & high[k]]))
 
 
-def test_prepare_on_two_threads_gives_the_same_arrays(settings, monkeypatch) -> None:
-    """The fit block on its own thread (histories of many leads) yields exactly the inline result, and
-    shuffled input (no pre-sorted fast path, accounts' times out of order) the same kernel arrays."""
+def _same(a: object, b: object) -> bool:
+    """Equal values of equal kinds (str / float), NaN equal to NaN, floats bit for bit."""
+    if isinstance(a, float) and isinstance(b, float):
+        return np.float64(a).tobytes() == np.float64(b).tobytes()
+    return type(a) is type(b) and a == b
+
+
+def test_batch_fit_columns_equal_fit_row_per_lead(settings) -> None:
+    """The batch fit block (each part of ``fit_row`` once per distinct value, then gathered) gives every
+    lead exactly ``fit_row`` of its values, on a generated history and on leads with every kind of odd
+    cell (blank, None, NaN, pd.NA, case, unknown CRM values, no account); and shuffled activities give
+    the same kernel arrays."""
     from leadscore.features import engine
+    from leadscore.features.arrays import column, objects
+    from leadscore.features.fit import fit_row, fit_rules
     from leadscore.features.testing import generated_history
 
     h = generated_history(settings, n_leads=300, months=4, seed=2)
-    inline = engine.prepare(h, settings)
-    monkeypatch.setattr(engine, "_OVERLAP_MIN", 0)
-    threaded = engine.prepare(h, settings)
-    shuffled = engine.prepare(type(h)(**{**vars(h), "activities": h.activities.sample(frac=1.0, random_state=4)
+    odd_leads = pd.DataFrame({
+        "lead_id": [f"odd{i}" for i in range(8)],
+        "created_at": pd.Timestamp("2024-01-01", tz="UTC"),
+        "account_id": [h.accounts["account_id"].iloc[0], None, "nope", h.accounts["account_id"].iloc[1], None,
+                       h.accounts["account_id"].iloc[0], None, None],
+        "source": ["Paid Search", "  ", None, "paid  search", "PAID_SEARCH", np.nan, "x", "Referral"],
+        "job_title": ["Head of Marketing", "", None, "VP Sales", "Geschäftsführerin", "CEO", "  ceo ", "Intern"],
+        "seniority": ["VP", "unknown-level", None, " vp ", "", "c_level", "Director", pd.NA],
+        "department": [None, "Sales", "sales", "", "finance", "nonsense", None, "Marketing"],
+        "email_domain": ["jane@GMAIL.com", "corp.example", "", None, "gmail.com", " Gmail.com ", "x@y.de", None],
+        "country": ["de", None, " fr", "", "US", None, "de", "DE"],
+    }).astype({c: "str" for c in ["lead_id", "account_id", "source", "job_title", "seniority", "department",
+                                  "email_domain", "country"]})
+    leads = pd.concat([h.leads, odd_leads[[c for c in odd_leads.columns if c in h.leads.columns]]],
+                      ignore_index=True)
+    rich = type(h)(**{**vars(h), "leads": leads})
+    prep = engine.prepare(rich, settings)
+    rules = fit_rules(settings)
+    lead_acc = prep.inputs.lead_acc
+    lead_names = ("source", "job_title", "seniority", "department", "email_domain", "country")
+    acc_names = ("industry", "employees", "annual_revenue", "country")
+    lead_vals = [objects(column(leads, c)) for c in lead_names]
+    acc_vals = [objects(column(h.accounts, c)) for c in acc_names]
+    got = prep.fit_cat + prep.fit_num
+    for i in range(len(leads)):
+        a = int(lead_acc[i])
+        want = fit_row(*(v[i] for v in lead_vals), *((v[a] for v in acc_vals) if a >= 0 else [np.nan] * 4),
+                       rules=rules)
+        assert all(_same(w, g[i]) for w, g in zip(want, got, strict=True)), (i, want, [g[i] for g in got])
+        online = engine.prepare(rich, settings, only_lead=leads["lead_id"].iloc[i]) if i % 97 == 0 or i >= 300 else None
+        if online is not None:  # the online preparation (fit_row of the one lead) agrees too
+            assert all(_same(g[i], o[i]) for g, o in zip(got, online.fit_cat + online.fit_num, strict=True))
+    shuffled = engine.prepare(type(h)(**{**vars(rich), "activities": h.activities.sample(frac=1.0, random_state=4)
                                          .reset_index(drop=True)}), settings)
-    for got in (threaded, shuffled):
-        for a, b in zip(inline.fit_cat + inline.fit_num, got.fit_cat + got.fit_num, strict=True):
-            assert pd.Series(a).equals(pd.Series(b))  # object arrays: NaN == NaN here
-        for name, a, b in zip(inline.inputs._fields, inline.inputs, got.inputs, strict=True):
-            np.testing.assert_array_equal(a, b, err_msg=name)
+    for name, a, b in zip(prep.inputs._fields, prep.inputs, shuffled.inputs, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 def test_decayed_sums_equal_the_direct_formula(settings) -> None:
