@@ -12,8 +12,12 @@ sums from the latest activity back to the earliest, in the same order on every p
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 DAY_US = 86_400_000_000
 LN2 = 0.6931471805599453
@@ -21,6 +25,38 @@ LN2 = 0.6931471805599453
 FAR = np.iinfo(np.int64).max
 #: moments per tile in the driver's parallel runner
 TILE = 256
+
+
+@intrinsic
+def borrow(typingctx: Any, arr: Any) -> Any:
+    """A view of ``arr`` (same data, shape, strides) that holds no reference to it.
+
+    Numba counts references to an array atomically, on its owner's shared counter, each time one is
+    handed to a function or unpacked from a tuple: the kernel did about seventy such atomic operations
+    per moment on arrays both threads read, and the two cores fought over those counters' cache lines
+    more than they computed. A borrowed view has no owner to count (a NULL meminfo: numba's reference
+    operations skip it), so the drivers borrow every input once per call. Only valid while ``arr``
+    itself is alive: the drivers borrow arrays they hold for their whole run. A number is returned as
+    it is (family parameters mix arrays and numbers).
+    """
+    if isinstance(arr, types.Number | types.Boolean):
+        return arr(arr), lambda context, builder, signature, args: args[0]
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        src = context.make_array(arr)(context, builder, value=args[0])
+        out = context.make_array(arr)(context, builder)
+        out.meminfo = cgutils.get_null_value(out.meminfo.type)
+        out.parent = cgutils.get_null_value(out.parent.type)
+        out.nitems = src.nitems
+        out.itemsize = src.itemsize
+        out.data = src.data
+        out.shape = src.shape
+        out.strides = src.strides
+        return out._getvalue()
+
+    return arr(arr), codegen
 
 
 @njit(cache=True, inline="always")
