@@ -16,6 +16,7 @@ import pandas as pd
 
 from leadscore.errors import DataError
 from leadscore.features.kernel import hash_strings
+from leadscore.tables import known_distinct, mark_distinct
 
 #: below this many rows, plain-Python lookups beat pandas' hashing setup (same results either way)
 _SMALL = 4096
@@ -184,12 +185,14 @@ def csr_offsets(sorted_codes: np.ndarray, n: int) -> np.ndarray:
 def surely_distinct(ids: Any) -> bool:
     """True when the ids are provably all distinct (distinct 64-bit hashes of an Arrow string column).
 
-    False means "maybe not" and the caller de-duplicates exactly. This keeps the common case (ids
-    already unique, as ``load_history`` guarantees) at a hash and a sort instead of a 10M-entry hash
-    table of strings.
+    False means "maybe not" and the caller de-duplicates exactly. A key column of a history from
+    ``load_history`` is known to be distinct already (:func:`leadscore.tables.known_distinct`); other
+    columns cost a hash and a sort instead of a 10M-entry hash table of strings, and are remembered.
     """
     import pyarrow as pa
 
+    if known_distinct(ids):
+        return True
     arr = getattr(ids, "_pa_array", None)
     if arr is None or len(ids) < DICT_MAX:
         return False
@@ -203,7 +206,10 @@ def surely_distinct(ids: Any) -> bool:
         hash_strings(*buffers, hashes[pos:pos + len(c)])
         pos += len(c)
     hashes.sort()
-    return not bool(np.any(hashes[1:] == hashes[:-1]))
+    if bool(np.any(hashes[1:] == hashes[:-1])):
+        return False
+    mark_distinct(ids)
+    return True
 
 
 def first_occurrence(ids: Any) -> np.ndarray:

@@ -26,7 +26,7 @@ from pandera.errors import SchemaErrors
 
 from leadscore.config import Settings
 from leadscore.errors import DataError
-from leadscore.tables import ESSENTIAL_TABLES, STAGES, TABLES, Column, TableSpec, text_dtype
+from leadscore.tables import ESSENTIAL_TABLES, STAGES, TABLES, Column, TableSpec, mark_distinct, text_dtype
 
 REJECTED_DIR = "_rejected"
 MANIFEST = "manifest.json"
@@ -313,6 +313,8 @@ def _validate_table(
     if bad:
         mask[list(bad)] = True
     valid = df.loc[~mask, list(spec.columns)].reset_index(drop=True)
+    if len(spec.key) == 1:  # validation rejected every repeat of the key: what remains is distinct
+        mark_distinct(valid[spec.key[0]].array)
     rejected = raw.loc[mask].copy()
     if bad:
         rejected = rejected.astype(text_dtype())

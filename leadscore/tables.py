@@ -14,6 +14,7 @@ Kinds drive parsing and storage (``id``/``str`` → string, ``ts`` → UTC times
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any, Literal
@@ -253,3 +254,26 @@ def text_dtype() -> pd.StringDtype:
         return pd.StringDtype(na_value=np.nan)  # pandas >= 2.3 (what pandas 3 calls "str")
     except TypeError:  # pandas 2.2: the same type under its provisional name
         return pd.StringDtype("pyarrow_numpy")
+
+
+#: Arrow arrays known to hold distinct values, by id (weakly: an entry leaves with its array)
+_DISTINCT: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+
+def mark_distinct(values: Any) -> None:
+    """Remember that an Arrow-backed column holds distinct values, so nobody proves it again.
+
+    :func:`leadscore.history.load_history` marks each table's key after validation has rejected every
+    duplicate; the feature engine, which must de-duplicate activities by id, then skips hashing ten
+    million ids. Sound because Arrow arrays are immutable: pandas replaces a column's Arrow array when
+    the column is written to, and a new array is not marked. Other columns are ignored.
+    """
+    arr = getattr(values, "_pa_array", None)
+    if arr is not None:
+        _DISTINCT[id(arr)] = arr
+
+
+def known_distinct(values: Any) -> bool:
+    """True when ``values`` is an Arrow-backed column marked by :func:`mark_distinct`."""
+    arr = getattr(values, "_pa_array", None)
+    return arr is not None and _DISTINCT.get(id(arr)) is arr

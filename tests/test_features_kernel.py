@@ -168,3 +168,33 @@ def test_sales_touches_are_masked_out_by_actor_and_by_type(settings) -> None:
         assert np.array_equal(a, b), name
     names = settings.activity_names
     assert [names[k] for k in got.act_k] == ["page_view", "other", "demo_request"]
+
+
+def test_loaded_keys_are_known_distinct_until_the_column_changes(settings) -> None:
+    """``load_history`` marks each table's key distinct (validation rejected every repeat), so the engine
+    skips proving it; a replayed, edited or re-built column is not marked and is still de-duplicated."""
+    from leadscore.features import engine
+    from leadscore.features.arrays import column, surely_distinct
+    from leadscore.features.testing import generated_crm_dir
+    from leadscore.history import load_history
+    from leadscore.tables import known_distinct
+
+    h, _ = load_history(generated_crm_dir(settings, 300, 4, 2), settings, write_rejected=False)
+    ids = column(h.activities, "activity_id")
+    assert known_distinct(ids) and known_distinct(column(h.leads, "lead_id"))
+    assert not known_distinct(column(h.activities, "lead_id"))
+    replayed = pd.concat([h.activities, h.activities.iloc[:50]], ignore_index=True)
+    edited = h.activities.copy()
+    edited.loc[0, "activity_id"] = edited.loc[1, "activity_id"]
+    for acts in (replayed, edited):
+        assert not known_distinct(column(acts, "activity_id"))
+        assert not surely_distinct(column(acts, "activity_id"))
+    clean = engine.prepare(h, settings)
+    again = engine.prepare(type(h)(**{**vars(h), "activities": replayed}), settings)
+    for name, a, b in zip(clean.inputs._fields, clean.inputs, again.inputs, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    one_less = engine.prepare(type(h)(**{**vars(h), "activities": edited}), settings)
+    assert len(one_less.inputs.act_t) == len(clean.inputs.act_t) - 1
+    # a column proven distinct the slow way is remembered
+    rebuilt = pd.Series(list(ids), dtype=ids.dtype).array
+    assert not known_distinct(rebuilt) and surely_distinct(rebuilt) and known_distinct(rebuilt)
