@@ -234,32 +234,27 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     if missing.any():
         raise FeatureInputError(f"activities.occurred_at: {int(missing.sum())} missing timestamps")
     all_ids = column(acts, "activity_id")
-    kept_rows: np.ndarray | None = None  # rows of the frame kept, None: all of them
-    if not known.all():
-        kept_rows = np.flatnonzero(known)
-        a_lead, a_type, a_t = a_lead[kept_rows], a_type[kept_rows], a_t[kept_rows]
-    # (lead, time, type) order; time*K + type is exact in int64 for any real date
-    in_lead, in_type, in_t = a_lead, a_type, a_t  # input order, for the account arrays below
+    # (lead, time, type) order of the kept rows; time*K + type is exact in int64 for any real date
     sort_key = a_t * len(type_lookup) + a_type
-    order: np.ndarray | None = None  # None: the input is in that order already (no sort, no gathers)
-    if is_sorted_by(a_lead, sort_key):
+    in_lead, in_type, in_t, in_rows = a_lead, a_type, a_t, known  # input order, for the account arrays
+    order: np.ndarray | None = None  # None: every row kept and in that order already (no sort, no gathers)
+    if known.all() and is_sorted_by(a_lead, sort_key):
         act_ptr = csr_offsets(a_lead, n_leads)
-    else:
-        order, act_ptr = group_sort(a_lead, sort_key, n_leads)
-        a_lead, a_type, a_t = a_lead[order], a_type[order], a_t[order]
+    else:  # one stable sort of the kept rows' numbers, then one gather per array (features.kernel)
+        order, act_ptr = group_sort(a_lead, sort_key, n_leads, known)
+        a_type, a_t = a_type[order], a_t[order]
     del sort_key
     # distinct over all rows implies distinct over the kept ones: the ids are only gathered when not
     if surely_distinct(all_ids):
-        keep = np.ones(len(a_lead), dtype=bool)
+        keep = np.ones(len(a_t), dtype=bool)
     else:
         a_ids = all_ids if len(all_ids) >= DICT_MAX else objects(all_ids)
-        a_ids = a_ids if kept_rows is None else a_ids[kept_rows]
         keep = first_occurrence(a_ids if order is None else a_ids[order])
     if not keep.all():
-        a_lead, a_type, a_t = a_lead[keep], a_type[keep], a_t[keep]
-        act_ptr = csr_offsets(a_lead, n_leads)
-        kept = np.flatnonzero(keep) if order is None else np.sort(order[keep])
-        in_lead, in_type, in_t = in_lead[kept], in_type[kept], in_t[kept]
+        a_type, a_t = a_type[keep], a_t[keep]
+        act_ptr = csr_offsets(np.repeat(np.arange(n_leads), np.diff(act_ptr))[keep], n_leads)
+        in_rows = known.copy()
+        in_rows[np.flatnonzero(~keep) if order is None else order[~keep]] = False
     act_k = a_type.astype(np.int32)
 
     # ---- stage changes ---------------------------------------------------------------------------
@@ -306,7 +301,7 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     # kept rows in *input* order, so that time-ordered input (the usual export, the online cache) is
     # already sorted within each account; the lead-major order above would need a full sort. Only the
     # sorted times are kept, so the values are the same whichever order the rows arrive in.
-    acca_ptr, acca_t, acch_ptr, acch_t = account_times(in_lead, lead_acc, in_t, in_type, st.high, n_acc)
+    acca_ptr, acca_t, acch_ptr, acch_t = account_times(in_lead, lead_acc, in_t, in_type, st.high, n_acc, in_rows)
 
     inputs = KernelInputs(
         act_ptr=act_ptr, act_t=a_t, act_k=act_k, act_day=a_t // DAY_US, stg_ptr=stg_ptr, stg_t=s_t,

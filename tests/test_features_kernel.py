@@ -22,11 +22,19 @@ def _cases(seed: int = 3, n_cases: int = 150):
 
 
 def test_group_sort_is_a_stable_sort_by_group_then_key() -> None:
-    for _, group, key, n_groups in _cases():
-        order, ptr = group_sort(group, key, n_groups)
+    for rng, group, key, n_groups in _cases():
+        order, ptr = group_sort(group, key, n_groups, np.ones(len(group), dtype=bool))
         assert np.array_equal(order, np.lexsort((np.arange(len(group)), key, group)))
         assert np.array_equal(ptr, np.concatenate([[0], np.cumsum(np.bincount(group, minlength=n_groups))]))
         assert is_sorted_by(group, key) == bool(np.array_equal(order, np.arange(len(group))))
+        # rows left out (group -1 or masked) are not in the order; the others keep their stable order
+        keep = rng.random(len(group)) < 0.7
+        group = np.where(rng.random(len(group)) < 0.1, -1, group)
+        keep &= group >= 0
+        order, ptr = group_sort(group, key, n_groups, keep)
+        rows = np.flatnonzero(keep)
+        assert np.array_equal(order, rows[np.lexsort((rows, key[rows], group[rows]))])
+        assert np.array_equal(ptr, np.concatenate([[0], np.cumsum(np.bincount(group[rows], minlength=n_groups))]))
 
 
 def test_account_times_are_each_accounts_sorted_times() -> None:
@@ -36,11 +44,12 @@ def test_account_times_are_each_accounts_sorted_times() -> None:
         lead_acc = rng.integers(-1, n_acc, n_leads).astype(np.int64)
         k = rng.integers(0, 4, len(lead)).astype(np.int64)
         high = np.array([False, True, False, True])
-        ptr, out, hptr, hout = account_times(lead, lead_acc, t, k, high, n_acc)
+        keep = rng.random(len(lead)) < 0.8
+        ptr, out, hptr, hout = account_times(lead, lead_acc, t, k, high, n_acc, keep)
         acc = lead_acc[lead] if len(lead) else lead
         for a in range(n_acc):
-            assert np.array_equal(out[ptr[a]:ptr[a + 1]], np.sort(t[acc == a]))
-            assert np.array_equal(hout[hptr[a]:hptr[a + 1]], np.sort(t[(acc == a) & high[k]]))
+            assert np.array_equal(out[ptr[a]:ptr[a + 1]], np.sort(t[(acc == a) & keep]))
+            assert np.array_equal(hout[hptr[a]:hptr[a + 1]], np.sort(t[(acc == a) & high[k] & keep]))
 
 
 def _same(a: object, b: object) -> bool:
