@@ -52,20 +52,20 @@ def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int
     nw = win_us.shape[0]
     nk = high.shape[0]
     tot = off + nk * nw  # then (total, high intent) per window
-    # Walking back in time, each row is counted once, in the narrowest window that holds it; a
-    # window's count is then its own rows plus every narrower window's (exact: whole numbers).
-    b = 0
-    for j in range(hi - 1, lo - 1, -1):
-        dt = t - x.act_t[j]
-        while b < nw and dt >= win_us[narrow[b]]:
-            b += 1
-        if b == nw:  # rows are in time order: every earlier one is outside every window too
-            break
+    # Each row is counted once, in the narrowest window that holds it: the rows of a window are a
+    # suffix of the lead's rows up to the moment (found by binary search), so the narrowest window's
+    # rows, then each wider window's extra rows, are consecutive slices read without a time test.
+    # A window's count is then its own rows plus every narrower window's (exact: whole numbers).
+    j_hi = hi
+    for b in range(nw):
         w = narrow[b]
-        k = x.act_k[j]
-        row[off + k * nw + w] += 1.0
-        if high[k]:
-            row[tot + 2 * w + 1] += 1.0
+        j_lo = upper(x.act_t, lo, j_hi, t - win_us[w])
+        for j in range(j_lo, j_hi):
+            k = x.act_k[j]
+            row[off + k * nw + w] += 1.0
+            if high[k]:
+                row[tot + 2 * w + 1] += 1.0
+        j_hi = j_lo
     for i in range(1, nw):
         w, v = narrow[i], narrow[i - 1]
         for k in range(nk):
