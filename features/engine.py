@@ -12,6 +12,7 @@ that order (the earliest copy), so shuffled or replayed input gives the same fea
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------------------------------
 # preparation
 # --------------------------------------------------------------------------------------------------
+
+#: from this many activities, the account arrays are built on a second thread (features.kernel.account_times)
+_OVERLAP_MIN = 200_000
 
 @dataclass
 class Prepared:
@@ -208,8 +212,6 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     n_acc = len(ak)
     lead_acc = (ak.codes(column(leads, "account_id")) if "account_id" in leads.columns and n_acc
                 else np.full(n_leads, -1, dtype=np.int64))
-    fit_cat, fit_num = _fit_block(leads, accounts, lead_acc, settings, only)
-
     # ---- activities ------------------------------------------------------------------------------
     # Sales touches are dropped here (features.actors) by masking the code arrays: a filtered copy of
     # the frame would copy every column, the properties' JSON text included, to read four of them.
@@ -256,6 +258,21 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         in_rows = known.copy()
         in_rows[np.flatnonzero(~keep) if order is None else order[~keep]] = False
     act_k = a_type.astype(np.int32)
+    # Per account, the sorted times of all its activities (and of the high-intent ones): built from the
+    # kept rows in *input* order, so that time-ordered input (the usual export, the online cache) is
+    # already sorted within each account; the lead-major order above would need a full sort. Only the
+    # sorted times are kept, so the values are the same whichever order the rows arrive in. Numba
+    # without the GIL: a big history builds them on a second thread while this one does the stage
+    # changes, the opportunities and the (Python) fit block.
+    args = (in_lead, lead_acc, in_t, in_type, st.high, n_acc, in_rows)
+    accounts_later: Future[tuple[np.ndarray, ...]] | None = None
+    account_arrays: tuple[np.ndarray, ...] = ()
+    if len(in_t) >= _OVERLAP_MIN:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="leadscore-accounts")
+        accounts_later = pool.submit(account_times, *args)
+        pool.shutdown(wait=False)  # the thread ends with its one task
+    else:
+        account_arrays = account_times(*args)
 
     # ---- stage changes ---------------------------------------------------------------------------
     stages = st.stages
@@ -297,11 +314,8 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         acco_ptr = np.zeros(n_acc + 1, dtype=np.int64)
         acco_created = acco_closed = np.zeros(0, dtype=np.int64)
 
-    # Per account, the sorted times of all its activities (and of the high-intent ones): built from the
-    # kept rows in *input* order, so that time-ordered input (the usual export, the online cache) is
-    # already sorted within each account; the lead-major order above would need a full sort. Only the
-    # sorted times are kept, so the values are the same whichever order the rows arrive in.
-    acca_ptr, acca_t, acch_ptr, acch_t = account_times(in_lead, lead_acc, in_t, in_type, st.high, n_acc, in_rows)
+    fit_cat, fit_num = _fit_block(leads, accounts, lead_acc, settings, only)
+    acca_ptr, acca_t, acch_ptr, acch_t = accounts_later.result() if accounts_later is not None else account_arrays
 
     inputs = KernelInputs(
         act_ptr=act_ptr, act_t=a_t, act_k=act_k, act_day=a_t // DAY_US, stg_ptr=stg_ptr, stg_t=s_t,
