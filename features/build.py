@@ -74,10 +74,11 @@ def build_dataset(
     def s_features() -> None:
         prep: Prepared = state["prep"]  # type: ignore[assignment]
         codes: tuple[np.ndarray, np.ndarray] = state["codes"]  # type: ignore[assignment]
-        state["features"] = feature_columns(prep, plan(settings), *codes)
+        state["features"] = feature_columns(prep, plan(settings), *codes, moments=state["moments"])  # type: ignore[arg-type]
 
     def s_labels() -> None:
-        state["labels"] = make_labels(history, state["moments"], settings, state["prep"])  # type: ignore[arg-type]
+        state["labels"] = make_labels(history, state["moments"], settings, state["prep"],  # type: ignore[arg-type]
+                                      state["codes"])  # type: ignore[arg-type]
 
     steps = [("index history", s_prepare), ("sample moments", s_moments), ("compute features", s_features),
              ("label moments", s_labels)]

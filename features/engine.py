@@ -360,12 +360,18 @@ def take_str(values: np.ndarray, idx: np.ndarray) -> pd.Series:
     return pd.Series(pd.array(taken, dtype=text_dtype()))
 
 
-def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray) -> dict[str, Any]:
-    """``lead_id``, ``as_of``, every feature and ``rule_score`` as columns (numpy or ``str`` Series)."""
+def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray,
+                    moments: pd.DataFrame | None = None) -> dict[str, Any]:
+    """``lead_id``, ``as_of``, every feature and ``rule_score`` as columns (numpy or ``str`` Series).
+
+    ``moments``: the ``lead_id, as_of`` frame of these moments when the caller has it already (the
+    batch build: its columns are reused, not built a second time).
+    """
     out = run(prep, m_lead, m_t, parallel=True)
     data: dict[str, Any] = {
-        "lead_id": take_str(prep.leads.values, m_lead),
-        "as_of": pd.Series(pd.to_datetime(m_t, unit="us", utc=True)).astype("datetime64[us, UTC]"),
+        "lead_id": take_str(prep.leads.values, m_lead) if moments is None else moments["lead_id"],
+        "as_of": (pd.Series(pd.to_datetime(m_t, unit="us", utc=True)).astype("datetime64[us, UTC]")
+                  if moments is None else moments["as_of"]),
     }
     for spec, (kind, i) in zip(p.schema, p.sources, strict=True):
         if kind == "cat":

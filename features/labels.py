@@ -132,10 +132,15 @@ def conversion_events(history: CRMHistory, settings: Settings, keys: Keys,
 
 
 def make_labels(history: CRMHistory, moments: pd.DataFrame, settings: Settings,
-                prep: Prepared | None = None) -> pd.DataFrame:
-    """``y_sql`` and ``y_opp`` (float64: 1.0, 0.0, NaN = censored) for each moment, same order/RangeIndex."""
+                prep: Prepared | None = None,
+                codes: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
+    """``y_sql`` and ``y_opp`` (float64: 1.0, 0.0, NaN = censored) for each moment, same order/RangeIndex.
+
+    ``codes``: the moments' lead codes of ``prep`` and µs times, when the caller has them (the batch
+    build), instead of looking the lead ids up again.
+    """
     prep = prep if prep is not None else prepare(history, settings)
-    m_lead, m_t = moment_codes(prep, moments)
+    m_lead, m_t = codes if codes is not None else moment_codes(prep, moments)
     cutoff = pd.Timestamp(history.cutoff)
     if cutoff is pd.NaT:
         raise FeatureInputError("history.cutoff: missing (labels need to know where the data ends)")
