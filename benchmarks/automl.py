@@ -254,7 +254,7 @@ def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int
     started = time.perf_counter()
     # train's procedure (recency, tuning, model choice), then its production refit on every pre-test month
     chosen = choose_and_fit(dataset, y, roles, spec, settings.training, trials=settings.training.trials)
-    refit, _ = refit_scores(dataset, y, roles, spec, settings.training, chosen)
+    refit, record = refit_scores(dataset, y, roles, spec, settings.training, chosen)
     seconds = time.perf_counter() - started
     pre = np.sort(np.concatenate([rows["train"], rows["validation"], rows["calibration"]]))
     test = rows["test"]
@@ -265,15 +265,16 @@ def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int
     all_scores = {"leadscore": (refit["shipped"], seconds), **fitted}
     result = {name: _scores(y[test][ok], p[ok], settings, sec) for name, (p, sec) in all_scores.items()}
     ceiling = _scores(y[test][ok], t[ok], settings, 0.0)
-    leads = dataset["lead_id"].to_numpy()[test][ok]  # the gap's interval resamples leads, not moments
-    _with_gaps(result, y[test][ok], {k: p[ok] for k, (p, _) in all_scores.items()}, leads)
+    lead_ids = dataset["lead_id"].to_numpy()[test][ok]  # the gap's interval resamples leads, not moments
+    _with_gaps(result, y[test][ok], {k: p[ok] for k, (p, _) in all_scores.items()}, lead_ids)
     for r in result.values():
         r["share_of_ceiling_lift"] = round((r["roc_auc"] - 0.5) / (ceiling["roc_auc"] - 0.5), 4)
     return {"dataset": "generated" if scenario == "default" else f"generated-{scenario}",
             "protocol": f"SQL target, leadscore train's month split: test {', '.join(split.months('test'))}",
             "crm": {"leads": leads, "months": months, "seed": seed, "scenario": scenario},
             "rows_train": len(pre), "rows_test": int(ok.sum()), "budget_seconds": round(seconds, 1),
-            "leadscore_shipped": f"{candidate_name(chosen.choice.kind, chosen.choice.blend_weight)}, "
+            "leadscore_shipped": f"{record['model']} (backtest's choice "
+                                 f"{candidate_name(chosen.choice.kind, chosen.choice.blend_weight)}), "
                                  f"recency {chosen.recency.chosen.label}",
             "leadscore_candidates": _candidates(y[test][ok], {k: v[ok] for k, v in refit.items()}, settings),
             "ceiling": {k: ceiling[k] for k in ("roc_auc", "log_loss", "ece")}, "systems": result}
