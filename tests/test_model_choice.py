@@ -263,7 +263,9 @@ def test_cross_fit_refit_fits_every_month_and_calibrates_on_leads_its_fold_model
     from leadscore.training.refit import refit_target
     from leadscore.training.split import TimeSplit
 
-    cfg = settings.training.model_copy(update={"refit": "cross_fit"})
+    # the backtest's choice kept (at_refit off): this test is about the trees' map
+    cfg = settings.training.model_copy(update={"refit": "cross_fit", "model_choice": settings.training.model_choice
+                                               .model_copy(update={"at_refit": False})})
     months = [f"2024-{m:02d}-01" for m in range(1, 13)]
     parts = [_leads_without_signal(150, seed=k + 1, start=m) for k, m in enumerate(months)]
     frame = pd.concat([p[0] for p in parts], ignore_index=True)
@@ -305,6 +307,13 @@ def test_cross_fit_refit_fits_every_month_and_calibrates_on_leads_its_fold_model
     steep = fit_sigmoid(seen, y[refit.rows.calibration])(booster.predict(encode_frame(new, feats,
                                                                                       refit.model.encodings)))
     assert np.std(steep) > 0.2 and loss(np.clip(steep, 1e-6, 1 - 1e-6)) > loss(p) + 0.2
+    # choosing the kind again on the refit's out-of-fold scores (the default), the memorising trees lose to
+    # the logistic model, which cannot learn the leads, and the refit says so
+    again = refit_target(frame, y, np.ones(len(y), dtype=bool), feats, settings.training.model_copy(
+        update={"refit": "cross_fit"}), split, Recency(), choice, backtest)
+    assert again.choice is not None and again.choice.kind == "logistic" and again.model.kind == "logistic"
+    assert again.model.model_str is None and again.model.linear is not None
+    assert again.choice.log_loss["logistic"] < again.choice.log_loss["lightgbm"]
 
 
 def test_cross_fit_map_targets_the_fits_recency_weighted_level_not_the_newest_months_alone(
@@ -322,7 +331,9 @@ def test_cross_fit_map_targets_the_fits_recency_weighted_level_not_the_newest_mo
     from leadscore.training.refit import RefitRows, refit_models, refit_target
     from leadscore.training.split import TimeSplit
 
-    cfg = settings.training.model_copy(update={"refit": "cross_fit"})
+    # the backtest's choice kept (at_refit off; on these linear data the refit would ship the logistic model)
+    cfg = settings.training.model_copy(update={"refit": "cross_fit", "model_choice": settings.training.model_choice
+                                               .model_copy(update={"at_refit": False})})
     feats = SCHEMA[1:]
     frame, _ = _linear_data(8000, seed=11, months=12)
     cal_start = pd.Timestamp("2024-11-01", tz="UTC")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from leadscore.training.calibration import Calibrator, fit_calibrator
+from leadscore.training.calibration import CALIBRATION_FOLDS, Calibrator, fit_calibrator, fold_splits
 from leadscore.training.config import ModelKind, TrainingConfig
 from leadscore.training.encoding import categorical_indices, encode_frame, fit_encodings
 from leadscore.training.linear import blend_probability
@@ -193,9 +193,10 @@ def choose_model(
     lead in one fold, see :func:`training.calibration.fit_calibrator`). Ties go to the earlier candidate."""
     options = candidate_options(cfg)
     fitted = {}
+    splits = fold_splits(y, CALIBRATION_FOLDS, seed, groups)  # the same folds for every candidate and method
     for kind, w in options:
         calibrator, scores = fit_calibrator(candidate_raw(kind, w, p_trees, p_linear), y, cfg.min_isotonic_rows,
-                                            seed=seed, groups=groups)
+                                            seed=seed, groups=groups, splits=splits)
         fitted[(kind, w)] = (calibrator, scores, scores[calibrator.method])
     best = min(options, key=lambda o: float(np.nan_to_num(fitted[o][2], nan=np.inf)))
     calibrator, scores, _ = fitted[best]

@@ -95,6 +95,9 @@ class ModelChoiceConfig(_Strict):
     candidates: list[ModelKind] = Field(default_factory=_all_kinds, min_length=1)
     #: weights of the trees in the log-odds blend
     blend_weights: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75], min_length=1)
+    #: the production refit chooses the kind again among its own candidates, on its map's held-out scores
+    #: (training.refit); false: it ships the backtest's choice
+    at_refit: bool = True
 
 
 class TrainingConfig(_Strict):

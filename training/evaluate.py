@@ -155,7 +155,9 @@ def fit_and_score(
     rule_map = fit_rule_probability(data.rule_score[before], data.y[before])
     scores["rule"] = rule_probability(rule_map, data.rule_score[rows.test])
     info = {**chosen.fit.summary(), "importance": chosen.fit.importance.to_dict(),
-            "model": {"shipped": candidate_name(choice.kind, choice.blend_weight), "kind": choice.kind,
+            # in time order the refit chooses the kind again (model_choice.at_refit): its choice is what scored
+            "model": {"shipped": refit["refit"]["model"] if timed else candidate_name(choice.kind, choice.blend_weight),
+                      "kind": choice.kind,
                       "blend_weight": choice.blend_weight, "calibration": choice.calibrator.method,
                       "candidates_log_loss": choice.log_loss, "recency": chosen.recency.chosen.to_dict(),
                       "recency_validation_log_loss": chosen.recency.validation_log_loss}, **refit}

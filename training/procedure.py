@@ -39,7 +39,7 @@ from leadscore.training.choice import (
 from leadscore.training.config import TrainingConfig
 from leadscore.training.fit import FitResult, RowSets, fit_target
 from leadscore.training.linear import LinearModel, fit_linear
-from leadscore.training.refit import RefitRows, calibrate_as, refit_models
+from leadscore.training.refit import RefitRows, calibrate_as, refit_choice, refit_models
 from leadscore.training.split import stratified_time_sample
 
 
@@ -155,8 +155,9 @@ def refit_scores(
     validation rows (inside the window counted back from the calibration rows' start) and, with
     ``cross_fit``, on the calibration rows too, every fitting row then calibrating on its out-of-fold
     score (weighted as the fit); with ``last_months`` the calibration rows are never fitted and calibrate
-    alone. Then scored on the test rows. ``frame`` holds ``as_of``. Returns the scores
-    (:func:`candidate_scores`) and a record.
+    alone. The kind is chosen again on the map's rows (``model_choice.at_refit``, :func:`training.refit.refit_choice`),
+    so ``shipped`` is what ``train`` registers. Then scored on the test rows. ``frame`` holds ``as_of``.
+    Returns the scores (:func:`candidate_scores`) and a record (``model``: the shipped candidate).
     """
     as_of = frame["as_of"]
     pool = np.sort(np.concatenate([roles.train, roles.validation]))
@@ -165,17 +166,20 @@ def refit_scores(
     rows = RefitRows.of(recency.rows(pool, as_of, cal_start), roles.calibration, as_of, cal_start,
                         pd.Timestamp(as_of.iloc[roles.calibration].max()),
                         "last_months" if cfg.refit == "none" else cfg.refit)
+    # every candidate is refit: all are scored on the test rows
     models = refit_models(frame, y, rows, schema, cfg, recency, chosen.fit, linear=chosen.linear is not None)
+    choice = refit_choice(models, frame, y, rows, cfg, chosen.choice)
 
     def raw(part: str, kind: str, w: float | None) -> np.ndarray:
         if part == "calibration":
             return models.calibration_raw(frame.iloc[rows.calibration], kind, w)
         return models.raw(frame.iloc[roles.test], kind, w)
 
-    scores = candidate_scores(raw, np.asarray(y, dtype=np.float64)[rows.calibration], chosen.choice, cfg,
+    scores = candidate_scores(raw, np.asarray(y, dtype=np.float64)[rows.calibration], choice, cfg,
                               rows.calibration_weights(as_of, recency))
     return scores, {"fit_rows": len(rows.fit), "calibration_rows": len(rows.calibration), "scheme": rows.scheme,
-                    "rounds": chosen.fit.rounds[0], "fit_start": str(rows.fit_start)}
+                    "rounds": chosen.fit.rounds[0], "fit_start": str(rows.fit_start),
+                    "model": candidate_name(choice.kind, choice.blend_weight)}
 
 
 __all__ = ["Chosen", "Roles", "candidate_scores", "choose_and_fit", "refit_scores"]
