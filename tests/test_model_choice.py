@@ -411,3 +411,32 @@ def test_drift_report_ranks_the_moved_feature_first_and_the_verdict_names_it() -
     ok, line = verdict("sql", "blend", 0.55, 0.50, drift)
     assert ok and "beats the rule score" in line
     assert verdict("sql", "lightgbm", 0.49, 0.40, drift)[1].count("does not beat chance") == 1
+
+
+def test_a_refit_choosing_another_kind_reports_that_kinds_backtest_figures() -> None:
+    """``model_choice.at_refit`` may register another kind than the backtest chose: train's table, its
+    summary, the verdict and the bundle's record then name the registered kind, and ``shipped``'s
+    figures (and the share of ceiling lift) are that kind's backtest, not the other kind's."""
+    from types import SimpleNamespace
+
+    from leadscore.training.backtest import SHIPPED, TargetResult, candidate_key
+    from leadscore.training.choice import ModelChoice
+    from leadscore.training.metrics import MetricCI
+
+    def auc(v: float) -> dict[str, MetricCI]:
+        return {"roc_auc": MetricCI(v, v - 0.01, v + 0.01)}
+
+    flat = Calibrator("sigmoid", np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    trees, blend = ModelChoice("lightgbm", None, flat, {}, {}), ModelChoice("blend", 0.75, flat, {}, {})
+    metrics = {SHIPPED: auc(0.70), candidate_key("blend 0.75"): auc(0.75), "ground_truth": auc(0.90)}
+    r = TargetResult(target="sql", split=None, fit=None, model=None, metrics=metrics, rows={}, positives={},  # type: ignore[arg-type]
+                     capacity_share=0.1, recency=SimpleNamespace(chosen=Recency(), validation_log_loss={}), choice=trees,  # type: ignore[arg-type]
+                     fit_rows=np.arange(3), share_of_ceiling_lift=0.5)
+    r.adopt_refit_choice()  # no refit: the backtest's kind and figures stay
+    assert r.shipped_choice is trees and r.metrics[SHIPPED]["roc_auc"].value == 0.70
+    r.refit = SimpleNamespace(choice=blend, window=lambda: {})  # type: ignore[assignment]
+    r.adopt_refit_choice()
+    assert r.shipped_choice is blend and r.metrics[SHIPPED]["roc_auc"].value == 0.75
+    assert r.share_of_ceiling_lift == pytest.approx((0.75 - 0.5) / (0.90 - 0.5))
+    record = r.model_record()
+    assert record["kind"] == "blend" and record["blend_weight"] == 0.75 and record["backtest_kind"] == "lightgbm"

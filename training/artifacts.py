@@ -116,7 +116,7 @@ def summary(result: TrainResult) -> dict[str, Any]:
     targets: dict[str, Any] = {}
     for target, tr in result.targets.items():
         entry: dict[str, Any] = {
-            "shipped": {"model": tr.choice.kind, **pick(tr.metrics["shipped"])},
+            "shipped": {"model": tr.shipped_choice.kind, **pick(tr.metrics["shipped"])},
             **{m: pick(tr.metrics[m]) for m in ("lightgbm", "logistic", "rule", "ground_truth") if m in tr.metrics},
             "share_of_ceiling_lift": tr.share_of_ceiling_lift,
             "test_months": tr.split.months("test"),
@@ -143,7 +143,8 @@ def log_run(result: TrainResult, work: Path, settings: Settings, started: float)
 
     metrics: dict[str, float] = {}
     for target, tr in result.targets.items():
-        for model, ms in tr.metrics.items():
+        for name, ms in tr.metrics.items():
+            model = name.replace(" ", "_")
             for metric, ci in ms.items():
                 if np.isfinite(ci.value):
                     metrics[f"backtest.{target}.{model}.{metric}"] = ci.value
@@ -157,7 +158,8 @@ def log_run(result: TrainResult, work: Path, settings: Settings, started: float)
             metrics[f"refit.{target}.calibration_slice_log_loss"] = tr.refit.calibration_log_loss
         for name, loss in tr.choice.log_loss.items():
             metrics[f"backtest.{target}.choice.{name.replace(' ', '_')}.calibrated_log_loss"] = loss
-        mlflow.log_params({f"{target}.model_kind": tr.choice.kind, f"{target}.blend_weight": tr.choice.blend_weight,
+        mlflow.log_params({f"{target}.model_kind": tr.shipped_choice.kind,
+                           f"{target}.blend_weight": tr.shipped_choice.blend_weight,
                            f"{target}.recency.window_months": tr.recency.chosen.window_months,
                            f"{target}.recency.half_life_months": tr.recency.chosen.half_life_months,
                            f"{target}.registered": "refit" if tr.refit is not None else "backtest"})

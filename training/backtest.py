@@ -27,11 +27,11 @@ import pandas as pd
 from leadscore.config import Settings
 from leadscore.training.baselines import baseline_scores, fit_rule_probability, rule_probability
 from leadscore.training.bundle import FeatureColumn, TargetModel
-from leadscore.training.choice import ModelChoice, RecencyChoice
+from leadscore.training.choice import ModelChoice, RecencyChoice, candidate_name
 from leadscore.training.fit import FitResult
 from leadscore.training.linear import LinearModel
 from leadscore.training.metrics import MetricCI, evaluate_metrics
-from leadscore.training.procedure import Roles, choose_and_fit
+from leadscore.training.procedure import Roles, candidate_scores, choose_and_fit
 from leadscore.training.refit import Refit
 from leadscore.training.split import TARGETS, TimeSplit, split_target, stratified_time_sample
 from leadscore.training.tune import TuneResult
@@ -78,14 +78,44 @@ class TargetResult:
         """The model that is registered: the refit, else the backtest's model."""
         return self.refit.model if self.refit is not None else self.model
 
+    @property
+    def shipped_choice(self) -> ModelChoice:
+        """The registered kind: the refit's choice (``model_choice.at_refit``), else the backtest's."""
+        if self.refit is not None and self.refit.choice is not None:
+            return self.refit.choice
+        return self.choice
+
+    def adopt_refit_choice(self) -> None:
+        """When the refit chose another kind than the backtest, report that kind's backtest figures as
+        ``shipped``: the metrics then describe the procedure with the kind that is registered."""
+        c = self.shipped_choice
+        key = candidate_key(candidate_name(c.kind, c.blend_weight))
+        if c is not self.choice and key in self.metrics:
+            self.metrics[SHIPPED] = self.metrics[key]
+            self.share_of_ceiling_lift = _ceiling_share(self.metrics)
+
     def model_record(self) -> dict[str, Any]:
         """What the bundle's metrics record about the choice of the shipped model."""
-        return {"kind": self.choice.kind, "blend_weight": self.choice.blend_weight,
+        return {"kind": self.shipped_choice.kind, "blend_weight": self.shipped_choice.blend_weight,
+                "backtest_kind": candidate_name(self.choice.kind, self.choice.blend_weight),
                 "candidates_log_loss": self.choice.log_loss, "recency": self.recency.chosen.to_dict(),
                 "recency_validation_log_loss": self.recency.validation_log_loss,
                 "metrics_describe": "backtest of the procedure on the test months",
                 "registered": "refit on all matured months" if self.refit is not None else "the backtest model",
                 **({"refit": self.refit.window()} if self.refit is not None else {})}
+
+
+def candidate_key(name: str) -> str:
+    """The metrics key of a model candidate's backtest scores (``candidate blend 0.75``)."""
+    return f"candidate {name}"
+
+
+def _ceiling_share(metrics: dict[str, dict[str, MetricCI]]) -> float | None:
+    """The shipped model's share of the ground truth's AUC lift over chance (generated CRMs only)."""
+    if "ground_truth" not in metrics:
+        return None
+    auc_truth = metrics["ground_truth"]["roc_auc"].value
+    return (metrics[SHIPPED]["roc_auc"].value - 0.5) / (auc_truth - 0.5) if auc_truth > 0.5 else None
 
 
 def _emit(progress: ProgressFn | None, event: str, payload: Any) -> None:
@@ -160,6 +190,10 @@ def train_target(
     cap = capacity_share(settings, rule[rows["test"]])
     scores = {SHIPPED: chosen.shipped_scores(), "lightgbm": fit.scores("test"), "lightgbm_uncalibrated": fit.raw["test"],
               **baselines}
+    if cfg.model_choice.at_refit and chosen.linear is not None:
+        # the refit may choose another kind (training.refit.refit_choice): every candidate is backtested
+        scores.update({candidate_key(name): p for name, p in
+                       candidate_scores(chosen.raw, y[rows["calibration"]], choice, cfg).items() if name != SHIPPED})
     yt = y[rows["test"]]
     ceiling = False
     if truth is not None:
@@ -177,10 +211,7 @@ def train_target(
                                seed=cfg.seed)
         for name, p in scores.items()
     }
-    share = None
-    if ceiling:
-        auc_truth = metrics["ground_truth"]["roc_auc"].value
-        share = (metrics[SHIPPED]["roc_auc"].value - 0.5) / (auc_truth - 0.5) if auc_truth > 0.5 else None
+    share = _ceiling_share(metrics) if ceiling else None
     _emit(progress, "target_done", target)
     return TargetResult(
         target=target, split=split, fit=fit, model=backtest_model(fit, choice, chosen.linear), metrics=metrics,
@@ -190,4 +221,4 @@ def train_target(
     )
 
 
-__all__ = ["SHIPPED", "TRUTH_COLUMNS", "TargetResult", "attach_truth", "capacity_share", "train_target"]
+__all__ = ["SHIPPED", "TRUTH_COLUMNS", "TargetResult", "attach_truth", "candidate_key", "capacity_share", "train_target"]

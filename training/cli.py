@@ -33,10 +33,11 @@ def print_results(result: TrainResult, console: Console, *, flat: bool = False) 
     from leadscore.training.drift import describe_top
 
     for target, tr in result.targets.items():
-        kind = tr.choice.kind + (f" {tr.choice.blend_weight:g}" if tr.choice.blend_weight is not None else "")
+        shipped = tr.shipped_choice
+        kind = shipped.kind + (f" {shipped.blend_weight:g}" if shipped.blend_weight is not None else "")
         table = Table(title=f"{target}: backtest of the procedure on test months {', '.join(tr.split.months('test'))} "
                             f"({tr.rows['test']:,} moments, {tr.positives['test']:,} positives; "
-                            f"shipped: {kind}, calibration: {tr.model.calibrator.method}; "
+                            f"shipped: {kind}, calibration: {tr.shipped.calibrator.method}; "
                             f"{tr.recency.chosen.label})")
         table.add_column("model")
         for m in _SHOWN:

@@ -251,9 +251,10 @@ def train_from_dataset(
         if cfg.refit != "none":
             for r in results.values():
                 _refit(dataset, spec, settings, cutoff, r, progress, dask_client)
+                r.adopt_refit_choice()
         _emit(progress, "phase", "drift, bundle, stage policy and artifacts")
         drift = _drift(dataset, spec, results, settings, cutoff)
-        verdicts = {t: verdict(t, r.choice.kind, r.metrics[SHIPPED]["roc_auc"].value,
+        verdicts = {t: verdict(t, r.shipped_choice.kind, r.metrics[SHIPPED]["roc_auc"].value,
                                r.metrics["rule"]["roc_auc"].value, drift, cfg.drift_top_features)
                     for t, r in results.items()}
         args = (spec, schema_hash, settings, cutoff, len(dataset), trials)
