@@ -15,6 +15,10 @@ Times, over the feature rows of every open lead at the cut-off (best of ``--reps
   is per-row Python); ``end_to_end_rows_per_s``: the whole command (load, features, scoring, writing
   Parquet); ``attribution``: the bundle's.
 
+The OpenMP wait policy is set first, as ``leadscore`` sets it before anything loads the runtime: with
+spinning idle threads (the default) every parallel region of LightGBM and of the numba kernels stalls
+on a busy 2-core machine.
+
 The last line is one JSON object with these figures.
 """
 
@@ -60,6 +64,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
 
+    from leadscore.training.threads import configure_openmp
+
+    configure_openmp()  # as every leadscore command does first: idle OpenMP threads sleep (training.threads)
     import pandas as pd
 
     from leadscore.config import load_settings

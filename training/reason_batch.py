@@ -217,26 +217,9 @@ def _compact(pos: np.ndarray, neg: np.ndarray, texts: Sequence[str]) -> tuple[np
     return new[pos], new[neg], [texts[t] for t in used.tolist()]
 
 
-def json_lists(ids: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-    """Each row of ``ids`` (rows x k sentence ids, -1 padding at the end) as the JSON text of its list of
-    sentences, ``json.dumps(list)`` exactly: each sentence shown is quoted once, and the lists are
-    concatenated column by column as object arrays (one C loop per column, no per-row Python)."""
-    import json
+def json_lists(ids: np.ndarray, texts: Sequence[str]) -> Any:
+    """Each row of ``ids`` (rows x k sentence ids, -1 padding) as the JSON text of its list of sentences,
+    ``json.dumps(list)`` exactly, as a text column (:func:`training.score_columns.json_list_column`)."""
+    from leadscore.training.score_columns import inferred_text_dtype, json_list_column
 
-    ids = np.asarray(ids, dtype=np.int64)
-    if not len(ids):
-        return np.empty(0, dtype=object)
-    used = np.unique(ids[ids >= 0])  # a batch words many sentences; its lists show a part of them
-    quoted = np.full(len(texts) + 1, "", dtype=object)  # the last: the padding (-1), nothing
-    quoted[used] = [json.dumps(texts[t]) for t in used.tolist()]
-    following = np.full(len(texts) + 1, "", dtype=object)
-    following[used] = [", " + q for q in quoted[used].tolist()]
-    out = quoted[ids[:, 0]] if ids.shape[1] else np.full(len(ids), "", dtype=object)
-    started = ids[:, 0] >= 0 if ids.shape[1] else np.zeros(len(ids), dtype=bool)
-    for col in ids.T[1:]:
-        out = out + following[col]
-        first = ~started & (col >= 0)  # a list whose first sentence comes after a -1: no separator
-        if first.any():
-            out[first] = quoted[col[first]]
-        started |= col >= 0
-    return np.asarray("[" + out + "]", dtype=object)
+    return json_list_column(ids, texts, inferred_text_dtype())
