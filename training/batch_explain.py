@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from leadscore.training.encoding import check_columns, encode_frame
+from leadscore.training.encoding import check_columns, encode_frame, encode_parts
 from leadscore.training.linear import FrameColumns
 
 if TYPE_CHECKING:
@@ -59,11 +59,11 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str,
     n = len(bundle.schema)
     cols = FrameColumns(features) if cols is None else cols
     first = next((t for t, m in bundle.models.items() if m.uses_trees), target)
-    block = encode_frame(features, bundle.schema, bundle.models[first].encodings, cols.factorized)
+    block, numeric_block = encode_parts(features, bundle.schema, bundle.models[first].encodings, cols.factorized)
     pos = {name: j for j, name in enumerate(bundle.feature_names)}
     linears = {t: m.linear for t, m in bundle.models.items() if m.linear is not None and m.kind != "lightgbm"}
-    numeric = sorted({pos[x.name] for lin in linears.values() for x in lin.numeric})
-    logs = signed_log(block[:, numeric]) if numeric else np.empty((len(features), 0))
+    numeric = [j for j, s in enumerate(bundle.schema) if s["dtype"] != "str"]  # the numeric block's columns
+    logs = signed_log(numeric_block) if any(lin.numeric for lin in linears.values()) else numeric_block
     log_col = {j: i for i, j in enumerate(numeric)}
     out: dict[str, np.ndarray] = {}
     contrib = np.zeros((len(features), n))

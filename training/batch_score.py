@@ -40,7 +40,12 @@ import numpy as np
 import pandas as pd
 
 from leadscore.errors import LeadscoreError
-from leadscore.training.score_columns import inferred_text_dtype, json_list_column, text_column
+from leadscore.training.score_columns import (
+    inferred_text_dtype,
+    json_list_column,
+    quoted_sentences,
+    text_column,
+)
 from leadscore.training.stage_policy import _FUNNEL_RANK, StagePolicy
 from leadscore.training.trend import PastScore, annotate, trend
 
@@ -136,14 +141,16 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     trends, changed = _trends(leads, p_sql, previous or {}, texts, pos_ids, neg_ids, worded=contrib is not None)
     # text columns assembled in Arrow as pandas would infer them (training.score_columns)
     text = inferred_text_dtype()
+    quoted = quoted_sentences(texts)
+    lead_ids = features["lead_id"]
     return pd.DataFrame({
-        "lead_id": text_column(leads, text),
+        "lead_id": lead_ids.array if lead_ids.dtype == text else text_column(leads, text),
         "scored_at": pd.to_datetime(features["as_of"], utc=True).array,  # UTC, no index to align
         "p_sql": p_sql, "p_opportunity": p_opp, "stage": text_column(stages, text),
         "previous_stage": text_column(prevs, text),
         "days_in_stage": days if days is not None else np.full(n, np.nan),
-        "reasons_positive": json_list_column(pos_ids, texts, text),
-        "reasons_negative": json_list_column(neg_ids, texts, text),
+        "reasons_positive": json_list_column(pos_ids, texts, text, quoted),
+        "reasons_negative": json_list_column(neg_ids, texts, text, quoted),
         "model_version": text_column(np.full(n, scorer.version, dtype=object), text),
         "trend": text_column(trends, text), "changes": text_column(changed, text), "band": text_column(bands, text),
     }, columns=list(COLUMNS))

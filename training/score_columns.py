@@ -46,18 +46,26 @@ def text_column(values: np.ndarray, dtype: Any) -> Any:
     return _wrap(table.take(np.where(codes < 0, len(uniques), codes)), dtype)
 
 
-def json_list_column(ids: np.ndarray, texts: Sequence[str], dtype: Any) -> Any:
+def quoted_sentences(texts: Sequence[str]) -> Any:
+    """The pieces :func:`json_list_column` joins, as an Arrow array: each sentence quoted as ``json.dumps``
+    quotes a string (a list's first), nothing (a -1), then ``", "`` and each quoted sentence (a later one)."""
+    import pyarrow as pa
+
+    quoted = [encode_basestring_ascii(t) for t in texts]
+    return pa.array([*quoted, "", *(", " + q for q in quoted), ""], type=pa.large_string())
+
+
+def json_list_column(ids: np.ndarray, texts: Sequence[str], dtype: Any, quoted: Any = None) -> Any:
     """Each row of ``ids`` (rows x k sentence ids into ``texts``, -1: none) as the JSON text of its list of
     sentences, ``json.dumps(list)`` exactly (each sentence quoted as ``json.dumps`` quotes a string, joined
-    by ``", "`` in brackets; a -1 anywhere is skipped), as a column of ``dtype``."""
+    by ``", "`` in brackets; a -1 anywhere is skipped), as a column of ``dtype``. ``quoted``: the texts'
+    :func:`quoted_sentences`, when the caller builds several columns from the same texts."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     ids = np.atleast_2d(np.asarray(ids, dtype=np.int64))
     n_texts = len(texts)
-    quoted = [encode_basestring_ascii(t) for t in texts]
-    # first sentence of a list: its quote; a later one: ", " and its quote; -1: nothing
-    table = pa.array([*quoted, "", *(", " + q for q in quoted), ""], type=pa.large_string())
+    table = quoted_sentences(texts) if quoted is None else quoted
     started = np.zeros(len(ids), dtype=bool)
     parts = []
     for col in ids.T:
@@ -71,4 +79,4 @@ def json_list_column(ids: np.ndarray, texts: Sequence[str], dtype: Any) -> Any:
     return _wrap(joined, dtype)
 
 
-__all__ = ["inferred_text_dtype", "json_list_column", "text_column"]
+__all__ = ["inferred_text_dtype", "json_list_column", "quoted_sentences", "text_column"]
