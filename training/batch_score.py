@@ -13,8 +13,10 @@ on a schedule. It reuses the service's pieces instead of copying them:
 * reasons are the same sentences as :func:`training.reasons.top_reasons` over the same contributions
   (the bundle's attribution, :mod:`training.attribution`), computed for the whole chunk at once
   (:func:`~training.batch_explain.explain_block`: one walk of the sql trees gives its
-  probability and contributions; :func:`training.reason_batch.batch_top_ids` sums the concepts of all rows,
-  words each distinct (column, shown value) once and runs the one-row selection rule compiled);
+  probability and contributions, one compiled pass per logistic model its terms and the blend;
+  :func:`training.reason_batch.batch_top_ids` runs the one-row rule compiled over a table of the sentences
+  each distinct (column, shown value) words, kept across chunks), and the text columns are assembled in
+  Arrow (:mod:`training.score_columns`);
 * the stage is the bundle's :class:`StagePolicy`, with hysteresis from the lead's current stage and
   the days it has held it, both read from the kernel's own ``current_stage``/``days_in_stage``
   features: the stage the CRM recorded last at or before ``T``, as the service reads it
