@@ -252,3 +252,16 @@ def test_linear_rows_equal_the_term_matrix_contributions_and_blend() -> None:
         np.testing.assert_array_equal(sums, np.asarray(terms).sum(axis=1))
         want = {NO_CONTRIB: trees, LINEAR: want_linear, BLEND: w * trees + (1.0 - w) * want_linear}[mode]
         np.testing.assert_array_equal(contrib, want)
+
+
+def test_recode_equals_encoding_with_the_other_tables() -> None:
+    """A second target's encoding from the first one's (numeric columns copied, category codes redone)."""
+    from leadscore.training.encoding import encode_frame, encode_parts, recode
+
+    frame = _rows(SCHEMA, 300, 9)
+    first = {s["name"]: ["true", "paid_search"] for s in SCHEMA if s["dtype"] == "str"}
+    other = {s["name"]: ["c_level", "false", "true"] for s in SCHEMA if s["dtype"] == "str"}
+    x, numeric = encode_parts(frame, SCHEMA, first)
+    np.testing.assert_array_equal(x, encode_frame(frame, SCHEMA, first))
+    np.testing.assert_array_equal(numeric, x[:, [j for j, s in enumerate(SCHEMA) if s["dtype"] != "str"]])
+    np.testing.assert_array_equal(recode(x, frame, SCHEMA, other), encode_frame(frame, SCHEMA, other))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from leadscore.training.encoding import check_columns, encode_frame, encode_parts
+from leadscore.training.encoding import check_columns, encode_frame, encode_parts, recode
 from leadscore.training.linear import FrameColumns
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str,
     for t, m in bundle.models.items():
         x = None
         if m.uses_trees:
-            x = block if t == first else encode_frame(features, bundle.schema, m.encodings, cols.factorized)
+            x = block if t == first else recode(block, features, bundle.schema, m.encodings, cols.factorized)
         p_trees = trees = None
         if x is not None and t == target and bundle.attribution == "path" and m.path_model(n).binary_logit:
             paths = m.path_model(n)

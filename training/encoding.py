@@ -87,12 +87,28 @@ def encode_parts(
                 except (ValueError, TypeError) as exc:
                     raise ValueError(f"feature {name!r} must be numeric: {exc}") from exc
         X[:, num] = block
+    _put_codes(X, frame, schema, encodings, factorize)
+    return X, block
+
+
+def recode(x: np.ndarray, frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]],
+           encodings: Mapping[str, Sequence[str]],
+           factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None) -> np.ndarray:
+    """:func:`encode_frame` of ``frame`` with other category tables (``encodings``: another target's), from
+    ``x``, an encoding of the same frame: its numeric columns are copied, not converted again."""
+    out = np.array(x, dtype=np.float64, order="C", copy=True)
+    _put_codes(out, frame, schema, encodings, factorize)
+    return out
+
+
+def _put_codes(X: np.ndarray, frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]],
+               encodings: Mapping[str, Sequence[str]], factorize: Callable[[str], tuple[np.ndarray, Any]] | None) -> None:
+    """Write each string column's category codes (unknown and missing: NaN) into its column of ``X``."""
     for j, spec in enumerate(schema):
         if spec["dtype"] == "str":
             codes = category_codes(frame[spec["name"]], encodings.get(spec["name"], []),
                                    None if factorize is None else factorize(spec["name"]))
             X[:, j] = np.where(codes < 0, np.nan, codes)
-    return X, block
 
 
 def category_codes(col: pd.Series, categories: Sequence[str],
