@@ -70,8 +70,9 @@ def encode_parts(
     frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]], encodings: Mapping[str, Sequence[str]],
     factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`encode_frame` and its numeric columns alone (rows x numeric columns in schema order, C-contiguous:
-    the block converted once, which batch scoring's logistic terms read without gathering it again)."""
+    """:func:`encode_frame` and its numeric columns alone (rows x numeric columns in schema order, in the
+    memory order pandas converts them to: the block converted once, which batch scoring's logistic terms
+    read without gathering or copying it again)."""
     check_columns(frame, schema)
     X = np.empty((len(frame), len(schema)), dtype=np.float64)
     num = [j for j, s in enumerate(schema) if s["dtype"] != "str"]
@@ -79,7 +80,7 @@ def encode_parts(
     if num:
         names = [schema[j]["name"] for j in num]
         try:
-            block = np.ascontiguousarray(frame[names].to_numpy(dtype=np.float64, na_value=np.nan))
+            block = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)  # its layout as pandas gives it
         except (ValueError, TypeError):
             for i, name in enumerate(names):
                 try:
