@@ -11,9 +11,13 @@ Times, over the feature rows of every open lead at the cut-off (best of ``--reps
 * ``booster_rows_per_s``: ``Booster.predict`` of both targets' boosters over the same rows already
   encoded (the floor any scorer pays), and ``ratio`` of the two (goal: >= 0.5);
 * ``no_reasons_rows_per_s``/``no_reasons_ratio``: ``leadscore score --no-reasons`` (probabilities and
-  stages; TreeSHAP costs ~30-50x a prediction, the path attribution about one, and wording the reasons
-  is per-row Python); ``end_to_end_rows_per_s``: the whole command (load, features, scoring, writing
-  Parquet); ``attribution``: the bundle's.
+  stages; TreeSHAP costs ~30-50x a prediction, the path attribution about one; the reasons are one
+  compiled pass per chunk over sentences worded once per run); ``end_to_end_rows_per_s``: the whole
+  command (load, features, scoring, writing Parquet); ``attribution``: the bundle's.
+
+The OpenMP wait policy is set first, as ``leadscore`` sets it before anything loads the runtime: with
+spinning idle threads (the default) every parallel region of LightGBM and of the numba kernels stalls
+on a busy 2-core machine.
 
 The last line is one JSON object with these figures.
 """
@@ -60,6 +64,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
 
+    from leadscore.training.threads import configure_openmp
+
+    configure_openmp()  # as every leadscore command does first: idle OpenMP threads sleep (training.threads)
     import pandas as pd
 
     from leadscore.config import load_settings

@@ -36,6 +36,8 @@ GROUPS = ("fit", "interest")
 #: fit letters and engagement digits from the lowest tercile up
 FIT_LETTERS = ("C", "B", "A")
 ENGAGEMENT_DIGITS = ("3", "2", "1")
+#: the grid's labels by ``fit index * 3 + engagement index``
+_LABELS = np.array([f + e for f in FIT_LETTERS for e in ENGAGEMENT_DIGITS], dtype=object)
 #: rows of the training window the terciles are fitted on (a bundle may attribute by TreeSHAP, ~50x a prediction)
 CUT_SAMPLE_ROWS = 5000
 #: the model whose contributions the grid sums (the reasons' model: no extra TreeSHAP online)
@@ -93,10 +95,15 @@ def band_labels(contrib: np.ndarray, schema: Sequence[Mapping[str, Any]], cuts: 
     c = np.atleast_2d(np.asarray(contrib, dtype=np.float64))
     if cuts is None:
         return [None] * len(c)
-    sums = group_sums(c, schema)
+    return band_array(c, schema, cuts).tolist()  # type: ignore[no-any-return]
+
+
+def band_array(contrib: np.ndarray, schema: Sequence[Mapping[str, Any]], cuts: BandCuts) -> np.ndarray:
+    """:func:`band_labels` as an object array (batch scoring: the labels gathered, no per-row Python)."""
+    sums = group_sums(contrib, schema)
     f = np.searchsorted(np.asarray(cuts.fit), sums["fit"], side="right")
     e = np.searchsorted(np.asarray(cuts.interest), sums["interest"], side="right")
-    return [FIT_LETTERS[i] + ENGAGEMENT_DIGITS[j] for i, j in zip(f, e, strict=True)]
+    return _LABELS[f * len(ENGAGEMENT_DIGITS) + e]
 
 
 def fit_bundle_bands(bundle: BoundBundle, rows: pd.DataFrame, seed: int) -> BandCuts | None:

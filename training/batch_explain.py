@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from leadscore.training.encoding import check_columns, encode_frame
+from leadscore.training.encoding import check_columns, encode_frame, encode_parts, recode
 from leadscore.training.linear import FrameColumns
 
 if TYPE_CHECKING:
@@ -45,20 +45,32 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str,
     """:func:`explain_frame` and the rows' schema columns as float64 (rows x columns; numeric columns as
     the encoding converts them, string columns as their codes): what the reasons word the values from
     (:func:`training.reason_batch.batch_top_ids`), converted once with everything else. ``cols``: the frame's
-    columns as the caller keeps them (the reasons read its string columns' factorisations)."""
+    columns as the caller keeps them (the reasons read its string columns' factorisations).
+
+    The logistic models read the same converted block: the signed logs of its numeric columns once for
+    every model (numpy's ``log1p``, the one-row path's), then per model one compiled pass
+    (:func:`training.linear_terms.linear_rows`) that adds its terms and writes the target's contributions
+    blended with the trees' in place: no term matrix, no separate subtraction or blend."""
     from leadscore.training.bundle import OUTPUT_COLUMNS
+    from leadscore.training.linear import signed_log
+    from leadscore.training.linear_terms import BLEND, LINEAR, NO_CONTRIB, linear_rows
 
     check_columns(features, bundle.schema)
     n = len(bundle.schema)
     cols = FrameColumns(features) if cols is None else cols
+    first = next((t for t, m in bundle.models.items() if m.uses_trees), target)
+    block, numeric_block = encode_parts(features, bundle.schema, bundle.models[first].encodings, cols.factorized)
+    pos = {name: j for j, name in enumerate(bundle.feature_names)}
+    linears = {t: m.linear for t, m in bundle.models.items() if m.linear is not None and m.kind != "lightgbm"}
+    numeric = [j for j, s in enumerate(bundle.schema) if s["dtype"] != "str"]  # the numeric block's columns
+    logs = signed_log(numeric_block) if any(lin.numeric for lin in linears.values()) else numeric_block
+    log_col = {j: i for i, j in enumerate(numeric)}
     out: dict[str, np.ndarray] = {}
     contrib = np.zeros((len(features), n))
-    block: np.ndarray | None = None
     for t, m in bundle.models.items():
-        x = encode_shared(bundle, features, t, cols) if m.uses_trees else None
-        lin = m.linear if m.kind != "lightgbm" else None
-        terms = None if lin is None else lin.term_matrix(cols)
-        p_lin = None if lin is None or terms is None else lin.probability(terms)
+        x = None
+        if m.uses_trees:
+            x = block if t == first else recode(block, features, bundle.schema, m.encodings, cols.factorized)
         p_trees = trees = None
         if x is not None and t == target and bundle.attribution == "path" and m.path_model(n).binary_logit:
             paths = m.path_model(n)
@@ -67,14 +79,31 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str,
         elif x is not None:
             p_trees = m.booster.predict(x)
             trees = bundle.tree_contributions(x, t)[:, :-1] if t == target else None
+        lin = linears.get(t)
+        p_lin = None
+        if lin is not None:
+            mode = NO_CONTRIB if t != target else (BLEND if trees is not None else LINEAR)
+            if t == target:
+                contrib = np.ascontiguousarray(trees, dtype=np.float64) if trees is not None else contrib
+            w = float(m.blend_weight) if mode == BLEND else 1.0  # type: ignore[arg-type]
+            sums = np.empty(len(features))
+            fill, center, scale, coef, miss_coef = lin._numeric_arrays
+            means = np.zeros(n)
+            for name, v in lin.term_means.items():
+                if name in pos:
+                    means[pos[name]] = v
+            cat_terms = np.empty((len(features), len(lin.categorical)))
+            for q, c in enumerate(lin.categorical):
+                codes, labels = cols.codes(c.name)
+                cat_terms[:, q] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
+            linear_rows(logs, np.array([log_col[pos[x.name]] for x in lin.numeric], dtype=np.int64),
+                        signed_log(fill), center, scale, coef, miss_coef, cat_terms,
+                        np.array([pos[f] for f in lin.features], dtype=np.int64), means, mode, w, 1.0 - w,
+                        contrib, sums)
+            p_lin = np.asarray(1.0 / (1.0 + np.exp(-(lin.intercept + sums))))
+        elif t == target:
+            contrib = m.combine_contributions(trees, None)
         out[OUTPUT_COLUMNS[t]] = m.calibrator(np.asarray(m.combine(p_trees, p_lin), dtype=np.float64))
-        if t == target:
-            linear = None if terms is None or lin is None else lin.schema_contributions(terms, bundle.feature_names)
-            contrib = m.combine_contributions(trees, linear)
-        if x is not None:
-            block = x
-    if block is None:
-        block = encode_shared(bundle, features, target, cols)
     return pd.DataFrame(out, index=features.index), contrib, block
 
 

@@ -13,8 +13,10 @@ on a schedule. It reuses the service's pieces instead of copying them:
 * reasons are the same sentences as :func:`training.reasons.top_reasons` over the same contributions
   (the bundle's attribution, :mod:`training.attribution`), computed for the whole chunk at once
   (:func:`~training.batch_explain.explain_block`: one walk of the sql trees gives its
-  probability and contributions; :func:`training.reason_batch.batch_top_ids` sums the concepts of all rows,
-  words each distinct (column, shown value) once and runs the one-row selection rule compiled);
+  probability and contributions, one compiled pass per logistic model its terms and the blend;
+  :func:`training.reason_batch.batch_top_ids` runs the one-row rule compiled over a table of the sentences
+  each distinct (column, shown value) words, kept across chunks), and the text columns are assembled in
+  Arrow (:mod:`training.score_columns`);
 * the stage is the bundle's :class:`StagePolicy`, with hysteresis from the lead's current stage and
   the days it has held it, both read from the kernel's own ``current_stage``/``days_in_stage``
   features: the stage the CRM recorded last at or before ``T``, as the service reads it
@@ -40,6 +42,12 @@ import numpy as np
 import pandas as pd
 
 from leadscore.errors import LeadscoreError
+from leadscore.training.score_columns import (
+    inferred_text_dtype,
+    json_list_column,
+    quoted_sentences,
+    text_column,
+)
 from leadscore.training.stage_policy import _FUNNEL_RANK, StagePolicy
 from leadscore.training.trend import PastScore, annotate, trend
 
@@ -121,26 +129,32 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     days = features["days_in_stage"].to_numpy(dtype=np.float64) if "days_in_stage" in features else None
     stages = policy_stages(scorer.policy, p_sql, p_opp, prevs, days)
     leads = features["lead_id"].astype(object).to_numpy()
-    pos = neg = np.full(n, "[]", dtype=object)
-    bands: Sequence[str | None] = [None] * n
+    bands = np.full(n, None, dtype=object)
     texts: list[str] = []
     pos_ids = neg_ids = np.empty((n, 0), dtype=np.int64)
     if contrib is not None:
-        from leadscore.training.bands import band_labels
-        from leadscore.training.reason_batch import batch_top_ids, json_lists
+        from leadscore.training.bands import band_array
+        from leadscore.training.reason_batch import batch_top_ids
 
-        bands = band_labels(contrib, bundle.schema, bundle.bands)
+        if bundle.bands is not None:
+            bands = band_array(contrib, bundle.schema, bundle.bands)
         pos_ids, neg_ids, texts = batch_top_ids(bundle._reason_plan(), features, contrib, REASONS_K, block=block,
                                                  factorize=cols.factorized)
-        pos, neg = json_lists(pos_ids, texts), json_lists(neg_ids, texts)
     trends, changed = _trends(leads, p_sql, previous or {}, texts, pos_ids, neg_ids, worded=contrib is not None)
+    # text columns assembled in Arrow as pandas would infer them (training.score_columns)
+    text = inferred_text_dtype()
+    quoted = quoted_sentences(texts)
+    lead_ids = features["lead_id"]
     return pd.DataFrame({
-        "lead_id": leads,
+        "lead_id": lead_ids.array if lead_ids.dtype == text else text_column(leads, text),
         "scored_at": pd.to_datetime(features["as_of"], utc=True).array,  # UTC, no index to align
-        "p_sql": p_sql, "p_opportunity": p_opp, "stage": stages, "previous_stage": prevs,
+        "p_sql": p_sql, "p_opportunity": p_opp, "stage": text_column(stages, text),
+        "previous_stage": text_column(prevs, text),
         "days_in_stage": days if days is not None else np.full(n, np.nan),
-        "reasons_positive": pos, "reasons_negative": neg, "model_version": scorer.version,
-        "trend": trends, "changes": changed, "band": bands,
+        "reasons_positive": json_list_column(pos_ids, texts, text, quoted),
+        "reasons_negative": json_list_column(neg_ids, texts, text, quoted),
+        "model_version": text_column(np.full(n, scorer.version, dtype=object), text),
+        "trend": text_column(trends, text), "changes": text_column(changed, text), "band": text_column(bands, text),
     }, columns=list(COLUMNS))
 
 

@@ -63,25 +63,53 @@ def encode_frame(
     ``pd.factorize`` by name, when the caller keeps them for other readers of the batch
     (:meth:`training.linear.FrameColumns.factorized`).
     """
+    return encode_parts(frame, schema, encodings, factorize)[0]
+
+
+def encode_parts(
+    frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]], encodings: Mapping[str, Sequence[str]],
+    factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`encode_frame` and its numeric columns alone (rows x numeric columns in schema order, in the
+    memory order pandas converts them to: the block converted once, which batch scoring's logistic terms
+    read without gathering or copying it again)."""
     check_columns(frame, schema)
     X = np.empty((len(frame), len(schema)), dtype=np.float64)
     num = [j for j, s in enumerate(schema) if s["dtype"] != "str"]
+    block = np.empty((len(frame), len(num)), dtype=np.float64)
     if num:
         names = [schema[j]["name"] for j in num]
         try:
-            X[:, num] = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
+            block = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)  # its layout as pandas gives it
         except (ValueError, TypeError):
-            for j, name in zip(num, names, strict=True):
+            for i, name in enumerate(names):
                 try:
-                    X[:, j] = pd.to_numeric(frame[name], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+                    block[:, i] = pd.to_numeric(frame[name], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
                 except (ValueError, TypeError) as exc:
                     raise ValueError(f"feature {name!r} must be numeric: {exc}") from exc
+        X[:, num] = block
+    _put_codes(X, frame, schema, encodings, factorize)
+    return X, block
+
+
+def recode(x: np.ndarray, frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]],
+           encodings: Mapping[str, Sequence[str]],
+           factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None) -> np.ndarray:
+    """:func:`encode_frame` of ``frame`` with other category tables (``encodings``: another target's), from
+    ``x``, an encoding of the same frame: its numeric columns are copied, not converted again."""
+    out = np.array(x, dtype=np.float64, order="C", copy=True)
+    _put_codes(out, frame, schema, encodings, factorize)
+    return out
+
+
+def _put_codes(X: np.ndarray, frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]],
+               encodings: Mapping[str, Sequence[str]], factorize: Callable[[str], tuple[np.ndarray, Any]] | None) -> None:
+    """Write each string column's category codes (unknown and missing: NaN) into its column of ``X``."""
     for j, spec in enumerate(schema):
         if spec["dtype"] == "str":
             codes = category_codes(frame[spec["name"]], encodings.get(spec["name"], []),
                                    None if factorize is None else factorize(spec["name"]))
             X[:, j] = np.where(codes < 0, np.nan, codes)
-    return X
 
 
 def category_codes(col: pd.Series, categories: Sequence[str],

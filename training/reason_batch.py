@@ -1,15 +1,15 @@
 """Batch scoring's reasons: :func:`training.reasons.top_reasons` for every row of a chunk at once.
 
-The per-row rule (:mod:`training.reasons`) stays the definition; here it is computed for a chunk: the
-concept sums and their order compiled (:func:`concept_sums`), the sentences of the (row, concept) cells
-the walk may read worded once per column and *shown* value (:func:`concept_text_ids`, with
-:mod:`training.reason_keys`), the walk compiled over sentence ids (:mod:`training.reason_select`), and
-the JSON lists built column by column (:func:`json_lists`). ``tests/test_batch_vectorised.py`` holds
-every piece to the one-row rule.
+The per-row rule (:mod:`training.reasons`) stays the definition; here it runs compiled for a chunk
+(:mod:`training.reason_walk`: the concept sums, their order and the walk per row, in parallel) over the
+plan's table of sentences (:class:`Sentences`: each distinct (column, *shown* value) worded once per run,
+:mod:`training.reason_keys`), and the JSON lists are built column by column (:func:`json_lists`).
+``tests/test_batch_vectorised.py`` holds every piece to the one-row rule.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,91 +36,74 @@ def concept_sums(plan: ReasonPlan, contrib: np.ndarray) -> tuple[np.ndarray, np.
 
 
 
-#: a (row, concept) sentence id not computed (:func:`concept_text_ids` with ``need``)
-NOT_WORDED = -2
+class Sentences:
+    """A plan's batch wording (:mod:`training.reason_walk`), kept across the chunks of a run (a CRM's chunks
+    show mostly the same values): the table of cell keys to sentence ids, the sentences, and per column
+    read by value the ids of the values it showed. Bounded: past :data:`_MEMO_SIZE` cells it starts over
+    at the next batch. One batch at a time (``lock``)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        from leadscore.training.reason_walk import EMPTY
+
+        self.keys1 = np.zeros(1 << 12, dtype=np.int64)
+        self.keys2 = np.full(1 << 12, EMPTY, dtype=np.int64)
+        self.vals = np.zeros(1 << 12, dtype=np.int64)
+        self.size = 0
+        self.texts: list[str] = []
+        self.index: dict[str, int] = {}
+        self.value_ids: dict[int, dict[Any, int]] = {}
+        self.values: dict[int, list[Any]] = {}
+
+    def add(self, k1: np.ndarray, k2: np.ndarray, texts: Sequence[str | None]) -> None:
+        """Store each cell key's sentence (None: the value says nothing)."""
+        from leadscore.training.reason_walk import EMPTY, insert
+
+        ids = np.empty(len(texts), dtype=np.int64)
+        for p, text in enumerate(texts):
+            got = -1 if text is None else self.index.get(text)
+            if got is None:
+                got = self.index[text] = len(self.texts)  # type: ignore[index]
+                self.texts.append(text)  # type: ignore[arg-type]
+            ids[p] = got
+        if 2 * (self.size + len(k1)) > len(self.keys1):  # grow, re-inserting what is stored
+            live = self.keys2 != EMPTY
+            old = self.keys1[live], self.keys2[live], self.vals[live]
+            cap = len(self.keys1)
+            while 2 * (self.size + len(k1)) > cap:
+                cap *= 2
+            self.keys1, self.keys2 = np.zeros(cap, dtype=np.int64), np.full(cap, EMPTY, dtype=np.int64)
+            self.vals = np.zeros(cap, dtype=np.int64)
+            insert(self.keys1, self.keys2, self.vals, *old)
+        self.size += insert(self.keys1, self.keys2, self.vals, k1, k2, ids)
+
+    def value_column(self, j: int, factorized: tuple[np.ndarray, Any]) -> np.ndarray:
+        """Column ``j``'s values (``pd.factorize`` of it) as ids of the distinct values it showed (-1 missing)."""
+        ids, values = self.value_ids.setdefault(j, {}), self.values.setdefault(j, [])
+        codes, uniques = factorized
+        got = []
+        for v in uniques.tolist():
+            t = ids.get(v)
+            if t is None:
+                t = ids[v] = len(values)
+                values.append(v)
+            got.append(t)
+        return np.asarray([*got, -1], dtype=np.int64)[codes]
 
 
-def concept_text_ids(plan: ReasonPlan, frame: pd.DataFrame, need: np.ndarray, index: dict[str, int],
-                     block: np.ndarray | None = None,
-                     factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None,
-                     sums: np.ndarray | None = None) -> np.ndarray:
-    """The sentence of each concept in each row where ``need`` (rows x concepts) holds, as ids into
-    ``index`` (sentence -> id, extended here): -1 where the concept words nothing there (its columns'
-    values are silent zeros), :data:`NOT_WORDED` where not needed.
+#: cells of :class:`Sentences` at most (a few MB of sentences and keys)
+_MEMO_SIZE = 100_000
 
-    A concept's id in a row is its first member's that words something, as
-    :meth:`ReasonPlan.concept_text` picks it: all needed (row, concept) cells try their first member at
-    once, those it leaves silent their second, and so on. The sentence of a (column, value) depends on
-    nothing else, and a batch holds few distinct *shown* values per column (counts, categories, days,
-    values to 2 decimals), so float values are grouped by column and shown value
-    (:func:`training.reason_keys.display_keys`) and each group worded once; other values (categories, and
-    the few floats the keys leave exact) once per distinct (column, value). Equal sentences share an id:
-    :func:`~training.reasons.top_reasons` merges them. ``block``: the frame's schema columns as float64 (rows x columns, the
-    bundle's encoding: numeric columns converted as ``to_numpy(float64)`` converts them, which words them
-    as the frame's values do); without it the frame's float64 columns are read. ``factorize``: a
-    string column's ``pd.factorize(column, use_na_sentinel=True)`` by name, kept by the caller for the
-    batch (:meth:`training.linear.FrameColumns.factorized`; default: computed here). ``sums``: the
-    concepts' sums (rows x concepts); a negative one worded by a buying signal is -1 (:meth:`ReasonPlan.against`).
-    """
-    from leadscore.training.reason_keys import display_keys, first_rows, unit_codes  # numba: when first used
 
-    if factorize is None:
-        factorize = _factorizer(frame)
-    out = np.full(need.shape, NOT_WORDED, dtype=np.int64)
-    rows, concepts = np.nonzero(need)
-    n_cols = len(plan.columns)
-    width = max((len(m) for m in plan.members), default=0)
-    member = np.full((len(plan.members), width), -1, dtype=np.int64)
-    for c, m in enumerate(plan.members):
-        member[c, : len(m)] = m
-    floats = np.array([c.numeric if block is not None else frame[c.name].dtype == np.float64
-                       for c in plan.columns], dtype=bool)
-    units = unit_codes([c.unit for c in plan.columns])
-    only_for = np.array([c.only_for for c in plan.columns], dtype=bool)
-    negative = np.zeros(len(rows), dtype=bool) if sums is None or not only_for.any() else sums[rows, concepts] < 0.0
-    ids = np.full(len(rows), -1, dtype=np.int64)
-    todo = np.arange(len(rows))
-    for level in range(width):
-        todo = todo[member[concepts[todo], level] >= 0]
-        if not len(todo):
-            break
-        r, j = rows[todo], member[concepts[todo], level]
-        got = np.empty(len(todo), dtype=np.int64)
-        present = np.ones(len(todo), dtype=bool)
-        is_float = floats[j]
-        at = np.flatnonzero(is_float)
-        if len(at):
-            values = block[r[at], j[at]] if block is not None else _gather(frame, plan, r[at], j[at])
-            present[at] = values == values
-            key, exact = display_keys(units[j[at]], values)
-            keyed = np.flatnonzero(~exact)
-            if len(keyed):
-                codes, uniques = pd.factorize(key[keyed])
-                codes, uniques = pd.factorize(codes * n_cols + j[at][keyed])
-                first = first_rows(codes, len(uniques))
-                got[at[keyed]] = _word_keyed(plan, index, j[at][keyed][first].tolist(), key[keyed][first].tolist(),
-                                             values[keyed][first].tolist())[codes]
-            other = at[exact]
-        else:
-            other = at
-        other = np.concatenate([other, np.flatnonzero(~is_float)])
-        for col in np.unique(j[other]).tolist():  # by value: categories, and floats left exact
-            sel = other[j[other] == col]
-            if floats[col]:
-                vals = block[r[sel], col] if block is not None else frame[plan.columns[col].name].to_numpy()[r[sel]]
-                codes, uniques = pd.factorize(vals, use_na_sentinel=True)
-            else:  # a whole column factorised once per batch: converting a string column row by row is slow
-                whole, uniques = factorize(plan.columns[col].name)
-                codes = whole[r[sel]]
-                present[sel] = codes >= 0
-            distinct = [*uniques.tolist(), None]  # the last: a missing value (code -1)
-            got[sel] = _word(plan, index, [col] * len(distinct), distinct)[codes]
-        silent = got < 0
-        got[~silent & negative[todo] & only_for[j] & present] = -1  # a buying signal against: not worded
-        ids[todo] = got
-        todo = todo[silent]
-    out[rows, concepts] = ids
-    return out
+def _sentences(plan: ReasonPlan) -> Sentences:
+    """The plan's :class:`Sentences` (in :attr:`ReasonPlan.memo`)."""
+    got = plan.memo.get("sentences")
+    if got is None:
+        got = plan.memo.setdefault("sentences", Sentences())
+    return got  # type: ignore[no-any-return]
 
 
 def _factorizer(frame: pd.DataFrame) -> Callable[[str], tuple[np.ndarray, Any]]:
@@ -135,94 +118,108 @@ def _factorizer(frame: pd.DataFrame) -> Callable[[str], tuple[np.ndarray, Any]]:
     return factorize
 
 
-def _gather(frame: pd.DataFrame, plan: ReasonPlan, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """The frame's float64 values at (rows, cols) pairs, one column read per distinct column."""
-    out = np.empty(len(rows))
-    for col in np.unique(cols).tolist():
-        sel = np.flatnonzero(cols == col)
-        out[sel] = frame[plan.columns[col].name].to_numpy()[rows[sel]]
-    return out
-
-
-def _word_keyed(plan: ReasonPlan, index: dict[str, int], cols: list[int], keys: list[int],
-                values: list[float]) -> np.ndarray:
-    """:func:`_word` of values that word as their display key says (:func:`training.reason_keys.display_keys`),
-    each (column, key) worded once per plan (:attr:`ReasonPlan.memo`)."""
-    memo = plan.memo
-    if len(memo) > _MEMO_SIZE:
-        memo.clear()
-    out = np.empty(len(cols), dtype=np.int64)
-    for i, (j, k, v) in enumerate(zip(cols, keys, values, strict=True)):
-        t = memo.get((j, k), _UNSEEN)
-        if t is _UNSEEN:
-            t = memo[(j, k)] = plan.text(j, v)
-        out[i] = -1 if t is None else index.setdefault(t, len(index))  # type: ignore[arg-type]
-    return out
-
-
-#: :attr:`ReasonPlan.memo` entries at most (a few MB of sentences)
-_MEMO_SIZE = 100_000
-_UNSEEN = object()
-
-
-def _word(plan: ReasonPlan, index: dict[str, int], cols: list[int], values: list[Any]) -> np.ndarray:
-    """The sentence id of each (column, value) (-1: it says nothing), new sentences added to ``index``."""
-    return np.asarray([-1 if (t := plan.text(j, v)) is None else index.setdefault(t, len(index))
-                       for j, v in zip(cols, values, strict=True)], dtype=np.int64)
-
-
 def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k: int,
                   window: int | None = None, block: np.ndarray | None = None,
                   factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """:func:`~training.reasons.top_reasons`' sentences of every row of ``frame`` (``contrib``: rows x schema columns), as
     ids (rows x ``k``, -1 pads a short side) into the returned sentences: positive, negative, sentences.
 
-    The same sums (:func:`concept_sums`) and the same walk (:func:`training.reason_select.select_top`).
-    A row's walk rarely goes past its ``window`` (default ``4k``) strongest concepts, so only those are
-    worded first; the rows whose walk went further are worded in full and walked again. ``block``: the
-    frame's columns as float64, ``factorize`` its string columns' factorisations (:func:`concept_text_ids`).
+    The rule runs compiled over the plan's table of sentences (:func:`training.reason_walk.walk`); the rows
+    whose walk reached a cell the table lacks are walked again once the cells they recorded (up to their
+    ``window``-th concept, default ``4k``) are worded, each distinct key once. Equal sentences share an id
+    (:func:`~training.reasons.top_reasons` merges them). ``block``: the frame's schema columns as float64 (rows x
+    columns, the bundle's encoding: numeric columns converted as ``to_numpy(float64)`` converts them, which
+    words them as the frame's values do; string columns are read by value); without it the frame's float64
+    columns are read from the frame and the others by value. ``factorize``: a column's
+    ``pd.factorize(column, use_na_sentinel=True)`` by name, kept by the caller for the batch
+    (:meth:`training.linear.FrameColumns.factorized`; default: computed here).
     """
-    from leadscore.training.reason_select import select_top  # numba: compiled when first used
+    from leadscore.training.attribution import _PARALLEL
+    from leadscore.training.reason_keys import unit_codes
+    from leadscore.training.reason_walk import FLOAT, MISS_SLOTS, VALUE, cell_keys, walk
 
-    sums, order = concept_sums(plan, contrib)
-    order = np.ascontiguousarray(order, dtype=np.int64)
-    index: dict[str, int] = {}
-    need = np.zeros(sums.shape, dtype=bool)
-    np.put_along_axis(need, order[:, : 4 * k if window is None else window], True, axis=1)
-    need &= sums != 0.0  # a zero sum ends the walk before its sentence is read
+    n, n_cols = len(frame), len(plan.columns)
     factorize = _factorizer(frame) if factorize is None else factorize
-    ids = concept_text_ids(plan, frame, need, index, block, factorize, sums)
-    pos, neg, short = select_top(sums, order, ids, k)
-    if short.any():
-        rows = np.flatnonzero(short)
-        rest = np.zeros(sums.shape, dtype=bool)
-        rest[rows] = (sums[rows] != 0.0) & (ids[rows] == NOT_WORDED)
-        ids = np.where(rest, concept_text_ids(plan, frame, rest, index, block, factorize, sums), ids)
-        pos[rows], neg[rows], short = select_top(sums[rows], order[rows], ids[rows], k)
-        assert not short.any()
-    return pos, neg, list(index)
+    if block is None:
+        floats = np.array([frame[c.name].dtype == np.float64 for c in plan.columns], dtype=bool)
+        block = np.zeros((n, n_cols))
+        if floats.any():
+            block[:, floats] = frame[[c.name for c, f in zip(plan.columns, floats, strict=True) if f]].to_numpy(np.float64)
+    else:
+        floats = np.array([c.numeric for c in plan.columns], dtype=bool)
+    block = np.ascontiguousarray(block, dtype=np.float64)
+    kind = np.where(floats, FLOAT, VALUE).astype(np.int64)
+    by_value = np.flatnonzero(~floats)
+    slot = np.zeros(n_cols, dtype=np.int64)
+    slot[by_value] = np.arange(len(by_value))
+    width = max((len(m) for m in plan.members), default=0)
+    member = np.full((len(plan.members), max(width, 1)), -1, dtype=np.int64)
+    for c, m in enumerate(plan.members):
+        member[c, : len(m)] = m
+    units = unit_codes([c.unit for c in plan.columns])
+    only_for = np.array([c.only_for for c in plan.columns], dtype=np.bool_)
+    silent = np.array([c.silent_zero for c in plan.columns], dtype=np.bool_) & floats
+    contrib = np.ascontiguousarray(np.atleast_2d(contrib), dtype=np.float64)
+    given = bool(np.isnan(contrib).any())  # numpy's order puts NaN last; the compiled sort is for numbers
+    if given:
+        sums, order = concept_sums(plan, contrib)
+        sums, order = np.ascontiguousarray(sums), np.ascontiguousarray(order, dtype=np.int64)
+    else:
+        sums, order = np.empty((n, len(plan.concepts))), np.empty((n, len(plan.concepts)), dtype=np.int64)
+    pos, neg = np.empty((n, k), dtype=np.int64), np.empty((n, k), dtype=np.int64)
+    misses = np.empty((n, MISS_SLOTS), dtype=np.int64)
+    window = 4 * k if window is None else window
+    sentences = _sentences(plan)
+    with sentences.lock:
+        if sentences.size > _MEMO_SIZE:
+            sentences.reset()
+        vid = np.empty((n, len(by_value)), dtype=np.int64)
+        for s, j in enumerate(by_value.tolist()):
+            vid[:, s] = sentences.value_column(j, factorize(plan.columns[j].name))
+        bits = block.view(np.int64)
+        rows = np.arange(n, dtype=np.int64)
+        while len(rows):
+            with _PARALLEL:
+                walk(rows, contrib, given, sums, order, block, bits, vid, slot, kind, units, only_for, silent,
+                     plan.concept_of,
+                     member, k, window, sentences.keys1, sentences.keys2, sentences.vals, pos, neg, misses)
+            given = True
+            rows = rows[misses[rows, 0] >= 0]
+            if not len(rows):
+                break
+            at, q = np.nonzero(misses[rows] >= 0)
+            cell_rows, cell_cols = rows[at], misses[rows[at], q]
+            k1, k2 = cell_keys(cell_rows, cell_cols, block, bits, vid, slot, kind, units)
+            first: dict[tuple[int, int], int] = {}
+            for p, key in enumerate(zip(k1.tolist(), k2.tolist(), strict=True)):
+                first.setdefault(key, p)
+            picks = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+            texts = [plan.text(j, float(block[r, j]) if floats[j] else _shown_value(sentences, vid, slot, r, j))
+                     for r, j in zip(cell_rows[picks].tolist(), cell_cols[picks].tolist(), strict=True)]
+            sentences.add(k1[picks], k2[picks], texts)
+        return _compact(pos, neg, sentences.texts)
 
 
-def json_lists(ids: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-    """Each row of ``ids`` (rows x k sentence ids, -1 padding at the end) as the JSON text of its list of
-    sentences, ``json.dumps(list)`` exactly: each sentence shown is quoted once, and the lists are
-    concatenated column by column as object arrays (one C loop per column, no per-row Python)."""
-    import json
+def _shown_value(sentences: Sentences, vid: np.ndarray, slot: np.ndarray, r: int, j: int) -> Any:
+    """Row ``r``'s value of column ``j`` read by value (None: missing)."""
+    t = int(vid[r, slot[j]])
+    return None if t < 0 else sentences.values[j][t]
 
-    ids = np.asarray(ids, dtype=np.int64)
-    if not len(ids):
-        return np.empty(0, dtype=object)
-    used = np.unique(ids[ids >= 0])  # a batch words many sentences; its lists show a part of them
-    quoted = np.full(len(texts) + 1, "", dtype=object)  # the last: the padding (-1), nothing
-    quoted[used] = [json.dumps(texts[t]) for t in used.tolist()]
-    following = np.full(len(texts) + 1, "", dtype=object)
-    following[used] = [", " + q for q in quoted[used].tolist()]
-    out = quoted[ids[:, 0]] if ids.shape[1] else np.full(len(ids), "", dtype=object)
-    started = ids[:, 0] >= 0 if ids.shape[1] else np.zeros(len(ids), dtype=bool)
-    for col in ids.T[1:]:
-        out = out + following[col]
-        first = ~started & (col >= 0)  # a list whose first sentence comes after a -1: no separator
-        if first.any():
-            out[first] = quoted[col[first]]
-        started |= col >= 0
-    return np.asarray("[" + out + "]", dtype=object)
+
+def _compact(pos: np.ndarray, neg: np.ndarray, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The ids renumbered over the sentences shown (the plan's table holds many more)."""
+    shown = np.zeros(len(texts) + 1, dtype=bool)
+    shown[pos] = True
+    shown[neg] = True
+    used = np.flatnonzero(shown[:-1])
+    new = np.full(len(texts) + 1, -1, dtype=np.int64)
+    new[used] = np.arange(len(used))
+    return new[pos], new[neg], [texts[t] for t in used.tolist()]
+
+
+def json_lists(ids: np.ndarray, texts: Sequence[str]) -> Any:
+    """Each row of ``ids`` (rows x k sentence ids, -1 padding) as the JSON text of its list of sentences,
+    ``json.dumps(list)`` exactly, as a text column (:func:`training.score_columns.json_list_column`)."""
+    from leadscore.training.score_columns import inferred_text_dtype, json_list_column
+
+    return json_list_column(ids, texts, inferred_text_dtype())

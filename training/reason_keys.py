@@ -1,6 +1,6 @@
 """Which values of a numeric column read the same in a reason: word each *shown* value once, not each float.
 
-Batch scoring words the reasons of a chunk at once (:func:`training.reason_batch.concept_text_ids`). A column's
+Batch scoring words the reasons of a chunk at once (:mod:`training.reason_walk`). A column's
 sentence depends only on its value as the reason shows it (:func:`training.reasons.format_value` and the
 unit formats: "0.87", "3", "12 days", "1.5M"), and a chunk of decayed counts holds thousands of distinct
 floats but a few hundred shown values. Here each value gets an integer key computed with array
@@ -51,41 +51,42 @@ def _near_half(s: float) -> bool:
 
 
 @njit(cache=True)
+def display_key(u: int, x: float) -> tuple[int, bool]:
+    """One value's ``(key, exact)`` (:func:`display_keys`); also called per cell by the compiled batch walk
+    (:mod:`training.reason_walk`)."""
+    neg = np.signbit(x)
+    if x != x:
+        return _key(0.0, _MISSING, neg), False
+    if x == 0.0:
+        return _key(0.0, _ZERO, neg), False
+    if x == 1.0:
+        return _key(0.0, _ONE, neg), False
+    if not abs(x) <= _BIG:  # inf too
+        return 0, True
+    if u == DAYS:  # _days: "less than a day", "1 day", "{int(v)} days"
+        return _key(-1.0 if x < 1.0 else (1.0 if x < 2.0 else np.trunc(x)), _DAYS, neg), False
+    if u == MONEY:  # _money: under 1,000 to the unit; else / 1e9, 1e6 or 1e3 to 3 significant digits
+        if x < 1e3:
+            s, cls = x, _UNITS
+        else:
+            d = 2 if x >= 1e9 else (1 if x >= 1e6 else 0)
+            w = x / (1e9 if d == 2 else (1e6 if d == 1 else 1e3))
+            digits = 0 if w < 10.0 else (1 if w < 100.0 else 2)
+            s = w * (100.0 if digits == 0 else (10.0 if digits == 1 else 1.0))
+            cls = _MONEY + 3 * d + digits
+        return _key(np.rint(s), cls, neg), _near_half(s)
+    if x == np.floor(x) and u != RATIO:  # format_value and number: integers whole
+        return _key(x, _INT, neg), False
+    # ratio: 1 decimal; number: 2; format_value: 2 under 10, 1 from 10 on
+    cents = u == NUMBER or (u == PLAIN and abs(x) < 10.0)
+    s = x * 100.0 if cents else x * 10.0
+    return _key(np.rint(s), _CENTS if cents else _TENTHS, neg), _near_half(s)
+
+
+@njit(cache=True)
 def _keys(unit: np.ndarray, v: np.ndarray, key: np.ndarray, exact: np.ndarray) -> None:
     for i in range(len(v)):
-        x = v[i]
-        u = unit[i]
-        neg = np.signbit(x)
-        exact[i] = False
-        if x != x:
-            key[i] = _key(0.0, _MISSING, neg)
-        elif x == 0.0:
-            key[i] = _key(0.0, _ZERO, neg)
-        elif x == 1.0:
-            key[i] = _key(0.0, _ONE, neg)
-        elif not abs(x) <= _BIG:  # inf too
-            key[i] = 0
-            exact[i] = True
-        elif u == DAYS:  # _days: "less than a day", "1 day", "{int(v)} days"
-            key[i] = _key(-1.0 if x < 1.0 else (1.0 if x < 2.0 else np.trunc(x)), _DAYS, neg)
-        elif u == MONEY:  # _money: under 1,000 to the unit; else / 1e9, 1e6 or 1e3 to 3 significant digits
-            if x < 1e3:
-                s, cls = x, _UNITS
-            else:
-                d = 2 if x >= 1e9 else (1 if x >= 1e6 else 0)
-                w = x / (1e9 if d == 2 else (1e6 if d == 1 else 1e3))
-                digits = 0 if w < 10.0 else (1 if w < 100.0 else 2)
-                s = w * (100.0 if digits == 0 else (10.0 if digits == 1 else 1.0))
-                cls = _MONEY + 3 * d + digits
-            exact[i] = _near_half(s)
-            key[i] = _key(np.rint(s), cls, neg)
-        elif x == np.floor(x) and u != RATIO:  # format_value and number: integers whole
-            key[i] = _key(x, _INT, neg)
-        else:  # ratio: 1 decimal; number: 2; format_value: 2 under 10, 1 from 10 on
-            cents = u == NUMBER or (u == PLAIN and abs(x) < 10.0)
-            s = x * 100.0 if cents else x * 10.0
-            exact[i] = _near_half(s)
-            key[i] = _key(np.rint(s), _CENTS if cents else _TENTHS, neg)
+        key[i], exact[i] = display_key(unit[i], v[i])
 
 
 def display_keys(unit: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,11 +99,4 @@ def display_keys(unit: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return key, exact
 
 
-def first_rows(codes: np.ndarray, n: int) -> np.ndarray:
-    """The first position of each of the codes ``0..n-1`` in ``codes`` (each code occurs)."""
-    first = np.empty(n, dtype=np.intp)
-    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
-    return first
-
-
-__all__ = ["DAYS", "MONEY", "NUMBER", "PLAIN", "RATIO", "display_keys", "first_rows", "unit_codes"]
+__all__ = ["DAYS", "MONEY", "NUMBER", "PLAIN", "RATIO", "display_key", "display_keys", "unit_codes"]

@@ -114,9 +114,9 @@ class ReasonPlan:
     concept_of: np.ndarray  # concept index of each column
     concepts: list[str]
     members: list[list[int]]  # per concept: column indices, lowest rank first
-    #: batch wording's sentences by (column, display key) (:mod:`training.reason_batch`), kept across the
-    #: chunks of a run: a CRM's chunks show mostly the same values (bounded there)
-    memo: dict[tuple[int, int], str | None] = field(default_factory=dict, compare=False, repr=False)
+    #: batch wording's sentences (:class:`training.reason_batch.Sentences`), kept across the chunks of a
+    #: run: a CRM's chunks show mostly the same values (bounded there)
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def text(self, j: int, value: Any) -> str | None:
         """Column ``j``'s sentence for ``value``; None when the value says nothing (a zero count)."""
@@ -208,7 +208,7 @@ def top_reasons(plan: ReasonPlan, row: Mapping[str, Any], contrib: np.ndarray, k
 def _select(plan: ReasonPlan, row: Mapping[str, Any], sums: list[float], order: list[int],
             k: int) -> tuple[list[tuple[str, list[Any]]], ...]:
     """The worded concepts for and against, strongest first: ``(text, [concept, column, summed contribution])``
-    (the rule :func:`training.reason_select.select_top` compiles for batches: change both together)."""
+    (the rule :func:`training.reason_walk.walk` compiles for batches: change both together)."""
     by_text: dict[str, list[Any]] = {}  # text -> [concept, column, summed contribution]
     for c in order:
         s = sums[c]

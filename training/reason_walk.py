@@ -1,0 +1,239 @@
+"""The batch reasons of :func:`training.reasons.top_reasons`, one compiled pass per chunk (numba).
+
+Per row the rule is: sum the contributions per concept, walk the concepts by decreasing absolute sum,
+word each by its first member that says something, merge equal sentences, stop once both sides hold
+``k``. A batch words the same few thousand (column, shown value) pairs over and over, so the sentences are
+kept in a table keyed by cell: ``(column, display key)`` for a float (:func:`training.reason_keys.display_key`;
+its exact bits where the key cannot stand for it, under ``column + n_columns``), ``(column, value id)``
+for any other value (ids of the distinct values a column showed, -1 missing). The table maps a key to a
+sentence id (-1: the value says nothing) and lives with the plan across chunks
+(:class:`training.reason_batch.Sentences`).
+
+:func:`walk` runs the whole rule per row (sums, order, walk, the sides sorted) in parallel over rows with
+the table read-only. A row whose walk reaches a cell not in the table stops there and records the cells
+it will need (that one and those of the next concepts in its order, :data:`MISS_SLOTS` at most); the
+caller words them, adds them to the table and walks those rows again. The comparisons and float additions
+are those of :func:`training.reasons._select` in the same order, so the chosen sentences are the same
+(``tests/test_batch_vectorised.py``). Imported when first used: numba compiles on first call (cached on disk).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from leadscore.training.reason_keys import display_key
+
+#: a table slot's ``keys2`` when empty, and :func:`lookup`'s answer for a key not in the table
+EMPTY = -1
+ABSENT = -3
+#: how a plan column's value is read: from the float block (keyed by its display key) or by value id
+FLOAT, VALUE = 0, 1
+#: cells a row may record per walk as needed (more are recorded by its next walk)
+MISS_SLOTS = 48
+#: rows per block of :func:`walk` (its scratch arrays are allocated once per block)
+_BLOCK = 256
+_M1 = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
+_M2 = -4417276706812531889  # 0xC2B2AE3D27D4EB4F as int64
+
+
+@njit(cache=True)
+def _slot(k1: int, k2: int, mask: int) -> int:
+    h = k1 * _M1 + k2 * _M2
+    h ^= h >> 31
+    return h & mask
+
+
+@njit(cache=True)
+def lookup(keys1: np.ndarray, keys2: np.ndarray, vals: np.ndarray, k1: int, k2: int) -> int:
+    """The sentence id stored for ``(k1, k2)``, or :data:`ABSENT` (open addressing, linear probing)."""
+    mask = len(keys1) - 1
+    s = _slot(k1, k2, mask)
+    while True:
+        if keys2[s] == EMPTY:
+            return ABSENT
+        if keys1[s] == k1 and keys2[s] == k2:
+            return vals[s]  # type: ignore[no-any-return]
+        s = (s + 1) & mask
+
+
+@njit(cache=True)
+def insert(keys1: np.ndarray, keys2: np.ndarray, vals: np.ndarray, k1: np.ndarray, k2: np.ndarray,
+           v: np.ndarray) -> int:
+    """Store each ``(k1, k2) -> v`` (an existing key keeps its value); returns how many were new. The
+    caller keeps the table at most half full."""
+    mask = len(keys1) - 1
+    added = 0
+    for i in range(len(k1)):
+        s = _slot(k1[i], k2[i], mask)
+        while keys2[s] != EMPTY and not (keys1[s] == k1[i] and keys2[s] == k2[i]):
+            s = (s + 1) & mask
+        if keys2[s] == EMPTY:
+            keys1[s], keys2[s], vals[s] = k1[i], k2[i], v[i]
+            added += 1
+    return added
+
+
+@njit(cache=True)
+def cell_key(i: int, j: int, block: np.ndarray, bits: np.ndarray, vid: np.ndarray, slot: np.ndarray,
+             kind: np.ndarray, unit: np.ndarray) -> tuple[int, int]:
+    """The table key of row ``i``'s value of column ``j`` (module docstring)."""
+    if kind[j] == FLOAT:
+        key, exact = display_key(unit[j], block[i, j])
+        if exact:
+            return bits[i, j], j + len(kind)
+        return key, j
+    return vid[i, slot[j]], j
+
+
+@njit(cache=True)
+def cell_keys(rows: np.ndarray, cols: np.ndarray, block: np.ndarray, bits: np.ndarray, vid: np.ndarray,
+              slot: np.ndarray, kind: np.ndarray, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cell_key` of each (row, column) pair."""
+    k1 = np.empty(len(rows), dtype=np.int64)
+    k2 = np.empty(len(rows), dtype=np.int64)
+    for p in range(len(rows)):
+        k1[p], k2[p] = cell_key(rows[p], cols[p], block, bits, vid, slot, kind, unit)
+    return k1, k2
+
+
+@njit(cache=True, parallel=True)
+def walk(rows: np.ndarray, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.ndarray,
+         block: np.ndarray, bits: np.ndarray, vid: np.ndarray, slot: np.ndarray, kind: np.ndarray,
+         unit: np.ndarray, only_for: np.ndarray, silent: np.ndarray, concept_of: np.ndarray, member: np.ndarray, k: int, window: int,
+         keys1: np.ndarray, keys2: np.ndarray, vals: np.ndarray, pos: np.ndarray, neg: np.ndarray,
+         misses: np.ndarray) -> None:
+    """Each row of ``rows``: its concept sums and order (into ``sums``/``order``, unless ``given``: then
+    read from them), the walk over the table's sentence ids and the sentence ids of its ``k`` strongest
+    reasons for and against into ``pos``/``neg`` (-1 pads a short side); or, when the walk reached a cell
+    not in the table, the columns of the cells it needs into ``misses`` (-1 pads; ``misses[i, 0] >= 0``
+    marks the row to walk again). ``member``: per concept its columns by rank, -1 padded; ``silent``: per
+    column whether a float zero says nothing (:meth:`ReasonPlan.text`: a zero count; not looked up)."""
+    n_concepts = sums.shape[1]
+    width = member.shape[1]
+    n_blocks = (len(rows) + _BLOCK - 1) // _BLOCK
+    for b in prange(n_blocks):
+        item_id = np.empty(n_concepts, dtype=np.int64)
+        item_sum = np.empty(n_concepts, dtype=np.float64)
+        used = np.empty(n_concepts, dtype=np.bool_)
+        key = np.empty(n_concepts, dtype=np.float64)
+        for r in range(b * _BLOCK, min(len(rows), (b + 1) * _BLOCK)):
+            _row(rows[r], contrib, given, sums, order, block, bits, vid, slot, kind, unit, only_for, silent,
+                 concept_of, member, k, window, keys1, keys2, vals, pos, neg, misses, n_concepts, width,
+                 item_id, item_sum, used, key)
+
+
+@njit(cache=True)
+def _row(i: int, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.ndarray, block: np.ndarray,
+         bits: np.ndarray, vid: np.ndarray, slot: np.ndarray, kind: np.ndarray, unit: np.ndarray,
+         only_for: np.ndarray, silent: np.ndarray, concept_of: np.ndarray, member: np.ndarray, k: int, window: int,
+         keys1: np.ndarray, keys2: np.ndarray, vals: np.ndarray, pos: np.ndarray, neg: np.ndarray,
+         misses: np.ndarray, n_concepts: int, width: int, item_id: np.ndarray, item_sum: np.ndarray,
+         used: np.ndarray, key: np.ndarray) -> None:
+    """:func:`walk` of row ``i`` (scratch arrays of the caller's block of rows)."""
+    if not given:  # as training.reason_select.concept_order: the same additions, the same stable order
+        for c in range(n_concepts):
+            sums[i, c] = 0.0
+        for j in range(contrib.shape[1]):
+            sums[i, concept_of[j]] += contrib[i, j]
+        for c in range(n_concepts):
+            key[c] = -abs(sums[i, c])
+            p = c
+            while p > 0 and key[order[i, p - 1]] > key[c]:
+                order[i, p] = order[i, p - 1]
+                p -= 1
+            order[i, p] = c
+    for q in range(misses.shape[1]):
+        misses[i, q] = -1
+    m = 0
+    n_pos = 0
+    n_neg = 0
+    stop = -1  # the position of the concept whose wording is not known
+    for p in range(n_concepts):
+        c = order[i, p]
+        s = sums[i, c]
+        if s == 0.0:
+            break
+        t = -1
+        jj = -1
+        for q in range(width):
+            j = member[c, q]
+            if j < 0:
+                break
+            if silent[j] and block[i, j] == 0.0:  # a zero count says nothing: no look-up
+                continue
+            k1, k2 = cell_key(i, j, block, bits, vid, slot, kind, unit)
+            got = lookup(keys1, keys2, vals, k1, k2)
+            if got == ABSENT:
+                stop = p
+                break
+            if got >= 0:
+                t = got
+                jj = j
+                break
+        if stop >= 0:
+            break
+        if t < 0:
+            continue
+        if s < 0.0 and only_for[jj]:  # a buying signal counted against: not worded when present
+            present = block[i, jj] == block[i, jj] if kind[jj] == FLOAT else vid[i, slot[jj]] >= 0
+            if present:
+                continue
+        found = -1
+        for q in range(m):
+            if item_id[q] == t:
+                found = q
+                break
+        if found < 0:
+            found = m
+            item_id[m] = t
+            item_sum[m] = 0.0
+            m += 1
+        before = item_sum[found]  # the sides counted as the one-row rule recounts them: a merge can move an item
+        item_sum[found] += s
+        after = item_sum[found]
+        n_pos += (after > 0) - (before > 0)
+        n_neg += (after < 0) - (before < 0)
+        if n_pos >= k and n_neg >= k:
+            break
+    for q in range(k):
+        pos[i, q] = -1
+        neg[i, q] = -1
+    if stop >= 0:  # record the cells of this concept and the next ones that the table lacks
+        n_miss = 0
+        for p in range(stop, min(n_concepts, max(window, stop + 1))):
+            c = order[i, p]
+            if sums[i, c] == 0.0:
+                break
+            for q in range(width):
+                j = member[c, q]
+                if j < 0 or n_miss == misses.shape[1]:
+                    break
+                if silent[j] and block[i, j] == 0.0:
+                    continue
+                k1, k2 = cell_key(i, j, block, bits, vid, slot, kind, unit)
+                got = lookup(keys1, keys2, vals, k1, k2)
+                if got == ABSENT:
+                    misses[i, n_miss] = j
+                    n_miss += 1
+                elif got >= 0:
+                    break
+        return
+    # each side by strength, ties in walk order (Python's stable sort); strict comparisons keep the first
+    used[:m] = False
+    for side in range(2):
+        out = pos if side == 0 else neg
+        for q in range(k):
+            best = -1
+            for u in range(m):
+                if used[u] or not (item_sum[u] > 0 if side == 0 else item_sum[u] < 0):
+                    continue
+                if best < 0 or (item_sum[u] > item_sum[best] if side == 0 else item_sum[u] < item_sum[best]):
+                    best = u
+            if best < 0:
+                break
+            used[best] = True
+            out[i, q] = item_id[best]
+
+
+__all__ = ["ABSENT", "EMPTY", "FLOAT", "MISS_SLOTS", "VALUE", "cell_keys", "insert", "lookup", "walk"]

@@ -1,0 +1,82 @@
+"""Batch scoring's text columns built in Arrow: what pandas would infer from object arrays, without the conversion.
+
+``score_frame`` returns text columns (lead ids, stages, the JSON lists of reasons, trends, bands). Built as
+object arrays, pandas 3 converts each to its ``str`` dtype (Arrow strings) element by element when the
+frame is made, which cost more than the stage policy and the bands together. Here a column of few
+distinct values is the Arrow ``take`` of its distinct values, and a JSON list of sentences the Arrow
+join of the quoted sentences taken per position (:func:`json_list_column`), then wrapped in the dtype
+pandas infers for text (``__from_arrow__``, no copy); on a pandas whose inferred text dtype is ``object``
+the column stays an object array, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from json.encoder import encode_basestring_ascii
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def inferred_text_dtype() -> Any:
+    """The dtype pandas gives a column built from an object array of text (pandas 3: ``str``)."""
+    return pd.Series(np.array([""], dtype=object)).dtype
+
+
+def _wrap(table: Any, dtype: Any) -> Any:
+    """An Arrow string array as a column of ``dtype`` (object: Python strings, None where missing)."""
+    if hasattr(dtype, "__from_arrow__"):
+        return dtype.__from_arrow__(table)
+    return np.array(table.to_pylist(), dtype=object)
+
+
+def text_column(values: np.ndarray, dtype: Any) -> Any:
+    """An object array of text and None (few distinct values) as a column of ``dtype``; an array without text
+    (all None: pandas keeps ``object``) or with other values is returned as it is, for pandas to infer."""
+    import pyarrow as pa
+
+    if not hasattr(dtype, "__from_arrow__"):
+        return values
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    distinct = uniques.tolist()
+    if not distinct or not all(v.__class__ is str for v in distinct):  # all missing, or not text: as pandas infers
+        return values
+    table = pa.array([*distinct, None], type=pa.large_string())
+    return _wrap(table.take(np.where(codes < 0, len(uniques), codes)), dtype)
+
+
+def quoted_sentences(texts: Sequence[str]) -> Any:
+    """The pieces :func:`json_list_column` joins, as an Arrow array: each sentence quoted as ``json.dumps``
+    quotes a string (a list's first), nothing (a -1), then ``", "`` and each quoted sentence (a later one)."""
+    import pyarrow as pa
+
+    quoted = [encode_basestring_ascii(t) for t in texts]
+    return pa.array([*quoted, "", *(", " + q for q in quoted), ""], type=pa.large_string())
+
+
+def json_list_column(ids: np.ndarray, texts: Sequence[str], dtype: Any, quoted: Any = None) -> Any:
+    """Each row of ``ids`` (rows x k sentence ids into ``texts``, -1: none) as the JSON text of its list of
+    sentences, ``json.dumps(list)`` exactly (each sentence quoted as ``json.dumps`` quotes a string, joined
+    by ``", "`` in brackets; a -1 anywhere is skipped), as a column of ``dtype``. ``quoted``: the texts'
+    :func:`quoted_sentences`, when the caller builds several columns from the same texts."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = np.atleast_2d(np.asarray(ids, dtype=np.int64))
+    n_texts = len(texts)
+    table = quoted_sentences(texts) if quoted is None else quoted
+    started = np.zeros(len(ids), dtype=bool)
+    parts = []
+    for col in ids.T:
+        present = col >= 0
+        parts.append(table.take(np.where(present, np.where(started, n_texts + 1 + col, col), n_texts)))
+        started |= present
+    bracket = [pa.scalar(b, type=pa.large_string()) for b in ("[", "]", "")]
+    joined = pc.binary_join_element_wise(bracket[0], *parts, bracket[1], bracket[2])
+    if not isinstance(joined, pa.Array) or len(joined) != len(ids):  # no column: a scalar "[]"
+        joined = pa.array(["[]"] * len(ids), type=pa.large_string())
+    return _wrap(joined, dtype)
+
+
+__all__ = ["inferred_text_dtype", "json_list_column", "quoted_sentences", "text_column"]
