@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -119,14 +119,14 @@ def _fit_block(leads: pd.DataFrame, accounts: pd.DataFrame, lead_acc: np.ndarray
     a = int(lead_acc[only])
     acc_vals = ([values(accounts, c, np.array([a]))[0] for c in acc_names] if a >= 0
                 else [np.nan] * len(acc_names))
-    row = fit_row(*[values(leads, c, np.array([only]))[0] for c in lead_names], *acc_vals, rules=rules)
+    row = fit_row(*[values(leads, c, np.array([only]))[0] for c in lead_names], *acc_vals, rules=rules)  # type: ignore[misc]
     fit_cat = [np.full(n, np.nan, dtype=object) for _ in range(n_cat)]
     fit_num = [np.full(n, np.nan, dtype=np.float64) for _ in FIT_NUMERIC]
     for i, v in enumerate(row):
         if i < n_cat:
             fit_cat[i][only] = v
         else:
-            fit_num[i - n_cat][only] = v
+            fit_num[i - n_cat][only] = cast(float, v)
     return fit_cat, fit_num
 
 
