@@ -12,26 +12,36 @@ from numba import njit
 
 
 @njit(cache=True)
+def concept_row(i: int, contrib: np.ndarray, concept_of: np.ndarray, n_concepts: int, sums: np.ndarray,
+                order: np.ndarray, key: np.ndarray) -> None:
+    """Row ``i``'s concept sums (added in column order: ``sums[i, concept_of[j]] += contrib[i, j]`` for
+    j = 0, 1, ...: the same bits as numpy) and its concepts by decreasing absolute sum, ties in concept
+    order (``np.argsort(-abs(sums), kind="stable")``; an insertion sort, rows hold a few dozen concepts).
+    ``key`` is scratch of ``n_concepts``. Shared with :mod:`training.reason_walk`, so both order alike."""
+    for c in range(n_concepts):
+        sums[i, c] = 0.0
+    for j in range(contrib.shape[1]):
+        sums[i, concept_of[j]] += contrib[i, j]
+    for c in range(n_concepts):
+        key[c] = -abs(sums[i, c])
+        p = c
+        while p > 0 and key[order[i, p - 1]] > key[c]:
+            order[i, p] = order[i, p - 1]
+            p -= 1
+        order[i, p] = c
+
+
+@njit(cache=True)
 def concept_order(contrib: np.ndarray, concept_of: np.ndarray, n_concepts: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row the concepts' sums, added in column order (``sums[:, concept_of[j]] += contrib[:, j]`` for
-    j = 0, 1, ...: the same bits), and the concepts by decreasing absolute sum, ties in concept order
-    (``np.argsort(-abs(sums), kind="stable")``; an insertion sort, rows hold a few dozen concepts).
-    NaN-free ``contrib`` only (numpy sorts NaN last; the caller falls back to it)."""
-    n, m = contrib.shape
+    """Every row's :func:`concept_row`: the sums and the order. NaN-free ``contrib`` only (numpy sorts NaN
+    last; the caller falls back to it)."""
+    n = contrib.shape[0]
     sums = np.zeros((n, n_concepts))
     order = np.empty((n, n_concepts), dtype=np.int64)
     key = np.empty(n_concepts)
     for i in range(n):
-        for j in range(m):
-            sums[i, concept_of[j]] += contrib[i, j]
-        for c in range(n_concepts):
-            key[c] = -abs(sums[i, c])
-            p = c
-            while p > 0 and key[order[i, p - 1]] > key[c]:
-                order[i, p] = order[i, p - 1]
-                p -= 1
-            order[i, p] = c
+        concept_row(i, contrib, concept_of, n_concepts, sums, order, key)
     return sums, order
 
 
-__all__ = ["concept_order"]
+__all__ = ["concept_order", "concept_row"]

@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from leadscore.training.reason_keys import display_key
+from leadscore.training.reason_select import concept_row
 
 #: a table slot's ``keys2`` when empty, and :func:`lookup`'s answer for a key not in the table
 EMPTY = -1
@@ -131,18 +132,8 @@ def _row(i: int, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.n
          misses: np.ndarray, n_concepts: int, width: int, item_id: np.ndarray, item_sum: np.ndarray,
          used: np.ndarray, key: np.ndarray) -> None:
     """:func:`walk` of row ``i`` (scratch arrays of the caller's block of rows)."""
-    if not given:  # as training.reason_select.concept_order: the same additions, the same stable order
-        for c in range(n_concepts):
-            sums[i, c] = 0.0
-        for j in range(contrib.shape[1]):
-            sums[i, concept_of[j]] += contrib[i, j]
-        for c in range(n_concepts):
-            key[c] = -abs(sums[i, c])
-            p = c
-            while p > 0 and key[order[i, p - 1]] > key[c]:
-                order[i, p] = order[i, p - 1]
-                p -= 1
-            order[i, p] = c
+    if not given:
+        concept_row(i, contrib, concept_of, n_concepts, sums, order, key)
     for q in range(misses.shape[1]):
         misses[i, q] = -1
     m = 0
