@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadscore.training.attribution import compile_booster
+from leadscore.training.attribution import PathModel, compile_booster
 from leadscore.training.bundle import BUNDLE_FILE, BoundBundle, ScoringBundle
 from tests.conftest import SmallModel
 
@@ -76,6 +76,30 @@ def test_routes_and_margins_equal_lightgbm(params: dict[str, object]) -> None:
         np.testing.assert_array_equal(one_contrib, contrib[7])
     decisions = set(np.unique(model.decision).tolist())
     assert any(d & 1 for d in decisions)  # a categorical split was exercised
+    _batch_pass_equals_the_walk(model, _probe(X))
+
+
+def _batch_pass_equals_the_walk(model: PathModel, Z: np.ndarray) -> None:
+    """Batch scoring's pass (:func:`training.batch_pass.target_pass`) over a column-major chunk: the margin
+    and contributions of :meth:`PathModel.margins` to the bit, explained; the margin alone when the model
+    reads its columns from other rows of the chunk (a second target's category codes)."""
+    from leadscore.training.batch_explain import _NO_LINEAR
+    from leadscore.training.batch_pass import target_pass
+
+    margin, contrib = model.margins(Z)
+    values = np.ascontiguousarray(Z.T)
+    got_margin, got = np.empty(len(Z)), np.full(Z.shape, 7.0)  # the pass overwrites the rows it explains
+    arrays = model._arrays()
+    linear_off = (_NO_LINEAR[0], np.empty((0, 0)), _NO_LINEAR[0], *_NO_LINEAR[1:])
+    target_pass(values, True, True, *arrays, False, *linear_off, 0, 1.0, 0.0, got, got_margin, np.empty(len(Z)))
+    np.testing.assert_array_equal(got_margin, margin)
+    np.testing.assert_array_equal(got, contrib)
+    moved = np.concatenate([np.full((2, len(Z)), np.nan), values[::-1]])  # column j at row 2 + (n - 1 - j)
+    feature = (2 + Z.shape[1] - 1 - arrays[0]).astype(np.int32)
+    got_margin[:] = 0.0
+    target_pass(moved, True, False, feature, *arrays[1:], False, *linear_off, 0, 1.0, 0.0, np.empty((0, 0)),
+                got_margin, np.empty(len(Z)))
+    np.testing.assert_array_equal(got_margin, margin)
 
 
 def test_batch_probabilities_are_the_one_row_logistic_bit_for_bit() -> None:

@@ -216,13 +216,21 @@ def test_concept_sums_are_the_one_row_bincount_and_stable_order() -> None:
             np.testing.assert_array_equal(order[i], np.argsort(-np.abs(want), kind="stable"))
 
 
-def test_linear_rows_equal_the_term_matrix_contributions_and_blend() -> None:
-    """The batch's logistic pass (no term matrix) gives the term matrix's row sums and, per mode, the linear
-    contributions or their blend with the trees' exactly (the same bits), NaN and category terms included."""
-    from leadscore.training.linear_terms import BLEND, LINEAR, NO_CONTRIB, linear_rows
+def test_the_logistic_pass_equals_the_term_matrix_contributions_and_blend() -> None:
+    """The batch's logistic pass (:func:`training.batch_pass.target_pass` without trees, no term matrix) over
+    the column-major chunk gives the term matrix's row sums and, per mode, the linear contributions or their
+    blend with the trees' exactly (the same bits), NaN, both zeros, infinities and category terms included."""
+    from leadscore.training.batch_explain import _NO_TREES, _linear_parts
+    from leadscore.training.batch_pass import target_pass
+    from leadscore.training.encoding import encode_columns
+    from leadscore.training.linear_terms import BLEND, LINEAR, NO_CONTRIB
 
     rng = np.random.default_rng(5)
     frame = _rows(SCHEMA, 700, 5)
+    num_names = [s["name"] for s in SCHEMA if s["dtype"] != "str"]
+    frame.loc[:40, num_names[0]] = -0.0
+    frame.loc[41:60, num_names[0]] = -np.inf
+    frame.loc[61:80, num_names[-1]] = -rng.exponential(5.0, 20)
     names = [s["name"] for s in SCHEMA]
     numeric = [NumericTerm(s["name"], float(rng.random()), float(rng.normal()), float(rng.random() + 0.5),
                            float(rng.normal()), None if j % 3 else float(rng.normal()))
@@ -234,34 +242,31 @@ def test_linear_rows_equal_the_term_matrix_contributions_and_blend() -> None:
     linear = model.schema_contributions(terms, [n for n in names if n in model.features])
     want_linear = np.zeros((len(frame), len(names)))
     want_linear[:, [names.index(n) for n in names if n in model.features]] = linear
+    values, _ = encode_columns(frame, SCHEMA, [{}], cols.factorized)
+    abs_logs = np.log1p(np.abs(values[: len(names)]))  # every schema row: a log row per schema column
     pos = {n: j for j, n in enumerate(names)}
-    num_cols = sorted(pos[t.name] for t in numeric)
-    x = frame[[names[j] for j in num_cols]].to_numpy(np.float64)
-    codes, labels = cols.codes("icp")
-    cat = np.array([model.categorical[0].coefs.get(v, 0.0) for v in labels])[codes][:, None]
-    means = np.zeros(len(names))
-    for n, v in model.term_means.items():
-        means[pos[n]] = v
+    parts = _linear_parts(model, pos, cols, len(frame))
     trees = rng.normal(size=(len(frame), len(names)))
-    fill, center, scale, coef, miss = model._numeric_arrays
     for mode, w in ((NO_CONTRIB, 1.0), (LINEAR, 1.0), (BLEND, 0.6)):
-        contrib, sums = trees.copy(), np.empty(len(frame))
-        linear_rows(signed_log(x), np.array([num_cols.index(pos[t.name]) for t in numeric]), signed_log(fill), center,
-                    scale, coef, miss, cat, np.array([pos[n] for n in model.features]), means, mode, w, 1.0 - w,
-                    contrib, sums)
+        contrib, sums, margin = trees.copy(), np.empty(len(frame)), np.empty(len(frame))
+        target_pass(values, False, mode != NO_CONTRIB, *_NO_TREES, True, parts[0], abs_logs, parts[0], *parts[1:],
+                    mode, w, 1.0 - w, contrib, margin, sums)
         np.testing.assert_array_equal(sums, np.asarray(terms).sum(axis=1))
-        want = {NO_CONTRIB: trees, LINEAR: want_linear, BLEND: w * trees + (1.0 - w) * want_linear}[mode]
+        with np.errstate(invalid="ignore"):  # an infinite term less its mean
+            want = {NO_CONTRIB: trees, LINEAR: want_linear, BLEND: w * trees + (1.0 - w) * want_linear}[mode]
         np.testing.assert_array_equal(contrib, want)
 
 
-def test_recode_equals_encoding_with_the_other_tables() -> None:
-    """A second target's encoding from the first one's (numeric columns copied, category codes redone)."""
-    from leadscore.training.encoding import encode_frame, encode_parts, recode
+def test_encode_columns_equals_each_tables_encoding() -> None:
+    """The column-major chunk of several targets' tables: each table's rows, transposed, are its encoding
+    (numeric columns converted once, category codes per table; an identical table adds no rows)."""
+    from leadscore.training.encoding import encode_columns, encode_frame
 
     frame = _rows(SCHEMA, 300, 9)
     first = {s["name"]: ["true", "paid_search"] for s in SCHEMA if s["dtype"] == "str"}
     other = {s["name"]: ["c_level", "false", "true"] for s in SCHEMA if s["dtype"] == "str"}
-    x, numeric = encode_parts(frame, SCHEMA, first)
-    np.testing.assert_array_equal(x, encode_frame(frame, SCHEMA, first))
-    np.testing.assert_array_equal(numeric, x[:, [j for j, s in enumerate(SCHEMA) if s["dtype"] != "str"]])
-    np.testing.assert_array_equal(recode(x, frame, SCHEMA, other), encode_frame(frame, SCHEMA, other))
+    values, slots = encode_columns(frame, SCHEMA, [first, other, dict(first)])
+    assert values.flags.c_contiguous and len(values) == len(SCHEMA) + len(first)
+    np.testing.assert_array_equal(slots[2], slots[0])
+    for table, slot in zip((first, other, first), slots, strict=True):
+        np.testing.assert_array_equal(values[slot].T, encode_frame(frame, SCHEMA, table))

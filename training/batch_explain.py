@@ -2,12 +2,12 @@
 
 Batch scoring (:func:`training.batch_score.score_frame`) needs both targets' calibrated probabilities and
 the sql model's per-feature contributions for a chunk of feature rows. Done naively that is two
-encodings (each a conversion of ~120 numeric columns), two sets of logistic terms (each the same
-conversion again, and per string column a factorisation) and a prediction plus an attribution of the
-sql trees. Here the numeric block is converted once (the encoding's, kept in a :class:`FrameColumns`
-that both logistic models read), each string column factorised once, and with the path attribution the
-walk that attributes the sql trees also gives their probability, as on the one-row path
-(:mod:`training.row_path`).
+encodings (each a conversion of ~120 numeric columns), two ``Booster.predict`` calls (each building a
+predictor), a path walk or TreeSHAP of the sql trees and two passes of logistic terms. Here the chunk is
+encoded once, column-major, for both targets' category tables; the signed logs are taken once; and each
+target is one compiled pass over the rows, in parallel (:mod:`training.batch_pass`): the path walk of its
+trees (the one-row path's: the margin, so the probability, equals LightGBM's to the bit, and for the
+explained target the contributions) and its logistic terms blended in place.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from leadscore.training.encoding import check_columns, encode_frame, encode_parts, recode
+from leadscore.training.encoding import check_columns, encode_columns, encode_frame
 from leadscore.training.linear import FrameColumns
+from leadscore.training.linear_terms import BLEND, LINEAR, NO_CONTRIB
 
 if TYPE_CHECKING:
     from leadscore.training.bundle import BoundBundle
+    from leadscore.training.linear import LinearModel
 
 
 def encode_shared(bundle: BoundBundle, features: pd.DataFrame, target: str, cols: FrameColumns) -> np.ndarray:
@@ -40,71 +42,97 @@ def explain_frame(bundle: BoundBundle, features: pd.DataFrame, target: str) -> t
     return probs, contrib
 
 
-def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str,
+def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | None,
                   cols: FrameColumns | None = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """:func:`explain_frame` and the rows' schema columns as float64 (rows x columns; numeric columns as
-    the encoding converts them, string columns as their codes): what the reasons word the values from
-    (:func:`training.reason_batch.batch_top_ids`), converted once with everything else. ``cols``: the frame's
-    columns as the caller keeps them (the reasons read its string columns' factorisations).
+    """:func:`explain_frame` (``target`` None: the probabilities alone, no contributions: zeros) and the
+    rows' schema columns as float64 (rows x columns, a column-major view; numeric columns as the encoding
+    converts them, string columns as the explained target's codes): what the reasons word the values from
+    (:func:`training.reason_batch.batch_top_ids`), converted once with everything else. ``cols``: the
+    frame's columns as the caller keeps them (the reasons read its string columns' factorisations).
 
-    The logistic models read the same converted block: the signed logs of its numeric columns once for
-    every model (numpy's ``log1p``, the one-row path's), then per model one compiled pass
-    (:func:`training.linear_terms.linear_rows`) that adds its terms and writes the target's contributions
-    blended with the trees' in place: no term matrix, no separate subtraction or blend."""
+    The chunk is encoded once for every target, column-major (:func:`training.encoding.encode_columns`);
+    ``log1p(|x|)`` of the numeric columns the logistic models read once for all of them (numpy's, the
+    one-row path's); then per target one compiled pass over the rows (:func:`training.batch_pass.target_pass`)
+    walks its trees (margin, and the explained target's contributions) and adds its logistic terms,
+    blending the contributions in place. A tree model the walk cannot stand for (not a binary logistic;
+    or, for the explained target, a TreeSHAP bundle) is predicted by LightGBM over the row-major encoding."""
+    from leadscore.training.attribution import _PARALLEL
+    from leadscore.training.batch_pass import target_pass
     from leadscore.training.bundle import OUTPUT_COLUMNS
-    from leadscore.training.linear import signed_log
-    from leadscore.training.linear_terms import BLEND, LINEAR, NO_CONTRIB, linear_rows
 
     check_columns(features, bundle.schema)
-    n = len(bundle.schema)
+    n, rows = len(bundle.schema), len(features)
     cols = FrameColumns(features) if cols is None else cols
-    first = next((t for t, m in bundle.models.items() if m.uses_trees), target)
-    block, numeric_block = encode_parts(features, bundle.schema, bundle.models[first].encodings, cols.factorized)
+    order = sorted(bundle.models, key=lambda t: t != target)  # the explained target's codes in rows 0..n-1
+    values, slots = encode_columns(features, bundle.schema, [bundle.models[t].encodings for t in order],
+                                   cols.factorized)
+    slot = dict(zip(order, slots, strict=True))
     pos = {name: j for j, name in enumerate(bundle.feature_names)}
     linears = {t: m.linear for t, m in bundle.models.items() if m.linear is not None and m.kind != "lightgbm"}
-    numeric = [j for j, s in enumerate(bundle.schema) if s["dtype"] != "str"]  # the numeric block's columns
-    logs = signed_log(numeric_block) if any(lin.numeric for lin in linears.values()) else numeric_block
-    log_col = {j: i for i, j in enumerate(numeric)}
+    log_rows = sorted({pos[x.name] for lin in linears.values() for x in lin.numeric})
+    log_row = np.zeros(n, dtype=np.int64)
+    log_row[log_rows] = np.arange(len(log_rows))
+    abs_logs = np.abs(values[log_rows]) if log_rows else np.empty((0, rows))
+    np.log1p(abs_logs, out=abs_logs)
     out: dict[str, np.ndarray] = {}
-    contrib = np.zeros((len(features), n))
+    contrib = np.zeros((rows, n)) if target not in bundle.models else np.empty((rows, n))
     for t, m in bundle.models.items():
-        x = None
-        if m.uses_trees:
-            x = block if t == first else recode(block, features, bundle.schema, m.encodings, cols.factorized)
-        p_trees = trees = None
-        if x is not None and t == target and bundle.attribution == "path" and m.path_model(n).binary_logit:
-            paths = m.path_model(n)
-            margin, trees = paths.margins(x)
-            p_trees = paths.probabilities(margin)
-        elif x is not None:
+        explain = t == target
+        paths = m.path_model(n) if m.uses_trees else None
+        walk = paths is not None and paths.binary_logit and (not explain or bundle.attribution == "path")
+        p_trees = None
+        if m.uses_trees and not walk:
+            x = np.ascontiguousarray(values[slot[t]].T)
             p_trees = m.booster.predict(x)
-            trees = bundle.tree_contributions(x, t)[:, :-1] if t == target else None
+            if explain:
+                contrib[:] = bundle.tree_contributions(x, t)[:, :n]
         lin = linears.get(t)
-        p_lin = None
-        if lin is not None:
-            mode = NO_CONTRIB if t != target else (BLEND if trees is not None else LINEAR)
-            if t == target:
-                contrib = np.ascontiguousarray(trees, dtype=np.float64) if trees is not None else contrib
-            w = float(m.blend_weight) if mode == BLEND else 1.0  # type: ignore[arg-type]
-            sums = np.empty(len(features))
-            fill, center, scale, coef, miss_coef = lin._numeric_arrays
-            means = np.zeros(n)
-            for name, v in lin.term_means.items():
-                if name in pos:
-                    means[pos[name]] = v
-            cat_terms = np.empty((len(features), len(lin.categorical)))
-            for q, c in enumerate(lin.categorical):
-                codes, labels = cols.codes(c.name)
-                cat_terms[:, q] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
-            linear_rows(logs, np.array([log_col[pos[x.name]] for x in lin.numeric], dtype=np.int64),
-                        signed_log(fill), center, scale, coef, miss_coef, cat_terms,
-                        np.array([pos[f] for f in lin.features], dtype=np.int64), means, mode, w, 1.0 - w,
-                        contrib, sums)
-            p_lin = np.asarray(1.0 / (1.0 + np.exp(-(lin.intercept + sums))))
-        elif t == target:
-            contrib = m.combine_contributions(trees, None)
+        margin, sums = np.empty(rows), np.empty(rows)
+        if walk or lin is not None:
+            assert paths is not None or not walk
+            arrays = paths._arrays() if walk else _NO_TREES  # type: ignore[union-attr]
+            feature = arrays[0] if explain or not walk else slot[t][arrays[0]].astype(np.int32)
+            mode, w, parts = NO_CONTRIB, 1.0, _linear_parts(lin, pos, cols, rows) if lin is not None else _NO_LINEAR
+            if lin is not None and explain:
+                mode = BLEND if m.uses_trees else LINEAR
+                w = float(m.blend_weight) if mode == BLEND else 1.0  # type: ignore[arg-type]
+            with _PARALLEL:
+                target_pass(values, walk, explain, feature, *arrays[1:], lin is not None, parts[0], abs_logs,
+                            log_row[parts[0]], *parts[1:], mode, w, 1.0 - w, contrib, margin, sums)
+            if walk:
+                p_trees = paths.probabilities(margin)  # type: ignore[union-attr]
+        p_lin = None if lin is None else np.asarray(1.0 / (1.0 + np.exp(-(lin.intercept + sums))))
         out[OUTPUT_COLUMNS[t]] = m.calibrator(np.asarray(m.combine(p_trees, p_lin), dtype=np.float64))
-    return pd.DataFrame(out, index=features.index), contrib, block
+    return pd.DataFrame(out, index=features.index), contrib, values[:n].T
+
+
+def _linear_parts(lin: LinearModel, pos: dict[str, int], cols: FrameColumns, rows: int) -> tuple[np.ndarray, ...]:
+    """A logistic model's arrays as :func:`training.linear_terms.linear_row` reads them: each numeric term's
+    schema column, its missing and present constants, centre, scale, coefficient; the category terms
+    (terms x rows), each term's schema column and the per-column fit-row means."""
+    from leadscore.training.linear import signed_log
+    from leadscore.training.linear_terms import term_constants
+
+    fill, center, scale, coef, miss_coef = lin._numeric_arrays
+    missing, present = term_constants(signed_log(fill), center, scale, coef, miss_coef)
+    means = np.zeros(len(pos))
+    for name, v in lin.term_means.items():
+        if name in pos:
+            means[pos[name]] = v
+    cat_terms = np.empty((len(lin.categorical), rows))
+    for q, c in enumerate(lin.categorical):
+        codes, labels = cols.codes(c.name)
+        cat_terms[q] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
+    return (np.array([pos[x.name] for x in lin.numeric], dtype=np.int64), missing, present, center, scale, coef,
+            cat_terms, np.array([pos[f] for f in lin.features], dtype=np.int64), means)
+
+
+#: :func:`training.batch_pass.target_pass`'s tree and logistic arguments of a target without them
+_NO_TREES = (np.empty(0, dtype=np.int32), np.empty(0), np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.int32),
+             np.empty(0, dtype=np.int32), np.empty(0), np.empty(0), np.empty(0, dtype=np.int32),
+             np.empty(0, dtype=np.int32), np.empty(0, dtype=np.uint32), np.empty(0), np.empty(0, dtype=np.int32))
+_NO_LINEAR = (np.empty(0, dtype=np.int64), np.empty(0), np.empty(0), np.empty(0), np.empty(0), np.empty(0),
+              np.empty((0, 0)), np.empty(0, dtype=np.int64), np.empty(0))
 
 
 __all__ = ["encode_shared", "explain_block", "explain_frame"]

@@ -8,12 +8,12 @@ on a schedule. It reuses the service's pieces instead of copying them:
   feature code by ``bind(settings)``, its stage policy and version);
 * the features come from the batch feature build (``features.engine``), which runs the very kernel the
   online entry runs, so a lead's row equals the one the service computes for ``(lead, T)``;
-* probabilities are the bound bundle's batch ``predict`` (one ``Booster.predict`` per chunk, the same
-  trees and the same ``np.interp`` calibration as the one-row path);
+* probabilities and contributions come from one compiled pass per target over the chunk
+  (:func:`~training.batch_explain.explain_block`: the path walk of its trees, whose margin is LightGBM's to
+  the bit, and its logistic terms and blend), calibrated by the same ``np.interp`` as the one-row path;
 * reasons are the same sentences as :func:`training.reasons.top_reasons` over the same contributions
   (the bundle's attribution, :mod:`training.attribution`), computed for the whole chunk at once
-  (:func:`~training.batch_explain.explain_block`: one walk of the sql trees gives its
-  probability and contributions, one compiled pass per logistic model its terms and the blend;
+  (the sql target's pass gives its contributions;
   :func:`training.reason_batch.batch_top_ids` runs the one-row rule compiled over a table of the sentences
   each distinct (column, shown value) words, kept across chunks), and the text columns are assembled in
   Arrow (:mod:`training.score_columns`);
@@ -113,15 +113,11 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     """
     bundle = scorer.bundle
     n = len(features)
-    contrib = block = None
-    if reasons:
-        from leadscore.training.batch_explain import explain_block
-        from leadscore.training.linear import FrameColumns
+    from leadscore.training.batch_explain import explain_block
+    from leadscore.training.linear import FrameColumns
 
-        cols = FrameColumns(features)
-        probs, contrib, block = explain_block(bundle, features, "sql", cols)
-    else:
-        probs = bundle.predict(features)
+    cols = FrameColumns(features)
+    probs, contrib, block = explain_block(bundle, features, "sql" if reasons else None, cols)
     p_sql = probs["p_sql"].to_numpy(dtype=np.float64)
     # a one-target (flat) bundle's probability stands for both stages, as its stage policy was fitted
     p_opp = probs["p_opportunity"].to_numpy(dtype=np.float64) if "p_opportunity" in probs else p_sql.copy()
@@ -132,7 +128,7 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     bands = np.full(n, None, dtype=object)
     texts: list[str] = []
     pos_ids = neg_ids = np.empty((n, 0), dtype=np.int64)
-    if contrib is not None:
+    if reasons:
         from leadscore.training.bands import band_array
         from leadscore.training.reason_batch import batch_top_ids
 
@@ -140,7 +136,7 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
             bands = band_array(contrib, bundle.schema, bundle.bands)
         pos_ids, neg_ids, texts = batch_top_ids(bundle._reason_plan(), features, contrib, REASONS_K, block=block,
                                                  factorize=cols.factorized)
-    trends, changed = _trends(leads, p_sql, previous or {}, texts, pos_ids, neg_ids, worded=contrib is not None)
+    trends, changed = _trends(leads, p_sql, previous or {}, texts, pos_ids, neg_ids, worded=reasons)
     # text columns assembled in Arrow as pandas would infer them (training.score_columns)
     text = inferred_text_dtype()
     quoted = quoted_sentences(texts)

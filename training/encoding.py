@@ -58,48 +58,67 @@ def encode_frame(
 ) -> np.ndarray:
     """A C-contiguous float64 matrix in schema order (what ``Booster.predict`` consumes fastest).
 
-    Numeric columns are converted as one block; string columns through ``pd.Categorical`` against
-    the fitted categories (unknown and missing → NaN), both vectorised. ``factorize``: a string column's
-    ``pd.factorize`` by name, when the caller keeps them for other readers of the batch
-    (:meth:`training.linear.FrameColumns.factorized`).
+    Numeric columns are converted as one block (:func:`numeric_block`); string columns through
+    ``pd.Categorical`` against the fitted categories (unknown and missing → NaN), both vectorised.
+    ``factorize``: a string column's ``pd.factorize`` by name, when the caller keeps them for other readers
+    of the batch (:meth:`training.linear.FrameColumns.factorized`).
     """
-    return encode_parts(frame, schema, encodings, factorize)[0]
-
-
-def encode_parts(
-    frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]], encodings: Mapping[str, Sequence[str]],
-    factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`encode_frame` and its numeric columns alone (rows x numeric columns in schema order, in the
-    memory order pandas converts them to: the block converted once, which batch scoring's logistic terms
-    read without gathering or copying it again)."""
     check_columns(frame, schema)
     X = np.empty((len(frame), len(schema)), dtype=np.float64)
     num = [j for j, s in enumerate(schema) if s["dtype"] != "str"]
-    block = np.empty((len(frame), len(num)), dtype=np.float64)
     if num:
-        names = [schema[j]["name"] for j in num]
-        try:
-            block = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)  # its layout as pandas gives it
-        except (ValueError, TypeError):
-            for i, name in enumerate(names):
-                try:
-                    block[:, i] = pd.to_numeric(frame[name], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
-                except (ValueError, TypeError) as exc:
-                    raise ValueError(f"feature {name!r} must be numeric: {exc}") from exc
-        X[:, num] = block
+        X[:, num] = numeric_block(frame, [schema[j]["name"] for j in num])
     _put_codes(X, frame, schema, encodings, factorize)
-    return X, block
+    return X
 
 
-def recode(x: np.ndarray, frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]],
-           encodings: Mapping[str, Sequence[str]],
-           factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None) -> np.ndarray:
-    """:func:`encode_frame` of ``frame`` with other category tables (``encodings``: another target's), from
-    ``x``, an encoding of the same frame: its numeric columns are copied, not converted again."""
-    out = np.array(x, dtype=np.float64, order="C", copy=True)
-    _put_codes(out, frame, schema, encodings, factorize)
-    return out
+def numeric_block(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
+    """The columns ``names`` as float64 (rows x names, NaN missing), converted as one block in the memory
+    order pandas gives it (one contiguous column per name); a column that will not convert is named."""
+    try:
+        return frame[list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
+    except (ValueError, TypeError):
+        block = np.empty((len(names), len(frame)), dtype=np.float64)
+        for i, name in enumerate(names):
+            try:
+                block[i] = pd.to_numeric(frame[name], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"feature {name!r} must be numeric: {exc}") from exc
+        return block.T
+
+
+def encode_columns(
+    frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]], tables: Sequence[Mapping[str, Sequence[str]]],
+    factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """:func:`encode_frame` of ``frame`` for several targets' category tables at once, column-major: the
+    numeric columns converted once, each table's codes added. Batch scoring's compiled passes read a
+    column's values down the rows, so no row-major matrix is built per target.
+
+    Returns ``values`` (C-contiguous, one row per column: rows ``0..n-1`` the schema columns, string columns
+    coded by ``tables[0]``; then, per further table that codes differently, one row per string column) and
+    per table the row of ``values`` its encoding reads for each schema column: ``values[slots[t]].T`` is
+    ``encode_frame(frame, schema, tables[t])``.
+    """
+    check_columns(frame, schema)
+    n = len(schema)
+    cat = [j for j, s in enumerate(schema) if s["dtype"] == "str"]
+    num = [j for j, s in enumerate(schema) if s["dtype"] != "str"]
+    extra = [t for t in range(1, len(tables)) if any(tables[t].get(schema[j]["name"], []) != tables[0].get(
+        schema[j]["name"], []) for j in cat)]
+    values = np.empty((n + len(cat) * len(extra), len(frame)), dtype=np.float64)
+    if num:
+        values[num] = numeric_block(frame, [schema[j]["name"] for j in num]).T
+    slots = [np.arange(n, dtype=np.int64) for _ in tables]
+    for e, t in enumerate(extra):
+        slots[t][cat] = n + e * len(cat) + np.arange(len(cat))
+    for j in cat:
+        name = schema[j]["name"]
+        factorized = None if factorize is None else factorize(name)
+        for t in (0, *extra):
+            codes = category_codes(frame[name], tables[t].get(name, []), factorized)
+            values[slots[t][j]] = np.where(codes < 0, np.nan, codes)
+    return values, slots
 
 
 def _put_codes(X: np.ndarray, frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]],

@@ -29,60 +29,60 @@ def numeric_terms(logs: np.ndarray, fill_logs: np.ndarray, center: np.ndarray, s
             out[i, r] = missing if v != v else a * ((v - c) / s) + present
 
 
-
-
-
-#: how :func:`linear_rows` writes the contributions: not at all, the blend with the trees', the linear ones alone
+#: how :func:`linear_row` writes the contributions: not at all, the blend with the trees', the linear ones alone
 NO_CONTRIB, BLEND, LINEAR = 0, 1, 2
-#: rows per block of :func:`linear_rows` (its scratch row is allocated once per block)
-_BLOCK = 512
 
 
 @njit(cache=True)
-def linear_rows(logs: np.ndarray, log_col: np.ndarray, fill_logs: np.ndarray, center: np.ndarray,
-                scale: np.ndarray, coef: np.ndarray, missing_coef: np.ndarray, cat_terms: np.ndarray,
-                term_col: np.ndarray, means: np.ndarray, mode: int, w_trees: float, w_linear: float,
-                contrib: np.ndarray, sums: np.ndarray) -> None:
-    """One logistic model over a batch, row by row, without its term matrix: ``sums[r]`` = the row's terms
-    added in model order (numeric, then categorical; the order of ``term_matrix(...).sum(axis=1)``), and
-    per schema column ``j`` the linear contribution ``term - means[j]`` (0 - 0 without a term, as
-    ``row_path._Linear.contributions``) written to ``contrib[r, j]`` as ``mode`` says: :data:`BLEND`
+def linear_row(r: int, values: np.ndarray, val_row: np.ndarray, abs_logs: np.ndarray, log_row: np.ndarray,
+               missing: np.ndarray, present: np.ndarray, center: np.ndarray, scale: np.ndarray, coef: np.ndarray,
+               cat_terms: np.ndarray, term_col: np.ndarray, means: np.ndarray, mode: int, w_trees: float,
+               w_linear: float, contrib: np.ndarray, lin: np.ndarray, terms: np.ndarray) -> float:
+    """One logistic model on row ``r`` of a batch, without its term matrix: returns the row's terms added in
+    model order (numeric, then categorical; the order of ``term_matrix(...).sum(axis=1)``) and writes, per
+    schema column ``j``, the linear contribution ``term - means[j]`` (0 - 0 without a term, as
+    ``row_path._Linear.contributions``) to ``contrib[r, j]`` as ``mode`` says: :data:`BLEND`
     ``w_trees * contrib[r, j] + w_linear * linear`` (``TargetModel.combine_contributions``, ``contrib``
-    holding the trees'), :data:`LINEAR` the linear one. The numeric terms are :func:`numeric_terms`'
-    arithmetic on ``logs`` (rows x columns: signed logs, NaN missing; numeric term ``i`` reads column
-    ``log_col[i]``); ``cat_terms`` (rows x category terms) the category terms; ``term_col``: each term's
-    schema column (numeric, then categorical). The same IEEE operations in the same order: the same bits."""
-    n = logs.shape[0]
-    n_num = len(log_col)
-    width = len(means)
-    missing = coef * ((fill_logs - center) / scale) + missing_coef * 1.0  # per term, as numeric_terms
-    present = missing_coef * 0.0
-    for b in range((n + _BLOCK - 1) // _BLOCK):
-        lin = np.empty(width)
-        terms = np.empty(n_num)
-        for r in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
-            lin[:] = 0.0
-            for i in range(n_num):  # no branch: a missing value's term is chosen, not jumped to
-                v = logs[r, log_col[i]]
-                t = coef[i] * ((v - center[i]) / scale[i]) + present[i]
-                terms[i] = missing[i] if v != v else t
-            s = 0.0
-            for i in range(n_num):
-                t = terms[i]
-                s += t
-                lin[term_col[i]] = t
-            for q in range(cat_terms.shape[1]):
-                t = cat_terms[r, q]
-                s += t
-                lin[term_col[n_num + q]] = t
-            sums[r] = s
-            if mode == BLEND:
-                for j in range(width):
-                    contrib[r, j] = w_trees * contrib[r, j] + w_linear * (lin[j] - means[j])
-            elif mode == LINEAR:
-                for j in range(width):
-                    contrib[r, j] = lin[j] - means[j]
+    holding the trees'), :data:`LINEAR` the linear one.
+
+    The batch is column-major (:func:`training.encoding.encode_columns`): numeric term ``i`` reads its value
+    at ``values[val_row[i], r]`` and ``log1p(|value|)`` at ``abs_logs[log_row[i], r]`` (numpy's ``log1p``,
+    the one the one-row path calls: the C library's differs in the last bit); the sign is ``np.sign``'s
+    (+0 for either zero), so ``sign * log`` is :func:`training.linear.signed_log` to the bit. ``missing``
+    and ``present`` are per term :func:`numeric_terms`' constants; ``cat_terms`` (category terms x rows)
+    the category terms; ``term_col`` each term's schema column; ``lin`` (schema width) and ``terms``
+    (numeric terms) are scratch. The same IEEE operations in the same order: the same bits."""
+    n_num = len(val_row)
+    lin[:] = 0.0
+    for i in range(n_num):  # no branch: a missing value's term is chosen, not jumped to
+        x = values[val_row[i], r]
+        v = (1.0 if x > 0.0 else (-1.0 if x < 0.0 else 0.0)) * abs_logs[log_row[i], r]
+        t = coef[i] * ((v - center[i]) / scale[i]) + present[i]
+        terms[i] = missing[i] if x != x else t
+    s = 0.0
+    for i in range(n_num):
+        t = terms[i]
+        s += t
+        lin[term_col[i]] = t
+    for q in range(cat_terms.shape[0]):
+        t = cat_terms[q, r]
+        s += t
+        lin[term_col[n_num + q]] = t
+    if mode == BLEND:
+        for j in range(len(means)):
+            contrib[r, j] = w_trees * contrib[r, j] + w_linear * (lin[j] - means[j])
+    elif mode == LINEAR:
+        for j in range(len(means)):
+            contrib[r, j] = lin[j] - means[j]
+    return s
 
 
-__all__ = ["BLEND", "LINEAR", "NO_CONTRIB", "linear_rows", "numeric_terms"]
+@njit(cache=True)
+def term_constants(fill_logs: np.ndarray, center: np.ndarray, scale: np.ndarray, coef: np.ndarray,
+                   missing_coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per numeric term its value when missing and the missing indicator's part when present, as
+    :func:`numeric_terms` computes them (:func:`linear_row` reads them)."""
+    return coef * ((fill_logs - center) / scale) + missing_coef * 1.0, missing_coef * 0.0
 
+
+__all__ = ["BLEND", "LINEAR", "NO_CONTRIB", "linear_row", "numeric_terms", "term_constants"]
