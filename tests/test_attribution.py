@@ -80,26 +80,26 @@ def test_routes_and_margins_equal_lightgbm(params: dict[str, object]) -> None:
 
 
 def _batch_pass_equals_the_walk(model: PathModel, Z: np.ndarray) -> None:
-    """Batch scoring's pass (:func:`training.batch_pass.target_pass`) over a column-major chunk: the margin
-    and contributions of :meth:`PathModel.margins` to the bit, explained; the margin alone when the model
-    reads its columns from other rows of the chunk (a second target's category codes)."""
-    from leadscore.training.batch_explain import _NO_LINEAR
-    from leadscore.training.batch_pass import target_pass
+    """Batch scoring's pass (:func:`training.batch_pass.run_pass`) over a column-major chunk: the margin and
+    contributions of :meth:`PathModel.margins` to the bit for the explained target; the margin alone for a
+    second target packed after it (node, leaf and bitset indices moved) that reads its columns from other
+    rows of the chunk (its own category codes)."""
+    from leadscore.training.batch_pass import pass_plan, run_pass
+
+    class Trees:  # what pass_plan reads of a tree model
+        kind, linear, uses_trees = "lightgbm", None, True
 
     margin, contrib = model.margins(Z)
-    values = np.ascontiguousarray(Z.T)
-    got_margin, got = np.empty(len(Z)), np.full(Z.shape, 7.0)  # the pass overwrites the rows it explains
-    arrays = model._arrays()
-    linear_off = (_NO_LINEAR[0], np.empty((0, 0)), _NO_LINEAR[0], *_NO_LINEAR[1:])
-    target_pass(values, True, True, *arrays, False, *linear_off, 0, 1.0, 0.0, got, got_margin, np.empty(len(Z)))
-    np.testing.assert_array_equal(got_margin, margin)
+    n = Z.shape[1]
+    values = np.concatenate([Z.T, np.full((2, len(Z)), np.nan), Z.T[::-1]])  # column j again at row n + 2 + (n - 1 - j)
+    reads = {"sql": np.arange(n), "opportunity": n + 2 + (n - 1 - np.arange(n))}
+    plan = pass_plan(["sql", "opportunity"], {"sql": Trees(), "opportunity": Trees()},  # type: ignore[dict-item]
+                     {"sql": model, "opportunity": model}, reads, {str(j): j for j in range(n)}, explain=True)
+    got = np.full(Z.shape, 7.0)  # the pass overwrites the rows it explains
+    got_margin, _ = run_pass(plan, values, np.empty((0, len(Z))), np.empty((len(Z), 0)), got)
+    np.testing.assert_array_equal(got_margin[0], margin)
+    np.testing.assert_array_equal(got_margin[1], margin)
     np.testing.assert_array_equal(got, contrib)
-    moved = np.concatenate([np.full((2, len(Z)), np.nan), values[::-1]])  # column j at row 2 + (n - 1 - j)
-    feature = (2 + Z.shape[1] - 1 - arrays[0]).astype(np.int32)
-    got_margin[:] = 0.0
-    target_pass(moved, True, False, feature, *arrays[1:], False, *linear_off, 0, 1.0, 0.0, np.empty((0, 0)),
-                got_margin, np.empty(len(Z)))
-    np.testing.assert_array_equal(got_margin, margin)
 
 
 def test_batch_probabilities_are_the_one_row_logistic_bit_for_bit() -> None:

@@ -217,11 +217,15 @@ def test_concept_sums_are_the_one_row_bincount_and_stable_order() -> None:
 
 
 def test_the_logistic_pass_equals_the_term_matrix_contributions_and_blend() -> None:
-    """The batch's logistic pass (:func:`training.batch_pass.target_pass` without trees, no term matrix) over
-    the column-major chunk gives the term matrix's row sums and, per mode, the linear contributions or their
-    blend with the trees' exactly (the same bits), NaN, both zeros, infinities and category terms included."""
-    from leadscore.training.batch_explain import _NO_TREES, _linear_parts
-    from leadscore.training.batch_pass import target_pass
+    """The batch's logistic pass (:func:`training.batch_pass.run_pass` of a logistic model, no term matrix)
+    over the column-major chunk gives the term matrix's row sums and, per mode, the linear contributions or
+    their blend with the trees' exactly (the same bits), NaN, both zeros, infinities and category terms
+    included; a second target's terms read the same chunk and leave the contributions alone."""
+    from dataclasses import replace
+
+    from leadscore.training.batch_pass import pass_plan, run_pass
+    from leadscore.training.bundle import TargetModel
+    from leadscore.training.calibration import Calibrator
     from leadscore.training.encoding import encode_columns
     from leadscore.training.linear_terms import BLEND, LINEAR, NO_CONTRIB
 
@@ -237,21 +241,27 @@ def test_the_logistic_pass_equals_the_term_matrix_contributions_and_blend() -> N
                for j, s in enumerate(SCHEMA) if s["dtype"] != "str"][::-1]  # model order differs from the schema's
     model = LinearModel(0.3, numeric, [CategoricalTerm("icp", {"true": 0.7, "(missing)": 0.1})],
                         {n: float(i) / 7 for i, n in enumerate([t.name for t in numeric] + ["icp"])})
+    other = LinearModel(-0.2, numeric[::2], [], {})
     cols = FrameColumns(frame)
     terms = model.term_matrix(cols)
     linear = model.schema_contributions(terms, [n for n in names if n in model.features])
     want_linear = np.zeros((len(frame), len(names)))
     want_linear[:, [names.index(n) for n in names if n in model.features]] = linear
-    values, _ = encode_columns(frame, SCHEMA, [{}], cols.factorized)
-    abs_logs = np.log1p(np.abs(values[: len(names)]))  # every schema row: a log row per schema column
-    pos = {n: j for j, n in enumerate(names)}
-    parts = _linear_parts(model, pos, cols, len(frame))
+    values, slots = encode_columns(frame, SCHEMA, [{}, {}], cols.factorized)
+    abs_logs = np.log1p(np.abs(values[: len(names)]))
+    cal = Calibrator("isotonic", np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    models = {"sql": TargetModel(None, {}, cal, kind="logistic", linear=model),
+              "opportunity": TargetModel(None, {}, cal, kind="logistic", linear=other)}
+    plan = pass_plan(["sql", "opportunity"], models, {}, dict(zip(models, slots, strict=True)),
+                     {n: j for j, n in enumerate(names)}, explain=True)
+    cat = np.array([model.categorical[0].coefs.get(v, 0.0) for v in cols.codes("icp")[1]])[cols.codes("icp")[0]]
     trees = rng.normal(size=(len(frame), len(names)))
     for mode, w in ((NO_CONTRIB, 1.0), (LINEAR, 1.0), (BLEND, 0.6)):
-        contrib, sums, margin = trees.copy(), np.empty(len(frame)), np.empty(len(frame))
-        target_pass(values, False, mode != NO_CONTRIB, *_NO_TREES, True, parts[0], abs_logs, parts[0], *parts[1:],
-                    mode, w, 1.0 - w, contrib, margin, sums)
-        np.testing.assert_array_equal(sums, np.asarray(terms).sum(axis=1))
+        contrib = trees.copy()
+        _, sums = run_pass(replace(plan, mode=np.array([mode, NO_CONTRIB]), weights=np.array([[w, 1.0 - w], [1.0, 0.0]])),
+                           values, abs_logs, cat[:, None], contrib)
+        np.testing.assert_array_equal(sums[0], np.asarray(terms).sum(axis=1))
+        np.testing.assert_array_equal(sums[1], np.asarray(other.term_matrix(cols)).sum(axis=1))
         with np.errstate(invalid="ignore"):  # an infinite term less its mean
             want = {NO_CONTRIB: trees, LINEAR: want_linear, BLEND: w * trees + (1.0 - w) * want_linear}[mode]
         np.testing.assert_array_equal(contrib, want)

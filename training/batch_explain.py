@@ -4,8 +4,8 @@ Batch scoring (:func:`training.batch_score.score_frame`) needs both targets' cal
 the sql model's per-feature contributions for a chunk of feature rows. Done naively that is two
 encodings (each a conversion of ~120 numeric columns), two ``Booster.predict`` calls (each building a
 predictor), a path walk or TreeSHAP of the sql trees and two passes of logistic terms. Here the chunk is
-encoded once, column-major, for both targets' category tables; the signed logs are taken once; and each
-target is one compiled pass over the rows, in parallel (:mod:`training.batch_pass`): the path walk of its
+encoded once, column-major, for both targets' category tables; the signed logs are taken once; and one
+compiled pass over the rows, in parallel, does every target (:mod:`training.batch_pass`): the path walk of its
 trees (the one-row path's: the margin, so the probability, equals LightGBM's to the bit, and for the
 explained target the contributions) and its logistic terms blended in place.
 """
@@ -19,11 +19,11 @@ import pandas as pd
 
 from leadscore.training.encoding import check_columns, encode_columns, encode_frame
 from leadscore.training.linear import FrameColumns
-from leadscore.training.linear_terms import BLEND, LINEAR, NO_CONTRIB
 
 if TYPE_CHECKING:
+    from leadscore.training.attribution import PathModel
+    from leadscore.training.batch_pass import PassPlan
     from leadscore.training.bundle import BoundBundle
-    from leadscore.training.linear import LinearModel
 
 
 def encode_shared(bundle: BoundBundle, features: pd.DataFrame, target: str, cols: FrameColumns) -> np.ndarray:
@@ -51,13 +51,12 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
     frame's columns as the caller keeps them (the reasons read its string columns' factorisations).
 
     The chunk is encoded once for every target, column-major (:func:`training.encoding.encode_columns`);
-    ``log1p(|x|)`` of the numeric columns the logistic models read once for all of them (numpy's, the
-    one-row path's); then per target one compiled pass over the rows (:func:`training.batch_pass.target_pass`)
-    walks its trees (margin, and the explained target's contributions) and adds its logistic terms,
+    ``log1p(|x|)`` of its rows once for every logistic model (numpy's, the one-row path's); then one
+    compiled pass over the rows (:func:`training.batch_pass.run_pass`, the bundle's plan built once) walks
+    every target's trees (margin, and the explained target's contributions) and adds its logistic terms,
     blending the contributions in place. A tree model the walk cannot stand for (not a binary logistic;
     or, for the explained target, a TreeSHAP bundle) is predicted by LightGBM over the row-major encoding."""
-    from leadscore.training.attribution import _PARALLEL
-    from leadscore.training.batch_pass import target_pass
+    from leadscore.training.batch_pass import run_pass
     from leadscore.training.bundle import OUTPUT_COLUMNS
 
     check_columns(features, bundle.schema)
@@ -66,73 +65,56 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
     order = sorted(bundle.models, key=lambda t: t != target)  # the explained target's codes in rows 0..n-1
     values, slots = encode_columns(features, bundle.schema, [bundle.models[t].encodings for t in order],
                                    cols.factorized)
-    slot = dict(zip(order, slots, strict=True))
-    pos = {name: j for j, name in enumerate(bundle.feature_names)}
-    linears = {t: m.linear for t, m in bundle.models.items() if m.linear is not None and m.kind != "lightgbm"}
-    log_rows = sorted({pos[x.name] for lin in linears.values() for x in lin.numeric})
-    log_row = np.zeros(n, dtype=np.int64)
-    log_row[log_rows] = np.arange(len(log_rows))
-    abs_logs = np.abs(values[log_rows]) if log_rows else np.empty((0, rows))
-    np.log1p(abs_logs, out=abs_logs)
-    out: dict[str, np.ndarray] = {}
-    contrib = np.zeros((rows, n)) if target not in bundle.models else np.empty((rows, n))
-    for t, m in bundle.models.items():
-        explain = t == target
-        paths = m.path_model(n) if m.uses_trees else None
-        walk = paths is not None and paths.binary_logit and (not explain or bundle.attribution == "path")
-        p_trees = None
-        if m.uses_trees and not walk:
-            x = np.ascontiguousarray(values[slot[t]].T)
-            p_trees = m.booster.predict(x)
-            if explain:
+    reads = dict(zip(order, slots, strict=True))
+    plan, paths = _plan(bundle, target, order, reads)
+    # log1p(|x|) of every schema row (a string column's codes too: one slice, no gather; never read)
+    abs_logs = np.log1p(np.abs(values[:n])) if plan.linear.any() else np.empty((0, rows))
+    contrib = np.empty((rows, n)) if plan.explain else np.zeros((rows, n))
+    p_trees: dict[str, np.ndarray | None] = {t: None for t in order}
+    for t in order:
+        m = bundle.models[t]
+        if m.uses_trees and t not in paths:  # LightGBM over the row-major encoding
+            x = np.ascontiguousarray(values[reads[t]].T)
+            p_trees[t] = m.booster.predict(x)
+            if t == target:
                 contrib[:] = bundle.tree_contributions(x, t)[:, :n]
-        lin = linears.get(t)
-        margin, sums = np.empty(rows), np.empty(rows)
-        if walk or lin is not None:
-            assert paths is not None or not walk
-            arrays = paths._arrays() if walk else _NO_TREES  # type: ignore[union-attr]
-            feature = arrays[0] if explain or not walk else slot[t][arrays[0]].astype(np.int32)
-            mode, w, parts = NO_CONTRIB, 1.0, _linear_parts(lin, pos, cols, rows) if lin is not None else _NO_LINEAR
-            if lin is not None and explain:
-                mode = BLEND if m.uses_trees else LINEAR
-                w = float(m.blend_weight) if mode == BLEND else 1.0  # type: ignore[arg-type]
-            with _PARALLEL:
-                target_pass(values, walk, explain, feature, *arrays[1:], lin is not None, parts[0], abs_logs,
-                            log_row[parts[0]], *parts[1:], mode, w, 1.0 - w, contrib, margin, sums)
-            if walk:
-                p_trees = paths.probabilities(margin)  # type: ignore[union-attr]
-        p_lin = None if lin is None else np.asarray(1.0 / (1.0 + np.exp(-(lin.intercept + sums))))
-        out[OUTPUT_COLUMNS[t]] = m.calibrator(np.asarray(m.combine(p_trees, p_lin), dtype=np.float64))
+    cat_terms = np.empty((rows, int(plan.cat_range.max(initial=0))))
+    for i, t in enumerate(order):
+        lin = bundle.models[t].linear
+        if plan.linear[i]:
+            assert lin is not None
+            for q, c in enumerate(lin.categorical, start=int(plan.cat_range[i, 0])):
+                codes, labels = cols.codes(c.name)
+                cat_terms[:, q] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
+    margin, sums = run_pass(plan, values, abs_logs, cat_terms, contrib)
+    out: dict[str, np.ndarray] = {}
+    for t, m in bundle.models.items():
+        i = order.index(t)
+        if t in paths:
+            p_trees[t] = paths[t].probabilities(margin[i])
+        lin = m.linear
+        p_lin = np.asarray(1.0 / (1.0 + np.exp(-(lin.intercept + sums[i])))) if plan.linear[i] and lin else None
+        out[OUTPUT_COLUMNS[t]] = m.calibrator(np.asarray(m.combine(p_trees[t], p_lin), dtype=np.float64))
     return pd.DataFrame(out, index=features.index), contrib, values[:n].T
 
 
-def _linear_parts(lin: LinearModel, pos: dict[str, int], cols: FrameColumns, rows: int) -> tuple[np.ndarray, ...]:
-    """A logistic model's arrays as :func:`training.linear_terms.linear_row` reads them: each numeric term's
-    schema column, its missing and present constants, centre, scale, coefficient; the category terms
-    (terms x rows), each term's schema column and the per-column fit-row means."""
-    from leadscore.training.linear import signed_log
-    from leadscore.training.linear_terms import term_constants
+def _plan(bundle: BoundBundle, target: str | None, order: list[str],
+          reads: dict[str, np.ndarray]) -> tuple[PassPlan, dict[str, PathModel]]:
+    """The bundle's :class:`~training.batch_pass.PassPlan` for ``target`` (built once, kept with the bundle)
+    and the compiled trees it walks: every binary logistic tree model, except the explained target's in a
+    TreeSHAP bundle (its contributions are LightGBM's)."""
+    from leadscore.training.batch_pass import pass_plan
 
-    fill, center, scale, coef, miss_coef = lin._numeric_arrays
-    missing, present = term_constants(signed_log(fill), center, scale, coef, miss_coef)
-    means = np.zeros(len(pos))
-    for name, v in lin.term_means.items():
-        if name in pos:
-            means[pos[name]] = v
-    cat_terms = np.empty((len(lin.categorical), rows))
-    for q, c in enumerate(lin.categorical):
-        codes, labels = cols.codes(c.name)
-        cat_terms[q] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
-    return (np.array([pos[x.name] for x in lin.numeric], dtype=np.int64), missing, present, center, scale, coef,
-            cat_terms, np.array([pos[f] for f in lin.features], dtype=np.int64), means)
-
-
-#: :func:`training.batch_pass.target_pass`'s tree and logistic arguments of a target without them
-_NO_TREES = (np.empty(0, dtype=np.int32), np.empty(0), np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.int32),
-             np.empty(0, dtype=np.int32), np.empty(0), np.empty(0), np.empty(0, dtype=np.int32),
-             np.empty(0, dtype=np.int32), np.empty(0, dtype=np.uint32), np.empty(0), np.empty(0, dtype=np.int32))
-_NO_LINEAR = (np.empty(0, dtype=np.int64), np.empty(0), np.empty(0), np.empty(0), np.empty(0), np.empty(0),
-              np.empty((0, 0)), np.empty(0, dtype=np.int64), np.empty(0))
+    key = f"batch_pass:{target}"
+    got = bundle._reasons.get(key)
+    if got is None:
+        n = len(bundle.schema)
+        paths = {t: m.path_model(n) for t, m in bundle.models.items()
+                 if m.uses_trees and m.path_model(n).binary_logit and (t != target or bundle.attribution == "path")}
+        columns = {name: j for j, name in enumerate(bundle.feature_names)}
+        got = bundle._reasons.setdefault(key, (pass_plan(order, bundle.models, paths, reads, columns,
+                                                         target in bundle.models), paths))
+    return got  # type: ignore[no-any-return]
 
 
 __all__ = ["encode_shared", "explain_block", "explain_frame"]

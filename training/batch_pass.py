@@ -19,50 +19,186 @@ among threads. Imported when first used: numba compiles on first call (cached on
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numba import njit, prange
 
 from leadscore.training.attribution import _one
-from leadscore.training.linear_terms import linear_row
+from leadscore.training.linear_terms import BLEND, LINEAR, NO_CONTRIB, linear_row, term_constants
 
-#: rows per block of :func:`target_pass` (its scratch arrays are allocated once per block)
-_BLOCK = 256
-_NO_LEAVES = np.empty(0, dtype=np.int32)
+if TYPE_CHECKING:
+    from leadscore.training.attribution import PathModel
+    from leadscore.training.bundle import TargetModel
+
+#: rows per block of :func:`target_pass`: its rows are copied row-major into scratch that stays in cache
+_BLOCK = 64
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """A bundle's targets packed for :func:`target_pass`, built once per bundle and explained target
+    (:func:`pass_plan`): the walked trees of every target concatenated (node, leaf and bitset indices
+    offset; ``feature`` the row of the chunk each split reads), the logistic terms concatenated, and per
+    target its ranges into them. Per target ``t``: ``walk[t]`` whether its trees are walked here,
+    ``linear[t]`` whether it has logistic terms, ``mode[t]`` how they write the contributions."""
+
+    targets: tuple[str, ...]
+    explain: bool  # the first target's contributions are wanted
+    walk: np.ndarray
+    trees: tuple[np.ndarray, ...]  # PathModel._arrays() of the walked trees, concatenated
+    tree_range: np.ndarray  # targets x 2: its trees' range in ``roots``
+    linear: np.ndarray
+    val_col: np.ndarray  # per numeric term: its schema column (and row of the chunk)
+    constants: tuple[np.ndarray, ...]  # per numeric term: missing, present, center, scale, coef
+    num_range: np.ndarray  # targets x 2
+    term_col: np.ndarray  # per term, numeric then categorical per target: its schema column
+    term_range: np.ndarray  # targets x 2
+    cat_range: np.ndarray  # targets x 2: its category terms' columns in the per-chunk ``cat_terms``
+    means: np.ndarray  # targets x schema columns: the terms' fit-row means
+    mode: np.ndarray
+    weights: np.ndarray  # targets x 2: the trees' and the linear contributions' blend weights
+
+
+def pass_plan(targets: Sequence[str], models: Mapping[str, TargetModel], paths: Mapping[str, PathModel],
+              reads: Mapping[str, np.ndarray], columns: Mapping[str, int], explain: bool) -> PassPlan:
+    """Pack ``targets`` (the explained one first when ``explain``): ``paths`` the compiled trees of those
+    walked here, ``reads`` per target the row of the chunk it reads for each schema column
+    (:func:`training.encoding.encode_columns`), ``columns`` each feature's schema column."""
+    from leadscore.training.linear import signed_log
+
+    k = len(targets)
+    trees: list[list[np.ndarray]] = [[] for _ in range(12)]
+    tree_range, num_range, term_range, cat_range = (np.zeros((k, 2), dtype=np.int64) for _ in range(4))
+    walk, linear = np.zeros(k, dtype=np.bool_), np.zeros(k, dtype=np.bool_)
+    mode, weights, means = np.full(k, NO_CONTRIB, dtype=np.int64), np.ones((k, 2)), np.zeros((k, len(columns)))
+    val_col: list[np.ndarray] = []
+    term_col: list[np.ndarray] = []
+    constants: list[list[np.ndarray]] = [[] for _ in range(5)]
+    nodes = leaves = cats = bits = n_trees = n_terms = n_nums = n_cats = 0
+    for t, name in enumerate(targets):
+        m, p = models[name], paths.get(name)
+        if p is not None:
+            walk[t] = True
+            a = p._arrays()
+            feature, threshold, decision = a[0], a[1], a[2]
+            for q, arr in enumerate((reads[name][feature], np.where((decision & 1) != 0, threshold + cats, threshold),
+                                     decision, _offset(a[3], nodes, leaves), _offset(a[4], nodes, leaves), a[5], a[6],
+                                     a[7] + bits, a[8], a[9], a[10], _offset(a[11], nodes, leaves))):
+                trees[q].append(arr)
+            tree_range[t] = n_trees, n_trees + len(a[11])
+            nodes, leaves, cats = nodes + len(feature), leaves + len(a[10]), cats + len(a[7])
+            bits, n_trees = bits + len(a[9]), n_trees + len(a[11])
+        lin = m.linear if m.kind != "lightgbm" else None
+        if lin is None:
+            continue
+        linear[t] = True
+        fill, center, scale, coef, miss_coef = lin._numeric_arrays
+        missing, present = term_constants(signed_log(fill), center, scale, coef, miss_coef)
+        for q, arr in enumerate((missing, present, center, scale, coef)):
+            constants[q].append(arr)
+        val_col.append(np.array([columns[x.name] for x in lin.numeric], dtype=np.int64))
+        term_col.append(np.array([columns[f] for f in lin.features], dtype=np.int64))
+        num_range[t] = n_nums, n_nums + len(lin.numeric)
+        term_range[t] = n_terms, n_terms + len(lin.features)
+        cat_range[t] = n_cats, n_cats + len(lin.categorical)
+        n_nums, n_terms, n_cats = n_nums + len(lin.numeric), n_terms + len(lin.features), n_cats + len(lin.categorical)
+        for f, v in lin.term_means.items():
+            if f in columns:
+                means[t, columns[f]] = v
+        if explain and t == 0:
+            mode[t] = BLEND if m.uses_trees else LINEAR
+            w = float(m.blend_weight) if mode[t] == BLEND else 1.0  # type: ignore[arg-type]
+            weights[t] = w, 1.0 - w
+    dtypes = (np.int32, np.float64, np.uint8, np.int32, np.int32, np.float64, np.float64, np.int32, np.int32,
+              np.uint32, np.float64, np.int32)
+    return PassPlan(tuple(targets), explain, walk, tuple(_cat(q, d) for q, d in zip(trees, dtypes, strict=True)),
+                    tree_range, linear, _cat(val_col, np.int64), tuple(_cat(c, np.float64) for c in constants),
+                    num_range, _cat(term_col, np.int64), term_range, cat_range, means, mode, weights)
+
+
+def _offset(child: np.ndarray, nodes: int, leaves: int) -> np.ndarray:
+    """Node indices moved by ``nodes``, leaves (``~leaf``) by ``leaves``: a model appended to others."""
+    return np.where(child >= 0, child + nodes, ~(~child + leaves))
+
+
+def _cat(parts: Sequence[np.ndarray], dtype: type) -> np.ndarray:
+    return np.ascontiguousarray(np.concatenate(parts) if parts else np.empty(0), dtype=dtype)
+
+
+def run_pass(plan: PassPlan, values: np.ndarray, abs_logs: np.ndarray, cat_terms: np.ndarray,
+             contrib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`target_pass` of ``plan`` over the chunk: per target (plan order) the margins and the logistic
+    sums (targets x rows each)."""
+    from leadscore.training.attribution import _PARALLEL
+
+    rows = values.shape[1]
+    margin, sums = np.empty((len(plan.targets), rows)), np.empty((len(plan.targets), rows))
+    with _PARALLEL:
+        target_pass(values, abs_logs, plan.explain, plan.walk, *plan.trees, plan.tree_range, plan.linear, plan.val_col,
+                    *plan.constants, plan.num_range, plan.term_col, plan.term_range, cat_terms, plan.cat_range,
+                    plan.means, plan.mode, plan.weights, contrib, margin, sums)
+    return margin, sums
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def target_pass(values: np.ndarray, walk: bool, explain: bool, feature: np.ndarray, threshold: np.ndarray,
-                decision: np.ndarray, left: np.ndarray, right: np.ndarray, dl: np.ndarray, dr: np.ndarray,
-                cat_start: np.ndarray, cat_words: np.ndarray, cat_bits: np.ndarray, leaf_value: np.ndarray,
-                roots: np.ndarray, linear: bool, val_row: np.ndarray, abs_logs: np.ndarray, log_row: np.ndarray,
-                missing: np.ndarray, present: np.ndarray, center: np.ndarray, scale: np.ndarray, coef: np.ndarray,
-                cat_terms: np.ndarray, term_col: np.ndarray, means: np.ndarray, mode: int, w_trees: float,
-                w_linear: float, contrib: np.ndarray, margin: np.ndarray, sums: np.ndarray) -> None:
-    """Each row ``r`` of ``values`` (columns x rows): with ``walk`` the trees' margin into ``margin[r]`` and,
-    with ``explain``, their contributions into ``contrib[r]`` (overwritten; ``feature`` then indexes the
-    schema columns, else the rows of ``values`` the target reads); with ``linear`` the logistic terms'
-    sum into ``sums[r]`` and the contributions written as ``mode`` says (:func:`linear_row`)."""
+def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: np.ndarray, feature: np.ndarray,
+                threshold: np.ndarray, decision: np.ndarray, left: np.ndarray, right: np.ndarray, dl: np.ndarray,
+                dr: np.ndarray, cat_start: np.ndarray, cat_words: np.ndarray, cat_bits: np.ndarray,
+                leaf_value: np.ndarray, roots: np.ndarray, tree_range: np.ndarray, linear: np.ndarray,
+                val_col: np.ndarray, missing: np.ndarray, present: np.ndarray, center: np.ndarray, scale: np.ndarray,
+                coef: np.ndarray, num_range: np.ndarray, term_col: np.ndarray, term_range: np.ndarray,
+                cat_terms: np.ndarray, cat_range: np.ndarray, means: np.ndarray, mode: np.ndarray,
+                weights: np.ndarray, contrib: np.ndarray, margin: np.ndarray, sums: np.ndarray) -> None:
+    """Each row ``r`` of ``values`` (columns x rows) for every target ``t`` of a :class:`PassPlan` (its arrays
+    spread out): with ``walk[t]`` the trees' margin into ``margin[t, r]`` and, for the first target when
+    ``explain``, their contributions into ``contrib[r]`` (overwritten); with ``linear[t]`` the logistic
+    terms' sum into ``sums[t, r]`` (``abs_logs``: ``log1p(|x|)`` of the schema rows of ``values``;
+    ``cat_terms``: rows x category terms) and the contributions written as ``mode[t]`` says
+    (:func:`training.linear_terms.linear_row`).
+
+    Column-major rows read one value per cache line; a walk and ~120 terms per row would wait on memory,
+    so each block of rows is first copied row-major into scratch (the same values, the same bits), once
+    for all targets."""
     n = values.shape[1]
-    width = len(means) if linear else 0
-    n_num = len(val_row)
+    m = values.shape[0]
+    k = abs_logs.shape[0]
+    width = means.shape[1]
     leaves = np.empty(0, dtype=np.int32)
     for b in prange((n + _BLOCK - 1) // _BLOCK):
-        scratch = np.zeros(values.shape[0])
+        lo = b * _BLOCK
+        hi = min(n, lo + _BLOCK)
+        x = np.empty((hi - lo, m))
+        for j in range(m):
+            for r in range(lo, hi):
+                x[r - lo, j] = values[j, r]
+        logs = np.empty((hi - lo, k))
+        for j in range(k):
+            for r in range(lo, hi):
+                logs[r - lo, j] = abs_logs[j, r]
+        scratch = np.zeros(max(m, width))
         lin = np.empty(width)
-        terms = np.empty(n_num)
-        for r in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
-            if walk:
-                if explain:
-                    row = contrib[r]
-                    row[:] = 0.0
-                    margin[r] = _one(values[:, r], row, leaves, feature, threshold, decision, left, right, dl, dr,
-                                     cat_start, cat_words, cat_bits, leaf_value, roots)
-                else:
-                    margin[r] = _one(values[:, r], scratch, leaves, feature, threshold, decision, left, right, dl,
-                                     dr, cat_start, cat_words, cat_bits, leaf_value, roots)
-            if linear:
-                sums[r] = linear_row(r, values, val_row, abs_logs, log_row, missing, present, center, scale, coef,
-                                     cat_terms, term_col, means, mode, w_trees, w_linear, contrib, lin, terms)
+        terms = np.empty(len(val_col))
+        for r in range(lo, hi):
+            for t in range(len(walk)):
+                own = explain and t == 0
+                if walk[t]:
+                    row = contrib[r] if own else scratch
+                    if own:
+                        row[:] = 0.0
+                    margin[t, r] = _one(x[r - lo], row, leaves, feature, threshold, decision, left, right, dl, dr,
+                                        cat_start, cat_words, cat_bits, leaf_value,
+                                        roots[tree_range[t, 0]:tree_range[t, 1]])
+                if linear[t]:
+                    a, z = num_range[t, 0], num_range[t, 1]
+                    sums[t, r] = linear_row(x[r - lo], logs[r - lo], val_col[a:z], missing[a:z], present[a:z],
+                                            center[a:z], scale[a:z], coef[a:z],
+                                            cat_terms[r, cat_range[t, 0]:cat_range[t, 1]],
+                                            term_col[term_range[t, 0]:term_range[t, 1]], means[t], mode[t],
+                                            weights[t, 0], weights[t, 1], contrib[r] if own else scratch, lin,
+                                            terms)
 
 
-__all__ = ["target_pass"]
+__all__ = ["PassPlan", "pass_plan", "run_pass", "target_pass"]

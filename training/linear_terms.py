@@ -34,46 +34,46 @@ NO_CONTRIB, BLEND, LINEAR = 0, 1, 2
 
 
 @njit(cache=True)
-def linear_row(r: int, values: np.ndarray, val_row: np.ndarray, abs_logs: np.ndarray, log_row: np.ndarray,
-               missing: np.ndarray, present: np.ndarray, center: np.ndarray, scale: np.ndarray, coef: np.ndarray,
-               cat_terms: np.ndarray, term_col: np.ndarray, means: np.ndarray, mode: int, w_trees: float,
-               w_linear: float, contrib: np.ndarray, lin: np.ndarray, terms: np.ndarray) -> float:
-    """One logistic model on row ``r`` of a batch, without its term matrix: returns the row's terms added in
+def linear_row(x: np.ndarray, logs: np.ndarray, val_col: np.ndarray, missing: np.ndarray, present: np.ndarray,
+               center: np.ndarray, scale: np.ndarray, coef: np.ndarray, cat: np.ndarray, term_col: np.ndarray,
+               means: np.ndarray, mode: int, w_trees: float, w_linear: float, contrib: np.ndarray, lin: np.ndarray,
+               terms: np.ndarray) -> float:
+    """One logistic model on one row of a batch, without its term matrix: returns the row's terms added in
     model order (numeric, then categorical; the order of ``term_matrix(...).sum(axis=1)``) and writes, per
     schema column ``j``, the linear contribution ``term - means[j]`` (0 - 0 without a term, as
-    ``row_path._Linear.contributions``) to ``contrib[r, j]`` as ``mode`` says: :data:`BLEND`
-    ``w_trees * contrib[r, j] + w_linear * linear`` (``TargetModel.combine_contributions``, ``contrib``
+    ``row_path._Linear.contributions``) to ``contrib[j]`` as ``mode`` says: :data:`BLEND`
+    ``w_trees * contrib[j] + w_linear * linear`` (``TargetModel.combine_contributions``, ``contrib``
     holding the trees'), :data:`LINEAR` the linear one.
 
-    The batch is column-major (:func:`training.encoding.encode_columns`): numeric term ``i`` reads its value
-    at ``values[val_row[i], r]`` and ``log1p(|value|)`` at ``abs_logs[log_row[i], r]`` (numpy's ``log1p``,
-    the one the one-row path calls: the C library's differs in the last bit); the sign is ``np.sign``'s
-    (+0 for either zero), so ``sign * log`` is :func:`training.linear.signed_log` to the bit. ``missing``
-    and ``present`` are per term :func:`numeric_terms`' constants; ``cat_terms`` (category terms x rows)
-    the category terms; ``term_col`` each term's schema column; ``lin`` (schema width) and ``terms``
-    (numeric terms) are scratch. The same IEEE operations in the same order: the same bits."""
-    n_num = len(val_row)
+    Numeric term ``i`` reads the row's value at ``x[val_col[i]]`` and ``log1p(|value|)`` at
+    ``logs[val_col[i]]`` (numpy's ``log1p``, the one the one-row path calls: the C library's differs in the
+    last bit); the sign is ``np.sign``'s (+0 for either zero), so ``sign * log`` is
+    :func:`training.linear.signed_log` to the bit. ``missing`` and ``present`` are per term
+    :func:`numeric_terms`' constants (:func:`term_constants`); ``cat`` the row's category terms;
+    ``term_col`` each term's schema column; ``lin`` (schema width) and ``terms`` (numeric terms) are
+    scratch. The same IEEE operations in the same order: the same bits."""
+    n_num = len(val_col)
     lin[:] = 0.0
     for i in range(n_num):  # no branch: a missing value's term is chosen, not jumped to
-        x = values[val_row[i], r]
-        v = (1.0 if x > 0.0 else (-1.0 if x < 0.0 else 0.0)) * abs_logs[log_row[i], r]
-        t = coef[i] * ((v - center[i]) / scale[i]) + present[i]
-        terms[i] = missing[i] if x != x else t
+        v = x[val_col[i]]
+        t = coef[i] * (((1.0 if v > 0.0 else (-1.0 if v < 0.0 else 0.0)) * logs[val_col[i]] - center[i]) / scale[i]) \
+            + present[i]
+        terms[i] = missing[i] if v != v else t
     s = 0.0
     for i in range(n_num):
         t = terms[i]
         s += t
         lin[term_col[i]] = t
-    for q in range(cat_terms.shape[0]):
-        t = cat_terms[q, r]
+    for q in range(len(cat)):
+        t = cat[q]
         s += t
         lin[term_col[n_num + q]] = t
     if mode == BLEND:
         for j in range(len(means)):
-            contrib[r, j] = w_trees * contrib[r, j] + w_linear * (lin[j] - means[j])
+            contrib[j] = w_trees * contrib[j] + w_linear * (lin[j] - means[j])
     elif mode == LINEAR:
         for j in range(len(means)):
-            contrib[r, j] = lin[j] - means[j]
+            contrib[j] = lin[j] - means[j]
     return s
 
 
