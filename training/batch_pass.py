@@ -1,20 +1,21 @@
-"""One target's model over a chunk in one compiled pass (numba): trees, logistic terms and their blend.
+"""A bundle's targets over a chunk in one compiled pass (numba): trees, logistic terms and their blend.
 
 Batch scoring (:func:`training.batch_explain.explain_block`) needs per target the trees' raw margin and
 the logistic model's term sum, and for the explained target the per-feature contributions blended in
-log-odds. Done as separate passes that is ``Booster.predict`` (a predictor built per call) or a path walk,
-then a logistic pass that re-reads the contributions, each over its own row-major copy of the chunk.
-Here each row is finished in one visit, rows in parallel over the cores (``prange``, as LightGBM's own
-prediction uses them):
+log-odds. Done as separate passes that is ``Booster.predict`` per target (a predictor built per call),
+a path walk, then a logistic pass per model that re-reads the contributions. Here each row is finished in
+one visit for every target, rows in parallel over the cores (``prange``, as LightGBM's own prediction
+uses them), from a :class:`PassPlan` (the targets' arrays packed once per bundle):
 
 * the trees: :func:`training.attribution._one`, the path walk of the one-row path (LightGBM's routing, the
-  leaf values added in tree order: ``predict(raw_score=True)`` to the bit), reading the row's column in
-  the column-major chunk (:func:`training.encoding.encode_columns`) and adding each split's delta to the
-  row's contributions, or to scratch for a target that is not explained;
+  leaf values added in tree order: ``predict(raw_score=True)`` to the bit), adding each split's delta to
+  the row's contributions, or to scratch for a target that is not explained;
 * the logistic terms and the blend: :func:`training.linear_terms.linear_row`.
 
-The arithmetic per row is that of those functions, so the results do not depend on how rows are split
-among threads. Imported when first used: numba compiles on first call (cached on disk).
+The chunk is column-major (:func:`training.encoding.encode_columns`); each block of rows is copied
+row-major into scratch first. The arithmetic per row is that of those functions, so the results do not
+depend on how rows are split among threads. Imported when first used: numba compiles on first call
+(cached on disk).
 """
 
 from __future__ import annotations
