@@ -216,6 +216,25 @@ def test_concept_sums_are_the_one_row_bincount_and_stable_order() -> None:
             np.testing.assert_array_equal(order[i], np.argsort(-np.abs(want), kind="stable"))
 
 
+def test_concept_prefix_is_the_stable_orders_prefix() -> None:
+    """The reasons walk's bounded order: the first ``w`` positions of ``argsort(-|sum|, stable)`` and the same
+    sums, exact ties and zeros included, for every prefix length."""
+    from leadscore.training.reason_select import concept_prefix
+
+    plan = reason_plan(SCHEMA)
+    contrib = _contrib(300, len(SCHEMA), 6)
+    n_concepts = len(plan.concepts)
+    for w in (1, 2, 5, n_concepts, n_concepts + 3):
+        sums, order = np.empty((len(contrib), n_concepts)), np.full((len(contrib), n_concepts), -1, dtype=np.int64)
+        key = np.empty(n_concepts)
+        for i in range(len(contrib)):
+            known = concept_prefix(i, contrib, plan.concept_of, n_concepts, sums, order, key, w)
+            want = np.bincount(plan.concept_of, weights=contrib[i], minlength=n_concepts)
+            assert known == min(w, n_concepts)
+            np.testing.assert_array_equal(sums[i], want)
+            np.testing.assert_array_equal(order[i, :known], np.argsort(-np.abs(want), kind="stable")[:known])
+
+
 def test_the_logistic_pass_equals_the_term_matrix_contributions_and_blend() -> None:
     """The batch's logistic pass (:func:`training.batch_pass.run_pass` of a logistic model, no term matrix)
     over the column-major chunk gives the term matrix's row sums and, per mode, the linear contributions or

@@ -20,7 +20,8 @@ depend on how rows are split among threads. Imported when first used: numba comp
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from leadscore.training.bundle import TargetModel
 
 #: rows per block of :func:`target_pass`: its rows are copied row-major into scratch that stays in cache
-_BLOCK = 64
+_BLOCK = 16
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,20 @@ def pass_plan(targets: Sequence[str], models: Mapping[str, TargetModel], paths: 
                     num_range, _cat(term_col, np.int64), term_range, cat_range, means, mode, weights)
 
 
+@contextmanager
+def dynamic_blocks() -> Iterator[None]:
+    """Hand a parallel loop's iterations (blocks of rows) to the threads one at a time as they free up,
+    instead of an equal share each up front: on a busy machine a thread the scheduler keeps waiting would
+    otherwise hold the whole call back while the other sleeps (``numba.set_parallel_chunksize``)."""
+    from numba import set_parallel_chunksize
+
+    old = set_parallel_chunksize(1)
+    try:
+        yield
+    finally:
+        set_parallel_chunksize(old)
+
+
 def _offset(child: np.ndarray, nodes: int, leaves: int) -> np.ndarray:
     """Node indices moved by ``nodes``, leaves (``~leaf``) by ``leaves``: a model appended to others."""
     return np.where(child >= 0, child + nodes, ~(~child + leaves))
@@ -137,7 +152,7 @@ def run_pass(plan: PassPlan, values: np.ndarray, abs_logs: np.ndarray, cat_terms
 
     rows = values.shape[1]
     margin, sums = np.empty((len(plan.targets), rows)), np.empty((len(plan.targets), rows))
-    with _PARALLEL:
+    with _PARALLEL, dynamic_blocks():
         target_pass(values, abs_logs, plan.explain, plan.walk, *plan.trees, plan.tree_range, plan.linear, plan.val_col,
                     *plan.constants, plan.num_range, plan.term_col, plan.term_range, cat_terms, plan.cat_range,
                     plan.means, plan.mode, plan.weights, contrib, margin, sums)
@@ -175,31 +190,36 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
         for j in range(m):
             for r in range(lo, hi):
                 x[r - lo, j] = values[j, r]
+        scratch = np.zeros(max(m, width))
+        for t in range(len(walk)):  # the trees first: their nodes stay in cache while the block is walked
+            if not walk[t]:
+                continue
+            own = explain and t == 0
+            tree_roots = roots[tree_range[t, 0]:tree_range[t, 1]]
+            for r in range(lo, hi):
+                row = contrib[r] if own else scratch
+                if own:
+                    row[:] = 0.0
+                margin[t, r] = _one(x[r - lo], row, leaves, feature, threshold, decision, left, right, dl, dr,
+                                    cat_start, cat_words, cat_bits, leaf_value, tree_roots)
+        if not linear.any():
+            continue
         logs = np.empty((hi - lo, k))
         for j in range(k):
             for r in range(lo, hi):
                 logs[r - lo, j] = abs_logs[j, r]
-        scratch = np.zeros(max(m, width))
         lin = np.empty(width)
         terms = np.empty(len(val_col))
-        for r in range(lo, hi):
-            for t in range(len(walk)):
-                own = explain and t == 0
-                if walk[t]:
-                    row = contrib[r] if own else scratch
-                    if own:
-                        row[:] = 0.0
-                    margin[t, r] = _one(x[r - lo], row, leaves, feature, threshold, decision, left, right, dl, dr,
-                                        cat_start, cat_words, cat_bits, leaf_value,
-                                        roots[tree_range[t, 0]:tree_range[t, 1]])
-                if linear[t]:
-                    a, z = num_range[t, 0], num_range[t, 1]
-                    sums[t, r] = linear_row(x[r - lo], logs[r - lo], val_col[a:z], missing[a:z], present[a:z],
-                                            center[a:z], scale[a:z], coef[a:z],
-                                            cat_terms[r, cat_range[t, 0]:cat_range[t, 1]],
-                                            term_col[term_range[t, 0]:term_range[t, 1]], means[t], mode[t],
-                                            weights[t, 0], weights[t, 1], contrib[r] if own else scratch, lin,
-                                            terms)
+        for t in range(len(walk)):
+            if not linear[t]:
+                continue
+            a, z = num_range[t, 0], num_range[t, 1]
+            cats = cat_terms[:, cat_range[t, 0]:cat_range[t, 1]]
+            cols = term_col[term_range[t, 0]:term_range[t, 1]]
+            for r in range(lo, hi):
+                sums[t, r] = linear_row(x[r - lo], logs[r - lo], val_col[a:z], missing[a:z], present[a:z], center[a:z],
+                                        scale[a:z], coef[a:z], cats[r], cols, means[t], mode[t], weights[t, 0],
+                                        weights[t, 1], contrib[r] if mode[t] != NO_CONTRIB else scratch, lin, terms)
 
 
-__all__ = ["PassPlan", "pass_plan", "run_pass", "target_pass"]
+__all__ = ["PassPlan", "dynamic_blocks", "pass_plan", "run_pass", "target_pass"]

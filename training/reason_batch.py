@@ -135,6 +135,7 @@ def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
     (:meth:`training.linear.FrameColumns.factorized`; default: computed here).
     """
     from leadscore.training.attribution import _PARALLEL
+    from leadscore.training.batch_pass import dynamic_blocks
     from leadscore.training.reason_keys import unit_codes
     from leadscore.training.reason_walk import FLOAT, MISS_SLOTS, VALUE, cell_keys, walk
 
@@ -179,12 +180,11 @@ def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
         bits = block.view(np.int64)
         rows = np.arange(n, dtype=np.int64)
         while len(rows):
-            with _PARALLEL:
+            with _PARALLEL, dynamic_blocks():
                 walk(rows, contrib, given, sums, order, block, bits, vid, slot, kind, units, only_for, silent,
                      plan.concept_of,
                      member, k, window, sentences.keys1, sentences.keys2, sentences.vals, pos, neg, misses)
-            given = True
-            rows = rows[misses[rows, 0] >= 0]
+            rows = rows[misses[rows, 0] >= 0]  # walked again: their order is known only as far as it was read
             if not len(rows):
                 break
             at, q = np.nonzero(misses[rows] >= 0)

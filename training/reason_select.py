@@ -32,6 +32,36 @@ def concept_row(i: int, contrib: np.ndarray, concept_of: np.ndarray, n_concepts:
 
 
 @njit(cache=True)
+def concept_prefix(i: int, contrib: np.ndarray, concept_of: np.ndarray, n_concepts: int, sums: np.ndarray,
+                   order: np.ndarray, key: np.ndarray, w: int) -> int:
+    """:func:`concept_row`'s sums and only the first ``w`` positions of its order (the same positions: an
+    insertion into a prefix that drops what falls past it, equal keys kept in concept order); returns how
+    many positions are known (``min(w, n_concepts)``). The reasons walk reads a few positions of a row's
+    order; sorting all of a row's concepts cost a third of it."""
+    for c in range(n_concepts):
+        sums[i, c] = 0.0
+    for j in range(contrib.shape[1]):
+        sums[i, concept_of[j]] += contrib[i, j]
+    w = min(w, n_concepts)
+    known = 0
+    for c in range(n_concepts):
+        kc = -abs(sums[i, c])
+        key[c] = kc
+        if known == w:
+            if not key[order[i, w - 1]] > kc:
+                continue
+            p = w - 1  # the last one falls past the prefix
+        else:
+            p = known
+            known += 1
+        while p > 0 and key[order[i, p - 1]] > kc:
+            order[i, p] = order[i, p - 1]
+            p -= 1
+        order[i, p] = c
+    return known
+
+
+@njit(cache=True)
 def concept_order(contrib: np.ndarray, concept_of: np.ndarray, n_concepts: int) -> tuple[np.ndarray, np.ndarray]:
     """Every row's :func:`concept_row`: the sums and the order. NaN-free ``contrib`` only (numpy sorts NaN
     last; the caller falls back to it)."""
@@ -44,4 +74,4 @@ def concept_order(contrib: np.ndarray, concept_of: np.ndarray, n_concepts: int) 
     return sums, order
 
 
-__all__ = ["concept_order", "concept_row"]
+__all__ = ["concept_order", "concept_prefix", "concept_row"]

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from leadscore.training.reason_keys import display_key
-from leadscore.training.reason_select import concept_row
+from leadscore.training.reason_select import concept_prefix, concept_row
 
 #: a table slot's ``keys2`` when empty, and :func:`lookup`'s answer for a key not in the table
 EMPTY = -1
@@ -32,8 +32,9 @@ ABSENT = -3
 FLOAT, VALUE = 0, 1
 #: cells a row may record per walk as needed (more are recorded by its next walk)
 MISS_SLOTS = 48
-#: rows per block of :func:`walk` (its scratch arrays are allocated once per block)
-_BLOCK = 256
+#: rows per block of :func:`walk` (its scratch arrays are allocated once per block; blocks are handed to
+#: the threads as they free up)
+_BLOCK = 64
 _M1 = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
 _M2 = -4417276706812531889  # 0xC2B2AE3D27D4EB4F as int64
 
@@ -104,8 +105,8 @@ def walk(rows: np.ndarray, contrib: np.ndarray, given: bool, sums: np.ndarray, o
          unit: np.ndarray, only_for: np.ndarray, silent: np.ndarray, concept_of: np.ndarray, member: np.ndarray, k: int, window: int,
          keys1: np.ndarray, keys2: np.ndarray, vals: np.ndarray, pos: np.ndarray, neg: np.ndarray,
          misses: np.ndarray) -> None:
-    """Each row of ``rows``: its concept sums and order (into ``sums``/``order``, unless ``given``: then
-    read from them), the walk over the table's sentence ids and the sentence ids of its ``k`` strongest
+    """Each row of ``rows``: its concept sums and order (into ``sums``/``order``: as far as its walk reads
+    it, :func:`~training.reason_select.concept_prefix`; unless ``given``: then read from them), the walk over the table's sentence ids and the sentence ids of its ``k`` strongest
     reasons for and against into ``pos``/``neg`` (-1 pads a short side); or, when the walk reached a cell
     not in the table, the columns of the cells it needs into ``misses`` (-1 pads; ``misses[i, 0] >= 0``
     marks the row to walk again). ``member``: per concept its columns by rank, -1 padded; ``silent``: per
@@ -132,8 +133,9 @@ def _row(i: int, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.n
          misses: np.ndarray, n_concepts: int, width: int, item_id: np.ndarray, item_sum: np.ndarray,
          used: np.ndarray, key: np.ndarray) -> None:
     """:func:`walk` of row ``i`` (scratch arrays of the caller's block of rows)."""
+    known = n_concepts  # the positions of the row's order computed (given: all)
     if not given:
-        concept_row(i, contrib, concept_of, n_concepts, sums, order, key)
+        known = concept_prefix(i, contrib, concept_of, n_concepts, sums, order, key, max(window, 2 * k))
     for q in range(misses.shape[1]):
         misses[i, q] = -1
     m = 0
@@ -141,6 +143,9 @@ def _row(i: int, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.n
     n_neg = 0
     stop = -1  # the position of the concept whose wording is not known
     for p in range(n_concepts):
+        if p == known:  # past the prefix: the whole order (the same sums, the same positions)
+            concept_row(i, contrib, concept_of, n_concepts, sums, order, key)
+            known = n_concepts
         c = order[i, p]
         s = sums[i, c]
         if s == 0.0:
@@ -193,6 +198,9 @@ def _row(i: int, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.n
     if stop >= 0:  # record the cells of this concept and the next ones that the table lacks
         n_miss = 0
         for p in range(stop, min(n_concepts, max(window, stop + 1))):
+            if p == known:
+                concept_row(i, contrib, concept_of, n_concepts, sums, order, key)
+                known = n_concepts
             c = order[i, p]
             if sums[i, c] == 0.0:
                 break
