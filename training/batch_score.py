@@ -43,9 +43,11 @@ import pandas as pd
 
 from leadscore.errors import LeadscoreError
 from leadscore.training.score_columns import (
+    coded_column,
     inferred_text_dtype,
     json_list_column,
     quoted_sentences,
+    repeated_column,
     text_column,
 )
 from leadscore.training.stage_policy import _FUNNEL_RANK, StagePolicy
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from leadscore.serving.scoring import Scorer
     from leadscore.serving.store import EventStore
     from leadscore.training.account_calibration import AccountCalibrator
+    from leadscore.training.linear import FrameColumns
 
 #: stages whose leads are not scored: the CRM closed them (ARCHITECTURE §4, issue 14)
 CLOSED_STAGES = ("customer", "disqualified")
@@ -121,10 +124,9 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     p_sql = probs["p_sql"].to_numpy(dtype=np.float64)
     # a one-target (flat) bundle's probability stands for both stages, as its stage policy was fitted
     p_opp = probs["p_opportunity"].to_numpy(dtype=np.float64) if "p_opportunity" in probs else p_sql.copy()
-    prevs = _previous_stages(features)
+    prevs, prev_codes, prev_labels = _previous_stages(features, cols)
     days = features["days_in_stage"].to_numpy(dtype=np.float64) if "days_in_stage" in features else None
     stages = policy_stages(scorer.policy, p_sql, p_opp, prevs, days)
-    leads = features["lead_id"].astype(object).to_numpy()
     bands = np.full(n, None, dtype=object)
     texts: list[str] = []
     pos_ids = neg_ids = np.empty((n, 0), dtype=np.int64)
@@ -136,21 +138,26 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
             bands = band_array(contrib, bundle.schema, bundle.bands)
         pos_ids, neg_ids, texts = batch_top_ids(bundle._reason_plan(), features, contrib, REASONS_K, block=block,
                                                  factorize=cols.factorized)
-    trends, changed = _trends(leads, p_sql, previous or {}, texts, pos_ids, neg_ids, worded=reasons)
     # text columns assembled in Arrow as pandas would infer them (training.score_columns)
     text = inferred_text_dtype()
-    quoted = quoted_sentences(texts)
     lead_ids = features["lead_id"]
+    leads = None if lead_ids.dtype == text and not previous else lead_ids.astype(object).to_numpy()
+    if previous:
+        trends, changed = _trends(leads, p_sql, previous, texts, pos_ids, neg_ids, worded=reasons)
+        trend_col, changes_col = text_column(trends, text), text_column(changed, text)
+    else:  # a lead without previous scores is new with no changes (what training.trend answers)
+        trend_col, changes_col = repeated_column("new", n, text), repeated_column("[]", n, text)
+    quoted = quoted_sentences(texts)
     return pd.DataFrame({
         "lead_id": lead_ids.array if lead_ids.dtype == text else text_column(leads, text),
         "scored_at": pd.to_datetime(features["as_of"], utc=True).array,  # UTC, no index to align
         "p_sql": p_sql, "p_opportunity": p_opp, "stage": text_column(stages, text),
-        "previous_stage": text_column(prevs, text),
+        "previous_stage": coded_column(prev_codes, prev_labels, text),
         "days_in_stage": days if days is not None else np.full(n, np.nan),
         "reasons_positive": json_list_column(pos_ids, texts, text, quoted),
         "reasons_negative": json_list_column(neg_ids, texts, text, quoted),
-        "model_version": text_column(np.full(n, scorer.version, dtype=object), text),
-        "trend": text_column(trends, text), "changes": text_column(changed, text), "band": text_column(bands, text),
+        "model_version": repeated_column(scorer.version, n, text),
+        "trend": trend_col, "changes": changes_col, "band": text_column(bands, text),
     }, columns=list(COLUMNS))
 
 
@@ -177,12 +184,14 @@ def _trends(leads: np.ndarray, p_sql: np.ndarray, previous: Mapping[str, Sequenc
     return trends, changed
 
 
-def _previous_stages(features: pd.DataFrame) -> np.ndarray:
-    """Each row's ``current_stage`` feature as the policy's previous stage: its text, or None when missing."""
+def _previous_stages(features: pd.DataFrame, cols: FrameColumns) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """Each row's ``current_stage`` feature as the policy's previous stage: its text, or None when missing;
+    and the same as codes (-1: None) into labels, from the batch's factorisation of the column."""
     if "current_stage" not in features:
-        return np.full(len(features), None, dtype=object)
-    codes, uniques = pd.factorize(features["current_stage"], use_na_sentinel=True)
-    return np.array([*(str(v) for v in uniques.tolist()), None], dtype=object)[codes]
+        return np.full(len(features), None, dtype=object), np.full(len(features), -1, dtype=np.int64), []
+    codes, uniques = cols.factorized("current_stage")
+    labels: list[str | None] = [str(v) for v in uniques.tolist()]
+    return np.array([*labels, None], dtype=object)[codes], codes, labels
 
 
 def policy_stages(policy: StagePolicy, p_sql: np.ndarray, p_opp: np.ndarray, previous: np.ndarray,

@@ -53,7 +53,8 @@ def linear_row(x: np.ndarray, logs: np.ndarray, val_col: np.ndarray, missing: np
     ``term_col`` each term's schema column; ``lin`` (schema width) and ``terms`` (numeric terms) are
     scratch. The same IEEE operations in the same order: the same bits."""
     n_num = len(val_col)
-    lin[:] = 0.0
+    if mode != NO_CONTRIB:
+        lin[:] = 0.0
     for i in range(n_num):  # no branch: a missing value's term is chosen, not jumped to
         v = x[val_col[i]]
         t = coef[i] * (((1.0 if v > 0.0 else (-1.0 if v < 0.0 else 0.0)) * logs[val_col[i]] - center[i]) / scale[i]) \
@@ -61,13 +62,15 @@ def linear_row(x: np.ndarray, logs: np.ndarray, val_col: np.ndarray, missing: np
         terms[i] = missing[i] if v != v else t
     s = 0.0
     for i in range(n_num):
-        t = terms[i]
-        s += t
-        lin[term_col[i]] = t
+        s += terms[i]
     for q in range(len(cat)):
-        t = cat[q]
-        s += t
-        lin[term_col[n_num + q]] = t
+        s += cat[q]
+    if mode == NO_CONTRIB:
+        return s
+    for i in range(n_num):
+        lin[term_col[i]] = terms[i]
+    for q in range(len(cat)):
+        lin[term_col[n_num + q]] = cat[q]
     if mode == BLEND:
         for j in range(len(means)):
             contrib[j] = w_trees * contrib[j] + w_linear * (lin[j] - means[j])

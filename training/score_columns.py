@@ -42,8 +42,26 @@ def text_column(values: np.ndarray, dtype: Any) -> Any:
     distinct = uniques.tolist()
     if not distinct or not all(v.__class__ is str for v in distinct):  # all missing, or not text: as pandas infers
         return values
-    table = pa.array([*distinct, None], type=pa.large_string())
-    return _wrap(table.take(np.where(codes < 0, len(uniques), codes)), dtype)
+    return _wrap(pa.array([*distinct, None], type=pa.large_string()).take(np.where(codes < 0, len(uniques), codes)),
+                 dtype)
+
+
+def coded_column(codes: np.ndarray, labels: Sequence[str | None], dtype: Any) -> Any:
+    """:func:`text_column` of ``labels`` taken at ``codes`` (-1: None) when the caller has the codes already
+    (a constant, a factorised column): no object array built and factorised again."""
+    import pyarrow as pa
+
+    if not hasattr(dtype, "__from_arrow__") or not any(v.__class__ is str for v in labels):
+        return np.array([*labels, None], dtype=object)[codes]  # as text_column returns it, for pandas to infer
+    if not all(v is None or v.__class__ is str for v in labels):
+        return text_column(np.array([*labels, None], dtype=object)[codes], dtype)
+    return _wrap(pa.array([*labels, None], type=pa.large_string()).take(np.where(codes < 0, len(labels), codes)),
+                 dtype)
+
+
+def repeated_column(value: str, n: int, dtype: Any) -> Any:
+    """``text_column`` of ``n`` copies of ``value``."""
+    return coded_column(np.zeros(n, dtype=np.int64), [value], dtype)
 
 
 def quoted_sentences(texts: Sequence[str]) -> Any:
@@ -79,4 +97,5 @@ def json_list_column(ids: np.ndarray, texts: Sequence[str], dtype: Any, quoted: 
     return _wrap(joined, dtype)
 
 
-__all__ = ["inferred_text_dtype", "json_list_column", "quoted_sentences", "text_column"]
+__all__ = ["coded_column", "inferred_text_dtype", "json_list_column", "quoted_sentences", "repeated_column",
+           "text_column"]
