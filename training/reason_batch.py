@@ -49,9 +49,8 @@ class Sentences:
     def reset(self) -> None:
         from leadscore.training.reason_walk import EMPTY
 
-        self.keys1 = np.zeros(1 << 12, dtype=np.int64)
-        self.keys2 = np.full(1 << 12, EMPTY, dtype=np.int64)
-        self.vals = np.zeros(1 << 12, dtype=np.int64)
+        self.table = np.zeros((1 << 12, 3), dtype=np.int64)  # per slot: key, key, sentence id
+        self.table[:, 1] = EMPTY
         self.size = 0
         self.texts: list[str] = []
         self.index: dict[str, int] = {}
@@ -69,16 +68,15 @@ class Sentences:
                 got = self.index[text] = len(self.texts)  # type: ignore[index]
                 self.texts.append(text)  # type: ignore[arg-type]
             ids[p] = got
-        if 2 * (self.size + len(k1)) > len(self.keys1):  # grow, re-inserting what is stored
-            live = self.keys2 != EMPTY
-            old = self.keys1[live], self.keys2[live], self.vals[live]
-            cap = len(self.keys1)
+        if 2 * (self.size + len(k1)) > len(self.table):  # grow, re-inserting what is stored
+            live = self.table[self.table[:, 1] != EMPTY]
+            cap = len(self.table)
             while 2 * (self.size + len(k1)) > cap:
                 cap *= 2
-            self.keys1, self.keys2 = np.zeros(cap, dtype=np.int64), np.full(cap, EMPTY, dtype=np.int64)
-            self.vals = np.zeros(cap, dtype=np.int64)
-            insert(self.keys1, self.keys2, self.vals, *old)
-        self.size += insert(self.keys1, self.keys2, self.vals, k1, k2, ids)
+            self.table = np.zeros((cap, 3), dtype=np.int64)
+            self.table[:, 1] = EMPTY
+            insert(self.table, live[:, 0].copy(), live[:, 1].copy(), live[:, 2].copy())
+        self.size += insert(self.table, k1, k2, ids)
 
     def value_column(self, j: int, factorized: tuple[np.ndarray, Any]) -> np.ndarray:
         """Column ``j``'s values (``pd.factorize`` of it) as ids of the distinct values it showed (-1 missing)."""
@@ -183,7 +181,7 @@ def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
             with _PARALLEL, dynamic_blocks():
                 walk(rows, contrib, given, sums, order, block, bits, vid, slot, kind, units, only_for, silent,
                      plan.concept_of,
-                     member, k, window, sentences.keys1, sentences.keys2, sentences.vals, pos, neg, misses)
+                     member, k, window, sentences.table, pos, neg, misses)
             rows = rows[misses[rows, 0] >= 0]  # walked again: their order is known only as far as it was read
             if not len(rows):
                 break

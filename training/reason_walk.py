@@ -47,31 +47,31 @@ def _slot(k1: int, k2: int, mask: int) -> int:
 
 
 @njit(cache=True)
-def lookup(keys1: np.ndarray, keys2: np.ndarray, vals: np.ndarray, k1: int, k2: int) -> int:
-    """The sentence id stored for ``(k1, k2)``, or :data:`ABSENT` (open addressing, linear probing)."""
-    mask = len(keys1) - 1
+def lookup(table: np.ndarray, k1: int, k2: int) -> int:
+    """The sentence id stored for ``(k1, k2)``, or :data:`ABSENT` (open addressing, linear probing; a slot is
+    one row ``(k1, k2, id)`` of ``table``: one cache line per probe)."""
+    mask = len(table) - 1
     s = _slot(k1, k2, mask)
     while True:
-        if keys2[s] == EMPTY:
+        if table[s, 1] == EMPTY:
             return ABSENT
-        if keys1[s] == k1 and keys2[s] == k2:
-            return vals[s]  # type: ignore[no-any-return]
+        if table[s, 0] == k1 and table[s, 1] == k2:
+            return table[s, 2]  # type: ignore[no-any-return]
         s = (s + 1) & mask
 
 
 @njit(cache=True)
-def insert(keys1: np.ndarray, keys2: np.ndarray, vals: np.ndarray, k1: np.ndarray, k2: np.ndarray,
-           v: np.ndarray) -> int:
+def insert(table: np.ndarray, k1: np.ndarray, k2: np.ndarray, v: np.ndarray) -> int:
     """Store each ``(k1, k2) -> v`` (an existing key keeps its value); returns how many were new. The
     caller keeps the table at most half full."""
-    mask = len(keys1) - 1
+    mask = len(table) - 1
     added = 0
     for i in range(len(k1)):
         s = _slot(k1[i], k2[i], mask)
-        while keys2[s] != EMPTY and not (keys1[s] == k1[i] and keys2[s] == k2[i]):
+        while table[s, 1] != EMPTY and not (table[s, 0] == k1[i] and table[s, 1] == k2[i]):
             s = (s + 1) & mask
-        if keys2[s] == EMPTY:
-            keys1[s], keys2[s], vals[s] = k1[i], k2[i], v[i]
+        if table[s, 1] == EMPTY:
+            table[s, 0], table[s, 1], table[s, 2] = k1[i], k2[i], v[i]
             added += 1
     return added
 
@@ -102,11 +102,11 @@ def cell_keys(rows: np.ndarray, cols: np.ndarray, block: np.ndarray, bits: np.nd
 @njit(cache=True, parallel=True)
 def walk(rows: np.ndarray, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.ndarray,
          block: np.ndarray, bits: np.ndarray, vid: np.ndarray, slot: np.ndarray, kind: np.ndarray,
-         unit: np.ndarray, only_for: np.ndarray, silent: np.ndarray, concept_of: np.ndarray, member: np.ndarray, k: int, window: int,
-         keys1: np.ndarray, keys2: np.ndarray, vals: np.ndarray, pos: np.ndarray, neg: np.ndarray,
-         misses: np.ndarray) -> None:
+         unit: np.ndarray, only_for: np.ndarray, silent: np.ndarray, concept_of: np.ndarray, member: np.ndarray,
+         k: int, window: int, table: np.ndarray, pos: np.ndarray, neg: np.ndarray, misses: np.ndarray) -> None:
     """Each row of ``rows``: its concept sums and order (into ``sums``/``order``: as far as its walk reads
-    it, :func:`~training.reason_select.concept_prefix`; unless ``given``: then read from them), the walk over the table's sentence ids and the sentence ids of its ``k`` strongest
+    it, :func:`~training.reason_select.concept_prefix`; unless ``given``: then read from them), the walk
+    over the table's sentence ids and the sentence ids of its ``k`` strongest
     reasons for and against into ``pos``/``neg`` (-1 pads a short side); or, when the walk reached a cell
     not in the table, the columns of the cells it needs into ``misses`` (-1 pads; ``misses[i, 0] >= 0``
     marks the row to walk again). ``member``: per concept its columns by rank, -1 padded; ``silent``: per
@@ -121,7 +121,7 @@ def walk(rows: np.ndarray, contrib: np.ndarray, given: bool, sums: np.ndarray, o
         key = np.empty(n_concepts, dtype=np.float64)
         for r in range(b * _BLOCK, min(len(rows), (b + 1) * _BLOCK)):
             _row(rows[r], contrib, given, sums, order, block, bits, vid, slot, kind, unit, only_for, silent,
-                 concept_of, member, k, window, keys1, keys2, vals, pos, neg, misses, n_concepts, width,
+                 concept_of, member, k, window, table, pos, neg, misses, n_concepts, width,
                  item_id, item_sum, used, key)
 
 
@@ -129,9 +129,8 @@ def walk(rows: np.ndarray, contrib: np.ndarray, given: bool, sums: np.ndarray, o
 def _row(i: int, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.ndarray, block: np.ndarray,
          bits: np.ndarray, vid: np.ndarray, slot: np.ndarray, kind: np.ndarray, unit: np.ndarray,
          only_for: np.ndarray, silent: np.ndarray, concept_of: np.ndarray, member: np.ndarray, k: int, window: int,
-         keys1: np.ndarray, keys2: np.ndarray, vals: np.ndarray, pos: np.ndarray, neg: np.ndarray,
-         misses: np.ndarray, n_concepts: int, width: int, item_id: np.ndarray, item_sum: np.ndarray,
-         used: np.ndarray, key: np.ndarray) -> None:
+         table: np.ndarray, pos: np.ndarray, neg: np.ndarray, misses: np.ndarray, n_concepts: int, width: int,
+         item_id: np.ndarray, item_sum: np.ndarray, used: np.ndarray, key: np.ndarray) -> None:
     """:func:`walk` of row ``i`` (scratch arrays of the caller's block of rows)."""
     known = n_concepts  # the positions of the row's order computed (given: all)
     if not given:
@@ -159,7 +158,7 @@ def _row(i: int, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.n
             if silent[j] and block[i, j] == 0.0:  # a zero count says nothing: no look-up
                 continue
             k1, k2 = cell_key(i, j, block, bits, vid, slot, kind, unit)
-            got = lookup(keys1, keys2, vals, k1, k2)
+            got = lookup(table, k1, k2)
             if got == ABSENT:
                 stop = p
                 break
@@ -211,7 +210,7 @@ def _row(i: int, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.n
                 if silent[j] and block[i, j] == 0.0:
                     continue
                 k1, k2 = cell_key(i, j, block, bits, vid, slot, kind, unit)
-                got = lookup(keys1, keys2, vals, k1, k2)
+                got = lookup(table, k1, k2)
                 if got == ABSENT:
                     misses[i, n_miss] = j
                     n_miss += 1
