@@ -153,9 +153,9 @@ def run_pass(plan: PassPlan, values: np.ndarray, abs_logs: np.ndarray, cat_terms
     rows = values.shape[1]
     margin, sums = np.empty((len(plan.targets), rows)), np.empty((len(plan.targets), rows))
     with _PARALLEL, dynamic_blocks():
-        target_pass(values, abs_logs, plan.explain, plan.walk, *plan.trees, plan.tree_range, plan.linear, plan.val_col,
-                    *plan.constants, plan.num_range, plan.term_col, plan.term_range, cat_terms, plan.cat_range,
-                    plan.means, plan.mode, plan.weights, contrib, margin, sums)
+        target_pass(values, abs_logs, plan.explain, plan.walk, *plan.trees, plan.tree_range,  # type: ignore[call-arg]
+                    plan.linear, plan.val_col, *plan.constants, plan.num_range, plan.term_col, plan.term_range,
+                    cat_terms, plan.cat_range, plan.means, plan.mode, plan.weights, contrib, margin, sums)
     return margin, sums
 
 

@@ -8,7 +8,7 @@ on a schedule. It reuses the service's pieces instead of copying them:
   feature code by ``bind(settings)``, its stage policy and version);
 * the features come from the batch feature build (``features.engine``), which runs the very kernel the
   online entry runs, so a lead's row equals the one the service computes for ``(lead, T)``;
-* probabilities and contributions come from one compiled pass per target over the chunk
+* probabilities and contributions come from one compiled pass over the chunk for every target
   (:func:`~training.batch_explain.explain_block`: the path walk of its trees, whose margin is LightGBM's to
   the bit, and its logistic terms and blend), calibrated by the same ``np.interp`` as the one-row path;
 * reasons are the same sentences as :func:`training.reasons.top_reasons` over the same contributions
@@ -141,15 +141,15 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     # text columns assembled in Arrow as pandas would infer them (training.score_columns)
     text = inferred_text_dtype()
     lead_ids = features["lead_id"]
-    leads = None if lead_ids.dtype == text and not previous else lead_ids.astype(object).to_numpy()
     if previous:
+        leads = lead_ids.astype(object).to_numpy()
         trends, changed = _trends(leads, p_sql, previous, texts, pos_ids, neg_ids, worded=reasons)
         trend_col, changes_col = text_column(trends, text), text_column(changed, text)
     else:  # a lead without previous scores is new with no changes (what training.trend answers)
         trend_col, changes_col = repeated_column("new", n, text), repeated_column("[]", n, text)
     quoted = quoted_sentences(texts)
     return pd.DataFrame({
-        "lead_id": lead_ids.array if lead_ids.dtype == text else text_column(leads, text),
+        "lead_id": lead_ids.array if lead_ids.dtype == text else text_column(lead_ids.astype(object).to_numpy(), text),
         "scored_at": pd.to_datetime(features["as_of"], utc=True).array,  # UTC, no index to align
         "p_sql": p_sql, "p_opportunity": p_opp, "stage": text_column(stages, text),
         "previous_stage": coded_column(prev_codes, prev_labels, text),
