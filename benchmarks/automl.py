@@ -68,6 +68,9 @@ import pandas as pd
 
 DATASETS = ("x-education", "olist", "generated", "generated-regime-shift")
 SYSTEMS = ("flaml", "autogluon")
+#: the LightGBM parameters a generated dataset's line reports (the tuned ones and the final learning rate)
+TUNED = ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2",
+         "cat_smooth", "extra_trees")
 Fitter = Callable[[pd.DataFrame, np.ndarray, pd.DataFrame, float, int], np.ndarray]
 
 
@@ -281,6 +284,7 @@ def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int
                                  f"{candidate_name(chosen.choice.kind, chosen.choice.blend_weight)}), "
                                  f"recency {chosen.recency.chosen.label}",
             "leadscore_candidates": _candidates(y[test][ok], {k: v[ok] for k, v in refit.items()}, settings),
+            "leadscore_refit": {**record, "params": {k: v for k, v in chosen.fit.params.items() if k in TUNED}},
             "ceiling": {k: ceiling[k] for k in ("roc_auc", "log_loss", "ece")}, "systems": result}
 
 

@@ -186,17 +186,18 @@ def candidate_raw(kind: str, weight: float | None, p_trees: np.ndarray | None, p
 
 def choose_model(
     p_trees: np.ndarray, p_linear: np.ndarray | None, y: np.ndarray, cfg: TrainingConfig, *, seed: int,
-    groups: np.ndarray | None = None,
+    groups: np.ndarray | None = None, weights: np.ndarray | None = None,
 ) -> ModelChoice:
     """The candidate of ``cfg.model_choice`` with the lowest calibrated out-of-fold log loss on the
     calibration rows (``p_*``: the raw scores of those rows; ``groups``: their lead ids, which keep a
-    lead in one fold, see :func:`training.calibration.fit_calibrator`). Ties go to the earlier candidate."""
+    lead in one fold, see :func:`training.calibration.fit_calibrator`; ``weights``: the rows' weights in the
+    maps and the losses, as the shipped map weighs them). Ties go to the earlier candidate."""
     options = candidate_options(cfg)
     fitted = {}
     splits = fold_splits(y, CALIBRATION_FOLDS, seed, groups)  # the same folds for every candidate and method
     for kind, w in options:
         calibrator, scores = fit_calibrator(candidate_raw(kind, w, p_trees, p_linear), y, cfg.min_isotonic_rows,
-                                            seed=seed, groups=groups, splits=splits)
+                                            seed=seed, groups=groups, splits=splits, weights=weights)
         fitted[(kind, w)] = (calibrator, scores, scores[calibrator.method])
     best = min(options, key=lambda o: float(np.nan_to_num(fitted[o][2], nan=np.inf)))
     calibrator, scores, _ = fitted[best]

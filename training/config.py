@@ -55,6 +55,9 @@ class LightGBMConfig(_Strict):
     #: the final model boosts at the tuned learning rate times this (early stopping finds the rounds):
     #: tuning needs fast trials, the one final fit can afford smaller steps
     final_learning_rate_factor: float = Field(default=0.25, gt=0, le=1)
+    #: LightGBM's extremely randomised trees (a random threshold per feature at each split): ``tune``
+    #: lets Optuna choose per trial, true / false fix it (training.tune.suggest_params)
+    extra_trees: bool | Literal["tune"] = False
 
 
 class DaskTrainingConfig(_Strict):
@@ -122,6 +125,9 @@ class TrainingConfig(_Strict):
     #: out-of-fold scores, ``last_months`` leaves them out of the fit; ``none`` ships the backtest's model
     refit: Literal["cross_fit", "last_months", "none"] = "cross_fit"
     #: ``cross_fit``: folds (by lead) of the newest months whose out-of-fold scores fit the calibration map
+    #: calibration maps (and the model choice that compares them) weigh each moment by its sampling
+    #: weight (features.moments.moment_weights): the cap keeps fewer moments of leads that stay open
+    moment_weights: bool = False
     refit_calibration_folds: int = Field(default=3, ge=2)
     recency: RecencyConfig = Field(default_factory=RecencyConfig)
     model_choice: ModelChoiceConfig = Field(default_factory=ModelChoiceConfig)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leadscore.training.calibration import map_weights
 from leadscore.training.choice import (
     ModelChoice,
     Recency,
@@ -120,7 +121,7 @@ def choose_and_fit(
         linear_raw = {p: linear.predict(frame.iloc[getattr(roles, p)]) for p in ("calibration", "test")}
     leads = frame["lead_id"].iloc[roles.calibration].astype(str).to_numpy() if "lead_id" in frame.columns else None
     choice = choose_model(fit.raw["calibration"], linear_raw["calibration"], y[roles.calibration], cfg, seed=seed,
-                          groups=leads)
+                          groups=leads, weights=map_weights(frame.iloc[roles.calibration], cfg))
     return Chosen(recency, fit, linear, choice, learn, w_learn, linear_raw)
 
 
@@ -168,7 +169,7 @@ def refit_scores(
                         "last_months" if cfg.refit == "none" else cfg.refit)
     # every candidate is refit: all are scored on the test rows
     models = refit_models(frame, y, rows, schema, cfg, recency, chosen.fit, linear=chosen.linear is not None)
-    choice = refit_choice(models, frame, y, rows, cfg, chosen.choice)
+    choice = refit_choice(models, frame, y, rows, cfg, chosen.choice, recency)
 
     def raw(part: str, kind: str, w: float | None) -> np.ndarray:
         if part == "calibration":
@@ -176,7 +177,7 @@ def refit_scores(
         return models.raw(frame.iloc[roles.test], kind, w)
 
     scores = candidate_scores(raw, np.asarray(y, dtype=np.float64)[rows.calibration], choice, cfg,
-                              rows.calibration_weights(as_of, recency))
+                              rows.calibration_weights(frame, recency, cfg))
     return scores, {"fit_rows": len(rows.fit), "calibration_rows": len(rows.calibration), "scheme": rows.scheme,
                     "rounds": chosen.fit.rounds[0], "fit_start": str(rows.fit_start),
                     "model": candidate_name(choice.kind, choice.blend_weight)}

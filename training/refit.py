@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.training.bundle import TargetModel
-from leadscore.training.calibration import Calibrator, fit_isotonic, fit_sigmoid
+from leadscore.training.calibration import Calibrator, fit_isotonic, fit_sigmoid, map_weights
 from leadscore.training.choice import ModelChoice, Recency, candidate_raw, choose_model
 from leadscore.training.config import TrainingConfig
 from leadscore.training.dask_fit import final_booster
@@ -103,10 +103,14 @@ class RefitRows:
         fit_start = pd.Timestamp(as_of.iloc[fit].min()) if len(fit) else calibration_start
         return cls(fit, calibration, fit_start, calibration_start, end, scheme)
 
-    def calibration_weights(self, as_of: pd.Series, recency: Recency) -> np.ndarray | None:
+    def calibration_weights(self, frame: pd.DataFrame, recency: Recency, cfg: TrainingConfig) -> np.ndarray | None:
         """The map's row weights: the fit's recency weights (``last_months``: its rows are all newer than
-        ``calibration_start``, so all 1)."""
-        return recency.weights(as_of.iloc[self.calibration], self.calibration_start)
+        ``calibration_start``, so all 1), times the moments' sampling weights when
+        ``training.moment_weights`` (:func:`training.calibration.map_weights`)."""
+        rows = frame.iloc[self.calibration]
+        w = recency.weights(rows["as_of"], self.calibration_start)
+        m = map_weights(rows, cfg)
+        return m if w is None else w if m is None else w * m
 
 
 def refit_rows(as_of: pd.Series, labelled: np.ndarray, split: TimeSplit, recency: Recency,
@@ -268,15 +272,17 @@ def refit_kinds(cfg: TrainingConfig, choice: ModelChoice) -> tuple[bool, bool]:
 
 
 def refit_choice(models: RefitModels, frame: pd.DataFrame, y: np.ndarray, rows: RefitRows, cfg: TrainingConfig,
-                 choice: ModelChoice) -> ModelChoice:
+                 choice: ModelChoice, recency: Recency) -> ModelChoice:
     """The model kind the refit ships: chosen again among the refit candidates on the map's held-out scores
     (module docstring), or the backtest's ``choice`` when ``model_choice.at_refit`` is off or a model is missing."""
     if not cfg.model_choice.at_refit or models.booster is None or models.linear is None:
         return choice
     cal = frame.iloc[rows.calibration]
     leads = cal["lead_id"].astype(str).to_numpy() if "lead_id" in cal.columns else None
+    # the candidates are compared on the rows as the shipped map weighs them (recency, moment weights)
     return choose_model(models.calibration_raw(cal, "lightgbm", None), models.calibration_raw(cal, "logistic", None),
-                        np.asarray(y, dtype=np.float64)[rows.calibration], cfg, seed=cfg.seed, groups=leads)
+                        np.asarray(y, dtype=np.float64)[rows.calibration], cfg, seed=cfg.seed, groups=leads,
+                        weights=rows.calibration_weights(frame, recency, cfg))
 
 
 def refit_on_rows(
@@ -287,10 +293,10 @@ def refit_on_rows(
     ``rows.calibration``."""
     trees, linear = refit_kinds(cfg, choice)
     models = refit_models(frame, y, rows, schema, cfg, recency, backtest, trees=trees, linear=linear, client=client)
-    choice = refit_choice(models, frame, y, rows, cfg, choice)
+    choice = refit_choice(models, frame, y, rows, cfg, choice, recency)
     y_cal = y[rows.calibration]
     raw = models.calibration_raw(frame.iloc[rows.calibration], choice.kind, choice.blend_weight)
-    calibrator = calibrate_as(choice.calibrator.method, raw, y_cal, rows.calibration_weights(frame["as_of"], recency))
+    calibrator = calibrate_as(choice.calibrator.method, raw, y_cal, rows.calibration_weights(frame, recency, cfg))
     params, rounds = refit_boosting(backtest, cfg, rows.scheme)
     model = TargetModel(model_str=models.model_str if choice.kind != "logistic" else None,
                         encodings=models.encodings, calibrator=calibrator, params={**params, "num_iterations": rounds},
