@@ -217,7 +217,7 @@ def test_refit_map_weights_are_recency_times_moment_weights() -> None:
     frame = pd.DataFrame({"as_of": as_of, WEIGHT_COLUMN: np.arange(len(as_of), dtype=float) % 3 + 1})
     cal_start = pd.Timestamp(as_of.iloc[12])
     rows = RefitRows.of(np.arange(12), np.arange(12, 24), as_of, cal_start, as_of.iloc[-1], "cross_fit")
-    decay, on, off = Recency(None, 2.0), TrainingConfig(moment_weights=True), TrainingConfig(moment_weights=False)
+    decay, on, off = Recency(None, 2.0), TrainingConfig(moment_weights="maps"), TrainingConfig(moment_weights="none")
     m = moment_weights(frame)
     np.testing.assert_allclose(rows.calibration_weights(frame, decay, on), decay.weights(as_of, cal_start) * m)
     np.testing.assert_allclose(rows.calibration_weights(frame, Recency(), on), m)
@@ -225,6 +225,14 @@ def test_refit_map_weights_are_recency_times_moment_weights() -> None:
     np.testing.assert_allclose(rows.calibration_weights(frame, decay, off), decay.weights(as_of, cal_start))
     # a flat table has no moment weights: each row is one scored moment
     np.testing.assert_allclose(rows.calibration_weights(frame[["as_of"]], Recency(), on), np.ones(24))
+    # the models' fitting rows carry the moment weights only with ``fit``
+    from leadscore.training.calibration import fit_weights
+
+    d = decay.weights(as_of, cal_start)
+    assert fit_weights(frame, None, on) is None and fit_weights(frame, d, on) is d
+    both = TrainingConfig(moment_weights="fit")
+    np.testing.assert_allclose(fit_weights(frame, d, both), d * m)
+    np.testing.assert_allclose(fit_weights(frame, None, both), m)
 
 
 def test_extra_trees_fixed_or_tuned() -> None:
@@ -240,3 +248,23 @@ def test_extra_trees_fixed_or_tuned() -> None:
     tuned = suggest_params(trial, TrainingConfig(lightgbm=LightGBMConfig(extra_trees="tune")))
     assert tuned["extra_trees"] is True
     assert "extra_trees" not in suggest_params(trial, TrainingConfig(lightgbm=LightGBMConfig(extra_trees=True)))
+
+
+def test_refit_rounds_scale_with_the_row_ratio() -> None:
+    """``lightgbm.refit_rounds_exponent``: the refit boosts the backtest's rounds times the row ratio to the
+    exponent (0: as many; the cross-fitted scheme then scales them to the tuned learning rate)."""
+    from types import SimpleNamespace
+
+    from leadscore.training.config import LightGBMConfig, TrainingConfig
+    from leadscore.training.refit import refit_boosting
+
+    backtest = SimpleNamespace(rounds=[100], params={"learning_rate": 0.025}, rows=SimpleNamespace(fit=np.arange(1000)))
+    plain = TrainingConfig()
+    assert refit_boosting(backtest, plain, "last_months", 4000) == ({"learning_rate": 0.025}, 100)  # type: ignore[arg-type]
+    params, rounds = refit_boosting(backtest, plain, "cross_fit", 4000)  # type: ignore[arg-type]
+    assert (params["learning_rate"], rounds) == (pytest.approx(0.1), 25)
+    fewer = TrainingConfig(lightgbm=LightGBMConfig(refit_rounds_exponent=-0.5))
+    assert refit_boosting(backtest, fewer, "last_months", 4000)[1] == 50  # type: ignore[arg-type]
+    assert refit_boosting(backtest, fewer, "last_months", 800)[1] == 100  # type: ignore[arg-type]  # fewer rows: as many
+    more = TrainingConfig(lightgbm=LightGBMConfig(refit_rounds_exponent=0.5))
+    assert refit_boosting(backtest, more, "cross_fit", 4000)[1] == 50  # type: ignore[arg-type]

@@ -86,12 +86,24 @@ def map_weights(frame: pd.DataFrame, cfg: TrainingConfig) -> np.ndarray | None:
     """The sampling weights a calibration map weighs ``frame``'s rows by (``training.moment_weights``:
     :func:`features.moments.moment_weights`), or None. Every map fitted on moments (the backtest's, the
     model choice's, the refit's) uses them alike, so the lead probabilities that the account calibrator
-    learns from (the backtest's) and the ones it is applied to (the refit's) share one level."""
-    if not cfg.moment_weights:
+    learns from (the backtest's) and the ones it is applied to (the refit's) share one level. With
+    ``fit`` the models' fitting rows carry them too (:func:`fit_weights`)."""
+    if cfg.moment_weights == "none":
         return None
     from leadscore.features.moments import moment_weights
 
     return moment_weights(frame)
+
+
+def fit_weights(frame: pd.DataFrame, decay: np.ndarray | None, cfg: TrainingConfig) -> np.ndarray | None:
+    """The weights the models learn ``frame``'s rows with: the recency ``decay`` (None: none) times, when
+    ``training.moment_weights`` is ``fit``, the rows' sampling weights."""
+    if cfg.moment_weights != "fit":
+        return decay
+    from leadscore.features.moments import moment_weights
+
+    m = moment_weights(frame)
+    return m if decay is None else decay * m
 
 
 #: folds of the out-of-fold comparison of calibration methods (and of model candidates, training.choice)
