@@ -149,6 +149,8 @@ class Refit:
     calibration_log_loss: float
     #: the shipped kind as the refit chose it (:func:`refit_choice`; the backtest's without ``at_refit``)
     choice: ModelChoice | None = None
+    #: the decay and window the refit fitted with (chosen again with ``recency.at_refit``)
+    recency: str | None = None
 
     def window(self) -> dict[str, Any]:
         """What the bundle's training window records about the refit."""
@@ -160,7 +162,7 @@ class Refit:
         return {"fit_months": fitted, "calibration_months": calibrated,
                 "rows": {"fit": len(self.rows.fit), "calibration": len(self.rows.calibration)},
                 "positives": self.positives, "calibration_log_loss": self.calibration_log_loss,
-                "scheme": self.rows.scheme}
+                "scheme": self.rows.scheme, "recency": self.recency}
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
@@ -323,7 +325,7 @@ def refit_on_rows(
                         kind=choice.kind, linear=models.linear if choice.kind != "lightgbm" else None,
                         blend_weight=choice.blend_weight)
     return Refit(model, rows, {"fit": int(y[rows.fit].sum()), "calibration": int(y_cal.sum())},
-                 _log_loss(y_cal, calibrator(raw)), choice)
+                 _log_loss(y_cal, calibrator(raw)), choice, recency.label)
 
 
 def refit_recency(frame: pd.DataFrame, y: np.ndarray, older: np.ndarray, newest: np.ndarray,
