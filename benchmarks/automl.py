@@ -38,8 +38,12 @@ On the generated CRMs the AutoML systems fit the newest pre-test months, whose l
 carry labels that look into the test months (a lead's moment just before the test months, labelled by
 its conversion inside them); leadscore's refit now fits those months too (``training.refit: cross_fit``),
 so both sides see the same rows. Their older months' label rates are inflated by the moment sampling
-(``moments.max_per_lead`` strata span a lead's whole history; README, Results), which every system's
-level inherits: ``--set moments.max_per_lead=100000`` measures on every moment. Compare ECE with its
+(``moments.max_per_lead`` strata span a lead's whole history; README, Results), which an unweighted
+system's level inherits (``training.moment_weights`` weighs leadscore's moments by the eligible moments
+each stands for; the AutoML systems are given the features only). Each system's ``population`` figures
+weight the test rows by their ``moment_weight``: they describe every moment production scores (the test
+months are capped too), the plain figures the sample. ``--set moments.max_per_lead=100000`` measures on
+every moment. Compare ECE with its
 interval (``ece_ci``) and ``mean_p`` against ``rate``, over several ``--seed``: one run's gap is often noise.
 Each AutoML system's line carries ``auc_gap``: leadscore's AUC minus its, with a paired bootstrap 95%
 interval (resampling leads on the generated CRMs); an interval that spans 0 is no lead either way. On
@@ -48,7 +52,9 @@ lead's other moments sit on both sides and its validation log loss is far below 
 ``medium_quality`` at these budgets it fits LightGBMXT (extra trees, learning rate 0.05) and little else,
 boosting until that leaky early stop or until its time is up: on a loaded machine it boosts fewer rounds,
 which tested *better* on the generated CRM, seed 1 (AUC 0.824 in 53 s loaded, 0.807 when it reached its
-early stop, 30 s or 150 s unloaded), so its figures there move with the machine's load.
+early stop, 30 s or 150 s unloaded; at load 5-7: 0.821 / 0.092 / 0.010 in 56 s, 0.827 / 0.084 / 0.004 in
+90 s), so its figures there, its level (mean prediction 0.010 vs 0.020 in those two runs) included, move
+with the machine's load and the budget.
 """
 
 from __future__ import annotations
@@ -68,6 +74,9 @@ import pandas as pd
 
 DATASETS = ("x-education", "olist", "generated", "generated-regime-shift")
 SYSTEMS = ("flaml", "autogluon")
+#: the LightGBM parameters a generated dataset's line reports (the tuned ones and the final learning rate)
+TUNED = ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2",
+         "cat_smooth", "extra_trees")
 Fitter = Callable[[pd.DataFrame, np.ndarray, pd.DataFrame, float, int], np.ndarray]
 
 
@@ -153,6 +162,26 @@ def _with_gaps(result: dict[str, dict[str, Any]], y: np.ndarray, scores: dict[st
     return result
 
 
+def _population(y: np.ndarray, p: np.ndarray, w: np.ndarray, n_bins: int) -> dict[str, float]:
+    """AUC, log loss and ECE over every scoring moment, not the sample: each test row weighted by its
+    ``moment_weight`` (the eligible moments it stands for, :mod:`features.moments`). The test months are
+    capped too (on the regime-shift CRM, seed 1, their moments stand for 2.6-2.8 each and the sample's
+    SQL rate is 1.2x the population's), so the sample's ECE partly measures the sampling, not the model;
+    production scores every moment. ECE bins hold equal weight."""
+    from sklearn.metrics import roc_auc_score
+
+    order = np.argsort(p, kind="stable")
+    ps, ys, ws = p[order], y[order], w[order]
+    cw = np.cumsum(ws)
+    b = np.minimum(((cw - ws) * n_bins // cw[-1]).astype(np.int64), n_bins - 1)
+    gap = np.bincount(b, ws * (ps - ys), minlength=n_bins)
+    pc = np.clip(p, 1e-6, 1 - 1e-6)
+    ll = -(y * np.log(pc) + (1 - y) * np.log1p(-pc))
+    return {"roc_auc": round(float(roc_auc_score(y, p, sample_weight=w)), 4),
+            "log_loss": round(float(np.average(ll, weights=w)), 4), "ece": round(float(np.abs(gap).sum() / cw[-1]), 4),
+            "mean_p": round(float(np.average(p, weights=w)), 4), "rate": round(float(np.average(y, weights=w)), 4)}
+
+
 def _candidates(y: np.ndarray, scores: dict[str, np.ndarray], settings: Any) -> dict[str, dict[str, float]]:
     """AUC and ECE of each model-choice candidate leadscore compared (the shipped one among them)."""
     out = {}
@@ -233,6 +262,7 @@ def bench_olist(settings: Any, systems: list[str]) -> dict[str, Any]:
 def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int, months: int, seed: int,
                     root: Path) -> dict[str, Any]:
     from leadscore.features.build import build_dataset
+    from leadscore.features.moments import WEIGHT_COLUMN
     from leadscore.features.schema import feature_schema
     from leadscore.generate import generate_crm
     from leadscore.history import load_history
@@ -269,6 +299,10 @@ def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int
     all_scores = {"leadscore": (refit["shipped"], seconds), **fitted}
     result = {name: _scores(y[test][ok], p[ok], settings, sec) for name, (p, sec) in all_scores.items()}
     ceiling = _scores(y[test][ok], t[ok], settings, 0.0)
+    w_test = dataset[WEIGHT_COLUMN].to_numpy(dtype=np.float64)[test][ok]
+    for name, (p, _sec) in all_scores.items():
+        result[name]["population"] = _population(y[test][ok], p[ok], w_test, settings.training.ece_bins)
+    ceiling["population"] = _population(y[test][ok], t[ok], w_test, settings.training.ece_bins)
     lead_ids = dataset["lead_id"].to_numpy()[test][ok]  # the gap's interval resamples leads, not moments
     _with_gaps(result, y[test][ok], {k: p[ok] for k, (p, _) in all_scores.items()}, lead_ids)
     for r in result.values():
@@ -281,7 +315,8 @@ def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int
                                  f"{candidate_name(chosen.choice.kind, chosen.choice.blend_weight)}), "
                                  f"recency {chosen.recency.chosen.label}",
             "leadscore_candidates": _candidates(y[test][ok], {k: v[ok] for k, v in refit.items()}, settings),
-            "ceiling": {k: ceiling[k] for k in ("roc_auc", "log_loss", "ece")}, "systems": result}
+            "leadscore_refit": {**record, "params": {k: v for k, v in chosen.fit.params.items() if k in TUNED}},
+            "ceiling": {k: ceiling[k] for k in ("roc_auc", "log_loss", "ece", "population")}, "systems": result}
 
 
 def summary(lines: list[dict[str, Any]]) -> dict[str, Any]:

@@ -47,14 +47,15 @@ def build_dataset(
     progress: bool = False,
     on_step: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, BuildSummary]:
-    """``lead_id, as_of, <features>, rule_score, y_sql, y_opp`` for the training moments, and a summary.
+    """``lead_id, as_of, <features>, rule_score, y_sql, y_opp, moment_weight`` for the training moments
+    (the last column: :data:`~leadscore.features.moments.WEIGHT_COLUMN`), and a summary.
 
     ``progress`` shows a console progress display (the CLI); ``on_step`` is called with each step's
     name as it starts (for callers with their own display).
     """
     from leadscore.features.engine import Prepared, columns_frame, feature_columns, plan, prepare
     from leadscore.features.labels import make_labels
-    from leadscore.features.moments import moment_arrays, moments_frame
+    from leadscore.features.moments import WEIGHT_COLUMN, moment_sample, moments_frame
     from leadscore.features.rules import rule_is_mql
     from leadscore.features.schema import feature_schema, schema_hash
 
@@ -68,7 +69,8 @@ def build_dataset(
 
     def s_moments() -> None:
         prep: Prepared = state["prep"]  # type: ignore[assignment]
-        state["codes"] = codes = moment_arrays(history, settings, prep)
+        m_lead, m_t, state["weight"] = moment_sample(history, settings, prep)
+        state["codes"] = codes = (m_lead, m_t)
         state["moments"] = moments_frame(prep, *codes)
 
     def s_features() -> None:
@@ -101,6 +103,7 @@ def build_dataset(
     labels: pd.DataFrame = state["labels"]  # type: ignore[assignment]
     columns["y_sql"] = labels["y_sql"].to_numpy()
     columns["y_opp"] = labels["y_opp"].to_numpy()
+    columns[WEIGHT_COLUMN] = state["weight"]
     feats = columns_frame(columns)
     summary.seconds = round(time.perf_counter() - t0, 3)
     summary.moments = len(feats)

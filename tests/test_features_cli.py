@@ -53,7 +53,8 @@ def test_features_build_command(tmp_path, settings: Settings) -> None:
                                  "--summary-json", str(summary), "--no-progress"])
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(out)
-    assert list(frame.columns) == ["lead_id", "as_of", *feature_names(settings), "rule_score", "y_sql", "y_opp"]
+    assert list(frame.columns) == ["lead_id", "as_of", *feature_names(settings), "rule_score", "y_sql", "y_opp",
+                                  "moment_weight"]
     s = json.loads(summary.read_text())
     assert s["moments"] == len(frame) > 0
     assert s["censored_sql"] == int(frame["y_sql"].isna().sum()) > 0

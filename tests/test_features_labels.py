@@ -14,7 +14,7 @@ from leadscore.features import testing as T
 from leadscore.features.engine import FeatureInputError
 from leadscore.features.fit import fit_row, fit_rules, title_to_roles
 from leadscore.features.labels import make_labels
-from leadscore.features.moments import training_moments
+from leadscore.features.moments import WEIGHT_COLUMN, moment_sample, moment_weights, training_moments
 from leadscore.features.rules import rule_is_mql
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
@@ -110,6 +110,25 @@ def test_training_moments_sampling(settings: Settings) -> None:
     # partitionable by lead: sampling one lead alone gives its moments in the full run
     alone = T.history(CUTOFF, leads=[_lead("A")], activities=[r for r in acts if r["lead_id"] == "A"])
     pd.testing.assert_frame_equal(training_moments(alone, settings), m[m["lead_id"] == "A"].reset_index(drop=True))
+    # Horvitz-Thompson weights: each kept moment stands for its stratum, so per lead they sum to the
+    # eligible moments (A: 60 a day apart of 120 half-days; B: days 0..20 before its SQL; C: one)
+    from leadscore.features.engine import prepare
+
+    _, _, weight = moment_sample(h, settings, prepare(h, settings))
+    w = pd.Series(weight).groupby(m["lead_id"].to_numpy())
+    assert w.sum().to_dict() == {"A": 60.0, "B": 21.0, "C": 1.0}
+    assert set(weight[(m["lead_id"] == "A").to_numpy()]) == {5.0}  # 60 in 12 equal strata
+    assert set(weight[(m["lead_id"] == "B").to_numpy()]) == {1.0, 2.0}  # 21 in strata of 1-2
+
+
+def test_moment_weights_keep_each_months_share() -> None:
+    """Scaled to mean 1 within each calendar month: within a month the weights' ratios stay (they undo
+    the cap's selection there), across months each month keeps its rows' share; no column: all 1."""
+    as_of = pd.Series(pd.to_datetime(["2026-01-03", "2026-01-20", "2026-01-25", "2026-02-02", "2026-02-10"], utc=True))
+    frame = pd.DataFrame({"as_of": as_of, WEIGHT_COLUMN: [1.0, 2.0, 3.0, 6.0, 2.0]})
+    w = moment_weights(frame)
+    np.testing.assert_allclose(w, [0.5, 1.0, 1.5, 1.5, 0.5])
+    np.testing.assert_allclose(moment_weights(frame[["as_of"]]), np.ones(5))
 
 
 def test_multilingual_titles(settings: Settings) -> None:

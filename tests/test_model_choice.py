@@ -86,6 +86,25 @@ def test_recency_search_finds_the_new_regime_with_six_probes(settings: Settings)
     assert choose_recency(frame, y, fit_rows, val_rows, as_of, end, feats, plain, seed=0).chosen == Recency()
 
 
+def test_refit_recency_is_chosen_again_on_the_newest_months(settings: Settings) -> None:
+    """``recency.at_refit``: a flip after the backtest's validation months is found by the refit's own
+    choice (fitting the months before the newest, validating on them); off, the backtest's stays."""
+    from leadscore.training.refit import refit_recency
+
+    frame, _ = _linear_data(12000, seed=3, months=14)
+    as_of = frame["as_of"]
+    flip, cal_start = pd.Timestamp("2024-07-01", tz="UTC"), pd.Timestamp("2024-11-01", tz="UTC")
+    z = -1.5 + np.where(as_of < flip, -1.5, 1.5) * frame["x1"].to_numpy()
+    y = (np.random.default_rng(4).random(len(frame)) < 1 / (1 + np.exp(-z))).astype(np.float64)
+    older, newest = np.flatnonzero(as_of < cal_start), np.flatnonzero(as_of >= cal_start)
+    feats = [s for s in SCHEMA if s["name"] != "rid"]
+    backtest = Recency()
+    assert refit_recency(frame, y, older, newest, cal_start, feats, settings.training, backtest) is backtest
+    on = settings.training.model_copy(update={"recency": settings.training.recency.model_copy(
+        update={"at_refit": True})})
+    assert refit_recency(frame, y, older, newest, cal_start, feats, on, backtest) != backtest
+
+
 # ------------------------------------------------------------------------------------------ model choice
 
 

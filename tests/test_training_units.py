@@ -183,3 +183,88 @@ def test_bundle_roundtrip_fast_path_and_reasons(tmp_path: Path) -> None:
     assert texts.get("source") == "Lead source not known" and not any("none" in t for t in texts.values())
     with pytest.raises(SchemaMismatchError, match=r"feature schema h, .* schema other"):
         ScoringBundle.load(tmp_path / "b").bind(schema_hash="other")
+
+
+def test_moment_weights_undo_the_sampling_bias_of_the_calibration_map() -> None:
+    """A sample that keeps every positive but one negative in four (each standing for four, as a capped
+    lead's moments stand for their strata) has 3-4x the population's label rate. Unweighted, the map
+    learns the sample's level; weighted, the population's, which is what production scores."""
+    rng = np.random.default_rng(5)
+    true = 1 / (1 + np.exp(-(-3.5 + rng.normal(size=40_000))))
+    y = (rng.random(40_000) < true).astype(float)
+    kept = (y == 1) | (rng.random(40_000) < 0.25)
+    w = np.where(y[kept] == 1, 1.0, 4.0)
+    plain, _ = fit_calibrator(true[kept], y[kept], 1000, seed=0)
+    weighted, scores = fit_calibrator(true[kept], y[kept], 1000, seed=0, weights=w)
+    assert plain(true).mean() > 2.5 * y.mean()  # the sample's level
+    assert abs(weighted(true).mean() - y.mean()) < 0.1 * y.mean()  # the population's
+    assert scores["identity"] < scores["sigmoid"] + 0.002  # the raw score is calibrated for the population
+    # weighting a row by 4 is fitting it four times (sigmoid: the same likelihood)
+    from leadscore.training.calibration import fit_sigmoid
+
+    rep = np.repeat(np.arange(kept.sum()), w.astype(int))
+    np.testing.assert_allclose(fit_sigmoid(true[kept], y[kept], w)(true[:100]),
+                               fit_sigmoid(true[kept][rep], y[kept][rep])(true[:100]), rtol=1e-3)
+
+
+def test_refit_map_weights_are_recency_times_moment_weights() -> None:
+    from leadscore.features.moments import WEIGHT_COLUMN, moment_weights
+    from leadscore.training.choice import Recency
+    from leadscore.training.config import TrainingConfig
+    from leadscore.training.refit import RefitRows
+
+    as_of = _as_of(6, per_month=4)
+    frame = pd.DataFrame({"as_of": as_of, WEIGHT_COLUMN: np.arange(len(as_of), dtype=float) % 3 + 1})
+    cal_start = pd.Timestamp(as_of.iloc[12])
+    rows = RefitRows.of(np.arange(12), np.arange(12, 24), as_of, cal_start, as_of.iloc[-1], "cross_fit")
+    decay, on, off = Recency(None, 2.0), TrainingConfig(moment_weights="maps"), TrainingConfig(moment_weights="none")
+    m = moment_weights(frame)
+    np.testing.assert_allclose(rows.calibration_weights(frame, decay, on), decay.weights(as_of, cal_start) * m)
+    np.testing.assert_allclose(rows.calibration_weights(frame, Recency(), on), m)
+    assert rows.calibration_weights(frame, Recency(), off) is None
+    np.testing.assert_allclose(rows.calibration_weights(frame, decay, off), decay.weights(as_of, cal_start))
+    # a flat table has no moment weights: each row is one scored moment
+    np.testing.assert_allclose(rows.calibration_weights(frame[["as_of"]], Recency(), on), np.ones(24))
+    # the models' fitting rows carry the moment weights only with ``fit``
+    from leadscore.training.calibration import fit_weights
+
+    d = decay.weights(as_of, cal_start)
+    assert fit_weights(frame, None, on) is None and fit_weights(frame, d, on) is d
+    both = TrainingConfig(moment_weights="fit")
+    np.testing.assert_allclose(fit_weights(frame, d, both), d * m)
+    np.testing.assert_allclose(fit_weights(frame, None, both), m)
+
+
+def test_extra_trees_fixed_or_tuned() -> None:
+    """``lightgbm.extra_trees``: a fixed parameter of every trial, or a choice the search makes."""
+    import optuna
+
+    from leadscore.training.config import LightGBMConfig, TrainingConfig
+    from leadscore.training.tune import suggest_params
+
+    trial = optuna.trial.FixedTrial({"learning_rate": 0.1, "num_leaves": 8, "min_data_in_leaf": 100,
+                                     "feature_fraction": 0.5, "bagging_fraction": 0.8, "lambda_l2": 1.0,
+                                     "cat_smooth": 10.0, "extra_trees": True})
+    tuned = suggest_params(trial, TrainingConfig(lightgbm=LightGBMConfig(extra_trees="tune")))
+    assert tuned["extra_trees"] is True
+    assert "extra_trees" not in suggest_params(trial, TrainingConfig(lightgbm=LightGBMConfig(extra_trees=True)))
+
+
+def test_refit_rounds_scale_with_the_row_ratio() -> None:
+    """``lightgbm.refit_rounds_exponent``: the refit boosts the backtest's rounds times the row ratio to the
+    exponent (0: as many; the cross-fitted scheme then scales them to the tuned learning rate)."""
+    from types import SimpleNamespace
+
+    from leadscore.training.config import LightGBMConfig, TrainingConfig
+    from leadscore.training.refit import refit_boosting
+
+    backtest = SimpleNamespace(rounds=[100], params={"learning_rate": 0.025}, rows=SimpleNamespace(fit=np.arange(1000)))
+    plain = TrainingConfig()
+    assert refit_boosting(backtest, plain, "last_months", 4000) == ({"learning_rate": 0.025}, 100)  # type: ignore[arg-type]
+    params, rounds = refit_boosting(backtest, plain, "cross_fit", 4000)  # type: ignore[arg-type]
+    assert (params["learning_rate"], rounds) == (pytest.approx(0.1), 25)
+    fewer = TrainingConfig(lightgbm=LightGBMConfig(refit_rounds_exponent=-0.5))
+    assert refit_boosting(backtest, fewer, "last_months", 4000)[1] == 50  # type: ignore[arg-type]
+    assert refit_boosting(backtest, fewer, "last_months", 800)[1] == 100  # type: ignore[arg-type]  # fewer rows: as many
+    more = TrainingConfig(lightgbm=LightGBMConfig(refit_rounds_exponent=0.5))
+    assert refit_boosting(backtest, more, "cross_fit", 4000)[1] == 50  # type: ignore[arg-type]

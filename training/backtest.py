@@ -27,6 +27,7 @@ import pandas as pd
 from leadscore.config import Settings
 from leadscore.training.baselines import baseline_scores, fit_rule_probability, rule_probability
 from leadscore.training.bundle import FeatureColumn, TargetModel
+from leadscore.training.calibration import map_weights
 from leadscore.training.choice import ModelChoice, RecencyChoice, candidate_name
 from leadscore.training.fit import FitResult
 from leadscore.training.linear import LinearModel
@@ -193,7 +194,8 @@ def train_target(
     if cfg.model_choice.at_refit and chosen.linear is not None:
         # the refit may choose another kind (training.refit.refit_choice): every candidate is backtested
         scores.update({candidate_key(name): p for name, p in
-                       candidate_scores(chosen.raw, y[rows["calibration"]], choice, cfg).items() if name != SHIPPED})
+                       candidate_scores(chosen.raw, y[rows["calibration"]], choice, cfg,
+                                        map_weights(dataset.iloc[rows["calibration"]], cfg)).items() if name != SHIPPED})
     yt = y[rows["test"]]
     ceiling = False
     if truth is not None:

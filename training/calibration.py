@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from leadscore.training.config import TrainingConfig
 
 Method = Literal["sigmoid", "isotonic", "identity"]
 _CLIP = 1e-6
@@ -46,9 +51,9 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+def _log_loss(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) -> float:
     p = np.clip(p, _CLIP, 1 - _CLIP)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+    return float(-np.average(y * np.log(p) + (1 - y) * np.log1p(-p), weights=weights))
 
 
 def fit_sigmoid(p: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> Calibrator:
@@ -77,6 +82,30 @@ def fit_isotonic(p: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None
     return Calibrator("isotonic", x, yy)
 
 
+def map_weights(frame: pd.DataFrame, cfg: TrainingConfig) -> np.ndarray | None:
+    """The sampling weights a calibration map weighs ``frame``'s rows by (``training.moment_weights``:
+    :func:`features.moments.moment_weights`), or None. Every map fitted on moments (the backtest's, the
+    model choice's, the refit's) uses them alike, so the lead probabilities that the account calibrator
+    learns from (the backtest's) and the ones it is applied to (the refit's) share one level. With
+    ``fit`` the models' fitting rows carry them too (:func:`fit_weights`)."""
+    if cfg.moment_weights == "none":
+        return None
+    from leadscore.features.moments import moment_weights
+
+    return moment_weights(frame)
+
+
+def fit_weights(frame: pd.DataFrame, decay: np.ndarray | None, cfg: TrainingConfig) -> np.ndarray | None:
+    """The weights the models learn ``frame``'s rows with: the recency ``decay`` (None: none) times, when
+    ``training.moment_weights`` is ``fit``, the rows' sampling weights."""
+    if cfg.moment_weights != "fit":
+        return decay
+    from leadscore.features.moments import moment_weights
+
+    m = moment_weights(frame)
+    return m if decay is None else decay * m
+
+
 #: folds of the out-of-fold comparison of calibration methods (and of model candidates, training.choice)
 CALIBRATION_FOLDS = 5
 
@@ -102,13 +131,13 @@ def fold_splits(y: np.ndarray, folds: int, seed: int, groups: np.ndarray | None 
 
 
 def _out_of_fold_log_loss(
-    fit: Callable[[np.ndarray, np.ndarray], Calibrator], p: np.ndarray, y: np.ndarray,
-    splits: list[tuple[np.ndarray, np.ndarray]],
+    fit: Callable[[np.ndarray, np.ndarray, np.ndarray | None], Calibrator], p: np.ndarray, y: np.ndarray,
+    splits: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray | None = None,
 ) -> float:
     out = np.empty(len(p))
     for own, held in splits:
-        out[held] = fit(p[own], y[own])(p[held])
-    return _log_loss(y, out)
+        out[held] = fit(p[own], y[own], None if weights is None else weights[own])(p[held])
+    return _log_loss(y, out, weights)
 
 
 def fit_calibrator(
@@ -120,6 +149,7 @@ def fit_calibrator(
     seed: int = 0,
     groups: np.ndarray | None = None,
     splits: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[Calibrator, dict[str, float]]:
     """Fit sigmoid and (with enough rows) isotonic on the calibration rows; keep the one with the lower
     out-of-fold log loss on those same rows, refitted on all of them.
@@ -137,17 +167,21 @@ def fit_calibrator(
     uncalibrated ``identity``, reported but never chosen: a later period is assumed to drift).
     Isotonic needs ``min_isotonic_rows`` calibration rows, below that it overfits the steps. ``splits``:
     the folds (:func:`fold_splits`) when the caller scores several candidates on the same rows.
+    ``weights`` weigh the rows in every map and in every log loss (the fit's recency decay times the
+    moments' sampling weights, :func:`training.weights.map_weights`): the map and its method then
+    target the same rows the caller's map is fitted to.
     """
     p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
     counts = np.bincount(y.astype(int), minlength=2)
     if counts.min() == 0:
         raise ValueError("the calibration rows contain only one class; calibration needs both")
-    fitters: dict[Method, Callable[[np.ndarray, np.ndarray], Calibrator]] = {"sigmoid": fit_sigmoid}
+    fitters: dict[Method, Callable[[np.ndarray, np.ndarray, np.ndarray | None], Calibrator]] = {"sigmoid": fit_sigmoid}
     if len(p) >= min_isotonic_rows:
         fitters["isotonic"] = fit_isotonic
-    scores = {"identity": _log_loss(y, p)}
+    w = None if weights is None else np.asarray(weights, np.float64)
+    scores = {"identity": _log_loss(y, p, w)}
     splits = fold_splits(y, folds, seed, groups) if splits is None else splits
     for method, fit in fitters.items():
-        scores[method] = _out_of_fold_log_loss(fit, p, y, splits) if splits else float("nan")
+        scores[method] = _out_of_fold_log_loss(fit, p, y, splits, w) if splits else float("nan")
     best = min(fitters, key=lambda m: (np.nan_to_num(scores[m], nan=np.inf), m != "sigmoid"))
-    return fitters[best](p, y), scores
+    return fitters[best](p, y, w), scores

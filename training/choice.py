@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from leadscore.training.calibration import CALIBRATION_FOLDS, Calibrator, fit_calibrator, fold_splits
+from leadscore.training.calibration import (
+    CALIBRATION_FOLDS,
+    Calibrator,
+    fit_calibrator,
+    fit_weights,
+    fold_splits,
+)
 from leadscore.training.config import ModelKind, TrainingConfig
 from leadscore.training.encoding import categorical_indices, encode_frame, fit_encodings
 from leadscore.training.linear import blend_probability
@@ -107,9 +113,13 @@ def choose_recency(
     params = {**base_params(cfg, seed, rows=len(sample)), **PROBE_PARAMS}
     full = make_dataset(encode_frame(frame.iloc[sample], schema, enc), y[sample], cat,
                         params={"max_bin": cfg.lightgbm.max_bin}).construct()
+    # with moment weights in the fit, the probes fit and are scored at the level the models will learn:
+    # the sampled months' label rates hide a level shift that the weighted ones show (training.calibration)
+    moment = fit_weights(frame.iloc[sample], None, cfg)
     # one validation set for every probe: subsets share ``full``'s bins, so LightGBM keeps it as it is
     valid_set = make_dataset(encode_frame(frame.iloc[val_rows], schema, enc), y[val_rows], cat,
-                             params={"max_bin": cfg.lightgbm.max_bin}, reference=full).construct()
+                             params={"max_bin": cfg.lightgbm.max_bin}, reference=full,
+                             weight=fit_weights(frame.iloc[val_rows], None, cfg)).construct()
     losses: dict[Recency, float] = {}
     kept: dict[int, int | None] = {}  # rows kept -> the first window that kept them
 
@@ -124,6 +134,8 @@ def choose_recency(
         if y[sample][rows].sum() < cfg.minimums.min_positives or len(np.unique(y[sample][rows])) < 2:
             return
         w = combo.weights(as_of.iloc[sample[rows]], end)
+        if moment is not None:
+            w = moment[rows] if w is None else w * moment[rows]
         train_set = full
         if len(rows) < len(sample) or w is not None:
             # a subset shares the bins of the one dataset; weights apply to a constructed one only
@@ -186,17 +198,18 @@ def candidate_raw(kind: str, weight: float | None, p_trees: np.ndarray | None, p
 
 def choose_model(
     p_trees: np.ndarray, p_linear: np.ndarray | None, y: np.ndarray, cfg: TrainingConfig, *, seed: int,
-    groups: np.ndarray | None = None,
+    groups: np.ndarray | None = None, weights: np.ndarray | None = None,
 ) -> ModelChoice:
     """The candidate of ``cfg.model_choice`` with the lowest calibrated out-of-fold log loss on the
     calibration rows (``p_*``: the raw scores of those rows; ``groups``: their lead ids, which keep a
-    lead in one fold, see :func:`training.calibration.fit_calibrator`). Ties go to the earlier candidate."""
+    lead in one fold, see :func:`training.calibration.fit_calibrator`; ``weights``: the rows' weights in the
+    maps and the losses, as the shipped map weighs them). Ties go to the earlier candidate."""
     options = candidate_options(cfg)
     fitted = {}
     splits = fold_splits(y, CALIBRATION_FOLDS, seed, groups)  # the same folds for every candidate and method
     for kind, w in options:
         calibrator, scores = fit_calibrator(candidate_raw(kind, w, p_trees, p_linear), y, cfg.min_isotonic_rows,
-                                            seed=seed, groups=groups, splits=splits)
+                                            seed=seed, groups=groups, splits=splits, weights=weights)
         fitted[(kind, w)] = (calibrator, scores, scores[calibrator.method])
     best = min(options, key=lambda o: float(np.nan_to_num(fitted[o][2], nan=np.inf)))
     calibrator, scores, _ = fitted[best]

@@ -55,6 +55,11 @@ class LightGBMConfig(_Strict):
     #: the final model boosts at the tuned learning rate times this (early stopping finds the rounds):
     #: tuning needs fast trials, the one final fit can afford smaller steps
     final_learning_rate_factor: float = Field(default=0.25, gt=0, le=1)
+    #: LightGBM's extremely randomised trees (a random threshold per feature at each split): ``tune``
+    #: lets Optuna choose per trial, true / false fix it (training.tune.suggest_params)
+    extra_trees: bool | Literal["tune"] = False
+    #: the refit boosts the backtest's rounds times (its rows / the backtest's fitting rows) ** this; 0: as many
+    refit_rounds_exponent: float = Field(default=0.0, ge=-1, le=1)
 
 
 class DaskTrainingConfig(_Strict):
@@ -79,6 +84,9 @@ class RecencyConfig(_Strict):
     windows_months: list[int | None] = Field(default_factory=lambda: [None, 6, 12], min_length=1)
     #: a combination replaces "all history, no decay" only when its validation log loss is this much lower
     min_gain: float = Field(default=0.002, ge=0, lt=1)
+    #: the production refit chooses the recency again, fitting the months before its newest
+    #: ``split.calibration_months`` and validating on those (training.refit.refit_recency)
+    at_refit: bool = False
 
 
 #: what a target's shipped model is (see training.choice and the bundle's ``kind``)
@@ -122,6 +130,10 @@ class TrainingConfig(_Strict):
     #: out-of-fold scores, ``last_months`` leaves them out of the fit; ``none`` ships the backtest's model
     refit: Literal["cross_fit", "last_months", "none"] = "cross_fit"
     #: ``cross_fit``: folds (by lead) of the newest months whose out-of-fold scores fit the calibration map
+    #: each moment weighed by its sampling weight (features.moments.moment_weights: the cap keeps fewer
+    #: moments of leads that stay open): ``maps`` in the calibration maps and the model choice that
+    #: compares them, ``fit`` there and in the models' fits too, ``none`` nowhere
+    moment_weights: Literal["none", "maps", "fit"] = "none"
     refit_calibration_folds: int = Field(default=3, ge=2)
     recency: RecencyConfig = Field(default_factory=RecencyConfig)
     model_choice: ModelChoiceConfig = Field(default_factory=ModelChoiceConfig)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from leadscore.training.calibration import Calibrator, fit_calibrator
+from leadscore.training.calibration import Calibrator, fit_calibrator, map_weights
 from leadscore.training.config import TrainingConfig
 from leadscore.training.encoding import categorical_indices, encode_frame, fit_encodings
 from leadscore.training.threads import lightgbm_threads
@@ -177,7 +177,8 @@ def fit_target(
     only the rows named in ``rows`` are read. ``encodings`` (category codes) default to those of the
     rows the boosters learn from. ``weights`` (one per frame row, by position; e.g. the recency decay of
     :mod:`training.choice`) weigh the rows the boosters learn from, in tuning and in the final fit;
-    early-stopping and calibration rows stay unweighted. ``on_trial`` receives each Optuna trial's record; ``progress`` a
+    early-stopping rows stay unweighted, calibration rows carry only their sampling weights
+    (:func:`training.calibration.map_weights`). ``on_trial`` receives each Optuna trial's record; ``progress`` a
     short phase text.
     """
     seed = cfg.seed if seed is None else seed
@@ -235,7 +236,8 @@ def fit_target(
     # only the calibration rows' scores and labels reach the calibrator (see the module docstring)
     leads = frame["lead_id"].iloc[rows.calibration].astype(str).to_numpy() if "lead_id" in frame.columns else None
     calibrator, cal_scores = fit_calibrator(raw["calibration"], y[rows.calibration], cfg.min_isotonic_rows,
-                                            seed=seed, groups=leads)
+                                            seed=seed, groups=leads,
+                                            weights=map_weights(frame.iloc[rows.calibration], cfg))
     return FitResult(
         rows=rows, encodings=encodings, boosters=boosters, rounds=[int(b.best_iteration) for b in boosters],
         params=params, tune=tune, calibrator=calibrator, calibration_log_loss=cal_scores,

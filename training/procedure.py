@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leadscore.training.calibration import fit_weights, map_weights
 from leadscore.training.choice import (
     ModelChoice,
     Recency,
@@ -39,7 +40,7 @@ from leadscore.training.choice import (
 from leadscore.training.config import TrainingConfig
 from leadscore.training.fit import FitResult, RowSets, fit_target
 from leadscore.training.linear import LinearModel, fit_linear
-from leadscore.training.refit import RefitRows, calibrate_as, refit_choice, refit_models
+from leadscore.training.refit import RefitRows, calibrate_as, refit_choice, refit_models, refit_recency
 from leadscore.training.split import stratified_time_sample
 
 
@@ -97,6 +98,7 @@ def choose_and_fit(
         w_fit = recency.chosen.weights(as_of.iloc[fit_rows], roles.recency_end)
     else:
         recency, fit_rows, w_fit = RecencyChoice(Recency()), roles.train, None
+    w_fit = fit_weights(frame.iloc[fit_rows], w_fit, cfg)
     weights = None
     if w_fit is not None:
         weights = np.zeros(len(frame))
@@ -120,7 +122,7 @@ def choose_and_fit(
         linear_raw = {p: linear.predict(frame.iloc[getattr(roles, p)]) for p in ("calibration", "test")}
     leads = frame["lead_id"].iloc[roles.calibration].astype(str).to_numpy() if "lead_id" in frame.columns else None
     choice = choose_model(fit.raw["calibration"], linear_raw["calibration"], y[roles.calibration], cfg, seed=seed,
-                          groups=leads)
+                          groups=leads, weights=map_weights(frame.iloc[roles.calibration], cfg))
     return Chosen(recency, fit, linear, choice, learn, w_learn, linear_raw)
 
 
@@ -162,13 +164,14 @@ def refit_scores(
     as_of = frame["as_of"]
     pool = np.sort(np.concatenate([roles.train, roles.validation]))
     cal_start = pd.Timestamp(as_of.iloc[roles.calibration].min())
-    recency = chosen.recency.chosen
+    recency = refit_recency(frame, np.asarray(y, dtype=np.float64), pool, roles.calibration, cal_start, schema, cfg,
+                            chosen.recency.chosen)
     rows = RefitRows.of(recency.rows(pool, as_of, cal_start), roles.calibration, as_of, cal_start,
                         pd.Timestamp(as_of.iloc[roles.calibration].max()),
                         "last_months" if cfg.refit == "none" else cfg.refit)
     # every candidate is refit: all are scored on the test rows
     models = refit_models(frame, y, rows, schema, cfg, recency, chosen.fit, linear=chosen.linear is not None)
-    choice = refit_choice(models, frame, y, rows, cfg, chosen.choice)
+    choice = refit_choice(models, frame, y, rows, cfg, chosen.choice, recency)
 
     def raw(part: str, kind: str, w: float | None) -> np.ndarray:
         if part == "calibration":
@@ -176,10 +179,10 @@ def refit_scores(
         return models.raw(frame.iloc[roles.test], kind, w)
 
     scores = candidate_scores(raw, np.asarray(y, dtype=np.float64)[rows.calibration], choice, cfg,
-                              rows.calibration_weights(as_of, recency))
+                              rows.calibration_weights(frame, recency, cfg))
     return scores, {"fit_rows": len(rows.fit), "calibration_rows": len(rows.calibration), "scheme": rows.scheme,
-                    "rounds": chosen.fit.rounds[0], "fit_start": str(rows.fit_start),
-                    "model": candidate_name(choice.kind, choice.blend_weight)}
+                    "rounds": chosen.fit.rounds[0], "fit_start": str(rows.fit_start), "recency": recency.label,
+                    "model": candidate_name(choice.kind, choice.blend_weight), "choice_log_loss": choice.log_loss}
 
 
 __all__ = ["Chosen", "Roles", "candidate_scores", "choose_and_fit", "refit_scores"]

@@ -39,7 +39,21 @@ on the map's rows (out of fold with ``cross_fit``; with ``last_months`` the unfi
 compare the models that will be shipped, with :func:`training.choice.choose_model`'s criterion. On both
 generated CRMs, seeds 1-3, the backtest chose the trees alone 5 times in 6 where the refit's blend 0.75
 had the higher test AUC (+0.006 on average; +0.007 over 30 refits of five procedure variants, 29 of 30
-higher), and the refit's out-of-fold comparison chose a blend in all 6.
+higher), and the refit's out-of-fold comparison chose a blend in all 6. The comparison weighs the rows
+as the shipped map does (recency decay, and moment weights with ``training.moment_weights``): unweighted,
+it scored every candidate on the old months as much as on the newest, and on the generated CRM, seed 1,
+it shipped the blend 0.5 (test AUC 0.797) where the weighted comparison ships the blend 0.75 (0.801).
+
+**Moment weights** (``training.moment_weights``, default ``none``): the moment sampler keeps fewer
+moments of leads that stay open in older months (:mod:`features.moments`), so their label rate is
+inflated (seed 1: 0.042 in the newest pre-test months against 0.026 at every moment). With ``fit`` the
+models, the recency probes and every map learn each moment with its sampling weight (scaled per month);
+with ``recency.at_refit`` the refit chooses its recency again on its newest months
+(:func:`refit_recency`). On the generated CRMs, seeds 1-3, test ECE fell from 0.017 / 0.012 / 0.017 to
+0.005 / 0.013 / 0.008 (AUC 0.801 / 0.792 / 0.809 to 0.810 / 0.806 / 0.814, with extra trees), but on the
+regime-shift CRM the sample's ECE rose from 0.014 to 0.032 (its population ECE fell, 0.020 to 0.013): at
+every moment the pre-shift months' rate is a quarter of the post-shift months', a level shift the sampled
+rates hid. README, Results, has the figures.
 
 **Scheme ``last_months``: a slice.** The newest ``split.calibration_months`` matured months calibrate
 the refit; every older matured month (within the chosen recency window) fits it. Calibration rows are
@@ -48,7 +62,7 @@ months.
 
 Rounds: the fit has no early-stopping rows, so it boosts the backtest's final rounds at its final
 learning rate (more rows usually support slightly more rounds; the backtest's are the conservative
-choice). The logistic part is refit on the same rows with the same weights. Every candidate kind is
+choice; ``lightgbm.refit_rounds_exponent`` scales them with the row ratio). The logistic part is refit on the same rows with the same weights. Every candidate kind is
 refit (trees and logistic model) when ``model_choice.at_refit`` may pick any of them.
 """
 
@@ -62,7 +76,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.training.bundle import TargetModel
-from leadscore.training.calibration import Calibrator, fit_isotonic, fit_sigmoid
+from leadscore.training.calibration import Calibrator, fit_isotonic, fit_sigmoid, fit_weights, map_weights
 from leadscore.training.choice import ModelChoice, Recency, candidate_raw, choose_model
 from leadscore.training.config import TrainingConfig
 from leadscore.training.dask_fit import final_booster
@@ -103,10 +117,14 @@ class RefitRows:
         fit_start = pd.Timestamp(as_of.iloc[fit].min()) if len(fit) else calibration_start
         return cls(fit, calibration, fit_start, calibration_start, end, scheme)
 
-    def calibration_weights(self, as_of: pd.Series, recency: Recency) -> np.ndarray | None:
+    def calibration_weights(self, frame: pd.DataFrame, recency: Recency, cfg: TrainingConfig) -> np.ndarray | None:
         """The map's row weights: the fit's recency weights (``last_months``: its rows are all newer than
-        ``calibration_start``, so all 1)."""
-        return recency.weights(as_of.iloc[self.calibration], self.calibration_start)
+        ``calibration_start``, so all 1), times the moments' sampling weights when
+        ``training.moment_weights`` (:func:`training.calibration.map_weights`)."""
+        rows = frame.iloc[self.calibration]
+        w = recency.weights(rows["as_of"], self.calibration_start)
+        m = map_weights(rows, cfg)
+        return m if w is None else w if m is None else w * m
 
 
 def refit_rows(as_of: pd.Series, labelled: np.ndarray, split: TimeSplit, recency: Recency,
@@ -131,6 +149,8 @@ class Refit:
     calibration_log_loss: float
     #: the shipped kind as the refit chose it (:func:`refit_choice`; the backtest's without ``at_refit``)
     choice: ModelChoice | None = None
+    #: the decay and window the refit fitted with (chosen again with ``recency.at_refit``)
+    recency: str | None = None
 
     def window(self) -> dict[str, Any]:
         """What the bundle's training window records about the refit."""
@@ -142,7 +162,7 @@ class Refit:
         return {"fit_months": fitted, "calibration_months": calibrated,
                 "rows": {"fit": len(self.rows.fit), "calibration": len(self.rows.calibration)},
                 "positives": self.positives, "calibration_log_loss": self.calibration_log_loss,
-                "scheme": self.rows.scheme}
+                "scheme": self.rows.scheme, "recency": self.recency}
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
@@ -189,8 +209,9 @@ def refit_models(
     on the Dask cluster behind ``client`` when the rows are many (:func:`training.dask_fit.final_booster`)."""
     if len(rows.fit) == 0 or len(np.unique(y[rows.fit])) < 2 or len(np.unique(y[rows.calibration])) < 2:
         raise ValueError("the refit's fit or calibration months lack one of the outcomes")
-    weights = recency.weights(frame["as_of"].iloc[rows.fit], rows.calibration_start)
-    params, rounds = refit_boosting(backtest, cfg, rows.scheme)
+    weights = fit_weights(frame.iloc[rows.fit], recency.weights(frame["as_of"].iloc[rows.fit], rows.calibration_start),
+                          cfg)
+    params, rounds = refit_boosting(backtest, cfg, rows.scheme, len(rows.fit))
 
     def fit_trees(fit: np.ndarray, w: np.ndarray | None, cluster: Any = None) -> tuple[Any, dict[str, list[str]]]:
         encodings = fit_encodings(frame.iloc[fit], schema)
@@ -220,7 +241,8 @@ def refit_models(
     return RefitModels(model_str, encodings, lin, schema, booster, out_of_fold)
 
 
-def refit_boosting(backtest: FitResult, cfg: TrainingConfig, scheme: RefitScheme) -> tuple[dict[str, Any], int]:
+def refit_boosting(backtest: FitResult, cfg: TrainingConfig, scheme: RefitScheme, rows: int = 0
+                   ) -> tuple[dict[str, Any], int]:
     """The refit booster's parameters and rounds.
 
     ``last_months``: the backtest's final fit as it is (its learning rate, its early-stopped rounds).
@@ -231,6 +253,10 @@ def refit_boosting(backtest: FitResult, cfg: TrainingConfig, scheme: RefitScheme
     fit, not in a fixed-round refit), the newest months' rows are worth 0.03-0.07 AUC.
     """
     rounds = max(1, backtest.rounds[0])
+    exponent = cfg.lightgbm.refit_rounds_exponent
+    if exponent and rows > len(backtest.rows.fit) > 0:
+        # more rows support more rounds: the backtest's times (refit rows / backtest rows) ** exponent
+        rounds = max(1, round(rounds * (rows / len(backtest.rows.fit)) ** exponent))
     if scheme == "last_months":
         return backtest.params, rounds
     factor = cfg.lightgbm.final_learning_rate_factor
@@ -268,15 +294,17 @@ def refit_kinds(cfg: TrainingConfig, choice: ModelChoice) -> tuple[bool, bool]:
 
 
 def refit_choice(models: RefitModels, frame: pd.DataFrame, y: np.ndarray, rows: RefitRows, cfg: TrainingConfig,
-                 choice: ModelChoice) -> ModelChoice:
+                 choice: ModelChoice, recency: Recency) -> ModelChoice:
     """The model kind the refit ships: chosen again among the refit candidates on the map's held-out scores
     (module docstring), or the backtest's ``choice`` when ``model_choice.at_refit`` is off or a model is missing."""
     if not cfg.model_choice.at_refit or models.booster is None or models.linear is None:
         return choice
     cal = frame.iloc[rows.calibration]
     leads = cal["lead_id"].astype(str).to_numpy() if "lead_id" in cal.columns else None
+    # the candidates are compared on the rows as the shipped map weighs them (recency, moment weights)
     return choose_model(models.calibration_raw(cal, "lightgbm", None), models.calibration_raw(cal, "logistic", None),
-                        np.asarray(y, dtype=np.float64)[rows.calibration], cfg, seed=cfg.seed, groups=leads)
+                        np.asarray(y, dtype=np.float64)[rows.calibration], cfg, seed=cfg.seed, groups=leads,
+                        weights=rows.calibration_weights(frame, recency, cfg))
 
 
 def refit_on_rows(
@@ -287,17 +315,32 @@ def refit_on_rows(
     ``rows.calibration``."""
     trees, linear = refit_kinds(cfg, choice)
     models = refit_models(frame, y, rows, schema, cfg, recency, backtest, trees=trees, linear=linear, client=client)
-    choice = refit_choice(models, frame, y, rows, cfg, choice)
+    choice = refit_choice(models, frame, y, rows, cfg, choice, recency)
     y_cal = y[rows.calibration]
     raw = models.calibration_raw(frame.iloc[rows.calibration], choice.kind, choice.blend_weight)
-    calibrator = calibrate_as(choice.calibrator.method, raw, y_cal, rows.calibration_weights(frame["as_of"], recency))
-    params, rounds = refit_boosting(backtest, cfg, rows.scheme)
+    calibrator = calibrate_as(choice.calibrator.method, raw, y_cal, rows.calibration_weights(frame, recency, cfg))
+    params, rounds = refit_boosting(backtest, cfg, rows.scheme, len(rows.fit))
     model = TargetModel(model_str=models.model_str if choice.kind != "logistic" else None,
                         encodings=models.encodings, calibrator=calibrator, params={**params, "num_iterations": rounds},
                         kind=choice.kind, linear=models.linear if choice.kind != "lightgbm" else None,
                         blend_weight=choice.blend_weight)
     return Refit(model, rows, {"fit": int(y[rows.fit].sum()), "calibration": int(y_cal.sum())},
-                 _log_loss(y_cal, calibrator(raw)), choice)
+                 _log_loss(y_cal, calibrator(raw)), choice, recency.label)
+
+
+def refit_recency(frame: pd.DataFrame, y: np.ndarray, older: np.ndarray, newest: np.ndarray,
+                  calibration_start: pd.Timestamp, schema: Sequence[Mapping[str, Any]], cfg: TrainingConfig,
+                  recency: Recency) -> Recency:
+    """The refit's recency: with ``recency.at_refit``, chosen again (:func:`training.choice.choose_recency`)
+    fitting the ``older`` rows and validating on the ``newest`` months, counted back from their start;
+    else the backtest's ``recency``. The backtest chose on its oldest months, which on a drifting CRM are
+    all before the drift."""
+    if not cfg.recency.at_refit or len(older) == 0 or len(np.unique(y[newest])) < 2:
+        return recency
+    from leadscore.training.choice import choose_recency
+
+    return choose_recency(frame, y, older, newest, frame["as_of"], calibration_start, schema, cfg,
+                          seed=cfg.seed).chosen
 
 
 def refit_target(
@@ -308,9 +351,14 @@ def refit_target(
     """Refit the backtest's chosen model on all matured months (module docstring) and calibrate it."""
     if cfg.refit == "none":
         raise ValueError("training.refit is 'none': there is no refit to make")
+    cal_start = split.test_end - pd.DateOffset(months=cfg.split.calibration_months)
+    as_of = frame["as_of"]
+    older, newest = np.asarray(as_of < cal_start), np.asarray((as_of >= cal_start) & (as_of < split.test_end))
+    recency = refit_recency(frame, y, np.flatnonzero(labelled & older), np.flatnonzero(labelled & newest), cal_start,
+                            schema, cfg, recency)
     rows = refit_rows(frame["as_of"], labelled, split, recency, cfg.split.calibration_months, cfg.refit)
     return refit_on_rows(frame, y, rows, schema, cfg, recency, choice, backtest, client)
 
 
 __all__ = ["Refit", "RefitModels", "RefitRows", "RefitScheme", "calibrate_as", "refit_boosting", "refit_choice",
-           "refit_kinds", "refit_models", "refit_on_rows", "refit_rows", "refit_target"]
+           "refit_kinds", "refit_models", "refit_on_rows", "refit_recency", "refit_rows", "refit_target"]

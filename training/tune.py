@@ -54,7 +54,7 @@ def base_params(cfg: TrainingConfig, seed: int, rows: int = 0) -> dict[str, Any]
     }
 
 
-def suggest_params(trial: Any) -> dict[str, Any]:
+def suggest_params(trial: Any, cfg: TrainingConfig) -> dict[str, Any]:
     """The search space, deliberately on the regularised side.
 
     Lead behaviour drifts month to month, and the test months lie four or more months after the
@@ -62,7 +62,7 @@ def suggest_params(trial: Any) -> dict[str, Any]:
     leaves, strong L2, column subsampling) carry over better than deep ones whose validation log
     loss is marginally lower. A smaller space also lets 30 trials actually explore it.
     """
-    return {
+    params: dict[str, Any] = {
         # not below 0.04: slower rates gain little log loss and multiply the rounds of every trial
         "learning_rate": trial.suggest_float("learning_rate", 0.04, 0.2, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 4, 48, log=True),
@@ -72,6 +72,9 @@ def suggest_params(trial: Any) -> dict[str, Any]:
         "lambda_l2": trial.suggest_float("lambda_l2", 0.1, 30.0, log=True),
         "cat_smooth": trial.suggest_float("cat_smooth", 1.0, 50.0, log=True),
     }
+    if cfg.lightgbm.extra_trees == "tune":
+        params["extra_trees"] = trial.suggest_categorical("extra_trees", [False, True])
+    return params
 
 
 def make_dataset(
@@ -152,12 +155,14 @@ def tune_lightgbm(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     fixed = base_params(cfg, seed, rows=len(y_train))
+    if cfg.lightgbm.extra_trees != "tune":
+        fixed["extra_trees"] = bool(cfg.lightgbm.extra_trees)
     train_set = make_dataset(X_train, y_train, categorical, params={"max_bin": fixed["max_bin"]}, weight=weights)
     valid_set = make_dataset(X_val, y_val, categorical, reference=train_set)
     records: list[dict[str, Any]] = []
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**fixed, **suggest_params(trial)}
+        params = {**fixed, **suggest_params(trial, cfg)}
         booster = fit_lightgbm(train_set, valid_set, params, cfg,
                                callbacks=[_pruning_callback(trial, cfg.lightgbm.report_every)])
         trial.set_user_attr("best_iteration", int(booster.best_iteration))
