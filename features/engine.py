@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 
 #: from this many activities, the account arrays are built on a second thread (features.kernel.account_times)
 _OVERLAP_MIN = 200_000
+#: tiles (features.kernel.TILE moments each) a thread of the parallel kernel takes at a time
+_TILES_PER_CHUNK = 4
 
 @dataclass
 class Prepared:
@@ -329,9 +332,19 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
 def run(prep: Prepared, m_lead: np.ndarray, m_t: np.ndarray, parallel: bool = True) -> np.ndarray:
     """The kernel's output for moments ``(m_lead[i], m_t[i])`` (lead codes, µs): shape (width, n)."""
     out = np.empty((prep.width, len(m_lead)), dtype=np.float64)
-    fn: Any = prep.kernel.run_parallel if parallel and len(m_lead) > 64 else prep.kernel.run_serial
-    fn(out, np.ascontiguousarray(m_lead, dtype=np.int64), np.ascontiguousarray(m_t, dtype=np.int64), prep.inputs,
-       prep.params)
+    args = (out, np.ascontiguousarray(m_lead, dtype=np.int64), np.ascontiguousarray(m_t, dtype=np.int64),
+            prep.inputs, prep.params)
+    if not parallel or len(m_lead) <= 64:
+        prep.kernel.run_serial(*args)
+        return out
+    # Tiles handed out a few at a time as threads free up, not split in halves up front: on a machine
+    # shared with other jobs one thread is often descheduled, and the other then takes over its tiles
+    # instead of waiting for it (the same bits either way: a tile never depends on another).
+    previous = numba.set_parallel_chunksize(_TILES_PER_CHUNK)
+    try:
+        prep.kernel.run_parallel(*args)
+    finally:
+        numba.set_parallel_chunksize(previous)
     return out
 
 
