@@ -79,8 +79,9 @@ def _tile(tile, m_lead, m_t, x, p, m0, m1):
     _rows(tile, m_lead, m_t, x, p, {d_pack}, m0, m1)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def run_parallel(out, m_lead, m_t, x, p):
+    # without the GIL: the caller's other threads go on (features.engine.feature_columns)
     # numba's parallel regions take arrays and scalars only: tuples are flattened out here and
     # rebuilt inside the region (no copy, they only hold references)
 {borrow}
