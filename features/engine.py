@@ -393,22 +393,17 @@ def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray
     ``moments``: the ``lead_id, as_of`` frame of these moments when the caller has it already (the
     batch build: its columns are reused, not built a second time).
     """
-    # The fit columns read no kernel output: a big batch gathers them on a second thread while the
-    # kernel runs (it releases the GIL), instead of after it.
+    # The moment and fit columns read no kernel output: a big batch gathers them on a second thread
+    # while the kernel runs (it releases the GIL), instead of after it.
     pool = ThreadPoolExecutor(1, thread_name_prefix="leadscore-columns") if len(m_lead) >= _OVERLAP_MIN else None
-    fit_later = _start(pool, _fit_columns, prep, p, m_lead)
+    gathered = _start(pool, _gathered_columns, prep, p, m_lead, m_t, moments)
     out = run(prep, m_lead, m_t, parallel=True)
-    fit = fit_later()
+    data = gathered()
     if pool is not None:
         pool.shutdown(wait=False)
-    data: dict[str, Any] = {
-        "lead_id": take_str(prep.leads.values, m_lead) if moments is None else moments["lead_id"],
-        "as_of": (pd.Series(pd.to_datetime(m_t, unit="us", utc=True)).astype("datetime64[us, UTC]")
-                  if moments is None else moments["as_of"]),
-    }
     for spec, (kind, i) in zip(p.schema, p.sources, strict=True):
         if kind in ("cat", "num"):
-            data[spec.name] = fit[spec.name]
+            data[spec.name] = data.pop(spec.name)  # in schema order
         elif kind == "code":
             cats = np.array(p.categories[spec.name], dtype=object)
             data[spec.name] = take_str(cats, out[i].astype(np.int64))
@@ -418,9 +413,14 @@ def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray
     return data
 
 
-def _fit_columns(prep: Prepared, p: Plan, m_lead: np.ndarray) -> dict[str, Any]:
-    """The fit features of each moment's lead (per-lead values gathered to moments)."""
-    cols: dict[str, Any] = {}
+def _gathered_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray,
+                      moments: pd.DataFrame | None) -> dict[str, Any]:
+    """``lead_id``, ``as_of`` and the fit features of each moment's lead (per-lead values gathered)."""
+    cols: dict[str, Any] = {
+        "lead_id": take_str(prep.leads.values, m_lead) if moments is None else moments["lead_id"],
+        "as_of": (pd.Series(pd.to_datetime(m_t, unit="us", utc=True)).astype("datetime64[us, UTC]")
+                  if moments is None else moments["as_of"]),
+    }
     for spec, (kind, i) in zip(p.schema, p.sources, strict=True):
         if kind == "cat":
             codes, uniques = pd.factorize(prep.fit_cat[i], use_na_sentinel=True)
