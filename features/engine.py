@@ -390,8 +390,8 @@ def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray
                     moments: pd.DataFrame | None = None) -> dict[str, Any]:
     """``lead_id``, ``as_of``, every feature and ``rule_score`` as columns (numpy or ``str`` Series).
 
-    ``moments``: the ``lead_id, as_of`` frame of these moments when the caller has it already (the
-    batch build: its columns are reused, not built a second time).
+    ``moments``: the ``lead_id, as_of`` frame of these moments when the caller has it already (its
+    columns are reused, not built a second time); without it they are built beside the kernel.
     """
     # The moment and fit columns read no kernel output: a big batch gathers them on a second thread
     # while the kernel runs (it releases the GIL), instead of after it.
