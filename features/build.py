@@ -55,7 +55,7 @@ def build_dataset(
     """
     from leadscore.features.engine import Prepared, columns_frame, feature_columns, plan, prepare
     from leadscore.features.labels import make_labels
-    from leadscore.features.moments import WEIGHT_COLUMN, moment_sample, moments_frame
+    from leadscore.features.moments import WEIGHT_COLUMN, moment_sample
     from leadscore.features.rules import rule_is_mql
     from leadscore.features.schema import feature_schema, schema_hash
 
@@ -70,16 +70,18 @@ def build_dataset(
     def s_moments() -> None:
         prep: Prepared = state["prep"]  # type: ignore[assignment]
         m_lead, m_t, state["weight"] = moment_sample(history, settings, prep)
-        state["codes"] = codes = (m_lead, m_t)
-        state["moments"] = moments_frame(prep, *codes)
+        state["codes"] = (m_lead, m_t)
 
     def s_features() -> None:
+        # the moments' lead_id and as_of columns are built there too, beside the kernel
         prep: Prepared = state["prep"]  # type: ignore[assignment]
         codes: tuple[np.ndarray, np.ndarray] = state["codes"]  # type: ignore[assignment]
-        state["features"] = feature_columns(prep, plan(settings), *codes, moments=state["moments"])  # type: ignore[arg-type]
+        state["features"] = feature_columns(prep, plan(settings), *codes)
 
     def s_labels() -> None:
-        state["labels"] = make_labels(history, state["moments"], settings, state["prep"],  # type: ignore[arg-type]
+        columns: dict[str, object] = state["features"]  # type: ignore[assignment]
+        moments = pd.DataFrame({"lead_id": columns["lead_id"], "as_of": columns["as_of"]}, copy=False)
+        state["labels"] = make_labels(history, moments, settings, state["prep"],  # type: ignore[arg-type]
                                       state["codes"])  # type: ignore[arg-type]
 
     steps = [("index history", s_prepare), ("sample moments", s_moments), ("compute features", s_features),

@@ -12,10 +12,12 @@ that order (the earliest copy), so shuffled or replayed input gives the same fea
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -49,8 +51,11 @@ if TYPE_CHECKING:
 # preparation
 # --------------------------------------------------------------------------------------------------
 
-#: from this many activities, the account arrays are built on a second thread (features.kernel.account_times)
+#: from this many activities, type codes and account arrays are built on a second thread (prepare)
 _OVERLAP_MIN = 200_000
+T = TypeVar("T")
+#: tiles (features.kernel.TILE moments each) a thread of the parallel kernel takes at a time
+_TILES_PER_CHUNK = 4
 
 @dataclass
 class Prepared:
@@ -216,9 +221,13 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     # Sales touches are dropped here (features.actors) by masking the code arrays: a filtered copy of
     # the frame would copy every column, the properties' JSON text included, to read four of them.
     type_lookup, other = st.type_lookup, st.other
-    a_lead = lk.codes(column(acts, "lead_id"))
     raw_types = column(acts, "type")
-    a_type = key_codes(raw_types, st.any_type_index, st.any_type_lookup)
+    # A big history keeps a second thread busy: it matches the type names while this one matches the
+    # lead ids (both in Arrow, without the GIL), then builds the account arrays (below).
+    pool = ThreadPoolExecutor(1, thread_name_prefix="leadscore-prepare") if len(acts) >= _OVERLAP_MIN else None
+    types = _start(pool, key_codes, raw_types, st.any_type_index, st.any_type_lookup)
+    a_lead = lk.codes(column(acts, "lead_id"))
+    a_type = types()
     sales = sales_rows(acts, settings, sales_type=a_type >= len(type_lookup))
     known = a_lead >= 0  # activities of leads not in this history cannot be attributed to anyone
     if sales is not None:
@@ -236,9 +245,20 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     if missing.any():
         raise FeatureInputError(f"activities.occurred_at: {int(missing.sum())} missing timestamps")
     all_ids = column(acts, "activity_id")
+    # distinct over all rows implies distinct over the kept ones: the ids are only gathered when not
+    distinct = surely_distinct(all_ids)
+    in_lead, in_type, in_t, in_rows = a_lead, a_type, a_t, known  # input order, for the account arrays
+    # Per account, the sorted times of all its activities (and of the high-intent ones): built from the
+    # kept rows in *input* order, so that time-ordered input (the usual export, the online cache) is
+    # already sorted within each account; the lead-major order below would need a full sort. Only the
+    # sorted times are kept, so the values are the same whichever order the rows arrive in. Numba
+    # without the GIL: a big history builds them on the second thread while this one sorts the rows,
+    # does the stage changes, the opportunities and the (Python) fit block. With distinct ids the kept
+    # rows are known already, so they start before the sort.
+    account_arrays = (_start(pool, account_times, in_lead, lead_acc, in_t, in_type, st.high, n_acc, in_rows)
+                      if distinct else None)
     # (lead, time, type) order of the kept rows; time*K + type is exact in int64 for any real date
     sort_key = a_t * len(type_lookup) + a_type
-    in_lead, in_type, in_t, in_rows = a_lead, a_type, a_t, known  # input order, for the account arrays
     order: np.ndarray | None = None  # None: every row kept and in that order already (no sort, no gathers)
     if known.all() and is_sorted_by(a_lead, sort_key):
         act_ptr = csr_offsets(a_lead, n_leads)
@@ -246,8 +266,7 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         order, act_ptr = group_sort(a_lead, sort_key, n_leads, known)
         a_type, a_t = a_type[order], a_t[order]
     del sort_key
-    # distinct over all rows implies distinct over the kept ones: the ids are only gathered when not
-    if surely_distinct(all_ids):
+    if distinct:
         keep = np.ones(len(a_t), dtype=bool)
     else:
         a_ids = all_ids if len(all_ids) >= DICT_MAX else objects(all_ids)
@@ -258,21 +277,10 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         in_rows = known.copy()
         in_rows[np.flatnonzero(~keep) if order is None else order[~keep]] = False
     act_k = a_type.astype(np.int32)
-    # Per account, the sorted times of all its activities (and of the high-intent ones): built from the
-    # kept rows in *input* order, so that time-ordered input (the usual export, the online cache) is
-    # already sorted within each account; the lead-major order above would need a full sort. Only the
-    # sorted times are kept, so the values are the same whichever order the rows arrive in. Numba
-    # without the GIL: a big history builds them on a second thread while this one does the stage
-    # changes, the opportunities and the (Python) fit block.
-    args = (in_lead, lead_acc, in_t, in_type, st.high, n_acc, in_rows)
-    accounts_later: Future[tuple[np.ndarray, ...]] | None = None
-    account_arrays: tuple[np.ndarray, ...] = ()
-    if len(in_t) >= _OVERLAP_MIN:
-        pool = ThreadPoolExecutor(1, thread_name_prefix="leadscore-accounts")
-        accounts_later = pool.submit(account_times, *args)
-        pool.shutdown(wait=False)  # the thread ends with its one task
-    else:
-        account_arrays = account_times(*args)
+    if account_arrays is None:
+        account_arrays = _start(pool, account_times, in_lead, lead_acc, in_t, in_type, st.high, n_acc, in_rows)
+    if pool is not None:
+        pool.shutdown(wait=False)  # the thread ends with its last task
 
     # ---- stage changes ---------------------------------------------------------------------------
     stages = st.stages
@@ -315,7 +323,7 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         acco_created = acco_closed = np.zeros(0, dtype=np.int64)
 
     fit_cat, fit_num = _fit_block(leads, accounts, lead_acc, settings, only)
-    acca_ptr, acca_t, acch_ptr, acch_t = accounts_later.result() if accounts_later is not None else account_arrays
+    acca_ptr, acca_t, acch_ptr, acch_t = account_arrays()
 
     inputs = KernelInputs(
         act_ptr=act_ptr, act_t=a_t, act_k=act_k, act_day=a_t // DAY_US, stg_ptr=stg_ptr, stg_t=s_t,
@@ -326,12 +334,30 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
     return Prepared(lk, fit_cat, fit_num, inputs, st.kernel, st.params, st.width)
 
 
+def _start(pool: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> Callable[[], T]:
+    """``fn(*args)`` on the pool's thread (its result when called), or right here without a pool."""
+    if pool is None:
+        value = fn(*args)
+        return lambda: value
+    return pool.submit(fn, *args).result
+
+
 def run(prep: Prepared, m_lead: np.ndarray, m_t: np.ndarray, parallel: bool = True) -> np.ndarray:
     """The kernel's output for moments ``(m_lead[i], m_t[i])`` (lead codes, µs): shape (width, n)."""
     out = np.empty((prep.width, len(m_lead)), dtype=np.float64)
-    fn: Any = prep.kernel.run_parallel if parallel and len(m_lead) > 64 else prep.kernel.run_serial
-    fn(out, np.ascontiguousarray(m_lead, dtype=np.int64), np.ascontiguousarray(m_t, dtype=np.int64), prep.inputs,
-       prep.params)
+    args = (out, np.ascontiguousarray(m_lead, dtype=np.int64), np.ascontiguousarray(m_t, dtype=np.int64),
+            prep.inputs, prep.params)
+    if not parallel or len(m_lead) <= 64:
+        prep.kernel.run_serial(*args)
+        return out
+    # Tiles handed out a few at a time as threads free up, not split in halves up front: on a machine
+    # shared with other jobs one thread is often descheduled, and the other then takes over its tiles
+    # instead of waiting for it (the same bits either way: a tile never depends on another).
+    previous = numba.set_parallel_chunksize(_TILES_PER_CHUNK)
+    try:
+        prep.kernel.run_parallel(*args)
+    finally:
+        numba.set_parallel_chunksize(previous)
     return out
 
 
@@ -364,21 +390,20 @@ def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray
                     moments: pd.DataFrame | None = None) -> dict[str, Any]:
     """``lead_id``, ``as_of``, every feature and ``rule_score`` as columns (numpy or ``str`` Series).
 
-    ``moments``: the ``lead_id, as_of`` frame of these moments when the caller has it already (the
-    batch build: its columns are reused, not built a second time).
+    ``moments``: the ``lead_id, as_of`` frame of these moments when the caller has it already (its
+    columns are reused, not built a second time); without it they are built beside the kernel.
     """
+    # The moment and fit columns read no kernel output: a big batch gathers them on a second thread
+    # while the kernel runs (it releases the GIL), instead of after it.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="leadscore-columns") if len(m_lead) >= _OVERLAP_MIN else None
+    gathered = _start(pool, _gathered_columns, prep, p, m_lead, m_t, moments)
     out = run(prep, m_lead, m_t, parallel=True)
-    data: dict[str, Any] = {
-        "lead_id": take_str(prep.leads.values, m_lead) if moments is None else moments["lead_id"],
-        "as_of": (pd.Series(pd.to_datetime(m_t, unit="us", utc=True)).astype("datetime64[us, UTC]")
-                  if moments is None else moments["as_of"]),
-    }
+    data = gathered()
+    if pool is not None:
+        pool.shutdown(wait=False)
     for spec, (kind, i) in zip(p.schema, p.sources, strict=True):
-        if kind == "cat":
-            codes, uniques = pd.factorize(prep.fit_cat[i], use_na_sentinel=True)
-            data[spec.name] = take_str(np.asarray(uniques, dtype=object), codes[m_lead])
-        elif kind == "num":
-            data[spec.name] = prep.fit_num[i][m_lead]
+        if kind in ("cat", "num"):
+            data[spec.name] = data.pop(spec.name)  # in schema order
         elif kind == "code":
             cats = np.array(p.categories[spec.name], dtype=object)
             data[spec.name] = take_str(cats, out[i].astype(np.int64))
@@ -386,6 +411,23 @@ def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray
             data[spec.name] = out[i]
     data["rule_score"] = rule_scores(p, p.rule_points(out), data.__getitem__)
     return data
+
+
+def _gathered_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray,
+                      moments: pd.DataFrame | None) -> dict[str, Any]:
+    """``lead_id``, ``as_of`` and the fit features of each moment's lead (per-lead values gathered)."""
+    cols: dict[str, Any] = {
+        "lead_id": take_str(prep.leads.values, m_lead) if moments is None else moments["lead_id"],
+        "as_of": (pd.Series(pd.to_datetime(m_t, unit="us", utc=True)).astype("datetime64[us, UTC]")
+                  if moments is None else moments["as_of"]),
+    }
+    for spec, (kind, i) in zip(p.schema, p.sources, strict=True):
+        if kind == "cat":
+            codes, uniques = pd.factorize(prep.fit_cat[i], use_na_sentinel=True)
+            cols[spec.name] = take_str(np.asarray(uniques, dtype=object), codes[m_lead])
+        elif kind == "num":
+            cols[spec.name] = prep.fit_num[i][m_lead]
+    return cols
 
 
 def compute_features(history: CRMHistory, moments: pd.DataFrame, settings: Settings,

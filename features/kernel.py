@@ -73,8 +73,9 @@ def upper(a: np.ndarray, lo: int, hi: int, v: int) -> int:
 
 @njit(cache=True, inline="always")
 def decay_steps(out: np.ndarray, hl_inv: np.ndarray, act_t: np.ndarray, lo: int, hi: int) -> None:
-    """``out[h, j]``: the factor from activity j's decay weight to activity j - 1's, ``exp(-gap * hl_inv[h])``
-    with the gap in days (rows j - 1 and j only); a lead's first row has no earlier one and gets 0.
+    """``out[h, j - lo]``: the factor from activity j's decay weight to activity j - 1's,
+    ``exp(-gap * hl_inv[h])`` with the gap in days (rows j - 1 and j only); a lead's first row has no
+    earlier one and gets 0.
 
     The decaying families' ``derive``: an activity's weight at a moment is the next later activity's
     weight times this factor, which does not depend on the moment, so it is computed once per activity
@@ -84,20 +85,36 @@ def decay_steps(out: np.ndarray, hl_inv: np.ndarray, act_t: np.ndarray, lo: int,
     for j in range(lo, hi):
         if j == lo:
             for h in range(hl_inv.shape[0]):
-                out[h, j] = 0.0
+                out[h, 0] = 0.0
             continue
         gap = (act_t[j] - act_t[j - 1]) / DAY_US
         for h in range(hl_inv.shape[0]):
-            out[h, j] = np.exp(-gap * hl_inv[h])
+            out[h, j - lo] = np.exp(-gap * hl_inv[h])
 
 
-@njit(cache=True, nogil=True)
-def leads_of(m_lead: np.ndarray, n_leads: int) -> np.ndarray:
-    """Which of ``n_leads`` leads have a moment in ``m_lead`` (the driver derives inputs for those only)."""
-    need = np.zeros(n_leads, dtype=np.bool_)
-    for i in range(m_lead.shape[0]):
-        need[m_lead[i]] = True
-    return need
+@njit(cache=True, inline="always")
+def run_end(m_lead: np.ndarray, m_t: np.ndarray, i: int, m1: int) -> tuple[int, int]:
+    """End of the run of moments of lead ``m_lead[i]`` that starts at i (at most m1), and its latest time.
+
+    The driver derives a lead's rows once per run, up to the latest moment's rows: a batch's moments
+    come grouped by lead, so that is once per lead and tile; any other order is still exact.
+    """
+    lead = m_lead[i]
+    t_last = m_t[i]
+    e = i + 1
+    while e < m1 and m_lead[e] == lead:
+        t_last = max(t_last, m_t[e])
+        e += 1
+    return e, t_last
+
+
+@njit(cache=True, inline="always")
+def lead_span(act_ptr: np.ndarray, m_lead: np.ndarray, m0: int, m1: int) -> int:
+    """The most activities any lead of moments m0..m1 has: the size of the driver's lead-local rows."""
+    n = 0
+    for i in range(m0, m1):
+        n = max(n, act_ptr[m_lead[i] + 1] - act_ptr[m_lead[i]])
+    return n
 
 
 @njit(cache=True, nogil=True)

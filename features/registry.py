@@ -97,9 +97,10 @@ class Family:
     slots: Callable[[Settings, Any], list[str]] | None = None
     #: for ``str`` columns written by the kernel as codes: column name → categories (code = position)
     categories: Callable[[Settings], dict[str, tuple[str, ...]]] = lambda s: {}
-    #: optional numba function ``derive(out, p, x, lo, hi)`` filling ``out[:, lo:hi]`` (float64, shape
-    #: ``(derived_rows, activities)``) for one lead's activities ``lo:hi``; the driver runs it for every
-    #: lead with a moment, batch and online alike, and appends ``out`` to the kernel's ``p``. A value of
+    #: optional numba function ``derive(out, p, x, lo, hi)`` filling ``out[:, 0:hi - lo]`` (float64,
+    #: lead-local: column ``j - lo`` for activity j) for one lead's activities ``lo:hi``; the driver runs
+    #: it for each lead with a moment, over the rows up to its latest moment, batch and online alike,
+    #: and appends ``out`` to the kernel's ``p`` (the kernel reads column ``j - lo`` too). A value of
     #: row j may depend on rows ``<= j`` of the lead only: then a moment reads nothing computed from
     #: rows after it, and its values stay independent of which other rows and moments are present.
     derive: Any = None

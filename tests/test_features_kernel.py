@@ -210,15 +210,23 @@ def test_loaded_keys_are_known_distinct_until_the_column_changes(settings) -> No
 
 
 def test_account_arrays_on_a_second_thread_are_the_same(settings, monkeypatch) -> None:
-    """A big history builds the account arrays on a second thread beside the fit block: same arrays."""
+    """A big history matches the type names and builds the account arrays on a second thread (before
+    the sort when the ids are distinct, after the de-duplication when not): same arrays."""
     from leadscore.features import engine
     from leadscore.features.testing import generated_history
 
     h = generated_history(settings, n_leads=300, months=4, seed=2)
-    inline = engine.prepare(h, settings)
-    monkeypatch.setattr(engine, "_OVERLAP_MIN", 0)
-    threaded = engine.prepare(h, settings)
-    for name, a, b in zip(inline.inputs._fields, inline.inputs, threaded.inputs, strict=True):
-        np.testing.assert_array_equal(a, b, err_msg=name)
-    for a, b in zip(inline.fit_cat + inline.fit_num, threaded.fit_cat + threaded.fit_num, strict=True):
-        assert pd.Series(a).equals(pd.Series(b))
+    replayed = type(h)(**{**vars(h), "activities": pd.concat([h.activities, h.activities.sample(n=500, random_state=3)],
+                                                              ignore_index=True)})
+    for hist in (h, replayed):
+        monkeypatch.setattr(engine, "_OVERLAP_MIN", 10**9)
+        inline = engine.prepare(hist, settings)
+        monkeypatch.setattr(engine, "_OVERLAP_MIN", 0)
+        threaded = engine.prepare(hist, settings)
+        for name, a, b in zip(inline.inputs._fields, inline.inputs, threaded.inputs, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        for a, b in zip(inline.fit_cat + inline.fit_num, threaded.fit_cat + threaded.fit_num, strict=True):
+            assert pd.Series(a).equals(pd.Series(b))
+    clean = engine.prepare(h, settings)
+    for name, a, b in zip(clean.inputs._fields, clean.inputs, threaded.inputs, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)  # the replayed rows counted once

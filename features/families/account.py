@@ -53,13 +53,13 @@ def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
 
 @njit(cache=True)
 def high_counts(out: np.ndarray, p: Any, x: Any, lo: int, hi: int) -> None:
-    """``out[0, j]``: high-intent rows among the lead's rows ``lo..j`` (a running count)."""
+    """``out[0, j - lo]``: high-intent rows among the lead's rows ``lo..j`` (a running count)."""
     high = p[1]
     n = 0.0
     for j in range(lo, hi):
         if high[x.act_k[j]]:
             n += 1.0
-        out[0, j] = n
+        out[0, j - lo] = n
 
 
 @njit(cache=True)
@@ -83,11 +83,14 @@ def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int
     # the lead's own rows in the window are a suffix j..hi-1; its high-intent ones from running counts
     j = upper(x.act_t, lo, hi, t - win)
     own = hi - j
-    own_hi = high_seen[0, hi - 1] - (high_seen[0, j - 1] if j > lo else 0.0) if hi > lo else 0.0
+    own_hi = high_seen[0, hi - 1 - lo] - (high_seen[0, j - 1 - lo] if j > lo else 0.0) if hi > lo else 0.0
+    # the window's start first: its end is searched after it only (the same position, fewer steps)
     p0, p1 = x.acca_ptr[a], x.acca_ptr[a + 1]
-    row[off + 3] = (upper(x.acca_t, p0, p1, t) - upper(x.acca_t, p0, p1, t - win)) - own
+    start = upper(x.acca_t, p0, p1, t - win)
+    row[off + 3] = (upper(x.acca_t, start, p1, t) - start) - own
     q0, q1 = x.acch_ptr[a], x.acch_ptr[a + 1]
-    row[off + 4] = (upper(x.acch_t, q0, q1, t) - upper(x.acch_t, q0, q1, t - win)) - own_hi
+    start = upper(x.acch_t, q0, q1, t - win)
+    row[off + 4] = (upper(x.acch_t, start, q1, t) - start) - own_hi
 
 
 FAMILY = Family(

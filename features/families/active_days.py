@@ -36,12 +36,12 @@ def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
 
 @njit(cache=True)
 def day_index(out: np.ndarray, p: Any, x: Any, lo: int, hi: int) -> None:
-    """``out[0, j]``: how many distinct days the lead's rows ``lo..j`` fall on (rows are in time order)."""
+    """``out[0, j - lo]``: how many distinct days the lead's rows ``lo..j`` fall on (rows are in time order)."""
     n = 0.0
     for j in range(lo, hi):
         if j == lo or x.act_day[j] != x.act_day[j - 1]:
             n += 1.0
-        out[0, j] = n
+        out[0, j - lo] = n
 
 
 @njit(cache=True)
@@ -53,7 +53,7 @@ def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int
         # the rows in the window are a suffix j..hi-1; a day counts when any of its rows is in it
         j = upper(x.act_t, lo, hi, t - win_us[w])
         if j < hi:
-            row[off + w] = days[0, hi - 1] - days[0, j] + 1.0
+            row[off + w] = days[0, hi - 1 - lo] - days[0, j - lo] + 1.0
 
 
 FAMILY = Family(

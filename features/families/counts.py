@@ -56,6 +56,7 @@ def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int
     # suffix of the lead's rows up to the moment (found by binary search), so the narrowest window's
     # rows, then each wider window's extra rows, are consecutive slices read without a time test.
     # A window's count is then its own rows plus every narrower window's (exact: whole numbers).
+    # The total of a window is the length of its suffix, known from the same search.
     j_hi = hi
     for b in range(nw):
         w = narrow[b]
@@ -65,14 +66,13 @@ def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int
             row[off + k * nw + w] += 1.0
             if high[k]:
                 row[tot + 2 * w + 1] += 1.0
+        row[tot + 2 * w] = hi - j_lo
         j_hi = j_lo
     for i in range(1, nw):
         w, v = narrow[i], narrow[i - 1]
         for k in range(nk):
             row[off + k * nw + w] += row[off + k * nw + v]
         row[tot + 2 * w + 1] += row[tot + 2 * v + 1]
-    for w in range(nw):  # the rows in a window are a suffix of the lead's rows up to the moment
-        row[tot + 2 * w] = hi - upper(x.act_t, lo, hi, t - win_us[w])
 
 
 FAMILY = Family(

@@ -69,7 +69,7 @@ def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int
         for j in range(hi - 1, lo - 1, -1):
             row[off + x.act_k[j] * nh + h] += d
             total += d
-            d *= step[h, j]
+            d *= step[h, j - lo]
         row[tot + h] = total
 
 

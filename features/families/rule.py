@@ -46,7 +46,7 @@ def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int
             break
         rule += points[x.act_k[j]] * d if decays else points[x.act_k[j]]
         if decays:
-            d *= step[0, j]
+            d *= step[0, j - lo]
     row[off] = rule
 
 

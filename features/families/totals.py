@@ -36,12 +36,12 @@ def _params(settings: Settings, params: Any) -> tuple[Any, ...]:
 
 @njit(cache=True)
 def running_counts(out: np.ndarray, p: Any, x: Any, lo: int, hi: int) -> None:
-    """``out[i, j]``: rows of the i-th negative type among the lead's rows ``lo..j`` (a running count)."""
+    """``out[i, j - lo]``: rows of the i-th negative type among the lead's rows ``lo..j`` (a running count)."""
     slot = p[0]
-    for j in range(lo, hi):
+    for j in range(hi - lo):
         for i in range(out.shape[0]):
-            out[i, j] = out[i, j - 1] if j > lo else 0.0
-        s = slot[x.act_k[j]]
+            out[i, j] = out[i, j - 1] if j > 0 else 0.0
+        s = slot[x.act_k[lo + j]]
         if s >= 0:
             out[s, j] += 1.0
 
@@ -52,7 +52,7 @@ def kernel(row: np.ndarray, off: int, p: Any, x: Any, lead: int, t: int, lo: int
     row[off] = hi - lo
     if hi > lo:  # else the driver's zeros
         for i in range(counts.shape[0]):
-            row[off + 1 + i] = counts[i, hi - 1]
+            row[off + 1 + i] = counts[i, hi - 1 - lo]
 
 
 FAMILY = Family(
