@@ -146,17 +146,20 @@ def _cat(parts: Sequence[np.ndarray], dtype: type) -> np.ndarray:
 
 
 def run_pass(plan: PassPlan, values: np.ndarray, abs_logs: np.ndarray, cat_terms: np.ndarray,
-             contrib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+             contrib: np.ndarray, row_major: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`target_pass` of ``plan`` over the chunk: per target (plan order) the margins and the logistic
-    sums (targets x rows each)."""
+    sums (targets x rows each). ``row_major`` (rows x ``values``' rows, C order): filled with the chunk
+    row-major, the copy the pass makes block by block anyway (the reasons read a row's values together)."""
     from leadscore.training.attribution import _PARALLEL
 
     rows = values.shape[1]
     margin, sums = np.empty((len(plan.targets), rows)), np.empty((len(plan.targets), rows))
+    if row_major is None:
+        row_major = np.empty((0, values.shape[0]))
     with _PARALLEL, dynamic_blocks():
         target_pass(values, abs_logs, plan.explain, plan.walk, *plan.trees, plan.tree_range,  # type: ignore[call-arg]
                     plan.linear, plan.val_col, *plan.constants, plan.num_range, plan.term_col, plan.term_range,
-                    cat_terms, plan.cat_range, plan.means, plan.mode, plan.weights, contrib, margin, sums)
+                    cat_terms, plan.cat_range, plan.means, plan.mode, plan.weights, contrib, margin, sums, row_major)
     return margin, sums
 
 
@@ -168,7 +171,8 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
                 val_col: np.ndarray, missing: np.ndarray, present: np.ndarray, center: np.ndarray, scale: np.ndarray,
                 coef: np.ndarray, num_range: np.ndarray, term_col: np.ndarray, term_range: np.ndarray,
                 cat_terms: np.ndarray, cat_range: np.ndarray, means: np.ndarray, mode: np.ndarray,
-                weights: np.ndarray, contrib: np.ndarray, margin: np.ndarray, sums: np.ndarray) -> None:
+                weights: np.ndarray, contrib: np.ndarray, margin: np.ndarray, sums: np.ndarray,
+                row_major: np.ndarray) -> None:
     """Each row ``r`` of ``values`` (columns x rows) for every target ``t`` of a :class:`PassPlan` (its arrays
     spread out): with ``walk[t]`` the trees' margin into ``margin[t, r]`` and, for the first target when
     ``explain``, their contributions into ``contrib[r]`` (overwritten); with ``linear[t]`` the logistic
@@ -177,7 +181,8 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
     (:func:`training.linear_terms.linear_block`).
 
     Column-major rows read one value per cache line; a walk would wait on memory, so each block of rows is
-    first copied row-major into scratch (the same values, the same bits), once for all targets. The
+    first copied row-major into scratch (the same values, the same bits), once for all targets; into
+    ``row_major`` when it has the chunk's rows (else it is 0 x columns). The
     logistic terms read the column-major chunk itself: a term down the block's rows is one vector loop."""
     n = values.shape[1]
     m = values.shape[0]
@@ -186,7 +191,7 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
     for b in prange((n + _BLOCK - 1) // _BLOCK):
         lo = b * _BLOCK
         hi = min(n, lo + _BLOCK)
-        x = np.empty((hi - lo, m))
+        x = row_major[lo:hi] if row_major.shape[0] else np.empty((hi - lo, m))
         for j in range(m):
             for r in range(lo, hi):
                 x[r - lo, j] = values[j, r]
