@@ -40,18 +40,20 @@ def encode_shared(bundle: BoundBundle, features: pd.DataFrame, target: str, cols
 
 def explain_frame(bundle: BoundBundle, features: pd.DataFrame, target: str) -> tuple[pd.DataFrame, np.ndarray]:
     """:meth:`BoundBundle.predict_explained` (see there and the module docstring)."""
-    probs, contrib, _ = explain_block(bundle, features, target)
+    probs, contrib, _ = explain_block(bundle, features, target, row_major=False)
     return probs, contrib
 
 
 def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | None,
-                  cols: FrameColumns | None = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+                  cols: FrameColumns | None = None, row_major: bool = True) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """:func:`explain_frame` (``target`` None: the probabilities alone, no contributions: zeros) and the
-    rows' schema columns as float64 (rows x columns: with a target, a view of the row-major copy the pass makes; else of the column-major
-    encoding; numeric columns as the encoding
-    converts them, string columns as the explained target's codes): what the reasons word the values from
-    (:func:`training.reason_batch.batch_top_ids`), converted once with everything else. ``cols``: the
-    frame's columns as the caller keeps them (the reasons read its string columns' factorisations).
+    rows' schema columns as float64 (rows x columns; numeric columns as the encoding converts them, string
+    columns as the explained target's codes): what the reasons word the values from
+    (:func:`training.reason_batch.batch_top_ids`), converted once with everything else. With a target and
+    ``row_major`` it is a view of the row-major copy of the chunk the pass makes anyway (the reasons walk
+    reads a row's values together: one cache line, not one per column); else of the column-major encoding.
+    ``cols``: the frame's columns as the caller keeps them (the reasons read its string columns'
+    factorisations).
 
     The chunk is encoded once for every target, column-major (:func:`training.encoding.encode_columns`);
     ``log1p(|x|)`` of its rows once for every logistic model (numpy's, the one-row path's); then one
@@ -89,8 +91,8 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
             for q, c in enumerate(lin.categorical, start=int(plan.cat_range[i, 0])):
                 codes, labels = cols.codes(c.name)
                 cat_terms[:, q] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
-    row_major = np.empty((rows, len(values))) if plan.explain else None  # the reasons read rows
-    margin, sums = run_pass(plan, values, abs_logs, cat_terms, contrib, row_major)
+    copy = np.empty((rows, len(values))) if plan.explain and row_major else None  # the reasons read rows
+    margin, sums = run_pass(plan, values, abs_logs, cat_terms, contrib, copy)
     out: dict[str, np.ndarray] = {}
     for t, m in bundle.models.items():
         i = order.index(t)
@@ -99,7 +101,7 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
         lin = m.linear
         p_lin = np.asarray(1.0 / (1.0 + np.exp(-(lin.intercept + sums[i])))) if plan.linear[i] and lin else None
         out[OUTPUT_COLUMNS[t]] = m.calibrator(np.asarray(m.combine(p_trees[t], p_lin), dtype=np.float64))
-    block = row_major[:, :n] if row_major is not None else values[:n].T
+    block = copy[:, :n] if copy is not None else values[:n].T
     return pd.DataFrame(out, index=features.index), contrib, block
 
 
