@@ -83,7 +83,8 @@ def _batch_pass_equals_the_walk(model: PathModel, Z: np.ndarray) -> None:
     """Batch scoring's pass (:func:`training.batch_pass.run_pass`) over a column-major chunk: the margin and
     contributions of :meth:`PathModel.margins` to the bit for the explained target; the margin alone for a
     second target packed after it (node, leaf and bitset indices moved) that reads its columns from other
-    rows of the chunk (its own category codes)."""
+    rows of the chunk (its own category codes). The chunk's row-major copy the pass hands out for the
+    reasons is the chunk transposed, every bit (NaN included)."""
     from leadscore.training.batch_pass import pass_plan, run_pass
 
     class Trees:  # what pass_plan reads of a tree model
@@ -96,10 +97,16 @@ def _batch_pass_equals_the_walk(model: PathModel, Z: np.ndarray) -> None:
     plan = pass_plan(["sql", "opportunity"], {"sql": Trees(), "opportunity": Trees()},  # type: ignore[dict-item]
                      {"sql": model, "opportunity": model}, reads, {str(j): j for j in range(n)}, explain=True)
     got = np.full(Z.shape, 7.0)  # the pass overwrites the rows it explains
-    got_margin, _ = run_pass(plan, values, np.empty((0, len(Z))), np.empty((len(Z), 0)), got)
+    row_major = np.full((len(Z), len(values)), 7.0)
+    got_margin, _ = run_pass(plan, values, np.empty((0, len(Z))), np.empty((len(Z), 0)), got, row_major)
     np.testing.assert_array_equal(got_margin[0], margin)
     np.testing.assert_array_equal(got_margin[1], margin)
     np.testing.assert_array_equal(got, contrib)
+    np.testing.assert_array_equal(row_major.view(np.int64), values.T.view(np.int64))
+    again = np.full(Z.shape, 7.0)  # without the copy: the same answers
+    again_margin, _ = run_pass(plan, values, np.empty((0, len(Z))), np.empty((len(Z), 0)), again)
+    np.testing.assert_array_equal(again_margin, got_margin)
+    np.testing.assert_array_equal(again, contrib)
 
 
 def test_batch_probabilities_are_the_one_row_logistic_bit_for_bit() -> None:

@@ -299,3 +299,20 @@ def test_encode_columns_equals_each_tables_encoding() -> None:
     np.testing.assert_array_equal(slots[2], slots[0])
     for table, slot in zip((first, other, first), slots, strict=True):
         np.testing.assert_array_equal(values[slot].T, encode_frame(frame, SCHEMA, table))
+
+
+def test_abs_logs_split_over_two_threads_are_numpys_bits() -> None:
+    """The batch's ``log1p(|x|)`` (:func:`training.batch_explain._abs_logs`: the rows in two halves, one on a
+    helper thread) is ``np.log1p(np.abs(x))`` to the bit, above and below the size it splits at, odd row
+    counts, NaN, signed zeros and huge values included: the one-row path computes exactly that."""
+    from leadscore.training.batch_explain import _SPLIT_MIN, _abs_logs
+
+    rng = np.random.default_rng(11)
+    for rows, cols in ((3, 5), (7, _SPLIT_MIN // 6 + 1), (1, _SPLIT_MIN + 3)):
+        x = rng.standard_normal((rows, cols)) * 10.0 ** rng.integers(-8, 9, size=(rows, cols))
+        x.flat[::17] = np.nan
+        x.flat[1::19] = -0.0
+        x.flat[2::23] = 0.0
+        got = _abs_logs(x)
+        assert got.shape == x.shape
+        np.testing.assert_array_equal(got.view(np.int64), np.log1p(np.abs(x)).view(np.int64))

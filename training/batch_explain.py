@@ -12,6 +12,8 @@ explained target the contributions) and its logistic terms blended in place.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,17 +40,20 @@ def encode_shared(bundle: BoundBundle, features: pd.DataFrame, target: str, cols
 
 def explain_frame(bundle: BoundBundle, features: pd.DataFrame, target: str) -> tuple[pd.DataFrame, np.ndarray]:
     """:meth:`BoundBundle.predict_explained` (see there and the module docstring)."""
-    probs, contrib, _ = explain_block(bundle, features, target)
+    probs, contrib, _ = explain_block(bundle, features, target, row_major=False)
     return probs, contrib
 
 
 def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | None,
-                  cols: FrameColumns | None = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+                  cols: FrameColumns | None = None, row_major: bool = True) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """:func:`explain_frame` (``target`` None: the probabilities alone, no contributions: zeros) and the
-    rows' schema columns as float64 (rows x columns, a column-major view; numeric columns as the encoding
-    converts them, string columns as the explained target's codes): what the reasons word the values from
-    (:func:`training.reason_batch.batch_top_ids`), converted once with everything else. ``cols``: the
-    frame's columns as the caller keeps them (the reasons read its string columns' factorisations).
+    rows' schema columns as float64 (rows x columns; numeric columns as the encoding converts them, string
+    columns as the explained target's codes): what the reasons word the values from
+    (:func:`training.reason_batch.batch_top_ids`), converted once with everything else. With a target and
+    ``row_major`` it is a view of the row-major copy of the chunk the pass makes anyway (the reasons walk
+    reads a row's values together: one cache line, not one per column); else of the column-major encoding.
+    ``cols``: the frame's columns as the caller keeps them (the reasons read its string columns'
+    factorisations).
 
     The chunk is encoded once for every target, column-major (:func:`training.encoding.encode_columns`);
     ``log1p(|x|)`` of its rows once for every logistic model (numpy's, the one-row path's); then one
@@ -68,7 +73,7 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
     reads = dict(zip(order, slots, strict=True))
     plan, paths = _plan(bundle, target, order, reads)
     # log1p(|x|) of every schema row (a string column's codes too: one slice, no gather; never read)
-    abs_logs = np.log1p(np.abs(values[:n])) if plan.linear.any() else np.empty((0, rows))
+    abs_logs = _abs_logs(values[:n]) if plan.linear.any() else np.empty((0, rows))
     contrib = np.empty((rows, n)) if plan.explain else np.zeros((rows, n))
     p_trees: dict[str, np.ndarray | None] = {t: None for t in order}
     for t in order:
@@ -86,7 +91,8 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
             for q, c in enumerate(lin.categorical, start=int(plan.cat_range[i, 0])):
                 codes, labels = cols.codes(c.name)
                 cat_terms[:, q] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
-    margin, sums = run_pass(plan, values, abs_logs, cat_terms, contrib)
+    copy = np.empty((rows, len(values))) if plan.explain and row_major else None  # the reasons read rows
+    margin, sums = run_pass(plan, values, abs_logs, cat_terms, contrib, copy)
     out: dict[str, np.ndarray] = {}
     for t, m in bundle.models.items():
         i = order.index(t)
@@ -95,7 +101,41 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
         lin = m.linear
         p_lin = np.asarray(1.0 / (1.0 + np.exp(-(lin.intercept + sums[i])))) if plan.linear[i] and lin else None
         out[OUTPUT_COLUMNS[t]] = m.calibrator(np.asarray(m.combine(p_trees[t], p_lin), dtype=np.float64))
-    return pd.DataFrame(out, index=features.index), contrib, values[:n].T
+    block = copy[:, :n] if copy is not None else values[:n].T
+    return pd.DataFrame(out, index=features.index), contrib, block
+
+
+#: elements below which :func:`_abs_logs` stays on one thread (handing half over costs ~0.1 ms)
+_SPLIT_MIN = 100_000
+
+
+@cache
+def _helper() -> ThreadPoolExecutor:
+    """One worker thread for :func:`_abs_logs`' second half, started on first use and kept."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadscore-logs")
+
+
+def _abs_logs(x: np.ndarray) -> np.ndarray:
+    """``np.log1p(np.abs(x))`` of a C-contiguous block, its rows split in two halves computed at once, one by
+    a helper thread (numpy's ufuncs release the GIL): the same function on every element (the one-row path's
+    ``log1p``, whose bits the batch must match), on both cores. Under :data:`_SPLIT_MIN` elements, or with
+    one CPU, in this thread."""
+    from leadscore.training.threads import available_cpus
+
+    out = np.empty_like(x)
+
+    def part(lo: int, hi: int) -> None:
+        np.abs(x[lo:hi], out=out[lo:hi])
+        np.log1p(out[lo:hi], out=out[lo:hi])
+
+    half = len(x) // 2
+    if x.size < _SPLIT_MIN or available_cpus() < 2:
+        part(0, len(x))
+        return out
+    other = _helper().submit(part, half, len(x))
+    part(0, half)
+    other.result()
+    return out
 
 
 def _plan(bundle: BoundBundle, target: str | None, order: list[str],

@@ -10,7 +10,8 @@ uses them), from a :class:`PassPlan` (the targets' arrays packed once per bundle
 * the trees: :func:`training.attribution._one`, the path walk of the one-row path (LightGBM's routing, the
   leaf values added in tree order: ``predict(raw_score=True)`` to the bit), adding each split's delta to
   the row's contributions, or to scratch for a target that is not explained;
-* the logistic terms and the blend: :func:`training.linear_terms.linear_row`.
+* the logistic terms and the blend: :func:`training.linear_terms.linear_block`, down the block's rows
+  of the column-major chunk.
 
 The chunk is column-major (:func:`training.encoding.encode_columns`); each block of rows is copied
 row-major into scratch first. The arithmetic per row is that of those functions, so the results do not
@@ -29,7 +30,7 @@ import numpy as np
 from numba import njit, prange
 
 from leadscore.training.attribution import _one
-from leadscore.training.linear_terms import BLEND, LINEAR, NO_CONTRIB, linear_row, term_constants
+from leadscore.training.linear_terms import BLEND, LINEAR, NO_CONTRIB, linear_block, term_constants
 
 if TYPE_CHECKING:
     from leadscore.training.attribution import PathModel
@@ -145,17 +146,20 @@ def _cat(parts: Sequence[np.ndarray], dtype: type) -> np.ndarray:
 
 
 def run_pass(plan: PassPlan, values: np.ndarray, abs_logs: np.ndarray, cat_terms: np.ndarray,
-             contrib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+             contrib: np.ndarray, row_major: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`target_pass` of ``plan`` over the chunk: per target (plan order) the margins and the logistic
-    sums (targets x rows each)."""
+    sums (targets x rows each). ``row_major`` (rows x ``values``' rows, C order): filled with the chunk
+    row-major, the copy the pass makes block by block anyway (the reasons read a row's values together)."""
     from leadscore.training.attribution import _PARALLEL
 
     rows = values.shape[1]
     margin, sums = np.empty((len(plan.targets), rows)), np.empty((len(plan.targets), rows))
+    if row_major is None:
+        row_major = np.empty((0, values.shape[0]))
     with _PARALLEL, dynamic_blocks():
         target_pass(values, abs_logs, plan.explain, plan.walk, *plan.trees, plan.tree_range,  # type: ignore[call-arg]
                     plan.linear, plan.val_col, *plan.constants, plan.num_range, plan.term_col, plan.term_range,
-                    cat_terms, plan.cat_range, plan.means, plan.mode, plan.weights, contrib, margin, sums)
+                    cat_terms, plan.cat_range, plan.means, plan.mode, plan.weights, contrib, margin, sums, row_major)
     return margin, sums
 
 
@@ -167,30 +171,33 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
                 val_col: np.ndarray, missing: np.ndarray, present: np.ndarray, center: np.ndarray, scale: np.ndarray,
                 coef: np.ndarray, num_range: np.ndarray, term_col: np.ndarray, term_range: np.ndarray,
                 cat_terms: np.ndarray, cat_range: np.ndarray, means: np.ndarray, mode: np.ndarray,
-                weights: np.ndarray, contrib: np.ndarray, margin: np.ndarray, sums: np.ndarray) -> None:
+                weights: np.ndarray, contrib: np.ndarray, margin: np.ndarray, sums: np.ndarray,
+                row_major: np.ndarray) -> None:
     """Each row ``r`` of ``values`` (columns x rows) for every target ``t`` of a :class:`PassPlan` (its arrays
     spread out): with ``walk[t]`` the trees' margin into ``margin[t, r]`` and, for the first target when
     ``explain``, their contributions into ``contrib[r]`` (overwritten); with ``linear[t]`` the logistic
     terms' sum into ``sums[t, r]`` (``abs_logs``: ``log1p(|x|)`` of the schema rows of ``values``;
     ``cat_terms``: rows x category terms) and the contributions written as ``mode[t]`` says
-    (:func:`training.linear_terms.linear_row`).
+    (:func:`training.linear_terms.linear_block`).
 
-    Column-major rows read one value per cache line; a walk and ~120 terms per row would wait on memory,
-    so each block of rows is first copied row-major into scratch (the same values, the same bits), once
-    for all targets."""
+    Column-major rows read one value per cache line; a walk would wait on memory, so each block of rows is
+    first copied row-major into scratch (the same values, the same bits), once for all targets; into
+    ``row_major`` when it has the chunk's rows (else it is 0 x columns). The
+    logistic terms read the column-major chunk itself: a term down the block's rows is one vector loop."""
     n = values.shape[1]
     m = values.shape[0]
-    k = abs_logs.shape[0]
     width = means.shape[1]
     leaves = np.empty(0, dtype=np.int32)
     for b in prange((n + _BLOCK - 1) // _BLOCK):
         lo = b * _BLOCK
         hi = min(n, lo + _BLOCK)
-        x = np.empty((hi - lo, m))
+        x = row_major[lo:hi] if row_major.shape[0] else np.empty((hi - lo, m))
         for j in range(m):
             for r in range(lo, hi):
                 x[r - lo, j] = values[j, r]
         scratch = np.zeros(max(m, width))
+        lin = np.empty((_BLOCK, width))
+        terms = np.empty(_BLOCK)
         for t in range(len(walk)):  # the trees first: their nodes stay in cache while the block is walked
             if not walk[t]:
                 continue
@@ -204,22 +211,14 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
                                     cat_start, cat_words, cat_bits, leaf_value, tree_roots)
         if not linear.any():
             continue
-        logs = np.empty((hi - lo, k))
-        for j in range(k):
-            for r in range(lo, hi):
-                logs[r - lo, j] = abs_logs[j, r]
-        lin = np.empty(width)
-        terms = np.empty(len(val_col))
         for t in range(len(walk)):
             if not linear[t]:
                 continue
             a, z = num_range[t, 0], num_range[t, 1]
-            cats = cat_terms[:, cat_range[t, 0]:cat_range[t, 1]]
-            cols = term_col[term_range[t, 0]:term_range[t, 1]]
-            for r in range(lo, hi):
-                sums[t, r] = linear_row(x[r - lo], logs[r - lo], val_col[a:z], missing[a:z], present[a:z], center[a:z],
-                                        scale[a:z], coef[a:z], cats[r], cols, means[t], mode[t], weights[t, 0],
-                                        weights[t, 1], contrib[r] if mode[t] != NO_CONTRIB else scratch, lin, terms)
+            linear_block(values, abs_logs, lo, hi, val_col[a:z], missing[a:z], present[a:z], center[a:z],
+                         scale[a:z], coef[a:z], cat_terms[:, cat_range[t, 0]:cat_range[t, 1]],
+                         term_col[term_range[t, 0]:term_range[t, 1]], means[t], mode[t], weights[t, 0],
+                         weights[t, 1], contrib, sums[t, lo:hi], lin, terms)
 
 
 __all__ = ["PassPlan", "dynamic_blocks", "pass_plan", "run_pass", "target_pass"]

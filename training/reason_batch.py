@@ -146,7 +146,7 @@ def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
             block[:, floats] = frame[[c.name for c, f in zip(plan.columns, floats, strict=True) if f]].to_numpy(np.float64)
     else:
         floats = np.array([c.numeric for c in plan.columns], dtype=bool)
-    block = np.asarray(block, dtype=np.float64)  # either memory order (explain_block's is column-major)
+    block = np.asarray(block, dtype=np.float64)  # either memory order (explain_block hands out a row-major view)
     kind = np.where(floats, FLOAT, VALUE).astype(np.int64)
     by_value = np.flatnonzero(~floats)
     slot = np.zeros(n_cols, dtype=np.int64)
