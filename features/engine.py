@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numba
 import numpy as np
@@ -36,11 +36,10 @@ from leadscore.features.arrays import (
     ts_us,
 )
 from leadscore.features.driver import driver, kernel_params
-from leadscore.features.fit import fit_columns, fit_row, fit_rules
+from leadscore.features.fit import fit_block
 from leadscore.features.kernel import DAY_US, FAR, account_times, group_sort, is_sorted_by
 from leadscore.features.plan import Plan, plan, rule_scores
 from leadscore.features.registry import KernelInputs, registry
-from leadscore.features.schema import FIT_CATEGORICAL, FIT_NUMERIC
 from leadscore.tables import text_dtype
 
 if TYPE_CHECKING:
@@ -95,44 +94,6 @@ def _need(frame: pd.DataFrame, table: str, columns: list[str]) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise FeatureInputError(f"{table}: missing column(s) {', '.join(missing)}")
-
-
-def _fit_block(leads: pd.DataFrame, accounts: pd.DataFrame, lead_acc: np.ndarray, settings: Settings,
-               only: int | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per-lead fit features (``only``: just that lead via :func:`features.fit.fit_row`, others NaN;
-    else every lead via :func:`features.fit.fit_columns`, the same functions per distinct value)."""
-    rules = fit_rules(settings)
-    n = len(leads)
-
-    def values(frame: pd.DataFrame, name: str, rows: np.ndarray | None) -> np.ndarray:
-        size = len(frame) if rows is None else len(rows)
-        if name not in frame.columns or not size:
-            return np.full(size, np.nan, dtype=object)
-        col = column(frame, name)
-        if rows is None:
-            return col  # type: ignore[no-any-return]
-        v = col[int(rows[0])]  # online: one scalar read instead of converting the whole column
-        return np.array([np.nan if v is pd.NA or v is None else v], dtype=object)
-
-    lead_names = ("source", "job_title", "seniority", "department", "email_domain", "country")
-    acc_names = ("industry", "employees", "annual_revenue", "country")
-    n_cat = len(FIT_CATEGORICAL)
-    if only is None:
-        cols = fit_columns([values(leads, c, None) for c in lead_names],
-                           [values(accounts, c, None) for c in acc_names], lead_acc, rules)
-        return cols[:n_cat], [np.asarray(c, dtype=np.float64) for c in cols[n_cat:]]
-    a = int(lead_acc[only])
-    acc_vals = ([values(accounts, c, np.array([a]))[0] for c in acc_names] if a >= 0
-                else [np.nan] * len(acc_names))
-    row = fit_row(*[values(leads, c, np.array([only]))[0] for c in lead_names], *acc_vals, rules=rules)  # type: ignore[misc]
-    fit_cat = [np.full(n, np.nan, dtype=object) for _ in range(n_cat)]
-    fit_num = [np.full(n, np.nan, dtype=np.float64) for _ in FIT_NUMERIC]
-    for i, v in enumerate(row):
-        if i < n_cat:
-            fit_cat[i][only] = v
-        else:
-            fit_num[i - n_cat][only] = cast(float, v)
-    return fit_cat, fit_num
 
 
 @dataclass(frozen=True)
@@ -322,7 +283,7 @@ def prepare(history: CRMHistory, settings: Settings, only_lead: str | None = Non
         acco_ptr = np.zeros(n_acc + 1, dtype=np.int64)
         acco_created = acco_closed = np.zeros(0, dtype=np.int64)
 
-    fit_cat, fit_num = _fit_block(leads, accounts, lead_acc, settings, only)
+    fit_cat, fit_num = fit_block(leads, accounts, lead_acc, settings, only)
     acca_ptr, acca_t, acch_ptr, acch_t = account_arrays()
 
     inputs = KernelInputs(

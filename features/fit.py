@@ -12,12 +12,13 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 
 from leadscore.errors import ConfigError
+from leadscore.features.arrays import column as frame_column
 from leadscore.features.schema import FIT_CATEGORICAL, FIT_NUMERIC
 
 if TYPE_CHECKING:
@@ -315,3 +316,42 @@ def fit_columns(lead_cols: list[Any], acc_cols: list[Any], lead_acc: np.ndarray,
             column(place, g_place, 0), column(place, g_place, 1), column(roles, g_roles, 0),
             column(roles, g_roles, 1), column(mail, g_mail), column(emp, g_emp, 0, np.float64),
             column(rev, g_rev, 0, np.float64)]
+
+
+def fit_block(leads: pd.DataFrame, accounts: pd.DataFrame, lead_acc: np.ndarray, settings: Settings,
+               only: int | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per-lead fit features for :func:`features.engine.prepare` (``only``: just that lead via
+    :func:`fit_row`, others NaN, so the online path reads one scalar per column; else every lead via
+    :func:`fit_columns`, the same functions per distinct value)."""
+    rules = fit_rules(settings)
+    n = len(leads)
+
+    def values(frame: pd.DataFrame, name: str, rows: np.ndarray | None) -> np.ndarray:
+        size = len(frame) if rows is None else len(rows)
+        if name not in frame.columns or not size:
+            return np.full(size, np.nan, dtype=object)
+        col = frame_column(frame, name)
+        if rows is None:
+            return col  # type: ignore[no-any-return]
+        v = col[int(rows[0])]  # online: one scalar read instead of converting the whole column
+        return np.array([np.nan if v is pd.NA or v is None else v], dtype=object)
+
+    lead_names = ("source", "job_title", "seniority", "department", "email_domain", "country")
+    acc_names = ("industry", "employees", "annual_revenue", "country")
+    n_cat = len(FIT_CATEGORICAL)
+    if only is None:
+        cols = fit_columns([values(leads, c, None) for c in lead_names],
+                           [values(accounts, c, None) for c in acc_names], lead_acc, rules)
+        return cols[:n_cat], [np.asarray(c, dtype=np.float64) for c in cols[n_cat:]]
+    a = int(lead_acc[only])
+    acc_vals = ([values(accounts, c, np.array([a]))[0] for c in acc_names] if a >= 0
+                else [np.nan] * len(acc_names))
+    row = fit_row(*[values(leads, c, np.array([only]))[0] for c in lead_names], *acc_vals, rules=rules)  # type: ignore[misc]
+    fit_cat = [np.full(n, np.nan, dtype=object) for _ in range(n_cat)]
+    fit_num = [np.full(n, np.nan, dtype=np.float64) for _ in FIT_NUMERIC]
+    for i, v in enumerate(row):
+        if i < n_cat:
+            fit_cat[i][only] = v
+        else:
+            fit_num[i - n_cat][only] = cast(float, v)
+    return fit_cat, fit_num
