@@ -197,6 +197,7 @@ def test_shuffled_labels_refused_by_promote(trained: Trained) -> None:
         known = ds[label].notna().to_numpy()
         ds.loc[known, label] = rng.permutation(ds.loc[known, label].to_numpy())
     settings = trained.settings
+    _ensure_champion(trained)  # before the shuffled model is registered: promote takes the newest version
     shuffled = train_from_dataset(ds, feature_schema(settings), settings, trained.cutoff,
                                   schema_hash=schema_hash(settings))
     champion_before = _champion(settings)
@@ -221,6 +222,17 @@ def _has_champion(settings: Settings) -> bool:
     return True
 
 
+def _ensure_champion(trained: Trained) -> None:
+    """A champion for the tests that compare against one. The module's first promotion may have run in
+    another test process (pytest-xdist spreads this module's tests, each process with its own fixture
+    and registry), so promote the fixture's model here if no champion exists yet."""
+    from leadscore.training.promote import promote
+
+    if not _has_champion(trained.settings):
+        decision = promote(trained.settings, dataset=trained.dataset, cutoff=trained.cutoff)
+        assert decision.promoted and decision.challenger == trained.result.model_version, decision.reason  # type: ignore[attr-defined]
+
+
 def test_same_seed_same_predictions_and_rollback(trained: Trained, tmp_path: Path) -> None:
     import mlflow
 
@@ -236,11 +248,8 @@ def test_same_seed_same_predictions_and_rollback(trained: Trained, tmp_path: Pat
     first = trained.result.bundle  # type: ignore[attr-defined]
     rows = trained.dataset
     pd.testing.assert_frame_equal(again.bundle.predict(rows), first.predict(rows))  # bit-identical
-    # register the identical retrain, promote it (equal AUC is within tolerance), then roll back.
-    # A champion must exist to roll back to: the module's first promotion may have run in another
-    # test process (pytest-xdist spreads this module's tests), so promote the trained model if none is
-    if not _has_champion(settings):
-        assert promote(settings, dataset=trained.dataset, cutoff=trained.cutoff).promoted
+    # register the identical retrain, promote it (equal AUC is within tolerance), then roll back
+    _ensure_champion(trained)
     before = _champion(settings)
     again.bundle.save(tmp_path / "bundle")
     with mlflow.start_run(experiment_id=ensure_experiment("leadscore-tests", settings)):
