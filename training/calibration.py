@@ -82,6 +82,11 @@ def fit_isotonic(p: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None
     return Calibrator("isotonic", x, yy)
 
 
+def weight_product(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """The product of two optional row weights (None: every row weighs 1), as one optional weight."""
+    return b if a is None else a if b is None else a * b
+
+
 def map_weights(frame: pd.DataFrame, cfg: TrainingConfig) -> np.ndarray | None:
     """The sampling weights a calibration map weighs ``frame``'s rows by (``training.moment_weights``:
     :func:`features.moments.moment_weights`), or None. Every map fitted on moments (the backtest's, the
@@ -102,8 +107,7 @@ def fit_weights(frame: pd.DataFrame, decay: np.ndarray | None, cfg: TrainingConf
         return decay
     from leadscore.features.moments import moment_weights
 
-    m = moment_weights(frame)
-    return m if decay is None else decay * m
+    return weight_product(decay, moment_weights(frame))
 
 
 #: folds of the out-of-fold comparison of calibration methods (and of model candidates, training.choice)
@@ -168,7 +172,7 @@ def fit_calibrator(
     Isotonic needs ``min_isotonic_rows`` calibration rows, below that it overfits the steps. ``splits``:
     the folds (:func:`fold_splits`) when the caller scores several candidates on the same rows.
     ``weights`` weigh the rows in every map and in every log loss (the fit's recency decay times the
-    moments' sampling weights, :func:`training.weights.map_weights`): the map and its method then
+    moments' sampling weights, :func:`map_weights`): the map and its method then
     target the same rows the caller's map is fitted to.
     """
     p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)

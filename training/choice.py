@@ -33,6 +33,7 @@ from leadscore.training.calibration import (
     fit_calibrator,
     fit_weights,
     fold_splits,
+    weight_product,
 )
 from leadscore.training.config import ModelKind, TrainingConfig
 from leadscore.training.encoding import categorical_indices, encode_frame, fit_encodings
@@ -134,8 +135,7 @@ def choose_recency(
         if y[sample][rows].sum() < cfg.minimums.min_positives or len(np.unique(y[sample][rows])) < 2:
             return
         w = combo.weights(as_of.iloc[sample[rows]], end)
-        if moment is not None:
-            w = moment[rows] if w is None else w * moment[rows]
+        w = weight_product(w, None if moment is None else moment[rows])
         train_set = full
         if len(rows) < len(sample) or w is not None:
             # a subset shares the bins of the one dataset; weights apply to a constructed one only

@@ -76,7 +76,14 @@ import numpy as np
 import pandas as pd
 
 from leadscore.training.bundle import TargetModel
-from leadscore.training.calibration import Calibrator, fit_isotonic, fit_sigmoid, fit_weights, map_weights
+from leadscore.training.calibration import (
+    Calibrator,
+    fit_isotonic,
+    fit_sigmoid,
+    fit_weights,
+    map_weights,
+    weight_product,
+)
 from leadscore.training.choice import ModelChoice, Recency, candidate_raw, choose_model
 from leadscore.training.config import TrainingConfig
 from leadscore.training.dask_fit import final_booster
@@ -123,8 +130,7 @@ class RefitRows:
         ``training.moment_weights`` (:func:`training.calibration.map_weights`)."""
         rows = frame.iloc[self.calibration]
         w = recency.weights(rows["as_of"], self.calibration_start)
-        m = map_weights(rows, cfg)
-        return m if w is None else w if m is None else w * m
+        return weight_product(w, map_weights(rows, cfg))
 
 
 def refit_rows(as_of: pd.Series, labelled: np.ndarray, split: TimeSplit, recency: Recency,
