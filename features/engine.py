@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numba
 import numpy as np
 import pandas as pd
 
@@ -37,7 +36,7 @@ from leadscore.features.arrays import (
 )
 from leadscore.features.driver import driver, kernel_params
 from leadscore.features.fit import fit_block
-from leadscore.features.kernel import DAY_US, FAR, account_times, group_sort, is_sorted_by
+from leadscore.features.kernel import DAY_US, FAR, account_times, group_sort, is_sorted_by, parallel_chunks
 from leadscore.features.plan import Plan, plan, rule_scores
 from leadscore.features.registry import KernelInputs, registry
 from leadscore.tables import text_dtype
@@ -311,14 +310,9 @@ def run(prep: Prepared, m_lead: np.ndarray, m_t: np.ndarray, parallel: bool = Tr
     if not parallel or len(m_lead) <= 64:
         prep.kernel.run_serial(*args)
         return out
-    # Tiles handed out a few at a time as threads free up, not split in halves up front: on a machine
-    # shared with other jobs one thread is often descheduled, and the other then takes over its tiles
-    # instead of waiting for it (the same bits either way: a tile never depends on another).
-    previous = numba.set_parallel_chunksize(_TILES_PER_CHUNK)
-    try:
+    # tiles handed out a few at a time as threads free up (a tile never depends on another)
+    with parallel_chunks(_TILES_PER_CHUNK):
         prep.kernel.run_parallel(*args)
-    finally:
-        numba.set_parallel_chunksize(previous)
     return out
 
 

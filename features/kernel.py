@@ -12,12 +12,27 @@ sums from the latest activity back to the earliest, in the same order on every p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import njit, set_parallel_chunksize
 from numba.core import cgutils, types
 from numba.extending import intrinsic
+
+
+@contextmanager
+def parallel_chunks(size: int) -> Iterator[None]:
+    """Inside, a parallel (``prange``) loop hands its iterations to the threads ``size`` at a time as
+    they free up, instead of an equal share each up front: on a machine shared with other jobs one
+    thread is often descheduled, and the other then takes over its work instead of waiting for it.
+    Results are the same either way when no iteration depends on another."""
+    previous = set_parallel_chunksize(size)
+    try:
+        yield
+    finally:
+        set_parallel_chunksize(previous)
 
 DAY_US = 86_400_000_000
 LN2 = 0.6931471805599453

@@ -21,14 +21,14 @@ depend on how rows are split among threads. Imported when first used: numba comp
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit, prange
 
+from leadscore.features.kernel import parallel_chunks
 from leadscore.training.attribution import _one
 from leadscore.training.linear_terms import BLEND, LINEAR, NO_CONTRIB, linear_block, term_constants
 
@@ -122,20 +122,6 @@ def pass_plan(targets: Sequence[str], models: Mapping[str, TargetModel], paths: 
                     num_range, _cat(term_col, np.int64), term_range, cat_range, means, mode, weights)
 
 
-@contextmanager
-def dynamic_blocks() -> Iterator[None]:
-    """Hand a parallel loop's iterations (blocks of rows) to the threads one at a time as they free up,
-    instead of an equal share each up front: on a busy machine a thread the scheduler keeps waiting would
-    otherwise hold the whole call back while the other sleeps (``numba.set_parallel_chunksize``)."""
-    from numba import set_parallel_chunksize
-
-    old = set_parallel_chunksize(1)
-    try:
-        yield
-    finally:
-        set_parallel_chunksize(old)
-
-
 def _offset(child: np.ndarray, nodes: int, leaves: int) -> np.ndarray:
     """Node indices moved by ``nodes``, leaves (``~leaf``) by ``leaves``: a model appended to others."""
     return np.where(child >= 0, child + nodes, ~(~child + leaves))
@@ -156,7 +142,7 @@ def run_pass(plan: PassPlan, values: np.ndarray, abs_logs: np.ndarray, cat_terms
     margin, sums = np.empty((len(plan.targets), rows)), np.empty((len(plan.targets), rows))
     if row_major is None:
         row_major = np.empty((0, values.shape[0]))
-    with _PARALLEL, dynamic_blocks():
+    with _PARALLEL, parallel_chunks(1):  # blocks of rows to the threads one at a time
         target_pass(values, abs_logs, plan.explain, plan.walk, *plan.trees, plan.tree_range,  # type: ignore[call-arg]
                     plan.linear, plan.val_col, *plan.constants, plan.num_range, plan.term_col, plan.term_range,
                     cat_terms, plan.cat_range, plan.means, plan.mode, plan.weights, contrib, margin, sums, row_major)
@@ -221,4 +207,4 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
                          weights[t, 1], contrib, sums[t, lo:hi], lin, terms)
 
 
-__all__ = ["PassPlan", "dynamic_blocks", "pass_plan", "run_pass", "target_pass"]
+__all__ = ["PassPlan", "pass_plan", "run_pass", "target_pass"]

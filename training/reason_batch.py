@@ -132,8 +132,8 @@ def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
     ``pd.factorize(column, use_na_sentinel=True)`` by name, kept by the caller for the batch
     (:meth:`training.linear.FrameColumns.factorized`; default: computed here).
     """
+    from leadscore.features.kernel import parallel_chunks
     from leadscore.training.attribution import _PARALLEL
-    from leadscore.training.batch_pass import dynamic_blocks
     from leadscore.training.reason_keys import unit_codes
     from leadscore.training.reason_walk import FLOAT, MISS_SLOTS, VALUE, cell_keys, walk
 
@@ -178,7 +178,7 @@ def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
         bits = block.view(np.int64)
         rows = np.arange(n, dtype=np.int64)
         while len(rows):
-            with _PARALLEL, dynamic_blocks():
+            with _PARALLEL, parallel_chunks(1):
                 walk(rows, contrib, given, sums, order, block, bits, vid, slot, kind, units, only_for, silent,
                      plan.concept_of,
                      member, k, window, sentences.table, pos, neg, misses)
