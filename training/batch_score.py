@@ -129,15 +129,16 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     stages = policy_stages(scorer.policy, p_sql, p_opp, prevs, days)
     bands = np.full(n, None, dtype=object)
     texts: list[str] = []
+    quoted = quoted_sentences(texts)
     pos_ids = neg_ids = np.empty((n, 0), dtype=np.int64)
     if reasons:
         from leadscore.training.bands import band_array
-        from leadscore.training.reason_batch import batch_top_ids
+        from leadscore.training.reason_batch import batch_reasons
 
         if bundle.bands is not None:
             bands = band_array(contrib, bundle.schema, bundle.bands)
-        pos_ids, neg_ids, texts = batch_top_ids(bundle._reason_plan(), features, contrib, REASONS_K, block=block,
-                                                 factorize=cols.factorized)
+        pos_ids, neg_ids, texts, quoted = batch_reasons(bundle._reason_plan(), features, contrib, REASONS_K,
+                                                        block=block, factorize=cols.factorized)
     # text columns assembled in Arrow as pandas would infer them (training.score_columns)
     text = inferred_text_dtype()
     lead_ids = features["lead_id"]
@@ -147,7 +148,6 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         trend_col, changes_col = text_column(trends, text), text_column(changed, text)
     else:  # a lead without previous scores is new with no changes (what training.trend answers)
         trend_col, changes_col = repeated_column("new", n, text), repeated_column("[]", n, text)
-    quoted = quoted_sentences(texts)
     return pd.DataFrame({
         "lead_id": lead_ids.array if lead_ids.dtype == text else text_column(lead_ids.astype(object).to_numpy(), text),
         "scored_at": pd.to_datetime(features["as_of"], utc=True).array,  # UTC, no index to align

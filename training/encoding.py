@@ -87,6 +87,26 @@ def numeric_block(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
         return block.T
 
 
+def numeric_rows(frame: pd.DataFrame, names: Sequence[str], out: np.ndarray, rows: Sequence[int]) -> None:
+    """:func:`numeric_block` of ``names`` written transposed into ``out[rows]`` (one row of ``out`` per name):
+    a column pandas holds as a numpy number array is copied as it is (``to_numpy(float64)`` of it: the
+    same values), the others converted by :func:`numeric_block`. Batch scoring's column-major chunk: the
+    sub-frame and its row-major interleave then transposed cost more than the rest of the encoding."""
+    get = getattr(frame, "_get_column_array", None)  # pandas' own column accessor: no Series per column
+    if get is None or not frame.columns.is_unique:
+        out[list(rows)] = numeric_block(frame, names).T
+        return
+    rest: list[int] = []
+    for i, loc in enumerate(frame.columns.get_indexer(list(names)).tolist()):
+        arr = get(loc)
+        if isinstance(arr, np.ndarray) and arr.dtype.kind in "fiub":
+            out[rows[i]] = arr
+        else:
+            rest.append(i)
+    if rest:
+        out[[rows[i] for i in rest]] = numeric_block(frame, [names[i] for i in rest]).T
+
+
 def encode_columns(
     frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]], tables: Sequence[Mapping[str, Sequence[str]]],
     factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None,
@@ -108,15 +128,16 @@ def encode_columns(
         schema[j]["name"], []) for j in cat)]
     values = np.empty((n + len(cat) * len(extra), len(frame)), dtype=np.float64)
     if num:
-        values[num] = numeric_block(frame, [schema[j]["name"] for j in num]).T
+        numeric_rows(frame, [schema[j]["name"] for j in num], values, num)
     slots = [np.arange(n, dtype=np.int64) for _ in tables]
     for e, t in enumerate(extra):
         slots[t][cat] = n + e * len(cat) + np.arange(len(cat))
     for j in cat:
         name = schema[j]["name"]
         factorized = None if factorize is None else factorize(name)
+        col = frame[name]
         for t in (0, *extra):
-            codes = category_codes(frame[name], tables[t].get(name, []), factorized)
+            codes = category_codes(col, tables[t].get(name, []), factorized)
             values[slots[t][j]] = np.where(codes < 0, np.nan, codes)
     return values, slots
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,8 @@ class Sentences:
         self.table[:, 1] = EMPTY
         self.size = 0
         self.texts: list[str] = []
+        self.quoted: list[str] = []  # each sentence as json.dumps quotes it (training.score_columns)
+        self._pieces: Any = None  # quoted_pieces(self.quoted), built when first asked after a change
         self.index: dict[str, int] = {}
         self.value_ids: dict[int, dict[Any, int]] = {}
         self.values: dict[int, list[Any]] = {}
@@ -67,6 +70,8 @@ class Sentences:
             if got is None:
                 got = self.index[text] = len(self.texts)  # type: ignore[index]
                 self.texts.append(text)  # type: ignore[arg-type]
+                self.quoted.append(encode_basestring_ascii(text))  # type: ignore[arg-type]
+                self._pieces = None
             ids[p] = got
         if 2 * (self.size + len(k1)) > len(self.table):  # grow, re-inserting what is stored
             live = self.table[self.table[:, 1] != EMPTY]
@@ -77,6 +82,15 @@ class Sentences:
             self.table[:, 1] = EMPTY
             insert(self.table, live[:, 0].copy(), live[:, 1].copy(), live[:, 2].copy())
         self.size += insert(self.table, k1, k2, ids)
+
+    def pieces(self) -> Any:
+        """:func:`training.score_columns.quoted_pieces` of every sentence, kept until one is added: the JSON
+        lists of a batch are joined from it by sentence id (:func:`training.score_columns.json_list_column`)."""
+        from leadscore.training.score_columns import quoted_pieces
+
+        if self._pieces is None:
+            self._pieces = quoted_pieces(self.quoted)
+        return self._pieces
 
     def value_column(self, j: int, factorized: tuple[np.ndarray, Any]) -> np.ndarray:
         """Column ``j``'s values (``pd.factorize`` of it) as ids of the distinct values it showed (-1 missing)."""
@@ -119,8 +133,19 @@ def _factorizer(frame: pd.DataFrame) -> Callable[[str], tuple[np.ndarray, Any]]:
 def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k: int,
                   window: int | None = None, block: np.ndarray | None = None,
                   factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`batch_reasons` with the ids renumbered over the sentences shown (and those alone returned)."""
+    pos, neg, texts, _ = batch_reasons(plan, frame, contrib, k, window, block, factorize)
+    return _compact(pos, neg, texts)
+
+
+def batch_reasons(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k: int,
+                  window: int | None = None, block: np.ndarray | None = None,
+                  factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray, list[str], Any]:
     """:func:`~training.reasons.top_reasons`' sentences of every row of ``frame`` (``contrib``: rows x schema columns), as
-    ids (rows x ``k``, -1 pads a short side) into the returned sentences: positive, negative, sentences.
+    ids (rows x ``k``, -1 pads a short side) into the returned sentences: positive, negative, sentences (the
+    plan's, as many as it holds now), and those sentences' :meth:`Sentences.pieces` (the JSON lists are
+    joined from them: each sentence quoted once per run, not once per chunk).
 
     The rule runs compiled over the plan's table of sentences (:func:`training.reason_walk.walk`); the rows
     whose walk reached a cell the table lacks are walked again once the cells they recorded (up to their
@@ -134,8 +159,7 @@ def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
     """
     from leadscore.features.kernel import parallel_chunks
     from leadscore.training.attribution import _PARALLEL
-    from leadscore.training.reason_keys import unit_codes
-    from leadscore.training.reason_walk import FLOAT, MISS_SLOTS, VALUE, cell_keys, walk
+    from leadscore.training.reason_walk import MISS_SLOTS, cell_keys, walk
 
     n, n_cols = len(frame), len(plan.columns)
     factorize = _factorizer(frame) if factorize is None else factorize
@@ -145,19 +169,9 @@ def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
         if floats.any():
             block[:, floats] = frame[[c.name for c, f in zip(plan.columns, floats, strict=True) if f]].to_numpy(np.float64)
     else:
-        floats = np.array([c.numeric for c in plan.columns], dtype=bool)
+        floats = None
     block = np.asarray(block, dtype=np.float64)  # either memory order (explain_block hands out a row-major view)
-    kind = np.where(floats, FLOAT, VALUE).astype(np.int64)
-    by_value = np.flatnonzero(~floats)
-    slot = np.zeros(n_cols, dtype=np.int64)
-    slot[by_value] = np.arange(len(by_value))
-    width = max((len(m) for m in plan.members), default=0)
-    member = np.full((len(plan.members), max(width, 1)), -1, dtype=np.int64)
-    for c, m in enumerate(plan.members):
-        member[c, : len(m)] = m
-    units = unit_codes([c.unit for c in plan.columns])
-    only_for = np.array([c.only_for for c in plan.columns], dtype=np.bool_)
-    silent = np.array([c.silent_zero for c in plan.columns], dtype=np.bool_) & floats
+    floats, kind, by_value, slot, member, units, only_for, silent = _walk_arrays(plan, floats)
     contrib = np.ascontiguousarray(np.atleast_2d(contrib), dtype=np.float64)
     given = bool(np.isnan(contrib).any())  # numpy's order puts NaN last; the compiled sort is for numbers
     if given:
@@ -195,7 +209,34 @@ def batch_top_ids(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
             texts = [plan.text(j, float(block[r, j]) if floats[j] else _shown_value(sentences, vid, slot, r, j))
                      for r, j in zip(cell_rows[picks].tolist(), cell_cols[picks].tolist(), strict=True)]
             sentences.add(k1[picks], k2[picks], texts)
-        return _compact(pos, neg, sentences.texts)
+        return pos, neg, sentences.texts[:], sentences.pieces()
+
+
+def _walk_arrays(plan: ReasonPlan, floats: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """The plan's columns as :func:`training.reason_walk.walk` reads them: ``floats`` (which are read from the
+    float block; None: the numeric ones, and the arrays are kept in the plan's memo), how each is read and
+    its slot among those read by value, the concepts' members, units, ``only_for`` and ``silent_zero``."""
+    from leadscore.training.reason_keys import unit_codes
+    from leadscore.training.reason_walk import FLOAT, VALUE
+
+    if floats is None:
+        got = plan.memo.get("walk_arrays")
+        if got is None:
+            got = plan.memo.setdefault("walk_arrays", _walk_arrays(
+                plan, np.array([c.numeric for c in plan.columns], dtype=bool)))
+        return got  # type: ignore[no-any-return]
+    kind = np.where(floats, FLOAT, VALUE).astype(np.int64)
+    by_value = np.flatnonzero(~floats)
+    slot = np.zeros(len(plan.columns), dtype=np.int64)
+    slot[by_value] = np.arange(len(by_value))
+    width = max((len(m) for m in plan.members), default=0)
+    member = np.full((len(plan.members), max(width, 1)), -1, dtype=np.int64)
+    for c, m in enumerate(plan.members):
+        member[c, : len(m)] = m
+    units = unit_codes([c.unit for c in plan.columns])
+    only_for = np.array([c.only_for for c in plan.columns], dtype=np.bool_)
+    silent = np.array([c.silent_zero for c in plan.columns], dtype=np.bool_) & floats
+    return floats, kind, by_value, slot, member, units, only_for, silent
 
 
 def _shown_value(sentences: Sentences, vid: np.ndarray, slot: np.ndarray, r: int, j: int) -> Any:

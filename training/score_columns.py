@@ -67,9 +67,14 @@ def repeated_column(value: str, n: int, dtype: Any) -> Any:
 def quoted_sentences(texts: Sequence[str]) -> Any:
     """The pieces :func:`json_list_column` joins, as an Arrow array: each sentence quoted as ``json.dumps``
     quotes a string (a list's first), nothing (a -1), then ``", "`` and each quoted sentence (a later one)."""
+    return quoted_pieces([encode_basestring_ascii(t) for t in texts])
+
+
+def quoted_pieces(quoted: Sequence[str]) -> Any:
+    """:func:`quoted_sentences` of sentences already quoted (``encode_basestring_ascii`` of each: the
+    batch reasons keep them with their sentences, :class:`training.reason_batch.Sentences`)."""
     import pyarrow as pa
 
-    quoted = [encode_basestring_ascii(t) for t in texts]
     return pa.array([*quoted, "", *(", " + q for q in quoted), ""], type=pa.large_string())
 
 
@@ -97,5 +102,5 @@ def json_list_column(ids: np.ndarray, texts: Sequence[str], dtype: Any, quoted: 
     return _wrap(joined, dtype)
 
 
-__all__ = ["coded_column", "inferred_text_dtype", "json_list_column", "quoted_sentences", "repeated_column",
+__all__ = ["coded_column", "inferred_text_dtype", "json_list_column", "quoted_pieces", "quoted_sentences", "repeated_column",
            "text_column"]
