@@ -19,7 +19,8 @@ Times, over the feature rows of every open lead at the cut-off (best of ``--reps
 
 The OpenMP wait policy is set first, as ``leadscore`` sets it before anything loads the runtime: with
 spinning idle threads (the default) every parallel region of LightGBM and of the numba kernels stalls
-on a busy 2-core machine.
+on a busy 2-core machine. So is the memory policy ``leadscore score`` sets
+(:func:`training.threads.retain_freed_memory`: freed arrays are reused, not returned and faulted in again).
 
 The last line is one JSON object with these figures.
 """
@@ -67,9 +68,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
 
-    from leadscore.training.threads import configure_openmp
+    from leadscore.training.threads import configure_openmp, retain_freed_memory
 
     configure_openmp()  # as every leadscore command does first: idle OpenMP threads sleep (training.threads)
+    retain_freed_memory()  # as leadscore score does: a chunk's arrays reuse the last one's pages
     import pandas as pd
 
     from leadscore.config import load_settings

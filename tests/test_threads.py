@@ -52,3 +52,39 @@ def test_the_wait_policy_is_set_unless_chosen(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(threads, "_openmp_loaded", lambda: True)
     with pytest.warns(RuntimeWarning, match="OMP_WAIT_POLICY"):
         threads.configure_openmp()
+
+
+_FAULTS = """
+import resource, sys
+import numpy as np
+from leadscore.training.threads import retain_freed_memory
+ok = retain_freed_memory() if sys.argv[1] == "retain" else None
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):  # a chunk's arrays: several of a few MB alive together, then freed
+        arrays = [np.ones(1 << 19) for _ in range(6)]
+        del arrays
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults()
+print(ok, faults())
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps") or os.uname().sysname != "Linux", reason="glibc Linux")
+def test_retained_memory_is_reused_without_page_faults() -> None:
+    """After :func:`retain_freed_memory` an array freed and allocated again reuses its pages (in a child
+    process: the policy is process-wide); by default glibc maps fresh ones that fault in page by page."""
+    import subprocess
+    import sys
+
+    def run(mode: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], check=True, capture_output=True, text=True)
+        ok, faults = out.stdout.split()
+        return ok, int(faults)
+
+    ok, retained = run("retain")
+    if ok != "True":
+        pytest.skip("no glibc mallopt")
+    _, default = run("default")
+    assert default >= 5 * 1024  # fresh pages: ~1024 per 4 MB array
+    assert retained < 100

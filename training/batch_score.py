@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,24 +126,30 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     p_sql = probs["p_sql"].to_numpy(dtype=np.float64)
     # a one-target (flat) bundle's probability stands for both stages, as its stage policy was fitted
     p_opp = probs["p_opportunity"].to_numpy(dtype=np.float64) if "p_opportunity" in probs else p_sql.copy()
+    worded = None
+    if reasons:  # the reasons' compiled walk (GIL-free) on a helper thread while this one does the rest
+        from leadscore.training.reason_batch import batch_reasons
+
+        # the string columns' factorisations were made by the encoding: the helper reads them
+        worded = _reasons_thread().submit(batch_reasons, bundle._reason_plan(), features, contrib, REASONS_K,
+                                          block=block, factorize=cols.factorized)
     prevs, prev_codes, prev_labels = _previous_stages(features, cols)
     days = features["days_in_stage"].to_numpy(dtype=np.float64) if "days_in_stage" in features else None
     stages = policy_stages(scorer.policy, p_sql, p_opp, prevs, days)
     bands = np.full(n, None, dtype=object)
+    if reasons and bundle.bands is not None:
+        from leadscore.training.bands import band_array
+
+        bands = band_array(contrib, bundle.schema, bundle.bands)
     texts: list[str] = []
     quoted = quoted_sentences(texts)
     pos_ids = neg_ids = np.empty((n, 0), dtype=np.int64)
-    if reasons:
-        from leadscore.training.bands import band_array
-        from leadscore.training.reason_batch import batch_reasons
-
-        if bundle.bands is not None:
-            bands = band_array(contrib, bundle.schema, bundle.bands)
-        pos_ids, neg_ids, texts, quoted = batch_reasons(bundle._reason_plan(), features, contrib, REASONS_K,
-                                                        block=block, factorize=cols.factorized)
     # text columns assembled in Arrow as pandas would infer them (training.score_columns)
     text = inferred_text_dtype()
     lead_ids = features["lead_id"]
+    stage_col, previous_col = text_column(stages, text), coded_column(prev_codes, prev_labels, text)
+    if worded is not None:
+        pos_ids, neg_ids, texts, quoted = worded.result()
     if previous:
         leads = lead_ids.astype(object).to_numpy()
         trends, changed = _trends(leads, p_sql, previous, texts, pos_ids, neg_ids, worded=reasons)
@@ -151,14 +159,20 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     return pd.DataFrame({
         "lead_id": lead_ids.array if lead_ids.dtype == text else text_column(lead_ids.astype(object).to_numpy(), text),
         "scored_at": pd.to_datetime(features["as_of"], utc=True).array,  # UTC, no index to align
-        "p_sql": p_sql, "p_opportunity": p_opp, "stage": text_column(stages, text),
-        "previous_stage": coded_column(prev_codes, prev_labels, text),
+        "p_sql": p_sql, "p_opportunity": p_opp, "stage": stage_col, "previous_stage": previous_col,
         "days_in_stage": days if days is not None else np.full(n, np.nan),
         "reasons_positive": json_list_column(pos_ids, texts, text, quoted),
         "reasons_negative": json_list_column(neg_ids, texts, text, quoted),
         "model_version": repeated_column(scorer.version, n, text),
         "trend": trend_col, "changes": changes_col, "band": text_column(bands, text),
     }, columns=list(COLUMNS))
+
+
+@cache
+def _reasons_thread() -> ThreadPoolExecutor:
+    """The thread :func:`score_frame` words a chunk's reasons on (their walk is compiled and releases the GIL)
+    while it applies the stage policy and builds the other columns: started on first use and kept."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadscore-reasons")
 
 
 def _trends(leads: np.ndarray, p_sql: np.ndarray, previous: Mapping[str, Sequence[PastScore]], texts: Sequence[str],

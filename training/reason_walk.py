@@ -99,7 +99,7 @@ def cell_keys(rows: np.ndarray, cols: np.ndarray, block: np.ndarray, bits: np.nd
     return k1, k2
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def walk(rows: np.ndarray, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.ndarray,
          block: np.ndarray, bits: np.ndarray, vid: np.ndarray, slot: np.ndarray, kind: np.ndarray,
          unit: np.ndarray, only_for: np.ndarray, silent: np.ndarray, concept_of: np.ndarray, member: np.ndarray,

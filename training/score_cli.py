@@ -144,7 +144,9 @@ def register(app: typer.Typer) -> None:
             err_console.print("[red]error:[/red] give --crm DIR (or --flat FILE --model URI)")
             raise typer.Exit(2)
         from leadscore.training.batch_score import score_crm
+        from leadscore.training.threads import retain_freed_memory
 
+        retain_freed_memory()  # each chunk's arrays reuse the last one's pages (training.threads)
         if fmt is not None and (fmt not in ("hubspot", "salesforce") or out.suffix.lower() != ".csv"):
             raise typer.BadParameter("--format is hubspot or salesforce, written to a .csv --out", param_hint="--format")
         event_store = open_store(settings, store, create=changed_only)
