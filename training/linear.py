@@ -114,7 +114,11 @@ class FrameColumns:
         (:func:`training.encoding.category_codes`) and the reasons all read a string column's distinct values."""
         got = self._factorized.get(name)
         if got is None:
-            got = self._factorized[name] = pd.factorize(self.frame[name], use_na_sentinel=True)
+            codes, uniques = pd.factorize(self.frame[name], use_na_sentinel=True)
+            if not isinstance(uniques, np.ndarray):  # an extension array (Arrow strings): its readers take
+                # ``tolist()`` of it several times per batch, each a conversion; an object array holds the same
+                uniques = np.array([*uniques.tolist(), None], dtype=object)[:-1]  # (None: never a 2-D array)
+            got = self._factorized[name] = codes, uniques
         return got
 
 
