@@ -38,6 +38,8 @@ FIT_LETTERS = ("C", "B", "A")
 ENGAGEMENT_DIGITS = ("3", "2", "1")
 #: the grid's labels by ``fit index * 3 + engagement index``
 _LABELS = np.array([f + e for f in FIT_LETTERS for e in ENGAGEMENT_DIGITS], dtype=object)
+#: the band labels in code order (:func:`band_codes`)
+BAND_LABELS: list[str] = _LABELS.tolist()
 #: rows of the training window the terciles are fitted on (a bundle may attribute by TreeSHAP, ~50x a prediction)
 CUT_SAMPLE_ROWS = 5000
 #: the model whose contributions the grid sums (the reasons' model: no extra TreeSHAP online)
@@ -100,10 +102,15 @@ def band_labels(contrib: np.ndarray, schema: Sequence[Mapping[str, Any]], cuts: 
 
 def band_array(contrib: np.ndarray, schema: Sequence[Mapping[str, Any]], cuts: BandCuts) -> np.ndarray:
     """:func:`band_labels` as an object array (batch scoring: the labels gathered, no per-row Python)."""
+    return _LABELS[band_codes(contrib, schema, cuts)]
+
+
+def band_codes(contrib: np.ndarray, schema: Sequence[Mapping[str, Any]], cuts: BandCuts) -> np.ndarray:
+    """:func:`band_array` as positions in :data:`BAND_LABELS` (batch scoring builds its text column from them)."""
     sums = group_sums(contrib, schema)
     f = np.searchsorted(np.asarray(cuts.fit), sums["fit"], side="right")
     e = np.searchsorted(np.asarray(cuts.interest), sums["interest"], side="right")
-    return _LABELS[f * len(ENGAGEMENT_DIGITS) + e]
+    return f * len(ENGAGEMENT_DIGITS) + e
 
 
 def fit_bundle_bands(bundle: BoundBundle, rows: pd.DataFrame, seed: int) -> BandCuts | None:

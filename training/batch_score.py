@@ -133,21 +133,20 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         # the string columns' factorisations were made by the encoding: the helper reads them
         worded = _reasons_thread().submit(batch_reasons, bundle._reason_plan(), features, contrib, REASONS_K,
                                           block=block, factorize=cols.factorized)
-    prevs, prev_codes, prev_labels = _previous_stages(features, cols)
+    prev_codes, prev_labels = _previous_stages(features, cols)
     days = features["days_in_stage"].to_numpy(dtype=np.float64) if "days_in_stage" in features else None
-    stages = policy_stages(scorer.policy, p_sql, p_opp, prevs, days)
-    bands = np.full(n, None, dtype=object)
+    stages, stage_labels = stage_codes(scorer.policy, p_sql, p_opp, prev_codes, prev_labels, days)
+    text = inferred_text_dtype()  # text columns assembled in Arrow as pandas would infer them (score_columns)
+    band_col = text_column(np.full(n, None, dtype=object), text)
     if reasons and bundle.bands is not None:
-        from leadscore.training.bands import band_array
+        from leadscore.training.bands import BAND_LABELS, band_codes
 
-        bands = band_array(contrib, bundle.schema, bundle.bands)
+        band_col = coded_column(band_codes(contrib, bundle.schema, bundle.bands), BAND_LABELS, text)
     texts: list[str] = []
     quoted = quoted_sentences(texts)
     pos_ids = neg_ids = np.empty((n, 0), dtype=np.int64)
-    # text columns assembled in Arrow as pandas would infer them (training.score_columns)
-    text = inferred_text_dtype()
     lead_ids = features["lead_id"]
-    stage_col, previous_col = text_column(stages, text), coded_column(prev_codes, prev_labels, text)
+    stage_col, previous_col = coded_column(stages, stage_labels, text), coded_column(prev_codes, prev_labels, text)
     if worded is not None:
         pos_ids, neg_ids, texts, quoted = worded.result()
     if previous:
@@ -164,7 +163,7 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         "reasons_positive": json_list_column(pos_ids, texts, text, quoted),
         "reasons_negative": json_list_column(neg_ids, texts, text, quoted),
         "model_version": repeated_column(scorer.version, n, text),
-        "trend": trend_col, "changes": changes_col, "band": text_column(bands, text),
+        "trend": trend_col, "changes": changes_col, "band": band_col,
     }, columns=list(COLUMNS))
 
 
@@ -198,51 +197,66 @@ def _trends(leads: np.ndarray, p_sql: np.ndarray, previous: Mapping[str, Sequenc
     return trends, changed
 
 
-def _previous_stages(features: pd.DataFrame, cols: FrameColumns) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
-    """Each row's ``current_stage`` feature as the policy's previous stage: its text, or None when missing;
-    and the same as codes (-1: None) into labels, from the batch's factorisation of the column."""
+def _previous_stages(features: pd.DataFrame, cols: FrameColumns) -> tuple[np.ndarray, list[str]]:
+    """Each row's ``current_stage`` feature as the policy's previous stage: codes (-1: None) into labels,
+    from the batch's factorisation of the column."""
     if "current_stage" not in features:
-        return np.full(len(features), None, dtype=object), np.full(len(features), -1, dtype=np.int64), []
+        return np.full(len(features), -1, dtype=np.int64), []
     codes, uniques = cols.factorized("current_stage")
-    labels: list[str | None] = [str(v) for v in uniques.tolist()]
-    return np.array([*labels, None], dtype=object)[codes], codes, labels
+    return codes, [str(v) for v in uniques.tolist()]
 
 
 def policy_stages(policy: StagePolicy, p_sql: np.ndarray, p_opp: np.ndarray, previous: np.ndarray,
                   days: np.ndarray | None) -> np.ndarray:
     """:meth:`StagePolicy.stage` of every row as array comparisons (``previous``: stage text or None;
-    ``days``: NaN where unknown). Per distinct previous stage the bars are the policy's own arithmetic
-    on the same doubles, compared with the same ``>=``; ``tests/test_batch_score.py`` checks every branch
-    against the one-row rule, which stays the definition."""
-    n = len(p_sql)
-    out = np.empty(n, dtype=object)
+    ``days``: NaN where unknown): :func:`stage_codes` of the distinct previous stages, as text."""
     codes, uniques = pd.factorize(pd.Series(previous, dtype=object), use_na_sentinel=True)
-    labels: list[str | None] = [*(str(v) for v in uniques.tolist()), None]
-    codes = np.where(codes < 0, len(labels) - 1, codes)
+    got, labels = stage_codes(policy, p_sql, p_opp, codes, [str(v) for v in uniques.tolist()], days)
+    return np.array(labels, dtype=object)[got]
+
+
+def stage_codes(policy: StagePolicy, p_sql: np.ndarray, p_opp: np.ndarray, prev_codes: np.ndarray,
+                prev_labels: Sequence[str], days: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+    """:func:`policy_stages` as codes into stage labels (``prev_codes``: each row's previous stage as a code
+    into ``prev_labels``, -1 None): the text column is built from them without factorising the stages
+    again. Per distinct previous stage the bars are the policy's own arithmetic on the same doubles,
+    compared with the same ``>=``; ``tests/test_batch_score.py`` checks every branch against the one-row
+    rule, which stays the definition."""
+    n = len(p_sql)
+    out = np.empty(n, dtype=np.int64)
+    labels = ["sql", "mql"]
+    index = {"sql": 0, "mql": 1}
+
+    def code(label: str) -> int:
+        if label not in index:
+            index[label] = len(labels)
+            labels.append(label)
+        return index[label]
+
     limit = policy.recycle_after_days
     long_held = np.zeros(n, dtype=bool) if days is None or limit is None else \
         np.nan_to_num(np.asarray(days, dtype=np.float64), nan=-np.inf) >= limit
     keep, lift = 1.0 - policy.hysteresis, 1.0 + policy.hysteresis
-    for code, label in enumerate(labels):
-        rows = np.flatnonzero(codes == code)
+    for c, label in enumerate([*prev_labels, None]):
+        rows = np.flatnonzero(prev_codes == c) if label is not None else np.flatnonzero(prev_codes < 0)
         if not len(rows):
             continue
         prev = label or "lead"
         if prev in policy.sales_owned_stages:
-            out[rows] = prev
+            out[rows] = code(prev)
             continue
         sql_bar, mql_bar = {"sql": (policy.sql_threshold * keep, policy.mql_threshold * keep),
                             "mql": (policy.sql_threshold, policy.mql_threshold * keep),
                             "recycled": (policy.sql_threshold * lift, policy.mql_threshold * lift),
                             }.get(prev, (policy.sql_threshold, policy.mql_threshold))
-        rest = prev if prev in ("subscriber", "recycled") else "lead"
-        new = np.where(p_opp[rows] >= sql_bar, "sql", np.where(p_sql[rows] >= mql_bar, "mql", rest)).astype(object)
+        rest = code(prev if prev in ("subscriber", "recycled") else "lead")
+        new = np.where(p_opp[rows] >= sql_bar, 0, np.where(p_sql[rows] >= mql_bar, 1, rest))
         if prev in ("mql", "sql"):  # no progress for recycle_after_days: back to marketing
             no_progress = np.array([_FUNNEL_RANK[s] <= _FUNNEL_RANK[prev] for s in ("sql", "mql", "lead")])
-            rank = np.select([new == "sql", new == "mql"], [0, 1], 2)
-            new[long_held[rows] & no_progress[rank]] = "recycled"
+            new[long_held[rows] & no_progress[np.minimum(new, 2)]] = code("recycled")
         out[rows] = new
-    return out
+    return out, labels
+
 
 def iter_scores(
     history: CRMHistory,
