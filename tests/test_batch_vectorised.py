@@ -2,7 +2,7 @@
 
 ``score_frame`` words the reasons of a chunk at once (:func:`training.reason_batch.batch_top_ids`), encodes
 their JSON once per distinct list (:func:`training.reasons.json_lists`), applies the stage policy as
-array comparisons (:func:`training.batch_score.policy_stages`) and computes the logistic terms as one
+array comparisons (:func:`training.batch_stages.policy_stages`) and computes the logistic terms as one
 array expression (:meth:`training.linear.LinearModel.term_matrix`). Each is checked here against the
 definition it must equal (``top_reasons``, ``json.dumps``, ``StagePolicy.stage``, the per-column terms and
 ``row_terms``) on rows built to reach every branch: ties, zero sums, silent zeros, shared sentences,
@@ -19,7 +19,7 @@ import pytest
 
 from leadscore.config import Settings
 from leadscore.features.schema import feature_schema
-from leadscore.training.batch_score import policy_stages
+from leadscore.training.batch_stages import policy_stages
 from leadscore.training.bundle import schema_dicts
 from leadscore.training.linear import CategoricalTerm, FrameColumns, LinearModel, NumericTerm, signed_log
 from leadscore.training.reason_batch import batch_top_ids, json_lists
