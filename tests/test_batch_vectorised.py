@@ -288,10 +288,18 @@ def test_the_logistic_pass_equals_the_term_matrix_contributions_and_blend() -> N
 
 def test_encode_columns_equals_each_tables_encoding() -> None:
     """The column-major chunk of several targets' tables: each table's rows, transposed, are its encoding
-    (numeric columns converted once, category codes per table; an identical table adds no rows)."""
+    (numeric columns converted once, category codes per table; an identical table adds no rows). Numeric
+    columns pandas holds as numpy numbers are copied as they are (float, int, bool), the others (nullable
+    integers with a missing value, numbers as objects) converted: the same values either way."""
     from leadscore.training.encoding import encode_columns, encode_frame
 
     frame = _rows(SCHEMA, 300, 9)
+    num = [s["name"] for s in SCHEMA if s["dtype"] != "str"]
+    assert len(num) >= 4
+    frame[num[0]] = np.arange(len(frame), dtype=np.int64) - 7
+    frame[num[1]] = pd.array([None if i % 5 == 0 else i for i in range(len(frame))], dtype="Int64")
+    frame[num[2]] = np.arange(len(frame)) % 3 == 0
+    frame[num[3]] = frame[num[3]].astype(object)
     first = {s["name"]: ["true", "paid_search"] for s in SCHEMA if s["dtype"] == "str"}
     other = {s["name"]: ["c_level", "false", "true"] for s in SCHEMA if s["dtype"] == "str"}
     values, slots = encode_columns(frame, SCHEMA, [first, other, dict(first)])
