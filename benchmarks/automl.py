@@ -162,26 +162,6 @@ def _with_gaps(result: dict[str, dict[str, Any]], y: np.ndarray, scores: dict[st
     return result
 
 
-def _population(y: np.ndarray, p: np.ndarray, w: np.ndarray, n_bins: int) -> dict[str, float]:
-    """AUC, log loss and ECE over every scoring moment, not the sample: each test row weighted by its
-    ``moment_weight`` (the eligible moments it stands for, :mod:`features.moments`). The test months are
-    capped too (on the regime-shift CRM, seed 1, their moments stand for 2.6-2.8 each and the sample's
-    SQL rate is 1.2x the population's), so the sample's ECE partly measures the sampling, not the model;
-    production scores every moment. ECE bins hold equal weight."""
-    from sklearn.metrics import roc_auc_score
-
-    order = np.argsort(p, kind="stable")
-    ps, ys, ws = p[order], y[order], w[order]
-    cw = np.cumsum(ws)
-    b = np.minimum(((cw - ws) * n_bins // cw[-1]).astype(np.int64), n_bins - 1)
-    gap = np.bincount(b, ws * (ps - ys), minlength=n_bins)
-    pc = np.clip(p, 1e-6, 1 - 1e-6)
-    ll = -(y * np.log(pc) + (1 - y) * np.log1p(-pc))
-    return {"roc_auc": round(float(roc_auc_score(y, p, sample_weight=w)), 4),
-            "log_loss": round(float(np.average(ll, weights=w)), 4), "ece": round(float(np.abs(gap).sum() / cw[-1]), 4),
-            "mean_p": round(float(np.average(p, weights=w)), 4), "rate": round(float(np.average(y, weights=w)), 4)}
-
-
 def _candidates(y: np.ndarray, scores: dict[str, np.ndarray], settings: Any) -> dict[str, dict[str, float]]:
     """AUC and ECE of each model-choice candidate leadscore compared (the shipped one among them)."""
     out = {}
@@ -269,6 +249,7 @@ def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int
     from leadscore.scenarios import scenario_named
     from leadscore.training.bundle import schema_dicts
     from leadscore.training.choice import candidate_name
+    from leadscore.training.metrics import population_metrics
     from leadscore.training.procedure import Roles, choose_and_fit, refit_scores
     from leadscore.training.train import GROUND_TRUTH_FILE, attach_truth, split_target
 
@@ -301,8 +282,8 @@ def bench_generated(settings: Any, systems: list[str], scenario: str, leads: int
     ceiling = _scores(y[test][ok], t[ok], settings, 0.0)
     w_test = dataset[WEIGHT_COLUMN].to_numpy(dtype=np.float64)[test][ok]
     for name, (p, _sec) in all_scores.items():
-        result[name]["population"] = _population(y[test][ok], p[ok], w_test, settings.training.ece_bins)
-    ceiling["population"] = _population(y[test][ok], t[ok], w_test, settings.training.ece_bins)
+        result[name]["population"] = population_metrics(y[test][ok], p[ok], w_test, settings.training.ece_bins)
+    ceiling["population"] = population_metrics(y[test][ok], t[ok], w_test, settings.training.ece_bins)
     lead_ids = dataset["lead_id"].to_numpy()[test][ok]  # the gap's interval resamples leads, not moments
     _with_gaps(result, y[test][ok], {k: p[ok] for k, (p, _) in all_scores.items()}, lead_ids)
     for r in result.values():

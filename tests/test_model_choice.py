@@ -99,10 +99,11 @@ def test_refit_recency_is_chosen_again_on_the_newest_months(settings: Settings) 
     older, newest = np.flatnonzero(as_of < cal_start), np.flatnonzero(as_of >= cal_start)
     feats = [s for s in SCHEMA if s["name"] != "rid"]
     backtest = Recency()
-    assert refit_recency(frame, y, older, newest, cal_start, feats, settings.training, backtest) is backtest
-    on = settings.training.model_copy(update={"recency": settings.training.recency.model_copy(
-        update={"at_refit": True})})
-    assert refit_recency(frame, y, older, newest, cal_start, feats, on, backtest) != backtest
+    off = settings.training.model_copy(update={"recency": settings.training.recency.model_copy(
+        update={"at_refit": False})})
+    assert refit_recency(frame, y, older, newest, cal_start, feats, off, backtest) is backtest
+    assert settings.training.recency.at_refit  # the default
+    assert refit_recency(frame, y, older, newest, cal_start, feats, settings.training, backtest) != backtest
 
 
 # ------------------------------------------------------------------------------------------ model choice
@@ -223,7 +224,10 @@ def test_last_months_refit_never_fits_its_calibration_rows(settings: Settings) -
     from leadscore.training.split import TimeSplit
 
     frame, y = _linear_data(3000, seed=5, months=12)
-    cfg = settings.training.model_copy(update={"refit": "last_months"})
+    # the recency as given: with ``recency.at_refit`` (the default) the newest months *validate* the
+    # refit's recency choice, so flipping their labels may change the fit's weights (a choice, not a fit)
+    cfg = settings.training.model_copy(update={"refit": "last_months", "recency": settings.training.recency
+                                               .model_copy(update={"at_refit": False})})
     feats = SCHEMA[1:]
     as_of = frame["as_of"]
     m = pd.Timestamp("2024-01-01", tz="UTC")
@@ -350,9 +354,12 @@ def test_cross_fit_map_targets_the_fits_recency_weighted_level_not_the_newest_mo
     from leadscore.training.refit import RefitRows, refit_models, refit_target
     from leadscore.training.split import TimeSplit
 
-    # the backtest's choice kept (at_refit off; on these linear data the refit would ship the logistic model)
+    # the backtest's choice kept (at_refit off; on these linear data the refit would ship the logistic model),
+    # and the recency as given (the refit's own choice would follow the lift: this test is about the map)
     cfg = settings.training.model_copy(update={"refit": "cross_fit", "model_choice": settings.training.model_choice
-                                               .model_copy(update={"at_refit": False})})
+                                               .model_copy(update={"at_refit": False}),
+                                               "recency": settings.training.recency.model_copy(
+                                                   update={"at_refit": False})})
     feats = SCHEMA[1:]
     frame, _ = _linear_data(8000, seed=11, months=12)
     cal_start = pd.Timestamp("2024-11-01", tz="UTC")

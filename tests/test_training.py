@@ -111,6 +111,8 @@ def test_artifacts_and_scored_frames_logged(trained: Trained) -> None:
     run = mlflow.get_run(result.run_id)  # type: ignore[attr-defined]
     assert run.data.tags["config_hash"] == trained.settings.config_hash()
     assert "git_commit" in run.data.tags and "backtest.sql.shipped.roc_auc.ci_lo" in run.data.metrics
+    # the sample's ECE and the population's (every eligible moment), named apart
+    assert {"backtest.sql.shipped.ece", "backtest.sql.shipped.population.ece"} <= set(run.data.metrics)
     assert "drift.json" in {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert any(k.startswith("drift.psi.") for k in run.data.metrics)
     assert run.data.params["sql.registered"] == "backtest"
@@ -141,6 +143,10 @@ def test_summary_json_and_printed_verdict(trained: Trained, tmp_path: Path) -> N
             assert {"roc_auc", "log_loss", "ece"} <= set(entry[model])
             assert all(isinstance(v, float) for k, v in entry[model].items() if k != "model")
         assert entry["metrics_describe"].startswith("backtest") and isinstance(entry["beats_rule"], bool)
+        # the sample's figures and, beside them, the same over every eligible moment (moment weights)
+        assert "sampled" in entry["rows_describe"] and "moment_weight" in entry["population"]["rows_describe"]
+        for model in ("shipped", "logistic", "rule"):
+            assert {"roc_auc", "log_loss", "ece", "mean_p", "rate"} <= set(entry["population"][model])
     assert {"features", "label_rate", "reference_months", "scoring_months"} <= set(doc["drift"])
     assert {"feature", "psi", "outside_range"} == set(doc["drift"]["features"][0])
     for flat in (False, True):
@@ -148,6 +154,7 @@ def test_summary_json_and_printed_verdict(trained: Trained, tmp_path: Path) -> N
         print_results(result, console, flat=flat)  # type: ignore[arg-type]
         text = console.export_text()
         assert "drift of the test months against the training rows (PSI)" in text
+        assert "shipped over every eligible test moment (weighted by moment_weight)" in text
         beats = all(ok for ok, _ in result.verdicts.values())  # type: ignore[attr-defined]
         assert ("leadscore promote" in text) == (beats and not flat)
     # a losing model: one verdict line naming the drift, no promotion suggested

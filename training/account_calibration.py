@@ -2,25 +2,45 @@
 
 The noisy-OR of the leads' calibrated P(opportunity) (:func:`training.account_score.noisy_or`) assumes
 the leads of an account convert independently. They do not (one budget, one deal: the second
-interested person adds less than the first), so the noisy-OR over-counts: on the generated CRM its
-mean is ~0.10 against an observed account rate of ~0.06. Its *ranking* is good (it beats the best
-single lead), so the fix is a calibration map on top of it, fitted like the lead models' calibrators:
+interested person adds less than the first), and it ignores leads that do not exist yet (an account's
+opportunity may come from a lead created after the moment). Its *ranking* is good (it beats the best
+single lead); its level is checked, and corrected where the correction carries, by a calibration map
+on top of it, fitted like the lead models' calibrators:
 
 * **Account-month moments**, point-in-time: at the first instant of each month of the opportunity
   target's validation, calibration and test months (its :class:`~training.split.TimeSplit`), every
   account's open leads (created, not closed by the CRM) get features computed with what was known
-  at that instant (:func:`features.compute`, the batch path) and are scored by the **backtest**
-  model (fitted on earlier months only); the account row is :func:`account_rows` of those scores.
+  at that instant (:func:`features.compute`, the batch path) and are scored by the **model that
+  ships**, each lead by a model that never fitted it (:func:`shipped_scores`: the refit's calibration
+  fold that held the lead out, or the backtest when there is no refit); the account row is
+  :func:`account_rows` of those scores. The map corrects the shipped lead scores' noisy-OR, so it must
+  learn on their level: fitted on the backtest's scores while the refit shipped, it learnt the
+  backtest's correction (a +0.45 Platt shift on the generated CRM, seed 1, with moment weights).
   The label is an opportunity at the account created within ``horizons.opp_days`` after the moment;
   every moment of these months has matured by the cut-off (the split's last month is the last
   matured one), so nothing is censored in practice and :func:`account_moments` drops any that is not.
 * **Fitted on validation rows only**: moments in ``[validation_start, test_start)``; the test months'
-  moments are held out and give the before/after report (ECE, mean predicted vs observed, AUC).
+  moments are held out and give the before/after report (ECE, log loss, mean predicted vs observed, AUC).
+* **Checked on the test months**: the map ships only if its log loss there is below the raw
+  noisy-OR's; else the identity ships (``p_account`` = the noisy-OR; ``report["map"]`` says which, the
+  rejected map is in ``report["rejected"]``). A two-parameter map fitted on a few months carries their
+  level, and the account rate moves against the noisy-OR from month to month (generated CRM, seed 1,
+  lead scores with moment weights: 1.3-1.5x the noisy-OR in the validation months, 0.9-1.2x in the
+  test months), so when the lead scores are already at the right level the map mostly adds that
+  noise. The choice is binary and made on the months the report describes: their figures are the
+  shipped map's, chosen there.
 * **Method**: Platt scaling — a logistic regression of the label on the logit of the noisy-OR (its
   coefficient below 1 is the correlation discount). Two parameters, so a few hundred account moments
   suffice. Measured on the generated CRM (5,000 leads, seed 1; fitted on 1,029 validation account
-  moments, 65 positives; 2,175 held-out test moments, 120 positives): ECE 0.040 → 0.018, mean
-  predicted 0.094 → 0.068 against 0.055 observed, AUC unchanged (0.747, a monotone map). Adding the
+  moments, 65 positives; 2,175 held-out test moments, 120 positives) with lead scores at the sampled
+  moments' level (``training.moment_weights: none``, whose sample over-represents converting leads):
+  the noisy-OR over-counted (mean 0.094 against 0.055 observed, ECE 0.040) and the map fixed most of
+  it (ECE 0.018, mean 0.068), AUC unchanged (0.747, a monotone map). With moment weights (the default)
+  the lead scores are at the population's level and the noisy-OR is close to calibrated on the test
+  months (backtest: mean 0.051 vs 0.055, ECE 0.018, log loss 0.1900), where the map fitted on the
+  validation months (+0.46 intercept) over-predicts (mean 0.070, ECE 0.020, log loss 0.1924): the
+  identity ships (with extra trees, the refit's out-of-fold scores: ECE 0.012 raw, 0.021 mapped).
+  Adding the
   number of engaged leads as an input raised the held-out AUC to 0.760 but left ECE at 0.023; the
   buying-group roles or the number of open leads added nothing; isotonic steps calibrated worse
   (ECE 0.028) on so few positives. The calibrator records its inputs (:data:`INPUTS` are those it can
@@ -33,7 +53,7 @@ cut points) and applied identically by ``GET /accounts/{id}`` and ``leadscore sc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +66,7 @@ if TYPE_CHECKING:
     from leadscore.config import Settings
     from leadscore.history import CRMHistory
     from leadscore.training.bundle import BoundBundle
+    from leadscore.training.refit import Refit
     from leadscore.training.split import TimeSplit
 
 #: the inputs a calibrator can read from an account row (:func:`calibrator_inputs`)
@@ -125,13 +146,13 @@ def fit_calibrator(rows: pd.DataFrame, y: np.ndarray, months: tuple[str, ...] = 
 
 
 def calibration_report(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """ECE (10 equal-mass bins), mean predicted, observed rate and AUC of one set of account rows."""
+    """ECE (10 equal-mass bins), log loss, mean predicted, observed rate and AUC of one set of account rows."""
     from leadscore.training.metrics import evaluate_metrics
 
     m = evaluate_metrics(np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64), n_boot=0)
     return {"rows": len(y), "positives": int(np.sum(y)), "observed_rate": round(float(np.mean(y)), 4),
             "mean_predicted": round(float(np.mean(p)), 4), "ece": round(m["ece"].value, 4),
-            "roc_auc": round(m["roc_auc"].value, 4)}
+            "log_loss": round(m["log_loss"].value, 5), "roc_auc": round(m["roc_auc"].value, 4)}
 
 
 # --------------------------------------------------------------------------- the point-in-time moments
@@ -204,36 +225,99 @@ def account_moments(history: CRMHistory, settings: Settings, times: list[pd.Time
     return AccountMoments(pd.concat(lead_frames, ignore_index=True), pd.concat(label_frames, ignore_index=True))
 
 
-def score_moments(moments: AccountMoments, bundle: BoundBundle, settings: Settings) -> pd.DataFrame:
-    """Account rows (raw noisy-OR: no calibrator) of every moment, scored by ``bundle``, with ``y``."""
+#: calibrated P(opportunity) of account-moment lead rows (``lead_id`` and the feature columns)
+LeadScorer = Callable[[pd.DataFrame], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ShippedScores:
+    """The shipped model's lead scores on account moments, fitted without those leads, and the months the
+    calibrator may use: it is fitted on account moments in ``fit`` and reported on those in ``test``
+    (``[start, end)``; None: no held-out months). Built by :func:`shipped_scores`."""
+
+    score: LeadScorer
+    fit: tuple[pd.Timestamp, pd.Timestamp]
+    test: tuple[pd.Timestamp, pd.Timestamp] | None
+    #: which model scored: ``backtest`` (no refit), ``cross_fit`` or ``last_months`` (the refit's scheme)
+    scorer: str
+
+
+def shipped_scores(split: TimeSplit, backtest: BoundBundle, refit: Refit | None) -> ShippedScores:
+    """What scores the account moments for the calibrator: the model that ships, on rows it did not fit.
+
+    The calibrator maps the noisy-OR of the *shipped* model's lead scores, so it must learn on their
+    level; the backtest's lead scores are another model's (fitted on the oldest months only, its map on
+    its calibration months, without the refit's newest months, recency or choice of kind), and a map
+    fitted on them (a Platt shift of +0.45 on the generated CRM, seed 1, with moment weights) carries
+    that model's level into the bundle. Schemes, each leak-free (no lead is scored by a model that
+    fitted one of its moments):
+
+    * no refit (``training.refit: none``): the backtest ships; it fitted the months before
+      ``split.validation_start``, so it scores every account month: fit on the validation and
+      calibration months, report on the test months.
+    * ``cross_fit``: the refit fitted every matured month; each account lead is scored by the
+      calibration fold's models that held it out (:meth:`training.refit.Refit.held_out_probability`,
+      the scores the shipped calibration map was fitted on), leads it never fitted by the shipped ones;
+      the same months as without a refit.
+    * ``last_months``: the refit did not fit its newest months; the shipped model scores them and the
+      calibrator is fitted there, with no held-out months left to report on.
+    """
+    months = (split.validation_start, split.test_start), (split.test_start, split.test_end)
+    if refit is None or refit.models is None:
+
+        def backtest_score(leads: pd.DataFrame) -> np.ndarray:
+            return backtest.predict(leads[backtest.feature_names])["p_opportunity"].to_numpy()
+
+        return ShippedScores(backtest_score, *months, scorer="backtest")
+    if refit.rows.scheme == "cross_fit":
+        return ShippedScores(refit.held_out_probability, *months, scorer="cross_fit")
+    return ShippedScores(refit.held_out_probability, (refit.rows.calibration_start, refit.rows.end), None,
+                         scorer="last_months")
+
+
+def score_moments(moments: AccountMoments, score: LeadScorer, settings: Settings) -> pd.DataFrame:
+    """Account rows (raw noisy-OR: no calibrator) of every moment, the leads scored by ``score``, with ``y``."""
     from leadscore.training.account_score import account_rows
 
     leads = moments.leads[["lead_id", "account_id", "as_of", "role", "last_engaged_at"]].assign(
-        p_opportunity=bundle.predict(moments.leads[bundle.feature_names])["p_opportunity"].to_numpy())
+        p_opportunity=np.asarray(score(moments.leads), dtype=np.float64))
     frames = [account_rows(g, as_of, settings.accounts.engaged_days) for as_of, g in leads.groupby("as_of", sort=True)]
     rows = pd.concat(frames, ignore_index=True)
     labels = moments.labels.assign(as_of=pd.to_datetime(moments.labels["as_of"], utc=True))
     return rows.merge(labels, on=["account_id", "as_of"], how="inner", validate="one_to_one")
 
 
-def fit_account_calibration(moments: AccountMoments, backtest: BoundBundle, split: TimeSplit,
-                            settings: Settings) -> AccountCalibrator | None:
-    """Fit the calibrator on the validation months' account rows scored by the backtest model, and
-    report before/after on the test months' rows (held out). None when there is too little to fit on."""
+def _months(rows: pd.DataFrame) -> list[str]:
+    return sorted({f"{t:%Y-%m}" for t in rows["as_of"]})
+
+
+def fit_account_calibration(moments: AccountMoments, shipped: ShippedScores, settings: Settings
+                            ) -> AccountCalibrator | None:
+    """Fit the calibrator on ``shipped``'s fitting months' account rows; on its test months (held out)
+    keep it only if it beats the raw noisy-OR (module docstring), and report before/after there. None
+    when there is too little to fit on."""
     if moments.empty:
         return None
-    rows = score_moments(moments, backtest, settings)
-    fit_rows = rows[(rows["as_of"] >= split.validation_start) & (rows["as_of"] < split.test_start)]
-    test_rows = rows[(rows["as_of"] >= split.test_start) & (rows["as_of"] < split.test_end)]
-    months = tuple(sorted({f"{t:%Y-%m}" for t in fit_rows["as_of"]}))
+    rows = score_moments(moments, shipped.score, settings)
+
+    def within(span: tuple[pd.Timestamp, pd.Timestamp]) -> pd.DataFrame:
+        return rows[(rows["as_of"] >= span[0]) & (rows["as_of"] < span[1])]
+
+    fit_rows = within(shipped.fit)
+    test_rows = within(shipped.test) if shipped.test is not None else rows.iloc[:0]
+    months = tuple(_months(fit_rows))
     cal = fit_calibrator(fit_rows, fit_rows["y"].to_numpy(), months)
     if cal is None:
         return None
-    report: dict[str, Any] = {"validation_months": list(months),
-                              "test_months": sorted({f"{t:%Y-%m}" for t in test_rows["as_of"]})}
+    report: dict[str, Any] = {"scored_by": shipped.scorer, "validation_months": list(months),
+                              "test_months": _months(test_rows), "map": "platt"}
     if len(test_rows) and 0 < test_rows["y"].sum() < len(test_rows):
         y = test_rows["y"].to_numpy()
-        report["test_before"] = calibration_report(y, test_rows["p_noisy_or"].to_numpy())
+        before, platt = (calibration_report(y, p) for p in (test_rows["p_noisy_or"].to_numpy(), cal.apply(test_rows)))
+        report.update(test_before=before, test_platt=platt)
+        if platt["log_loss"] >= before["log_loss"]:  # the map does not carry to later months: the identity ships
+            report.update(map="identity", rejected={"coef": list(cal.coef), "intercept": cal.intercept})
+            cal = replace(cal, coef=tuple(float(i == "logit_noisy_or") for i in cal.inputs), intercept=0.0)
         report["test_after"] = calibration_report(y, cal.apply(test_rows))
         report["test_best_lead_auc"] = calibration_report(y, test_rows["best_lead_p_opportunity"].to_numpy())["roc_auc"]
     return replace(cal, report=report)
@@ -254,11 +338,12 @@ def training_moments(history: CRMHistory, dataset: pd.DataFrame, settings: Setti
 
 
 def calibrate_bundles(moments: AccountMoments | None, split: TimeSplit | None, backtest: BoundBundle,
-                      shipped: BoundBundle, settings: Settings) -> AccountCalibrator | None:
-    """Fit the account calibrator with the backtest model on ``split``'s validation months and ship it in
-    both bundles (the shipped model's scores are calibrated like the backtest's, as its stage policy is)."""
+                      shipped: BoundBundle, settings: Settings, refit: Refit | None = None) -> AccountCalibrator | None:
+    """Fit the account calibrator on the shipped model's level (``refit``'s held-out scores, the backtest's
+    without a refit: :func:`shipped_scores`) and put it in both bundles (the backtest bundle is the
+    record of the procedure; its own scores differ in level, so it is not what the calibrator describes)."""
     if moments is None or split is None:
         return None
-    cal = fit_account_calibration(moments, backtest, split, settings)
+    cal = fit_account_calibration(moments, shipped_scores(split, backtest, refit), settings)
     backtest.account_calibration = shipped.account_calibration = cal
     return cal

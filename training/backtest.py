@@ -18,7 +18,7 @@ These figures describe the *procedure*; the registered model is its refit (:mod:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ from leadscore.training.calibration import map_weights
 from leadscore.training.choice import ModelChoice, RecencyChoice, candidate_name
 from leadscore.training.fit import FitResult
 from leadscore.training.linear import LinearModel
-from leadscore.training.metrics import MetricCI, evaluate_metrics
+from leadscore.training.metrics import MetricCI, evaluate_metrics, population_metrics
 from leadscore.training.procedure import Roles, candidate_scores, choose_and_fit
 from leadscore.training.refit import Refit
 from leadscore.training.split import TARGETS, TimeSplit, split_target, stratified_time_sample
@@ -65,6 +65,10 @@ class TargetResult:
     share_of_ceiling_lift: float | None = None
     #: the production refit (None when ``training.refit`` is ``none`` or the refit months lack an outcome)
     refit: Refit | None = None
+    #: per model, the test months' figures over every scoring moment (rows weighted by ``moment_weight``,
+    #: :func:`training.metrics.population_metrics`); ``metrics`` describe the sampled moments. Empty
+    #: without moment weights (a flat table's rows are all its moments)
+    population: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def tune(self) -> TuneResult:
@@ -93,6 +97,8 @@ class TargetResult:
         key = candidate_key(candidate_name(c.kind, c.blend_weight))
         if c is not self.choice and key in self.metrics:
             self.metrics[SHIPPED] = self.metrics[key]
+            if key in self.population:
+                self.population[SHIPPED] = self.population[key]
             self.share_of_ceiling_lift = _ceiling_share(self.metrics)
 
     def model_record(self) -> dict[str, Any]:
@@ -196,7 +202,10 @@ def train_target(
         scores.update({candidate_key(name): p for name, p in
                        candidate_scores(chosen.raw, y[rows["calibration"]], choice, cfg,
                                         map_weights(dataset.iloc[rows["calibration"]], cfg)).items() if name != SHIPPED})
+    from leadscore.features.moments import WEIGHT_COLUMN  # numba: not at import time
+
     yt = y[rows["test"]]
+    wt = dataset[WEIGHT_COLUMN].to_numpy(dtype=np.float64)[rows["test"]] if WEIGHT_COLUMN in dataset else None
     ceiling = False
     if truth is not None:
         t = truth[TRUTH_COLUMNS[target]].to_numpy(dtype=np.float64)[rows["test"]]
@@ -207,19 +216,22 @@ def train_target(
             scores = {k: v[ok] for k, v in scores.items()}
             scores["ground_truth"] = t[ok]
             yt = yt[ok]
+            wt = wt[ok] if wt is not None else None
             ceiling = True
     metrics = {
         name: evaluate_metrics(yt, p, capacity_share=cap, n_boot=cfg.bootstrap_samples, n_bins=cfg.ece_bins,
                                seed=cfg.seed)
         for name, p in scores.items()
     }
+    population = {name: population_metrics(yt, p, wt, cfg.ece_bins) for name, p in scores.items()
+                  if name != "lightgbm_uncalibrated"} if wt is not None and 0 < yt.sum() < len(yt) else {}
     share = _ceiling_share(metrics) if ceiling else None
     _emit(progress, "target_done", target)
     return TargetResult(
         target=target, split=split, fit=fit, model=backtest_model(fit, choice, chosen.linear), metrics=metrics,
         rows={p: len(r) for p, r in rows.items()}, positives={p: int(y[r].sum()) for p, r in rows.items()},
         capacity_share=cap, recency=chosen.recency, choice=choice, fit_rows=chosen.fit_rows,
-        share_of_ceiling_lift=share,
+        share_of_ceiling_lift=share, population=population,
     )
 
 

@@ -48,6 +48,11 @@ def print_results(result: TrainResult, console: Console, *, flat: bool = False) 
             ms = tr.metrics[model]
             table.add_row(model, *[f"{ms[m].value:.3f}\n[dim][{ms[m].lo:.3f}, {ms[m].hi:.3f}][/dim]" for m in _SHOWN])
         console.print(table)
+        if "shipped" in tr.population:  # the table's figures are the sample's (training.artifacts.summary)
+            pop = tr.population["shipped"]
+            console.print(f"  shipped over every eligible test moment (weighted by moment_weight): AUC "
+                          f"{pop['roc_auc']:.3f}, log loss {pop['log_loss']:.3f}, ECE {pop['ece']:.3f}; the table: the "
+                          "sampled moments")
         lift = tr.metrics["shipped"]["roc_auc"].value - tr.metrics["rule"]["roc_auc"].value
         line = f"  AUC gain of the shipped model over the rule score: {lift:+.3f}"
         if tr.share_of_ceiling_lift is not None:

@@ -44,16 +44,22 @@ as the shipped map does (recency decay, and moment weights with ``training.momen
 it scored every candidate on the old months as much as on the newest, and on the generated CRM, seed 1,
 it shipped the blend 0.5 (test AUC 0.797) where the weighted comparison ships the blend 0.75 (0.801).
 
-**Moment weights** (``training.moment_weights``, default ``none``): the moment sampler keeps fewer
+**Moment weights** (``training.moment_weights``, default ``fit``): the moment sampler keeps fewer
 moments of leads that stay open in older months (:mod:`features.moments`), so their label rate is
 inflated (seed 1: 0.042 in the newest pre-test months against 0.026 at every moment). With ``fit`` the
 models, the recency probes and every map learn each moment with its sampling weight (scaled per month);
-with ``recency.at_refit`` the refit chooses its recency again on its newest months
+with ``recency.at_refit`` (default on) the refit chooses its recency again on its newest months
 (:func:`refit_recency`). On the generated CRMs, seeds 1-3, test ECE fell from 0.017 / 0.012 / 0.017 to
 0.005 / 0.013 / 0.008 (AUC 0.801 / 0.792 / 0.809 to 0.810 / 0.806 / 0.814, with extra trees), but on the
 regime-shift CRM the sample's ECE rose from 0.014 to 0.032 (its population ECE fell, 0.020 to 0.013): at
 every moment the pre-shift months' rate is a quarter of the post-shift months', a level shift the sampled
 rates hid. README, Results, has the figures.
+
+**The fold models are kept** (:attr:`Refit.models`): the account calibrator
+(:mod:`training.account_calibration`) maps the noisy-OR of the shipped model's lead scores, so it is
+fitted on that model's level, and every account-moment lead is scored by the fold's models that held
+it out (:meth:`RefitModels.held_out_raw`): the same scores the shipped map was fitted on, none from a
+model that fitted the lead.
 
 **Scheme ``last_months``: a slice.** The newest ``split.calibration_months`` matured months calibrate
 the refit; every older matured month (within the chosen recency window) fits it. Calibration rows are
@@ -69,7 +75,7 @@ refit (trees and logistic model) when ``model_choice.at_refit`` may pick any of 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -157,6 +163,16 @@ class Refit:
     choice: ModelChoice | None = None
     #: the decay and window the refit fitted with (chosen again with ``recency.at_refit``)
     recency: str | None = None
+    #: the fitted candidates, folds included (:meth:`RefitModels.held_out_raw`): what scores rows the
+    #: shipped model fitted without leakage (the account calibrator's, :mod:`training.account_calibration`)
+    models: RefitModels | None = field(default=None, repr=False, compare=False)
+
+    def held_out_probability(self, features: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities of ``features`` (rows with ``lead_id``) at the shipped model's level,
+        each row scored by a model that never fitted its lead (:meth:`RefitModels.held_out_raw`) and put
+        through the shipped calibration map (fitted on such scores with ``cross_fit``)."""
+        assert self.models is not None and self.choice is not None
+        return self.model.calibrator(self.models.held_out_raw(features, self.choice.kind, self.choice.blend_weight))
 
     def window(self) -> dict[str, Any]:
         """What the bundle's training window records about the refit."""
@@ -187,6 +203,8 @@ class RefitModels:
     booster: Any = None
     #: ``cross_fit``: out-of-fold raw scores of the calibration (= fitting) rows, by model (``trees``, ``linear``)
     out_of_fold: dict[str, np.ndarray] | None = None
+    #: ``cross_fit`` on rows naming leads: the fold models, each with the leads it did not fit
+    folds: tuple[RefitFold, ...] = ()
 
     def raw(self, frame: pd.DataFrame, kind: str, weight: float | None) -> np.ndarray:
         """A candidate's raw probability on ``frame``'s rows."""
@@ -198,12 +216,38 @@ class RefitModels:
             p_linear = self.linear.predict(frame)
         return candidate_raw(kind, weight, p_trees, p_linear)
 
+    def held_out_raw(self, frame: pd.DataFrame, kind: str, weight: float | None) -> np.ndarray:
+        """A candidate's raw probability on rows of ``frame`` (column ``lead_id``) from models that never
+        fitted their lead: a lead held out of a calibration fold is scored by that fold's models, any other
+        lead by the shipped models (with ``cross_fit`` they fitted every lead with a matured moment, and
+        each of those is held out of one fold; with ``last_months`` they are scored by the shipped models,
+        the caller keeps the rows they did not fit)."""
+        out = np.full(len(frame), np.nan)
+        leads = frame["lead_id"].astype(str).to_numpy()
+        rest = np.ones(len(frame), dtype=bool)
+        for fold in self.folds:
+            mine = np.isin(leads, fold.leads)
+            if mine.any():
+                out[mine] = fold.models.raw(frame.iloc[np.flatnonzero(mine)], kind, weight)
+                rest &= ~mine
+        if rest.any():
+            out[rest] = self.raw(frame.iloc[np.flatnonzero(rest)], kind, weight)
+        return out
+
     def calibration_raw(self, frame: pd.DataFrame, kind: str, weight: float | None) -> np.ndarray:
         """A candidate's raw probability on the calibration rows ``frame``, as the map must see it:
         out of fold when they were fitted (``cross_fit``), else the shipped models' scores."""
         if self.out_of_fold is None:
             return self.raw(frame, kind, weight)
         return candidate_raw(kind, weight, self.out_of_fold.get("trees"), self.out_of_fold.get("linear"))
+
+
+@dataclass(frozen=True)
+class RefitFold:
+    """One ``cross_fit`` calibration fold: the models fitted without it, and the leads it held out."""
+
+    leads: np.ndarray
+    models: RefitModels
 
 
 def refit_models(
@@ -228,7 +272,7 @@ def refit_models(
     # the calibration folds' boosters, each on a fold of the same rows, stay here
     booster, encodings = fit_trees(rows.fit, weights, client) if trees else (None, backtest.encodings)
     lin = fit_linear(frame.iloc[rows.fit], y[rows.fit], schema, weights=weights, seed=cfg.seed) if linear else None
-    out_of_fold = None
+    out_of_fold, folds = None, []
     if rows.scheme == "cross_fit":
         # both models out of fold (module docstring: in-sample logistic scores made a blend's map overconfident)
         out_of_fold = {name: np.empty(len(rows.calibration)) for name, on in (("trees", trees), ("linear", linear))
@@ -237,14 +281,19 @@ def refit_models(
             keep = ~np.isin(rows.fit, rows.calibration[held])
             w_keep = None if weights is None else weights[keep]
             scored = frame.iloc[rows.calibration[held]]
+            b, enc, fold_lin = None, encodings, None
             if trees:
                 b, enc = fit_trees(rows.fit[keep], w_keep)
                 out_of_fold["trees"][held] = b.predict(encode_frame(scored, schema, enc))
             if linear:
-                fold = fit_linear(frame.iloc[rows.fit[keep]], y[rows.fit[keep]], schema, weights=w_keep, seed=cfg.seed)
-                out_of_fold["linear"][held] = fold.predict(scored)
+                fold_lin = fit_linear(frame.iloc[rows.fit[keep]], y[rows.fit[keep]], schema, weights=w_keep,
+                                      seed=cfg.seed)
+                out_of_fold["linear"][held] = fold_lin.predict(scored)
+            if "lead_id" in frame.columns:  # kept: they score the account calibrator's rows (Refit.models)
+                folds.append(RefitFold(np.unique(scored["lead_id"].astype(str).to_numpy()),
+                                       RefitModels(None, enc, fold_lin, schema, b)))
     model_str = None if booster is None else str(booster.model_to_string())
-    return RefitModels(model_str, encodings, lin, schema, booster, out_of_fold)
+    return RefitModels(model_str, encodings, lin, schema, booster, out_of_fold, tuple(folds))
 
 
 def refit_boosting(backtest: FitResult, cfg: TrainingConfig, scheme: RefitScheme, rows: int = 0
@@ -331,7 +380,7 @@ def refit_on_rows(
                         kind=choice.kind, linear=models.linear if choice.kind != "lightgbm" else None,
                         blend_weight=choice.blend_weight)
     return Refit(model, rows, {"fit": int(y[rows.fit].sum()), "calibration": int(y_cal.sum())},
-                 _log_loss(y_cal, calibrator(raw)), choice, recency.label)
+                 _log_loss(y_cal, calibrator(raw)), choice, recency.label, models)
 
 
 def refit_recency(frame: pd.DataFrame, y: np.ndarray, older: np.ndarray, newest: np.ndarray,
@@ -366,5 +415,5 @@ def refit_target(
     return refit_on_rows(frame, y, rows, schema, cfg, recency, choice, backtest, client)
 
 
-__all__ = ["Refit", "RefitModels", "RefitRows", "RefitScheme", "calibrate_as", "refit_boosting", "refit_choice",
+__all__ = ["Refit", "RefitFold", "RefitModels", "RefitRows", "RefitScheme", "calibrate_as", "refit_boosting", "refit_choice",
            "refit_kinds", "refit_models", "refit_on_rows", "refit_recency", "refit_rows", "refit_target"]

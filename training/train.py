@@ -264,7 +264,8 @@ def train_from_dataset(
         if "opportunity" in results:
             from leadscore.training.account_calibration import calibrate_bundles
 
-            calibrate_bundles(account_moments, results["opportunity"].split, backtest, bundle, settings)
+            opp = results["opportunity"]
+            calibrate_bundles(account_moments, opp.split, backtest, bundle, settings, opp.refit)
         first = results[targets[0]].split
         as_of, known = dataset["as_of"], dataset[TARGETS[targets[0]]].notna()
         cal_mask = np.asarray((as_of >= first.validation_start) & (as_of < first.test_start) & known)
