@@ -62,6 +62,9 @@ class LightGBMConfig(_Strict):
     extra_trees: bool | Literal["tune"] = False
     #: the refit boosts the backtest's rounds times (its rows / the backtest's fitting rows) ** this; 0: as many
     refit_rounds_exponent: float = Field(default=0.0, ge=-1, le=1)
+    #: the refit's booster is the average of this many boosters differing only in their seed
+    #: (training.seed_average): 1 = one booster; more cost as many fits and take out the seed's variance
+    refit_seeds: int = Field(default=1, ge=1, le=32)
 
 
 class DaskTrainingConfig(_Strict):

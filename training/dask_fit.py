@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from leadscore.training.config import DaskTrainingConfig, TrainingConfig
+from leadscore.training.seed_average import seed_averaged
 from leadscore.training.threads import lightgbm_threads
 from leadscore.training.tune import import_lightgbm, make_dataset
 
@@ -73,13 +74,15 @@ def final_booster(
     X: np.ndarray, y: np.ndarray, weight: np.ndarray | None, categorical: list[int], params: dict[str, Any],
     rounds: int, cfg: TrainingConfig, client: Any = None,
 ) -> Any:
-    """The final fit of ``rounds`` rounds at ``params``: on the cluster when :func:`use_dask`, else here."""
+    """The final fit of ``rounds`` rounds at ``params``: on the cluster when :func:`use_dask`, else here;
+    ``lightgbm.refit_seeds`` boosters averaged into one (:mod:`training.seed_average`)."""
     if use_dask(client, len(y), cfg.dask):
-        return fit_booster_dask(client, X, y, weight, categorical=categorical, params=params, rounds=rounds,
-                                cfg=cfg.dask)
+        return seed_averaged(lambda p: fit_booster_dask(client, X, y, weight, categorical=categorical, params=p,
+                                                        rounds=rounds, cfg=cfg.dask), params, cfg.lightgbm.refit_seeds)
     train_set = make_dataset(X, y, categorical, params={"max_bin": cfg.lightgbm.max_bin}, weight=weight)
     params = {**params, "num_threads": lightgbm_threads(cfg.lightgbm, len(y))}
-    return import_lightgbm().train(params, train_set, num_boost_round=max(1, rounds))
+    return seed_averaged(lambda p: import_lightgbm().train(p, train_set, num_boost_round=max(1, rounds)), params,
+                         cfg.lightgbm.refit_seeds)
 
 
 def _running_workers(client: Any) -> dict[str, int]:
