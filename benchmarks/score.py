@@ -91,7 +91,7 @@ def main() -> None:
         as_of = pd.Timestamp(history.cutoff)
         ids, _ = candidate_leads(history, as_of)
         moments = pd.DataFrame({"lead_id": ids, "as_of": pd.Series([as_of] * len(ids), dtype="datetime64[us, UTC]")})
-        feats = compute_features(history, moments, settings, prep=prepare(history, settings))
+        feats = compute_features(history, moments, settings, prep=prepare(history, settings), coded=True)
         feats = feats[~feats["current_stage"].astype(object).isin(CLOSED_STAGES)].reset_index(drop=True)
         n = len(feats)
         bundle = scorer.bundle

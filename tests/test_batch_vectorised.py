@@ -324,3 +324,20 @@ def test_abs_logs_split_over_two_threads_are_numpys_bits() -> None:
         got = _abs_logs(x)
         assert got.shape == x.shape
         np.testing.assert_array_equal(got.view(np.int64), np.log1p(np.abs(x)).view(np.int64))
+
+
+def test_factorized_categorical_is_the_factorize_of_its_text() -> None:
+    """A categorical column's distinct values (unused categories dropped, missing -1) read from its codes are
+    ``pd.factorize`` of the same values as text, up to the order of the distinct values."""
+    dtype = pd.CategoricalDtype(pd.Index(["a", "b", "c", "d"], dtype="str"))
+    for values in (["b", None, "d", "b"], ["a", "b", "c", "d", None], [None, None], []):
+        col = pd.Series(pd.Categorical(values, dtype=dtype))
+        frame = pd.DataFrame({"x": col, "y": col.astype("str")})
+        cols = FrameColumns(frame)
+        codes, uniques = cols.factorized("x")
+        want_codes, want_uniques = pd.factorize(frame["y"], use_na_sentinel=True)
+        assert isinstance(uniques, np.ndarray) and uniques.dtype == object
+        assert sorted(uniques.tolist()) == sorted(want_uniques.tolist())
+        got = [None if c < 0 else uniques[c] for c in codes.tolist()]
+        assert got == [None if c < 0 else want_uniques[c] for c in want_codes.tolist()] == [
+            v if isinstance(v, str) else None for v in values]
