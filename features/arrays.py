@@ -280,9 +280,11 @@ def fit_dictionary(values: np.ndarray) -> tuple[np.ndarray, pd.CategoricalDtype]
 
 @cache
 def text_categories(texts: tuple[str, ...]) -> pd.CategoricalDtype:
-    """The categorical dtype of distinct ``texts`` (categories of the history frames' text dtype), built once
-    per dictionary: a "code" feature's labels are fixed by its family, a fit feature's once per history."""
-    return pd.CategoricalDtype(pd.Index(list(texts), dtype=text_dtype()))
+    """The categorical dtype of distinct ``texts``, built once per dictionary: a "code" feature's labels are
+    fixed by its family, a fit feature's once per history. The categories are an object index (Python
+    strings, what the values read as): its readers take them as an object array, which a ``str`` index
+    converts from Arrow every time."""
+    return pd.CategoricalDtype(pd.Index(list(texts), dtype=object))
 
 
 def take_coded(dtype: pd.CategoricalDtype, codes: np.ndarray) -> pd.Series:
