@@ -3,7 +3,9 @@
 Usage: python benchmarks/score.py [--crm DIR --bundle DIR] [--leads 4000] [--reps 3]
 
 Without ``--crm``/``--bundle``, generates a CRM and trains a small bundle (2 trials, nothing logged).
-Times, over the feature rows of every open lead at the cut-off (best of ``--reps``):
+Times, over the feature rows of every open lead at the cut-off, built as ``leadscore score`` builds them
+(:func:`features.engine.compute_features` with ``coded=True``: string features as categoricals over the
+run's dictionaries), best of ``--reps``:
 
 * ``rows_per_s``: :func:`training.batch_score.score_frame`, what ``leadscore score`` does to each chunk
   of feature rows: encode, both targets' calibrated probabilities, the stage policy with hysteresis,
