@@ -3,7 +3,9 @@
 Usage: python benchmarks/score.py [--crm DIR --bundle DIR] [--leads 4000] [--reps 3]
 
 Without ``--crm``/``--bundle``, generates a CRM and trains a small bundle (2 trials, nothing logged).
-Times, over the feature rows of every open lead at the cut-off (best of ``--reps``):
+Times, over the feature rows of every open lead at the cut-off, built as ``leadscore score`` builds them
+(:func:`features.engine.compute_features` with ``coded=True``: string features as categoricals over the
+run's dictionaries), best of ``--reps``:
 
 * ``rows_per_s``: :func:`training.batch_score.score_frame`, what ``leadscore score`` does to each chunk
   of feature rows: encode, both targets' calibrated probabilities, the stage policy with hysteresis,
@@ -91,7 +93,7 @@ def main() -> None:
         as_of = pd.Timestamp(history.cutoff)
         ids, _ = candidate_leads(history, as_of)
         moments = pd.DataFrame({"lead_id": ids, "as_of": pd.Series([as_of] * len(ids), dtype="datetime64[us, UTC]")})
-        feats = compute_features(history, moments, settings, prep=prepare(history, settings))
+        feats = compute_features(history, moments, settings, prep=prepare(history, settings), coded=True)
         feats = feats[~feats["current_stage"].astype(object).isin(CLOSED_STAGES)].reset_index(drop=True)
         n = len(feats)
         bundle = scorer.bundle

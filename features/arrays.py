@@ -9,6 +9,7 @@ other modules use.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import pandas as pd
 
 from leadscore.errors import DataError
 from leadscore.features.kernel import hash_strings
-from leadscore.tables import known_distinct, mark_distinct
+from leadscore.tables import known_distinct, mark_distinct, text_dtype
 
 #: below this many rows, plain-Python lookups beat pandas' hashing setup (same results either way)
 _SMALL = 4096
@@ -264,3 +265,42 @@ class Keys:
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+def fit_dictionary(values: np.ndarray) -> tuple[np.ndarray, pd.CategoricalDtype]:
+    """``values`` (object array: text, or anything else for missing) as int64 codes (-1 missing) into the
+    distinct texts, and the categorical dtype of those texts: :func:`take_str` and :func:`take_coded` of the
+    codes give the column's values as :func:`take_str` of ``values`` does."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    uniques = np.asarray(uniques, dtype=object)
+    texts = np.fromiter((isinstance(v, str) for v in uniques.tolist()), dtype=bool, count=len(uniques))
+    remap = np.append(np.where(texts, np.cumsum(texts) - 1, -1), -1)  # a non-text value is missing
+    return remap[codes].astype(np.int64), text_categories(tuple(uniques[texts].tolist()))
+
+
+@cache
+def text_categories(texts: tuple[str, ...]) -> pd.CategoricalDtype:
+    """The categorical dtype of distinct ``texts``, built once per dictionary: a "code" feature's labels are
+    fixed by its family, a fit feature's once per history. The categories are an object index (Python
+    strings, what the values read as): its readers take them as an object array, which a ``str`` index
+    converts from Arrow every time."""
+    return pd.CategoricalDtype(pd.Index(list(texts), dtype=object))
+
+
+def take_coded(dtype: pd.CategoricalDtype, codes: np.ndarray) -> pd.Series:
+    """``codes`` (-1 missing) into ``dtype``'s texts as a categorical Series: the values :func:`take_str`
+    gives, kept as codes into a dictionary fixed for the run, so batch scoring reads a column's distinct
+    values without hashing its texts per chunk (:meth:`training.linear.FrameColumns.factorized`)."""
+    return pd.Series(pd.Categorical.from_codes(codes, dtype=dtype))
+
+
+def take_str(values: np.ndarray, idx: np.ndarray) -> pd.Series:
+    """``values[idx]`` as a pandas ``str`` Series (NaN where idx < 0 or the value is missing).
+
+    Gathering through pyarrow avoids materialising a million Python strings (~20x faster).
+    """
+    import pyarrow as pa
+
+    table = pa.array([v if isinstance(v, str) else None for v in values], type=pa.large_string())
+    taken = table.take(pa.array(idx, mask=idx < 0))
+    return pd.Series(pd.array(taken, dtype=text_dtype()))

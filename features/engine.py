@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -29,9 +29,13 @@ from leadscore.features.arrays import (
     column,
     csr_offsets,
     first_occurrence,
+    fit_dictionary,
     key_codes,
     objects,
     surely_distinct,
+    take_coded,
+    take_str,
+    text_categories,
     ts_us,
 )
 from leadscore.features.driver import driver, kernel_params
@@ -39,7 +43,6 @@ from leadscore.features.fit import fit_block
 from leadscore.features.kernel import DAY_US, FAR, account_times, group_sort, is_sorted_by, parallel_chunks
 from leadscore.features.plan import Plan, plan, rule_scores
 from leadscore.features.registry import KernelInputs, registry
-from leadscore.tables import text_dtype
 
 if TYPE_CHECKING:
     from leadscore.config import Settings
@@ -66,6 +69,17 @@ class Prepared:
     kernel: Any  # the generated driver module of the enabled families (features.driver)
     params: tuple[Any, ...]  # per family, what its kernel receives
     width: int
+    #: per FIT_CATEGORICAL column, its :func:`fit_dictionary` (filled on first use)
+    _fit_dicts: dict[int, tuple[np.ndarray, pd.CategoricalDtype]] = field(default_factory=dict, repr=False)
+
+    def fit_codes(self, i: int) -> tuple[np.ndarray, pd.CategoricalDtype]:
+        """FIT_CATEGORICAL column ``i`` as codes over leads into its text values: :func:`fit_dictionary`,
+        once per history (each chunk of moments gathers its leads' codes; factorising the column per chunk
+        hashed every lead's text again)."""
+        got = self._fit_dicts.get(i)
+        if got is None:
+            got = self._fit_dicts[i] = fit_dictionary(self.fit_cat[i])
+        return got
 
     # named views of the kernel arrays, for moments and labels
     @property
@@ -329,29 +343,19 @@ def moment_codes(prep: Prepared, moments: pd.DataFrame) -> tuple[np.ndarray, np.
     return m_lead, m_t
 
 
-def take_str(values: np.ndarray, idx: np.ndarray) -> pd.Series:
-    """``values[idx]`` as a pandas ``str`` Series (NaN where idx < 0 or the value is missing).
-
-    Gathering through pyarrow avoids materialising a million Python strings (~20x faster).
-    """
-    import pyarrow as pa
-
-    table = pa.array([v if isinstance(v, str) else None for v in values], type=pa.large_string())
-    taken = table.take(pa.array(idx, mask=idx < 0))
-    return pd.Series(pd.array(taken, dtype=text_dtype()))
-
-
 def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray,
-                    moments: pd.DataFrame | None = None) -> dict[str, Any]:
+                    moments: pd.DataFrame | None = None, coded: bool = False) -> dict[str, Any]:
     """``lead_id``, ``as_of``, every feature and ``rule_score`` as columns (numpy or ``str`` Series).
 
     ``moments``: the ``lead_id, as_of`` frame of these moments when the caller has it already (its
     columns are reused, not built a second time); without it they are built beside the kernel.
+    ``coded``: the string features as categorical Series (:func:`take_coded`: the same values, as codes into
+    a dictionary of the run) instead of ``str`` ones; batch scoring's encoding then remaps codes.
     """
     # The moment and fit columns read no kernel output: a big batch gathers them on a second thread
     # while the kernel runs (it releases the GIL), instead of after it.
     pool = ThreadPoolExecutor(1, thread_name_prefix="leadscore-columns") if len(m_lead) >= _OVERLAP_MIN else None
-    gathered = _start(pool, _gathered_columns, prep, p, m_lead, m_t, moments)
+    gathered = _start(pool, _gathered_columns, prep, p, m_lead, m_t, moments, coded)
     out = run(prep, m_lead, m_t, parallel=True)
     data = gathered()
     if pool is not None:
@@ -360,8 +364,10 @@ def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray
         if kind in ("cat", "num"):
             data[spec.name] = data.pop(spec.name)  # in schema order
         elif kind == "code":
-            cats = np.array(p.categories[spec.name], dtype=object)
-            data[spec.name] = take_str(cats, out[i].astype(np.int64))
+            codes = out[i].astype(np.int64)
+            cats = p.categories[spec.name]
+            data[spec.name] = (take_coded(text_categories(cats), codes) if coded
+                               else take_str(np.array(cats, dtype=object), codes))
         else:
             data[spec.name] = out[i]
     data["rule_score"] = rule_scores(p, p.rule_points(out), data.__getitem__)
@@ -369,7 +375,7 @@ def feature_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray
 
 
 def _gathered_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarray,
-                      moments: pd.DataFrame | None) -> dict[str, Any]:
+                      moments: pd.DataFrame | None, coded: bool = False) -> dict[str, Any]:
     """``lead_id``, ``as_of`` and the fit features of each moment's lead (per-lead values gathered)."""
     cols: dict[str, Any] = {
         "lead_id": take_str(prep.leads.values, m_lead) if moments is None else moments["lead_id"],
@@ -378,20 +384,22 @@ def _gathered_columns(prep: Prepared, p: Plan, m_lead: np.ndarray, m_t: np.ndarr
     }
     for spec, (kind, i) in zip(p.schema, p.sources, strict=True):
         if kind == "cat":
-            codes, uniques = pd.factorize(prep.fit_cat[i], use_na_sentinel=True)
-            cols[spec.name] = take_str(np.asarray(uniques, dtype=object), codes[m_lead])
+            codes, dtype = prep.fit_codes(i)
+            cols[spec.name] = (take_coded(dtype, codes[m_lead]) if coded
+                               else take_str(np.asarray(dtype.categories, dtype=object), codes[m_lead]))
         elif kind == "num":
             cols[spec.name] = prep.fit_num[i][m_lead]
     return cols
 
 
 def compute_features(history: CRMHistory, moments: pd.DataFrame, settings: Settings,
-                     prep: Prepared | None = None) -> pd.DataFrame:
-    """Batch features: one row per moment, in order; see :func:`features.compute`."""
+                     prep: Prepared | None = None, coded: bool = False) -> pd.DataFrame:
+    """Batch features: one row per moment, in order; see :func:`features.compute`. ``coded``: string
+    features as categoricals (:func:`feature_columns`)."""
     p = plan(settings)
     prep = prep if prep is not None else prepare(history, settings)
     m_lead, m_t = moment_codes(prep, moments)
-    return columns_frame(feature_columns(prep, p, m_lead, m_t))
+    return columns_frame(feature_columns(prep, p, m_lead, m_t, coded=coded))
 
 
 def columns_frame(data: dict[str, Any]) -> pd.DataFrame:

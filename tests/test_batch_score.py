@@ -176,3 +176,31 @@ def test_batch_trend_and_changes_read_the_service_trail_like_post_score(
             assert (row["trend"], json.loads(row["changes"])) == (api["trend"], api["changes"])
             if row["trend"] != "new":
                 assert "Gone: Gone soon" in api["changes"]
+
+
+@pytest.mark.parametrize("solo", [False, True])
+def test_coded_features_score_as_the_text_features(history: CRMHistory, state: ServingState, settings: Settings,
+                                                   solo: bool) -> None:
+    """``leadscore score`` reads its string features as categoricals over the run's dictionaries: the same
+    values as the ``str`` columns every other consumer gets, and the same scores to the bit (reasons, stages,
+    bands; a CRM without stage changes has no current stage at all: its previous stages stay None)."""
+    from leadscore.features.engine import compute_features, prepare
+    from leadscore.training.batch_score import CLOSED_STAGES, candidate_leads, score_frame
+
+    h = _solo(history) if solo else history
+    as_of = pd.Timestamp(h.cutoff) - pd.Timedelta(days=10)
+    ids, _ = candidate_leads(h, as_of)
+    moments = pd.DataFrame({"lead_id": ids, "as_of": pd.Series([as_of] * len(ids), dtype="datetime64[us, UTC]")})
+    prep = prepare(h, settings)
+    text = compute_features(h, moments, settings, prep=prep)
+    coded = compute_features(h, moments, settings, prep=prep, coded=True)
+    cats = [c for c in coded.columns if isinstance(coded[c].dtype, pd.CategoricalDtype)]
+    assert cats and all(text[c].dtype == "str" for c in cats)
+    assert list(coded.columns) == list(text.columns)
+    pd.testing.assert_frame_equal(coded.astype({c: text[c].dtype for c in cats}), text, check_exact=True)
+    open_rows = ~text["current_stage"].astype(object).isin(CLOSED_STAGES).to_numpy()
+    assert text.loc[open_rows, "current_stage"].isna().all() == solo
+    for reasons in (True, False):
+        want = score_frame(state.scorer, text.loc[open_rows].reset_index(drop=True), reasons)
+        got = score_frame(state.scorer, coded.loc[open_rows].reset_index(drop=True), reasons)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)

@@ -324,3 +324,47 @@ def test_abs_logs_split_over_two_threads_are_numpys_bits() -> None:
         got = _abs_logs(x)
         assert got.shape == x.shape
         np.testing.assert_array_equal(got.view(np.int64), np.log1p(np.abs(x)).view(np.int64))
+
+
+def test_factorized_categorical_is_the_factorize_of_its_text() -> None:
+    """A categorical column's distinct values (unused categories dropped, missing -1) read from its codes are
+    ``pd.factorize`` of the same values as text, up to the order of the distinct values."""
+    dtype = pd.CategoricalDtype(pd.Index(["a", "b", "c", "d"], dtype="str"))
+    for values in (["b", None, "d", "b"], ["a", "b", "c", "d", None], [None, None], []):
+        col = pd.Series(pd.Categorical(values, dtype=dtype))
+        frame = pd.DataFrame({"x": col, "y": col.astype("str")})
+        cols = FrameColumns(frame)
+        codes, uniques = cols.factorized("x")
+        want_codes, want_uniques = pd.factorize(frame["y"], use_na_sentinel=True)
+        assert isinstance(uniques, np.ndarray) and uniques.dtype == object
+        assert sorted(uniques.tolist()) == sorted(want_uniques.tolist())
+        got = [None if c < 0 else uniques[c] for c in codes.tolist()]
+        assert got == [None if c < 0 else want_uniques[c] for c in want_codes.tolist()] == [
+            v if isinstance(v, str) else None for v in values]
+
+
+def test_encode_columns_of_categoricals_equals_the_text_encoding() -> None:
+    """String columns held as categoricals (batch scoring's) are encoded through each table's remap of their
+    dictionary: the same matrix as the text columns, with unknown, missing and unused categories, a table
+    without the column, and again from the remaps kept (a later chunk of the same dictionaries)."""
+    from leadscore.training.encoding import encode_columns
+
+    frame = _rows(SCHEMA, 300, 5)
+    text = [s["name"] for s in SCHEMA if s["dtype"] == "str"]
+    coded = frame.copy()
+    for name in text:
+        values = frame[name].astype(object).where(frame[name].notna(), None)
+        seen = sorted({v for v in values if isinstance(v, str)})
+        coded[name] = pd.Categorical(values, categories=pd.Index([*seen, "never_seen"], dtype=object))
+        frame[name] = values.astype("str")
+    first = {name: ["true", "paid_search", "never_seen"] for name in text}
+    other = {name: ["c_level", "false", "true"] for name in text[1:]}
+    want, slots = encode_columns(frame, SCHEMA, [first, other])
+    for _ in range(2):
+        got, got_slots = encode_columns(coded, SCHEMA, [first, other])
+        np.testing.assert_array_equal(got, want)
+        for a, b in zip(got_slots, slots, strict=True):
+            np.testing.assert_array_equal(a, b)
+    half = coded.iloc[::2].reset_index(drop=True)  # a later chunk: the same dictionaries, other rows
+    np.testing.assert_array_equal(encode_columns(half, SCHEMA, [first, other])[0],
+                                  encode_columns(frame.iloc[::2].reset_index(drop=True), SCHEMA, [first, other])[0])

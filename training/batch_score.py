@@ -220,7 +220,7 @@ def iter_scores(
     for start in range(0, total, chunk_size):
         chunk = ids[start : start + chunk_size]
         moments = pd.DataFrame({"lead_id": chunk, "as_of": pd.Series([as_of] * len(chunk), dtype="datetime64[us, UTC]")})
-        feats = compute_features(history, moments, settings, prep=prep)
+        feats = compute_features(history, moments, settings, prep=prep, coded=True)
         stage = feats["current_stage"].astype(object) if "current_stage" in feats else pd.Series([None] * len(feats))
         closed = stage.isin(CLOSED_STAGES).to_numpy()
         open_feats = feats.loc[~closed].reset_index(drop=True)

@@ -134,12 +134,42 @@ def encode_columns(
         slots[t][cat] = n + e * len(cat) + np.arange(len(cat))
     for j in cat:
         name = schema[j]["name"]
-        factorized = None if factorize is None else factorize(name)
         col = frame[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):  # its codes through each table's remap of the dictionary
+            shifted = col.array.codes.astype(np.intp) + 1
+            for t in (0, *extra):
+                values[slots[t][j]] = category_remap(col, tables[t].get(name, ()))[shifted]
+            continue
+        factorized = None if factorize is None else factorize(name)
         for t in (0, *extra):
-            codes = category_codes(col, tables[t].get(name, []), factorized)
+            codes = category_codes(col, tables[t].get(name, ()), factorized)
             values[slots[t][j]] = np.where(codes < 0, np.nan, codes)
     return values, slots
+
+
+def category_remap(col: pd.Series, categories: Sequence[str]) -> np.ndarray:
+    """For a categorical ``col``: its encoding by ``categories`` per code + 1 (float64, NaN: unknown; entry 0
+    a missing value), so ``category_remap(col, c)[codes + 1]`` is :func:`category_codes` of the column.
+    Worked out by :func:`category_codes` itself over one value per category and a missing one, once per
+    dictionary and table (batch scoring: every chunk's columns share the run's dictionaries,
+    :func:`features.engine.take_coded`), then kept."""
+    dtype = col.dtype
+    key = (id(dtype), id(categories))
+    got = _REMAPS.get(key)
+    if got is not None and got[0] is dtype and got[1] is categories:  # the objects held: their ids not reused
+        return got[2]
+    probe = pd.Series(pd.Categorical.from_codes(np.arange(-1, len(dtype.categories)), dtype=dtype))
+    codes = category_codes(probe, categories)
+    remap = np.where(codes < 0, np.nan, codes).astype(np.float64)
+    if len(_REMAPS) >= _REMAPS_MAX:
+        _REMAPS.clear()
+    _REMAPS[key] = (dtype, categories, remap)
+    return remap
+
+
+#: per (categorical dtype, category table), by identity: the dtype, the table and :func:`category_remap`
+_REMAPS: dict[tuple[int, int], tuple[Any, Any, np.ndarray]] = {}
+_REMAPS_MAX = 1024
 
 
 def _put_codes(X: np.ndarray, frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]],

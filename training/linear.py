@@ -111,15 +111,39 @@ class FrameColumns:
 
     def factorized(self, name: str) -> tuple[np.ndarray, Any]:
         """``pd.factorize(column, use_na_sentinel=True)``, once per batch: the logistic terms, the encoding
-        (:func:`training.encoding.category_codes`) and the reasons all read a string column's distinct values."""
+        (:func:`training.encoding.category_codes`) and the reasons all read a string column's distinct values.
+
+        A categorical column (batch scoring's, :func:`features.engine.take_coded`) is read from its codes,
+        nothing hashed (:func:`_present_categories`): the same distinct values, in the dictionary's order
+        instead of the batch's. Every reader maps each distinct value once and gathers by code, so the order
+        does not change what it reads."""
         got = self._factorized.get(name)
         if got is None:
-            codes, uniques = pd.factorize(self.frame[name], use_na_sentinel=True)
+            col = self.frame[name]
+            if isinstance(col.dtype, pd.CategoricalDtype):
+                codes, uniques = _present_categories(col.array)
+            else:
+                codes, uniques = pd.factorize(col, use_na_sentinel=True)
             if not isinstance(uniques, np.ndarray):  # an extension array (Arrow strings): its readers take
                 # ``tolist()`` of it several times per batch, each a conversion; an object array holds the same
                 uniques = np.array([*uniques.tolist(), None], dtype=object)[:-1]  # (None: never a 2-D array)
             got = self._factorized[name] = codes, uniques
         return got
+
+
+def _present_categories(values: pd.Categorical) -> tuple[np.ndarray, np.ndarray]:
+    """A categorical's codes (-1 missing) renumbered over the categories it holds, and those categories as an
+    object array: ``pd.factorize`` of its values up to the order of the distinct values. Categories the
+    batch does not hold are dropped, as factorising its values would: a reader may look at the distinct
+    values themselves (a column with none is not text, :func:`training.score_columns.coded_column`)."""
+    codes = values.codes.astype(np.intp)
+    categories = np.asarray(values.categories, dtype=object)
+    used = np.flatnonzero(np.bincount(codes + 1, minlength=len(categories) + 1)[1:])
+    if len(used) == len(categories):
+        return codes, categories
+    remap = np.full(len(categories) + 1, -1, dtype=np.intp)  # the last entry: a missing value (-1) stays so
+    remap[used] = np.arange(len(used))
+    return remap[codes], categories[used]
 
 
 @dataclass(frozen=True)
