@@ -69,7 +69,7 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
     cols = FrameColumns(features) if cols is None else cols
     order = sorted(bundle.models, key=lambda t: t != target)  # the explained target's codes in rows 0..n-1
     values, slots = encode_columns(features, bundle.schema, [bundle.models[t].encodings for t in order],
-                                   cols.factorized)
+                                   cols.factorized, cols.column)
     reads = dict(zip(order, slots, strict=True))
     plan, paths = _plan(bundle, target, order, reads)
     # log1p(|x|) of every schema row (a string column's codes too: one slice, no gather; never read)

@@ -47,7 +47,8 @@ def fit_encodings(
 
 def check_columns(frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]]) -> None:
     """Raise naming every schema column the frame lacks."""
-    missing = [s["name"] for s in schema if s["name"] not in frame.columns]
+    have = set(frame.columns)  # a set: ``in frame.columns`` costs an index lookup per name
+    missing = [s["name"] for s in schema if s["name"] not in have]
     if missing:
         raise ValueError(f"feature frame is missing column(s) required by the model: {', '.join(missing)}")
 
@@ -110,6 +111,7 @@ def numeric_rows(frame: pd.DataFrame, names: Sequence[str], out: np.ndarray, row
 def encode_columns(
     frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]], tables: Sequence[Mapping[str, Sequence[str]]],
     factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None,
+    column: Callable[[str], pd.Series] | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """:func:`encode_frame` of ``frame`` for several targets' category tables at once, column-major: the
     numeric columns converted once, each table's codes added. Batch scoring's compiled passes read a
@@ -118,7 +120,9 @@ def encode_columns(
     Returns ``values`` (C-contiguous, one row per column: rows ``0..n-1`` the schema columns, string columns
     coded by ``tables[0]``; then, per further table that codes differently, one row per string column) and
     per table the row of ``values`` its encoding reads for each schema column: ``values[slots[t]].T`` is
-    ``encode_frame(frame, schema, tables[t])``.
+    ``encode_frame(frame, schema, tables[t])``. ``factorize``/``column``: a string column's factorisation
+    and the column itself as the caller keeps them for the batch's other readers
+    (:class:`training.linear.FrameColumns`).
     """
     check_columns(frame, schema)
     n = len(schema)
@@ -134,7 +138,7 @@ def encode_columns(
         slots[t][cat] = n + e * len(cat) + np.arange(len(cat))
     for j in cat:
         name = schema[j]["name"]
-        col = frame[name]
+        col = frame[name] if column is None else column(name)
         if isinstance(col.dtype, pd.CategoricalDtype):  # its codes through each table's remap of the dictionary
             shifted = col.array.codes.astype(np.intp) + 1
             for t in (0, *extra):
