@@ -9,7 +9,7 @@ other modules use.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -278,10 +278,11 @@ def fit_dictionary(values: np.ndarray) -> tuple[np.ndarray, pd.CategoricalDtype]
     return remap[codes].astype(np.int64), text_categories(tuple(uniques[texts].tolist()))
 
 
-@cache
+@lru_cache(maxsize=256)
 def text_categories(texts: tuple[str, ...]) -> pd.CategoricalDtype:
     """The categorical dtype of distinct ``texts``, built once per dictionary: a "code" feature's labels are
-    fixed by its family, a fit feature's once per history. The categories are an object index (Python
+    fixed by its family, a fit feature's once per history (bounded: a long-lived process loads many
+    histories, and a fit column's dictionary holds every distinct value it has). The categories are an object index (Python
     strings, what the values read as): its readers take them as an object array, which a ``str`` index
     converts from Arrow every time."""
     return pd.CategoricalDtype(pd.Index(list(texts), dtype=object))
