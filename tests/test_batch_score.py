@@ -204,3 +204,30 @@ def test_coded_features_score_as_the_text_features(history: CRMHistory, state: S
         want = score_frame(state.scorer, text.loc[open_rows].reset_index(drop=True), reasons)
         got = score_frame(state.scorer, coded.loc[open_rows].reset_index(drop=True), reasons)
         pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def test_reasons_walked_in_the_pass_equal_the_separate_walk(history: CRMHistory, state: ServingState,
+                                                            settings: Settings) -> None:
+    """``score_frame`` walks each row's reasons in the scoring pass as its contributions are made: the same
+    sentences as the walk over the finished contributions (:func:`training.reason_batch.batch_reasons`),
+    from an empty sentence table (every row misses and is walked again) and from a full one."""
+    from leadscore.features.engine import compute_features, prepare
+    from leadscore.training.batch_explain import explain_block
+    from leadscore.training.batch_score import REASONS_K, candidate_leads, score_frame
+    from leadscore.training.reason_batch import batch_reasons, json_lists
+
+    as_of = pd.Timestamp(history.cutoff) - pd.Timedelta(days=10)
+    ids, _ = candidate_leads(history, as_of)
+    moments = pd.DataFrame({"lead_id": ids, "as_of": pd.Series([as_of] * len(ids), dtype="datetime64[us, UTC]")})
+    feats = compute_features(history, moments, settings, prep=prepare(history, settings), coded=True)
+    bundle = state.scorer.bundle
+    plan = bundle._reason_plan()
+    for fresh in (True, False):
+        if fresh:
+            plan.memo.pop("sentences", None)
+        got = score_frame(state.scorer, feats)
+        _, contrib, block, _ = explain_block(bundle, feats, "sql", row_major=False)
+        pos, neg, texts, _ = batch_reasons(plan, feats, contrib, REASONS_K, block=block)
+        assert got["reasons_positive"].tolist() == list(json_lists(pos, texts))
+        assert got["reasons_negative"].tolist() == list(json_lists(neg, texts))
+        assert (got["reasons_positive"] != "[]").mean() > 0.5

@@ -216,25 +216,6 @@ def test_concept_sums_are_the_one_row_bincount_and_stable_order() -> None:
             np.testing.assert_array_equal(order[i], np.argsort(-np.abs(want), kind="stable"))
 
 
-def test_concept_prefix_is_the_stable_orders_prefix() -> None:
-    """The reasons walk's bounded order: the first ``w`` positions of ``argsort(-|sum|, stable)`` and the same
-    sums, exact ties and zeros included, for every prefix length."""
-    from leadscore.training.reason_select import concept_prefix
-
-    plan = reason_plan(SCHEMA)
-    contrib = _contrib(300, len(SCHEMA), 6)
-    n_concepts = len(plan.concepts)
-    for w in (1, 2, 5, n_concepts, n_concepts + 3):
-        sums, order = np.empty((len(contrib), n_concepts)), np.full((len(contrib), n_concepts), -1, dtype=np.int64)
-        key = np.empty(n_concepts)
-        for i in range(len(contrib)):
-            known = concept_prefix(i, contrib, plan.concept_of, n_concepts, sums, order, key, w)
-            want = np.bincount(plan.concept_of, weights=contrib[i], minlength=n_concepts)
-            assert known == min(w, n_concepts)
-            np.testing.assert_array_equal(sums[i], want)
-            np.testing.assert_array_equal(order[i, :known], np.argsort(-np.abs(want), kind="stable")[:known])
-
-
 def test_the_logistic_pass_equals_the_term_matrix_contributions_and_blend() -> None:
     """The batch's logistic pass (:func:`training.batch_pass.run_pass` of a logistic model, no term matrix)
     over the column-major chunk gives the term matrix's row sums and, per mode, the linear contributions or
@@ -277,7 +258,7 @@ def test_the_logistic_pass_equals_the_term_matrix_contributions_and_blend() -> N
     trees = rng.normal(size=(len(frame), len(names)))
     for mode, w in ((NO_CONTRIB, 1.0), (LINEAR, 1.0), (BLEND, 0.6)):
         contrib = trees.copy()
-        _, sums = run_pass(replace(plan, mode=np.array([mode, NO_CONTRIB]), weights=np.array([[w, 1.0 - w], [1.0, 0.0]])),
+        _, sums, _ = run_pass(replace(plan, mode=np.array([mode, NO_CONTRIB]), weights=np.array([[w, 1.0 - w], [1.0, 0.0]])),
                            values, abs_logs, cat[:, None], contrib)
         np.testing.assert_array_equal(sums[0], np.asarray(terms).sum(axis=1))
         np.testing.assert_array_equal(sums[1], np.asarray(other.term_matrix(cols)).sum(axis=1))
@@ -368,3 +349,29 @@ def test_encode_columns_of_categoricals_equals_the_text_encoding() -> None:
     half = coded.iloc[::2].reset_index(drop=True)  # a later chunk: the same dictionaries, other rows
     np.testing.assert_array_equal(encode_columns(half, SCHEMA, [first, other])[0],
                                   encode_columns(frame.iloc[::2].reset_index(drop=True), SCHEMA, [first, other])[0])
+
+
+def test_group_sums_in_the_pass_are_the_one_row_sums() -> None:
+    """The band's group sums made in the scoring pass (:func:`training.batch_pass._group_sum`) are what the
+    service computes for one row (``group_sums`` of a one-row frame: numpy's pairwise sum of the selection),
+    bit for bit, for every group size (the pairwise blocks of 8, 128 and beyond); the batch's old sum down
+    the columns of a selection differed in the last bits."""
+    from leadscore.training.bands import band_groups, group_sums
+    from leadscore.training.batch_pass import _group_sum
+
+    rng = np.random.default_rng(3)
+    for size in [*range(0, 140), 255, 256, 257, 700]:
+        c = rng.normal(size=(6, size + 5)) * 10.0 ** rng.integers(-6, 6, size=(6, size + 5))
+        cols = np.sort(rng.choice(size + 5, size, replace=False))
+        padded = np.append(cols, -1)
+        for r in range(len(c)):
+            got = _group_sum(c[r], padded, np.empty(size + 1))
+            want = c[r : r + 1, cols].sum(axis=1)[0]
+            assert np.float64(got).view(np.int64) == np.float64(want).view(np.int64), (size, r)
+    schema = [{"name": f"c{j}", "dtype": "float", "group": g} for j, g in enumerate(rng.choice(["fit", "interest", ""], 90))]
+    groups = band_groups(schema)
+    c = rng.normal(size=(20, 90))
+    for r in range(len(c)):
+        one = group_sums(c[r : r + 1], schema)
+        got = [_group_sum(c[r], groups[g], np.empty(groups.shape[1])) for g in range(len(groups))]
+        np.testing.assert_array_equal(got, [one["fit"][0], one["interest"][0]])

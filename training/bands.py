@@ -108,9 +108,24 @@ def band_array(contrib: np.ndarray, schema: Sequence[Mapping[str, Any]], cuts: B
 def band_codes(contrib: np.ndarray, schema: Sequence[Mapping[str, Any]], cuts: BandCuts) -> np.ndarray:
     """:func:`band_array` as positions in :data:`BAND_LABELS` (batch scoring builds its text column from them)."""
     sums = group_sums(contrib, schema)
-    f = np.searchsorted(np.asarray(cuts.fit), sums["fit"], side="right")
-    e = np.searchsorted(np.asarray(cuts.interest), sums["interest"], side="right")
+    return codes_of_sums(np.column_stack([sums[g] for g in GROUPS]), cuts)
+
+
+def codes_of_sums(sums: np.ndarray, cuts: BandCuts) -> np.ndarray:
+    """Positions in :data:`BAND_LABELS` of rows' group sums (rows x :data:`GROUPS`)."""
+    f = np.searchsorted(np.asarray(cuts.fit), sums[:, 0], side="right")
+    e = np.searchsorted(np.asarray(cuts.interest), sums[:, 1], side="right")
     return f * len(ENGAGEMENT_DIGITS) + e
+
+
+def band_groups(schema: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Per group of :data:`GROUPS` its schema columns in order, -1 padded (groups x columns): what batch
+    scoring's pass sums per row as :func:`group_sums` sums one row (:func:`training.batch_pass.target_pass`)."""
+    idx = [np.flatnonzero(m) for m in group_masks(schema).values()]
+    out = np.full((len(idx), max(1, *(len(i) for i in idx))), -1, dtype=np.int64)
+    for g, i in enumerate(idx):
+        out[g, : len(i)] = i
+    return out
 
 
 def fit_bundle_bands(bundle: BoundBundle, rows: pd.DataFrame, seed: int) -> BandCuts | None:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from leadscore.training.attribution import PathModel
     from leadscore.training.batch_pass import PassPlan
     from leadscore.training.bundle import BoundBundle
+    from leadscore.training.reason_batch import BatchWalk
 
 
 def encode_shared(bundle: BoundBundle, features: pd.DataFrame, target: str, cols: FrameColumns) -> np.ndarray:
@@ -40,12 +41,13 @@ def encode_shared(bundle: BoundBundle, features: pd.DataFrame, target: str, cols
 
 def explain_frame(bundle: BoundBundle, features: pd.DataFrame, target: str) -> tuple[pd.DataFrame, np.ndarray]:
     """:meth:`BoundBundle.predict_explained` (see there and the module docstring)."""
-    probs, contrib, _ = explain_block(bundle, features, target, row_major=False)
+    probs, contrib, _, _ = explain_block(bundle, features, target, row_major=False)
     return probs, contrib
 
 
 def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | None,
-                  cols: FrameColumns | None = None, row_major: bool = True) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+                  cols: FrameColumns | None = None, row_major: bool = True, groups: np.ndarray | None = None,
+                  walk: BatchWalk | None = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`explain_frame` (``target`` None: the probabilities alone, no contributions: zeros) and the
     rows' schema columns as float64 (rows x columns; numeric columns as the encoding converts them, string
     columns as the explained target's codes): what the reasons word the values from
@@ -60,7 +62,12 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
     compiled pass over the rows (:func:`training.batch_pass.run_pass`, the bundle's plan built once) walks
     every target's trees (margin, and the explained target's contributions) and adds its logistic terms,
     blending the contributions in place. A tree model the walk cannot stand for (not a binary logistic;
-    or, for the explained target, a TreeSHAP bundle) is predicted by LightGBM over the row-major encoding."""
+    or, for the explained target, a TreeSHAP bundle) is predicted by LightGBM over the row-major encoding.
+
+    The same pass finishes each row while its contributions are in cache: their sums over ``groups``
+    (groups x schema columns, -1 padded: :func:`training.bands.band_groups`), returned fourth (rows x
+    groups), and with ``walk`` (a target and ``row_major``) its reasons walk (:class:`BatchWalk`, whose rows
+    that reached an unworded cell the caller then resolves)."""
     from leadscore.training.batch_pass import run_pass
     from leadscore.training.bundle import OUTPUT_COLUMNS
 
@@ -92,7 +99,9 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
                 codes, labels = cols.codes(c.name)
                 cat_terms[:, q] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
     copy = np.empty((rows, len(values))) if plan.explain and row_major else None  # the reasons read rows
-    margin, sums = run_pass(plan, values, abs_logs, cat_terms, contrib, copy)
+    walk_args = walk.compiled(copy) if walk is not None and copy is not None else None
+    margin, sums, group_sums = run_pass(plan, values, abs_logs, cat_terms, contrib, copy,
+                                        groups if plan.explain else None, walk_args)
     out: dict[str, np.ndarray] = {}
     for t, m in bundle.models.items():
         i = order.index(t)
@@ -102,7 +111,7 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
         p_lin = np.asarray(1.0 / (1.0 + np.exp(-(lin.intercept + sums[i])))) if plan.linear[i] and lin else None
         out[OUTPUT_COLUMNS[t]] = m.calibrator(np.asarray(m.combine(p_trees[t], p_lin), dtype=np.float64))
     block = copy[:, :n] if copy is not None else values[:n].T
-    return pd.DataFrame(out, index=features.index), contrib, block
+    return pd.DataFrame(out, index=features.index), contrib, block, group_sums
 
 
 #: elements below which :func:`_abs_logs` stays on one thread (handing half over costs ~0.1 ms)

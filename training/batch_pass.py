@@ -11,7 +11,9 @@ uses them), from a :class:`PassPlan` (the targets' arrays packed once per bundle
   leaf values added in tree order: ``predict(raw_score=True)`` to the bit), adding each split's delta to
   the row's contributions, or to scratch for a target that is not explained;
 * the logistic terms and the blend: :func:`training.linear_terms.linear_block`, down the block's rows
-  of the column-major chunk.
+  of the column-major chunk;
+* then, the explained contributions finished and still in cache, each row's band group sums (as the
+  service sums one row, :func:`_group_sum`) and its reasons walk (:func:`training.reason_walk.row_walk`).
 
 The chunk is column-major (:func:`training.encoding.encode_columns`); each block of rows is copied
 row-major into scratch first. The arithmetic per row is that of those functions, so the results do not
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numba import njit, prange
@@ -31,6 +33,7 @@ from numba import njit, prange
 from leadscore.features.kernel import parallel_chunks
 from leadscore.training.attribution import _one
 from leadscore.training.linear_terms import BLEND, LINEAR, NO_CONTRIB, linear_block, term_constants
+from leadscore.training.reason_walk import row_walk
 
 if TYPE_CHECKING:
     from leadscore.training.attribution import PathModel
@@ -135,21 +138,33 @@ def _cat(parts: Sequence[np.ndarray], dtype: type) -> np.ndarray:
 
 
 def run_pass(plan: PassPlan, values: np.ndarray, abs_logs: np.ndarray, cat_terms: np.ndarray,
-             contrib: np.ndarray, row_major: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+             contrib: np.ndarray, row_major: np.ndarray | None = None, groups: np.ndarray | None = None,
+             walk_args: tuple[Any, ...] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`target_pass` of ``plan`` over the chunk: per target (plan order) the margins and the logistic
-    sums (targets x rows each). ``row_major`` (rows x ``values``' rows, C order): filled with the chunk
-    row-major, the copy the pass makes block by block anyway (the reasons read a row's values together)."""
+    sums (targets x rows each), and per row the explained contributions' sum over each of ``groups``
+    (rows x groups; :func:`_group_sum`). ``row_major`` (rows x ``values``' rows, C order): filled with the chunk
+    row-major, the copy the pass makes block by block anyway (the reasons read a row's values together).
+    ``walk_args``: the reasons walk run on each row as its contributions are made
+    (:meth:`training.reason_batch.BatchWalk.compiled` of ``row_major``)."""
     from leadscore.training.attribution import _PARALLEL
 
     rows = values.shape[1]
     margin, sums = np.empty((len(plan.targets), rows)), np.empty((len(plan.targets), rows))
     if row_major is None:
         row_major = np.empty((0, values.shape[0]))
+    groups = np.empty((0, 0), dtype=np.int64) if groups is None else groups
+    group_sums = np.empty((rows, len(groups)))
+    reasons = walk_args is not None
+    if walk_args is None:
+        from leadscore.training.reason_batch import idle_walk_args
+
+        walk_args = idle_walk_args()
     with _PARALLEL, parallel_chunks(1):  # blocks of rows to the threads one at a time
-        target_pass(values, abs_logs, plan.explain, plan.walk, *plan.trees, plan.tree_range,  # type: ignore[call-arg]
+        target_pass(values, abs_logs, plan.explain, plan.walk, *plan.trees, plan.tree_range,  # type: ignore[call-arg,arg-type]
                     plan.linear, plan.val_col, *plan.constants, plan.num_range, plan.term_col, plan.term_range,
-                    cat_terms, plan.cat_range, plan.means, plan.mode, plan.weights, contrib, margin, sums, row_major)
-    return margin, sums
+                    cat_terms, plan.cat_range, plan.means, plan.mode, plan.weights, contrib, margin, sums, row_major,
+                    groups, group_sums, reasons, *walk_args)
+    return margin, sums, group_sums
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -161,7 +176,11 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
                 coef: np.ndarray, num_range: np.ndarray, term_col: np.ndarray, term_range: np.ndarray,
                 cat_terms: np.ndarray, cat_range: np.ndarray, means: np.ndarray, mode: np.ndarray,
                 weights: np.ndarray, contrib: np.ndarray, margin: np.ndarray, sums: np.ndarray,
-                row_major: np.ndarray) -> None:
+                row_major: np.ndarray, groups: np.ndarray, group_sums: np.ndarray, reasons: bool, w_sums: np.ndarray,
+                w_order: np.ndarray, bits: np.ndarray, vid: np.ndarray, slot: np.ndarray, kind: np.ndarray,
+                unit: np.ndarray, only_for: np.ndarray, silent: np.ndarray, concept_of: np.ndarray,
+                member: np.ndarray, table: np.ndarray, pos: np.ndarray, neg: np.ndarray, misses: np.ndarray, k: int,
+                window: int) -> None:
     """Each row ``r`` of ``values`` (columns x rows) for every target ``t`` of a :class:`PassPlan` (its arrays
     spread out): with ``walk[t]`` the trees' margin into ``margin[t, r]`` and, for the first target when
     ``explain``, their contributions into ``contrib[r]`` (overwritten); with ``linear[t]`` the logistic
@@ -172,11 +191,18 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
     Column-major rows read one value per cache line; a walk would wait on memory, so each block of rows is
     first copied row-major into scratch (the same values, the same bits), once for all targets; into
     ``row_major`` when it has the chunk's rows (else it is 0 x columns). The
-    logistic terms read the column-major chunk itself: a term down the block's rows is one vector loop."""
+    logistic terms read the column-major chunk itself: a term down the block's rows is one vector loop.
+
+    Then, while the block's contributions are in cache, each row is finished: per group ``g`` of
+    ``groups`` (groups x columns, -1 padded) the sum of its columns' contributions into
+    ``group_sums[r, g]`` (:func:`_group_sum`); with ``reasons`` its reasons walk
+    (:func:`training.reason_walk.row_walk`, ``walk_args``: :meth:`training.reason_batch.BatchWalk.compiled`,
+    reading the row-major chunk)."""
     n = values.shape[1]
     m = values.shape[0]
     width = means.shape[1]
     leaves = np.empty(0, dtype=np.int32)
+    finish = explain and (groups.shape[0] > 0 or reasons)
     for b in prange((n + _BLOCK - 1) // _BLOCK):
         lo = b * _BLOCK
         hi = min(n, lo + _BLOCK)
@@ -198,8 +224,6 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
                     row[:] = 0.0
                 margin[t, r] = _one(x[r - lo], row, leaves, feature, threshold, decision, left, right, dl, dr,
                                     cat_start, cat_words, cat_bits, leaf_value, tree_roots)
-        if not linear.any():
-            continue
         for t in range(len(walk)):
             if not linear[t]:
                 continue
@@ -208,6 +232,103 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
                          scale[a:z], coef[a:z], cat_terms[:, cat_range[t, 0]:cat_range[t, 1]],
                          term_col[term_range[t, 0]:term_range[t, 1]], means[t], mode[t], weights[t, 0],
                          weights[t, 1], contrib, sums[t, lo:hi], lin, terms)
+        if finish:
+            _finish(lo, hi, contrib, row_major, groups, group_sums, reasons, w_sums, w_order, bits, vid, slot, kind,
+                    unit, only_for, silent, concept_of, member, table, pos, neg, misses, k, window)
 
 
-__all__ = ["PassPlan", "pass_plan", "run_pass", "target_pass"]
+@njit(cache=True)
+def _finish(lo: int, hi: int, contrib: np.ndarray, row_major: np.ndarray, groups: np.ndarray, group_sums: np.ndarray,
+            reasons: bool, w_sums: np.ndarray, w_order: np.ndarray, bits: np.ndarray, vid: np.ndarray,
+            slot: np.ndarray, kind: np.ndarray, unit: np.ndarray, only_for: np.ndarray, silent: np.ndarray,
+            concept_of: np.ndarray, member: np.ndarray, table: np.ndarray, pos: np.ndarray, neg: np.ndarray,
+            misses: np.ndarray, k: int, window: int) -> None:
+    """:func:`target_pass`' last step on rows ``lo..hi``, once their contributions are made: the group sums
+    and the reasons walk (see there)."""
+    n_concepts = w_sums.shape[1]
+    gather = np.empty(groups.shape[1])
+    item_id, item_sum = np.empty(n_concepts, dtype=np.int64), np.empty(n_concepts)
+    used, key = np.empty(n_concepts, dtype=np.bool_), np.empty(n_concepts)
+    for r in range(lo, hi):
+        for g in range(groups.shape[0]):
+            group_sums[r, g] = _group_sum(contrib[r], groups[g], gather)
+        if reasons:
+            row_walk(r, contrib, False, w_sums, w_order, row_major, bits, vid, slot, kind, unit, only_for, silent,
+                     concept_of, member, k, window, table, pos, neg, misses, n_concepts, member.shape[1], item_id,
+                     item_sum, used, key)
+
+
+@njit(cache=True)
+def _group_sum(row: np.ndarray, columns: np.ndarray, gather: np.ndarray) -> float:
+    """The sum of ``row`` at ``columns`` (-1 ends them) as numpy sums that selection of one row
+    (``row[columns].sum()``, what the one-row path's :func:`training.bands.group_sums` computes): the
+    values gathered, then numpy's pairwise summation (:func:`_pairwise`). The batch's band is then the
+    service's to the bit."""
+    m = 0
+    for q in range(len(columns)):
+        if columns[q] < 0:
+            break
+        gather[m] = row[columns[q]]
+        m += 1
+    return 0.0 + _pairwise(gather, 0, m)
+
+
+@njit(cache=True)
+def _pairwise(a: np.ndarray, lo: int, n: int) -> float:
+    """numpy's ``pairwise_sum`` of ``a[lo:lo + n]`` (``numpy/_core/src/umath/loops_utils.h.src``): up to 128
+    values :func:`_pairwise_block`; beyond, the two halves (the first a multiple of 8) summed so and added.
+    Its recursion is unrolled on a stack here (numba's cache does not keep recursive functions)."""
+    if n <= 128:
+        return _pairwise_block(a, lo, n)
+    span_lo, span_n = np.empty(128, dtype=np.int64), np.empty(128, dtype=np.int64)
+    combine = np.empty(128, dtype=np.bool_)
+    done = np.empty(128)
+    top = 1
+    span_lo[0], span_n[0], combine[0] = lo, n, False
+    sums = 0
+    while top:
+        top -= 1
+        s_lo, s_n = span_lo[top], span_n[top]
+        if combine[top]:  # both halves summed: the left one below the right one
+            done[sums - 2] = done[sums - 2] + done[sums - 1]
+            sums -= 1
+        elif s_n <= 128:
+            done[sums] = _pairwise_block(a, s_lo, s_n)
+            sums += 1
+        else:  # the halves, the left one popped first, then their sum
+            half = s_n // 2
+            half -= half % 8
+            span_lo[top], span_n[top], combine[top] = s_lo, s_n, True
+            span_lo[top + 1], span_n[top + 1], combine[top + 1] = s_lo + half, s_n - half, False
+            span_lo[top + 2], span_n[top + 2], combine[top + 2] = s_lo, half, False
+            top += 3
+    return done[0]  # type: ignore[no-any-return]
+
+
+@njit(cache=True)
+def _pairwise_block(a: np.ndarray, lo: int, n: int) -> float:
+    """numpy's pairwise sum of at most 128 values: under 8 in order; else 8 interleaved partial sums combined
+    as a tree, the rest added in order."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res

@@ -12,11 +12,11 @@ on a schedule. It reuses the service's pieces instead of copying them:
   (:func:`~training.batch_explain.explain_block`: the path walk of its trees, whose margin is LightGBM's to
   the bit, and its logistic terms and blend), calibrated by the same ``np.interp`` as the one-row path;
 * reasons are the same sentences as :func:`training.reasons.top_reasons` over the same contributions
-  (the bundle's attribution, :mod:`training.attribution`), computed for the whole chunk at once
-  (the sql target's pass gives its contributions;
-  :func:`training.reason_batch.batch_top_ids` runs the one-row rule compiled over a table of the sentences
-  each distinct (column, shown value) words, kept across chunks), and the text columns are assembled in
-  Arrow (:mod:`training.score_columns`);
+  (the bundle's attribution, :mod:`training.attribution`), computed for the whole chunk at once: the
+  same pass runs the one-row rule compiled on each row as soon as its contributions are made
+  (:class:`training.reason_batch.BatchWalk`, over a table of the sentences each distinct (column, shown
+  value) words, kept across chunks), and sums them per band group as the service does; the text columns
+  are assembled in Arrow (:mod:`training.score_columns`), the JSON lists of reasons on a helper thread;
 * the stage is the bundle's :class:`StagePolicy`, with hysteresis from the lead's current stage and
   the days it has held it, both read from the kernel's own ``current_stage``/``days_in_stage``
   features: the stage the CRM recorded last at or before ``T``, as the service reads it
@@ -121,56 +121,63 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     from leadscore.training.linear import FrameColumns
 
     cols = FrameColumns(features)
-    probs, contrib, block = explain_block(bundle, features, "sql" if reasons else None, cols)
+    worded: tuple[np.ndarray, np.ndarray, list[str], Any] | None = None
+    band_codes = None
+    if reasons:  # the reasons walk and the band sums run in the scoring pass, row by row (training.batch_pass)
+        from leadscore.training.bands import BAND_LABELS, band_groups, codes_of_sums
+        from leadscore.training.reason_batch import BatchWalk
+
+        groups = band_groups(bundle.schema) if bundle.bands is not None else None
+        with BatchWalk.open(bundle._reason_plan(), features, REASONS_K, factorize=cols.factorized) as walk:
+            probs, contrib, block, group_sums = explain_block(bundle, features, "sql", cols, groups=groups, walk=walk)
+            worded = walk.finish(contrib, block)
+        if groups is not None:
+            band_codes = codes_of_sums(group_sums, bundle.bands)
+    else:
+        probs, _, _, _ = explain_block(bundle, features, None, cols)
+    text = inferred_text_dtype()  # text columns assembled in Arrow as pandas would infer them (score_columns)
+    texts: list[str] = []
+    pos_ids = neg_ids = np.empty((n, 0), dtype=np.int64)
+    if worded is not None:
+        pos_ids, neg_ids, texts, quoted = worded
+    else:
+        quoted = quoted_sentences(texts)
+    # the JSON lists (Arrow kernels, GIL released) on a helper thread while this one builds the other columns
+    lists = _helper().submit(lambda: [json_list_column(ids, texts, text, quoted) for ids in (pos_ids, neg_ids)])
     p_sql = probs["p_sql"].to_numpy(dtype=np.float64)
     # a one-target (flat) bundle's probability stands for both stages, as its stage policy was fitted
     p_opp = probs["p_opportunity"].to_numpy(dtype=np.float64) if "p_opportunity" in probs else p_sql.copy()
-    worded = None
-    if reasons:  # the reasons' compiled walk (GIL-free) on a helper thread while this one does the rest
-        from leadscore.training.reason_batch import batch_reasons
-
-        # the string columns' factorisations were made by the encoding: the helper reads them
-        worded = _reasons_thread().submit(batch_reasons, bundle._reason_plan(), features, contrib, REASONS_K,
-                                          block=block, factorize=cols.factorized)
     prev_codes, prev_labels = previous_stages(features, cols)
     days = features["days_in_stage"].to_numpy(dtype=np.float64) if "days_in_stage" in features else None
     stages, stage_labels = stage_codes(scorer.policy, p_sql, p_opp, prev_codes, prev_labels, days)
-    text = inferred_text_dtype()  # text columns assembled in Arrow as pandas would infer them (score_columns)
     band_col = text_column(np.full(n, None, dtype=object), text)
-    if reasons and bundle.bands is not None:
-        from leadscore.training.bands import BAND_LABELS, band_codes
-
-        band_col = coded_column(band_codes(contrib, bundle.schema, bundle.bands), BAND_LABELS, text)
-    texts: list[str] = []
-    quoted = quoted_sentences(texts)
-    pos_ids = neg_ids = np.empty((n, 0), dtype=np.int64)
+    if band_codes is not None:
+        band_col = coded_column(band_codes, BAND_LABELS, text)
     lead_ids = features["lead_id"]
     stage_col, previous_col = coded_column(stages, stage_labels, text), coded_column(prev_codes, prev_labels, text)
-    if worded is not None:
-        pos_ids, neg_ids, texts, quoted = worded.result()
     if previous:
         leads = lead_ids.astype(object).to_numpy()
         trends, changed = _trends(leads, p_sql, previous, texts, pos_ids, neg_ids, worded=reasons)
         trend_col, changes_col = text_column(trends, text), text_column(changed, text)
     else:  # a lead without previous scores is new with no changes (what training.trend answers)
         trend_col, changes_col = repeated_column("new", n, text), repeated_column("[]", n, text)
-    return pd.DataFrame({
+    columns = {
         "lead_id": lead_ids.array if lead_ids.dtype == text else text_column(lead_ids.astype(object).to_numpy(), text),
         "scored_at": pd.to_datetime(features["as_of"], utc=True).array,  # UTC, no index to align
         "p_sql": p_sql, "p_opportunity": p_opp, "stage": stage_col, "previous_stage": previous_col,
         "days_in_stage": days if days is not None else np.full(n, np.nan),
-        "reasons_positive": json_list_column(pos_ids, texts, text, quoted),
-        "reasons_negative": json_list_column(neg_ids, texts, text, quoted),
         "model_version": repeated_column(scorer.version, n, text),
         "trend": trend_col, "changes": changes_col, "band": band_col,
-    }, columns=list(COLUMNS))
+    }
+    columns["reasons_positive"], columns["reasons_negative"] = lists.result()
+    return pd.DataFrame(columns, columns=list(COLUMNS))
 
 
 @cache
-def _reasons_thread() -> ThreadPoolExecutor:
-    """The thread :func:`score_frame` words a chunk's reasons on (their walk is compiled and releases the GIL)
-    while it applies the stage policy and builds the other columns: started on first use and kept."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadscore-reasons")
+def _helper() -> ThreadPoolExecutor:
+    """The thread :func:`score_frame` builds a chunk's JSON lists of reasons on (Arrow's kernels release the
+    GIL) while it builds the other columns: started on first use and kept."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadscore-lists")
 
 
 def _trends(leads: np.ndarray, p_sql: np.ndarray, previous: Mapping[str, Sequence[PastScore]], texts: Sequence[str],

@@ -10,7 +10,9 @@ plan's table of sentences (:class:`Sentences`: each distinct (column, *shown* va
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
@@ -147,22 +149,14 @@ def batch_reasons(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
     plan's, as many as it holds now), and those sentences' :meth:`Sentences.pieces` (the JSON lists are
     joined from them: each sentence quoted once per run, not once per chunk).
 
-    The rule runs compiled over the plan's table of sentences (:func:`training.reason_walk.walk`); the rows
-    whose walk reached a cell the table lacks are walked again once the cells they recorded (up to their
-    ``window``-th concept, default ``4k``) are worded, each distinct key once. Equal sentences share an id
-    (:func:`~training.reasons.top_reasons` merges them). ``block``: the frame's schema columns as float64 (rows x
-    columns, the bundle's encoding: numeric columns converted as ``to_numpy(float64)`` converts them, which
-    words them as the frame's values do; string columns are read by value); without it the frame's float64
-    columns are read from the frame and the others by value. ``factorize``: a column's
-    ``pd.factorize(column, use_na_sentinel=True)`` by name, kept by the caller for the batch
-    (:meth:`training.linear.FrameColumns.factorized`; default: computed here).
+    The rule runs compiled over the plan's table of sentences (:class:`BatchWalk`). ``block``: the frame's
+    schema columns as float64 (rows x columns, the bundle's encoding: numeric columns converted as
+    ``to_numpy(float64)`` converts them, which words them as the frame's values do; string columns are read
+    by value); without it the frame's float64 columns are read from the frame and the others by value.
+    ``factorize``: a column's ``pd.factorize(column, use_na_sentinel=True)`` by name, kept by the caller for
+    the batch (:meth:`training.linear.FrameColumns.factorized`; default: computed here).
     """
-    from leadscore.features.kernel import parallel_chunks
-    from leadscore.training.attribution import _PARALLEL
-    from leadscore.training.reason_walk import MISS_SLOTS, cell_keys, walk
-
     n, n_cols = len(frame), len(plan.columns)
-    factorize = _factorizer(frame) if factorize is None else factorize
     if block is None:
         floats = np.array([frame[c.name].dtype == np.float64 for c in plan.columns], dtype=bool)
         block = np.zeros((n, n_cols))
@@ -171,45 +165,126 @@ def batch_reasons(plan: ReasonPlan, frame: pd.DataFrame, contrib: np.ndarray, k:
     else:
         floats = None
     block = np.asarray(block, dtype=np.float64)  # either memory order (explain_block hands out a row-major view)
-    floats, kind, by_value, slot, member, units, only_for, silent = _walk_arrays(plan, floats)
     contrib = np.ascontiguousarray(np.atleast_2d(contrib), dtype=np.float64)
-    given = bool(np.isnan(contrib).any())  # numpy's order puts NaN last; the compiled sort is for numbers
-    if given:
-        sums, order = concept_sums(plan, contrib)
-        sums, order = np.ascontiguousarray(sums), np.ascontiguousarray(order, dtype=np.int64)
-    else:
-        sums, order = np.empty((n, len(plan.concepts))), np.empty((n, len(plan.concepts)), dtype=np.int64)
-    pos, neg = np.empty((n, k), dtype=np.int64), np.empty((n, k), dtype=np.int64)
-    misses = np.empty((n, MISS_SLOTS), dtype=np.int64)
-    window = 4 * k if window is None else window
-    sentences = _sentences(plan)
-    with sentences.lock:
-        if sentences.size > _MEMO_SIZE:
-            sentences.reset()
-        vid = np.empty((n, len(by_value)), dtype=np.int64)
+    with BatchWalk.open(plan, frame, k, window, floats, factorize) as w:
+        return w.finish(contrib, block)
+
+
+class BatchWalk:
+    """One batch's reasons walk (:func:`training.reason_walk.walk`) set up over the plan's sentence table:
+    the frame's by-value columns as value ids, the outputs allocated, the table locked (:meth:`open`) from
+    the first walk until the last cell is worded. Batch scoring's pass runs the walk on each row as soon as
+    its contributions are made (:meth:`compiled`, :func:`training.batch_pass.target_pass`); :meth:`resolve`
+    then walks again the rows that reached a cell the table lacked."""
+
+    def __init__(self, plan: ReasonPlan, frame: pd.DataFrame, k: int, window: int | None, floats: np.ndarray | None,
+                 factorize: Callable[[str], tuple[np.ndarray, Any]] | None, sentences: Sentences) -> None:
+        from leadscore.training.reason_walk import MISS_SLOTS
+
+        n = len(frame)
+        factorize = _factorizer(frame) if factorize is None else factorize
+        self.plan, self.k, self.sentences = plan, k, sentences
+        self.window = 4 * k if window is None else window
+        (self.floats, self.kind, by_value, self.slot, self.member, self.units, self.only_for,
+         self.silent) = _walk_arrays(plan, floats)
+        self.sums, self.order = np.empty((n, len(plan.concepts))), np.empty((n, len(plan.concepts)), dtype=np.int64)
+        self.pos, self.neg = np.empty((n, k), dtype=np.int64), np.empty((n, k), dtype=np.int64)
+        self.misses = np.empty((n, MISS_SLOTS), dtype=np.int64)
+        self.walked = False  # every row walked once (by the scoring pass: :meth:`compiled`)
+        self.vid = np.empty((n, len(by_value)), dtype=np.int64)
         for s, j in enumerate(by_value.tolist()):
-            vid[:, s] = sentences.value_column(j, factorize(plan.columns[j].name))
+            self.vid[:, s] = sentences.value_column(j, factorize(plan.columns[j].name))
+
+    @classmethod
+    @contextmanager
+    def open(cls, plan: ReasonPlan, frame: pd.DataFrame, k: int, window: int | None = None,
+             floats: np.ndarray | None = None,
+             factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None) -> Iterator[BatchWalk]:
+        """The walk of ``frame``'s rows (``floats``: which plan columns are read from the float block; None:
+        the numeric ones), the plan's table locked meanwhile (:class:`Sentences` is one batch at a time)."""
+        sentences = _sentences(plan)
+        with sentences.lock:
+            if sentences.size > _MEMO_SIZE:
+                sentences.reset()
+            yield cls(plan, frame, k, window, floats, factorize, sentences)
+
+    def given(self, contrib: np.ndarray) -> bool:
+        """Whether the concept sums and orders must be numpy's (:func:`concept_sums`, then held in the walk):
+        numpy's order puts NaN last, the compiled one is for numbers."""
+        if not np.isnan(contrib).any():
+            return False
+        sums, order = concept_sums(self.plan, contrib)
+        self.sums[:], self.order[:] = sums, order
+        return True
+
+    def compiled(self, block: np.ndarray) -> tuple[Any, ...]:
+        """What :func:`training.reason_walk.row_walk` reads beside the row, the contributions and ``block``
+        (rows x columns, float64, C order), in :func:`training.batch_pass.target_pass`'s order; the pass
+        that is given them walks every row."""
+        self.walked = True
+        return (self.sums, self.order, block.view(np.int64), self.vid, self.slot, self.kind, self.units,
+                self.only_for, self.silent, self.plan.concept_of, self.member, self.sentences.table, self.pos,
+                self.neg, self.misses, self.k, self.window)
+
+    def finish(self, contrib: np.ndarray, block: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str], Any]:
+        """Every row's reasons (:meth:`result`): the rows walked (unless the pass walked them with the sums
+        and orders they need), those that missed a cell resolved."""
+        given = self.given(contrib)
+        if given or not self.walked:
+            self.walk(np.arange(len(self.pos), dtype=np.int64), contrib, given, block)
+        self.resolve(contrib, given, block)
+        return self.result()
+
+    def walk(self, rows: np.ndarray, contrib: np.ndarray, given: bool, block: np.ndarray) -> None:
+        """The compiled walk of ``rows``, in parallel (``given``: the sums and orders are held already)."""
+        from leadscore.features.kernel import parallel_chunks
+        from leadscore.training.attribution import _PARALLEL
+        from leadscore.training.reason_walk import walk
+
+        with _PARALLEL, parallel_chunks(1):
+            walk(rows, contrib, given, self.sums, self.order, block, block.view(np.int64), self.vid, self.slot,
+                 self.kind, self.units, self.only_for, self.silent, self.plan.concept_of, self.member, self.k,
+                 self.window, self.sentences.table, self.pos, self.neg, self.misses)
+
+    def resolve(self, contrib: np.ndarray, given: bool, block: np.ndarray) -> None:
+        """Word the cells the walked rows reached and the table lacked (those recorded up to their
+        ``window``-th concept, default ``4k``; each distinct key once), add them, walk those rows again;
+        until no row misses one. Their order was known only as far as it was read."""
+        from leadscore.training.reason_walk import cell_keys
+
+        rows = np.flatnonzero(self.misses[:, 0] >= 0)
         bits = block.view(np.int64)
-        rows = np.arange(n, dtype=np.int64)
         while len(rows):
-            with _PARALLEL, parallel_chunks(1):
-                walk(rows, contrib, given, sums, order, block, bits, vid, slot, kind, units, only_for, silent,
-                     plan.concept_of,
-                     member, k, window, sentences.table, pos, neg, misses)
-            rows = rows[misses[rows, 0] >= 0]  # walked again: their order is known only as far as it was read
-            if not len(rows):
-                break
-            at, q = np.nonzero(misses[rows] >= 0)
-            cell_rows, cell_cols = rows[at], misses[rows[at], q]
-            k1, k2 = cell_keys(cell_rows, cell_cols, block, bits, vid, slot, kind, units)
+            at, q = np.nonzero(self.misses[rows] >= 0)
+            cell_rows, cell_cols = rows[at], self.misses[rows[at], q]
+            k1, k2 = cell_keys(cell_rows, cell_cols, block, bits, self.vid, self.slot, self.kind, self.units)
             first: dict[tuple[int, int], int] = {}
             for p, key in enumerate(zip(k1.tolist(), k2.tolist(), strict=True)):
                 first.setdefault(key, p)
             picks = np.fromiter(first.values(), dtype=np.int64, count=len(first))
-            texts = [plan.text(j, float(block[r, j]) if floats[j] else _shown_value(sentences, vid, slot, r, j))
+            texts = [self.plan.text(j, float(block[r, j]) if self.floats[j] else self._shown(r, j))
                      for r, j in zip(cell_rows[picks].tolist(), cell_cols[picks].tolist(), strict=True)]
-            sentences.add(k1[picks], k2[picks], texts)
-        return pos, neg, sentences.texts[:], sentences.pieces()
+            self.sentences.add(k1[picks], k2[picks], texts)
+            self.walk(rows, contrib, given, block)
+            rows = rows[self.misses[rows, 0] >= 0]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, list[str], Any]:
+        """:func:`batch_reasons`' answer: positive and negative ids, the sentences, their quoted pieces."""
+        return self.pos, self.neg, self.sentences.texts[:], self.sentences.pieces()
+
+    def _shown(self, r: int, j: int) -> Any:
+        """Row ``r``'s value of column ``j`` read by value (None: missing)."""
+        t = int(self.vid[r, self.slot[j]])
+        return None if t < 0 else self.sentences.values[j][t]
+
+
+@cache
+def idle_walk_args() -> tuple[Any, ...]:
+    """:meth:`BatchWalk.compiled`'s shapes and types, empty: what the pass is given when it walks no reasons
+    (one compiled signature either way)."""
+    i1, i2, f2, b1 = (np.empty(0, dtype=np.int64), np.empty((0, 0), dtype=np.int64), np.empty((0, 0)),
+                      np.empty(0, dtype=np.bool_))
+    return (f2, i2, i2, i2, i1, i1, i1, b1, b1, i1, i2, np.empty((0, 3), dtype=np.int64), i2, i2, i2, 0, 0)
 
 
 def _walk_arrays(plan: ReasonPlan, floats: np.ndarray | None) -> tuple[np.ndarray, ...]:
@@ -237,12 +312,6 @@ def _walk_arrays(plan: ReasonPlan, floats: np.ndarray | None) -> tuple[np.ndarra
     only_for = np.array([c.only_for for c in plan.columns], dtype=np.bool_)
     silent = np.array([c.silent_zero for c in plan.columns], dtype=np.bool_) & floats
     return floats, kind, by_value, slot, member, units, only_for, silent
-
-
-def _shown_value(sentences: Sentences, vid: np.ndarray, slot: np.ndarray, r: int, j: int) -> Any:
-    """Row ``r``'s value of column ``j`` read by value (None: missing)."""
-    t = int(vid[r, slot[j]])
-    return None if t < 0 else sentences.values[j][t]
 
 
 def _compact(pos: np.ndarray, neg: np.ndarray, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:

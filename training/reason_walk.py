@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from leadscore.training.reason_keys import display_key
-from leadscore.training.reason_select import concept_prefix, concept_row
+from leadscore.training.reason_select import concept_row
 
 #: a table slot's ``keys2`` when empty, and :func:`lookup`'s answer for a key not in the table
 EMPTY = -1
@@ -104,8 +104,8 @@ def walk(rows: np.ndarray, contrib: np.ndarray, given: bool, sums: np.ndarray, o
          block: np.ndarray, bits: np.ndarray, vid: np.ndarray, slot: np.ndarray, kind: np.ndarray,
          unit: np.ndarray, only_for: np.ndarray, silent: np.ndarray, concept_of: np.ndarray, member: np.ndarray,
          k: int, window: int, table: np.ndarray, pos: np.ndarray, neg: np.ndarray, misses: np.ndarray) -> None:
-    """Each row of ``rows``: its concept sums and order (into ``sums``/``order``: as far as its walk reads
-    it, :func:`~training.reason_select.concept_prefix`; unless ``given``: then read from them), the walk
+    """Each row of ``rows``: its concept sums and order (into ``sums``/``order``,
+    :func:`~training.reason_select.concept_row`; unless ``given``: then read from them), the walk
     over the table's sentence ids and the sentence ids of its ``k`` strongest
     reasons for and against into ``pos``/``neg`` (-1 pads a short side); or, when the walk reached a cell
     not in the table, the columns of the cells it needs into ``misses`` (-1 pads; ``misses[i, 0] >= 0``
@@ -120,21 +120,21 @@ def walk(rows: np.ndarray, contrib: np.ndarray, given: bool, sums: np.ndarray, o
         used = np.empty(n_concepts, dtype=np.bool_)
         key = np.empty(n_concepts, dtype=np.float64)
         for r in range(b * _BLOCK, min(len(rows), (b + 1) * _BLOCK)):
-            _row(rows[r], contrib, given, sums, order, block, bits, vid, slot, kind, unit, only_for, silent,
-                 concept_of, member, k, window, table, pos, neg, misses, n_concepts, width,
-                 item_id, item_sum, used, key)
+            row_walk(rows[r], contrib, given, sums, order, block, bits, vid, slot, kind, unit, only_for, silent,
+                     concept_of, member, k, window, table, pos, neg, misses, n_concepts, width,
+                     item_id, item_sum, used, key)
 
 
 @njit(cache=True)
-def _row(i: int, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.ndarray, block: np.ndarray,
-         bits: np.ndarray, vid: np.ndarray, slot: np.ndarray, kind: np.ndarray, unit: np.ndarray,
-         only_for: np.ndarray, silent: np.ndarray, concept_of: np.ndarray, member: np.ndarray, k: int, window: int,
-         table: np.ndarray, pos: np.ndarray, neg: np.ndarray, misses: np.ndarray, n_concepts: int, width: int,
-         item_id: np.ndarray, item_sum: np.ndarray, used: np.ndarray, key: np.ndarray) -> None:
-    """:func:`walk` of row ``i`` (scratch arrays of the caller's block of rows)."""
-    known = n_concepts  # the positions of the row's order computed (given: all)
-    if not given:
-        known = concept_prefix(i, contrib, concept_of, n_concepts, sums, order, key, max(window, 2 * k))
+def row_walk(i: int, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.ndarray, block: np.ndarray,
+             bits: np.ndarray, vid: np.ndarray, slot: np.ndarray, kind: np.ndarray, unit: np.ndarray,
+             only_for: np.ndarray, silent: np.ndarray, concept_of: np.ndarray, member: np.ndarray, k: int,
+             window: int, table: np.ndarray, pos: np.ndarray, neg: np.ndarray, misses: np.ndarray, n_concepts: int,
+             width: int, item_id: np.ndarray, item_sum: np.ndarray, used: np.ndarray, key: np.ndarray) -> None:
+    """:func:`walk` of row ``i`` (scratch arrays of the caller's block of rows). Batch scoring's pass also
+    runs it on each row as soon as the row's contributions are made (:func:`training.batch_pass.target_pass`)."""
+    if not given:  # the sums and the whole order (rows mostly read most of it: a concept often says nothing)
+        concept_row(i, contrib, concept_of, n_concepts, sums, order, key)
     for q in range(misses.shape[1]):
         misses[i, q] = -1
     m = 0
@@ -142,9 +142,6 @@ def _row(i: int, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.n
     n_neg = 0
     stop = -1  # the position of the concept whose wording is not known
     for p in range(n_concepts):
-        if p == known:  # past the prefix: the whole order (the same sums, the same positions)
-            concept_row(i, contrib, concept_of, n_concepts, sums, order, key)
-            known = n_concepts
         c = order[i, p]
         s = sums[i, c]
         if s == 0.0:
@@ -197,9 +194,6 @@ def _row(i: int, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.n
     if stop >= 0:  # record the cells of this concept and the next ones that the table lacks
         n_miss = 0
         for p in range(stop, min(n_concepts, max(window, stop + 1))):
-            if p == known:
-                concept_row(i, contrib, concept_of, n_concepts, sums, order, key)
-                known = n_concepts
             c = order[i, p]
             if sums[i, c] == 0.0:
                 break
@@ -234,4 +228,4 @@ def _row(i: int, contrib: np.ndarray, given: bool, sums: np.ndarray, order: np.n
             out[i, q] = item_id[best]
 
 
-__all__ = ["ABSENT", "EMPTY", "FLOAT", "MISS_SLOTS", "VALUE", "cell_keys", "insert", "lookup", "walk"]
+__all__ = ["ABSENT", "EMPTY", "FLOAT", "MISS_SLOTS", "VALUE", "cell_keys", "insert", "lookup", "row_walk", "walk"]
