@@ -415,7 +415,7 @@ class BoundBundle(ScoringBundle):
     def _reason_plan(self) -> ReasonPlan:
         plan = self._reasons.get("plan")
         if plan is None:
-            plan = self._reasons["plan"] = reason_plan(self.schema)
+            plan = self._reasons.setdefault("plan", reason_plan(self.schema))  # one plan if two threads race
         return plan  # type: ignore[no-any-return]
 
     def encode_row(self, row: Mapping[str, Any], target: str) -> np.ndarray:
