@@ -5,7 +5,8 @@ Usage: python benchmarks/score.py [--crm DIR --bundle DIR] [--leads 4000] [--rep
 Without ``--crm``/``--bundle``, generates a CRM and trains a small bundle (2 trials, nothing logged).
 Times, over the feature rows of every open lead at the cut-off, built as ``leadscore score`` builds them
 (:func:`features.engine.compute_features` with ``coded=True``: string features as categoricals over the
-run's dictionaries), best of ``--reps``:
+run's dictionaries), best of ``--reps`` rounds (each round calls the booster, scoring without reasons and
+scoring in turn, so all three are timed through the same drifts of a shared machine):
 
 * ``rows_per_s``: :func:`training.batch_score.score_frame`, what ``leadscore score`` does to each chunk
   of feature rows: encode, both targets' calibrated probabilities, the stage policy with hysteresis,
@@ -52,14 +53,19 @@ def _small(settings: Any, tmp: Path, leads: int) -> tuple[Path, Path]:
     return tmp / "crm", result.bundle.save(tmp / "bundle")
 
 
-def _best(fn: Any, reps: int) -> tuple[float, float]:
-    """The best wall time and the best CPU time (this process, all its threads) of ``reps`` calls."""
-    wall = cpu = float("inf")
+def _best(fns: list[Any], reps: int) -> list[tuple[float, float]]:
+    """Per function, the best wall time and the best CPU time (this process, all its threads) of ``reps``
+    calls, the functions called in turn (one call of each per round): a machine whose speed drifts
+    between runs (a shared host) then times each at the same moments, not one in a fast stretch and the
+    other in a slow one."""
+    best = [(float("inf"), float("inf")) for _ in fns]
     for _ in range(reps):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall, cpu = min(wall, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
-    return wall, cpu
+        for i, fn in enumerate(fns):
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            best[i] = (min(best[i][0], wall), min(best[i][1], cpu))
+    return best
 
 
 def main() -> None:
@@ -105,9 +111,8 @@ def main() -> None:
                 boosters[t].predict(x)
 
         score_frame(scorer, feats.head(50))  # warm the code tables, the TreeSHAP predictor or the path kernel
-        (t_raw, c_raw) = _best(raw, args.reps)
-        (t_predict, c_predict) = _best(lambda: score_frame(scorer, feats, reasons=False), args.reps)
-        (t_score, c_score) = _best(lambda: score_frame(scorer, feats), args.reps)
+        (t_raw, c_raw), (t_predict, c_predict), (t_score, c_score) = _best(
+            [raw, lambda: score_frame(scorer, feats, reasons=False), lambda: score_frame(scorer, feats)], args.reps)
         t0 = time.perf_counter()
         summary = score_crm(crm, settings, tmp / "scores.parquet", bundle_dir=bundle_dir)
         t_all = time.perf_counter() - t0
