@@ -177,6 +177,20 @@ def test_the_trained_bundle_attributes_by_path_identically_online_and_in_batch(s
         assert probs["p_sql"] == pytest.approx(frame["p_sql"][i], abs=1e-12)
 
 
+def test_predict_explained_is_predict_and_contributions(small_model: SmallModel) -> None:
+    """:meth:`BoundBundle.predict_explained` (one encoding, one pass) answers :meth:`predict` and the schema
+    columns of :meth:`contributions` for the explained target, on the frame's own index."""
+    bundle, feats = _rows(small_model)
+    feats = feats.set_axis(np.arange(len(feats)) * 7 + 3)
+    probs, contrib = bundle.predict_explained(feats, "sql")
+    want = bundle.predict(feats)
+    assert list(probs.index) == list(feats.index)
+    for column in want.columns:
+        np.testing.assert_allclose(probs[column].to_numpy(), want[column].to_numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(contrib, bundle.contributions(feats, "sql").to_numpy()[:, : len(bundle.schema)],
+                               rtol=0, atol=1e-10)
+
+
 def test_shap_bundles_keep_treeshap_and_older_bundles_read_as_shap(small_model: SmallModel, tmp_path: Path) -> None:
     bundle, feats = _rows(small_model)
     doc = json.loads((small_model.bundle_dir / BUNDLE_FILE).read_text())

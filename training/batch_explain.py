@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from leadscore.training.encoding import check_columns, encode_columns, encode_frame
+from leadscore.training.encoding import encode_columns, encode_frame
 from leadscore.training.linear import FrameColumns
 
 if TYPE_CHECKING:
@@ -42,13 +42,14 @@ def encode_shared(bundle: BoundBundle, features: pd.DataFrame, target: str, cols
 def explain_frame(bundle: BoundBundle, features: pd.DataFrame, target: str) -> tuple[pd.DataFrame, np.ndarray]:
     """:meth:`BoundBundle.predict_explained` (see there and the module docstring)."""
     probs, contrib, _, _ = explain_block(bundle, features, target, row_major=False)
-    return probs, contrib
+    return pd.DataFrame(probs, index=features.index), contrib
 
 
 def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | None,
                   cols: FrameColumns | None = None, row_major: bool = True, groups: np.ndarray | None = None,
-                  walk: BatchWalk | None = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`explain_frame` (``target`` None: the probabilities alone, no contributions: zeros) and the
+                  walk: BatchWalk | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`explain_frame` (the probabilities by output column, no frame; ``target`` None: the
+    probabilities alone, no contributions: zeros) and the
     rows' schema columns as float64 (rows x columns; numeric columns as the encoding converts them, string
     columns as the explained target's codes): what the reasons word the values from
     (:func:`training.reason_batch.batch_top_ids`), converted once with everything else. With a target and
@@ -71,10 +72,10 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
     from leadscore.training.batch_pass import run_pass
     from leadscore.training.bundle import OUTPUT_COLUMNS
 
-    check_columns(features, bundle.schema)
     n, rows = len(bundle.schema), len(features)
     cols = FrameColumns(features) if cols is None else cols
     order = sorted(bundle.models, key=lambda t: t != target)  # the explained target's codes in rows 0..n-1
+    # encode_columns first checks the frame has every schema column (check_columns)
     values, slots = encode_columns(features, bundle.schema, [bundle.models[t].encodings for t in order],
                                    cols.factorized, cols.column)
     reads = dict(zip(order, slots, strict=True))
@@ -111,7 +112,7 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
         p_lin = np.asarray(1.0 / (1.0 + np.exp(-(lin.intercept + sums[i])))) if plan.linear[i] and lin else None
         out[OUTPUT_COLUMNS[t]] = m.calibrator(np.asarray(m.combine(p_trees[t], p_lin), dtype=np.float64))
     block = copy[:, :n] if copy is not None else values[:n].T
-    return pd.DataFrame(out, index=features.index), contrib, block, group_sums
+    return out, contrib, block, group_sums
 
 
 #: elements below which :func:`_abs_logs` stays on one thread (handing half over costs ~0.1 ms)

@@ -144,9 +144,9 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         quoted = quoted_sentences(texts)
     # the JSON lists (Arrow kernels, GIL released) on a helper thread while this one builds the other columns
     lists = _helper().submit(lambda: [json_list_column(ids, texts, text, quoted) for ids in (pos_ids, neg_ids)])
-    p_sql = probs["p_sql"].to_numpy(dtype=np.float64)
+    p_sql = probs["p_sql"]
     # a one-target (flat) bundle's probability stands for both stages, as its stage policy was fitted
-    p_opp = probs["p_opportunity"].to_numpy(dtype=np.float64) if "p_opportunity" in probs else p_sql.copy()
+    p_opp = probs["p_opportunity"] if "p_opportunity" in probs else p_sql.copy()
     prev_codes, prev_labels = previous_stages(features, cols)
     days = features["days_in_stage"].to_numpy(dtype=np.float64) if "days_in_stage" in features else None
     stages, stage_labels = stage_codes(scorer.policy, p_sql, p_opp, prev_codes, prev_labels, days)

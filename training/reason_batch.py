@@ -211,7 +211,7 @@ class BatchWalk:
     def given(self, contrib: np.ndarray) -> bool:
         """Whether the concept sums and orders must be numpy's (:func:`concept_sums`, then held in the walk):
         numpy's order puts NaN last, the compiled one is for numbers."""
-        if not np.isnan(contrib).any():
+        if not (contrib.size and np.isnan(contrib.min())):  # the minimum is NaN if any value is: no mask
             return False
         sums, order = concept_sums(self.plan, contrib)
         self.sums[:], self.order[:] = sums, order
