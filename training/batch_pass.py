@@ -155,6 +155,8 @@ def run_pass(plan: PassPlan, values: np.ndarray, abs_logs: np.ndarray, cat_terms
     groups = np.empty((0, 0), dtype=np.int64) if groups is None else groups
     group_sums = np.empty((rows, len(groups)))
     reasons = walk_args is not None
+    if reasons and row_major.shape[0] != rows:
+        raise ValueError("the reasons walk reads the chunk's rows from row_major: pass it")
     if walk_args is None:
         from leadscore.training.reason_batch import idle_walk_args
 

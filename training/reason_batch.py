@@ -249,7 +249,7 @@ class BatchWalk:
     def resolve(self, contrib: np.ndarray, given: bool, block: np.ndarray) -> None:
         """Word the cells the walked rows reached and the table lacked (those recorded up to their
         ``window``-th concept, default ``4k``; each distinct key once), add them, walk those rows again;
-        until no row misses one. Their order was known only as far as it was read."""
+        until no row misses one."""
         from leadscore.training.reason_walk import cell_keys
 
         rows = np.flatnonzero(self.misses[:, 0] >= 0)

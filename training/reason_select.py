@@ -18,9 +18,9 @@ def concept_row(i: int, contrib: np.ndarray, concept_of: np.ndarray, n_concepts:
     j = 0, 1, ...: the same bits as numpy) and its concepts by decreasing absolute sum, ties in concept
     order (``np.argsort(-abs(sums), kind="stable")``). Each concept's position is counted, not found by a
     sort: the keys ``-|sum|`` (in the scratch ``key``) smaller than its own, and the equal ones before it.
-    A row holds a few dozen concepts; the counts are branch-free loops the compiler vectorises, where a
-    sort's data-dependent branches mispredicted on every insertion. Shared with
-    :mod:`training.reason_walk`, so both order alike."""
+    A row holds a few dozen concepts; the counts are branch-free loops, where an insertion sort's
+    data-dependent branch mispredicts once per concept (the benchmark chunk's order: 2.5 ms against 3.3).
+    Shared with :mod:`training.reason_walk`, so both order alike."""
     for c in range(n_concepts):
         sums[i, c] = 0.0
     for j in range(contrib.shape[1]):
