@@ -127,12 +127,13 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         from leadscore.training.bands import BAND_LABELS, band_groups, codes_of_sums
         from leadscore.training.reason_batch import BatchWalk
 
-        groups = band_groups(bundle.schema) if bundle.bands is not None else None
+        cuts = bundle.bands
+        groups = band_groups(bundle.schema) if cuts is not None else None
         with BatchWalk.open(bundle._reason_plan(), features, REASONS_K, factorize=cols.factorized) as walk:
             probs, contrib, block, group_sums = explain_block(bundle, features, "sql", cols, groups=groups, walk=walk)
             worded = walk.finish(contrib, block)
-        if groups is not None:
-            band_codes = codes_of_sums(group_sums, bundle.bands)
+        if cuts is not None:
+            band_codes = codes_of_sums(group_sums, cuts)
     else:
         probs, _, _, _ = explain_block(bundle, features, None, cols)
     text = inferred_text_dtype()  # text columns assembled in Arrow as pandas would infer them (score_columns)
