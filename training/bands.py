@@ -38,7 +38,7 @@ FIT_LETTERS = ("C", "B", "A")
 ENGAGEMENT_DIGITS = ("3", "2", "1")
 #: the grid's labels by ``fit index * 3 + engagement index``
 _LABELS = np.array([f + e for f in FIT_LETTERS for e in ENGAGEMENT_DIGITS], dtype=object)
-#: the band labels in code order (:func:`band_codes`)
+#: the band labels in code order (:func:`codes_of_sums`)
 BAND_LABELS: list[str] = _LABELS.tolist()
 #: rows of the training window the terciles are fitted on (a bundle may attribute by TreeSHAP, ~50x a prediction)
 CUT_SAMPLE_ROWS = 5000
@@ -97,22 +97,13 @@ def band_labels(contrib: np.ndarray, schema: Sequence[Mapping[str, Any]], cuts: 
     c = np.atleast_2d(np.asarray(contrib, dtype=np.float64))
     if cuts is None:
         return [None] * len(c)
-    return band_array(c, schema, cuts).tolist()  # type: ignore[no-any-return]
-
-
-def band_array(contrib: np.ndarray, schema: Sequence[Mapping[str, Any]], cuts: BandCuts) -> np.ndarray:
-    """:func:`band_labels` as an object array (batch scoring: the labels gathered, no per-row Python)."""
-    return _LABELS[band_codes(contrib, schema, cuts)]
-
-
-def band_codes(contrib: np.ndarray, schema: Sequence[Mapping[str, Any]], cuts: BandCuts) -> np.ndarray:
-    """:func:`band_array` as positions in :data:`BAND_LABELS` (batch scoring builds its text column from them)."""
-    sums = group_sums(contrib, schema)
-    return codes_of_sums(np.column_stack([sums[g] for g in GROUPS]), cuts)
+    sums = group_sums(c, schema)
+    return _LABELS[codes_of_sums(np.column_stack([sums[g] for g in GROUPS]), cuts)].tolist()  # type: ignore[no-any-return]
 
 
 def codes_of_sums(sums: np.ndarray, cuts: BandCuts) -> np.ndarray:
-    """Positions in :data:`BAND_LABELS` of rows' group sums (rows x :data:`GROUPS`)."""
+    """Positions in :data:`BAND_LABELS` of rows' group sums (rows x :data:`GROUPS`): the service's labels
+    (:func:`band_labels`) and batch scoring's coded column (its pass makes the sums)."""
     f = np.searchsorted(np.asarray(cuts.fit), sums[:, 0], side="right")
     e = np.searchsorted(np.asarray(cuts.interest), sums[:, 1], side="right")
     return f * len(ENGAGEMENT_DIGITS) + e

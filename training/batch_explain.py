@@ -52,7 +52,7 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
     probabilities alone, no contributions: zeros) and the
     rows' schema columns as float64 (rows x columns; numeric columns as the encoding converts them, string
     columns as the explained target's codes): what the reasons word the values from
-    (:func:`training.reason_batch.batch_top_ids`), converted once with everything else. With a target and
+    (:class:`training.reason_batch.BatchWalk`), converted once with everything else. With a target and
     ``row_major`` it is a view of the row-major copy of the chunk the pass makes anyway (the reasons walk
     reads a row's values together: one cache line, not one per column); else of the column-major encoding.
     ``cols``: the frame's columns as the caller keeps them (the reasons read its string columns'
