@@ -352,26 +352,28 @@ def test_encode_columns_of_categoricals_equals_the_text_encoding() -> None:
 
 
 def test_group_sums_in_the_pass_are_the_one_row_sums() -> None:
-    """The band's group sums made in the scoring pass (:func:`training.batch_pass._group_sum`) are what the
+    """The band's group sums made in the scoring pass (:func:`training.batch_pass._group_sums`) are what the
     service computes for one row (``group_sums`` of a one-row frame: numpy's pairwise sum of the selection),
     bit for bit, for every group size (the pairwise blocks of 8, 128 and beyond); the batch's old sum down
     the columns of a selection differed in the last bits."""
     from leadscore.training.bands import band_groups, group_sums
-    from leadscore.training.batch_pass import _group_sum
+    from leadscore.training.batch_pass import _group_sums
 
     rng = np.random.default_rng(3)
     for size in [*range(0, 140), 255, 256, 257, 700]:
         c = rng.normal(size=(6, size + 5)) * 10.0 ** rng.integers(-6, 6, size=(6, size + 5))
         cols = np.sort(rng.choice(size + 5, size, replace=False))
         padded = np.append(cols, -1)
+        got = np.empty((len(c), 1))
+        _group_sums(c, 0, len(c), padded[None, :], got)
         for r in range(len(c)):
-            got = _group_sum(c[r], padded, np.empty(size + 1))
             want = c[r : r + 1, cols].sum(axis=1)[0]
-            assert np.float64(got).view(np.int64) == np.float64(want).view(np.int64), (size, r)
+            assert got[r, 0].view(np.int64) == np.float64(want).view(np.int64), (size, r)
     schema = [{"name": f"c{j}", "dtype": "float", "group": g} for j, g in enumerate(rng.choice(["fit", "interest", ""], 90))]
     groups = band_groups(schema)
     c = rng.normal(size=(20, 90))
-    for r in range(len(c)):
+    got = np.empty((len(c), len(groups)))
+    _group_sums(c, 2, len(c), groups, got)  # from row 2: the bounds of a block are honoured
+    for r in range(2, len(c)):
         one = group_sums(c[r : r + 1], schema)
-        got = [_group_sum(c[r], groups[g], np.empty(groups.shape[1])) for g in range(len(groups))]
-        np.testing.assert_array_equal(got, [one["fit"][0], one["interest"][0]])
+        np.testing.assert_array_equal(got[r], [one["fit"][0], one["interest"][0]])

@@ -13,7 +13,7 @@ uses them), from a :class:`PassPlan` (the targets' arrays packed once per bundle
 * the logistic terms and the blend: :func:`training.linear_terms.linear_block`, down the block's rows
   of the column-major chunk;
 * then, the explained contributions finished and still in cache, each row's band group sums (as the
-  service sums one row, :func:`_group_sum`) and its reasons walk (:func:`training.reason_walk.row_walk`).
+  service sums one row, :func:`_group_sums`) and its reasons walk (:func:`training.reason_walk.row_walk`).
 
 The chunk is column-major (:func:`training.encoding.encode_columns`); each block of rows is copied
 row-major into scratch first. The arithmetic per row is that of those functions, so the results do not
@@ -142,7 +142,7 @@ def run_pass(plan: PassPlan, values: np.ndarray, abs_logs: np.ndarray, cat_terms
              walk_args: tuple[Any, ...] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`target_pass` of ``plan`` over the chunk: per target (plan order) the margins and the logistic
     sums (targets x rows each), and per row the explained contributions' sum over each of ``groups``
-    (rows x groups; :func:`_group_sum`). ``row_major`` (rows x ``values``' rows, C order): filled with the chunk
+    (rows x groups; :func:`_group_sums`). ``row_major`` (rows x ``values``' rows, C order): filled with the chunk
     row-major, the copy the pass makes block by block anyway (the reasons read a row's values together).
     ``walk_args``: the reasons walk run on each row as its contributions are made
     (:meth:`training.reason_batch.BatchWalk.compiled` of ``row_major``)."""
@@ -197,7 +197,7 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
 
     Then, while the block's contributions are in cache, each row is finished: per group ``g`` of
     ``groups`` (groups x columns, -1 padded) the sum of its columns' contributions into
-    ``group_sums[r, g]`` (:func:`_group_sum`); with ``reasons`` its reasons walk
+    ``group_sums[r, g]`` (:func:`_group_sums`); with ``reasons`` its reasons walk
     (:func:`training.reason_walk.row_walk`, ``walk_args``: :meth:`training.reason_batch.BatchWalk.compiled`,
     reading the row-major chunk)."""
     n = values.shape[1]
@@ -205,6 +205,7 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
     width = means.shape[1]
     leaves = np.empty(0, dtype=np.int32)
     finish = explain and (groups.shape[0] > 0 or reasons)
+    rows = np.arange(n if finish else 0)  # the walk's row numbers (training.reason_walk.row_walk)
     for b in prange((n + _BLOCK - 1) // _BLOCK):
         lo = b * _BLOCK
         hi = min(n, lo + _BLOCK)
@@ -235,44 +236,42 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
                          term_col[term_range[t, 0]:term_range[t, 1]], means[t], mode[t], weights[t, 0],
                          weights[t, 1], contrib, sums[t, lo:hi], lin, terms)
         if finish:
-            _finish(lo, hi, contrib, row_major, groups, group_sums, reasons, w_sums, w_order, bits, vid, slot, kind,
-                    unit, only_for, silent, concept_of, member, table, pos, neg, misses, k, window)
+            _finish(rows, lo, hi, contrib, row_major, groups, group_sums, reasons, w_sums, w_order, bits, vid, slot,
+                    kind, unit, only_for, silent, concept_of, member, table, pos, neg, misses, k, window)
 
 
 @njit(cache=True)
-def _finish(lo: int, hi: int, contrib: np.ndarray, row_major: np.ndarray, groups: np.ndarray, group_sums: np.ndarray,
-            reasons: bool, w_sums: np.ndarray, w_order: np.ndarray, bits: np.ndarray, vid: np.ndarray,
+def _finish(rows: np.ndarray, lo: int, hi: int, contrib: np.ndarray, row_major: np.ndarray, groups: np.ndarray,
+            group_sums: np.ndarray, reasons: bool, w_sums: np.ndarray, w_order: np.ndarray, bits: np.ndarray, vid: np.ndarray,
             slot: np.ndarray, kind: np.ndarray, unit: np.ndarray, only_for: np.ndarray, silent: np.ndarray,
             concept_of: np.ndarray, member: np.ndarray, table: np.ndarray, pos: np.ndarray, neg: np.ndarray,
             misses: np.ndarray, k: int, window: int) -> None:
-    """:func:`target_pass`' last step on rows ``lo..hi``, once their contributions are made: the group sums
-    and the reasons walk (see there)."""
-    n_concepts = w_sums.shape[1]
-    gather = np.empty(groups.shape[1])
-    item_id, item_sum = np.empty(n_concepts, dtype=np.int64), np.empty(n_concepts)
-    used, key = np.empty(n_concepts, dtype=np.bool_), np.empty(n_concepts)
-    for r in range(lo, hi):
-        for g in range(groups.shape[0]):
-            group_sums[r, g] = _group_sum(contrib[r], groups[g], gather)
-        if reasons:
-            row_walk(r, contrib, False, w_sums, w_order, row_major, bits, vid, slot, kind, unit, only_for, silent,
-                     concept_of, member, k, window, table, pos, neg, misses, n_concepts, member.shape[1], item_id,
-                     item_sum, used, key)
+    """:func:`target_pass`' last step on rows ``lo..hi`` (``rows``: ``arange`` of the chunk's rows), once their
+    contributions are made: the group sums and the reasons walk (see there)."""
+    _group_sums(contrib, lo, hi, groups, group_sums)
+    if reasons:
+        row_walk(rows, lo, hi, contrib, False, w_sums, w_order, row_major, bits, vid, slot, kind, unit, only_for,
+                 silent, concept_of, member, k, window, table, pos, neg, misses)
 
 
 @njit(cache=True)
-def _group_sum(row: np.ndarray, columns: np.ndarray, gather: np.ndarray) -> float:
-    """The sum of ``row`` at ``columns`` (-1 ends them) as numpy sums that selection of one row
-    (``row[columns].sum()``, what the one-row path's :func:`training.bands.group_sums` computes): the
-    values gathered, then numpy's pairwise summation (:func:`_pairwise`). The batch's band is then the
-    service's to the bit."""
-    m = 0
-    for q in range(len(columns)):
-        if columns[q] < 0:
-            break
-        gather[m] = row[columns[q]]
-        m += 1
-    return 0.0 + _pairwise(gather, 0, m)
+def _group_sums(contrib: np.ndarray, lo: int, hi: int, groups: np.ndarray, out: np.ndarray) -> None:
+    """Per row ``r`` of ``lo..hi`` and group ``g``: the sum of ``contrib[r]`` at the columns ``groups[g]`` (-1
+    ends them) as numpy sums that selection of one row (``row[columns].sum()``, what the one-row path's
+    :func:`training.bands.group_sums` computes) into ``out[r, g]``: the values gathered, then numpy's
+    pairwise summation (:func:`_pairwise`). The batch's band is then the service's to the bit. A block of
+    rows per call, the gather written out here: a compiled call's arrays are reference counted, in and out
+    (a call per row and group cost ~10x its sum)."""
+    gather = np.empty(groups.shape[1])
+    for r in range(lo, hi):
+        for g in range(groups.shape[0]):
+            m = 0
+            for q in range(groups.shape[1]):
+                if groups[g, q] < 0:
+                    break
+                gather[m] = contrib[r, groups[g, q]]
+                m += 1
+            out[r, g] = 0.0 + _pairwise(gather, 0, m)
 
 
 @njit(cache=True)
