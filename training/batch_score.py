@@ -16,7 +16,7 @@ on a schedule. It reuses the service's pieces instead of copying them:
   same pass runs the one-row rule compiled on each row as soon as its contributions are made
   (:class:`training.reason_batch.BatchWalk`, over a table of the sentences each distinct (column, shown
   value) words, kept across chunks), and sums them per band group as the service does; the text columns
-  are assembled in Arrow (:mod:`training.score_columns`), the JSON lists of reasons on a helper thread;
+  are assembled in Arrow (:mod:`training.score_columns`);
 * the stage is the bundle's :class:`StagePolicy`, with hysteresis from the lead's current stage and
   the days it has held it, both read from the kernel's own ``current_stage``/``days_in_stage``
   features: the stage the CRM recorded last at or before ``T``, as the service reads it
@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +69,8 @@ REASONS_K = 3
 #: the output columns, in order (lists are JSON text so CSV and Parquet hold the same values)
 COLUMNS = ("lead_id", "scored_at", "p_sql", "p_opportunity", "stage", "previous_stage", "days_in_stage",
            "reasons_positive", "reasons_negative", "model_version", "trend", "changes", "band")
+#: ``scored_at``'s dtype (the feature rows' ``as_of`` already has it: no conversion)
+_UTC = pd.DatetimeTZDtype("us", "UTC")
 
 
 class BatchScoreError(LeadscoreError):
@@ -143,8 +143,6 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         pos_ids, neg_ids, texts, quoted = worded
     else:
         quoted = quoted_sentences(texts)
-    # the JSON lists (Arrow kernels, GIL released) on a helper thread while this one builds the other columns
-    lists = _helper().submit(lambda: [json_list_column(ids, texts, text, quoted) for ids in (pos_ids, neg_ids)])
     p_sql = probs["p_sql"]
     # a one-target (flat) bundle's probability stands for both stages, as its stage policy was fitted
     p_opp = probs["p_opportunity"] if "p_opportunity" in probs else p_sql.copy()
@@ -162,23 +160,20 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         trend_col, changes_col = text_column(trends, text), text_column(changed, text)
     else:  # a lead without previous scores is new with no changes (what training.trend answers)
         trend_col, changes_col = repeated_column("new", n, text), repeated_column("[]", n, text)
-    columns = {
+    as_of = features["as_of"]
+    if as_of.dtype != _UTC:
+        as_of = pd.to_datetime(as_of, utc=True)
+    reasons_positive, reasons_negative = (json_list_column(ids, texts, text, quoted) for ids in (pos_ids, neg_ids))
+    columns = {  # in COLUMNS' order: a frame built from them as they are is a third of one that reorders them
         "lead_id": lead_ids.array if lead_ids.dtype == text else text_column(lead_ids.astype(object).to_numpy(), text),
-        "scored_at": pd.to_datetime(features["as_of"], utc=True).array,  # UTC, no index to align
+        "scored_at": as_of.array,  # UTC, no index to align
         "p_sql": p_sql, "p_opportunity": p_opp, "stage": stage_col, "previous_stage": previous_col,
         "days_in_stage": days if days is not None else np.full(n, np.nan),
+        "reasons_positive": reasons_positive, "reasons_negative": reasons_negative,
         "model_version": repeated_column(scorer.version, n, text),
         "trend": trend_col, "changes": changes_col, "band": band_col,
     }
-    columns["reasons_positive"], columns["reasons_negative"] = lists.result()
-    return pd.DataFrame(columns, columns=list(COLUMNS))
-
-
-@cache
-def _helper() -> ThreadPoolExecutor:
-    """The thread :func:`score_frame` builds a chunk's JSON lists of reasons on (Arrow's kernels release the
-    GIL) while it builds the other columns: started on first use and kept."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadscore-lists")
+    return pd.DataFrame(columns, index=pd.RangeIndex(n), copy=False)
 
 
 def _trends(leads: np.ndarray, p_sql: np.ndarray, previous: Mapping[str, Sequence[PastScore]], texts: Sequence[str],

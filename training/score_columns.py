@@ -60,8 +60,12 @@ def coded_column(codes: np.ndarray, labels: Sequence[str | None], dtype: Any) ->
 
 
 def repeated_column(value: str, n: int, dtype: Any) -> Any:
-    """``text_column`` of ``n`` copies of ``value``."""
-    return coded_column(np.zeros(n, dtype=np.int64), [value], dtype)
+    """``text_column`` of ``n`` copies of ``value`` (Arrow's ``repeat``: no codes to take)."""
+    import pyarrow as pa
+
+    if not hasattr(dtype, "__from_arrow__"):
+        return coded_column(np.zeros(n, dtype=np.int64), [value], dtype)
+    return _wrap(pa.repeat(pa.scalar(value, type=pa.large_string()), n), dtype)
 
 
 def quoted_sentences(texts: Sequence[str]) -> Any:
