@@ -99,6 +99,11 @@ def test_json_lists_are_json_dumps() -> None:
     many = [f"reason {i}" for i in range(3000)]  # too many sentences for one integer per row of 6
     wide = np.random.default_rng(0).integers(-1, 3000, (50, 6))
     assert json_lists(wide, many).tolist() == [json.dumps([many[t] for t in r if t >= 0]) for r in wide]
+    odd = ["back\\slash", "line\nbreak\ttab", "", "emoji \U0001f642", "\x00 nul", "</script>"]  # escaped as json.dumps does
+    pairs = np.array([[i, j] for i in range(len(odd)) for j in (-1, *range(len(odd)))])
+    assert json_lists(pairs, odd).tolist() == [json.dumps([odd[t] for t in r if t >= 0]) for r in pairs]
+    with pytest.raises(IndexError, match="sentence id 6"):
+        json_lists(np.array([[6]]), odd)
 
 
 @pytest.mark.parametrize("recycle", [45, None])

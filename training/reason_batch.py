@@ -57,7 +57,7 @@ class Sentences:
         self.size = 0
         self.texts: list[str] = []
         self.quoted: list[str] = []  # each sentence as json.dumps quotes it (training.score_columns)
-        self._pieces: Any = None  # quoted_pieces(self.quoted), built when first asked after a change
+        self._pieces: tuple[np.ndarray, np.ndarray] | None = None  # pieces(), built when first asked after a change
         self.index: dict[str, int] = {}
         self.value_ids: dict[int, dict[Any, int]] = {}
         self.values: dict[int, list[Any]] = {}
@@ -85,13 +85,14 @@ class Sentences:
             insert(self.table, live[:, 0].copy(), live[:, 1].copy(), live[:, 2].copy())
         self.size += insert(self.table, k1, k2, ids)
 
-    def pieces(self) -> Any:
-        """:func:`training.score_columns.quoted_pieces` of every sentence, kept until one is added: the JSON
-        lists of a batch are joined from it by sentence id (:func:`training.score_columns.json_list_column`)."""
-        from leadscore.training.score_columns import quoted_pieces
+    def pieces(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every sentence quoted, in one byte buffer with their offsets
+        (:func:`training.json_lists.quoted_buffers`), kept until one is added: the JSON lists of a batch are
+        copied from it by sentence id (:func:`training.score_columns.json_list_column`)."""
+        from leadscore.training.json_lists import quoted_buffers
 
         if self._pieces is None:
-            self._pieces = quoted_pieces(self.quoted)
+            self._pieces = quoted_buffers(self.quoted)
         return self._pieces
 
     def value_column(self, j: int, factorized: tuple[np.ndarray, Any]) -> np.ndarray:

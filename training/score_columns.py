@@ -3,8 +3,8 @@
 ``score_frame`` returns text columns (lead ids, stages, the JSON lists of reasons, trends, bands). Built as
 object arrays, pandas 3 converts each to its ``str`` dtype (Arrow strings) element by element when the
 frame is made, which cost more than the stage policy and the bands together. Here a column of few
-distinct values is the Arrow ``take`` of its distinct values, and a JSON list of sentences the Arrow
-join of the quoted sentences taken per position (:func:`json_list_column`), then wrapped in the dtype
+distinct values is the Arrow ``take`` of its distinct values, and the JSON lists of sentences are written
+compiled into an Arrow string array (:func:`json_list_column`), then wrapped in the dtype
 pandas infers for text (``__from_arrow__``, no copy); on a pandas whose inferred text dtype is ``object``
 the column stays an object array, as before.
 """
@@ -68,43 +68,25 @@ def repeated_column(value: str, n: int, dtype: Any) -> Any:
     return _wrap(pa.repeat(pa.scalar(value, type=pa.large_string()), n), dtype)
 
 
-def quoted_sentences(texts: Sequence[str]) -> Any:
-    """The pieces :func:`json_list_column` joins, as an Arrow array: each sentence quoted as ``json.dumps``
-    quotes a string (a list's first), nothing (a -1), then ``", "`` and each quoted sentence (a later one)."""
-    return quoted_pieces([encode_basestring_ascii(t) for t in texts])
+def quoted_sentences(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`json_list_column` copies the sentences from: each quoted as ``json.dumps`` quotes a string,
+    in one byte buffer with their offsets (:func:`training.json_lists.quoted_buffers`)."""
+    from leadscore.training.json_lists import quoted_buffers
+
+    return quoted_buffers([encode_basestring_ascii(t) for t in texts])
 
 
-def quoted_pieces(quoted: Sequence[str]) -> Any:
-    """:func:`quoted_sentences` of sentences already quoted (``encode_basestring_ascii`` of each: the
-    batch reasons keep them with their sentences, :class:`training.reason_batch.Sentences`)."""
-    import pyarrow as pa
-
-    return pa.array([*quoted, "", *(", " + q for q in quoted), ""], type=pa.large_string())
-
-
-def json_list_column(ids: np.ndarray, texts: Sequence[str], dtype: Any, quoted: Any = None) -> Any:
+def json_list_column(ids: np.ndarray, texts: Sequence[str], dtype: Any,
+                     quoted: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
     """Each row of ``ids`` (rows x k sentence ids into ``texts``, -1: none) as the JSON text of its list of
     sentences, ``json.dumps(list)`` exactly (each sentence quoted as ``json.dumps`` quotes a string, joined
-    by ``", "`` in brackets; a -1 anywhere is skipped), as a column of ``dtype``. ``quoted``: the texts'
-    :func:`quoted_sentences`, when the caller builds several columns from the same texts."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    by ``", "`` in brackets; a -1 anywhere is skipped), as a column of ``dtype``: written compiled, rows in
+    parallel (:func:`training.json_lists.json_lists_array`). ``quoted``: the texts' :func:`quoted_sentences`,
+    when the caller keeps them for several columns or batches."""
+    from leadscore.training.json_lists import json_lists_array
 
     ids = np.atleast_2d(np.asarray(ids, dtype=np.int64))
-    n_texts = len(texts)
-    table = quoted_sentences(texts) if quoted is None else quoted
-    started = np.zeros(len(ids), dtype=bool)
-    parts = []
-    for col in ids.T:
-        present = col >= 0
-        parts.append(table.take(np.where(present, np.where(started, n_texts + 1 + col, col), n_texts)))
-        started |= present
-    bracket = [pa.scalar(b, type=pa.large_string()) for b in ("[", "]", "")]
-    joined = pc.binary_join_element_wise(bracket[0], *parts, bracket[1], bracket[2])
-    if not isinstance(joined, pa.Array) or len(joined) != len(ids):  # no column: a scalar "[]"
-        joined = pa.array(["[]"] * len(ids), type=pa.large_string())
-    return _wrap(joined, dtype)
+    return _wrap(json_lists_array(ids, quoted_sentences(texts) if quoted is None else quoted), dtype)
 
 
-__all__ = ["coded_column", "inferred_text_dtype", "json_list_column", "quoted_pieces", "quoted_sentences", "repeated_column",
-           "text_column"]
+__all__ = ["coded_column", "inferred_text_dtype", "json_list_column", "quoted_sentences", "repeated_column", "text_column"]
