@@ -356,6 +356,20 @@ def test_encode_columns_of_categoricals_equals_the_text_encoding() -> None:
                                   encode_columns(frame.iloc[::2].reset_index(drop=True), SCHEMA, [first, other])[0])
 
 
+def test_encode_columns_names_every_missing_column() -> None:
+    """The batch encoding refuses a frame without every schema column, naming them all (one look-up serves
+    the check and the copy), and reads the columns by name whatever their order in the frame."""
+    from leadscore.training.encoding import encode_columns, encode_frame
+
+    frame = _rows(SCHEMA, 40, 2)
+    gone = [SCHEMA[0]["name"], SCHEMA[-1]["name"]]
+    with pytest.raises(ValueError, match="missing column") as err:
+        encode_columns(frame.drop(columns=gone), SCHEMA, [{}])
+    assert all(name in str(err.value) for name in gone)
+    shuffled = frame[list(reversed(frame.columns))]
+    np.testing.assert_array_equal(encode_columns(shuffled, SCHEMA, [{}])[0].T, encode_frame(frame, SCHEMA, {}))
+
+
 def test_group_sums_in_the_pass_are_the_one_row_sums() -> None:
     """The band's group sums made in the scoring pass (:func:`training.batch_pass._group_sums`) are what the
     service computes for one row (``group_sums`` of a one-row frame: numpy's pairwise sum of the selection),

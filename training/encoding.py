@@ -88,17 +88,19 @@ def numeric_block(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
         return block.T
 
 
-def numeric_rows(frame: pd.DataFrame, names: Sequence[str], out: np.ndarray, rows: Sequence[int]) -> None:
+def numeric_rows(frame: pd.DataFrame, names: Sequence[str], out: np.ndarray, rows: Sequence[int],
+                 locs: np.ndarray | None = None) -> None:
     """:func:`numeric_block` of ``names`` written transposed into ``out[rows]`` (one row of ``out`` per name):
     a column pandas holds as a numpy number array is copied as it is (``to_numpy(float64)`` of it: the
     same values), the others converted by :func:`numeric_block`. Batch scoring's column-major chunk: the
-    sub-frame and its row-major interleave then transposed cost more than the rest of the encoding."""
+    sub-frame and its row-major interleave then transposed cost more than the rest of the encoding.
+    ``locs``: the names' positions among the frame's (unique) columns, when the caller has them."""
     get = getattr(frame, "_get_column_array", None)  # pandas' own column accessor: no Series per column
     if get is None or not frame.columns.is_unique:
         out[list(rows)] = numeric_block(frame, names).T
         return
     rest: list[int] = []
-    for i, loc in enumerate(frame.columns.get_indexer(list(names)).tolist()):
+    for i, loc in enumerate((frame.columns.get_indexer(list(names)) if locs is None else locs).tolist()):
         arr = get(loc)
         if isinstance(arr, np.ndarray) and arr.dtype.kind in "fiub":
             out[rows[i]] = arr
@@ -124,7 +126,13 @@ def encode_columns(
     and the column itself as the caller keeps them for the batch's other readers
     (:class:`training.linear.FrameColumns`).
     """
-    check_columns(frame, schema)
+    locs = None
+    if frame.columns.is_unique:  # the positions serve the check and the copy: one look-up
+        locs = frame.columns.get_indexer([s["name"] for s in schema])
+        if (locs < 0).any():
+            check_columns(frame, schema)
+    else:
+        check_columns(frame, schema)
     n = len(schema)
     cat = [j for j, s in enumerate(schema) if s["dtype"] == "str"]
     num = [j for j, s in enumerate(schema) if s["dtype"] != "str"]
@@ -132,7 +140,7 @@ def encode_columns(
         schema[j]["name"], []) for j in cat)]
     values = np.empty((n + len(cat) * len(extra), len(frame)), dtype=np.float64)
     if num:
-        numeric_rows(frame, [schema[j]["name"] for j in num], values, num)
+        numeric_rows(frame, [schema[j]["name"] for j in num], values, num, None if locs is None else locs[num])
     slots = [np.arange(n, dtype=np.int64) for _ in tables]
     for e, t in enumerate(extra):
         slots[t][cat] = n + e * len(cat) + np.arange(len(cat))
