@@ -208,17 +208,47 @@ def test_values_with_one_display_key_read_alike(unit: str) -> None:
 
 def test_concept_sums_are_the_one_row_bincount_and_stable_order() -> None:
     """The compiled sums add in column order as ``np.bincount`` does for one row (the same bits), and the
-    order is ``argsort(-|sum|, stable)``: exact ties, zeros and NaN (numpy's order) included."""
-    from leadscore.training.reason_batch import concept_sums
+    order is ``argsort(-|sum|, stable)``: exact ties, zeros and NaN (numpy's order) included, from NaN
+    contributions or +inf and -inf in one concept."""
+    from leadscore.training.reason_select import concept_order
 
     plan = reason_plan(SCHEMA)
     contrib = _contrib(400, len(SCHEMA), 4)
-    for c in (contrib, np.where(np.arange(len(SCHEMA)) == 3, np.nan, contrib)):
-        sums, order = concept_sums(plan, c)
+    inf = contrib.copy()
+    pair = next(m for m in plan.members if len(m) >= 2)
+    inf[::3, pair[0]], inf[::3, pair[1]] = np.inf, -np.inf  # a NaN sum of numbers
+    for c in (contrib, np.where(np.arange(len(SCHEMA)) == 3, np.nan, contrib), inf):
+        sums, order = concept_order(c, plan.concept_of, len(plan.concepts))
         for i in range(len(c)):
             want = np.bincount(plan.concept_of, weights=c[i], minlength=len(plan.concepts))
             np.testing.assert_array_equal(sums[i], want)
             np.testing.assert_array_equal(order[i], np.argsort(-np.abs(want), kind="stable"))
+
+
+def test_a_walked_batch_with_nan_concept_sums_is_the_one_row_rule() -> None:
+    """A NaN contribution, or +inf and -inf in one concept (a NaN sum of numbers), walked as the scoring pass
+    walks each row (the compiled order, then the walk's finish): the one-row rule's sentences, row by row."""
+    from leadscore.training.reason_batch import BatchWalk
+
+    plan = reason_plan(SCHEMA)
+    frame = _rows(SCHEMA, 120, 7)
+    floats = np.array([c.numeric for c in plan.columns], dtype=bool)
+    block = np.zeros((len(frame), len(plan.columns)))
+    block[:, floats] = frame[[c.name for c, f in zip(plan.columns, floats, strict=True) if f]].to_numpy(np.float64)
+    pair = next(m for m in plan.members if len(m) >= 2)
+    nan, inf = _contrib(len(frame), len(SCHEMA), 8), _contrib(len(frame), len(SCHEMA), 9)
+    nan[::3, 3] = np.nan
+    inf[::4, pair[0]], inf[::4, pair[1]] = np.inf, -np.inf
+    for c in (nan, inf):
+        with BatchWalk.open(plan, frame, 3, None, floats) as walk:
+            walk.compiled(block)  # as the pass is given the walk: every row walked with the compiled order
+            walk.walk(np.arange(len(frame)), c, False, block)
+            pos, neg, texts, _ = walk.finish(c, block)
+        assert np.isnan(walk.sums).any()
+        for i, row in enumerate(frame.to_dict("records")):
+            want = top_reasons(plan, row, c[i], 3)
+            assert [texts[t] for t in pos[i] if t >= 0] == [r["text"] for r in want["positive"]], i
+            assert [texts[t] for t in neg[i] if t >= 0] == [r["text"] for r in want["negative"]], i
 
 
 def test_the_logistic_pass_equals_the_term_matrix_contributions_and_blend() -> None:

@@ -22,23 +22,6 @@ import pandas as pd
 from leadscore.training.reasons import ReasonPlan
 
 
-def concept_sums(plan: ReasonPlan, contrib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For many rows at once (``contrib``: rows x columns): each concept's summed contribution, added in
-    column order exactly as :func:`~training.reasons.top_reasons`' ``np.bincount`` does for one row (the
-    same bits), and each row's concepts by decreasing absolute sum (stable). Batch scoring's per-row numpy
-    calls cost more than the walk of the trees."""
-    c = np.atleast_2d(np.asarray(contrib, dtype=np.float64))
-    if not np.isnan(c).any():  # compiled (training.reason_select): the same bits, no per-column numpy call
-        from leadscore.training.reason_select import concept_order
-
-        return concept_order(np.ascontiguousarray(c), plan.concept_of, len(plan.concepts))  # type: ignore[no-any-return]
-    sums = np.zeros((len(c), len(plan.concepts)))
-    for j, concept in enumerate(plan.concept_of.tolist()):
-        sums[:, concept] += c[:, j]
-    return sums, np.argsort(-np.abs(sums), axis=1, kind="stable")
-
-
-
 class Sentences:
     """A plan's batch wording (:mod:`training.reason_walk`), kept across the chunks of a run (a CRM's chunks
     show mostly the same values): the table of cell keys to sentence ids, the sentences, and per column
@@ -209,15 +192,6 @@ class BatchWalk:
                 sentences.reset()
             yield cls(plan, frame, k, window, floats, factorize, sentences)
 
-    def given(self, contrib: np.ndarray) -> bool:
-        """Whether the concept sums and orders must be numpy's (:func:`concept_sums`, then held in the walk):
-        numpy's order puts NaN last, the compiled one is for numbers."""
-        if not (contrib.size and np.isnan(contrib.min())):  # the minimum is NaN if any value is: no mask
-            return False
-        sums, order = concept_sums(self.plan, contrib)
-        self.sums[:], self.order[:] = sums, order
-        return True
-
     def compiled(self, block: np.ndarray) -> tuple[Any, ...]:
         """What :func:`training.reason_walk.row_walk` reads beside the row, the contributions and ``block``
         (rows x columns, float64, C order), in :func:`training.batch_pass.target_pass`'s order; the pass
@@ -228,16 +202,16 @@ class BatchWalk:
                 self.neg, self.misses, self.k, self.window)
 
     def finish(self, contrib: np.ndarray, block: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str], Any]:
-        """Every row's reasons (:meth:`result`): the rows walked (unless the pass walked them with the sums
-        and orders they need), those that missed a cell resolved."""
-        given = self.given(contrib)
-        if given or not self.walked:
-            self.walk(np.arange(len(self.pos), dtype=np.int64), contrib, given, block)
-        self.resolve(contrib, given, block)
+        """Every row's reasons (:meth:`result`): the rows walked (unless the pass walked them), those that
+        missed a cell resolved."""
+        if not self.walked:
+            self.walk(np.arange(len(self.pos), dtype=np.int64), contrib, False, block)
+        self.resolve(contrib, block)
         return self.result()
 
     def walk(self, rows: np.ndarray, contrib: np.ndarray, given: bool, block: np.ndarray) -> None:
-        """The compiled walk of ``rows``, in parallel (``given``: the sums and orders are held already)."""
+        """The compiled walk of ``rows``, in parallel (``given``: their sums and orders are held already, from
+        their first walk)."""
         from leadscore.features.kernel import parallel_chunks
         from leadscore.training.attribution import _PARALLEL
         from leadscore.training.reason_walk import walk
@@ -247,10 +221,10 @@ class BatchWalk:
                  self.kind, self.units, self.only_for, self.silent, self.plan.concept_of, self.member, self.k,
                  self.window, self.sentences.table, self.pos, self.neg, self.misses)
 
-    def resolve(self, contrib: np.ndarray, given: bool, block: np.ndarray) -> None:
+    def resolve(self, contrib: np.ndarray, block: np.ndarray) -> None:
         """Word the cells the walked rows reached and the table lacked (those recorded up to their
-        ``window``-th concept, default ``4k``; each distinct key once), add them, walk those rows again;
-        until no row misses one."""
+        ``window``-th concept, default ``4k``; each distinct key once), add them, walk those rows again (their
+        sums and orders kept from the first walk); until no row misses one."""
         from leadscore.training.reason_walk import cell_keys
 
         rows = np.flatnonzero(self.misses[:, 0] >= 0)
@@ -266,7 +240,7 @@ class BatchWalk:
             texts = [self.plan.text(j, float(block[r, j]) if self.floats[j] else self._shown(r, j))
                      for r, j in zip(cell_rows[picks].tolist(), cell_cols[picks].tolist(), strict=True)]
             self.sentences.add(k1[picks], k2[picks], texts)
-            self.walk(rows, contrib, given, block)
+            self.walk(rows, contrib, True, block)
             rows = rows[self.misses[rows, 0] >= 0]
 
     def result(self) -> tuple[np.ndarray, np.ndarray, list[str], Any]:

@@ -1,8 +1,8 @@
 """The concept sums and order of :func:`training.reasons.top_reasons` for a whole batch, compiled (numba).
 
-:func:`training.reason_batch.concept_sums` (the batch's sums where the compiled walk of
-:mod:`training.reason_walk` is not used, and the reference it is held to in the tests). Imported when first
-used: numba compiles on first call (cached on disk).
+:func:`concept_rows` is the first step of each row's batch walk (:mod:`training.reason_walk`);
+:func:`concept_order` runs it over a whole batch (the tests hold it to numpy's ``bincount`` and stable
+``argsort``). Imported when first used: numba compiles on first call (cached on disk).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ def concept_rows(rows: np.ndarray, lo: int, hi: int, contrib: np.ndarray, concep
     ``sums[i, concept_of[j]] += contrib[i, j]`` for j = 0, 1, ...: the same bits as numpy) and its
     concepts by decreasing absolute sum, ties in concept order (``np.argsort(-abs(sums), kind="stable")``).
     Each concept's position is counted, not found by a sort: the keys ``-|sum|`` smaller than its own, and
-    the equal ones before it. A row holds a few dozen concepts; the counts are branch-free loops, where an
+    the equal ones before it; a NaN sum's key is +inf, so NaN sums come last in concept order, as numpy puts
+    them (a NaN key compared false with every other: positions collided, others were never written). A row holds a few dozen concepts; the counts are branch-free loops, where an
     insertion sort's data-dependent branch mispredicts once per concept (the benchmark chunk's order: 2.5
     ms against 3.3). A block of rows per call: a compiled call's arrays are reference counted, in and out.
     Shared with :mod:`training.reason_walk`, so both order alike."""
@@ -31,7 +32,8 @@ def concept_rows(rows: np.ndarray, lo: int, hi: int, contrib: np.ndarray, concep
         for j in range(contrib.shape[1]):
             sums[i, concept_of[j]] += contrib[i, j]
         for c in range(n_concepts):
-            key[c] = -abs(sums[i, c])
+            s = sums[i, c]
+            key[c] = -abs(s) if s == s else np.inf  # NaN last, as numpy sorts it: every position filled
         for c in range(n_concepts):
             kc = key[c]
             at = 0
@@ -44,8 +46,7 @@ def concept_rows(rows: np.ndarray, lo: int, hi: int, contrib: np.ndarray, concep
 
 @njit(cache=True)
 def concept_order(contrib: np.ndarray, concept_of: np.ndarray, n_concepts: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every row's :func:`concept_rows`: the sums and the order. NaN-free ``contrib`` only (numpy sorts NaN
-    last; the caller falls back to it)."""
+    """Every row's :func:`concept_rows`: the sums and the order."""
     n = contrib.shape[0]
     sums = np.zeros((n, n_concepts))
     order = np.empty((n, n_concepts), dtype=np.int64)
