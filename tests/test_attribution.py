@@ -98,13 +98,13 @@ def _batch_pass_equals_the_walk(model: PathModel, Z: np.ndarray) -> None:
                      {"sql": model, "opportunity": model}, reads, {str(j): j for j in range(n)}, explain=True)
     got = np.full(Z.shape, 7.0)  # the pass overwrites the rows it explains
     row_major = np.full((len(Z), len(values)), 7.0)
-    got_margin, _, _ = run_pass(plan, values, np.empty((0, len(Z))), np.empty((len(Z), 0)), got, row_major)
+    got_margin, _, _ = run_pass(plan, values, np.empty((0, len(Z))), np.empty((0, len(Z))), got, row_major)
     np.testing.assert_array_equal(got_margin[0], margin)
     np.testing.assert_array_equal(got_margin[1], margin)
     np.testing.assert_array_equal(got, contrib)
     np.testing.assert_array_equal(row_major.view(np.int64), values.T.view(np.int64))
     again = np.full(Z.shape, 7.0)  # without the copy: the same answers
-    again_margin, _, _ = run_pass(plan, values, np.empty((0, len(Z))), np.empty((len(Z), 0)), again)
+    again_margin, _, _ = run_pass(plan, values, np.empty((0, len(Z))), np.empty((0, len(Z))), again)
     np.testing.assert_array_equal(again_margin, got_margin)
     np.testing.assert_array_equal(again, contrib)
 

@@ -294,7 +294,7 @@ def test_the_logistic_pass_equals_the_term_matrix_contributions_and_blend() -> N
     for mode, w in ((NO_CONTRIB, 1.0), (LINEAR, 1.0), (BLEND, 0.6)):
         contrib = trees.copy()
         _, sums, _ = run_pass(replace(plan, mode=np.array([mode, NO_CONTRIB]), weights=np.array([[w, 1.0 - w], [1.0, 0.0]])),
-                           values, abs_logs, cat[:, None], contrib)
+                           values, abs_logs, cat[None, :], contrib)
         np.testing.assert_array_equal(sums[0], np.asarray(terms).sum(axis=1))
         np.testing.assert_array_equal(sums[1], np.asarray(other.term_matrix(cols)).sum(axis=1))
         with np.errstate(invalid="ignore"):  # an infinite term less its mean
@@ -384,6 +384,33 @@ def test_encode_columns_of_categoricals_equals_the_text_encoding() -> None:
     half = coded.iloc[::2].reset_index(drop=True)  # a later chunk: the same dictionaries, other rows
     np.testing.assert_array_equal(encode_columns(half, SCHEMA, [first, other])[0],
                                   encode_columns(frame.iloc[::2].reset_index(drop=True), SCHEMA, [first, other])[0])
+
+
+def test_category_terms_and_value_ids_of_categoricals_equal_the_text_paths() -> None:
+    """A string column held as a categorical (batch scoring's) gives its logistic term through the coefficient
+    per code of its dictionary, and its reasons' value ids through the ids per category: the same terms and
+    values as the text column's factorisation, with missing values, unused and unknown categories."""
+    from leadscore.training.linear import category_coefs
+    from leadscore.training.reason_batch import Sentences
+
+    frame = _rows(SCHEMA, 300, 6)
+    name = next(s["name"] for s in SCHEMA if s["dtype"] == "str")
+    values = frame[name].astype(object).where(frame[name].notna(), None)
+    seen = sorted({v for v in values if isinstance(v, str)})
+    coded = pd.Series(pd.Categorical(values, categories=pd.Index(["never_seen", *seen], dtype=object)))
+    text = frame.assign(**{name: values.astype("str")})
+    term = CategoricalTerm(name, {"true": 0.7, "(missing)": 0.1, "never_seen": 2.0, "absent": -1.0})
+    codes, labels = FrameColumns(text).codes(name)
+    want = np.array([term.coefs.get(v, 0.0) for v in labels])[codes]
+    for _ in range(2):  # again from the table kept for the dictionary
+        np.testing.assert_array_equal(category_coefs(term, coded.dtype)[coded.array.codes], want)
+    sentences = Sentences()
+    j = 4
+    by_text = sentences.value_column(j, FrameColumns(text).factorized(name))
+    by_code = sentences.category_ids(j, coded.dtype)[coded.array.codes]
+    assert sentences.category_ids(j, coded.dtype) is sentences.category_ids(j, coded.dtype)
+    np.testing.assert_array_equal(by_code, by_text)  # one table of value ids: the same value, the same id
+    assert [None if t < 0 else sentences.values[j][t] for t in by_code.tolist()] == values.tolist()
 
 
 def test_encode_columns_names_every_missing_column() -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.training.encoding import encode_columns, encode_frame
-from leadscore.training.linear import FrameColumns
+from leadscore.training.linear import FrameColumns, category_coefs
 
 if TYPE_CHECKING:
     from leadscore.training.attribution import PathModel
@@ -91,14 +91,18 @@ def explain_block(bundle: BoundBundle, features: pd.DataFrame, target: str | Non
             p_trees[t] = m.booster.predict(x)
             if t == target:
                 contrib[:] = bundle.tree_contributions(x, t)[:, :n]
-    cat_terms = np.empty((rows, int(plan.cat_range.max(initial=0))))
+    cat_terms = np.empty((int(plan.cat_range.max(initial=0)), rows))  # a term per row: each written contiguously
     for i, t in enumerate(order):
         lin = bundle.models[t].linear
         if plan.linear[i]:
             assert lin is not None
             for q, c in enumerate(lin.categorical, start=int(plan.cat_range[i, 0])):
+                col = cols.column(c.name)
+                if isinstance(col.dtype, pd.CategoricalDtype):  # the coefficient per code of the run's dictionary
+                    np.take(category_coefs(c, col.dtype), col.array.codes, out=cat_terms[q], mode="wrap")  # -1: missing
+                    continue
                 codes, labels = cols.codes(c.name)
-                cat_terms[:, q] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
+                cat_terms[q] = np.array([c.coefs.get(v, 0.0) for v in labels], dtype=np.float64)[codes]
     copy = np.empty((rows, len(values))) if plan.explain and row_major else None  # the reasons read rows
     walk_args = walk.compiled(copy) if walk is not None and copy is not None else None
     margin, sums, group_sums = run_pass(plan, values, abs_logs, cat_terms, contrib, copy,

@@ -65,7 +65,7 @@ class PassPlan:
     num_range: np.ndarray  # targets x 2
     term_col: np.ndarray  # per term, numeric then categorical per target: its schema column
     term_range: np.ndarray  # targets x 2
-    cat_range: np.ndarray  # targets x 2: its category terms' columns in the per-chunk ``cat_terms``
+    cat_range: np.ndarray  # targets x 2: its category terms' rows in the per-chunk ``cat_terms``
     means: np.ndarray  # targets x schema columns: the terms' fit-row means
     mode: np.ndarray
     weights: np.ndarray  # targets x 2: the trees' and the linear contributions' blend weights
@@ -187,7 +187,7 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
     spread out): with ``walk[t]`` the trees' margin into ``margin[t, r]`` and, for the first target when
     ``explain``, their contributions into ``contrib[r]`` (overwritten); with ``linear[t]`` the logistic
     terms' sum into ``sums[t, r]`` (``abs_logs``: ``log1p(|x|)`` of the schema rows of ``values``;
-    ``cat_terms``: rows x category terms) and the contributions written as ``mode[t]`` says
+    ``cat_terms``: category terms x rows) and the contributions written as ``mode[t]`` says
     (:func:`training.linear_terms.linear_block`).
 
     Column-major rows read one value per cache line; a walk would wait on memory, so each block of rows is
@@ -232,7 +232,7 @@ def target_pass(values: np.ndarray, abs_logs: np.ndarray, explain: bool, walk: n
                 continue
             a, z = num_range[t, 0], num_range[t, 1]
             linear_block(values, abs_logs, lo, hi, val_col[a:z], missing[a:z], present[a:z], center[a:z],
-                         scale[a:z], coef[a:z], cat_terms[:, cat_range[t, 0]:cat_range[t, 1]],
+                         scale[a:z], coef[a:z], cat_terms[cat_range[t, 0]:cat_range[t, 1]],
                          term_col[term_range[t, 0]:term_range[t, 1]], means[t], mode[t], weights[t, 0],
                          weights[t, 1], contrib, sums[t, lo:hi], lin, terms)
         if finish:

@@ -129,7 +129,8 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
 
         cuts = bundle.bands
         groups = band_groups(bundle.schema) if cuts is not None else None
-        with BatchWalk.open(bundle._reason_plan(), features, REASONS_K, factorize=cols.factorized) as walk:
+        with BatchWalk.open(bundle._reason_plan(), features, REASONS_K, factorize=cols.factorized,
+                            column=cols.column) as walk:
             probs, contrib, block, group_sums = explain_block(bundle, features, "sql", cols, groups=groups, walk=walk)
             worded = walk.finish(contrib, block)
         if cuts is not None:

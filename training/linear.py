@@ -282,6 +282,28 @@ class LinearModel:
                    term_means={str(k): float(v) for k, v in d["term_means"].items()})
 
 
+def category_coefs(term: CategoricalTerm, dtype: pd.CategoricalDtype) -> np.ndarray:
+    """For a categorical column of ``dtype``: ``term``'s coefficient per category code, then the missing
+    value's (entry -1), so ``category_coefs(term, dtype)[codes]`` is the term of every row (each category
+    worded as :func:`_category_value`, as the text column's). Worked out once per dictionary and term (batch
+    scoring: every chunk's columns share the run's dictionaries), then kept."""
+    key = (id(dtype), id(term))
+    got = _COEFS.get(key)
+    if got is not None and got[0] is dtype and got[1] is term:  # the objects held: their ids not reused
+        return got[2]
+    coefs = np.array([term.coefs.get(_category_value(v), 0.0) for v in np.asarray(dtype.categories, dtype=object)]
+                     + [term.coefs.get(MISSING, 0.0)], dtype=np.float64)
+    if len(_COEFS) >= _COEFS_MAX:
+        _COEFS.clear()
+    _COEFS[key] = (dtype, term, coefs)
+    return coefs
+
+
+#: per (categorical dtype, term), by identity: the dtype, the term and :func:`category_coefs`
+_COEFS: dict[tuple[int, int], tuple[Any, Any, np.ndarray]] = {}
+_COEFS_MAX = 1024
+
+
 def _category_value(v: Any) -> str:
     return MISSING if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
 

@@ -50,8 +50,8 @@ def linear_block(values: np.ndarray, abs_logs: np.ndarray, lo: int, hi: int, val
     ``log1p(|value|)`` at ``abs_logs[val_col[i]]`` (numpy's ``log1p``, the one the one-row path calls: the C
     library's differs in the last bit); the sign is ``np.sign``'s (+0 for either zero), so ``sign * log`` is
     :func:`training.linear.signed_log` to the bit. ``missing`` and ``present`` are per term
-    :func:`numeric_terms`' constants (:func:`term_constants`); ``cat`` the batch's category terms (rows x
-    terms); ``term_col`` each term's schema column; ``lin`` (rows of the block x schema width) and ``terms``
+    :func:`numeric_terms`' constants (:func:`term_constants`); ``cat`` the batch's category terms (terms x
+    rows: a term down the rows is contiguous, as a numeric one's values); ``term_col`` each term's schema column; ``lin`` (rows of the block x schema width) and ``terms``
     (rows of the block) are scratch.
 
     A term is computed down the block's rows (one column's values are contiguous): the division, the
@@ -78,13 +78,13 @@ def linear_block(values: np.ndarray, abs_logs: np.ndarray, lo: int, hi: int, val
             j = term_col[i]
             for r in range(nb):
                 lin[r, j] = terms[r]
-    for q in range(cat.shape[1]):
+    for q in range(cat.shape[0]):
         for r in range(nb):
-            sums[r] += cat[lo + r, q]
+            sums[r] += cat[q, lo + r]
         if explain:
             j = term_col[n_num + q]
             for r in range(nb):
-                lin[r, j] = cat[lo + r, q]
+                lin[r, j] = cat[q, lo + r]
     if mode == BLEND:
         for r in range(nb):
             for j in range(len(means)):

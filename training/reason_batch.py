@@ -44,6 +44,7 @@ class Sentences:
         self.index: dict[str, int] = {}
         self.value_ids: dict[int, dict[Any, int]] = {}
         self.values: dict[int, list[Any]] = {}
+        self.coded: dict[tuple[int, int], tuple[Any, np.ndarray]] = {}  # category_ids(), by column and dictionary
 
     def add(self, k1: np.ndarray, k2: np.ndarray, texts: Sequence[str | None]) -> None:
         """Store each cell key's sentence (None: the value says nothing)."""
@@ -77,6 +78,18 @@ class Sentences:
         if self._pieces is None:
             self._pieces = quoted_buffers(self.quoted)
         return self._pieces
+
+    def category_ids(self, j: int, dtype: pd.CategoricalDtype) -> np.ndarray:
+        """For column ``j`` held as a categorical of ``dtype``: the id of each category's value, then -1 (a
+        missing value, code -1), so ``category_ids(j, dtype)[codes]`` is :meth:`value_column` of the column.
+        Worked out once per dictionary (batch scoring's chunks share the run's), then kept."""
+        got = self.coded.get((j, id(dtype)))
+        if got is not None and got[0] is dtype:  # the dictionary held: its id not reused
+            return got[1]
+        categories = np.asarray(dtype.categories, dtype=object)
+        ids = np.append(self.value_column(j, (np.arange(len(categories)), categories)), -1)
+        self.coded[(j, id(dtype))] = (dtype, ids)
+        return ids
 
     def value_column(self, j: int, factorized: tuple[np.ndarray, Any]) -> np.ndarray:
         """Column ``j``'s values (``pd.factorize`` of it) as ids of the distinct values it showed (-1 missing)."""
@@ -162,7 +175,8 @@ class BatchWalk:
     then walks again the rows that reached a cell the table lacked."""
 
     def __init__(self, plan: ReasonPlan, frame: pd.DataFrame, k: int, window: int | None, floats: np.ndarray | None,
-                 factorize: Callable[[str], tuple[np.ndarray, Any]] | None, sentences: Sentences) -> None:
+                 factorize: Callable[[str], tuple[np.ndarray, Any]] | None, sentences: Sentences,
+                 column: Callable[[str], pd.Series] | None = None) -> None:
         from leadscore.training.reason_walk import MISS_SLOTS
 
         n = len(frame)
@@ -177,20 +191,28 @@ class BatchWalk:
         self.walked = False  # every row walked once (by the scoring pass: :meth:`compiled`)
         self.vid = np.empty((n, len(by_value)), dtype=np.int64)
         for s, j in enumerate(by_value.tolist()):
-            self.vid[:, s] = sentences.value_column(j, factorize(plan.columns[j].name))
+            name = plan.columns[j].name
+            col = frame[name] if column is None else column(name)
+            if isinstance(col.dtype, pd.CategoricalDtype):  # batch scoring's: ids per code of the run's dictionary
+                self.vid[:, s] = sentences.category_ids(j, col.dtype)[col.array.codes]
+            else:
+                self.vid[:, s] = sentences.value_column(j, factorize(name))
 
     @classmethod
     @contextmanager
     def open(cls, plan: ReasonPlan, frame: pd.DataFrame, k: int, window: int | None = None,
              floats: np.ndarray | None = None,
-             factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None) -> Iterator[BatchWalk]:
+             factorize: Callable[[str], tuple[np.ndarray, Any]] | None = None,
+             column: Callable[[str], pd.Series] | None = None) -> Iterator[BatchWalk]:
         """The walk of ``frame``'s rows (``floats``: which plan columns are read from the float block; None:
-        the numeric ones), the plan's table locked meanwhile (:class:`Sentences` is one batch at a time)."""
+        the numeric ones), the plan's table locked meanwhile (:class:`Sentences` is one batch at a time).
+        ``column``: ``frame[name]`` as the caller keeps it for the batch
+        (:meth:`training.linear.FrameColumns.column`)."""
         sentences = _sentences(plan)
         with sentences.lock:
             if sentences.size > _MEMO_SIZE:
                 sentences.reset()
-            yield cls(plan, frame, k, window, floats, factorize, sentences)
+            yield cls(plan, frame, k, window, floats, factorize, sentences, column)
 
     def compiled(self, block: np.ndarray) -> tuple[Any, ...]:
         """What :func:`training.reason_walk.row_walk` reads beside the row, the contributions and ``block``
