@@ -29,7 +29,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 #: bits of LightGBM's ``decision_type`` (``tree.h``)
 _CATEGORICAL = 1
@@ -232,42 +232,44 @@ def _one(x: np.ndarray, contrib: np.ndarray, leaves: np.ndarray, feature: np.nda
     """One row: route it down every tree as LightGBM does, add each split's delta to its feature's
     contribution, record the leaves when ``leaves`` is not empty; return the margin (tree order).
 
-    The routing is written out here rather than in a helper: numba's inlined helper ran 4x slower.
+    The routing is written out here rather than in a helper: numba's inlined helper ran 4x slower. The
+    indices are unsigned: with signed ones numba tests each for a negative value (the walk ran 15% slower).
     """
     record = len(leaves) > 0
     margin = 0.0
     for t in range(len(roots)):
         node = roots[t]
         while node >= 0:
-            f = feature[node]
+            at = uint64(node)  # unsigned indices: numba checks a signed one for a negative value on every read
+            f = uint64(feature[at])
             v = x[f]
-            d = decision[node]
+            d = decision[at]
             if d & _CATEGORICAL:  # NaN or negative: right; else the category's bit in the left set
                 go = False
                 if v == v and v >= 0.0:
                     iv = int(v)
-                    k = int(threshold[node])
+                    k = uint64(threshold[at])
                     w = iv >> 5
                     if w < cat_words[k]:
-                        go = ((cat_bits[cat_start[k] + w] >> (iv & 31)) & 1) == 1
+                        go = ((cat_bits[uint64(cat_start[k] + w)] >> (iv & 31)) & 1) == 1
             else:
                 missing = d >> 2
                 if v != v:  # NaN: its default side if the missing type is NaN, else read as 0
                     if missing in (_MISSING_NAN, _MISSING_ZERO):
                         go = (d & _DEFAULT_LEFT) != 0
                     else:
-                        go = threshold[node] >= 0.0
+                        go = threshold[at] >= 0.0
                 elif missing == _MISSING_ZERO and -_ZERO <= v <= _ZERO:
                     go = (d & _DEFAULT_LEFT) != 0
                 else:
-                    go = v <= threshold[node]
+                    go = v <= threshold[at]
             if go:
-                contrib[f] += dl[node]
-                node = left[node]
+                contrib[f] += dl[at]
+                node = left[at]
             else:
-                contrib[f] += dr[node]
-                node = right[node]
-        margin += leaf_value[~node]
+                contrib[f] += dr[at]
+                node = right[at]
+        margin += leaf_value[uint64(~node)]
         if record:
             leaves[t] = ~node
     return margin

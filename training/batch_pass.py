@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from leadscore.features.kernel import parallel_chunks
 from leadscore.training.attribution import _one
@@ -269,7 +269,7 @@ def _group_sums(contrib: np.ndarray, lo: int, hi: int, groups: np.ndarray, out: 
             for q in range(groups.shape[1]):
                 if groups[g, q] < 0:
                     break
-                gather[m] = contrib[r, groups[g, q]]
+                gather[m] = contrib[r, uint64(groups[g, q])]  # unsigned: no test for a negative index
                 m += 1
             out[r, g] = 0.0 + _pairwise(gather, 0, m)
 

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 
 
 @njit(cache=True)
@@ -26,11 +26,11 @@ def concept_rows(rows: np.ndarray, lo: int, hi: int, contrib: np.ndarray, concep
     n_concepts = sums.shape[1]
     key = np.empty(n_concepts)
     for r in range(lo, hi):
-        i = rows[r]
+        i = uint64(rows[r])  # indices read from arrays, unsigned: numba tests a signed one for a negative value
         for c in range(n_concepts):
             sums[i, c] = 0.0
         for j in range(contrib.shape[1]):
-            sums[i, concept_of[j]] += contrib[i, j]
+            sums[i, uint64(concept_of[j])] += contrib[i, j]
         for c in range(n_concepts):
             s = sums[i, c]
             key[c] = -abs(s) if s == s else np.inf  # NaN last, as numpy sorts it: every position filled

@@ -20,7 +20,7 @@ are those of :func:`training.reasons._select` in the same order, so the chosen s
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from leadscore.training.reason_keys import display_key
 from leadscore.training.reason_select import concept_rows
@@ -51,13 +51,13 @@ def lookup(table: np.ndarray, k1: int, k2: int) -> int:
     """The sentence id stored for ``(k1, k2)``, or :data:`ABSENT` (open addressing, linear probing; a slot is
     one row ``(k1, k2, id)`` of ``table``: one cache line per probe)."""
     mask = len(table) - 1
-    s = _slot(k1, k2, mask)
+    s = uint64(_slot(k1, k2, mask))  # unsigned: no test for a negative index on every probe
     while True:
         if table[s, 1] == EMPTY:
             return ABSENT
         if table[s, 0] == k1 and table[s, 1] == k2:
             return table[s, 2]  # type: ignore[no-any-return]
-        s = (s + 1) & mask
+        s = uint64((s + uint64(1)) & uint64(mask))
 
 
 @njit(cache=True)
@@ -146,7 +146,7 @@ def row_walk(rows: np.ndarray, lo: int, hi: int, contrib: np.ndarray, given: boo
     if not given:  # the sums and the whole order (counted: cheaper than sorting a prefix then, for one row in 7, all)
         concept_rows(rows, lo, hi, contrib, concept_of, sums, order)
     for r in range(lo, hi):
-        i = rows[r]
+        i = uint64(rows[r])  # indices read from arrays, unsigned: numba tests a signed one for a negative value
         for q in range(misses.shape[1]):
             misses[i, q] = -1
         m = 0
@@ -154,35 +154,36 @@ def row_walk(rows: np.ndarray, lo: int, hi: int, contrib: np.ndarray, given: boo
         n_neg = 0
         stop = -1  # the position of the concept whose wording is not known
         for p in range(n_concepts):
-            c = order[i, p]
+            c = uint64(order[i, p])
             s = sums[i, c]
             if s == 0.0:
                 break
             t = -1
-            jj = -1
+            jj = uint64(0)
             for q in range(width):
                 j = member[c, q]
                 if j < 0:
                     break
-                if silent[j] and block[i, j] == 0.0:  # a zero count says nothing: no look-up
+                uj = uint64(j)
+                if silent[uj] and block[i, uj] == 0.0:  # a zero count says nothing: no look-up
                     continue
-                is_float = kind[j] == FLOAT  # cell_key's reads, here: a compiled call handed arrays is slow
-                k1, k2 = value_key(j, n_columns, is_float, unit[j], block[i, j], bits[i, j],
-                                   -1 if is_float else vid[i, slot[j]])
+                is_float = kind[uj] == FLOAT  # cell_key's reads, here: a compiled call handed arrays is slow
+                k1, k2 = value_key(j, n_columns, is_float, unit[uj], block[i, uj], bits[i, uj],
+                                   -1 if is_float else vid[i, uint64(slot[uj])])
                 got = lookup(table, k1, k2)
                 if got == ABSENT:
                     stop = p
                     break
                 if got >= 0:
                     t = got
-                    jj = j
+                    jj = uj
                     break
             if stop >= 0:
                 break
             if t < 0:
                 continue
             if s < 0.0 and only_for[jj]:  # a buying signal counted against: not worded when present
-                present = block[i, jj] == block[i, jj] if kind[jj] == FLOAT else vid[i, slot[jj]] >= 0
+                present = block[i, jj] == block[i, jj] if kind[jj] == FLOAT else vid[i, uint64(slot[jj])] >= 0
                 if present:
                     continue
             found = -1
