@@ -325,10 +325,10 @@ def test_encode_columns_equals_each_tables_encoding() -> None:
         np.testing.assert_array_equal(values[slot].T, encode_frame(frame, SCHEMA, table))
 
 
-def test_abs_logs_split_over_two_threads_are_numpys_bits() -> None:
-    """The batch's ``log1p(|x|)`` (:func:`training.batch_explain._abs_logs`: the rows in two halves, one on a
-    helper thread) is ``np.log1p(np.abs(x))`` to the bit, above and below the size it splits at, odd row
-    counts, NaN, signed zeros and huge values included: the one-row path computes exactly that."""
+def test_abs_logs_on_a_helper_thread_are_numpys_bits() -> None:
+    """The batch's ``log1p(|x|)`` (:func:`training.batch_explain._abs_logs`: on a helper thread from a size
+    on) is ``np.log1p(np.abs(x))`` to the bit, above and below that size, NaN, signed zeros and huge values
+    included: the one-row path computes exactly that."""
     from leadscore.training.batch_explain import _SPLIT_MIN, _abs_logs
 
     rng = np.random.default_rng(11)
@@ -337,7 +337,7 @@ def test_abs_logs_split_over_two_threads_are_numpys_bits() -> None:
         x.flat[::17] = np.nan
         x.flat[1::19] = -0.0
         x.flat[2::23] = 0.0
-        got = _abs_logs(x)
+        got = _abs_logs(x).result()
         assert got.shape == x.shape
         np.testing.assert_array_equal(got.view(np.int64), np.log1p(np.abs(x)).view(np.int64))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import cache
+from functools import cache, cached_property
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
@@ -189,14 +189,22 @@ class BatchWalk:
         self.pos, self.neg = np.empty((n, k), dtype=np.int64), np.empty((n, k), dtype=np.int64)
         self.misses = np.empty((n, MISS_SLOTS), dtype=np.int64)
         self.walked = False  # every row walked once (by the scoring pass: :meth:`compiled`)
-        self.vid = np.empty((n, len(by_value)), dtype=np.int64)
-        for s, j in enumerate(by_value.tolist()):
-            name = plan.columns[j].name
-            col = frame[name] if column is None else column(name)
+        self._frame, self._by_value, self._factorize, self._column = frame, by_value, factorize, column
+
+    @cached_property
+    def vid(self) -> np.ndarray:
+        """The by-value columns' values as ids (rows x those columns, -1 missing), made when first read: batch
+        scoring opens the walk before its pass and reads them just before it, while the logs of the chunk
+        are taken on another thread (:func:`training.batch_explain.explain_block`)."""
+        vid = np.empty((len(self._frame), len(self._by_value)), dtype=np.int64)
+        for s, j in enumerate(self._by_value.tolist()):
+            name = self.plan.columns[j].name
+            col = self._frame[name] if self._column is None else self._column(name)
             if isinstance(col.dtype, pd.CategoricalDtype):  # batch scoring's: ids per code of the run's dictionary
-                self.vid[:, s] = sentences.category_ids(j, col.dtype)[col.array.codes]
+                vid[:, s] = self.sentences.category_ids(j, col.dtype)[col.array.codes]
             else:
-                self.vid[:, s] = sentences.value_column(j, factorize(name))
+                vid[:, s] = self.sentences.value_column(j, self._factorize(name))
+        return vid
 
     @classmethod
     @contextmanager
