@@ -286,7 +286,7 @@ def test_get_account_scores_its_open_leads_and_their_roles(state: ServingState) 
 def test_batch_scoring_writes_bands_and_one_row_per_account(small_model: SmallModel, calibrated_bundle: Path,
                                                             tmp_path: Path) -> None:
     from leadscore.cli import app
-    from leadscore.training.batch_score import read_scores
+    from leadscore.training.score_files import read_scores
 
     out, accounts = tmp_path / "scores.parquet", tmp_path / "accounts.csv"
     res = CliRunner().invoke(app, ["score", "--crm", str(small_model.crm_dir), "--bundle", str(calibrated_bundle),

@@ -26,7 +26,8 @@ from leadscore.history import CRMHistory, load_history
 from leadscore.serving.app import create_app
 from leadscore.serving.schemas import AccountProperties, ScoreActivity, ScoreLead
 from leadscore.serving.state import ServingState
-from leadscore.training.batch_score import iter_scores, read_scores
+from leadscore.training.batch_score import iter_scores
+from leadscore.training.score_files import read_scores
 from tests.api_support import AUTH, make_state
 from tests.conftest import SmallModel
 

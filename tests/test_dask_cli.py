@@ -15,7 +15,7 @@ from leadscore.cli import app
 from leadscore.config import Settings
 from leadscore.features.build import build_dataset
 from leadscore.history import load_history
-from leadscore.training.batch_score import read_scores
+from leadscore.training.score_files import read_scores
 from tests.conftest import SmallModel
 from tests.dask_support import (  # noqa: F401  (two_worker_client: the ``client`` fixture)
     assert_bit_identical,

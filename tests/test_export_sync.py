@@ -172,7 +172,7 @@ def test_sync_cli_needs_the_token_from_the_environment(hubspot: FakeHubSpot, tmp
 
 def test_import_files_and_changed_only(small_model: SmallModel, tmp_path: Path) -> None:
     from leadscore.cli import app
-    from leadscore.training.batch_score import read_scores
+    from leadscore.training.score_files import read_scores
 
     crm, bundle, db = small_model.crm_dir, small_model.bundle_dir, f"sqlite:///{tmp_path / 'e.db'}"
     run = CliRunner().invoke

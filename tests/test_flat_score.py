@@ -45,9 +45,9 @@ def test_check_columns_names_missing_and_unexpected(tmp_path: Path) -> None:
 @pytest.mark.training
 def test_flat_model_trains_promotes_and_scores_a_new_file(settings: Settings, tmp_path: Path) -> None:
     from leadscore.cli import app
-    from leadscore.training.batch_score import read_scores
     from leadscore.training.flat import flat_schema_hash, prepare_flat, train_flat
     from leadscore.training.registry import load_bundle
+    from leadscore.training.score_files import read_scores
 
     mapping_path = tmp_path / "mapping.yaml"
     mapping_path.write_text(SCORE_MAPPING)

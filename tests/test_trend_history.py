@@ -173,7 +173,7 @@ def test_scores_export_carries_the_routes_trend_and_filters(client: TestClient, 
     from typer.testing import CliRunner
 
     from leadscore.cli import app
-    from leadscore.training.batch_score import read_scores
+    from leadscore.training.score_files import read_scores
 
     for day, p in enumerate((0.1, 0.2, 0.4, 0.4), start=1):
         _append(state, "lead-x", day, p, _r(f"reason {day}"))

@@ -113,7 +113,8 @@ def score_crm_dask(crm: str | Path, settings: Settings, out: Path, client: Clien
 
     from leadscore.features.dask_parts import merge_reports
     from leadscore.serving.scoring import Scorer
-    from leadscore.training.batch_score import BatchScoreError, BatchSummary, ScoreWriter, write_accounts
+    from leadscore.training.batch_score import BatchScoreError, BatchSummary, write_accounts
+    from leadscore.training.score_files import ScoreWriter
 
     started = time.perf_counter()
     scorer = Scorer.load(settings, model_uri=model_uri, bundle_dir=bundle_dir)

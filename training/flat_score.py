@@ -75,9 +75,10 @@ def score_flat(flat_file: Path, settings: Settings, out: Path, model_uri: str,
                mapping: FlatMapping | None = None, reasons: bool = True) -> BatchSummary:
     """Score every row of ``flat_file`` with the flat model at ``model_uri`` into ``out`` (.parquet/.csv)."""
     from leadscore.serving.scoring import ModelLoadError, Scorer
-    from leadscore.training.batch_score import COLUMNS, BatchSummary, ScoreWriter, score_frame
+    from leadscore.training.batch_score import COLUMNS, BatchSummary, score_frame
     from leadscore.training.bundle import SchemaMismatchError
     from leadscore.training.registry import load_bundle
+    from leadscore.training.score_files import ScoreWriter
 
     started = time.perf_counter()
     mapping = mapping or model_mapping(model_uri, settings)

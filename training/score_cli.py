@@ -231,7 +231,7 @@ def register_sync(app: typer.Typer) -> None:
 
         from leadscore.serving.runtime import event_store_url
         from leadscore.serving.store import EventStore
-        from leadscore.training.batch_score import read_scores
+        from leadscore.training.score_files import read_scores
         from leadscore.training.sync_hubspot import SyncError, sync_hubspot
 
         settings = settings_from(ctx)

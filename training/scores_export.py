@@ -72,7 +72,7 @@ def annotated_rows(store: EventStore, since: pd.Timestamp | None = None,
 
 def export_scores(store: EventStore, out: Path, since: pd.Timestamp | None = None, lead: str | None = None) -> int:
     """Write :func:`annotated_rows` to ``out`` (.parquet or .csv), ``CHUNK`` rows at a time; the row count."""
-    from leadscore.training.batch_score import ScoreWriter
+    from leadscore.training.score_files import ScoreWriter
 
     writer = ScoreWriter(out, EXPORT_COLUMNS)
     buf: list[dict[str, Any]] = []
