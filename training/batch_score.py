@@ -16,7 +16,8 @@ on a schedule. It reuses the service's pieces instead of copying them:
   same pass runs the one-row rule compiled on each row as soon as its contributions are made
   (:class:`training.reason_batch.BatchWalk`, over a table of the sentences each distinct (column, shown
   value) words, kept across chunks), and sums them per band group as the service does; the text columns
-  are assembled in Arrow (:mod:`training.score_columns`);
+  are assembled in Arrow (:mod:`training.score_columns`), the JSON lists of reasons compiled on a helper
+  thread meanwhile;
 * the stage is the bundle's :class:`StagePolicy`, with hysteresis from the lead's current stage and
   the days it has held it, both read from the kernel's own ``current_stage``/``days_in_stage``
   features: the stage the CRM recorded last at or before ``T``, as the service reads it
@@ -34,7 +35,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,6 +147,8 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         pos_ids, neg_ids, texts, quoted = worded
     else:
         quoted = quoted_sentences(texts)
+    # the JSON lists (compiled, GIL released) on a helper thread while this one builds the other columns
+    lists = _lists_thread().submit(lambda: [json_list_column(ids, texts, text, quoted) for ids in (pos_ids, neg_ids)])
     p_sql = probs["p_sql"]
     # a one-target (flat) bundle's probability stands for both stages, as its stage policy was fitted
     p_opp = probs["p_opportunity"] if "p_opportunity" in probs else p_sql.copy()
@@ -164,7 +169,7 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
     as_of = features["as_of"]
     if as_of.dtype != _UTC:
         as_of = pd.to_datetime(as_of, utc=True)
-    reasons_positive, reasons_negative = (json_list_column(ids, texts, text, quoted) for ids in (pos_ids, neg_ids))
+    reasons_positive, reasons_negative = lists.result()
     columns = {  # in COLUMNS' order: a frame built from them as they are is a third of one that reorders them
         "lead_id": lead_ids.array if lead_ids.dtype == text else text_column(lead_ids.astype(object).to_numpy(), text),
         "scored_at": as_of.array,  # UTC, no index to align
@@ -175,6 +180,20 @@ def score_frame(scorer: Scorer, features: pd.DataFrame, reasons: bool = True,
         "trend": trend_col, "changes": changes_col, "band": band_col,
     }
     return pd.DataFrame(columns, index=pd.RangeIndex(n), copy=False)
+
+
+@cache
+def _lists_thread() -> ThreadPoolExecutor:
+    """The thread :func:`score_frame` writes a chunk's JSON lists of reasons on (:mod:`training.json_lists`:
+    compiled, without the GIL) while it builds the other columns (Python, with it): started on first use and
+    kept, its compiled loops on one thread (numba's count is per thread), this core's share."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadscore-lists", initializer=_one_numba_thread)
+
+
+def _one_numba_thread() -> None:
+    import numba
+
+    numba.set_num_threads(1)
 
 
 def _trends(leads: np.ndarray, p_sql: np.ndarray, previous: Mapping[str, Sequence[PastScore]], texts: Sequence[str],
