@@ -119,8 +119,9 @@ def walk(rows: np.ndarray, contrib: np.ndarray, given: bool, sums: np.ndarray, o
     over the table's sentence ids and the sentence ids of its ``k`` strongest
     reasons for and against into ``pos``/``neg`` (-1 pads a short side); or, when the walk reached a cell
     not in the table, the columns of the cells it needs into ``misses`` (-1 pads; ``misses[i, 0] >= 0``
-    marks the row to walk again). ``member``: per concept its columns by rank, -1 padded; ``silent``: per
-    column whether a float zero says nothing (:meth:`ReasonPlan.text`: a zero count; not looked up)."""
+    marks the row to walk again; a row without a miss has ``misses[i, 0] = -1`` and the rest unset).
+    ``member``: per concept its columns by rank, -1 padded; ``silent``: per column whether a float zero
+    says nothing (:meth:`ReasonPlan.text`: a zero count; not looked up)."""
     n_blocks = (len(rows) + _BLOCK - 1) // _BLOCK
     for b in prange(n_blocks):
         row_walk(rows, b * _BLOCK, min(len(rows), (b + 1) * _BLOCK), contrib, given, sums, order, block, bits, vid,
@@ -147,8 +148,7 @@ def row_walk(rows: np.ndarray, lo: int, hi: int, contrib: np.ndarray, given: boo
         concept_rows(rows, lo, hi, contrib, concept_of, sums, order)
     for r in range(lo, hi):
         i = uint64(rows[r])  # indices read from arrays, unsigned: numba tests a signed one for a negative value
-        for q in range(misses.shape[1]):
-            misses[i, q] = -1
+        misses[i, 0] = -1  # no miss (a row that misses pads its recorded cells below)
         m = 0
         n_pos = 0
         n_neg = 0
@@ -225,6 +225,8 @@ def row_walk(rows: np.ndarray, lo: int, hi: int, contrib: np.ndarray, given: boo
                         n_miss += 1
                     elif got >= 0:
                         break
+            for q in range(n_miss, misses.shape[1]):
+                misses[i, q] = -1
             continue
         # each side by strength, ties in walk order (Python's stable sort); strict comparisons keep the first
         used[:m] = False
