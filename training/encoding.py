@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leadscore.training.dictionary_memo import DictionaryMemo
+
 MAX_CATEGORIES = 200
 MIN_CATEGORY_COUNT = 5
 
@@ -166,22 +168,17 @@ def category_remap(col: pd.Series, categories: Sequence[str]) -> np.ndarray:
     dictionary and table (batch scoring: every chunk's columns share the run's dictionaries,
     :func:`features.engine.take_coded`), then kept."""
     dtype = col.dtype
-    key = (id(dtype), id(categories))
-    got = _REMAPS.get(key)
-    if got is not None and got[0] is dtype and got[1] is categories:  # the objects held: their ids not reused
-        return got[2]
-    probe = pd.Series(pd.Categorical.from_codes(np.arange(-1, len(dtype.categories)), dtype=dtype))
-    codes = category_codes(probe, categories)
-    remap = np.where(codes < 0, np.nan, codes).astype(np.float64)
-    if len(_REMAPS) >= _REMAPS_MAX:
-        _REMAPS.clear()
-    _REMAPS[key] = (dtype, categories, remap)
-    return remap
+
+    def make() -> np.ndarray:
+        probe = pd.Series(pd.Categorical.from_codes(np.arange(-1, len(dtype.categories)), dtype=dtype))
+        codes = category_codes(probe, categories)
+        return np.where(codes < 0, np.nan, codes).astype(np.float64)
+
+    return _REMAPS.get(dtype, categories, make)
 
 
-#: per (categorical dtype, category table), by identity: the dtype, the table and :func:`category_remap`
-_REMAPS: dict[tuple[int, int], tuple[Any, Any, np.ndarray]] = {}
-_REMAPS_MAX = 1024
+#: per (categorical dtype, category table): :func:`category_remap`
+_REMAPS = DictionaryMemo()
 
 
 def _put_codes(X: np.ndarray, frame: pd.DataFrame, schema: Sequence[Mapping[str, Any]],

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leadscore.training.dictionary_memo import DictionaryMemo
+
 MISSING = "(missing)"
 #: rows per block of :meth:`FrameColumns.signed_logs` (a few MB of temporaries per block)
 _LOG_BLOCK = 8192
@@ -287,21 +289,13 @@ def category_coefs(term: CategoricalTerm, dtype: pd.CategoricalDtype) -> np.ndar
     value's (entry -1), so ``category_coefs(term, dtype)[codes]`` is the term of every row (each category
     worded as :func:`_category_value`, as the text column's). Worked out once per dictionary and term (batch
     scoring: every chunk's columns share the run's dictionaries), then kept."""
-    key = (id(dtype), id(term))
-    got = _COEFS.get(key)
-    if got is not None and got[0] is dtype and got[1] is term:  # the objects held: their ids not reused
-        return got[2]
-    coefs = np.array([term.coefs.get(_category_value(v), 0.0) for v in np.asarray(dtype.categories, dtype=object)]
-                     + [term.coefs.get(MISSING, 0.0)], dtype=np.float64)
-    if len(_COEFS) >= _COEFS_MAX:
-        _COEFS.clear()
-    _COEFS[key] = (dtype, term, coefs)
-    return coefs
+    return _COEFS.get(dtype, term, lambda: np.array(
+        [term.coefs.get(_category_value(v), 0.0) for v in np.asarray(dtype.categories, dtype=object)]
+        + [term.coefs.get(MISSING, 0.0)], dtype=np.float64))
 
 
-#: per (categorical dtype, term), by identity: the dtype, the term and :func:`category_coefs`
-_COEFS: dict[tuple[int, int], tuple[Any, Any, np.ndarray]] = {}
-_COEFS_MAX = 1024
+#: per (categorical dtype, term): :func:`category_coefs`
+_COEFS = DictionaryMemo()
 
 
 def _category_value(v: Any) -> str:
