@@ -39,11 +39,16 @@ def json_lists_array(ids: np.ndarray, buffers: tuple[np.ndarray, np.ndarray]) ->
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if ids.size and (ids.max() >= len(offsets) - 1):
         raise IndexError(f"sentence id {int(ids.max())} out of range: {len(offsets) - 1} sentences")
+    from leadscore.training.attribution import _PARALLEL
+
     ends = np.zeros(len(ids) + 1, dtype=np.int64)
-    _lengths(ids, offsets, ends[1:])
-    np.cumsum(ends, out=ends)
-    out = np.empty(int(ends[-1]), dtype=np.uint8)
-    _fill(ids, offsets, data, ends, out)
+    # numba's fallback threading layer aborts on parallel kernels run at once: batch scoring writes the lists
+    # on a helper thread, and another caller's pass may be running
+    with _PARALLEL:
+        _lengths(ids, offsets, ends[1:])
+        np.cumsum(ends, out=ends)
+        out = np.empty(int(ends[-1]), dtype=np.uint8)
+        _fill(ids, offsets, data, ends, out)
     return pa.LargeStringArray.from_buffers(len(ids), pa.py_buffer(ends), pa.py_buffer(out))
 
 
