@@ -210,7 +210,7 @@ def test_concept_sums_are_the_one_row_bincount_and_stable_order() -> None:
     """The compiled sums add in column order as ``np.bincount`` does for one row (the same bits), and the
     order is ``argsort(-|sum|, stable)``: exact ties, zeros and NaN (numpy's order) included, from NaN
     contributions or +inf and -inf in one concept."""
-    from leadscore.training.reason_select import concept_order
+    from leadscore.training.reason_select import concept_rows
 
     plan = reason_plan(SCHEMA)
     contrib = _contrib(400, len(SCHEMA), 4)
@@ -218,7 +218,8 @@ def test_concept_sums_are_the_one_row_bincount_and_stable_order() -> None:
     pair = next(m for m in plan.members if len(m) >= 2)
     inf[::3, pair[0]], inf[::3, pair[1]] = np.inf, -np.inf  # a NaN sum of numbers
     for c in (contrib, np.where(np.arange(len(SCHEMA)) == 3, np.nan, contrib), inf):
-        sums, order = concept_order(c, plan.concept_of, len(plan.concepts))
+        sums, order = np.empty((len(c), len(plan.concepts))), np.empty((len(c), len(plan.concepts)), dtype=np.int64)
+        concept_rows(np.arange(len(c)), 0, len(c), c, plan.concept_of, sums, order)
         for i in range(len(c)):
             want = np.bincount(plan.concept_of, weights=c[i], minlength=len(plan.concepts))
             np.testing.assert_array_equal(sums[i], want)

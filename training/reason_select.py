@@ -1,8 +1,8 @@
 """The concept sums and order of :func:`training.reasons.top_reasons` for a whole batch, compiled (numba).
 
-:func:`concept_rows` is the first step of each row's batch walk (:mod:`training.reason_walk`);
-:func:`concept_order` runs it over a whole batch (the tests hold it to numpy's ``bincount`` and stable
-``argsort``). Imported when first used: numba compiles on first call (cached on disk).
+:func:`concept_rows` is the first step of each row's batch walk (:mod:`training.reason_walk`; the tests hold
+it to numpy's ``bincount`` and stable ``argsort``). Imported when first used: numba compiles on first call
+(cached on disk).
 """
 
 from __future__ import annotations
@@ -45,13 +45,4 @@ def concept_rows(rows: np.ndarray, lo: int, hi: int, contrib: np.ndarray, concep
             order[i, uint64(at)] = c
 
 
-@njit(cache=True)
-def concept_order(contrib: np.ndarray, concept_of: np.ndarray, n_concepts: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every row's :func:`concept_rows`: the sums and the order."""
-    n = contrib.shape[0]
-    sums = np.zeros((n, n_concepts))
-    order = np.empty((n, n_concepts), dtype=np.int64)
-    concept_rows(np.arange(n), 0, n, contrib, concept_of, sums, order)
-    return sums, order
-
-__all__ = ["concept_order", "concept_rows"]
+__all__ = ["concept_rows"]
